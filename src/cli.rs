@@ -1,0 +1,306 @@
+//! The command line: one source of truth for the flags, their environment
+//! variables, `--help`, the shell completions in `completions/` and the man
+//! pages in `man/` (both generated from [`command`], kept fresh by a test).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// Synchronized internet radio: everyone tuned to a station hears the same
+/// moment of the same track.
+#[derive(Debug, Parser)]
+#[command(
+    name = "radio",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: the WebSocket sync protocol at /ws, the media library,
+    /// the web player at /, health and metrics.
+    Serve(ServeArgs),
+    /// Run a station from a shell: commands on stdin, or a playlist.
+    Broadcast(BroadcastArgs),
+    /// Tune in from a terminal and show what plays and how well it is in sync.
+    Listen(ListenArgs),
+    /// Generate load against one or more servers and report fan-out latency,
+    /// delivery and server cost.
+    Loadtest(LoadtestArgs),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of radio (or of one subcommand) to stdout.
+    Man {
+        /// A subcommand whose page to print instead of the top-level one.
+        subcommand: Option<String>,
+    },
+    /// Internal: one worker process of `radio loadtest` (reads its plan on stdin).
+    #[command(hide = true)]
+    LoadtestWorker,
+}
+
+/// Parses durations written like `10s`, `500ms`, `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "RADIO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// How long a station stays live after its broadcaster disconnects, waiting
+    /// for it to resume with its token.
+    #[arg(long, env = "RADIO_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+
+    /// Largest inbound WebSocket message; larger ones close the connection (1009).
+    #[arg(long, env = "RADIO_MAX_MESSAGE_BYTES", default_value_t = crate::protocol::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// How often the server pings each connection.
+    #[arg(long, env = "RADIO_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// A connection silent for this long (no frame, no pong) is closed.
+    #[arg(long, env = "RADIO_KEEPALIVE_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// A client that accepts no bytes for this long is closed (1008).
+    #[arg(long, env = "RADIO_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Most concurrent WebSocket connections; more are answered 503 before the upgrade.
+    #[arg(long, env = "RADIO_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Inbound messages a connection may send per second (bursts up to twice
+    /// that); beyond it `rate_limited`, and a client that keeps on is closed (1008).
+    #[arg(long, env = "RADIO_RATE_LIMIT", default_value_t = 50)]
+    pub rate_limit: u32,
+
+    /// Time a client has to send its HTTP request and complete the WebSocket upgrade.
+    #[arg(long, env = "RADIO_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, how long to wait for connections to close before exiting.
+    #[arg(long, env = "RADIO_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Require this key in `start_broadcasting` (listeners need none).
+    #[arg(long, env = "RADIO_BROADCAST_KEY", hide_env_values = true)]
+    pub broadcast_key: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "RADIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Join a cluster through this Redis server (redis://host:port/db).
+    #[arg(long, env = "RADIO_REDIS")]
+    pub redis: Option<String>,
+
+    /// This node's id in the cluster (default: generated).
+    #[arg(long, env = "RADIO_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Share the listening port with other processes (SO_REUSEPORT).
+    #[arg(long, env = "RADIO_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// Directory of audio and video to serve (scanned recursively). Without it
+    /// a small generated demo library is served.
+    #[arg(long, env = "RADIO_MEDIA")]
+    pub media: Option<PathBuf>,
+
+    /// Rescan the media library this often (it is also rescanned on SIGHUP).
+    #[arg(long, env = "RADIO_RESCAN_INTERVAL", value_parser = parse_duration)]
+    pub rescan_interval: Option<Duration>,
+
+    /// Private player sessions idle this long are removed.
+    #[arg(long, env = "RADIO_SESSION_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// How often idle sessions are swept.
+    #[arg(long, env = "RADIO_SESSION_SWEEP", default_value = "5m", value_parser = parse_duration)]
+    pub session_sweep: Duration,
+
+    /// Most private sessions kept; the least recently used is evicted beyond it.
+    #[arg(long, env = "RADIO_MAX_SESSIONS", default_value_t = 100_000)]
+    pub max_sessions: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing).
+    #[arg(long, env = "RADIO_URL", default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+
+    /// Station name (1-64 of A-Z a-z 0-9 . _ -).
+    #[arg(long, env = "RADIO_STATION")]
+    pub station: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Broadcast key, when the server requires one.
+    #[arg(long, env = "RADIO_BROADCAST_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+
+    /// Play this extended M3U playlist in order, looping, instead of reading stdin.
+    #[arg(long)]
+    pub playlist: Option<PathBuf>,
+
+    /// How often to send a heartbeat while playing.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Print each state as one JSON line instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Print every frame received as one JSON line (for scripts) instead of a status line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadtestArgs {
+    /// Server to load; repeat to spread listeners over several nodes.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+
+    /// Listeners to connect in total.
+    #[arg(long)]
+    pub listeners: usize,
+
+    /// Stations (one broadcaster each); listeners are spread evenly.
+    #[arg(long, default_value_t = 1)]
+    pub stations: usize,
+
+    /// How long to run once every listener is connected.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Each broadcaster sends an `update` this often.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub update_interval: Duration,
+
+    /// Each broadcaster also sends a `heartbeat` this often (off by default).
+    #[arg(long, value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+
+    /// New connections per second, over all workers (0: as fast as accepted).
+    #[arg(long, default_value_t = 0)]
+    pub connect_rate: u32,
+
+    /// Worker processes, or `auto` (one per 15,000 connections).
+    #[arg(long, default_value = "auto")]
+    pub workers: String,
+
+    /// Local addresses to bind client sockets to: a range `A-B` or a list `A,B`
+    /// (default for a loopback target: 127.0.0.1 onward, as many as needed).
+    #[arg(long)]
+    pub source_addrs: Option<String>,
+
+    /// Prefix of the station names used.
+    #[arg(long, default_value = "loadtest")]
+    pub station_prefix: String,
+
+    /// Broadcast key, when the server requires one.
+    #[arg(long, env = "RADIO_BROADCAST_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Fail (exit 1) when fan-out p99 exceeds this.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_p99: Option<Duration>,
+
+    /// Fail (exit 1) when final-state delivery is below this percentage.
+    #[arg(long)]
+    pub min_delivery: Option<f64>,
+
+    /// Measure this server process's memory and CPU (repeat for several).
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+}
+
+/// The clap command tree, for completions and man pages.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Writes the man page of radio, or of one of its subcommands.
+pub fn write_man(subcommand: Option<&str>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let cmd = command();
+    let page = match subcommand {
+        None => cmd,
+        Some(name) => {
+            let Some(sub) = cmd.find_subcommand(name).filter(|c| !c.is_hide_set()) else {
+                anyhow::bail!(
+                    "no subcommand {name:?}; try one of: serve, broadcast, listen, loadtest"
+                );
+            };
+            sub.clone().name(format!("radio-{name}"))
+        }
+    };
+    clap_mangen::Man::new(page).render(out)?;
+    Ok(())
+}
+
+/// The subcommands that get a man page of their own.
+pub fn man_subcommands() -> Vec<String> {
+    command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("ten").is_err());
+    }
+}

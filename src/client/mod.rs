@@ -1,0 +1,286 @@
+//! The shared client: URL handling, connecting (ws:// and wss:// through
+//! rustls), the clock-offset estimate, reconnect backoff, and typed frames.
+//! `radio broadcast`, `radio listen` and `radio loadtest` are built on it.
+
+pub mod broadcast;
+pub mod listen;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::protocol::{self, ClientMessage, ServerMessage};
+
+/// A client's WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Turns what a person types into the WebSocket URL: `http(s)://` becomes
+/// `ws(s)://`, a bare `host:port` gets `ws://`, and a missing path gets `/ws`.
+pub fn ws_url(input: &str) -> anyhow::Result<String> {
+    let input = input.trim();
+    let (scheme, rest) = match input.split_once("://") {
+        Some((s, rest)) => (s.to_ascii_lowercase(), rest),
+        None => ("ws".to_owned(), input),
+    };
+    let scheme = match scheme.as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => bail!(
+            "unsupported URL scheme {other:?} in {input:?}; use ws://, wss://, http:// or https://"
+        ),
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        bail!("the URL {input:?} has no host; write it like ws://127.0.0.1:8080/ws");
+    }
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let path = if path.is_empty() || path == "/" {
+        "/ws"
+    } else {
+        path
+    };
+    Ok(format!("{scheme}://{host}{path}"))
+}
+
+/// The client side's WebSocket limits: small buffers, since a client reads
+/// small frames (a listener in `radio loadtest` is one of thousands).
+pub fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+/// Connects and reads the `welcome`. Returns the socket and the welcome's
+/// session id.
+pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+    let welcome = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ws))
+        .await
+        .context("the server sent no welcome within 10s")??;
+    match welcome {
+        Some(ServerMessage::Welcome {
+            protocol: v,
+            session_id,
+            ..
+        }) => {
+            if v != protocol::PROTOCOL_VERSION {
+                bail!(
+                    "the server speaks protocol {v}, this client {}; upgrade the older one",
+                    protocol::PROTOCOL_VERSION
+                );
+            }
+            Ok((ws, session_id))
+        }
+        Some(other) => bail!("expected welcome, got {other:?}"),
+        None => bail!("the server closed the connection before its welcome"),
+    }
+}
+
+/// Sends one request.
+pub async fn send(ws: &mut Ws, msg: &ClientMessage) -> anyhow::Result<()> {
+    ws.send(Message::Text(protocol::encode(msg)))
+        .await
+        .context("cannot send to the server")
+}
+
+/// One frame from the server, decoded.
+#[derive(Debug)]
+pub struct Frame {
+    /// The text as received (what `--json` prints).
+    pub text: String,
+    pub msg: ServerMessage,
+}
+
+/// Reads the next server frame; `Ok(None)` when the connection closed.
+/// Frames this client cannot decode are reported and skipped, so a newer
+/// server's additions do not break an older client.
+pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<Option<Frame>> {
+    loop {
+        match ws.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e).context("connection to the server failed"),
+            Some(Ok(Message::Text(t))) => match serde_json::from_str(t.as_str()) {
+                Ok(msg) => {
+                    return Ok(Some(Frame {
+                        text: t.as_str().to_owned(),
+                        msg,
+                    }));
+                }
+                Err(e) => tracing::warn!(error = %e, frame = t.as_str(), "unreadable frame"),
+            },
+            Some(Ok(Message::Close(frame))) => {
+                tracing::debug!(?frame, "server closed the connection");
+                return Ok(None);
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// [`next_frame`] without the text.
+pub async fn next_message(ws: &mut Ws) -> anyhow::Result<Option<ServerMessage>> {
+    Ok(next_frame(ws).await?.map(|f| f.msg))
+}
+
+/// Estimates the offset of the server's clock from ours with ping/pong,
+/// trusting the samples with the smallest round trip (their midpoint
+/// assumption errs least), in the manner of NTP's clock filter.
+#[derive(Debug, Default, Clone)]
+pub struct ClockOffset {
+    /// Recent `(rtt_ms, offset_ms)` samples, newest last.
+    samples: VecDeque<(i64, f64)>,
+}
+
+impl ClockOffset {
+    const KEEP: usize = 16;
+    const BEST: usize = 3;
+
+    /// Records a pong: we sent at `sent_ms` (our clock), the server stamped
+    /// `server_ms`, we received at `received_ms`.
+    pub fn record(&mut self, sent_ms: i64, server_ms: i64, received_ms: i64) {
+        let rtt = (received_ms - sent_ms).max(0);
+        let offset = server_ms as f64 - (sent_ms as f64 + rtt as f64 / 2.0);
+        if self.samples.len() == Self::KEEP {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((rtt, offset));
+    }
+
+    fn best(&self) -> Vec<(i64, f64)> {
+        let mut v: Vec<_> = self.samples.iter().copied().collect();
+        v.sort_by_key(|s| s.0);
+        v.truncate(Self::BEST);
+        v
+    }
+
+    /// Server clock minus ours, in ms: the mean of the lowest-RTT samples.
+    pub fn offset_ms(&self) -> Option<f64> {
+        let best = self.best();
+        if best.is_empty() {
+            return None;
+        }
+        Some(best.iter().map(|s| s.1).sum::<f64>() / best.len() as f64)
+    }
+
+    /// The smallest round trip seen recently.
+    pub fn rtt_ms(&self) -> Option<i64> {
+        self.samples.iter().map(|s| s.0).min()
+    }
+
+    pub fn samples(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The server's clock now, by our estimate.
+    pub fn server_now_ms(&self) -> i64 {
+        protocol::now_ms() + self.offset_ms().unwrap_or(0.0).round() as i64
+    }
+}
+
+/// Exponential backoff with full jitter, for reconnects.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            attempt: 0,
+            base,
+            max,
+        }
+    }
+
+    /// The next delay: up to `base * 2^attempt`, capped at `max`, at least half of it.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
+        let cap = exp.min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        cap.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(250), Duration::from_secs(15))
+    }
+}
+
+/// Formats milliseconds as `m:ss.t`.
+pub fn clock(ms: u64) -> String {
+    let total_tenths = ms / 100;
+    let tenths = total_tenths % 10;
+    let secs = (total_tenths / 10) % 60;
+    let mins = total_tenths / 600;
+    format!("{mins}:{secs:02}.{tenths}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(ws_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
+        assert_eq!(ws_url("http://h:1").unwrap(), "ws://h:1/ws");
+        assert_eq!(
+            ws_url("https://radio.example/").unwrap(),
+            "wss://radio.example/ws"
+        );
+        assert_eq!(ws_url("127.0.0.1:8080").unwrap(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(ws_url("wss://h/custom").unwrap(), "wss://h/custom");
+        assert!(ws_url("ftp://h").is_err());
+        assert!(ws_url("ws://").is_err());
+    }
+
+    #[test]
+    fn clock_offset_prefers_small_round_trips() {
+        let mut c = ClockOffset::default();
+        // True offset +1000; a slow sample with asymmetric delay lies.
+        c.record(0, 1_010, 20);
+        c.record(100, 1_105, 110);
+        c.record(200, 1_700, 1_400);
+        c.record(300, 1_303, 306);
+        let off = c.offset_ms().unwrap();
+        assert!((off - 1_000.0).abs() < 2.0, "{off}");
+        assert_eq!(c.rtt_ms(), Some(6));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let d0 = b.next_delay();
+        assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+        for _ in 0..10 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn clock_format() {
+        assert_eq!(clock(0), "0:00.0");
+        assert_eq!(clock(61_250), "1:01.2");
+    }
+}

@@ -1,0 +1,57 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use radio::cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The clients reach wss:// servers; pick rustls' ring provider once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            radio::logging::init(args.log_format, "info");
+            runtime()
+                .and_then(|rt| rt.block_on(radio::server::run(args)))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Broadcast(args) => {
+            radio::logging::init(LogFormat::Pretty, "warn");
+            runtime().and_then(|rt| rt.block_on(radio::client::broadcast::run(args)))
+        }
+        Command::Listen(args) => {
+            radio::logging::init(LogFormat::Pretty, "warn");
+            runtime().and_then(|rt| rt.block_on(radio::client::listen::run(args)))
+        }
+        Command::Loadtest(args) => {
+            radio::logging::init(LogFormat::Pretty, "warn");
+            runtime().and_then(|rt| rt.block_on(radio::loadtest::run(args)))
+        }
+        Command::LoadtestWorker => {
+            radio::logging::init(LogFormat::Pretty, "warn");
+            runtime().and_then(|rt| rt.block_on(radio::loadtest::worker_main()))
+        }
+        Command::Completions { shell } => {
+            let mut cmd = radio::cli::command();
+            clap_complete::generate(shell, &mut cmd, "radio", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { subcommand } => {
+            radio::cli::write_man(subcommand.as_deref(), &mut std::io::stdout())
+                .map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("radio: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

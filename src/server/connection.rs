@@ -1,0 +1,641 @@
+//! One WebSocket connection: one task that owns its socket.
+//!
+//! The task `select!`s over shutdown, its station's newest view, frames in,
+//! and the keepalive tick, then writes whatever that produced before it waits
+//! again. There is no second task per socket and no mutex around
+//! per-connection state, so nothing can outlive or deadlock anything else
+//! (the old system's send/receive task pair and its `tuned_broadcaster`
+//! mutex). Every write runs under the write timeout, so a client that stops
+//! reading costs at most the newest station view plus the frames of one
+//! iteration, and is closed (1008) when the timeout passes. Every error a
+//! client causes is answered with an `error` frame or a close code, and every
+//! failure is logged inside this connection's span.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::protocol::{
+    self, ClientMessage, ErrorCode, Heartbeat, PROTOCOL_VERSION, ServerMessage, StationName,
+    SyncCause, Update,
+};
+use crate::server::Shared;
+use crate::server::registry::{Owned, Tuned};
+
+/// Most stations one connection may broadcast at once.
+pub const MAX_OWNED_STATIONS: usize = 16;
+
+/// The per-connection limits from `radio serve`'s flags.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    pub max_message_bytes: usize,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub write_timeout: Duration,
+    pub rate_limit: u32,
+    pub broadcast_key: Option<String>,
+}
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Exit {
+    /// The peer closed, or the socket failed.
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client accepted no bytes for the write timeout.
+    SlowClient,
+    /// The client answered no ping for the keepalive timeout.
+    KeepaliveTimeout,
+    /// The client kept flooding past the rate limit.
+    Flood,
+    /// A message over `--max-message-bytes`.
+    TooBig,
+}
+
+/// What woke the connection.
+enum Event {
+    Shutdown,
+    Station,
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Keepalive,
+}
+
+/// A listener's subscription and what it has been sent so far.
+struct Listening {
+    tuned: Tuned,
+    /// Highest `seq` sent; a view with no newer state sends nothing.
+    last_seq: u64,
+    /// Whether the listener was last told the station is live.
+    live: bool,
+}
+
+/// Token bucket over inbound messages: `rate` a second, bursts of `2 * rate`.
+struct RateLimiter {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    last: Instant,
+    /// Messages refused since the bucket was last full.
+    strikes: u32,
+}
+
+impl RateLimiter {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            capacity: rate * 2.0,
+            tokens: rate * 2.0,
+            last: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    /// `Ok` to accept a message, `Err(true)` when the client has kept
+    /// flooding long enough to be closed.
+    fn check(&mut self) -> Result<(), bool> {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        if self.tokens >= self.capacity {
+            self.strikes = 0;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            self.strikes += 1;
+            Err(f64::from(self.strikes) > self.capacity)
+        }
+    }
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    id: u64,
+    ws: WebSocketStream<TcpStream>,
+    /// Frames to write before waiting again.
+    out: Vec<Message>,
+    owned: Vec<Owned>,
+    tuned: Option<Listening>,
+    limiter: RateLimiter,
+    last_seen: Instant,
+    /// A ping arrived; tungstenite's queued pong goes out with the next flush.
+    pong_pending: bool,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn run(ws: WebSocketStream<TcpStream>, shared: Arc<Shared>, id: u64) {
+    let limiter = RateLimiter::new(shared.conn.rate_limit);
+    let mut conn = Conn {
+        shared,
+        id,
+        ws,
+        out: Vec::with_capacity(4),
+        owned: Vec::new(),
+        tuned: None,
+        limiter,
+        last_seen: Instant::now(),
+        pong_pending: false,
+    };
+    let exit = conn.serve().await;
+    conn.finish(exit).await;
+}
+
+async fn station_changed(tuned: &mut Option<Listening>) {
+    match tuned {
+        // The sender lives in the station the guard keeps alive, so this
+        // only errs if that invariant breaks; then wait for other events.
+        Some(l) => {
+            if l.tuned.rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+impl Conn {
+    async fn serve(&mut self) -> Exit {
+        self.send(&ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            session_id: protocol::random_token(8),
+            server_time_ms: protocol::now_ms(),
+        });
+        let period = self.shared.conn.keepalive_interval;
+        let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            if !self.out.is_empty() || self.pong_pending {
+                self.pong_pending = false;
+                if let Err(exit) = self.flush().await {
+                    return exit;
+                }
+            }
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Event::Shutdown,
+                _ = station_changed(&mut self.tuned) => Event::Station,
+                frame = self.ws.next() => Event::Frame(frame),
+                _ = keepalive.tick() => Event::Keepalive,
+            };
+            let step = match event {
+                Event::Shutdown => Err(Exit::Shutdown),
+                Event::Station => {
+                    self.on_station_change();
+                    Ok(())
+                }
+                Event::Frame(frame) => self.on_frame(frame),
+                Event::Keepalive => self.on_keepalive(),
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+        }
+    }
+
+    /// Queues a frame for this iteration's write.
+    fn send(&mut self, msg: &ServerMessage) {
+        if let ServerMessage::Error { code, .. } = msg {
+            self.shared.metrics.error(*code);
+        }
+        self.out.push(Message::Text(protocol::encode(msg)));
+    }
+
+    fn send_error(&mut self, code: ErrorCode, message: impl Into<String>, request: &str) {
+        let message = message.into();
+        tracing::debug!(%code, %message, request, "request refused");
+        self.send(&ServerMessage::Error {
+            code,
+            message,
+            request_type: Some(request.to_owned()),
+        });
+    }
+
+    /// Writes the queued frames, giving up after the write timeout.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        let ws = &mut self.ws;
+        let frames = std::mem::take(&mut self.out);
+        let write = async move {
+            for frame in frames {
+                ws.feed(frame).await?;
+            }
+            ws.flush().await
+        };
+        let mut write = std::pin::pin!(write);
+        // Most writes complete at once; only arm a timer for one that waits.
+        let result = match write.as_mut().now_or_never() {
+            Some(r) => r,
+            None => match tokio::time::timeout(self.shared.conn.write_timeout, write).await {
+                Ok(r) => r,
+                Err(_) => return Err(Exit::SlowClient),
+            },
+        };
+        result.map_err(|e| {
+            tracing::debug!(error = %e, "write failed");
+            Exit::Closed
+        })
+    }
+
+    fn on_keepalive(&mut self) -> Result<(), Exit> {
+        if self.last_seen.elapsed() > self.shared.conn.keepalive_timeout {
+            return Err(Exit::KeepaliveTimeout);
+        }
+        self.out.push(Message::Ping(Default::default()));
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Result<(), Exit> {
+        let msg = match frame {
+            None => return Err(Exit::Closed),
+            Some(Ok(msg)) => msg,
+            Some(Err(tungstenite::Error::Capacity(e))) => {
+                tracing::info!(error = %e, "message over the size limit");
+                return Err(Exit::TooBig);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                return Err(Exit::Closed);
+            }
+        };
+        self.last_seen = Instant::now();
+        match msg {
+            Message::Text(text) => {
+                self.rate_check()?;
+                let started = std::time::Instant::now();
+                let request_type = self.on_text(text.as_str());
+                let took = started.elapsed();
+                self.shared.metrics.handling_seconds.observe(took);
+                if took > Duration::from_millis(100) {
+                    tracing::warn!(request = request_type, ?took, "slow message handling");
+                }
+            }
+            Message::Binary(_) => {
+                self.rate_check()?;
+                self.shared.metrics.inbound_invalid.inc();
+                self.send_error(
+                    ErrorCode::Unsupported,
+                    "binary frames are not supported; send JSON text frames",
+                    "binary",
+                );
+            }
+            // tungstenite queues the pong; the next flush sends it.
+            Message::Ping(_) => self.pong_pending = true,
+            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(_) => return Err(Exit::Closed),
+        }
+        Ok(())
+    }
+
+    fn rate_check(&mut self) -> Result<(), Exit> {
+        match self.limiter.check() {
+            Ok(()) => Ok(()),
+            Err(true) => Err(Exit::Flood),
+            Err(false) => {
+                self.send_error(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} messages a second; slow down or be disconnected",
+                        self.shared.conn.rate_limit
+                    ),
+                    "",
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles one text frame; returns its request type for logging.
+    fn on_text(&mut self, text: &str) -> &'static str {
+        let msg = match protocol::decode_request(text) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.shared.metrics.inbound_invalid.inc();
+                self.shared.metrics.error(e.code);
+                tracing::debug!(code = %e.code, message = %e.message, "bad request");
+                self.out
+                    .push(Message::Text(protocol::encode(&e.to_message())));
+                return "invalid";
+            }
+        };
+        let ty = msg.type_name();
+        self.shared.metrics.inbound(ty);
+        match msg {
+            ClientMessage::Ping { id, client_time_ms } => self.send(&ServerMessage::Pong {
+                id,
+                client_time_ms,
+                server_time_ms: protocol::now_ms(),
+            }),
+            ClientMessage::StartBroadcasting {
+                station,
+                resume_token,
+                key,
+            } => self.start(station, resume_token, key),
+            ClientMessage::StopBroadcasting { station } => self.stop(station),
+            ClientMessage::Update(u) => self.update(u),
+            ClientMessage::Heartbeat(h) => self.heartbeat(h),
+            ClientMessage::TuneIn { station } => self.tune_in(station),
+            ClientMessage::TuneOut => {
+                self.tuned = None;
+                self.send(&ServerMessage::TunedOut);
+            }
+            ClientMessage::ListStations => {
+                let stations = self.shared.registry.summaries();
+                self.send(&ServerMessage::Stations { stations });
+            }
+        }
+        ty
+    }
+
+    fn start(&mut self, station: StationName, resume_token: Option<String>, key: Option<String>) {
+        const REQ: &str = "start_broadcasting";
+        if let Some(required) = &self.shared.conn.broadcast_key {
+            if key.as_deref() != Some(required.as_str()) {
+                let why = if key.is_some() {
+                    "wrong broadcast key"
+                } else {
+                    "this server requires a broadcast key (\"key\")"
+                };
+                return self.send_error(ErrorCode::Unauthorized, why, REQ);
+            }
+        }
+        if let Some(owned) = self.owned.iter().find(|o| o.station.name == station) {
+            let resume_token = owned.token.clone();
+            return self.send(&ServerMessage::Broadcasting {
+                station,
+                resume_token,
+            });
+        }
+        if self.owned.len() >= MAX_OWNED_STATIONS {
+            return self.send_error(
+                ErrorCode::Unsupported,
+                format!("a connection may broadcast at most {MAX_OWNED_STATIONS} stations"),
+                REQ,
+            );
+        }
+        match self
+            .shared
+            .registry
+            .start(self.id, &station, resume_token.as_deref())
+        {
+            Ok(owned) => {
+                tracing::info!(%station, "broadcasting");
+                let resume_token = owned.token.clone();
+                self.owned.push(owned);
+                self.send(&ServerMessage::Broadcasting {
+                    station,
+                    resume_token,
+                });
+            }
+            Err((code, message)) => self.send_error(code, message, REQ),
+        }
+    }
+
+    /// The index of an owned station, or the error that explains why not.
+    fn owned_index(&mut self, station: &StationName, request: &str) -> Option<usize> {
+        if let Some(i) = self.owned.iter().position(|o| &o.station.name == station) {
+            return Some(i);
+        }
+        let held_elsewhere = self
+            .shared
+            .registry
+            .get(station)
+            .is_some_and(|s| s.view().live);
+        if held_elsewhere {
+            self.send_error(
+                ErrorCode::NotOwner,
+                format!("station {station} is broadcast by another connection"),
+                request,
+            );
+        } else {
+            self.send_error(
+                ErrorCode::NotLive,
+                format!("station {station} is not live; send start_broadcasting first"),
+                request,
+            );
+        }
+        None
+    }
+
+    fn stop(&mut self, station: StationName) {
+        if let Some(i) = self.owned_index(&station, "stop_broadcasting") {
+            self.owned.swap_remove(i).stop();
+            tracing::info!(%station, "stopped broadcasting");
+            self.send(&ServerMessage::Stopped { station });
+        }
+    }
+
+    fn update(&mut self, u: Update) {
+        let Some(i) = self.owned_index(&u.station, "update") else {
+            return;
+        };
+        let position = carried_position(u.position_ms, u.playing, u.at_server_ms);
+        let seq = self.owned[i].update(u.track, position, u.playing, u.duration_ms);
+        if u.ack {
+            self.send(&ServerMessage::Ack {
+                station: u.station,
+                seq,
+            });
+        }
+    }
+
+    fn heartbeat(&mut self, h: Heartbeat) {
+        let Some(i) = self.owned_index(&h.station, "heartbeat") else {
+            return;
+        };
+        let playing = h
+            .playing
+            .or_else(|| self.owned[i].current().map(|s| s.playing))
+            .unwrap_or(false);
+        let position = carried_position(h.position_ms, playing, h.at_server_ms);
+        match self.owned[i].heartbeat(position, h.playing) {
+            Some(seq) if h.ack => self.send(&ServerMessage::Ack {
+                station: h.station,
+                seq,
+            }),
+            Some(_) => {}
+            None => self.send_error(
+                ErrorCode::BadMessage,
+                "the station has no track yet: send an update before heartbeats",
+                "heartbeat",
+            ),
+        }
+    }
+
+    fn tune_in(&mut self, station: StationName) {
+        // Drop the old subscription first so re-tuning to the same station
+        // counts one listener, not two.
+        self.tuned = None;
+        let mut tuned = self.shared.registry.tune_in(&station);
+        let view = tuned.rx.borrow_and_update().clone();
+        self.send(&ServerMessage::Tuned {
+            station,
+            live: view.live,
+        });
+        let mut last_seq = 0;
+        if let Some(state) = &view.state {
+            let now = protocol::now_ms();
+            let mut sync = state.sync.clone();
+            sync.position_ms = sync.position_at(now);
+            sync.server_time_ms = now;
+            sync.cause = SyncCause::TuneIn;
+            last_seq = sync.seq;
+            self.shared.metrics.syncs_sent.inc();
+            self.send(&ServerMessage::Sync(sync));
+        }
+        self.tuned = Some(Listening {
+            tuned,
+            last_seq,
+            live: view.live,
+        });
+    }
+
+    /// The tuned station changed: send what this listener has not seen.
+    fn on_station_change(&mut self) {
+        let Some(l) = self.tuned.as_mut() else {
+            return;
+        };
+        let view = l.tuned.rx.borrow_and_update().clone();
+        let station = l.tuned.station.name.clone();
+        let mut notice = None;
+        if view.live != l.live {
+            l.live = view.live;
+            notice = Some(if view.live {
+                ServerMessage::BroadcasterOnline { station }
+            } else {
+                ServerMessage::BroadcasterOffline {
+                    station,
+                    reason: view
+                        .offline_reason
+                        .unwrap_or(protocol::OfflineReason::Disconnected),
+                }
+            });
+        }
+        let mut frame = None;
+        if let Some(state) = &view.state {
+            if state.sync.seq > l.last_seq {
+                l.last_seq = state.sync.seq;
+                frame = Some(state.frame.clone());
+            }
+        }
+        if let Some(notice) = notice {
+            self.send(&notice);
+        }
+        if let Some(frame) = frame {
+            self.shared.metrics.syncs_sent.inc();
+            self.out.push(Message::Text(frame));
+        }
+    }
+
+    /// Says goodbye in the way `exit` calls for; bounded by the write timeout.
+    async fn finish(mut self, exit: Exit) {
+        let metrics = &self.shared.metrics;
+        let close = match exit {
+            Exit::Closed => None,
+            Exit::Shutdown => {
+                // Spread reconnects so a restart is not a thundering herd.
+                let reconnect_after_ms = 1_000 + fastrand::u64(0..4_000);
+                self.out.push(Message::Text(protocol::encode(
+                    &ServerMessage::ServerShutdown { reconnect_after_ms },
+                )));
+                Some((CloseCode::Away, "server shutting down"))
+            }
+            Exit::SlowClient => {
+                metrics.slow_client_disconnects.inc();
+                tracing::info!("closing a client that accepted no bytes for the write timeout");
+                Some((CloseCode::Policy, "write timeout"))
+            }
+            Exit::KeepaliveTimeout => {
+                metrics.keepalive_timeouts.inc();
+                tracing::info!("closing a client that answered no ping");
+                Some((CloseCode::Policy, "keepalive timeout"))
+            }
+            Exit::Flood => {
+                metrics.rate_limit_disconnects.inc();
+                tracing::info!("closing a client that kept flooding past the rate limit");
+                Some((CloseCode::Policy, "rate limit exceeded"))
+            }
+            Exit::TooBig => Some((CloseCode::Size, "message too big")),
+        };
+        // Release stations and subscriptions before the goodbye, which may
+        // wait on a slow socket.
+        self.owned.clear();
+        self.tuned = None;
+        let Some((code, reason)) = close else { return };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let ws = &mut self.ws;
+        let frames = std::mem::take(&mut self.out);
+        let bye = async move {
+            for f in frames {
+                ws.feed(f).await?;
+            }
+            ws.close(Some(frame)).await
+        };
+        // A stalled client gets no more of our time.
+        let limit = match exit {
+            Exit::SlowClient | Exit::KeepaliveTimeout => Duration::from_millis(100),
+            _ => self.shared.conn.write_timeout.min(Duration::from_secs(2)),
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(limit, bye).await {
+            tracing::debug!(error = %e, "close failed");
+        }
+    }
+}
+
+/// The position at the moment the server stamps it: carried forward from the
+/// broadcaster's `at_server_ms` when that is within the allowed skew.
+fn carried_position(position_ms: u64, playing: bool, at_server_ms: Option<i64>) -> u64 {
+    match at_server_ms {
+        Some(at) if playing => {
+            let delta = protocol::now_ms() - at;
+            if delta.abs() <= protocol::MAX_AT_SERVER_SKEW_MS {
+                protocol::advance(position_ms, delta)
+            } else {
+                position_ms
+            }
+        }
+        _ => position_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_allows_bursts_then_strikes_out() {
+        let mut rl = RateLimiter::new(10);
+        for _ in 0..20 {
+            assert_eq!(rl.check(), Ok(()));
+        }
+        for _ in 0..20 {
+            assert_eq!(rl.check(), Err(false));
+        }
+        assert_eq!(rl.check(), Err(true));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(rl.check(), Ok(()));
+    }
+
+    #[test]
+    fn position_carried_only_within_skew() {
+        let now = protocol::now_ms();
+        let p = carried_position(1_000, true, Some(now - 200));
+        assert!((1_200..1_300).contains(&p), "{p}");
+        assert_eq!(carried_position(1_000, true, Some(now - 60_000)), 1_000);
+        assert_eq!(carried_position(1_000, false, Some(now - 200)), 1_000);
+        assert_eq!(carried_position(1_000, true, None), 1_000);
+    }
+}

@@ -1,0 +1,296 @@
+//! HTTP: routing, the WebSocket upgrade at `/ws`, health, stations, metrics.
+//!
+//! Each TCP connection is served by hyper's HTTP/1 connection with a header
+//! read timeout (the handshake timeout). A WebSocket upgrade takes a
+//! connection permit *before* answering 101, so `--max-connections` is
+//! answered with 503 and never with a socket the server then drops; the
+//! permit lives in the connection's guard and is returned when it ends.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::Instrument;
+
+use crate::protocol::StationSummary;
+use crate::server::metrics::Metrics;
+use crate::server::{Shared, cap_send_buffer, connection};
+
+/// Every response body: small ones in memory, media streamed from disk.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// A plain-text response, for errors and simple answers.
+pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut body = message.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => {
+            let mut res = Response::new(full(bytes));
+            *res.status_mut() = status;
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the response: {e}"),
+        ),
+    }
+}
+
+/// Serves one TCP connection's HTTP requests (and hands off an upgrade).
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let io = TokioIo::new(stream);
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let shared = svc_shared.clone();
+        async move { Ok::<_, Infallible>(route(req, peer, shared).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.handshake_timeout)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        }
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            if let Ok(Err(e)) = tokio::time::timeout(shared.handshake_timeout, conn).await {
+                tracing::debug!(%peer, error = %e, "http connection failed while draining");
+            }
+        }
+    }
+}
+
+async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
+    let path = req.uri().path();
+    let method = req.method();
+    match (method, path) {
+        (&Method::GET, "/ws") => upgrade(req, peer, shared),
+        (_, "/ws") => method_not_allowed("GET"),
+        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET | &Method::HEAD, "/readyz") => text(StatusCode::OK, "ready"),
+        (&Method::GET, "/api/stations") => {
+            #[derive(serde::Serialize)]
+            struct Stations {
+                stations: Vec<StationSummary>,
+            }
+            json(
+                StatusCode::OK,
+                &Stations {
+                    stations: shared.registry.summaries(),
+                },
+            )
+        }
+        (&Method::GET, "/metrics") => {
+            let mut res = text(StatusCode::OK, shared.metrics.render());
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            res
+        }
+        (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
+        (&Method::GET | &Method::HEAD, "/") => text(
+            StatusCode::OK,
+            "radio is running.\n\nWebSocket sync protocol: /ws\nStations: /api/stations\n\
+             Health: /healthz\nMetrics: /metrics\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut res = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allow}"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+/// Counts an open WebSocket connection for as long as it lives.
+struct ConnGuard {
+    metrics: Arc<Metrics>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ConnGuard {
+    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit) -> Self {
+        metrics.connections.inc();
+        metrics.connections_total.inc();
+        Self {
+            metrics,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.metrics.connections.dec();
+    }
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
+    if !header_has_token(&req, header::UPGRADE, "websocket")
+        || !header_has_token(&req, header::CONNECTION, "upgrade")
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "this is the WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
+        );
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut res = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version; use 13",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return res;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+        shared.metrics.connections_refused.inc();
+        tracing::warn!(%peer, "refusing a WebSocket: --max-connections reached");
+        let mut res = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server full: too many connections; try again later or another node",
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return res;
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        // Room for a burst of frames to one slow client; past it, writes
+        // wait and the write timeout decides.
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(shared.conn.max_message_bytes))
+        .max_frame_size(Some(shared.conn.max_message_bytes));
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let task_shared = shared.clone();
+    let span = tracing::info_span!("conn", id, %peer);
+    shared.tasks.spawn(
+        async move {
+            let shared = task_shared;
+            let upgraded = match tokio::time::timeout(shared.handshake_timeout, on_upgrade).await {
+                Ok(Ok(u)) => u,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("upgrade timed out");
+                    return;
+                }
+            };
+            let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => parts,
+                Err(_) => {
+                    tracing::error!("upgraded connection is not a TCP stream");
+                    return;
+                }
+            };
+            let stream = parts.io.into_inner();
+            cap_send_buffer(&stream);
+            let ws = if parts.read_buf.is_empty() {
+                WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+            } else {
+                WebSocketStream::from_partially_read(
+                    stream,
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(config),
+                )
+                .await
+            };
+            let _guard = ConnGuard::new(shared.metrics.clone(), permit);
+            connection::run(ws, shared, id).await;
+        }
+        .instrument(span),
+    );
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    match HeaderValue::from_str(&accept) {
+        Ok(v) => {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot build the upgrade: {e}"),
+            );
+        }
+    }
+    res
+}

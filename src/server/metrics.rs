@@ -1,0 +1,276 @@
+//! Prometheus metrics at `GET /metrics`.
+//!
+//! Every metric handle is created once at start and shared; the per-message
+//! paths only touch atomics. Labelled families are resolved up front into
+//! arrays indexed by request type and error code, so no map (and no lock) is
+//! consulted per message. The handling-time histogram is our own lock-free
+//! [`AtomicHistogram`] because the client library's histogram takes a lock on
+//! every observation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::protocol::{ErrorCode, REQUEST_TYPES};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// All of the server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections (moved by the connection guard).
+    pub connections: Gauge,
+    /// WebSocket connections accepted since start.
+    pub connections_total: Counter,
+    /// Upgrades refused because `--max-connections` was reached.
+    pub connections_refused: Counter,
+    /// Stations with a broadcaster (including those in their grace period).
+    pub stations: Gauge,
+    /// Connections tuned to a station.
+    pub listeners: Gauge,
+    inbound: [Counter; REQUEST_TYPES.len()],
+    /// Inbound frames that were not a valid request.
+    pub inbound_invalid: Counter,
+    /// `sync` frames written to listeners.
+    pub syncs_sent: Counter,
+    errors: [Counter; ErrorCode::ALL.len()],
+    /// Clients closed because they accepted no bytes for the write timeout.
+    pub slow_client_disconnects: Counter,
+    /// Clients closed because they did not answer keepalive pings.
+    pub keepalive_timeouts: Counter,
+    /// Clients closed for flooding past the rate limit.
+    pub rate_limit_disconnects: Counter,
+    /// Time to handle one inbound request.
+    pub handling_seconds: AtomicHistogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("radio");
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
+        let connections_total = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "WebSocket connections accepted since start",
+            connections_total.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "WebSocket upgrades refused with 503 at --max-connections",
+            connections_refused.clone(),
+        );
+        let stations = Gauge::default();
+        registry.register(
+            "stations",
+            "Stations with a broadcaster, including those in their grace period",
+            stations.clone(),
+        );
+        let listeners = Gauge::default();
+        registry.register(
+            "listeners",
+            "Connections tuned to a station",
+            listeners.clone(),
+        );
+        let inbound_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "inbound_messages",
+            "Inbound requests by type",
+            inbound_family.clone(),
+        );
+        let inbound =
+            REQUEST_TYPES.map(|t| inbound_family.get_or_create(&vec![("type", t)]).clone());
+        let inbound_invalid = Counter::default();
+        registry.register(
+            "inbound_invalid",
+            "Inbound frames that were not a valid request",
+            inbound_invalid.clone(),
+        );
+        let syncs_sent = Counter::default();
+        registry.register(
+            "syncs_sent",
+            "sync frames written to listeners",
+            syncs_sent.clone(),
+        );
+        let error_family = Family::<Labels, Counter>::default();
+        registry.register("errors", "error frames sent, by code", error_family.clone());
+        let errors = ErrorCode::ALL.map(|c| {
+            error_family
+                .get_or_create(&vec![("code", c.as_str())])
+                .clone()
+        });
+        let slow_client_disconnects = Counter::default();
+        registry.register(
+            "slow_client_disconnects",
+            "Clients closed (1008) after accepting no bytes for the write timeout",
+            slow_client_disconnects.clone(),
+        );
+        let keepalive_timeouts = Counter::default();
+        registry.register(
+            "keepalive_timeouts",
+            "Clients closed after not answering pings for the keepalive timeout",
+            keepalive_timeouts.clone(),
+        );
+        let rate_limit_disconnects = Counter::default();
+        registry.register(
+            "rate_limit_disconnects",
+            "Clients closed (1008) for flooding past the rate limit",
+            rate_limit_disconnects.clone(),
+        );
+        let handling_seconds = AtomicHistogram::new(&[
+            0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+        ]);
+        registry.register(
+            "message_handling_seconds",
+            "Time to handle one inbound request",
+            handling_seconds.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            connections_total,
+            connections_refused,
+            stations,
+            listeners,
+            inbound,
+            inbound_invalid,
+            syncs_sent,
+            errors,
+            slow_client_disconnects,
+            keepalive_timeouts,
+            rate_limit_disconnects,
+            handling_seconds,
+        }
+    }
+
+    /// Counts one inbound request of `type_name`.
+    pub fn inbound(&self, type_name: &str) {
+        match REQUEST_TYPES.iter().position(|t| *t == type_name) {
+            Some(i) => self.inbound[i].inc(),
+            None => self.inbound_invalid.inc(),
+        };
+    }
+
+    /// Counts one `error` frame sent.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A histogram whose observations are a few relaxed atomic adds.
+#[derive(Clone, Debug)]
+pub struct AtomicHistogram(std::sync::Arc<HistogramInner>);
+
+#[derive(Debug)]
+pub struct HistogramInner {
+    bounds: Vec<f64>,
+    /// One count per bound, plus the +Inf bucket (not cumulative).
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Self(std::sync::Arc::new(HistogramInner {
+            bounds: bounds.to_vec(),
+            counts,
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = self
+            .0
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.0.bounds.len());
+        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut cumulative = 0u64;
+        let mut buckets = Vec::with_capacity(self.0.counts.len());
+        for (i, c) in self.0.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let bound = self.0.bounds.get(i).copied().unwrap_or(f64::MAX);
+            buckets.push((bound, cumulative));
+        }
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.inbound("ping");
+        m.error(ErrorCode::NotOwner);
+        m.handling_seconds.observe(Duration::from_micros(30));
+        m.handling_seconds.observe(Duration::from_secs(3));
+        let text = m.render();
+        assert!(
+            text.contains("radio_inbound_messages_total{type=\"ping\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("radio_errors_total{code=\"not_owner\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("radio_message_handling_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("radio_message_handling_seconds_bucket{le=\"0.00005\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("radio_connections 0"), "{text}");
+    }
+}
