@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain: Redis (the
+# cluster tests start a real redis-server), Chromium and its driver (the web
+# player's browser tests), and the browser tests' npm packages. Idempotent:
+# installs only what is missing. Debian/Ubuntu; runs apt-get as root or via sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "setup: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "setup: installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
+  echo "setup: installing the browser tests' npm packages"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
