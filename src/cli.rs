@@ -55,6 +55,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
 
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(300) {
+        return Err(
+            "a lease shorter than 300ms would expire between renewals; use 300ms or more".into(),
+        );
+    }
+    Ok(d)
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err("a node id has 1 to 64 characters".into());
+    }
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "a node id may use only A-Z a-z 0-9 . _ - (found {bad:?})"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -119,9 +144,17 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_REDIS")]
     pub redis: Option<String>,
 
-    /// This node's id in the cluster (default: generated).
-    #[arg(long, env = "RADIO_NODE_ID")]
+    /// This node's id in the cluster (default: generated). Ids must be unique
+    /// among the nodes sharing a Redis.
+    #[arg(long, env = "RADIO_NODE_ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,
+
+    /// Cluster mode: how long a station's lease lasts without renewal. When a
+    /// node dies, listeners elsewhere are told its stations went offline
+    /// (reason "timeout") about this long after, unless the broadcaster
+    /// resumed on another node first.
+    #[arg(long, env = "RADIO_LEASE", default_value = "5s", value_parser = parse_lease)]
+    pub lease: Duration,
 
     /// Share the listening port with other processes (SO_REUSEPORT).
     #[arg(long, env = "RADIO_REUSE_PORT")]

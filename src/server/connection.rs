@@ -195,7 +195,7 @@ impl Conn {
                     self.on_station_change();
                     Ok(())
                 }
-                Event::Frame(frame) => self.on_frame(frame),
+                Event::Frame(frame) => self.on_frame(frame).await,
                 Event::Keepalive => self.on_keepalive(),
             };
             if let Err(exit) = step {
@@ -255,7 +255,10 @@ impl Conn {
         Ok(())
     }
 
-    fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Result<(), Exit> {
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), Exit> {
         let msg = match frame {
             None => return Err(Exit::Closed),
             Some(Ok(msg)) => msg,
@@ -273,7 +276,7 @@ impl Conn {
             Message::Text(text) => {
                 self.rate_check()?;
                 let started = std::time::Instant::now();
-                let request_type = self.on_text(text.as_str());
+                let request_type = self.on_text(text.as_str()).await;
                 let took = started.elapsed();
                 self.shared.metrics.handling_seconds.observe(took);
                 if took > Duration::from_millis(100) {
@@ -316,7 +319,7 @@ impl Conn {
     }
 
     /// Handles one text frame; returns its request type for logging.
-    fn on_text(&mut self, text: &str) -> &'static str {
+    async fn on_text(&mut self, text: &str) -> &'static str {
         let msg = match protocol::decode_request(text) {
             Ok(msg) => msg,
             Err(e) => {
@@ -340,24 +343,29 @@ impl Conn {
                 station,
                 resume_token,
                 key,
-            } => self.start(station, resume_token, key),
-            ClientMessage::StopBroadcasting { station } => self.stop(station),
-            ClientMessage::Update(u) => self.update(u),
-            ClientMessage::Heartbeat(h) => self.heartbeat(h),
-            ClientMessage::TuneIn { station } => self.tune_in(station),
+            } => self.start(station, resume_token, key).await,
+            ClientMessage::StopBroadcasting { station } => self.stop(station).await,
+            ClientMessage::Update(u) => self.update(u).await,
+            ClientMessage::Heartbeat(h) => self.heartbeat(h).await,
+            ClientMessage::TuneIn { station } => self.tune_in(station).await,
             ClientMessage::TuneOut => {
                 self.tuned = None;
                 self.send(&ServerMessage::TunedOut);
             }
-            ClientMessage::ListStations => {
-                let stations = self.shared.registry.summaries();
-                self.send(&ServerMessage::Stations { stations });
-            }
+            ClientMessage::ListStations => match self.shared.registry.summaries().await {
+                Ok(stations) => self.send(&ServerMessage::Stations { stations }),
+                Err((code, message)) => self.send_error(code, message, ty),
+            },
         }
         ty
     }
 
-    fn start(&mut self, station: StationName, resume_token: Option<String>, key: Option<String>) {
+    async fn start(
+        &mut self,
+        station: StationName,
+        resume_token: Option<String>,
+        key: Option<String>,
+    ) {
         const REQ: &str = "start_broadcasting";
         if let Some(required) = &self.shared.conn.broadcast_key {
             if key.as_deref() != Some(required.as_str()) {
@@ -369,8 +377,8 @@ impl Conn {
                 return self.send_error(ErrorCode::Unauthorized, why, REQ);
             }
         }
-        if let Some(owned) = self.owned.iter().find(|o| o.station.name == station) {
-            let resume_token = owned.token.clone();
+        if let Some(owned) = self.owned.iter().find(|o| *o.name() == station) {
+            let resume_token = owned.token().to_owned();
             return self.send(&ServerMessage::Broadcasting {
                 station,
                 resume_token,
@@ -387,10 +395,11 @@ impl Conn {
             .shared
             .registry
             .start(self.id, &station, resume_token.as_deref())
+            .await
         {
             Ok(owned) => {
                 tracing::info!(%station, "broadcasting");
-                let resume_token = owned.token.clone();
+                let resume_token = owned.token().to_owned();
                 self.owned.push(owned);
                 self.send(&ServerMessage::Broadcasting {
                     station,
@@ -402,15 +411,11 @@ impl Conn {
     }
 
     /// The index of an owned station, or the error that explains why not.
-    fn owned_index(&mut self, station: &StationName, request: &str) -> Option<usize> {
-        if let Some(i) = self.owned.iter().position(|o| &o.station.name == station) {
+    async fn owned_index(&mut self, station: &StationName, request: &str) -> Option<usize> {
+        if let Some(i) = self.owned.iter().position(|o| o.name() == station) {
             return Some(i);
         }
-        let held_elsewhere = self
-            .shared
-            .registry
-            .get(station)
-            .is_some_and(|s| s.view().live);
+        let held_elsewhere = self.shared.registry.is_live(station).await;
         if held_elsewhere {
             self.send_error(
                 ErrorCode::NotOwner,
@@ -427,30 +432,49 @@ impl Conn {
         None
     }
 
-    fn stop(&mut self, station: StationName) {
-        if let Some(i) = self.owned_index(&station, "stop_broadcasting") {
-            self.owned.swap_remove(i).stop();
-            tracing::info!(%station, "stopped broadcasting");
-            self.send(&ServerMessage::Stopped { station });
+    async fn stop(&mut self, station: StationName) {
+        const REQ: &str = "stop_broadcasting";
+        if let Some(i) = self.owned_index(&station, REQ).await {
+            match self.owned[i].stop().await {
+                Ok(()) => {
+                    self.owned.swap_remove(i);
+                    tracing::info!(%station, "stopped broadcasting");
+                    self.send(&ServerMessage::Stopped { station });
+                }
+                Err((code, message)) => self.refused(i, code, message, REQ),
+            }
         }
     }
 
-    fn update(&mut self, u: Update) {
-        let Some(i) = self.owned_index(&u.station, "update") else {
+    /// A backend refused an owner's request: say so, and forget a station
+    /// that was taken over (cluster mode).
+    fn refused(&mut self, i: usize, code: ErrorCode, message: String, request: &str) {
+        if code == ErrorCode::NotOwner {
+            self.owned.swap_remove(i);
+        }
+        self.send_error(code, message, request);
+    }
+
+    async fn update(&mut self, u: Update) {
+        let Some(i) = self.owned_index(&u.station, "update").await else {
             return;
         };
         let position = carried_position(u.position_ms, u.playing, u.at_server_ms);
-        let seq = self.owned[i].update(u.track, position, u.playing, u.duration_ms);
-        if u.ack {
-            self.send(&ServerMessage::Ack {
+        match self.owned[i]
+            .update(u.track, position, u.playing, u.duration_ms)
+            .await
+        {
+            Ok(seq) if u.ack => self.send(&ServerMessage::Ack {
                 station: u.station,
                 seq,
-            });
+            }),
+            Ok(_) => {}
+            Err((code, message)) => self.refused(i, code, message, "update"),
         }
     }
 
-    fn heartbeat(&mut self, h: Heartbeat) {
-        let Some(i) = self.owned_index(&h.station, "heartbeat") else {
+    async fn heartbeat(&mut self, h: Heartbeat) {
+        let Some(i) = self.owned_index(&h.station, "heartbeat").await else {
             return;
         };
         let playing = h
@@ -458,13 +482,14 @@ impl Conn {
             .or_else(|| self.owned[i].current().map(|s| s.playing))
             .unwrap_or(false);
         let position = carried_position(h.position_ms, playing, h.at_server_ms);
-        match self.owned[i].heartbeat(position, h.playing) {
-            Some(seq) if h.ack => self.send(&ServerMessage::Ack {
+        match self.owned[i].heartbeat(position, h.playing).await {
+            Ok(Some(seq)) if h.ack => self.send(&ServerMessage::Ack {
                 station: h.station,
                 seq,
             }),
-            Some(_) => {}
-            None => self.send_error(
+            Ok(Some(_)) => {}
+            Err((code, message)) => self.refused(i, code, message, "heartbeat"),
+            Ok(None) => self.send_error(
                 ErrorCode::BadMessage,
                 "the station has no track yet: send an update before heartbeats",
                 "heartbeat",
@@ -472,11 +497,14 @@ impl Conn {
         }
     }
 
-    fn tune_in(&mut self, station: StationName) {
+    async fn tune_in(&mut self, station: StationName) {
         // Drop the old subscription first so re-tuning to the same station
         // counts one listener, not two.
         self.tuned = None;
-        let mut tuned = self.shared.registry.tune_in(&station);
+        let mut tuned = match self.shared.registry.tune_in(&station).await {
+            Ok(tuned) => tuned,
+            Err((code, message)) => return self.send_error(code, message, "tune_in"),
+        };
         let view = tuned.rx.borrow_and_update().clone();
         self.send(&ServerMessage::Tuned {
             station,

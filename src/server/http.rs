@@ -113,18 +113,25 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
         (&Method::GET, "/ws") => upgrade(req, peer, shared),
         (_, "/ws") => method_not_allowed("GET"),
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET | &Method::HEAD, "/readyz") => text(StatusCode::OK, "ready"),
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            if shared.registry.ready() {
+                text(StatusCode::OK, "ready")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: cannot reach the cluster's Redis",
+                )
+            }
+        }
         (&Method::GET, "/api/stations") => {
             #[derive(serde::Serialize)]
             struct Stations {
                 stations: Vec<StationSummary>,
             }
-            json(
-                StatusCode::OK,
-                &Stations {
-                    stations: shared.registry.summaries(),
-                },
-            )
+            match shared.registry.summaries().await {
+                Ok(stations) => json(StatusCode::OK, &Stations { stations }),
+                Err((_, message)) => text(StatusCode::SERVICE_UNAVAILABLE, message),
+            }
         }
         (&Method::GET, "/metrics") => {
             let mut res = text(StatusCode::OK, shared.metrics.render());

@@ -6,6 +6,7 @@
 //! every spawned task so shutdown can wait for all of them, bounded by
 //! `--shutdown-timeout`.
 
+pub mod cluster;
 pub mod connection;
 pub mod http;
 pub mod metrics;
@@ -26,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::ServeArgs;
 use connection::ConnConfig;
 use metrics::Metrics;
-use registry::Registry;
+use registry::{Local, Registry};
 
 /// State shared by every connection and request handler.
 pub struct Shared {
@@ -58,12 +59,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let metrics = Arc::new(Metrics::new());
-    let registry = Registry::new(
-        args.grace_period,
-        metrics.clone(),
-        tasks.clone(),
-        shutdown.clone(),
-    );
+    let registry = match &args.redis {
+        None => Registry::Local(Local::new(
+            args.grace_period,
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        )),
+        Some(url) => Registry::Cluster(cluster::Cluster::start_node(
+            cluster::Config {
+                redis_url: url.clone(),
+                node_id: args
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| format!("node-{}", crate::protocol::random_token(4))),
+                lease: args.lease,
+                grace: args.grace_period,
+            },
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        )?),
+    };
     let shared = Arc::new(Shared {
         conn: ConnConfig {
             max_message_bytes: args.max_message_bytes,

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::protocol::{
     self, ErrorCode, OfflineReason, ServerMessage, StationName, StationSummary, Sync, SyncCause,
 };
+use crate::server::cluster;
 use crate::server::metrics::Metrics;
 
 /// What listeners of a station see: replaced whole on every change.
@@ -78,7 +79,7 @@ pub struct Station {
 }
 
 impl Station {
-    fn new(name: StationName) -> Self {
+    pub(crate) fn new(name: StationName) -> Self {
         let (tx, _) = watch::channel(Arc::new(View::default()));
         Self {
             name,
@@ -145,6 +146,18 @@ impl Station {
         seq
     }
 
+    /// Replaces the view (cluster mode: the node's Redis subscriber is the
+    /// one writer of a station's view).
+    pub(crate) fn set_view(&self, view: View) {
+        self.tx.send_replace(Arc::new(view));
+    }
+
+    /// Counts one more local listener and subscribes it to the view.
+    pub(crate) fn add_listener(&self) -> watch::Receiver<Arc<View>> {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        self.tx.subscribe()
+    }
+
     fn set_offline(&self, reason: OfflineReason) {
         self.tx.send_replace(Arc::new(View {
             live: false,
@@ -166,9 +179,9 @@ impl Station {
     }
 }
 
-/// The registry of stations.
+/// The single-node backend: every station in this process's memory.
 #[derive(Clone)]
-pub struct Registry(Arc<Inner>);
+pub struct Local(Arc<Inner>);
 
 struct Inner {
     stations: Mutex<HashMap<StationName, Arc<Station>>>,
@@ -178,7 +191,7 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
-impl Registry {
+impl Local {
     pub fn new(
         grace: Duration,
         metrics: Arc<Metrics>,
@@ -236,7 +249,7 @@ impl Registry {
         conn: u64,
         name: &StationName,
         resume_token: Option<&str>,
-    ) -> Result<Owned, (ErrorCode, String)> {
+    ) -> Result<LocalOwned, Refusal> {
         let station = self.entry(name);
         let (token, went_live) = {
             let mut o = station.ownership();
@@ -274,7 +287,7 @@ impl Registry {
             self.0.metrics.stations.inc();
             station.set_online();
         }
-        Ok(Owned {
+        Ok(LocalOwned {
             station,
             registry: Arc::downgrade(&self.0),
             conn,
@@ -299,7 +312,7 @@ impl Registry {
         let rx = station.tx.subscribe();
         Tuned {
             station,
-            registry: Arc::downgrade(&self.0),
+            home: Home::Local(Arc::downgrade(&self.0)),
             rx,
         }
     }
@@ -342,25 +355,55 @@ impl Registry {
 /// A listener's subscription to one station; dropping it tunes out.
 pub struct Tuned {
     pub station: Arc<Station>,
-    registry: Weak<Inner>,
+    home: Home,
     pub rx: watch::Receiver<Arc<View>>,
+}
+
+/// The backend a [`Tuned`] returns its station to when dropped.
+enum Home {
+    Local(Weak<Inner>),
+    Cluster(Weak<cluster::Inner>),
+}
+
+impl Tuned {
+    /// A cluster listener: `station` has already counted it.
+    pub(crate) fn cluster(
+        station: Arc<Station>,
+        rx: watch::Receiver<Arc<View>>,
+        home: Weak<cluster::Inner>,
+    ) -> Self {
+        Self {
+            station,
+            home: Home::Cluster(home),
+            rx,
+        }
+    }
 }
 
 impl Drop for Tuned {
     fn drop(&mut self) {
         let left = self.station.listeners.fetch_sub(1, Ordering::Relaxed) - 1;
-        if let Some(inner) = self.registry.upgrade() {
-            inner.metrics.listeners.dec();
-            if left == 0 {
-                Registry(inner).remove_if_unused(&self.station.name);
+        match &self.home {
+            Home::Local(registry) => {
+                if let Some(inner) = registry.upgrade() {
+                    inner.metrics.listeners.dec();
+                    if left == 0 {
+                        Local(inner).remove_if_unused(&self.station.name);
+                    }
+                }
+            }
+            Home::Cluster(cluster) => {
+                if let Some(inner) = cluster.upgrade() {
+                    inner.listener_left(&self.station.name, left);
+                }
             }
         }
     }
 }
 
-/// A broadcaster's hold on a station. Dropping it without
-/// [`Owned::stop`] starts the grace period.
-pub struct Owned {
+/// A broadcaster's hold on a station of this node. Dropping it without
+/// [`LocalOwned::stop`] starts the grace period.
+pub struct LocalOwned {
     pub station: Arc<Station>,
     registry: Weak<Inner>,
     conn: u64,
@@ -368,7 +411,7 @@ pub struct Owned {
     released: bool,
 }
 
-impl Owned {
+impl LocalOwned {
     /// Whether this hold is still the station's owner (it always is on one
     /// node; cluster mode may lose it).
     fn is_owner(&self) -> bool {
@@ -409,7 +452,7 @@ impl Owned {
 
     /// `stop_broadcasting`: frees the station now; listeners are told
     /// `broadcaster_offline{reason:"stopped"}`.
-    pub fn stop(mut self) {
+    pub fn stop(&mut self) {
         self.released = true;
         if !self.is_owner() {
             return;
@@ -422,12 +465,12 @@ impl Owned {
         self.station.set_offline(OfflineReason::Stopped);
         if let Some(inner) = self.registry.upgrade() {
             inner.metrics.stations.dec();
-            Registry(inner).remove_if_unused(&self.station.name);
+            Local(inner).remove_if_unused(&self.station.name);
         }
     }
 }
 
-impl Drop for Owned {
+impl Drop for LocalOwned {
     fn drop(&mut self) {
         if self.released {
             return;
@@ -469,9 +512,144 @@ impl Drop for Owned {
                 station.set_offline(OfflineReason::Disconnected);
                 if let Some(inner) = registry.upgrade() {
                     inner.metrics.stations.dec();
-                    Registry(inner).remove_if_unused(&station.name);
+                    Local(inner).remove_if_unused(&station.name);
                 }
             }
         });
+    }
+}
+
+/// A refused request: the `error` frame's code and message.
+pub type Refusal = (ErrorCode, String);
+
+/// Where stations live: this process's memory (the default), or a cluster of
+/// nodes sharing them through Redis (`--redis`).
+///
+/// An enum rather than a trait object: the local arm's calls are plain
+/// synchronous code behind an `async fn` that completes at its first poll, so
+/// a single node allocates nothing and waits on nothing it did not before.
+#[derive(Clone)]
+pub enum Registry {
+    Local(Local),
+    Cluster(cluster::Cluster),
+}
+
+impl Registry {
+    /// Whether the backend can serve every request (`GET /readyz`).
+    pub fn ready(&self) -> bool {
+        match self {
+            Registry::Local(_) => true,
+            Registry::Cluster(c) => c.ready(),
+        }
+    }
+
+    /// `start_broadcasting` for connection `conn`.
+    pub async fn start(
+        &self,
+        conn: u64,
+        name: &StationName,
+        resume_token: Option<&str>,
+    ) -> Result<Owned, Refusal> {
+        match self {
+            Registry::Local(l) => l.start(conn, name, resume_token).map(Owned::Local),
+            Registry::Cluster(c) => c.start(conn, name, resume_token).await.map(Owned::Cluster),
+        }
+    }
+
+    /// `tune_in`: the listener's subscription, its view current.
+    pub async fn tune_in(&self, name: &StationName) -> Result<Tuned, Refusal> {
+        match self {
+            Registry::Local(l) => Ok(l.tune_in(name)),
+            Registry::Cluster(c) => c.tune_in(name).await,
+        }
+    }
+
+    /// The `stations` list: every live station, with its listeners counted
+    /// over every node.
+    pub async fn summaries(&self) -> Result<Vec<StationSummary>, Refusal> {
+        match self {
+            Registry::Local(l) => Ok(l.summaries()),
+            Registry::Cluster(c) => c.summaries().await,
+        }
+    }
+
+    /// Whether someone broadcasts `name` (to tell `not_owner` from `not_live`).
+    pub async fn is_live(&self, name: &StationName) -> bool {
+        match self {
+            Registry::Local(l) => l.get(name).is_some_and(|s| s.view().live),
+            Registry::Cluster(c) => c.is_live(name).await,
+        }
+    }
+}
+
+/// A broadcaster's hold on a station; dropping it without [`Owned::stop`]
+/// starts the grace period.
+pub enum Owned {
+    Local(LocalOwned),
+    Cluster(cluster::Owned),
+}
+
+impl Owned {
+    pub fn name(&self) -> &StationName {
+        match self {
+            Owned::Local(o) => &o.station.name,
+            Owned::Cluster(o) => o.name(),
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        match self {
+            Owned::Local(o) => &o.token,
+            Owned::Cluster(o) => o.token(),
+        }
+    }
+
+    /// Publishes a full state (`update`); returns its `seq`. A cluster hold
+    /// may have been taken over (`not_owner`) or be unable to reach Redis
+    /// (`unavailable`).
+    pub async fn update(
+        &mut self,
+        track: String,
+        position_ms: u64,
+        playing: bool,
+        duration_ms: Option<u64>,
+    ) -> Result<u64, Refusal> {
+        match self {
+            Owned::Local(o) => Ok(o.update(track, position_ms, playing, duration_ms)),
+            Owned::Cluster(o) => o.update(track, position_ms, playing, duration_ms).await,
+        }
+    }
+
+    /// Publishes a heartbeat; `Ok(None)` when there is no state to carry
+    /// forward yet.
+    pub async fn heartbeat(
+        &mut self,
+        position_ms: u64,
+        playing: Option<bool>,
+    ) -> Result<Option<u64>, Refusal> {
+        match self {
+            Owned::Local(o) => Ok(o.heartbeat(position_ms, playing)),
+            Owned::Cluster(o) => o.heartbeat(position_ms, playing).await,
+        }
+    }
+
+    /// The newest state this broadcaster published, if any.
+    pub fn current(&self) -> Option<Sync> {
+        match self {
+            Owned::Local(o) => o.current(),
+            Owned::Cluster(o) => o.current(),
+        }
+    }
+
+    /// `stop_broadcasting`: frees the station; listeners are told
+    /// `broadcaster_offline{reason:"stopped"}`. On `Err` the hold is kept.
+    pub async fn stop(&mut self) -> Result<(), Refusal> {
+        match self {
+            Owned::Local(o) => {
+                o.stop();
+                Ok(())
+            }
+            Owned::Cluster(o) => o.stop().await,
+        }
     }
 }
