@@ -1,0 +1,395 @@
+//! Cluster mode end to end: a real redis-server and several real
+//! `radio serve --redis` nodes; clients on different nodes see exactly the
+//! single-node protocol.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Redis, Server, http_get};
+use serde_json::{Value, json};
+
+/// Starts a node of the cluster behind `redis`.
+fn node(redis: &Redis, id: &str, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str(), "--node-id", id];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Waits until `/readyz` answers `status`.
+async fn wait_ready(server: &Server, status: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if http_get(server.addr, "/readyz").await.0 == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered {status}; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Tunes in and returns the listener with its `tuned` reply's `live`.
+async fn listener(server: &Server, station: &str) -> (Client, bool) {
+    let mut l = Client::connect(server).await;
+    let live = l.tune(station).await;
+    (l, live)
+}
+
+/// Reads frames until a `sync` with `seq >= until`; returns every `sync`
+/// and the types of all frames seen.
+async fn syncs_until(c: &mut Client, until: u64) -> (Vec<Value>, Vec<String>) {
+    let mut syncs = Vec::new();
+    let mut types = Vec::new();
+    loop {
+        let f = c.recv().await;
+        let ty = f["type"].as_str().unwrap().to_owned();
+        types.push(ty.clone());
+        if ty == "sync" {
+            let seq = f["seq"].as_u64().unwrap();
+            syncs.push(f);
+            if seq >= until {
+                return (syncs, types);
+            }
+        }
+    }
+}
+
+fn seqs(syncs: &[Value]) -> Vec<u64> {
+    syncs.iter().map(|s| s["seq"].as_u64().unwrap()).collect()
+}
+
+fn assert_increasing(seqs: &[u64]) {
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq went backwards or repeated: {seqs:?}"
+    );
+}
+
+/// `list_stations` until `station` shows `listeners`.
+async fn wait_listeners(c: &mut Client, station: &str, listeners: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        c.send(json!({"type":"list_stations"})).await;
+        let s = c.expect("stations").await;
+        let n = s["stations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["station"] == station)
+            .map(|e| e["listeners"].as_u64().unwrap());
+        if n == Some(listeners) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "list_stations never showed {listeners} listeners of {station}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An acknowledged update, retried while the cluster says `unavailable`.
+async fn update_retrying(b: &mut Client, station: &str, track: &str, position: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        b.send(json!({"type":"update","station":station,"track":track,
+            "position_ms":position,"playing":true,"ack":true}))
+            .await;
+        let r = b.recv().await;
+        match r["type"].as_str() {
+            Some("ack") => return r["seq"].as_u64().unwrap(),
+            Some("error") if r["code"] == "unavailable" => {}
+            _ => panic!("unexpected reply to update: {r}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "update never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn listeners_on_other_nodes_get_every_state_in_order() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", &[]);
+    let b = node(&redis, "b", &[]);
+    let c = node(&redis, "c", &[]);
+    for n in [&a, &b, &c] {
+        wait_ready(n, 200).await;
+    }
+    let (mut lb, live) = listener(&b, "jazz").await;
+    assert!(!live, "not live before anyone broadcasts");
+    let (mut lc, _) = listener(&c, "jazz").await;
+
+    let mut bc = Client::connect(&a).await;
+    bc.start("jazz").await;
+    lb.expect("broadcaster_online").await;
+    lc.expect("broadcaster_online").await;
+
+    let mut sent = Vec::new();
+    for i in 0..10u64 {
+        sent.push(
+            bc.update("jazz", &format!("t{i}.mp3"), i * 1000, true)
+                .await,
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_increasing(&sent);
+    for l in [&mut lb, &mut lc] {
+        let (syncs, _) = syncs_until(l, *sent.last().unwrap()).await;
+        assert_eq!(seqs(&syncs), sent, "every state, in order");
+        assert_eq!(syncs.last().unwrap()["track"], "t9.mp3");
+        assert_eq!(syncs[0]["cause"], "update");
+    }
+
+    // A late listener on a third node gets the current state at once.
+    let (mut late, live) = listener(&c, "jazz").await;
+    assert!(live);
+    let s = late.expect("sync").await;
+    assert_eq!(s["cause"], "tune_in");
+    assert_eq!(s["seq"], *sent.last().unwrap());
+    assert_eq!(s["track"], "t9.mp3");
+
+    // Listeners are counted over the cluster, from any node.
+    wait_listeners(&mut bc, "jazz", 3).await;
+    let (status, body) = http_get(b.addr, "/api/stations").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["stations"][0]["station"], "jazz", "{v}");
+    assert_eq!(v["stations"][0]["track"], "t9.mp3", "{v}");
+
+    drop(late);
+    wait_listeners(&mut bc, "jazz", 2).await;
+
+    // Stopping reaches every node.
+    bc.send(json!({"type":"stop_broadcasting","station":"jazz"}))
+        .await;
+    bc.expect("stopped").await;
+    for l in [&mut lb, &mut lc] {
+        let off = l.expect("broadcaster_offline").await;
+        assert_eq!(off["reason"], "stopped");
+    }
+}
+
+#[tokio::test]
+async fn a_station_held_on_one_node_is_taken_on_another() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", &[]);
+    let b = node(&redis, "b", &[]);
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+
+    let mut owner = Client::connect(&a).await;
+    owner.start("rock").await;
+    let mut other = Client::connect(&b).await;
+    other
+        .expect_error(
+            json!({"type":"start_broadcasting","station":"rock"}),
+            "station_taken",
+        )
+        .await;
+    other
+        .expect_error(
+            json!({"type":"start_broadcasting","station":"rock","resume_token":"not-the-token"}),
+            "station_taken",
+        )
+        .await;
+    other
+        .expect_error(
+            json!({"type":"update","station":"rock","track":"x","position_ms":0,"playing":true}),
+            "not_owner",
+        )
+        .await;
+    // On the owner's own node too.
+    let mut same = Client::connect(&a).await;
+    same.expect_error(
+        json!({"type":"start_broadcasting","station":"rock"}),
+        "station_taken",
+    )
+    .await;
+    // Once stopped, anyone may take it.
+    owner
+        .send(json!({"type":"stop_broadcasting","station":"rock"}))
+        .await;
+    owner.expect("stopped").await;
+    other.start("rock").await;
+}
+
+#[tokio::test]
+async fn broadcaster_resumes_on_another_node_when_its_node_dies() {
+    let redis = Redis::start();
+    let flags = ["--lease", "2s", "--grace-period", "10s"];
+    let mut a = node(&redis, "a", &flags);
+    let b = node(&redis, "b", &flags);
+    let c = node(&redis, "c", &flags);
+    for n in [&a, &b, &c] {
+        wait_ready(n, 200).await;
+    }
+    let mut bc = Client::connect(&a).await;
+    let token = bc.start("talk").await;
+    let (mut lb, live) = listener(&b, "talk").await;
+    assert!(live);
+    let (mut lc, _) = listener(&c, "talk").await;
+    let mut before = Vec::new();
+    for i in 0..3u64 {
+        before.push(bc.update("talk", "show.mp3", i * 1000, true).await);
+    }
+    for l in [&mut lb, &mut lc] {
+        syncs_until(l, *before.last().unwrap()).await;
+    }
+
+    a.kill();
+    drop(bc);
+    let mut bc = Client::connect(&b).await;
+    bc.send(json!({"type":"start_broadcasting","station":"talk","resume_token":token}))
+        .await;
+    let r = bc.recv().await;
+    assert_eq!(r["type"], "broadcasting", "{r}");
+    assert_eq!(
+        r["resume_token"],
+        token.as_str(),
+        "same token after resuming"
+    );
+
+    let mut after = Vec::new();
+    for i in 3..6u64 {
+        after.push(bc.update("talk", "show.mp3", i * 1000, true).await);
+    }
+    assert!(
+        after[0] > *before.last().unwrap(),
+        "seq continues: {before:?} then {after:?}"
+    );
+    // Past the lease: nobody reaped the station, nobody was told it went away.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let last = bc.update("talk", "show.mp3", 9_000, true).await;
+    for l in [&mut lb, &mut lc] {
+        let (syncs, types) = syncs_until(l, last).await;
+        assert!(
+            !types.iter().any(|t| t == "broadcaster_offline"),
+            "no offline notice: {types:?}"
+        );
+        assert_increasing(&seqs(&syncs));
+    }
+}
+
+#[tokio::test]
+async fn listeners_end_with_the_newest_state_when_redis_restarts() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "a", &["--lease", "2s"]);
+    let b = node(&redis, "b", &["--lease", "2s"]);
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    let mut bc = Client::connect(&a).await;
+    bc.start("news").await;
+    let (mut l, _) = listener(&b, "news").await;
+    let mut seen = Vec::new();
+    let s1 = bc.update("news", "one.mp3", 0, true).await;
+    let (syncs, _) = syncs_until(&mut l, s1).await;
+    seen.extend(seqs(&syncs));
+
+    redis.kill();
+    wait_ready(&a, 503).await;
+    wait_ready(&b, 503).await;
+    assert_eq!(
+        http_get(a.addr, "/healthz").await.0,
+        200,
+        "alive, not ready"
+    );
+    // Requests that need Redis say so; connections stay open.
+    bc.expect_error(
+        json!({"type":"update","station":"news","track":"two.mp3","position_ms":0,"playing":true}),
+        "unavailable",
+    )
+    .await;
+    bc.expect_error(json!({"type":"list_stations"}), "unavailable")
+        .await;
+    let (status, _) = http_get(b.addr, "/api/stations").await;
+    assert_eq!(status, 503);
+
+    redis.restart();
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    let s2 = update_retrying(&mut bc, "news", "three.mp3", 5_000).await;
+    assert!(
+        s2 > s1,
+        "seq keeps growing across the restart: {s1} then {s2}"
+    );
+    let (syncs, types) = syncs_until(&mut l, s2).await;
+    seen.extend(seqs(&syncs));
+    assert_increasing(&seen);
+    assert_eq!(syncs.last().unwrap()["track"], "three.mp3");
+    assert!(
+        !types.iter().any(|t| t == "broadcaster_offline"),
+        "the broadcaster never left: {types:?}"
+    );
+    // The listener is still subscribed after the restart.
+    let s3 = bc.update("news", "four.mp3", 0, true).await;
+    let (syncs, _) = syncs_until(&mut l, s3).await;
+    assert_eq!(syncs.last().unwrap()["track"], "four.mp3");
+}
+
+#[tokio::test]
+async fn listeners_elsewhere_are_told_when_a_node_dies() {
+    let redis = Redis::start();
+    let flags = ["--lease", "1s"];
+    let mut a = node(&redis, "a", &flags);
+    let b = node(&redis, "b", &flags);
+    let c = node(&redis, "c", &flags);
+    for n in [&a, &b, &c] {
+        wait_ready(n, 200).await;
+    }
+    let mut bc = Client::connect(&a).await;
+    bc.start("gone").await;
+    let seq = bc.update("gone", "last.mp3", 0, true).await;
+    let (mut lb, _) = listener(&b, "gone").await;
+    let (mut lc, _) = listener(&c, "gone").await;
+    for l in [&mut lb, &mut lc] {
+        assert_eq!(l.expect("sync").await["seq"], seq);
+    }
+    a.kill();
+    for l in [&mut lb, &mut lc] {
+        let off = l.expect("broadcaster_offline").await;
+        assert_eq!(off["reason"], "timeout", "{off}");
+        assert_eq!(off["station"], "gone");
+    }
+    // The station is free again, and its seq keeps growing for its listeners.
+    let mut nb = Client::connect(&b).await;
+    nb.start("gone").await;
+    lb.expect("broadcaster_online").await;
+    let next = nb.update("gone", "new.mp3", 0, true).await;
+    assert!(next > seq, "{seq} then {next}");
+    assert_eq!(lc.expect("sync").await["seq"], next);
+}
+
+#[tokio::test]
+async fn nodes_share_one_port_with_reuse_port() {
+    let redis = Redis::start();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let url = redis.url();
+    let args = ["--redis", &url, "--reuse-port", "--listen", &listen];
+    let mut a = Server::start(&args);
+    let b = Server::start(&args);
+    assert_eq!(a.addr, b.addr);
+    wait_ready(&b, 200).await;
+    // Either process answers on the shared address; with one gone, the
+    // other still does.
+    assert_eq!(http_get(a.addr, "/healthz").await.0, 200);
+    a.kill();
+    for _ in 0..5 {
+        assert_eq!(http_get(b.addr, "/healthz").await.0, 200);
+    }
+    // Without the flag the port is refused, with a message saying why.
+    let out = std::process::Command::new(common::radio_bin())
+        .args(["serve", "--listen", &listen])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on"), "{err}");
+}
