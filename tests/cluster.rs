@@ -393,3 +393,74 @@ async fn nodes_share_one_port_with_reuse_port() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on"), "{err}");
 }
+
+#[tokio::test]
+async fn a_disconnected_broadcaster_gets_its_grace_period_across_nodes() {
+    let redis = Redis::start();
+    let flags = ["--lease", "1s", "--grace-period", "1s"];
+    let a = node(&redis, "a", &flags);
+    let b = node(&redis, "b", &flags);
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    let mut bc = Client::connect(&a).await;
+    bc.start("late").await;
+    bc.update("late", "x.mp3", 0, true).await;
+    let (mut l, _) = listener(&b, "late").await;
+    l.expect("sync").await;
+    drop(bc);
+    // During the grace period only the token may take it.
+    let mut other = Client::connect(&b).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        other
+            .send(json!({"type":"start_broadcasting","station":"late"}))
+            .await;
+        let r = other.recv().await;
+        assert_eq!(r["code"], "station_taken", "{r}");
+        if r["message"].as_str().unwrap().contains("resume") {
+            break;
+        }
+        // The old node has not turned the lease into a grace lease yet.
+        assert!(tokio::time::Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let off = l.expect("broadcaster_offline").await;
+    assert_eq!(off["reason"], "disconnected", "{off}");
+    other.start("late").await;
+    l.expect("broadcaster_online").await;
+}
+
+#[tokio::test]
+async fn broadcaster_resumes_on_another_node_when_its_node_shuts_down() {
+    let redis = Redis::start();
+    let flags = ["--grace-period", "10s"];
+    let mut a = node(&redis, "a", &flags);
+    let b = node(&redis, "b", &flags);
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    let mut bc = Client::connect(&a).await;
+    let token = bc.start("calm").await;
+    let s1 = bc.update("calm", "a.mp3", 0, true).await;
+    let (mut l, _) = listener(&b, "calm").await;
+    assert_eq!(l.expect("sync").await["seq"], s1);
+
+    a.signal("TERM");
+    bc.expect("server_shutdown").await;
+    assert!(
+        a.wait_exit(Duration::from_secs(10)).is_some(),
+        "node a exits"
+    );
+    let mut bc = Client::connect(&b).await;
+    bc.send(json!({"type":"start_broadcasting","station":"calm","resume_token":token}))
+        .await;
+    let r = bc.recv().await;
+    assert_eq!(r["type"], "broadcasting", "{r}");
+    let s2 = bc.update("calm", "b.mp3", 0, true).await;
+    assert!(s2 > s1);
+    let (syncs, types) = syncs_until(&mut l, s2).await;
+    assert!(
+        !types.iter().any(|t| t == "broadcaster_offline"),
+        "{types:?}"
+    );
+    assert_eq!(syncs.last().unwrap()["track"], "b.mp3");
+}

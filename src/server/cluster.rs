@@ -63,7 +63,11 @@ const KEEP_OFFLINE_MS: u64 = 24 * 60 * 60 * 1000;
 /// Every Redis request gives up after this; the client gets `unavailable`.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// After (re)connecting, a node waits this long (or a lease, if longer)
+/// before declaring other nodes' stations dead, so that their nodes, which
+/// reconnect with the same backoff, can re-assert their leases first.
+const SETTLE: Duration = Duration::from_secs(4);
 
 fn lease_key(name: &str) -> String {
     format!("{PREFIX}lease:{name}")
@@ -317,6 +321,7 @@ pub struct Inner {
     scripts: Scripts,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 struct Entry {
@@ -428,6 +433,7 @@ impl Cluster {
             scripts: Scripts::new(),
             metrics,
             tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
         });
         let bus = Bus {
             inner: inner.clone(),
@@ -852,7 +858,8 @@ impl Drop for Owned {
                             .arg(millis(inner.cfg.grace)),
                     )
                     .await;
-                if released.is_ok() || Instant::now() >= give_up {
+                // Shutting down: one try, so the node exits promptly.
+                if released.is_ok() || Instant::now() >= give_up || inner.shutdown.is_cancelled() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -922,11 +929,13 @@ impl Bus {
                     backoff = Duration::from_millis(100);
                     warned = false;
                     let end = self.serve(link).await;
-                    *lock(&self.inner.conn) = None;
                     self.inner.up.store(false, Ordering::Relaxed);
                     match end {
+                        // The command connection stays, so broadcasters'
+                        // leases can still become grace leases on the way out.
                         End::Shutdown => return,
                         End::Lost(why) => {
+                            *lock(&self.inner.conn) = None;
                             tracing::warn!("lost Redis ({why}); serving from memory, reconnecting");
                         }
                     }
@@ -986,11 +995,13 @@ impl Bus {
         tracing::info!(stations = self.subs.len(), "connected to Redis");
         let lease = self.inner.cfg.lease;
         // Reap only after every owner had a chance to re-assert its leases.
-        let reap_after = Instant::now() + lease;
+        let reap_after = Instant::now() + lease.max(SETTLE);
         let tick_every = (lease / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let reap_every = (lease / 5).max(tick_every);
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_renew = Instant::now();
+        let mut last_reap = Instant::now();
         let mut last_ping = Instant::now();
         loop {
             let step: Result<(), End> = tokio::select! {
@@ -1012,7 +1023,8 @@ impl Bus {
                         last_renew = Instant::now();
                         r = self.renew(&mut link).await;
                     }
-                    if r.is_ok() && Instant::now() >= reap_after {
+                    if r.is_ok() && Instant::now() >= reap_after && last_reap.elapsed() >= reap_every {
+                        last_reap = Instant::now();
                         r = self.reap(&mut link).await;
                     }
                     if r.is_ok() && last_ping.elapsed() >= Duration::from_secs(5) {
@@ -1333,7 +1345,7 @@ impl Bus {
                 // Redis lost the station and no owner re-asserted it within
                 // a lease: its node is gone too.
                 let since = *sub.unknown_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= lease && sub.station.view().live {
+                if since.elapsed() >= lease.max(SETTLE) && sub.station.view().live {
                     tracing::info!(station = %sub.station.name, "station unknown to Redis; offline");
                     sub.station.set_view(View {
                         live: false,
