@@ -60,7 +60,7 @@ start_node() {
   local pid=$!
   pids+=($pid)
   for _ in $(seq 200); do
-    if grep -q "$ready" "$log"; then
+    if grep -qs "$ready" "$log"; then
       node_pid=$pid
       return 0
     fi

@@ -1048,8 +1048,11 @@ impl Bus {
         for chunk in channels.chunks(1000) {
             tokio::time::timeout(OP_TIMEOUT, link.sink.subscribe(chunk)).await??;
         }
-        // Counts are rewritten: a restarted Redis has none.
-        self.flushed.clear();
+        // Rewrite every count (a restarted Redis has none), and still delete
+        // those of stations that lost their listeners while Redis was away.
+        for n in self.flushed.values_mut() {
+            *n = u64::MAX;
+        }
         let holds: Vec<Arc<Hold>> = lock(&self.inner.holds).values().cloned().collect();
         for hold in holds {
             let (seq, frame) = {
