@@ -3,8 +3,30 @@
 
 mod common;
 
-use common::{Client, Server};
+use std::time::Duration;
+
+use common::{Client, Server, http_get, http_request};
+use futures_util::SinkExt;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn welcome_then_ping_pong_echoes() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(&server).await;
+    assert!(!c.session_id.is_empty());
+    c.send(json!({"type":"ping","id":"abc","client_time_ms":12345}))
+        .await;
+    let p = c.recv().await;
+    assert_eq!(p["type"], "pong");
+    assert_eq!(p["id"], "abc");
+    assert_eq!(p["client_time_ms"], 12345);
+    assert!(p["server_time_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    c.send(json!({"type":"ping","id":7})).await;
+    let p = c.recv().await;
+    assert_eq!(p["id"], 7);
+    assert!(p.get("client_time_ms").is_none());
+}
 
 #[tokio::test]
 async fn broadcast_reaches_a_listener() {
@@ -17,6 +39,705 @@ async fn broadcast_reaches_a_listener() {
     let seq = b.update("jazz", "a.mp3", 1000, true).await;
     let s = l.expect("sync").await;
     assert_eq!(s["seq"], seq);
+    assert_eq!(s["station"], "jazz");
     assert_eq!(s["track"], "a.mp3");
+    assert_eq!(s["position_ms"], 1000);
+    assert_eq!(s["playing"], true);
     assert_eq!(s["cause"], "update");
+    assert!(s["server_time_ms"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn tune_in_to_a_playing_station_gets_its_state_at_once() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server).await;
+    b.start("rock").await;
+    b.send(
+        json!({"type":"update","station":"rock","track":"x.ogg","position_ms":5000,
+        "playing":true,"duration_ms":200000}),
+    )
+    .await;
+    // Let the state age a little so the extrapolation shows.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut l = Client::connect(&server).await;
+    assert!(l.tune("rock").await);
+    let s = l.recv().await;
+    assert_eq!(s["type"], "sync");
+    assert_eq!(s["cause"], "tune_in");
+    assert_eq!(s["track"], "x.ogg");
+    assert_eq!(s["duration_ms"], 200000);
+    let pos = s["position_ms"].as_u64().unwrap();
+    assert!(pos >= 5300, "position extrapolated to now, got {pos}");
+}
+
+#[tokio::test]
+async fn heartbeat_keeps_the_track_and_acks() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server).await;
+    let mut l = Client::connect(&server).await;
+    b.start("hb").await;
+    l.tune("hb").await;
+    let first = b.update("hb", "song.flac", 0, true).await;
+    l.expect("sync").await;
+    b.send(json!({"type":"heartbeat","station":"hb","position_ms":2000,"ack":true}))
+        .await;
+    let ack = b.expect("ack").await;
+    assert_eq!(ack["station"], "hb");
+    assert_eq!(ack["seq"].as_u64().unwrap(), first + 1);
+    let s = l.expect("sync").await;
+    assert_eq!(s["cause"], "heartbeat");
+    assert_eq!(s["track"], "song.flac");
+    assert_eq!(s["position_ms"], 2000);
+    assert_eq!(s["playing"], true);
+    // A heartbeat may pause too.
+    b.send(json!({"type":"heartbeat","station":"hb","position_ms":2500,"playing":false}))
+        .await;
+    let s = l.expect("sync").await;
+    assert_eq!(s["playing"], false);
+    assert_eq!(s["position_ms"], 2500);
+}
+
+#[tokio::test]
+async fn at_server_ms_carries_the_position_forward() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server).await;
+    let mut l = Client::connect(&server).await;
+    b.start("lag").await;
+    l.tune("lag").await;
+    b.send(json!({"type":"ping","client_time_ms":0})).await;
+    let now = b.recv().await["server_time_ms"].as_i64().unwrap();
+    b.send(
+        json!({"type":"update","station":"lag","track":"t","position_ms":10000,
+        "playing":true,"at_server_ms": now - 1000}),
+    )
+    .await;
+    let s = l.expect("sync").await;
+    let pos = s["position_ms"].as_u64().unwrap();
+    assert!(
+        (11_000..12_000).contains(&pos),
+        "carried forward by ~1s: {pos}"
+    );
+    // Further than 5 s off: ignored, position taken as at receipt.
+    b.send(
+        json!({"type":"update","station":"lag","track":"t","position_ms":10000,
+        "playing":true,"at_server_ms": now - 60_000}),
+    )
+    .await;
+    let s = l.expect("sync").await;
+    assert_eq!(s["position_ms"], 10000);
+}
+
+#[tokio::test]
+async fn tune_out_stops_syncs_and_retuning_switches_station() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server).await;
+    let mut l = Client::connect(&server).await;
+    b.start("one").await;
+    b.start("two").await;
+    l.tune("one").await;
+    b.update("one", "a", 0, true).await;
+    l.expect("sync").await;
+    // Tuning to another station replaces the first.
+    l.tune("two").await;
+    b.update("one", "b", 0, true).await;
+    b.update("two", "c", 0, true).await;
+    let s = l.expect("sync").await;
+    assert_eq!(s["station"], "two");
+    l.send(json!({"type":"tune_out"})).await;
+    assert_eq!(l.expect("tuned_out").await["type"], "tuned_out");
+    b.update("two", "d", 0, true).await;
+    l.expect_none("sync", Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn list_stations_and_http_stations_count_listeners() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server).await;
+    b.start("beta").await;
+    b.start("alpha").await;
+    b.update("alpha", "song", 1000, true).await;
+    let mut l1 = Client::connect(&server).await;
+    let mut l2 = Client::connect(&server).await;
+    l1.tune("alpha").await;
+    l2.tune("alpha").await;
+    l1.send(json!({"type":"list_stations"})).await;
+    let list = l1.expect("stations").await;
+    let stations = list["stations"].as_array().unwrap();
+    assert_eq!(stations.len(), 2, "{list}");
+    assert_eq!(stations[0]["station"], "alpha");
+    assert_eq!(stations[0]["listeners"], 2);
+    assert_eq!(stations[0]["track"], "song");
+    assert_eq!(stations[0]["playing"], true);
+    assert!(stations[0]["position_ms"].as_u64().unwrap() >= 1000);
+    assert_eq!(stations[1]["station"], "beta");
+    assert_eq!(stations[1]["listeners"], 0);
+    let (status, body) = http_get(server.addr, "/api/stations").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["stations"][0]["listeners"], 2);
+    drop(l2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    l1.send(json!({"type":"list_stations"})).await;
+    let list = l1.expect("stations").await;
+    assert_eq!(
+        list["stations"][0]["listeners"], 1,
+        "listener count falls on disconnect"
+    );
+}
+
+#[tokio::test]
+async fn stop_frees_the_station_and_tells_listeners() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server).await;
+    let mut l = Client::connect(&server).await;
+    b.start("st").await;
+    l.tune("st").await;
+    let seq = b.update("st", "t", 0, true).await;
+    l.expect("sync").await;
+    b.send(json!({"type":"stop_broadcasting","station":"st"}))
+        .await;
+    assert_eq!(b.expect("stopped").await["station"], "st");
+    let off = l.expect("broadcaster_offline").await;
+    assert_eq!(off["reason"], "stopped");
+    // Free now: another connection may take it; seq keeps growing for the
+    // listener who stayed tuned.
+    let mut b2 = Client::connect(&server).await;
+    b2.start("st").await;
+    l.expect("broadcaster_online").await;
+    let seq2 = b2.update("st", "u", 0, true).await;
+    assert!(seq2 > seq);
+    assert_eq!(l.expect("sync").await["seq"], seq2);
+}
+
+#[tokio::test]
+async fn every_error_code() {
+    let server = Server::start(&["--broadcast-key", "sesame"]);
+    let mut c = Client::connect(&server).await;
+    // bad_message: not JSON, not an object, no type, missing or mistyped field.
+    c.send_text("hello").await;
+    assert_eq!(c.recv().await["code"], "bad_message");
+    c.send_text("[1,2,3]").await;
+    assert_eq!(c.recv().await["code"], "bad_message");
+    c.expect_error(json!({"station":"x"}), "bad_message").await;
+    let e = c
+        .expect_error(json!({"type":"tune_in"}), "bad_message")
+        .await;
+    assert_eq!(e["request_type"], "tune_in");
+    c.expect_error(
+        json!({"type":"update","station":"s","track":"t","position_ms":"ten","playing":true}),
+        "bad_message",
+    )
+    .await;
+    c.expect_error(
+        json!({"type":"update","station":"s","track":"x".repeat(513),"position_ms":1,"playing":true}),
+        "bad_message",
+    )
+    .await;
+    // unknown_type
+    c.expect_error(json!({"type":"dance"}), "unknown_type")
+        .await;
+    // invalid_station
+    c.expect_error(
+        json!({"type":"tune_in","station":"no spaces"}),
+        "invalid_station",
+    )
+    .await;
+    c.expect_error(
+        json!({"type":"start_broadcasting","station":"x".repeat(65),"key":"sesame"}),
+        "invalid_station",
+    )
+    .await;
+    // unauthorized: missing and wrong key.
+    c.expect_error(
+        json!({"type":"start_broadcasting","station":"k"}),
+        "unauthorized",
+    )
+    .await;
+    c.expect_error(
+        json!({"type":"start_broadcasting","station":"k","key":"nope"}),
+        "unauthorized",
+    )
+    .await;
+    // not_live: update/heartbeat/stop before start.
+    c.expect_error(
+        json!({"type":"update","station":"k","track":"t","position_ms":0,"playing":true}),
+        "not_live",
+    )
+    .await;
+    c.expect_error(
+        json!({"type":"heartbeat","station":"k","position_ms":0}),
+        "not_live",
+    )
+    .await;
+    c.expect_error(
+        json!({"type":"stop_broadcasting","station":"k"}),
+        "not_live",
+    )
+    .await;
+    // station_taken and not_owner.
+    c.send(json!({"type":"start_broadcasting","station":"k","key":"sesame"}))
+        .await;
+    assert_eq!(c.recv().await["type"], "broadcasting");
+    let mut other = Client::connect(&server).await;
+    other
+        .expect_error(
+            json!({"type":"start_broadcasting","station":"k","key":"sesame"}),
+            "station_taken",
+        )
+        .await;
+    other
+        .expect_error(
+            json!({"type":"update","station":"k","track":"t","position_ms":0,"playing":true}),
+            "not_owner",
+        )
+        .await;
+    other
+        .expect_error(
+            json!({"type":"stop_broadcasting","station":"k"}),
+            "not_owner",
+        )
+        .await;
+    // unsupported: binary frames.
+    c.ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    let e = c.recv().await;
+    assert_eq!(e["code"], "unsupported");
+    // The connection survives all of it.
+    c.send(json!({"type":"ping"})).await;
+    assert_eq!(c.recv().await["type"], "pong");
+    assert!(
+        server
+            .metric("radio_errors_total{code=\"bad_message\"}")
+            .await
+            >= 6.0
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_answers_then_closes_a_flooder() {
+    let server = Server::start(&["--rate-limit", "5"]);
+    let mut c = Client::connect(&server).await;
+    for _ in 0..15 {
+        c.send(json!({"type":"ping"})).await;
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    for _ in 0..15 {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") => {
+                assert_eq!(f["code"], "rate_limited");
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // A burst of twice the rate passes (plus what refills meanwhile).
+    assert!(pongs >= 10, "{pongs} pongs");
+    assert!(limited >= 1, "{limited} refused");
+    assert_eq!(pongs + limited, 15);
+    // Keep flooding: the server closes the connection.
+    for _ in 0..200 {
+        if c.ws
+            .send(Message::Text("{\"type\":\"ping\"}".into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut closed = false;
+    for _ in 0..400 {
+        if c.try_recv(Duration::from_secs(5)).await.is_none() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "flooder closed");
+    assert_eq!(
+        server.metric("radio_rate_limit_disconnects_total").await,
+        1.0
+    );
+    // Others are unaffected.
+    let mut ok = Client::connect(&server).await;
+    ok.send(json!({"type":"ping"})).await;
+    assert_eq!(ok.recv().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    use futures_util::StreamExt;
+    let server = Server::start(&["--max-message-bytes", "1024"]);
+    let mut c = Client::connect(&server).await;
+    let big = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(2000));
+    c.send_text(&big).await;
+    let mut code = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await {
+        match msg {
+            Ok(Message::Close(Some(f))) => {
+                code = Some(u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(code, Some(1009));
+}
+
+#[tokio::test]
+async fn burst_of_updates_arrives_in_order_ending_with_the_newest() {
+    let server = Server::start(&["--rate-limit", "100000"]);
+    let mut b = Client::connect(&server).await;
+    let mut listeners = Vec::new();
+    for _ in 0..5 {
+        let mut l = Client::connect(&server).await;
+        l.tune("burst").await;
+        listeners.push(l);
+    }
+    b.start("burst").await;
+    for i in 0..500u64 {
+        b.send(
+            json!({"type":"update","station":"burst","track":format!("t{i}"),
+            "position_ms":i,"playing":true}),
+        )
+        .await;
+    }
+    let last = b.update("burst", "final", 0, true).await;
+    for l in &mut listeners {
+        let mut prev = 0;
+        loop {
+            let f = l.recv().await;
+            if f["type"] != "sync" {
+                continue;
+            }
+            let seq = f["seq"].as_u64().unwrap();
+            assert!(seq > prev, "seq must only grow: {prev} then {seq}");
+            prev = seq;
+            if seq == last {
+                assert_eq!(f["track"], "final");
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn stalled_listener_gets_the_newest_state_and_others_are_unaffected() {
+    let server = Server::start(&["--rate-limit", "100000", "--write-timeout", "60s"]);
+    let mut b = Client::connect(&server).await;
+    let mut stalled = Client::connect(&server).await;
+    let mut healthy = Client::connect(&server).await;
+    stalled.tune("slow").await;
+    healthy.tune("slow").await;
+    b.start("slow").await;
+    stalled.expect("broadcaster_online").await;
+    // ~4 MB of states while `stalled` reads nothing: far more than the
+    // socket buffers hold.
+    let pad = "p".repeat(500);
+    let mut last = 0;
+    for round in 0..8u64 {
+        for i in 0..1000u64 {
+            b.send(
+                json!({"type":"update","station":"slow","track":format!("{pad}{round}-{i}"),
+                "position_ms":i,"playing":true}),
+            )
+            .await;
+        }
+        last = b.update("slow", &format!("newest-{round}"), 0, true).await;
+        // The healthy listener keeps up and sees each round's newest.
+        loop {
+            let f = healthy.expect("sync").await;
+            if f["seq"] == last {
+                break;
+            }
+        }
+    }
+    // Now the stalled listener reads: it skips stale states but ends with
+    // the newest, in order.
+    let mut prev = 0;
+    let mut received = 0;
+    loop {
+        let f = stalled.expect("sync").await;
+        let seq = f["seq"].as_u64().unwrap();
+        assert!(seq > prev);
+        prev = seq;
+        received += 1;
+        if seq == last {
+            assert_eq!(f["track"], "newest-7");
+            break;
+        }
+    }
+    assert!(
+        received < 8001,
+        "conflation skipped stale states ({received} received)"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+    let server = Server::start(&["--rate-limit", "100000", "--write-timeout", "1s"]);
+    let mut b = Client::connect(&server).await;
+    let mut stalled = Client::connect(&server).await;
+    let mut healthy = Client::connect(&server).await;
+    stalled.tune("w").await;
+    healthy.tune("w").await;
+    b.start("w").await;
+    let pad = "p".repeat(500);
+    // Keep the stalled client's socket full for longer than the timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while server.metric("radio_slow_client_disconnects_total").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled client not closed"
+        );
+        for i in 0..200u64 {
+            b.send(
+                json!({"type":"update","station":"w","track":format!("{pad}{i}"),
+                "position_ms":i,"playing":true}),
+            )
+            .await;
+        }
+        let last = b.update("w", "mark", 0, true).await;
+        loop {
+            if healthy.expect("sync").await["seq"] == last {
+                break;
+            }
+        }
+    }
+    // The healthy listener still gets the newest, and the server counts one
+    // listener fewer.
+    let last = b.update("w", "after", 0, true).await;
+    loop {
+        let f = healthy.expect("sync").await;
+        if f["seq"] == last {
+            assert_eq!(f["track"], "after");
+            break;
+        }
+    }
+    assert_eq!(server.metric("radio_listeners").await, 1.0);
+    // The stalled client finds its stream ended once it drains the buffer.
+    let mut ended = false;
+    for _ in 0..100_000 {
+        if stalled.try_recv(Duration::from_secs(5)).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended);
+}
+
+#[tokio::test]
+async fn grace_period_resume_then_offline() {
+    let server = Server::start(&["--grace-period", "1s"]);
+    let mut l = Client::connect(&server).await;
+    l.tune("g").await;
+    let mut b = Client::connect(&server).await;
+    let token = b.start("g").await;
+    l.expect("broadcaster_online").await;
+    let s1 = b.update("g", "t", 0, true).await;
+    l.expect("sync").await;
+    drop(b);
+    // During grace: taken without the token, no offline notice.
+    let mut thief = Client::connect(&server).await;
+    thief
+        .expect_error(
+            json!({"type":"start_broadcasting","station":"g"}),
+            "station_taken",
+        )
+        .await;
+    thief
+        .expect_error(
+            json!({"type":"start_broadcasting","station":"g","resume_token":"wrong"}),
+            "station_taken",
+        )
+        .await;
+    // Resume with the token: same token, seq continues, no offline/online.
+    let mut b2 = Client::connect(&server).await;
+    b2.send(json!({"type":"start_broadcasting","station":"g","resume_token":token}))
+        .await;
+    let r = b2.expect("broadcasting").await;
+    assert_eq!(r["resume_token"], token.as_str());
+    let s2 = b2.update("g", "t", 500, true).await;
+    assert_eq!(s2, s1 + 1);
+    let f = l.recv().await;
+    assert_eq!(f["type"], "sync", "no offline notice on resume: {f}");
+    assert_eq!(f["seq"], s2);
+    // Gone for good: offline after the grace period, and the station is free.
+    drop(b2);
+    let off = l.expect("broadcaster_offline").await;
+    assert_eq!(off["reason"], "disconnected");
+    thief.start("g").await;
+    l.expect("broadcaster_online").await;
+}
+
+#[tokio::test]
+async fn half_open_connections_are_reaped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&["--keepalive-interval", "200ms", "--keepalive-timeout", "1s"]);
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Read (so buffers never fill) but never answer a ping, like a peer
+    // whose application is gone.
+    let mut buf = [0u8; 4096];
+    let mut first = Vec::new();
+    let n = s.read(&mut buf).await.unwrap();
+    first.extend_from_slice(&buf[..n]);
+    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 101"));
+    assert_eq!(server.metric("radio_connections").await, 1.0);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "server closed the silent connection");
+    assert_eq!(server.metric("radio_keepalive_timeouts_total").await, 1.0);
+    assert_eq!(server.metric("radio_connections").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_responsive_client_is_kept_alive() {
+    let server = Server::start(&[
+        "--keepalive-interval",
+        "100ms",
+        "--keepalive-timeout",
+        "500ms",
+    ]);
+    // tungstenite answers pings while the client reads.
+    let mut c = Client::connect(&server).await;
+    c.expect_none("error", Duration::from_millis(1500)).await;
+    c.send(json!({"type":"ping"})).await;
+    assert_eq!(c.recv().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn max_connections_answers_503_before_the_upgrade() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let _a = Client::connect(&server).await;
+    let _b = Client::connect(&server).await;
+    let (status, body) = http_request(
+        server.addr,
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(body.contains("too many connections"), "{body}");
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _c = Client::connect(&server).await;
+}
+
+#[tokio::test]
+async fn plain_http_to_the_websocket_endpoint_is_explained() {
+    let server = Server::start(&[]);
+    let (status, body) = http_get(server.addr, "/ws").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("WebSocket"), "{body}");
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let server = Server::start(&[]);
+    assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(server.addr, "/readyz").await.0, 200);
+    let mut b = Client::connect(&server).await;
+    let mut l = Client::connect(&server).await;
+    b.start("m").await;
+    l.tune("m").await;
+    b.update("m", "t", 0, true).await;
+    l.expect("sync").await;
+    let (status, text) = http_get(server.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "radio_connections 2",
+        "radio_stations 1",
+        "radio_listeners 1",
+        "radio_inbound_messages_total{type=\"update\"} 1",
+        "radio_syncs_sent_total 1",
+        "radio_message_handling_seconds_count",
+        "radio_slow_client_disconnects_total 0",
+        "radio_errors_total{code=\"bad_message\"} 0",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    drop(b);
+    drop(l);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.metric("radio_connections").await, 0.0);
+    assert_eq!(server.metric("radio_listeners").await, 0.0);
+}
+
+#[tokio::test]
+async fn sigterm_tells_clients_and_exits() {
+    let mut server = Server::start(&[]);
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    b.start("bye").await;
+    a.tune("bye").await;
+    server.signal("TERM");
+    for c in [&mut a, &mut b] {
+        let f = c.expect("server_shutdown").await;
+        assert!(f["reconnect_after_ms"].as_u64().unwrap() > 0);
+        let mut code = None;
+        while let Ok(Some(msg)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut c.ws),
+        )
+        .await
+        {
+            if let Ok(Message::Close(Some(f))) = msg {
+                code = Some(u16::from(f.code));
+                break;
+            }
+        }
+        assert_eq!(code, Some(1001));
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(server.log().contains("SIGTERM"));
+}
+
+#[tokio::test]
+async fn a_thousand_listeners_all_receive_a_sync() {
+    let server = Server::start(&[]);
+    let mut b = Client::connect(&server).await;
+    b.start("crowd").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(1000);
+    for _ in 0..1000 {
+        let url = server.ws_url();
+        let ready = ready_tx.clone();
+        tasks.spawn(async move {
+            let mut l = Client::connect_url(&url).await;
+            assert!(l.tune("crowd").await);
+            ready.send(()).await.unwrap();
+            let s = l.expect("sync").await;
+            s["track"].as_str().unwrap().to_owned()
+        });
+    }
+    for _ in 0..1000 {
+        ready_rx.recv().await.unwrap();
+    }
+    b.update("crowd", "everyone", 0, true).await;
+    let mut n = 0;
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), "everyone");
+        n += 1;
+    }
+    assert_eq!(n, 1000);
 }

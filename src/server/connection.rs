@@ -140,7 +140,7 @@ pub async fn run(ws: WebSocketStream<TcpStream>, shared: Arc<Shared>, id: u64) {
         shared,
         id,
         ws,
-        out: Vec::with_capacity(4),
+        out: Vec::new(),
         owned: Vec::new(),
         tuned: None,
         limiter,
@@ -148,7 +148,9 @@ pub async fn run(ws: WebSocketStream<TcpStream>, shared: Arc<Shared>, id: u64) {
         pong_pending: false,
     };
     let exit = conn.serve().await;
-    conn.finish(exit).await;
+    // Boxed: the goodbye is rare, so its state is allocated only when needed
+    // instead of enlarging every connection's task.
+    Box::pin(conn.finish(exit)).await;
 }
 
 async fn station_changed(tuned: &mut Option<Listening>) {
@@ -225,21 +227,26 @@ impl Conn {
     /// Writes the queued frames, giving up after the write timeout.
     async fn flush(&mut self) -> Result<(), Exit> {
         let ws = &mut self.ws;
-        let frames = std::mem::take(&mut self.out);
+        // Drained in place: the queue keeps its small capacity, so a delivery
+        // allocates nothing.
+        let frames = &mut self.out;
         let write = async move {
-            for frame in frames {
+            for frame in frames.drain(..) {
                 ws.feed(frame).await?;
             }
             ws.flush().await
         };
         let mut write = std::pin::pin!(write);
-        // Most writes complete at once; only arm a timer for one that waits.
+        // Most writes complete at once; only a write that waits arms a timer
+        // (boxed, so idle connections do not carry one).
         let result = match write.as_mut().now_or_never() {
             Some(r) => r,
-            None => match tokio::time::timeout(self.shared.conn.write_timeout, write).await {
-                Ok(r) => r,
-                Err(_) => return Err(Exit::SlowClient),
-            },
+            None => {
+                match Box::pin(tokio::time::timeout(self.shared.conn.write_timeout, write)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(Exit::SlowClient),
+                }
+            }
         };
         result.map_err(|e| {
             tracing::debug!(error = %e, "write failed");

@@ -192,6 +192,60 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
     })
 }
 
+/// The WebSocket's task: finish the upgrade, then serve it. Kept apart from
+/// the request handler so the task's future holds only what it needs.
+async fn serve_websocket(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    config: WebSocketConfig,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    id: u64,
+) {
+    let Some(ws) = finish_upgrade(on_upgrade, config, shared.handshake_timeout).await else {
+        return;
+    };
+    let _guard = ConnGuard::new(shared.metrics.clone(), permit);
+    connection::run(ws, shared, id).await;
+}
+
+/// Waits for hyper to hand over the upgraded socket and wraps it.
+async fn finish_upgrade(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    config: WebSocketConfig,
+    limit: std::time::Duration,
+) -> Option<WebSocketStream<TcpStream>> {
+    let upgraded = match tokio::time::timeout(limit, on_upgrade).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("upgrade timed out");
+            return None;
+        }
+    };
+    // Take the TCP stream back out of hyper: no boxed I/O, no hyper buffers.
+    let Ok(hyper::upgrade::Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<TcpStream>>()
+    else {
+        tracing::error!("upgraded connection is not a TCP stream");
+        return None;
+    };
+    let stream = io.into_inner();
+    cap_send_buffer(&stream);
+    // `read_buf` may be a view into hyper's 8 KiB read buffer; keeping it
+    // would keep that buffer alive for the connection's whole life.
+    let ws = if read_buf.is_empty() {
+        drop(read_buf);
+        WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+    } else {
+        let early = read_buf.to_vec();
+        drop(read_buf);
+        WebSocketStream::from_partially_read(stream, early, Role::Server, Some(config)).await
+    };
+    Some(ws)
+}
+
 fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
     if !header_has_token(&req, header::UPGRADE, "websocket")
         || !header_has_token(&req, header::CONNECTION, "upgrade")
@@ -234,7 +288,7 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         // Room for a burst of frames to one slow client; past it, writes
         // wait and the write timeout decides.
@@ -242,47 +296,10 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
         .max_message_size(Some(shared.conn.max_message_bytes))
         .max_frame_size(Some(shared.conn.max_message_bytes));
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let task_shared = shared.clone();
     let span = tracing::info_span!("conn", id, %peer);
-    shared.tasks.spawn(
-        async move {
-            let shared = task_shared;
-            let upgraded = match tokio::time::timeout(shared.handshake_timeout, on_upgrade).await {
-                Ok(Ok(u)) => u,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "upgrade failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("upgrade timed out");
-                    return;
-                }
-            };
-            let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => parts,
-                Err(_) => {
-                    tracing::error!("upgraded connection is not a TCP stream");
-                    return;
-                }
-            };
-            let stream = parts.io.into_inner();
-            cap_send_buffer(&stream);
-            let ws = if parts.read_buf.is_empty() {
-                WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
-            } else {
-                WebSocketStream::from_partially_read(
-                    stream,
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    Some(config),
-                )
-                .await
-            };
-            let _guard = ConnGuard::new(shared.metrics.clone(), permit);
-            connection::run(ws, shared, id).await;
-        }
-        .instrument(span),
-    );
+    shared
+        .tasks
+        .spawn(serve_websocket(on_upgrade, config, permit, shared.clone(), id).instrument(span));
     let mut res = Response::new(full(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();

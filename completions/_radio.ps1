@@ -1,0 +1,170 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'radio'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'radio' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics')
+            [CompletionResult]::new('broadcast', 'broadcast', [CompletionResultType]::ParameterValue, 'Run a station from a shell: commands on stdin, or a playlist')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Tune in from a terminal and show what plays and how well it is in sync')
+            [CompletionResult]::new('loadtest', 'loadtest', [CompletionResultType]::ParameterValue, 'Generate load against one or more servers and report fan-out latency, delivery and server cost')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page of radio (or of one subcommand) to stdout')
+            [CompletionResult]::new('loadtest-worker', 'loadtest-worker', [CompletionResultType]::ParameterValue, 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'radio;serve' {
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on; port 0 picks a free port (the bound address is logged)')
+            [CompletionResult]::new('--grace-period', '--grace-period', [CompletionResultType]::ParameterName, 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token')
+            [CompletionResult]::new('--max-message-bytes', '--max-message-bytes', [CompletionResultType]::ParameterName, 'Largest inbound WebSocket message; larger ones close the connection (1009)')
+            [CompletionResult]::new('--keepalive-interval', '--keepalive-interval', [CompletionResultType]::ParameterName, 'How often the server pings each connection')
+            [CompletionResult]::new('--keepalive-timeout', '--keepalive-timeout', [CompletionResultType]::ParameterName, 'A connection silent for this long (no frame, no pong) is closed')
+            [CompletionResult]::new('--write-timeout', '--write-timeout', [CompletionResultType]::ParameterName, 'A client that accepts no bytes for this long is closed (1008)')
+            [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Most concurrent WebSocket connections; more are answered 503 before the upgrade')
+            [CompletionResult]::new('--rate-limit', '--rate-limit', [CompletionResultType]::ParameterName, 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)')
+            [CompletionResult]::new('--handshake-timeout', '--handshake-timeout', [CompletionResultType]::ParameterName, 'Time a client has to send its HTTP request and complete the WebSocket upgrade')
+            [CompletionResult]::new('--shutdown-timeout', '--shutdown-timeout', [CompletionResultType]::ParameterName, 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting')
+            [CompletionResult]::new('--broadcast-key', '--broadcast-key', [CompletionResultType]::ParameterName, 'Require this key in `start_broadcasting` (listeners need none)')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format')
+            [CompletionResult]::new('--redis', '--redis', [CompletionResultType]::ParameterName, 'Join a cluster through this Redis server (redis://host:port/db)')
+            [CompletionResult]::new('--node-id', '--node-id', [CompletionResultType]::ParameterName, 'This node''s id in the cluster (default: generated)')
+            [CompletionResult]::new('--media', '--media', [CompletionResultType]::ParameterName, 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served')
+            [CompletionResult]::new('--rescan-interval', '--rescan-interval', [CompletionResultType]::ParameterName, 'Rescan the media library this often (it is also rescanned on SIGHUP)')
+            [CompletionResult]::new('--session-ttl', '--session-ttl', [CompletionResultType]::ParameterName, 'Private player sessions idle this long are removed')
+            [CompletionResult]::new('--session-sweep', '--session-sweep', [CompletionResultType]::ParameterName, 'How often idle sessions are swept')
+            [CompletionResult]::new('--max-sessions', '--max-sessions', [CompletionResultType]::ParameterName, 'Most private sessions kept; the least recently used is evicted beyond it')
+            [CompletionResult]::new('--reuse-port', '--reuse-port', [CompletionResultType]::ParameterName, 'Share the listening port with other processes (SO_REUSEPORT)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'radio;broadcast' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
+            [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
+            [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'Broadcast key, when the server requires one')
+            [CompletionResult]::new('--playlist', '--playlist', [CompletionResultType]::ParameterName, 'Play this extended M3U playlist in order, looping, instead of reading stdin')
+            [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'How often to send a heartbeat while playing')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print each state as one JSON line instead of a sentence')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'radio;listen' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
+            [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print every frame received as one JSON line (for scripts) instead of a status line')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'radio;loadtest' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to load; repeat to spread listeners over several nodes')
+            [CompletionResult]::new('--listeners', '--listeners', [CompletionResultType]::ParameterName, 'Listeners to connect in total')
+            [CompletionResult]::new('--stations', '--stations', [CompletionResultType]::ParameterName, 'Stations (one broadcaster each); listeners are spread evenly')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'How long to run once every listener is connected')
+            [CompletionResult]::new('--update-interval', '--update-interval', [CompletionResultType]::ParameterName, 'Each broadcaster sends an `update` this often')
+            [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'Each broadcaster also sends a `heartbeat` this often (off by default)')
+            [CompletionResult]::new('--connect-rate', '--connect-rate', [CompletionResultType]::ParameterName, 'New connections per second, over all workers (0: as fast as accepted)')
+            [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker processes, or `auto` (one per 15,000 connections)')
+            [CompletionResult]::new('--source-addrs', '--source-addrs', [CompletionResultType]::ParameterName, 'Local addresses to bind client sockets to: a range `A-B` or a list `A,B` (default for a loopback target: 127.0.0.1 onward, as many as needed)')
+            [CompletionResult]::new('--station-prefix', '--station-prefix', [CompletionResultType]::ParameterName, 'Prefix of the station names used')
+            [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'Broadcast key, when the server requires one')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to this file')
+            [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail (exit 1) when fan-out p99 exceeds this')
+            [CompletionResult]::new('--min-delivery', '--min-delivery', [CompletionResultType]::ParameterName, 'Fail (exit 1) when final-state delivery is below this percentage')
+            [CompletionResult]::new('--server-pid', '--server-pid', [CompletionResultType]::ParameterName, 'Measure this server process''s memory and CPU (repeat for several)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'radio;completions' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'radio;man' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'radio;loadtest-worker' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'radio;help' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics')
+            [CompletionResult]::new('broadcast', 'broadcast', [CompletionResultType]::ParameterValue, 'Run a station from a shell: commands on stdin, or a playlist')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Tune in from a terminal and show what plays and how well it is in sync')
+            [CompletionResult]::new('loadtest', 'loadtest', [CompletionResultType]::ParameterValue, 'Generate load against one or more servers and report fan-out latency, delivery and server cost')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page of radio (or of one subcommand) to stdout')
+            [CompletionResult]::new('loadtest-worker', 'loadtest-worker', [CompletionResultType]::ParameterValue, 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'radio;help;serve' {
+            break
+        }
+        'radio;help;broadcast' {
+            break
+        }
+        'radio;help;listen' {
+            break
+        }
+        'radio;help;loadtest' {
+            break
+        }
+        'radio;help;completions' {
+            break
+        }
+        'radio;help;man' {
+            break
+        }
+        'radio;help;loadtest-worker' {
+            break
+        }
+        'radio;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

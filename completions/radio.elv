@@ -1,0 +1,148 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[radio] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'radio'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'radio'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
+            cand broadcast 'Run a station from a shell: commands on stdin, or a playlist'
+            cand listen 'Tune in from a terminal and show what plays and how well it is in sync'
+            cand loadtest 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
+            cand completions 'Print a shell completion script to stdout'
+            cand man 'Print the man page of radio (or of one subcommand) to stdout'
+            cand loadtest-worker 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'radio;serve'= {
+            cand --listen 'Address to listen on; port 0 picks a free port (the bound address is logged)'
+            cand --grace-period 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token'
+            cand --max-message-bytes 'Largest inbound WebSocket message; larger ones close the connection (1009)'
+            cand --keepalive-interval 'How often the server pings each connection'
+            cand --keepalive-timeout 'A connection silent for this long (no frame, no pong) is closed'
+            cand --write-timeout 'A client that accepts no bytes for this long is closed (1008)'
+            cand --max-connections 'Most concurrent WebSocket connections; more are answered 503 before the upgrade'
+            cand --rate-limit 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)'
+            cand --handshake-timeout 'Time a client has to send its HTTP request and complete the WebSocket upgrade'
+            cand --shutdown-timeout 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting'
+            cand --broadcast-key 'Require this key in `start_broadcasting` (listeners need none)'
+            cand --log-format 'Log format'
+            cand --redis 'Join a cluster through this Redis server (redis://host:port/db)'
+            cand --node-id 'This node''s id in the cluster (default: generated)'
+            cand --media 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served'
+            cand --rescan-interval 'Rescan the media library this often (it is also rescanned on SIGHUP)'
+            cand --session-ttl 'Private player sessions idle this long are removed'
+            cand --session-sweep 'How often idle sessions are swept'
+            cand --max-sessions 'Most private sessions kept; the least recently used is evicted beyond it'
+            cand --reuse-port 'Share the listening port with other processes (SO_REUSEPORT)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'radio;broadcast'= {
+            cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
+            cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
+            cand --key 'Broadcast key, when the server requires one'
+            cand --playlist 'Play this extended M3U playlist in order, looping, instead of reading stdin'
+            cand --heartbeat-interval 'How often to send a heartbeat while playing'
+            cand --json 'Print each state as one JSON line instead of a sentence'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'radio;listen'= {
+            cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
+            cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
+            cand --json 'Print every frame received as one JSON line (for scripts) instead of a status line'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'radio;loadtest'= {
+            cand --url 'Server to load; repeat to spread listeners over several nodes'
+            cand --listeners 'Listeners to connect in total'
+            cand --stations 'Stations (one broadcaster each); listeners are spread evenly'
+            cand --duration 'How long to run once every listener is connected'
+            cand --update-interval 'Each broadcaster sends an `update` this often'
+            cand --heartbeat-interval 'Each broadcaster also sends a `heartbeat` this often (off by default)'
+            cand --connect-rate 'New connections per second, over all workers (0: as fast as accepted)'
+            cand --workers 'Worker processes, or `auto` (one per 15,000 connections)'
+            cand --source-addrs 'Local addresses to bind client sockets to: a range `A-B` or a list `A,B` (default for a loopback target: 127.0.0.1 onward, as many as needed)'
+            cand --station-prefix 'Prefix of the station names used'
+            cand --key 'Broadcast key, when the server requires one'
+            cand --json 'Write the report as JSON to this file'
+            cand --max-p99 'Fail (exit 1) when fan-out p99 exceeds this'
+            cand --min-delivery 'Fail (exit 1) when final-state delivery is below this percentage'
+            cand --server-pid 'Measure this server process''s memory and CPU (repeat for several)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'radio;completions'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'radio;man'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'radio;loadtest-worker'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'radio;help'= {
+            cand serve 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
+            cand broadcast 'Run a station from a shell: commands on stdin, or a playlist'
+            cand listen 'Tune in from a terminal and show what plays and how well it is in sync'
+            cand loadtest 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
+            cand completions 'Print a shell completion script to stdout'
+            cand man 'Print the man page of radio (or of one subcommand) to stdout'
+            cand loadtest-worker 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'radio;help;serve'= {
+        }
+        &'radio;help;broadcast'= {
+        }
+        &'radio;help;listen'= {
+        }
+        &'radio;help;loadtest'= {
+        }
+        &'radio;help;completions'= {
+        }
+        &'radio;help;man'= {
+        }
+        &'radio;help;loadtest-worker'= {
+        }
+        &'radio;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

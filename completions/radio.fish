@@ -1,0 +1,103 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_radio_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_radio_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_radio_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_radio_using_subcommand
+    set -l cmd (__fish_radio_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c radio -n "__fish_radio_needs_command" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_needs_command" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_needs_command" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
+complete -c radio -n "__fish_radio_needs_command" -f -a "broadcast" -d 'Run a station from a shell: commands on stdin, or a playlist'
+complete -c radio -n "__fish_radio_needs_command" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync'
+complete -c radio -n "__fish_radio_needs_command" -f -a "loadtest" -d 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
+complete -c radio -n "__fish_radio_needs_command" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c radio -n "__fish_radio_needs_command" -f -a "man" -d 'Print the man page of radio (or of one subcommand) to stdout'
+complete -c radio -n "__fish_radio_needs_command" -f -a "loadtest-worker" -d 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
+complete -c radio -n "__fish_radio_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c radio -n "__fish_radio_using_subcommand serve" -l listen -d 'Address to listen on; port 0 picks a free port (the bound address is logged)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l grace-period -d 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-message-bytes -d 'Largest inbound WebSocket message; larger ones close the connection (1009)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval -d 'How often the server pings each connection' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-timeout -d 'A connection silent for this long (no frame, no pong) is closed' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l write-timeout -d 'A client that accepts no bytes for this long is closed (1008)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent WebSocket connections; more are answered 503 before the upgrade' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l rate-limit -d 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l handshake-timeout -d 'Time a client has to send its HTTP request and complete the WebSocket upgrade' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l shutdown-timeout -d 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key in `start_broadcasting` (listeners need none)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line, for log collectors'"
+complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a cluster through this Redis server (redis://host:port/db)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l node-id -d 'This node\'s id in the cluster (default: generated)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l media -d 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l rescan-interval -d 'Rescan the media library this often (it is also rescanned on SIGHUP)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Private player sessions idle this long are removed' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d 'How often idle sessions are swept' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l reuse-port -d 'Share the listening port with other processes (SO_REUSEPORT)'
+complete -c radio -n "__fish_radio_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key -d 'Broadcast key, when the server requires one' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l playlist -d 'Play this extended M3U playlist in order, looping, instead of reading stdin' -r -F
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l json -d 'Print each state as one JSON line instead of a sentence'
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_using_subcommand listen" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line'
+complete -c radio -n "__fish_radio_using_subcommand listen" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand listen" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l url -d 'Server to load; repeat to spread listeners over several nodes' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l listeners -d 'Listeners to connect in total' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l stations -d 'Stations (one broadcaster each); listeners are spread evenly' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l duration -d 'How long to run once every listener is connected' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l update-interval -d 'Each broadcaster sends an `update` this often' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l heartbeat-interval -d 'Each broadcaster also sends a `heartbeat` this often (off by default)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l connect-rate -d 'New connections per second, over all workers (0: as fast as accepted)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l workers -d 'Worker processes, or `auto` (one per 15,000 connections)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l source-addrs -d 'Local addresses to bind client sockets to: a range `A-B` or a list `A,B` (default for a loopback target: 127.0.0.1 onward, as many as needed)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l station-prefix -d 'Prefix of the station names used' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l key -d 'Broadcast key, when the server requires one' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l json -d 'Write the report as JSON to this file' -r -F
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l max-p99 -d 'Fail (exit 1) when fan-out p99 exceeds this' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l min-delivery -d 'Fail (exit 1) when final-state delivery is below this percentage' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l server-pid -d 'Measure this server process\'s memory and CPU (repeat for several)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_using_subcommand man" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand man" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s V -l version -d 'Print version'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "broadcast" -d 'Run a station from a shell: commands on stdin, or a playlist'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "loadtest" -d 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "man" -d 'Print the man page of radio (or of one subcommand) to stdout'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "loadtest-worker" -d 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

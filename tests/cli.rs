@@ -1,0 +1,212 @@
+//! The shell clients against a real server: `radio broadcast` fed a script
+//! on stdin while `radio listen --json` receives the states.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, Server, radio_bin};
+use serde_json::Value;
+
+/// Reads JSON lines from `reader` on a thread, so a test can wait with a limit.
+fn json_lines(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(
+    rx: &std::sync::mpsc::Receiver<Value>,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) if pred(&v) => return v,
+            Ok(_) => {}
+            Err(_) => panic!("never saw {what}"),
+        }
+    }
+}
+
+#[test]
+fn broadcast_script_reaches_listen_json() {
+    let server = Server::start(&[]);
+    let url = server.ws_url();
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--json", "--url", &url, "--station", "cli"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frames = json_lines(listen.stdout.take().unwrap());
+    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+
+    let mut broadcast = Command::new(radio_bin())
+        .args([
+            "broadcast",
+            "--json",
+            "--url",
+            &format!("http://{}", server.addr),
+            "--station",
+            "cli",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let acked = json_lines(broadcast.stdout.take().unwrap());
+    let mut stdin = broadcast.stdin.take().unwrap();
+    writeln!(stdin, "# a comment, then commands").unwrap();
+    writeln!(stdin, "play \"first song.mp3\" 5").unwrap();
+    let s = wait_for(&frames, "first sync", |v| v["type"] == "sync");
+    assert_eq!(s["track"], "first song.mp3");
+    assert_eq!(s["playing"], true);
+    assert!(s["position_ms"].as_u64().unwrap() >= 5000);
+    let a = wait_for(&acked, "first ack", |v| v["cause"] == "update");
+    assert_eq!(a["seq"], s["seq"], "broadcast prints the acknowledged seq");
+
+    writeln!(stdin, "pause").unwrap();
+    let s = wait_for(&frames, "pause", |v| {
+        v["type"] == "sync" && v["playing"] == false
+    });
+    assert_eq!(s["track"], "first song.mp3");
+    writeln!(stdin, "track second.ogg 180").unwrap();
+    writeln!(stdin, "seek 42").unwrap();
+    writeln!(stdin, "play").unwrap();
+    let s = wait_for(&frames, "second track playing", |v| {
+        v["type"] == "sync" && v["track"] == "second.ogg" && v["playing"] == true
+    });
+    assert_eq!(s["duration_ms"], 180000);
+    assert!(s["position_ms"].as_u64().unwrap() >= 42000);
+    // A heartbeat follows while playing.
+    wait_for(&frames, "heartbeat", |v| v["cause"] == "heartbeat");
+    writeln!(stdin, "stop").unwrap();
+    wait_for(&frames, "offline", |v| {
+        v["type"] == "broadcaster_offline" && v["reason"] == "stopped"
+    });
+    let status = broadcast.wait().unwrap();
+    assert!(status.success(), "broadcast exits 0 after stop");
+
+    // listen exits 0 on Ctrl-C.
+    Command::new("kill")
+        .args(["-INT", &listen.id().to_string()])
+        .status()
+        .unwrap();
+    let status = listen.wait().unwrap();
+    assert!(status.success(), "listen exits 0 on SIGINT: {status:?}");
+}
+
+#[tokio::test]
+async fn broadcast_explains_a_taken_station() {
+    let server = Server::start(&[]);
+    let mut owner = Client::connect(&server).await;
+    owner.start("busy").await;
+    let out = tokio::process::Command::new(radio_bin())
+        .args(["broadcast", "--url", &server.ws_url(), "--station", "busy"])
+        .stdin(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already live"), "{err}");
+    assert!(err.contains("--station"), "says what to do: {err}");
+}
+
+#[test]
+fn broadcast_playlist_loops_through_tracks() {
+    let server = Server::start(&[]);
+    let dir = std::env::temp_dir().join(format!("radio-m3u-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let m3u = dir.join("list.m3u");
+    std::fs::write(
+        &m3u,
+        "#EXTM3U\n#EXTINF:1,One\none.mp3\n#EXTINF:1,Two\ntwo.mp3\n",
+    )
+    .unwrap();
+    let mut listen = Command::new(radio_bin())
+        .args([
+            "listen",
+            "--json",
+            "--url",
+            &server.ws_url(),
+            "--station",
+            "auto",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frames = json_lines(listen.stdout.take().unwrap());
+    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+    let mut b = Command::new(radio_bin())
+        .args(["broadcast", "--url", &server.ws_url(), "--station", "auto"])
+        .arg("--playlist")
+        .arg(&m3u)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let is_update = |track: &'static str| {
+        move |v: &Value| v["type"] == "sync" && v["cause"] == "update" && v["track"] == track
+    };
+    let s = wait_for(&frames, "one", is_update("one.mp3"));
+    assert_eq!(s["duration_ms"], 1000);
+    wait_for(&frames, "two", is_update("two.mp3"));
+    wait_for(&frames, "one again", is_update("one.mp3"));
+    Command::new("kill")
+        .args(["-INT", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        b.wait().unwrap().success(),
+        "Ctrl-C stops the station and exits 0"
+    );
+    wait_for(&frames, "offline", |v| v["type"] == "broadcaster_offline");
+    let _ = listen.kill();
+    let _ = listen.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn clients_explain_bad_arguments() {
+    let out = Command::new(radio_bin())
+        .args(["listen", "--station", "no spaces allowed"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --station"));
+
+    let out = Command::new(radio_bin())
+        .args(["listen", "--station", "ok", "--url", "ws://127.0.0.1:9/ws"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect") && err.contains("radio serve"),
+        "{err}"
+    );
+
+    let out = Command::new(radio_bin())
+        .args(["serve", "--grace-period", "ten"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10s"));
+}

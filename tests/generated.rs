@@ -1,0 +1,60 @@
+//! completions/ and man/ are generated from the clap definitions and checked
+//! in. This test fails when they are stale; regenerate them with
+//! `RADIO_REGENERATE=1 cargo test --test generated`.
+
+use std::path::{Path, PathBuf};
+
+use clap_complete::Shell;
+
+fn expected() -> Vec<(PathBuf, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for shell in [
+        Shell::Bash,
+        Shell::Zsh,
+        Shell::Fish,
+        Shell::PowerShell,
+        Shell::Elvish,
+    ] {
+        let mut out = Vec::new();
+        let mut cmd = radio::cli::command();
+        clap_complete::generate(shell, &mut cmd, "radio", &mut out);
+        let name = match shell {
+            Shell::Bash => "radio.bash",
+            Shell::Zsh => "_radio",
+            Shell::Fish => "radio.fish",
+            Shell::PowerShell => "_radio.ps1",
+            _ => "radio.elv",
+        };
+        files.push((root.join("completions").join(name), out));
+    }
+    let mut out = Vec::new();
+    radio::cli::write_man(None, &mut out).unwrap();
+    files.push((root.join("man/radio.1"), out));
+    for sub in radio::cli::man_subcommands() {
+        let mut out = Vec::new();
+        radio::cli::write_man(Some(&sub), &mut out).unwrap();
+        files.push((root.join(format!("man/radio-{sub}.1")), out));
+    }
+    files
+}
+
+#[test]
+fn completions_and_man_pages_are_fresh() {
+    let regenerate = std::env::var_os("RADIO_REGENERATE").is_some();
+    let mut stale = Vec::new();
+    for (path, content) in expected() {
+        if regenerate {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &content).unwrap();
+            continue;
+        }
+        if std::fs::read(&path).ok().as_deref() != Some(content.as_slice()) {
+            stale.push(path.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale generated files (run `RADIO_REGENERATE=1 cargo test --test generated`): {stale:?}"
+    );
+}
