@@ -383,7 +383,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --log-format --redis --node-id --reuse-port --media --rescan-interval --session-ttl --session-sweep --max-sessions --help --version"
+            opts="-h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --log-format --redis --node-id --lease --reuse-port --media --rescan-interval --session-ttl --session-sweep --max-sessions --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -442,6 +442,10 @@ _radio() {
                     return 0
                     ;;
                 --node-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lease)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

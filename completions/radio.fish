@@ -48,7 +48,8 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d '
 complete -c radio -n "__fish_radio_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line, for log collectors'"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a cluster through this Redis server (redis://host:port/db)' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l node-id -d 'This node\'s id in the cluster (default: generated)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l node-id -d 'This node\'s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l lease -d 'Cluster mode: how long a station\'s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l media -d 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rescan-interval -d 'Rescan the media library this often (it is also rescanned on SIGHUP)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Private player sessions idle this long are removed' -r
