@@ -464,3 +464,26 @@ async fn broadcaster_resumes_on_another_node_when_its_node_shuts_down() {
     );
     assert_eq!(syncs.last().unwrap()["track"], "b.mp3");
 }
+
+#[tokio::test]
+async fn a_node_started_before_its_redis_waits_for_it() {
+    let mut redis = Redis::not_started();
+    let a = node(&redis, "a", &[]);
+    assert_eq!(http_get(a.addr, "/readyz").await.0, 503);
+    assert_eq!(http_get(a.addr, "/healthz").await.0, 200);
+    let mut c = Client::connect(&a).await;
+    c.expect_error(json!({"type":"tune_in","station":"soon"}), "unavailable")
+        .await;
+    c.expect_error(
+        json!({"type":"start_broadcasting","station":"soon"}),
+        "unavailable",
+    )
+    .await;
+    redis.spawn();
+    wait_ready(&a, 200).await;
+    c.start("soon").await;
+    let (mut l, live) = listener(&a, "soon").await;
+    assert!(live);
+    let seq = c.update("soon", "x.mp3", 0, true).await;
+    assert_eq!(l.expect("sync").await["seq"], seq);
+}

@@ -51,11 +51,6 @@ const WS_SEND_BUFFER: usize = 32 * 1024;
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     raise_open_files_limit(args.max_connections);
-    let listener = bind(args.listen, args.reuse_port)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = listener.local_addr()?;
-    tracing::info!("listening on http://{local}");
-
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let metrics = Arc::new(Metrics::new());
@@ -81,6 +76,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         )?),
     };
+    // After the backend, so a bad --redis is reported before anything listens.
+    let listener = match bind(args.listen, args.reuse_port) {
+        Ok(l) => l,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e).with_context(|| format!("cannot listen on {}", args.listen));
+        }
+    };
+    let local = listener.local_addr()?;
+    tracing::info!("listening on http://{local}");
     let shared = Arc::new(Shared {
         conn: ConnConfig {
             max_message_bytes: args.max_message_bytes,

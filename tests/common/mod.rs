@@ -326,11 +326,19 @@ impl Redis {
         r
     }
 
+    /// A port for a Redis that is not running yet; [`Redis::spawn`] starts it.
+    pub fn not_started() -> Redis {
+        Redis {
+            port: free_port(),
+            child: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
