@@ -18,6 +18,12 @@
 //!   [`Tuned`] and [`Owned`] undo themselves on drop, and a station entry
 //!   vanishes as soon as it has neither a broadcaster nor a listener. The grace
 //!   timers are tasks of the server's tracker, cancelled on shutdown.
+//!
+//! [`Registry`] is what connections talk to: the in-memory backend here
+//! ([`Local`], the default) or the Redis-backed cluster
+//! ([`crate::server::cluster`]). Both hand listeners the same [`Station`]
+//! cell and [`Tuned`] guard, so a listener's connection code is one and the
+//! same; only the cluster's cells are written by its Redis subscriber.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
