@@ -33,6 +33,17 @@ async fn wait_ready(server: &Server, status: u16) {
     }
 }
 
+/// Nodes `a`, `b` and `c` behind `redis`, all ready.
+async fn three_nodes(redis: &Redis, flags: &[&str]) -> (Server, Server, Server) {
+    let a = node(redis, "a", flags);
+    let b = node(redis, "b", flags);
+    let c = node(redis, "c", flags);
+    for n in [&a, &b, &c] {
+        wait_ready(n, 200).await;
+    }
+    (a, b, c)
+}
+
 /// Tunes in and returns the listener with its `tuned` reply's `live`.
 async fn listener(server: &Server, station: &str) -> (Client, bool) {
     let mut l = Client::connect(server).await;
@@ -117,12 +128,7 @@ async fn update_retrying(b: &mut Client, station: &str, track: &str, position: u
 #[tokio::test]
 async fn listeners_on_other_nodes_get_every_state_in_order() {
     let redis = Redis::start();
-    let a = node(&redis, "a", &[]);
-    let b = node(&redis, "b", &[]);
-    let c = node(&redis, "c", &[]);
-    for n in [&a, &b, &c] {
-        wait_ready(n, 200).await;
-    }
+    let (a, b, c) = three_nodes(&redis, &[]).await;
     let (mut lb, live) = listener(&b, "jazz").await;
     assert!(!live, "not live before anyone broadcasts");
     let (mut lc, _) = listener(&c, "jazz").await;
@@ -226,12 +232,7 @@ async fn a_station_held_on_one_node_is_taken_on_another() {
 async fn broadcaster_resumes_on_another_node_when_its_node_dies() {
     let redis = Redis::start();
     let flags = ["--lease", "2s", "--grace-period", "10s"];
-    let mut a = node(&redis, "a", &flags);
-    let b = node(&redis, "b", &flags);
-    let c = node(&redis, "c", &flags);
-    for n in [&a, &b, &c] {
-        wait_ready(n, 200).await;
-    }
+    let (mut a, b, c) = three_nodes(&redis, &flags).await;
     let mut bc = Client::connect(&a).await;
     let token = bc.start("talk").await;
     let (mut lb, live) = listener(&b, "talk").await;
@@ -339,12 +340,7 @@ async fn listeners_end_with_the_newest_state_when_redis_restarts() {
 async fn listeners_elsewhere_are_told_when_a_node_dies() {
     let redis = Redis::start();
     let flags = ["--lease", "1s"];
-    let mut a = node(&redis, "a", &flags);
-    let b = node(&redis, "b", &flags);
-    let c = node(&redis, "c", &flags);
-    for n in [&a, &b, &c] {
-        wait_ready(n, 200).await;
-    }
+    let (mut a, b, c) = three_nodes(&redis, &flags).await;
     let mut bc = Client::connect(&a).await;
     bc.start("gone").await;
     let seq = bc.update("gone", "last.mp3", 0, true).await;
