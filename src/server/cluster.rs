@@ -354,6 +354,8 @@ struct HoldState {
     last: Option<(Sync, Utf8Bytes)>,
     /// Another connection took the station over.
     lost: bool,
+    /// Its connection stopped it or went away; a failed renewal is expected.
+    ended: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -518,6 +520,7 @@ impl Cluster {
                 seq,
                 last,
                 lost: false,
+                ended: false,
             }),
         });
         lock(&inner.holds).insert(name.clone(), hold.clone());
@@ -821,6 +824,7 @@ impl Owned {
             .await?;
         if !self.released {
             self.released = true;
+            lock(&self.hold.state).ended = true;
             self.inner.forget_hold(&self.hold);
             self.inner.metrics.stations.dec();
         }
@@ -835,8 +839,12 @@ impl Drop for Owned {
         }
         self.inner.forget_hold(&self.hold);
         self.inner.metrics.stations.dec();
-        if lock(&self.hold.state).lost {
-            return;
+        {
+            let mut st = lock(&self.hold.state);
+            st.ended = true;
+            if st.lost {
+                return;
+            }
         }
         tracing::debug!(station = %self.hold.name, "broadcaster gone, grace period starts");
         // Runs even during shutdown, so a broadcaster can resume on another
@@ -1112,7 +1120,13 @@ impl Bus {
     }
 
     fn hold_lost(&self, hold: &Arc<Hold>) {
-        lock(&hold.state).lost = true;
+        {
+            let mut st = lock(&hold.state);
+            if st.ended || st.lost {
+                return;
+            }
+            st.lost = true;
+        }
         self.inner.forget_hold(hold);
         tracing::warn!(station = %hold.name, "lost the lease: another connection holds the station");
     }
