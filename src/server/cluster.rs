@@ -52,7 +52,7 @@ use crate::protocol::{
     self, ErrorCode, OfflineReason, ServerMessage, StationName, StationSummary, Sync, SyncCause,
 };
 use crate::server::metrics::Metrics;
-use crate::server::registry::{Refusal, State, Station, Tuned, View};
+use crate::server::registry::{Local, Refusal, State, Station, Tuned, View};
 
 /// Every key and channel starts with this.
 pub const PREFIX: &str = "radio:";
@@ -322,6 +322,9 @@ pub struct Inner {
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Listener guards; tells the subscriber task when a station's last
+    /// local listener leaves.
+    listeners: Local,
 }
 
 struct Entry {
@@ -420,6 +423,15 @@ impl Cluster {
             )
         })?;
         let (bus, rx) = mpsc::unbounded_channel();
+        let idle = bus.clone();
+        let listeners = Local::for_cluster(
+            metrics.clone(),
+            Box::new(move |name: &StationName| {
+                if idle.send(BusCmd::Idle(name.clone())).is_err() {
+                    tracing::debug!("subscriber task is gone (shutting down)");
+                }
+            }),
+        );
         let holder_prefix = format!("{}:{}", cfg.node_id, protocol::random_token(4));
         tracing::info!(node = %cfg.node_id, lease = ?cfg.lease, "cluster mode through Redis");
         let inner = Arc::new(Inner {
@@ -436,6 +448,7 @@ impl Cluster {
             metrics,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
+            listeners,
         });
         let bus = Bus {
             inner: inner.clone(),
@@ -557,8 +570,7 @@ impl Cluster {
             let rx = entry.station.add_listener();
             (entry.station.clone(), rx, entry.ready.clone())
         };
-        inner.metrics.listeners.inc();
-        let tuned = Tuned::cluster(station, rx, Arc::downgrade(inner));
+        let tuned = inner.listeners.tuned(station, rx);
         if !*ready.borrow_and_update() {
             match tokio::time::timeout(OP_TIMEOUT, ready.wait_for(|r| *r)).await {
                 Ok(Ok(_)) => {}
@@ -660,14 +672,6 @@ impl Inner {
             self.broken.notify_one();
         } else {
             tracing::error!(error = %e, "Redis refused a request");
-        }
-    }
-
-    /// A local listener left; the last one unsubscribes the node.
-    pub(crate) fn listener_left(&self, name: &StationName, left: u64) {
-        self.metrics.listeners.dec();
-        if left == 0 && self.bus.send(BusCmd::Idle(name.clone())).is_err() {
-            tracing::debug!("subscriber task is gone (shutting down)");
         }
     }
 

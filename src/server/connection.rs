@@ -197,7 +197,16 @@ impl Conn {
                     self.on_station_change();
                     Ok(())
                 }
-                Event::Frame(frame) => self.on_frame(frame).await,
+                Event::Frame(frame) => match self.on_frame(frame) {
+                    // Boxed, so the Redis round trip's state is not part of
+                    // every connection's task.
+                    Ok(Some(request)) => {
+                        Box::pin(self.on_deferred(*request)).await;
+                        Ok(())
+                    }
+                    Ok(None) => Ok(()),
+                    Err(exit) => Err(exit),
+                },
                 Event::Keepalive => self.on_keepalive(),
             };
             if let Err(exit) = step {
@@ -262,10 +271,11 @@ impl Conn {
         Ok(())
     }
 
-    async fn on_frame(
+    /// Handles a frame; returns a cluster request that must still wait on Redis.
+    fn on_frame(
         &mut self,
         frame: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<(), Exit> {
+    ) -> Result<Option<Box<ClientMessage>>, Exit> {
         let msg = match frame {
             None => return Err(Exit::Closed),
             Some(Ok(msg)) => msg,
@@ -283,12 +293,11 @@ impl Conn {
             Message::Text(text) => {
                 self.rate_check()?;
                 let started = std::time::Instant::now();
-                let request_type = self.on_text(text.as_str()).await;
-                let took = started.elapsed();
-                self.shared.metrics.handling_seconds.observe(took);
-                if took > Duration::from_millis(100) {
-                    tracing::warn!(request = request_type, ?took, "slow message handling");
+                let (request_type, deferred) = self.on_text(text.as_str());
+                if deferred.is_none() {
+                    self.handled(request_type, started);
                 }
+                return Ok(deferred);
             }
             Message::Binary(_) => {
                 self.rate_check()?;
@@ -304,7 +313,7 @@ impl Conn {
             Message::Pong(_) | Message::Frame(_) => {}
             Message::Close(_) => return Err(Exit::Closed),
         }
-        Ok(())
+        Ok(None)
     }
 
     fn rate_check(&mut self) -> Result<(), Exit> {
@@ -325,8 +334,26 @@ impl Conn {
         }
     }
 
-    /// Handles one text frame; returns its request type for logging.
-    async fn on_text(&mut self, text: &str) -> &'static str {
+    /// Records how long a request took.
+    fn handled(&self, request_type: &str, started: std::time::Instant) {
+        let took = started.elapsed();
+        self.shared.metrics.handling_seconds.observe(took);
+        if took > Duration::from_millis(100) {
+            tracing::warn!(request = request_type, ?took, "slow message handling");
+        }
+    }
+
+    /// A cluster request: it waits on Redis (at most its timeout).
+    async fn on_deferred(&mut self, request: ClientMessage) {
+        let started = std::time::Instant::now();
+        let ty = request.type_name();
+        self.on_request(request).await;
+        self.handled(ty, started);
+    }
+
+    /// Handles one text frame; returns its request type for logging, and
+    /// the request itself when it must wait on the cluster's Redis.
+    fn on_text(&mut self, text: &str) -> (&'static str, Option<Box<ClientMessage>>) {
         let msg = match protocol::decode_request(text) {
             Ok(msg) => msg,
             Err(e) => {
@@ -335,11 +362,30 @@ impl Conn {
                 tracing::debug!(code = %e.code, message = %e.message, "bad request");
                 self.out
                     .push(Message::Text(protocol::encode(&e.to_message())));
-                return "invalid";
+                return ("invalid", None);
             }
         };
         let ty = msg.type_name();
         self.shared.metrics.inbound(ty);
+        if self.shared.registry.is_local() {
+            // A single node answers every request at its first poll; polling
+            // it here keeps its state on this stack frame rather than in the
+            // connection's task, and allocates nothing.
+            if self.on_request(msg).now_or_never().is_none() {
+                tracing::error!(
+                    request = ty,
+                    "a single-node request did not complete at once"
+                );
+            }
+            (ty, None)
+        } else {
+            (ty, Some(Box::new(msg)))
+        }
+    }
+
+    /// Answers one decoded request.
+    async fn on_request(&mut self, msg: ClientMessage) {
+        let ty = msg.type_name();
         match msg {
             ClientMessage::Ping { id, client_time_ms } => self.send(&ServerMessage::Pong {
                 id,
@@ -364,7 +410,6 @@ impl Conn {
                 Err((code, message)) => self.send_error(code, message, ty),
             },
         }
-        ty
     }
 
     async fn start(

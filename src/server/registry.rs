@@ -195,7 +195,13 @@ struct Inner {
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Cluster mode: told when a station's last listener leaves, instead of
+    /// this map (which the cluster does not use) dropping the entry.
+    last_listener_left: Option<LastListenerHook>,
 }
+
+/// See [`Inner::last_listener_left`].
+pub(crate) type LastListenerHook = Box<dyn Fn(&StationName) + Send + std::marker::Sync>;
 
 impl Local {
     pub fn new(
@@ -210,7 +216,33 @@ impl Local {
             metrics,
             tasks,
             shutdown,
+            last_listener_left: None,
         }))
+    }
+
+    /// The listener bookkeeping of the cluster backend: its [`Tuned`] guards
+    /// count through here and call `hook` when a station's last listener
+    /// leaves. Sharing this one guard type keeps it as small as on a single
+    /// node (a connection task holds one).
+    pub(crate) fn for_cluster(metrics: Arc<Metrics>, hook: LastListenerHook) -> Self {
+        Self(Arc::new(Inner {
+            stations: Mutex::new(HashMap::new()),
+            grace: Duration::ZERO,
+            metrics,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            last_listener_left: Some(hook),
+        }))
+    }
+
+    /// A cluster listener's guard: `station` has already counted it.
+    pub(crate) fn tuned(&self, station: Arc<Station>, rx: watch::Receiver<Arc<View>>) -> Tuned {
+        self.0.metrics.listeners.inc();
+        Tuned {
+            station,
+            registry: Arc::downgrade(&self.0),
+            rx,
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<StationName, Arc<Station>>> {
@@ -318,7 +350,7 @@ impl Local {
         let rx = station.tx.subscribe();
         Tuned {
             station,
-            home: Home::Local(Arc::downgrade(&self.0)),
+            registry: Arc::downgrade(&self.0),
             rx,
         }
     }
@@ -361,46 +393,19 @@ impl Local {
 /// A listener's subscription to one station; dropping it tunes out.
 pub struct Tuned {
     pub station: Arc<Station>,
-    home: Home,
+    registry: Weak<Inner>,
     pub rx: watch::Receiver<Arc<View>>,
-}
-
-/// The backend a [`Tuned`] returns its station to when dropped.
-enum Home {
-    Local(Weak<Inner>),
-    Cluster(Weak<cluster::Inner>),
-}
-
-impl Tuned {
-    /// A cluster listener: `station` has already counted it.
-    pub(crate) fn cluster(
-        station: Arc<Station>,
-        rx: watch::Receiver<Arc<View>>,
-        home: Weak<cluster::Inner>,
-    ) -> Self {
-        Self {
-            station,
-            home: Home::Cluster(home),
-            rx,
-        }
-    }
 }
 
 impl Drop for Tuned {
     fn drop(&mut self) {
         let left = self.station.listeners.fetch_sub(1, Ordering::Relaxed) - 1;
-        match &self.home {
-            Home::Local(registry) => {
-                if let Some(inner) = registry.upgrade() {
-                    inner.metrics.listeners.dec();
-                    if left == 0 {
-                        Local(inner).remove_if_unused(&self.station.name);
-                    }
-                }
-            }
-            Home::Cluster(cluster) => {
-                if let Some(inner) = cluster.upgrade() {
-                    inner.listener_left(&self.station.name, left);
+        if let Some(inner) = self.registry.upgrade() {
+            inner.metrics.listeners.dec();
+            if left == 0 {
+                match &inner.last_listener_left {
+                    Some(hook) => hook(&self.station.name),
+                    None => Local(inner).remove_if_unused(&self.station.name),
                 }
             }
         }
@@ -545,6 +550,11 @@ pub enum Registry {
 }
 
 impl Registry {
+    /// A single node: every call completes at its first poll.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Registry::Local(_))
+    }
+
     /// Whether the backend can serve every request (`GET /readyz`).
     pub fn ready(&self) -> bool {
         match self {
