@@ -210,3 +210,55 @@ fn clients_explain_bad_arguments() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("10s"));
 }
+
+/// A free loopback port (bound and released; the server takes it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn clients_reconnect_after_the_server_restarts() {
+    let port = free_port();
+    let listen_addr = format!("127.0.0.1:{port}");
+    let mut server = Server::start(&["--listen", &listen_addr]);
+    let url = server.ws_url();
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--json", "--url", &url, "--station", "phoenix"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frames = json_lines(listen.stdout.take().unwrap());
+    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+    let mut broadcast = Command::new(radio_bin())
+        .args(["broadcast", "--url", &url, "--station", "phoenix"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = broadcast.stdin.take().unwrap();
+    writeln!(stdin, "play rising.mp3").unwrap();
+    wait_for(&frames, "first sync", |v| v["type"] == "sync");
+
+    // The server dies hard and comes back on the same port.
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(5)).unwrap();
+    let _server = Server::start(&["--listen", &listen_addr]);
+
+    // Both clients reconnect on their own: the broadcaster claims the
+    // station again and re-sends its state; the listener re-tunes and gets it.
+    wait_for(&frames, "tuned again", |v| v["type"] == "tuned");
+    let s = wait_for(&frames, "state after restart", |v| {
+        v["type"] == "sync" && v["track"] == "rising.mp3"
+    });
+    assert_eq!(s["playing"], true);
+    writeln!(stdin, "stop").unwrap();
+    assert!(broadcast.wait().unwrap().success());
+    let _ = listen.kill();
+    let _ = listen.wait();
+}
