@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::protocol::StationSummary;
 use crate::server::metrics::Metrics;
-use crate::server::{Shared, cap_send_buffer, connection};
+use crate::server::{Shared, cap_send_buffer, connection, player};
 
 /// Every response body: small ones in memory, media streamed from disk.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -135,11 +135,17 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
             res
         }
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
-        (&Method::GET | &Method::HEAD, "/") => text(
-            StatusCode::OK,
-            "radio is running.\n\nWebSocket sync protocol: /ws\nStations: /api/stations\n\
-             Health: /healthz\nMetrics: /metrics\n",
-        ),
+        // --- media library, sessions and the web player (docs/player.md) ---
+        (_, p) if p.starts_with("/media/") => {
+            let id = &p["/media/".len()..];
+            shared.media.serve(method, id, req.headers()).await
+        }
+        (&Method::GET | &Method::HEAD, "/api/library") => shared.media.list_response(),
+        (_, "/api/library") => method_not_allowed("GET"),
+        (_, "/api/session") => shared.sessions.handle(req).await,
+        (&Method::GET | &Method::HEAD, p) if player::PATHS.contains(&p) => player::asset(p),
+        (_, p) if player::PATHS.contains(&p) => method_not_allowed("GET"),
+        // --- end media ---
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
     }
 }
