@@ -779,7 +779,10 @@ pub async fn rescan_task(
             None
         }
     };
-    let mut ticker = interval.map(|d| {
+    if interval.is_some_and(|d| d.is_zero()) {
+        tracing::warn!("--rescan-interval 0 means never; the library rescans on SIGHUP only");
+    }
+    let mut ticker = interval.filter(|d| !d.is_zero()).map(|d| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t

@@ -75,6 +75,30 @@ try {
   const ids = await a.$$eval("#track-list button[data-id]", (bs) => bs.map((b) => b.dataset.id));
   if (ids.length < 2) throw new Error(`need two tracks, library has ${JSON.stringify(ids)}`);
   log("library:", ids.join(", "));
+  // --- private play resumes from the session after a reload ---
+  await a.click(`#track-list button[data-id="${ids[1]}"]`);
+  await until("A plays privately", 10000, async () => {
+    const s = await state(a);
+    return { ok: s.mode === "private" && !s.paused && s.track === ids[1], s };
+  });
+  await a.evaluate(() => { document.getElementById("media").currentTime = 7; });
+  await a.click("#play"); // pause: saves the position
+  await until("A paused", 5000, async () => ({ ok: (await state(a)).paused }));
+  await new Promise((r) => setTimeout(r, 300));
+  await a.reload();
+  await until("A resumes where it was", 10000, async () => {
+    const s = await state(a);
+    const note = await a.isVisible("#resume-note");
+    return { ok: note && s.track === ids[1] && Math.abs(s.currentTime - 7) < 0.5, s };
+  });
+  // Keyboard alone: Space plays and pauses.
+  await a.focus("body");
+  await a.keyboard.press("Space");
+  await until("Space plays", 5000, async () => ({ ok: !(await state(a)).paused }));
+  await a.keyboard.press("Space");
+  await until("Space pauses", 5000, async () => ({ ok: (await state(a)).paused }));
+  log("private play resumed after reload at", (await state(a)).currentTime.toFixed(2), "s");
+
   await a.fill("#station-name", STATION);
   await a.click("#go-live");
   await until("A is live", 10000, async () => {
@@ -148,6 +172,12 @@ try {
   const after = await state(b);
   if (!after.paused) throw new Error("B still plays after the station went offline");
   log("B shows:", await b.textContent("#station-status"));
+
+  // Usable on a phone: nothing wider than a 390 px screen.
+  await b.setViewportSize({ width: 390, height: 844 });
+  const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 0) throw new Error(`the page is ${overflow} px wider than a phone screen`);
+  await b.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
 
   if (pageErrors.length) throw new Error(`script errors in the page: ${pageErrors.join("; ")}`);
   log("ok");

@@ -368,17 +368,21 @@
         if (st.mode === "listening" && m.station === st.tuned) applySync(m);
         break;
       case "broadcaster_online":
+        send({ type: "list_stations" });
         if (m.station === st.tuned) {
           st.stationLive = true;
           setStationStatus("live; waiting for the broadcaster's state…", "warn");
         }
         break;
       case "broadcaster_offline":
+        send({ type: "list_stations" });
         if (m.station === st.tuned) {
           st.stationLive = false;
           st.sync = null;
           media.pause();
           setStationStatus(`offline (${m.reason}); you stay tuned in case it comes back`, "bad");
+          $("drift").textContent = "–";
+          setRate(1);
         }
         break;
       case "stations":
@@ -602,6 +606,7 @@
     st.sync = s;
     st.stationLive = true;
     if (s.track !== st.track) {
+      send({ type: "list_stations" });
       loadTrack(s.track, 0);
       media.addEventListener("loadedmetadata", () => correct(true), { once: true });
     }
