@@ -180,13 +180,22 @@ impl Library {
         }
         let added = new.by_id.keys().filter(|k| old.get(k).is_none()).count();
         let removed = old.by_id.keys().filter(|k| new.get(k).is_none()).count();
-        tracing::info!(
-            tracks = new.len(),
-            added,
-            removed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "media library rescanned"
-        );
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if added + removed > 0 {
+            tracing::info!(
+                tracks = new.len(),
+                added,
+                removed,
+                elapsed_ms,
+                "media library rescanned"
+            );
+        } else {
+            tracing::debug!(
+                tracks = new.len(),
+                elapsed_ms,
+                "media library rescanned, unchanged"
+            );
+        }
         let new = Arc::new(new);
         match self.index.write() {
             Ok(mut g) => *g = new,
@@ -766,19 +775,39 @@ fn title_from_name(name: &str) -> String {
 }
 
 /// Rescans on SIGHUP and every `interval` until shutdown.
-pub async fn rescan_task(
+///
+/// SIGHUP is claimed when this is called (not when the task first runs), so
+/// a SIGHUP right after the server logs its address never hits the default
+/// action, which would end the process.
+pub fn rescan_task(
     library: Arc<Library>,
     interval: Option<Duration>,
     shutdown: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::error!(error = %e, "cannot watch SIGHUP; the library rescans only on --rescan-interval");
             None
         }
     };
+    #[cfg(not(unix))]
+    let hup: Option<()> = None;
+    rescan_loop(library, interval, shutdown, hup)
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+async fn rescan_loop(
+    library: Arc<Library>,
+    interval: Option<Duration>,
+    shutdown: CancellationToken,
+    mut hup: Option<Hangup>,
+) {
     if interval.is_some_and(|d| d.is_zero()) {
         tracing::warn!("--rescan-interval 0 means never; the library rescans on SIGHUP only");
     }
@@ -798,7 +827,10 @@ pub async fn rescan_task(
             }
         };
         #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<()>()
+        };
         let tick = async {
             match ticker.as_mut() {
                 Some(t) => {
