@@ -428,6 +428,26 @@ async fn without_media_the_demo_library_plays() {
     assert!(page.text().contains("app.js"));
 }
 
+#[test]
+fn a_missing_media_directory_is_a_clear_error() {
+    let out = std::process::Command::new(common::radio_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--media",
+            "/nonexistent/music",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/music") && err.contains("--media"),
+        "{err}"
+    );
+}
+
 // ---- sessions ----
 
 fn cookie_of(r: &Resp) -> String {

@@ -173,7 +173,7 @@ impl Sessions {
     pub async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         let cookie = session_cookie(req.headers());
         match *req.method() {
-            Method::GET => {
+            Method::GET | Method::HEAD => {
                 let position = cookie.and_then(|id| self.get(&id)).unwrap_or_default();
                 json(StatusCode::OK, &position)
             }

@@ -143,6 +143,36 @@ try {
   await b.screenshot({ path: screenshot.replace(/\.png$/, "-listener.png"), fullPage: true });
   log("screenshots saved:", screenshot);
 
+  // --- C: another browser with the default autoplay rules needs a click ---
+  {
+    const dirC = mkdtempSync(join(tmpdir(), "radio-chromium-"));
+    const ctxC = await chromium.launchPersistentContext(dirC, {
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+      viewport: { width: 1100, height: 800 },
+    });
+    try {
+      const c = ctxC.pages()[0] ?? (await ctxC.newPage());
+      watch(c, "C");
+      await c.goto(`${base}/?station=${STATION}`);
+      await c.waitForSelector("#gate-button", { state: "visible", timeout: 10000 });
+      log("C shows the click-to-listen step");
+      await c.click("#gate-button");
+      streak = 0;
+      const cs = await until(`C within ${TOLERANCE_MS} ms of A after the click`, 15000, async () => {
+        const g = await gap(a, c);
+        const ok = !g.b.paused && Math.abs(g.diff) < TOLERANCE_MS;
+        streak = ok ? streak + 1 : 0;
+        return { ok: streak >= 3, diff: Math.round(g.diff), c: g.b };
+      });
+      log(`C (another browser) in sync after the click: ${cs.diff} ms`);
+    } finally {
+      await ctxC.close().catch(() => {});
+      rmSync(dirC, { recursive: true, force: true });
+    }
+  }
+
   // --- A pauses, B pauses at the same position ---
   await a.click("#play");
   await until("B pauses", 5000, async () => {

@@ -36,6 +36,7 @@
   const SAVE_EVERY_MS = 5000;       // private position saves
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
+  const MAX_LISTED = 500;           // library rows rendered at once
   const STATION_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
   const st = {
@@ -58,6 +59,7 @@
     resumeToken: null,
     heartbeatTimer: null,
     waiting: false,          // media stalled while playing
+    seekUpdate: null,        // pending update after seeks
     // listening
     tuned: null,             // station name
     sync: null,              // newest sync frame
@@ -128,10 +130,13 @@
     const q = $("library-search").value.trim().toLowerCase();
     const list = $("track-list");
     list.replaceChildren();
-    let shown = 0;
+    let shown = 0, matched = 0;
     for (const t of st.library) {
       const hay = `${t.title} ${t.artist ?? ""} ${t.id}`.toLowerCase();
       if (q && !q.split(/\s+/).every((w) => hay.includes(w))) continue;
+      matched++;
+      // A big library renders its first matches only; searching narrows it.
+      if (shown >= MAX_LISTED) continue;
       shown++;
       const li = el("li");
       const b = el("button");
@@ -153,6 +158,9 @@
       note.hidden = false;
     } else if (shown === 0) {
       note.textContent = "No track matches the search.";
+      note.hidden = false;
+    } else if (matched > shown) {
+      note.textContent = `Showing ${shown} of ${matched} tracks; search to find the others.`;
       note.hidden = false;
     } else {
       note.hidden = true;
@@ -679,7 +687,11 @@
   media.addEventListener("play", () => { updateControls(); saveSession(true); });
   media.addEventListener("playing", () => { st.waiting = false; sendUpdate(); });
   media.addEventListener("pause", () => { updateControls(); sendUpdate(); saveSession(true); });
-  media.addEventListener("seeked", () => { if (st.mode === "live") sendUpdate(); });
+  // Dragging the seek bar seeks many times a second: one update per 150 ms.
+  media.addEventListener("seeked", () => {
+    if (st.mode !== "live" || st.seekUpdate) return;
+    st.seekUpdate = setTimeout(() => { st.seekUpdate = null; sendUpdate(); }, 150);
+  });
   media.addEventListener("waiting", () => {
     if (!st.waiting) { st.waiting = true; sendUpdate(); }
   });
