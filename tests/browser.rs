@@ -72,8 +72,8 @@ fn two_browsers_stay_in_sync() {
     )
     .unwrap();
     // A short grace period, so B sees the station go offline soon after A's
-    // tab closes.
-    let server = Server::start(&["--media", media.arg(), "--grace-period", "1s"]);
+    // tab closes (but long enough for A to reconnect after a dropped line).
+    let server = Server::start(&["--media", media.arg(), "--grace-period", "2s"]);
 
     let screenshot = manifest_dir().join("target/artifacts/player.png");
     let mut child = Command::new("node")

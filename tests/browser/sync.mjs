@@ -70,6 +70,12 @@ try {
   // --- A goes live and plays the first track ---
   const a = await context.newPage();
   watch(a, "A");
+  // A's WebSocket passes through the test, so the test can cut it.
+  const aSockets = [];
+  await a.routeWebSocket(/\/ws$/, (ws) => {
+    ws.connectToServer();
+    aSockets.push(ws);
+  });
   await a.goto(base + "/");
   await a.waitForSelector("#track-list button[data-id]");
   const ids = await a.$$eval("#track-list button[data-id]", (bs) => bs.map((b) => b.dataset.id));
@@ -192,6 +198,28 @@ try {
     return { ok: streak >= 3, diff: Math.round(g.diff), b: g.b };
   });
   log(`B follows to ${ids[1]}: ${followed.diff} ms`);
+
+  // --- A's connection drops: it reconnects (backoff with jitter) and
+  // resumes its station with its token inside the grace period, so B never
+  // sees it go offline and stays in sync ---
+  const before = aSockets.length;
+  for (const ws of aSockets) await ws.close({ code: 4000, reason: "test cuts the line" });
+  let sawOffline = false;
+  await until("A reconnects and is live again", 10000, async () => {
+    const s = await state(a);
+    const t = await b.textContent("#station-status");
+    if (/offline/.test(t)) sawOffline = true;
+    return { ok: aSockets.length > before && s.connected && s.mode === "live", s };
+  });
+  if (sawOffline) throw new Error("B saw the station offline while A reconnected");
+  streak = 0;
+  const resumed = await until("B still in sync after A's reconnect", 10000, async () => {
+    const g = await gap(a, b);
+    const ok = !g.b.paused && Math.abs(g.diff) < TOLERANCE_MS;
+    streak = ok ? streak + 1 : 0;
+    return { ok: streak >= 3, diff: Math.round(g.diff) };
+  });
+  log(`A reconnected and resumed its station; B at ${resumed.diff} ms`);
 
   // --- A's tab closes; B shows the station offline after the grace period ---
   await a.close();
