@@ -233,6 +233,7 @@
     const i = st.library.findIndex((t) => t.id === st.track);
     const next = st.library[(i + 1) % st.library.length];
     loadTrack(next.id, 0);
+    sendUpdate(); // the new track, not yet playing; `playing` follows
     play();
   }
 
