@@ -31,8 +31,51 @@ fn library() -> Library {
     )
     .unwrap();
     std::fs::write(dir.path().join("empty.wav"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("sub dir/vorbis.flac"),
+        flac_with_comments(
+            44_100,
+            3 * 44_100,
+            &[("TITLE", "Flac Title"), ("ARTIST", "Flac Artist")],
+        ),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"not media").unwrap();
     Library { dir, song }
+}
+
+/// A FLAC file's metadata as an encoder writes it: the `fLaC` marker, a
+/// STREAMINFO block (16-bit mono, `total` samples at `rate`) and a
+/// VORBIS_COMMENT block with `comments`. (No audio frames follow: the tag
+/// reader needs only the metadata, and a player would see an empty stream.)
+fn flac_with_comments(rate: u32, total: u64, comments: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = b"fLaC".to_vec();
+    let mut info = Vec::new();
+    info.extend_from_slice(&4096u16.to_be_bytes()); // min block size
+    info.extend_from_slice(&4096u16.to_be_bytes()); // max block size
+    info.extend_from_slice(&[0; 6]); // min/max frame size: unknown
+    // 20 bits rate, 3 bits channels-1 (0: mono), 5 bits bits-per-sample-1,
+    // 36 bits samples.
+    let packed: u64 = (u64::from(rate) << 44) | (15 << 36) | (total & 0xF_FFFF_FFFF);
+    info.extend_from_slice(&packed.to_be_bytes());
+    info.extend_from_slice(&[0; 16]); // MD5: unknown
+    out.push(0); // STREAMINFO, not last
+    out.extend_from_slice(&(info.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&info);
+    let mut vc = Vec::new();
+    let vendor = b"radio tests";
+    vc.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+    vc.extend_from_slice(vendor);
+    vc.extend_from_slice(&(comments.len() as u32).to_le_bytes());
+    for (k, v) in comments {
+        let c = format!("{k}={v}");
+        vc.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        vc.extend_from_slice(c.as_bytes());
+    }
+    out.push(0x80 | 4); // VORBIS_COMMENT, last
+    out.extend_from_slice(&(vc.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&vc);
+    out
 }
 
 fn serve(lib: &Library, extra: &[&str]) -> Server {
@@ -61,7 +104,7 @@ async fn library_lists_tracks_with_tags_and_names() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let list = r.json();
-    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
 
     let song = track(&list, "song.wav");
     assert_eq!(song["title"], "Morning Song", "title from the INFO tag");
@@ -69,6 +112,12 @@ async fn library_lists_tracks_with_tags_and_names() {
     assert_eq!(song["duration_ms"], 2000, "duration from the stream");
     assert_eq!(song["size"], lib.song.len());
     assert_eq!(song["mime"], "audio/wav");
+
+    let flac = track(&list, "sub dir/vorbis.flac");
+    assert_eq!(flac["title"], "Flac Title", "title from the Vorbis comment");
+    assert_eq!(flac["artist"], "Flac Artist");
+    assert_eq!(flac["duration_ms"], 3000, "duration from STREAMINFO");
+    assert_eq!(flac["mime"], "audio/flac");
 
     let untagged = track(&list, "sub dir/My_untagged_tune.wav");
     assert_eq!(
