@@ -88,6 +88,9 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.handshake_timeout)
+        // hyper's default (~400 KiB) is what each slow media download would
+        // hold in its write buffer; this keeps one to about two body chunks.
+        .max_buf_size(crate::server::media::HTTP_BUFFER)
         .serve_connection(io, svc)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);

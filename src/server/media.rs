@@ -51,8 +51,12 @@ pub use demo::{arpeggio, encode_wav};
 pub use serve::percent_decode;
 use serve::{Validators, not_found, respond, serve_file};
 
-/// Bytes read from disk per body chunk: the most one stream holds at once.
-pub const CHUNK: usize = 64 * 1024;
+/// Bytes read from disk per body chunk.
+pub const CHUNK: usize = 32 * 1024;
+/// hyper's per-connection buffer limit (`max_buf_size`): with [`CHUNK`], a
+/// stream holds at most about 100 KiB however slowly its client reads
+/// (measured in docs/player.md). Also the limit of a request's headers.
+pub const HTTP_BUFFER: usize = 64 * 1024;
 
 /// Directories nested deeper than this are not scanned (a guard against
 /// pathological trees; loops are caught earlier by the inode check).
