@@ -161,8 +161,32 @@ try {
     try {
       const c = ctxC.pages()[0] ?? (await ctxC.newPage());
       watch(c, "C");
+      // Playwright's own evaluations count as user gestures, which would let
+      // the page play without the click. So until the step shows, the test
+      // does not touch the page: the page reports the step through a binding.
+      let gateSeen;
+      const gateShown = new Promise((resolve) => { gateSeen = resolve; });
+      await c.exposeBinding("__gateShown", (_source, paused) => gateSeen(paused));
+      await c.addInitScript(() => {
+        document.addEventListener("DOMContentLoaded", () => {
+          const g = document.getElementById("gate");
+          new MutationObserver(() => {
+            if (!g.hidden) window.__gateShown(document.getElementById("media").paused);
+          }).observe(g, { attributes: true, attributeFilter: ["hidden"] });
+        });
+      });
       await c.goto(`${base}/?station=${STATION}`);
-      await c.waitForSelector("#gate-button", { state: "visible", timeout: 10000 });
+      const pausedAtGate = await Promise.race([
+        gateShown,
+        new Promise((_, reject) => setTimeout(() => reject(new Error("C never showed the click-to-listen step")), 10000)),
+      ]);
+      if (!pausedAtGate) throw new Error("C played before the click-to-listen step");
+      // It waits for the click: nothing plays, and the step stays up.
+      await new Promise((r) => setTimeout(r, 1500));
+      const waiting = await state(c);
+      if (!waiting.paused || !(await c.isVisible("#gate-button"))) {
+        throw new Error(`C played or dropped the click-to-listen step without a click: ${JSON.stringify(waiting)}`);
+      }
       log("C shows the click-to-listen step");
       await c.click("#gate-button");
       streak = 0;

@@ -69,7 +69,6 @@
     seekLead: 0,             // learned seek latency, ms
     lastSeekAt: 0,
     seekCheck: false,
-    gateOpen: false,         // user has clicked "listen" / autoplay allowed
     // private
     lastSave: 0,
   };
@@ -200,7 +199,6 @@
   async function play() {
     try {
       await media.play();
-      st.gateOpen = true;
       $("gate").hidden = true;
       return true;
     } catch (e) {
@@ -621,6 +619,9 @@
     }
     if (s.playing) {
       setStationStatus(st.byId.has(s.track) ? "live; playing in sync" : `live; playing “${s.track}”, which this library lacks`, "ok");
+      // While "Click to listen" is up, wait for the click: retrying on every
+      // sync would only be refused again.
+      if (!$("gate").hidden) return;
       if (media.paused && media.readyState >= 1) {
         correct(true);
         play();
@@ -728,7 +729,6 @@
     }
   });
   $("gate-button").addEventListener("click", () => {
-    st.gateOpen = true;
     $("gate").hidden = true;
     if (st.mode === "listening" && st.sync) {
       applySync(st.sync);
