@@ -35,7 +35,7 @@ fn two_browsers_stay_in_sync() {
     let browser_dir = manifest_dir().join("tests/browser");
     require(
         Path::new(&chromium()).exists(),
-        "Chromium (/usr/bin/chromium)",
+        &format!("Chromium ({})", chromium()),
     );
     require(
         Command::new("node")

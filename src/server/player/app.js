@@ -350,7 +350,7 @@
         st.pingTimer = setInterval(ping, PING_EVERY_MS);
         send({ type: "list_stations" });
         if (st.mode === "live" && st.station) {
-          send({ type: "start_broadcasting", station: st.station, resume_token: st.resumeToken ?? undefined });
+          send(startMessage());
         } else if (st.mode === "listening" && st.tuned) {
           send({ type: "tune_in", station: st.tuned });
         }
@@ -416,6 +416,11 @@
   function onError(m) {
     if (m.request_type === "start_broadcasting") {
       if (st.mode === "live") leaveLive();
+      if (m.code === "unauthorized") {
+        $("station-key").hidden = false;
+        $("station-key-label").hidden = false;
+        $("station-key").focus();
+      }
       message(`Cannot go live: ${m.message}`);
     } else if (m.request_type === "tune_in") {
       tuneOut();
@@ -470,9 +475,19 @@
     if (st.mode === "listening") tuneOut();
     st.station = name;
     st.resumeToken = null;
-    if (!send({ type: "start_broadcasting", station: name })) {
+    if (!send(startMessage())) {
       message("Not connected; try again in a moment.");
     }
+  }
+
+  function startMessage() {
+    const key = $("station-key").value;
+    return {
+      type: "start_broadcasting",
+      station: st.station,
+      resume_token: st.resumeToken ?? undefined,
+      key: key ? key : undefined,
+    };
   }
 
   function enterLive(name) {
