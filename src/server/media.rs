@@ -99,6 +99,14 @@ pub struct Index {
 impl Index {
     fn new(mut tracks: Vec<Track>) -> Self {
         tracks.sort_by(|a, b| a.id.cmp(&b.id));
+        // Two file names that are not UTF-8 can map to one id; keep the first.
+        tracks.dedup_by(|later, first| {
+            let same = later.id == first.id;
+            if same {
+                tracing::warn!(id = %later.id, "two files share this id (names that are not UTF-8); serving the first");
+            }
+            same
+        });
         let json = match serde_json::to_vec(&tracks) {
             Ok(v) => Bytes::from(v),
             Err(e) => {
