@@ -147,6 +147,12 @@ try {
   mkdirSync(dirname(screenshot), { recursive: true });
   await a.screenshot({ path: screenshot, fullPage: true });
   await b.screenshot({ path: screenshot.replace(/\.png$/, "-listener.png"), fullPage: true });
+  // Usable on a phone: nothing wider than a 390 px screen.
+  await b.setViewportSize({ width: 390, height: 844 });
+  const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 0) throw new Error(`the page is ${overflow} px wider than a phone screen`);
+  await b.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
+  await b.setViewportSize({ width: 1100, height: 800 });
   log("screenshots saved:", screenshot);
 
   // --- C: another browser with the default autoplay rules needs a click ---
@@ -254,12 +260,6 @@ try {
   const after = await state(b);
   if (!after.paused) throw new Error("B still plays after the station went offline");
   log("B shows:", await b.textContent("#station-status"));
-
-  // Usable on a phone: nothing wider than a 390 px screen.
-  await b.setViewportSize({ width: 390, height: 844 });
-  const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  if (overflow > 0) throw new Error(`the page is ${overflow} px wider than a phone screen`);
-  await b.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
 
   if (pageErrors.length) throw new Error(`script errors in the page: ${pageErrors.join("; ")}`);
   log("ok");
