@@ -640,3 +640,29 @@ async fn session_count_is_capped_evicting_the_least_recently_used() {
     };
     assert_eq!(alive, 3);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_stalled_download_does_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lib = library();
+    std::fs::write(
+        lib.dir.path().join("long.wav"),
+        tone_wav(300, &[440.0], None, None),
+    )
+    .unwrap();
+    let mut server = serve(&lib, &["--shutdown-timeout", "1s"]);
+    // A client that reads the first bytes of a long file and then stops.
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 1024];
+    s.read_exact(&mut first).await.unwrap();
+    server.signal("TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits although a download is stalled");
+    assert!(status.success(), "{status}\n{}", server.log());
+    drop(s);
+}
