@@ -33,6 +33,7 @@
   const NUDGE_OVER_MS = 40;         // drift beyond this: nudge the rate
   const NUDGE_UNTIL_MS = 15;        // ... until within this
   const MAX_NUDGE = 0.05;           // at most ±5% rate
+  const MAX_SEEK_LEAD_MS = 500;     // seeks are aimed at most this far ahead
   const SAVE_EVERY_MS = 5000;       // private position saves
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
@@ -68,6 +69,7 @@
     nudging: false,
     seekLead: 0,             // learned seek latency, ms
     lastSeekAt: 0,
+    lastPlayingAt: 0,
     seekCheck: false,
     // private
     lastSave: 0,
@@ -666,12 +668,15 @@
       setRate(1);
       return;
     }
-    if (media.paused) return;
+    // Paused here means "about to play" (or refused): only a hard step seeks.
+    if (media.paused && !hard) return;
     const now = performance.now();
-    if (st.seekCheck && now - st.lastSeekAt > 500 && media.readyState >= 3) {
-      // Learn how late seeks land, so the next one is aimed ahead by that.
+    const settled = now - Math.max(st.lastSeekAt, st.lastPlayingAt) > 500;
+    if (st.seekCheck && !media.paused && !st.waiting && settled) {
+      // Learn how late seeks land, so the next one is aimed ahead by that:
+      // measured only once the media has played half a second since.
       st.seekCheck = false;
-      st.seekLead = Math.min(1000, Math.max(0, st.seekLead - drift));
+      st.seekLead = Math.min(MAX_SEEK_LEAD_MS, Math.max(0, st.seekLead - drift));
     }
     if (hard || Math.abs(drift) > SEEK_OVER_MS) {
       st.lastSeekAt = now;
@@ -702,7 +707,11 @@
   // and "not playing" while it stalls (`waiting`), so listeners never run
   // ahead of it while it buffers.
   media.addEventListener("play", () => { updateControls(); saveSession(true); });
-  media.addEventListener("playing", () => { st.waiting = false; sendUpdate(); });
+  media.addEventListener("playing", () => {
+    st.waiting = false;
+    st.lastPlayingAt = performance.now();
+    sendUpdate();
+  });
   media.addEventListener("pause", () => { updateControls(); sendUpdate(); saveSession(true); });
   // Dragging the seek bar seeks many times a second: one update per 150 ms.
   media.addEventListener("seeked", () => {
