@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::protocol::StationSummary;
 use crate::server::metrics::Metrics;
-use crate::server::{Shared, cap_send_buffer, connection};
+use crate::server::{Shared, cap_send_buffer, connection, player};
 
 /// Every response body: small ones in memory, media streamed from disk.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -88,6 +88,9 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.handshake_timeout)
+        // hyper's default (~400 KiB) is what each slow media download would
+        // hold in its write buffer; this keeps one to about two body chunks.
+        .max_buf_size(crate::server::media::HTTP_BUFFER)
         .serve_connection(io, svc)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
@@ -135,11 +138,17 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
             res
         }
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
-        (&Method::GET | &Method::HEAD, "/") => text(
-            StatusCode::OK,
-            "radio is running.\n\nWebSocket sync protocol: /ws\nStations: /api/stations\n\
-             Health: /healthz\nMetrics: /metrics\n",
-        ),
+        // --- media library, sessions and the web player (docs/player.md) ---
+        (_, p) if p.starts_with("/media/") => {
+            let id = &p["/media/".len()..];
+            shared.media.serve(method, id, req.headers()).await
+        }
+        (&Method::GET | &Method::HEAD, "/api/library") => shared.media.list_response(),
+        (_, "/api/library") => method_not_allowed("GET"),
+        (_, "/api/session") => shared.sessions.handle(req).await,
+        (&Method::GET | &Method::HEAD, p) if player::PATHS.contains(&p) => player::asset(p),
+        (_, p) if player::PATHS.contains(&p) => method_not_allowed("GET"),
+        // --- end media ---
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
     }
 }
