@@ -356,10 +356,9 @@ async fn rate_limit_answers_then_closes_a_flooder() {
         }
     }
     assert!(closed, "flooder closed");
-    assert_eq!(
-        server.metric("radio_rate_limit_disconnects_total").await,
-        1.0
-    );
+    server
+        .wait_metric("radio_rate_limit_disconnects_total", 1.0)
+        .await;
     // Others are unaffected.
     let mut ok = Client::connect(&server).await;
     ok.send(json!({"type":"ping"})).await;
@@ -517,7 +516,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
             break;
         }
     }
-    assert_eq!(server.metric("radio_listeners").await, 1.0);
+    server.wait_metric("radio_listeners", 1.0).await;
     // The stalled client finds its stream ended once it drains the buffer.
     let mut ended = false;
     for _ in 0..100_000 {
@@ -591,7 +590,7 @@ async fn half_open_connections_are_reaped() {
     let n = s.read(&mut buf).await.unwrap();
     first.extend_from_slice(&buf[..n]);
     assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 101"));
-    assert_eq!(server.metric("radio_connections").await, 1.0);
+    server.wait_metric("radio_connections", 1.0).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match s.read(&mut buf).await {
@@ -602,8 +601,10 @@ async fn half_open_connections_are_reaped() {
     })
     .await;
     assert!(closed.is_ok(), "server closed the silent connection");
-    assert_eq!(server.metric("radio_keepalive_timeouts_total").await, 1.0);
-    assert_eq!(server.metric("radio_connections").await, 0.0);
+    server
+        .wait_metric("radio_keepalive_timeouts_total", 1.0)
+        .await;
+    server.wait_metric("radio_connections", 0.0).await;
 }
 
 #[tokio::test]
@@ -675,9 +676,8 @@ async fn health_and_metrics() {
     }
     drop(b);
     drop(l);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(server.metric("radio_connections").await, 0.0);
-    assert_eq!(server.metric("radio_listeners").await, 0.0);
+    server.wait_metric("radio_connections", 0.0).await;
+    server.wait_metric("radio_listeners", 0.0).await;
 }
 
 #[tokio::test]

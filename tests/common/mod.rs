@@ -122,6 +122,24 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits until a metric reaches `value` (counters and gauges move a
+    /// moment after what a client can see).
+    pub async fn wait_metric(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.metric(name).await;
+            if now == value {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{name} is {now}, expected {value}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
