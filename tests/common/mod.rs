@@ -131,7 +131,11 @@ impl Drop for Server {
 
 /// A minimal HTTP/1.1 GET over a raw socket: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 /// Sends a raw request and reads the whole response: (status, body).
@@ -214,7 +218,9 @@ impl Client {
     pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
             match msg {
                 Ok(Message::Text(t)) => {
                     return Some(serde_json::from_str(t.as_str()).expect("server sent JSON"));
@@ -271,7 +277,13 @@ impl Client {
     }
 
     /// An acknowledged `update`; returns its seq.
-    pub async fn update(&mut self, station: &str, track: &str, position_ms: u64, playing: bool) -> u64 {
+    pub async fn update(
+        &mut self,
+        station: &str,
+        track: &str,
+        position_ms: u64,
+        playing: bool,
+    ) -> u64 {
         self.send(json!({"type":"update","station":station,"track":track,
             "position_ms":position_ms,"playing":playing,"ack":true}))
             .await;
