@@ -11,6 +11,8 @@ use super::plan::Progress;
 
 /// How often a plain line is printed when stdout is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
+/// The window over which messages per second are averaged.
+const RATE_WINDOW: Duration = Duration::from_secs(3);
 
 pub struct Ui {
     bar: Option<ProgressBar>,
@@ -91,7 +93,9 @@ impl Ui {
     pub fn run(&mut self, p: &Progress, elapsed: Duration) {
         let now = Instant::now();
         let dt = now.duration_since(self.last_at).as_secs_f64();
-        if dt >= 0.5 {
+        // Updates arrive in bursts (one a second per station), so average
+        // over a few seconds rather than show a sawtooth.
+        if dt >= RATE_WINDOW.as_secs_f64() {
             self.rate = p.syncs.saturating_sub(self.last_syncs) as f64 / dt;
             self.last_syncs = p.syncs;
             self.last_at = now;
