@@ -62,7 +62,7 @@ run_one() {
   "$BIN" serve --listen 127.0.0.1:0 >/dev/null 2>"$log" &
   SERVER_PID=$!
   local addr=""
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do
     addr=$(grep -o 'listening on http://[0-9.:]*' "$log" | sed 's|listening on http://||' || true)
     [ -n "$addr" ] && break
     sleep 0.1
