@@ -308,6 +308,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let mut fleet = Fleet::spawn(plans).await?;
+    let mut generator_pids = vec![std::process::id()];
+    generator_pids.extend(fleet.pids.iter().copied());
+    let generator_before = report::sample_all(&generator_pids);
 
     // Ramp.
     ui.start_ramp(args.listeners as u64);
@@ -321,8 +324,6 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     let after_ramp = fleet.totals();
     ui.ramp(&after_ramp);
     let server_after = report::sample_all(&args.server_pids);
-    let mut generator_pids = vec![std::process::id()];
-    generator_pids.extend(fleet.pids.iter().copied());
     let generator_start = report::sample_all(&generator_pids);
     ui.note(&format!(
         "ramp done: {} connected, {} failed; running for {}",
@@ -402,6 +403,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     let generator_cpu = generator_end.cpu_seconds - generator_start.cpu_seconds;
     let generator_pct = machine_pct(generator_cpu);
     let generator = Generator {
+        cpu_seconds_ramp: ((generator_start.cpu_seconds - generator_before.cpu_seconds) * 100.0)
+            .round()
+            / 100.0,
         cpu_seconds_run: (generator_cpu * 100.0).round() / 100.0,
         cpu_pct_of_machine_run: generator_pct,
         cpus,

@@ -126,6 +126,8 @@ pub struct ServerCost {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Generator {
+    /// CPU seconds of radio loadtest and its workers while the listeners connected.
+    pub cpu_seconds_ramp: f64,
     /// CPU seconds of radio loadtest and its workers during the run.
     pub cpu_seconds_run: f64,
     pub cpu_pct_of_machine_run: f64,
@@ -445,8 +447,8 @@ pub fn human(r: &Report) -> String {
     let g = &r.generator;
     let _ = writeln!(
         s,
-        "generator   CPU {:.1} s during the run ({:.0}% of {} CPUs)",
-        g.cpu_seconds_run, g.cpu_pct_of_machine_run, g.cpus
+        "generator   CPU {:.1} s ramp + {:.1} s run ({:.0}% of {} CPUs during the run)",
+        g.cpu_seconds_ramp, g.cpu_seconds_run, g.cpu_pct_of_machine_run, g.cpus
     );
     if let Some(w) = &g.warning {
         let _ = writeln!(s, "warning     {w}");

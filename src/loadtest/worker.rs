@@ -283,11 +283,45 @@ async fn tcp_connect(ctx: &Ctx, i: usize) -> std::io::Result<TcpStream> {
         // Lets the kernel reuse this address's ports still in TIME_WAIT from
         // an earlier run; the four-tuple still has to be unique.
         socket.set_reuseaddr(true)?;
+        bind_address_no_port(&socket)?;
         socket.bind(SocketAddr::new(src, 0))?;
     }
     let stream = socket.connect(target).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Asks the kernel to pick the local port at `connect` rather than at
+/// `bind`. A `bind` to port 0 must find a port free towards every
+/// destination, a search that grows with every socket already bound (and
+/// with TIME_WAIT sockets of earlier runs): measured, it made the generator
+/// spend 230 µs to 880 µs of CPU per connection at 18,000. At `connect` the
+/// kernel only needs the four-tuple to be unique.
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let one: libc::c_int = 1;
+    // SAFETY: the descriptor belongs to `socket`, which outlives the call;
+    // the option value points to a live c_int and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const one).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_address_no_port(_socket: &TcpSocket) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// One listener, from TCP connect to the end of the run.
