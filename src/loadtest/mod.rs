@@ -311,6 +311,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     let mut generator_pids = vec![std::process::id()];
     generator_pids.extend(fleet.pids.iter().copied());
     let generator_before = report::sample_all(&generator_pids);
+    let ramp_started = Instant::now();
 
     // Ramp.
     ui.start_ramp(args.listeners as u64);
@@ -322,6 +323,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let after_ramp = fleet.totals();
+    let ramp_wall_s = ramp_started.elapsed().as_secs_f64();
     ui.ramp(&after_ramp);
     let server_after = report::sample_all(&args.server_pids);
     let generator_start = report::sample_all(&generator_pids);
@@ -393,27 +395,35 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
 
     let reports: Vec<WorkerReport> = fleet.reports.into_iter().flatten().collect();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let machine_pct = |cpu: f64| {
-        if run_s > 0.0 {
-            (cpu / (run_s * cpus as f64) * 1000.0).round() / 10.0
+    let pct_of = |cpu: f64, wall: f64| {
+        if wall > 0.0 {
+            (cpu / (wall * cpus as f64) * 1000.0).round() / 10.0
         } else {
             0.0
         }
     };
+    let machine_pct = |cpu: f64| pct_of(cpu, run_s);
     let generator_cpu = generator_end.cpu_seconds - generator_start.cpu_seconds;
+    let generator_ramp_cpu = generator_start.cpu_seconds - generator_before.cpu_seconds;
     let generator_pct = machine_pct(generator_cpu);
+    let generator_ramp_pct = pct_of(generator_ramp_cpu, ramp_wall_s);
+    let busiest = if generator_ramp_pct > generator_pct {
+        ("ramp-up", generator_ramp_pct)
+    } else {
+        ("run", generator_pct)
+    };
     let generator = Generator {
-        cpu_seconds_ramp: ((generator_start.cpu_seconds - generator_before.cpu_seconds) * 100.0)
-            .round()
-            / 100.0,
+        cpu_seconds_ramp: (generator_ramp_cpu * 100.0).round() / 100.0,
         cpu_seconds_run: (generator_cpu * 100.0).round() / 100.0,
+        cpu_pct_of_machine_ramp: generator_ramp_pct,
         cpu_pct_of_machine_run: generator_pct,
         cpus,
-        warning: (generator_pct > GENERATOR_CPU_WARN_PCT).then(|| {
+        warning: (busiest.1 > GENERATOR_CPU_WARN_PCT).then(|| {
             format!(
-                "the load generator used {generator_pct:.0}% of the machine's {cpus} CPUs during \
-                 the run; its latencies include its own queueing and are pessimistic (run it on \
-                 another machine, or with fewer listeners)"
+                "the load generator used {:.0}% of the machine's {cpus} CPUs during the {}; its \
+                 latencies include its own queueing and are pessimistic (run it on another \
+                 machine, or with fewer listeners)",
+                busiest.1, busiest.0
             )
         }),
         clock_offsets_ms: Vec::new(),

@@ -130,9 +130,11 @@ pub struct Generator {
     pub cpu_seconds_ramp: f64,
     /// CPU seconds of radio loadtest and its workers during the run.
     pub cpu_seconds_run: f64,
+    pub cpu_pct_of_machine_ramp: f64,
     pub cpu_pct_of_machine_run: f64,
     pub cpus: usize,
-    /// Set when the generator used more than 80% of the machine: its
+    /// Set when the generator used more than 80% of the machine during the
+    /// ramp or the run: its
     /// latencies then include its own queueing and are pessimistic.
     pub warning: Option<String>,
     /// Each worker's clock offset to each node, ms (server minus worker).
@@ -447,8 +449,12 @@ pub fn human(r: &Report) -> String {
     let g = &r.generator;
     let _ = writeln!(
         s,
-        "generator   CPU {:.1} s ramp + {:.1} s run ({:.0}% of {} CPUs during the run)",
-        g.cpu_seconds_ramp, g.cpu_seconds_run, g.cpu_pct_of_machine_run, g.cpus
+        "generator   CPU {:.1} s ramp + {:.1} s run ({:.0}% and {:.0}% of {} CPUs)",
+        g.cpu_seconds_ramp,
+        g.cpu_seconds_run,
+        g.cpu_pct_of_machine_ramp,
+        g.cpu_pct_of_machine_run,
+        g.cpus
     );
     if let Some(w) = &g.warning {
         let _ = writeln!(s, "warning     {w}");
