@@ -20,6 +20,8 @@ pub struct Ui {
     last_syncs: u64,
     last_at: Instant,
     rate: f64,
+    /// Whether a full window has been averaged yet.
+    rated: bool,
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -37,6 +39,7 @@ impl Ui {
             last_syncs: 0,
             last_at: now,
             rate: 0.0,
+            rated: false,
         }
     }
 
@@ -82,6 +85,7 @@ impl Ui {
         }
         self.last_syncs = syncs;
         self.last_at = Instant::now();
+        self.rated = false;
         if Self::tty() {
             let b = ProgressBar::new(duration.as_secs().max(1))
                 .with_style(style("run  {elapsed:>4} [{bar:30}] {pos}/{len}s {msg}"));
@@ -99,6 +103,10 @@ impl Ui {
             self.rate = p.syncs.saturating_sub(self.last_syncs) as f64 / dt;
             self.last_syncs = p.syncs;
             self.last_at = now;
+            self.rated = true;
+        } else if !self.rated && dt >= 0.5 {
+            // Until the first full window, the average so far.
+            self.rate = p.syncs.saturating_sub(self.last_syncs) as f64 / dt;
         }
         let p99 = p
             .p99_us
