@@ -666,3 +666,38 @@ async fn a_stalled_download_does_not_hold_up_shutdown() {
     assert!(status.success(), "{status}\n{}", server.log());
     drop(s);
 }
+
+#[tokio::test]
+async fn a_stalled_download_is_closed_after_the_write_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lib = library();
+    let long = tone_wav(300, &[440.0], None, None);
+    std::fs::write(lib.dir.path().join("long.wav"), &long).unwrap();
+    let server = serve(&lib, &["--write-timeout", "1s"]);
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = s.read(&mut buf).await.unwrap();
+    // Stop reading for longer than the write timeout: the socket buffers
+    // fill, the server's write waits, and the server gives up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection ends");
+    assert!(
+        got < long.len(),
+        "closed before the whole file was sent ({got} of {} bytes)",
+        long.len()
+    );
+    // The server itself is fine.
+    assert_eq!(get(&server, "/api/library", &[]).await.status, 200);
+}

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use crate::protocol::StationSummary;
 use crate::server::metrics::Metrics;
+use crate::server::timed_io::TimedStream;
 use crate::server::{Shared, cap_send_buffer, connection, player};
 
 /// Every response body: small ones in memory, media streamed from disk.
@@ -79,7 +80,7 @@ pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade).
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(TimedStream::new(stream, shared.conn.write_timeout));
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
@@ -228,12 +229,13 @@ async fn finish_upgrade(
         }
     };
     // Take the TCP stream back out of hyper: no boxed I/O, no hyper buffers.
-    let Ok(hyper::upgrade::Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<TcpStream>>()
+    let Ok(hyper::upgrade::Parts { io, read_buf, .. }) =
+        upgraded.downcast::<TokioIo<TimedStream>>()
     else {
         tracing::error!("upgraded connection is not a TCP stream");
         return None;
     };
-    let stream = io.into_inner();
+    let stream = io.into_inner().into_inner();
     cap_send_buffer(&stream);
     // `read_buf` may be a view into hyper's 8 KiB read buffer; keeping it
     // would keep that buffer alive for the connection's whole life.

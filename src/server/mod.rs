@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod player;
 pub mod registry;
 pub mod sessions;
+pub mod timed_io;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
