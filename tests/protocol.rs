@@ -356,10 +356,9 @@ async fn rate_limit_answers_then_closes_a_flooder() {
         }
     }
     assert!(closed, "flooder closed");
-    assert_eq!(
-        server.metric("radio_rate_limit_disconnects_total").await,
-        1.0
-    );
+    server
+        .wait_metric("radio_rate_limit_disconnects_total", 1.0)
+        .await;
     // Others are unaffected.
     let mut ok = Client::connect(&server).await;
     ok.send(json!({"type":"ping"})).await;
@@ -517,7 +516,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
             break;
         }
     }
-    assert_eq!(server.metric("radio_listeners").await, 1.0);
+    server.wait_metric("radio_listeners", 1.0).await;
     // The stalled client finds its stream ended once it drains the buffer.
     let mut ended = false;
     for _ in 0..100_000 {
@@ -591,7 +590,7 @@ async fn half_open_connections_are_reaped() {
     let n = s.read(&mut buf).await.unwrap();
     first.extend_from_slice(&buf[..n]);
     assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 101"));
-    assert_eq!(server.metric("radio_connections").await, 1.0);
+    server.wait_metric("radio_connections", 1.0).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match s.read(&mut buf).await {
@@ -602,8 +601,10 @@ async fn half_open_connections_are_reaped() {
     })
     .await;
     assert!(closed.is_ok(), "server closed the silent connection");
-    assert_eq!(server.metric("radio_keepalive_timeouts_total").await, 1.0);
-    assert_eq!(server.metric("radio_connections").await, 0.0);
+    server
+        .wait_metric("radio_keepalive_timeouts_total", 1.0)
+        .await;
+    server.wait_metric("radio_connections", 0.0).await;
 }
 
 #[tokio::test]
@@ -675,9 +676,8 @@ async fn health_and_metrics() {
     }
     drop(b);
     drop(l);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(server.metric("radio_connections").await, 0.0);
-    assert_eq!(server.metric("radio_listeners").await, 0.0);
+    server.wait_metric("radio_connections", 0.0).await;
+    server.wait_metric("radio_listeners", 0.0).await;
 }
 
 #[tokio::test]
@@ -740,4 +740,29 @@ async fn a_thousand_listeners_all_receive_a_sync() {
         n += 1;
     }
     assert_eq!(n, 1000);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&["--handshake-timeout", "500ms"]);
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    partial
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for s in [&mut silent, &mut partial] {
+        let mut buf = [0u8; 1024];
+        let r = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok(), "server closed the stalled handshake");
+    }
 }

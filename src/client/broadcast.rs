@@ -227,6 +227,7 @@ enum End {
 
 struct Broadcaster {
     args: BroadcastArgs,
+    quit: tokio_util::sync::CancellationToken,
     url: String,
     station: StationName,
     player: Player,
@@ -249,6 +250,7 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     };
     let mut b = Broadcaster {
         args,
+        quit: client::quit_signal(),
         url,
         station,
         player: Player::default(),
@@ -315,7 +317,9 @@ impl Broadcaster {
                 Err(e) => {
                     let delay = backoff.next_delay();
                     eprintln!("radio: {e:#}; retrying in {delay:.1?}");
-                    tokio::time::sleep(delay).await;
+                    if self.pause(delay).await {
+                        return Ok(ExitCode::SUCCESS);
+                    }
                     continue;
                 }
             };
@@ -326,8 +330,22 @@ impl Broadcaster {
                 End::Lost(after) => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
                     eprintln!("radio: connection lost; reconnecting in {delay:.1?}");
-                    tokio::time::sleep(delay).await;
+                    if self.pause(delay).await {
+                        return Ok(ExitCode::SUCCESS);
+                    }
                 }
+            }
+        }
+    }
+
+    /// Waits before a reconnect; true when Ctrl-C came meanwhile (the
+    /// server frees the station after its grace period).
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = self.quit.cancelled() => {
+                eprintln!("radio: quitting while disconnected; the station goes offline after the server's grace period");
+                true
             }
         }
     }
@@ -386,7 +404,7 @@ impl Broadcaster {
             let track_end = self.player.remaining();
             let playlist = matches!(self.source, Source::Playlist { .. });
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
+                _ = self.quit.cancelled() => {
                     self.stop(&mut ws).await;
                     return Ok(End::Done);
                 }

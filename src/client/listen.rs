@@ -34,6 +34,7 @@ enum End {
 
 struct Listener {
     args: ListenArgs,
+    quit: tokio_util::sync::CancellationToken,
     url: String,
     station: StationName,
     clock: ClockOffset,
@@ -50,6 +51,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut l = Listener {
         args,
+        quit: client::quit_signal(),
         url,
         station,
         clock: ClockOffset::default(),
@@ -66,7 +68,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 let delay = backoff.next_delay();
                 l.note(&format!("{e:#}; retrying in {delay:.1?}"));
-                if wait_or_quit(delay).await {
+                if wait_or_quit(&l.quit, delay).await {
                     return Ok(ExitCode::SUCCESS);
                 }
                 continue;
@@ -87,7 +89,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             End::Lost(after) => {
                 let delay = after.unwrap_or_else(|| backoff.next_delay());
                 l.note(&format!("connection lost; reconnecting in {delay:.1?}"));
-                if wait_or_quit(delay).await {
+                if wait_or_quit(&l.quit, delay).await {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
@@ -96,10 +98,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Sleeps, or returns true early on Ctrl-C.
-async fn wait_or_quit(d: Duration) -> bool {
+async fn wait_or_quit(quit: &tokio_util::sync::CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = tokio::signal::ctrl_c() => true,
+        _ = quit.cancelled() => true,
     }
 }
 
@@ -120,7 +122,7 @@ impl Listener {
         repaint.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
+                _ = self.quit.cancelled() => {
                     if let Err(e) = ws.close(None).await {
                         tracing::debug!(error = %e, "close failed");
                     }

@@ -63,10 +63,11 @@ pub fn client_config() -> WebSocketConfig {
 /// Connects and reads the `welcome`. Returns the socket and the welcome's
 /// session id.
 pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
-            .await
-            .with_context(|| format!("cannot connect to {url}"))?;
+    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true);
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot connect to {url}: no answer within 10s"))?
+        .with_context(|| format!("cannot connect to {url}"))?;
     let welcome = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ws))
         .await
         .context("the server sent no welcome within 10s")??;
@@ -188,6 +189,76 @@ impl ClockOffset {
     pub fn server_now_ms(&self) -> i64 {
         protocol::now_ms() + self.offset_ms().unwrap_or(0.0).round() as i64
     }
+}
+
+/// Ctrl-C or SIGTERM, as a level rather than an event: the signal is
+/// watched from the start, so one that arrives while the client is busy
+/// elsewhere (sending, reconnecting) is never missed, and every later wait on
+/// the token returns at once.
+pub fn quit_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let quit = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot watch Ctrl-C");
+                    std::future::pending::<()>().await;
+                }
+            }
+            _ = term => {}
+        }
+        quit.cancel();
+    });
+    token
+}
+
+/// Sends a `ping` stamped with our clock, waits for its `pong` and records
+/// the sample. Other frames arriving meanwhile are skipped, so use it on a
+/// connection that is not tuned in (or before tuning).
+pub async fn sample_clock(ws: &mut Ws, clock: &mut ClockOffset) -> anyhow::Result<()> {
+    let sent = protocol::now_ms();
+    send(
+        ws,
+        &ClientMessage::Ping {
+            id: None,
+            client_time_ms: Some(sent),
+        },
+    )
+    .await?;
+    let wait = async {
+        loop {
+            match next_message(ws).await? {
+                Some(ServerMessage::Pong {
+                    client_time_ms: Some(c),
+                    server_time_ms,
+                    ..
+                }) if c == sent => {
+                    clock.record(sent, server_time_ms, protocol::now_ms());
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => bail!("the server closed the connection while we measured its clock"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .context("the server sent no pong within 5s")?
 }
 
 /// Exponential backoff with full jitter, for reconnects.

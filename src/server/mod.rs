@@ -9,8 +9,12 @@
 pub mod cluster;
 pub mod connection;
 pub mod http;
+pub mod media;
 pub mod metrics;
+pub mod player;
 pub mod registry;
+pub mod sessions;
+pub mod timed_io;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +45,9 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// One permit per WebSocket connection (`--max-connections`).
     pub permits: Arc<Semaphore>,
+    // --- media library and private sessions (docs/player.md) ---
+    pub media: Arc<media::Library>,
+    pub sessions: Arc<sessions::Sessions>,
 }
 
 /// Kernel send buffer of an upgraded WebSocket. Small, so a stalled client
@@ -53,6 +60,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     raise_open_files_limit(args.max_connections);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // --- media library and private sessions (docs/player.md) ---
+    let media = Arc::new(load_library(args.media.clone(), &shutdown).await?);
+    let sessions = Arc::new(sessions::Sessions::new(args.session_ttl, args.max_sessions));
+    tasks.spawn(media::rescan_task(
+        media.clone(),
+        args.rescan_interval,
+        shutdown.clone(),
+    ));
+    tasks.spawn(sessions::sweep_task(
+        sessions.clone(),
+        args.session_sweep,
+        shutdown.clone(),
+    ));
     let metrics = Arc::new(Metrics::new());
     let registry = match &args.redis {
         None => Registry::Local(Local::new(
@@ -102,6 +122,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tasks: tasks.clone(),
         next_id: AtomicU64::new(1),
         permits: Arc::new(Semaphore::new(args.max_connections)),
+        media,
+        sessions,
     });
 
     tasks.spawn(wait_for_signal(shutdown.clone()));
@@ -121,6 +143,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Scans `--media` (off the async threads), or generates the demo library.
+async fn load_library(
+    dir: Option<std::path::PathBuf>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<media::Library> {
+    let cancel = shutdown.clone();
+    let library = tokio::task::spawn_blocking(move || match dir {
+        Some(dir) => media::Library::scan(dir, &cancel),
+        None => Ok(media::Library::demo()),
+    })
+    .await??;
+    tracing::info!(tracks = library.index().len(), "media library ready");
+    Ok(library)
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

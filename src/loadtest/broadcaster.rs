@@ -1,0 +1,338 @@
+//! The load test's broadcasters, one per station, run by the parent process.
+//!
+//! Each claims its station and sends one `update` before any listener
+//! connects (so every station has a state to tune in to), stays idle but
+//! reading (so it answers the server's pings) while the listeners ramp up,
+//! then sends an `update` every `--update-interval` (and a `heartbeat` every
+//! `--heartbeat-interval`) for `--duration`. Every request asks for an `ack`,
+//! so the broadcaster knows the newest `seq` it produced: the state every
+//! listener must hold at the end.
+//!
+//! The simulated track plays from `epoch_server_ms` on, so its true position
+//! at server time `t` is `t - epoch_server_ms`. Updates carry that position
+//! and `at_server_ms` from the broadcaster's own clock offset, as a real
+//! broadcaster would.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::client::{self, ClockOffset, Ws};
+use crate::protocol::{self, ClientMessage, Heartbeat, ServerMessage, StationName, Update};
+
+/// The track every simulated broadcaster plays.
+const TRACK: &str = "radio-loadtest.ogg";
+
+/// What a broadcaster did during the run.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub updates_sent: u64,
+    pub heartbeats_sent: u64,
+    /// The newest `seq` the server acknowledged.
+    pub final_seq: u64,
+    /// Requests whose `ack` never came.
+    pub unacked: u64,
+    /// `error` frames received, by code.
+    pub errors: BTreeMap<String, u64>,
+    /// Why the broadcaster's connection ended early, if it did.
+    pub lost: Option<String>,
+}
+
+/// Timing of the run phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub duration: Duration,
+    pub update_interval: Duration,
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// A connected broadcaster task.
+pub struct Handle {
+    start: Option<oneshot::Sender<Instant>>,
+    done: Option<oneshot::Receiver<Outcome>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Starts the run phase now.
+    pub fn start(&mut self, at: Instant) {
+        if let Some(tx) = self.start.take() {
+            // A task that already ended reports that through `done`.
+            let _ = tx.send(at);
+        }
+    }
+
+    /// Waits for the run phase to end (all acks in, or given up on).
+    pub async fn outcome(&mut self) -> Outcome {
+        match self.done.take() {
+            Some(rx) => rx.await.unwrap_or_else(|_| Outcome {
+                lost: Some("the broadcaster task ended unexpectedly".into()),
+                ..Outcome::default()
+            }),
+            None => Outcome::default(),
+        }
+    }
+
+    /// Stops broadcasting (`stop_broadcasting`) and closes the connection.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// Connects, claims `station` and sends its first update.
+pub async fn connect(
+    url: &str,
+    station: StationName,
+    key: Option<String>,
+    epoch_server_ms: i64,
+    schedule: Schedule,
+) -> anyhow::Result<Handle> {
+    let (mut ws, _) = client::connect(url).await?;
+    let mut clock = ClockOffset::default();
+    for _ in 0..5 {
+        client::sample_clock(&mut ws, &mut clock).await?;
+    }
+    client::send(
+        &mut ws,
+        &ClientMessage::StartBroadcasting {
+            station: station.clone(),
+            resume_token: None,
+            key,
+        },
+    )
+    .await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), client::next_message(&mut ws))
+        .await
+        .context("no reply to start_broadcasting within 10s")??;
+    match reply {
+        Some(ServerMessage::Broadcasting { .. }) => {}
+        Some(ServerMessage::Error { code, message, .. }) => {
+            bail!("cannot broadcast {station}: {code}: {message}")
+        }
+        other => bail!("unexpected reply to start_broadcasting: {other:?}"),
+    }
+    let mut b = Broadcaster {
+        ws,
+        station,
+        clock,
+        epoch_server_ms,
+        outcome: Outcome::default(),
+        pending: 0,
+    };
+    b.send_update().await?;
+    let first = tokio::time::timeout(Duration::from_secs(10), b.wait_acks())
+        .await
+        .context("the server did not acknowledge the first update within 10s")?;
+    first?;
+    // The first update is setup, not part of the run's figures.
+    b.outcome.updates_sent = 0;
+    let (start_tx, start_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(b.run(schedule, start_rx, done_tx, stop_rx));
+    Ok(Handle {
+        start: Some(start_tx),
+        done: Some(done_rx),
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+struct Broadcaster {
+    ws: Ws,
+    station: StationName,
+    clock: ClockOffset,
+    epoch_server_ms: i64,
+    outcome: Outcome,
+    /// Requests sent whose `ack` has not come yet.
+    pending: u64,
+}
+
+impl Broadcaster {
+    fn position(&self) -> (u64, i64) {
+        let now = self.clock.server_now_ms();
+        (u64::try_from(now - self.epoch_server_ms).unwrap_or(0), now)
+    }
+
+    async fn send_update(&mut self) -> anyhow::Result<()> {
+        let (position_ms, at) = self.position();
+        client::send(
+            &mut self.ws,
+            &ClientMessage::Update(Update {
+                station: self.station.clone(),
+                track: TRACK.into(),
+                position_ms,
+                playing: true,
+                duration_ms: None,
+                at_server_ms: Some(at),
+                ack: true,
+            }),
+        )
+        .await?;
+        self.pending += 1;
+        self.outcome.updates_sent += 1;
+        Ok(())
+    }
+
+    async fn send_heartbeat(&mut self) -> anyhow::Result<()> {
+        let (position_ms, at) = self.position();
+        client::send(
+            &mut self.ws,
+            &ClientMessage::Heartbeat(Heartbeat {
+                station: self.station.clone(),
+                position_ms,
+                playing: Some(true),
+                at_server_ms: Some(at),
+                ack: true,
+            }),
+        )
+        .await?;
+        self.pending += 1;
+        self.outcome.heartbeats_sent += 1;
+        Ok(())
+    }
+
+    /// Handles one frame; `Ok(false)` when the connection closed.
+    fn on_message(&mut self, msg: Option<ServerMessage>) -> bool {
+        match msg {
+            Some(ServerMessage::Ack { seq, .. }) => {
+                self.pending = self.pending.saturating_sub(1);
+                self.outcome.final_seq = self.outcome.final_seq.max(seq);
+            }
+            Some(ServerMessage::Error { code, .. }) => {
+                // A refused update or heartbeat gets no ack.
+                self.pending = self.pending.saturating_sub(1);
+                *self.outcome.errors.entry(code.to_string()).or_default() += 1;
+            }
+            Some(_) => {}
+            None => return false,
+        }
+        true
+    }
+
+    async fn wait_acks(&mut self) -> anyhow::Result<()> {
+        while self.pending > 0 {
+            let msg = client::next_message(&mut self.ws).await?;
+            if !self.on_message(msg) {
+                bail!("the server closed the broadcaster's connection");
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        schedule: Schedule,
+        start: oneshot::Receiver<Instant>,
+        done: oneshot::Sender<Outcome>,
+        stop: oneshot::Receiver<()>,
+    ) {
+        let result = self.run_phase(schedule, start).await;
+        if let Err(e) = result {
+            self.outcome.lost = Some(format!("{e:#}"));
+        }
+        self.outcome.unacked = self.pending;
+        let lost = self.outcome.lost.is_some();
+        if done.send(self.outcome.clone()).is_err() || lost {
+            return;
+        }
+        // Keep answering pings until told to stop.
+        let mut stop = stop;
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                msg = client::next_message(&mut self.ws) => {
+                    if !matches!(msg, Ok(Some(_))) {
+                        return;
+                    }
+                }
+            }
+        }
+        let station = self.station.clone();
+        if client::send(&mut self.ws, &ClientMessage::StopBroadcasting { station })
+            .await
+            .is_ok()
+        {
+            // Wait for `stopped` so the station is freed before we close.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Ok(Some(msg)) = client::next_message(&mut self.ws).await {
+                    if matches!(msg, ServerMessage::Stopped { .. }) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        let _ = self.ws.close(None).await;
+    }
+
+    async fn run_phase(
+        &mut self,
+        schedule: Schedule,
+        mut start: oneshot::Receiver<Instant>,
+    ) -> anyhow::Result<()> {
+        // Idle until the run starts, still reading so pings are answered.
+        let started = loop {
+            tokio::select! {
+                at = &mut start => match at {
+                    Ok(at) => break at,
+                    Err(_) => return Ok(()), // the parent gave up
+                },
+                msg = client::next_message(&mut self.ws) => {
+                    if !self.on_message(msg?) {
+                        bail!("the server closed the broadcaster's connection");
+                    }
+                }
+            }
+        };
+        let end = started + schedule.duration;
+        let mut updates =
+            tokio::time::interval_at(started + schedule.update_interval, schedule.update_interval);
+        updates.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let hb_period = schedule
+            .heartbeat_interval
+            .unwrap_or(Duration::from_secs(3600));
+        let mut heartbeats = tokio::time::interval_at(started + hb_period, hb_period);
+        heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => break,
+                _ = updates.tick() => self.send_update().await?,
+                _ = heartbeats.tick(), if schedule.heartbeat_interval.is_some() => {
+                    self.send_heartbeat().await?;
+                }
+                _ = ping.tick() => {
+                    client::send(&mut self.ws, &ClientMessage::Ping {
+                        id: None,
+                        client_time_ms: Some(protocol::now_ms()),
+                    }).await?;
+                }
+                msg = client::next_message(&mut self.ws) => {
+                    let msg = msg?;
+                    if let Some(ServerMessage::Pong { client_time_ms: Some(sent), server_time_ms, .. }) = &msg {
+                        self.clock.record(*sent, *server_time_ms, protocol::now_ms());
+                    }
+                    if !self.on_message(msg) {
+                        bail!("the server closed the broadcaster's connection");
+                    }
+                }
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.wait_acks())
+            .await
+            .unwrap_or(Ok(()))
+    }
+}

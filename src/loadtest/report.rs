@@ -1,0 +1,482 @@
+//! The report: the workers' figures merged, the server's cost from /proc, the
+//! human summary, the JSON file, and the thresholds that set the exit code.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::plan::WorkerReport;
+use super::stats::{Hist, Percentiles};
+
+/// Linux's USER_HZ, the unit of utime/stime in /proc/PID/stat. It is 100 on
+/// every mainstream architecture and is fixed in the kernel ABI.
+const CLOCK_TICKS: f64 = 100.0;
+
+/// One reading of a process from /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcSample {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Reads RSS and CPU time of `pid` from /proc.
+pub fn sample_proc(pid: u32) -> std::io::Result<ProcSample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses; fields follow the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the name: state(0) ppid pgrp session tty tpgid flags minflt
+    // cminflt majflt cmajflt utime(11) stime(12).
+    let cpu_seconds = (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS;
+    Ok(ProcSample {
+        rss_bytes: rss_kib * 1024,
+        cpu_seconds,
+    })
+}
+
+/// The sum over several processes; processes that are gone count as zero.
+pub fn sample_all(pids: &[u32]) -> ProcSample {
+    let mut total = ProcSample::default();
+    for &pid in pids {
+        if let Ok(s) = sample_proc(pid) {
+            total.rss_bytes += s.rss_bytes;
+            total.cpu_seconds += s.cpu_seconds;
+        }
+    }
+    total
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Parameters {
+    pub urls: Vec<String>,
+    pub listeners: usize,
+    pub stations: usize,
+    pub duration_s: f64,
+    pub update_interval_ms: u64,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub connect_rate: u32,
+    pub workers: usize,
+    pub source_addrs: Vec<String>,
+    pub server_pids: Vec<u32>,
+    pub max_p99_ms: Option<f64>,
+    pub min_delivery_pct: Option<f64>,
+    pub station_names: Vec<String>,
+    pub started_at_unix_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Listeners {
+    pub attempted: u64,
+    pub connected: u64,
+    pub failed: u64,
+    pub failed_by_reason: BTreeMap<String, u64>,
+    /// Connections that ended after they were established.
+    pub dropped: u64,
+    /// Seconds from the first connect attempt until every one was answered.
+    pub ramp_s: f64,
+    /// Established connections per second over the ramp.
+    pub connect_rate_per_sec: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Delivery {
+    pub updates_sent: u64,
+    pub heartbeats_sent: u64,
+    /// Fan-out syncs owed: each state sent times its station's listeners.
+    pub expected: u64,
+    /// Fan-out syncs received (cause `update` or `heartbeat`).
+    pub syncs_received: u64,
+    /// `sync{cause:"tune_in"}` frames received.
+    pub tune_in_syncs: u64,
+    /// States skipped in between two syncs (conflation).
+    pub skipped: u64,
+    pub duplicates: u64,
+    pub seq_regressions: u64,
+    /// Requests of the broadcasters that were never acknowledged.
+    pub unacked: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServerCost {
+    pub pids: Vec<u32>,
+    pub rss_before_bytes: u64,
+    pub rss_after_connect_bytes: u64,
+    pub rss_end_bytes: u64,
+    /// (RSS after connecting - RSS before) / listeners connected.
+    pub rss_per_connection_bytes: Option<f64>,
+    pub cpu_seconds_ramp: f64,
+    pub cpu_seconds_run: f64,
+    /// CPU used during the run, as a share of the whole machine.
+    pub cpu_pct_of_machine_run: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Generator {
+    /// CPU seconds of radio loadtest and its workers while the listeners connected.
+    pub cpu_seconds_ramp: f64,
+    /// CPU seconds of radio loadtest and its workers during the run.
+    pub cpu_seconds_run: f64,
+    pub cpu_pct_of_machine_ramp: f64,
+    pub cpu_pct_of_machine_run: f64,
+    pub cpus: usize,
+    /// Set when the generator used more than 80% of the machine during the
+    /// ramp or the run: its
+    /// latencies then include its own queueing and are pessimistic.
+    pub warning: Option<String>,
+    /// Each worker's clock offset to each node, ms (server minus worker).
+    pub clock_offsets_ms: Vec<Vec<f64>>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Thresholds {
+    pub passed: bool,
+    pub failures: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub parameters: Parameters,
+    pub listeners: Listeners,
+    /// TCP connect to `welcome`, ms.
+    pub handshake_ms: Percentiles,
+    /// `sync.server_time_ms` to receipt, every fan-out sync at every listener, ms.
+    pub fanout_ms: Percentiles,
+    /// Per update: until the last of its station's listeners had it, ms.
+    pub last_listener_ms: Percentiles,
+    /// Share of updates that reached every listener of their station.
+    pub updates_reaching_all_pct: Option<f64>,
+    /// |listener's position estimate - broadcaster's true position|, ms.
+    pub sync_error_ms: Percentiles,
+    pub delivery: Delivery,
+    /// Share of listeners holding their station's newest `seq` at the end.
+    pub final_state_delivery_pct: Option<f64>,
+    pub seq_regressions: u64,
+    /// Fan-out syncs received per second of the run, over all listeners.
+    pub deliveries_per_sec: f64,
+    pub run_s: f64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub close_codes: BTreeMap<String, u64>,
+    /// Only when `--server-pid` was given.
+    pub server: Option<ServerCost>,
+    pub generator: Generator,
+    pub thresholds: Thresholds,
+}
+
+/// What the parent measured itself.
+pub struct ParentFigures {
+    pub parameters: Parameters,
+    pub ramp_s: f64,
+    pub run_s: f64,
+    pub updates_sent: u64,
+    pub heartbeats_sent: u64,
+    pub unacked: u64,
+    /// Per station: the number of states sent during the run.
+    pub states_per_station: Vec<u64>,
+    pub broadcaster_errors: BTreeMap<String, u64>,
+    pub server: Option<ServerCost>,
+    pub generator: Generator,
+}
+
+fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+fn pct(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 * 100.0 / whole as f64 * 1000.0).round() / 1000.0)
+}
+
+/// Merges the workers' reports with the parent's figures.
+pub fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
+    let stations = parent.states_per_station.len();
+    let mut listeners = Listeners {
+        ramp_s: parent.ramp_s,
+        ..Listeners::default()
+    };
+    let mut handshake = Hist::new();
+    let mut fanout = Hist::new();
+    let mut accuracy = Hist::new();
+    let mut delivery = Delivery {
+        updates_sent: parent.updates_sent,
+        heartbeats_sent: parent.heartbeats_sent,
+        unacked: parent.unacked,
+        ..Delivery::default()
+    };
+    let mut errors_by_code = parent.broadcaster_errors.clone();
+    let mut close_codes = BTreeMap::new();
+    let mut station_listeners = vec![0u64; stations];
+    let mut holding = vec![0u64; stations];
+    let mut updates: BTreeMap<(u32, u64), (u64, u64)> = BTreeMap::new();
+    for w in workers {
+        listeners.attempted += w.progress.attempted;
+        listeners.connected += w.progress.connected;
+        listeners.failed += w.progress.failed;
+        listeners.dropped += w.progress.dropped;
+        add_map(&mut listeners.failed_by_reason, &w.failed_by_reason);
+        handshake.merge_data(&w.handshake_us);
+        fanout.merge_data(&w.fanout_us);
+        accuracy.merge_data(&w.accuracy_ms);
+        delivery.syncs_received += w.progress.syncs;
+        delivery.tune_in_syncs += w.tune_in_syncs;
+        delivery.skipped += w.skipped;
+        delivery.duplicates += w.duplicates;
+        delivery.seq_regressions += w.seq_regressions;
+        add_map(&mut errors_by_code, &w.errors_by_code);
+        add_map(&mut close_codes, &w.close_codes);
+        for s in 0..stations {
+            station_listeners[s] += w.station_listeners.get(s).copied().unwrap_or(0);
+            holding[s] += w.station_holding_final.get(s).copied().unwrap_or(0);
+        }
+        for u in &w.updates {
+            let e = updates.entry((u.station, u.seq)).or_insert((0, 0));
+            e.0 += u.count;
+            e.1 = e.1.max(u.max_us);
+        }
+    }
+    delivery.expected = (0..stations)
+        .map(|s| parent.states_per_station[s] * station_listeners[s])
+        .sum();
+    let mut last_listener = Hist::new();
+    let mut complete = 0u64;
+    for (&(station, _), &(count, max_us)) in &updates {
+        if count
+            >= station_listeners
+                .get(station as usize)
+                .copied()
+                .unwrap_or(0)
+        {
+            complete += 1;
+            last_listener.record(max_us);
+        }
+    }
+    if listeners.ramp_s > 0.0 {
+        listeners.connect_rate_per_sec =
+            (listeners.connected as f64 / listeners.ramp_s * 10.0).round() / 10.0;
+    }
+    let connected_total: u64 = station_listeners.iter().sum();
+    let holding_total: u64 = holding.iter().sum();
+    let deliveries_per_sec = if parent.run_s > 0.0 {
+        (delivery.syncs_received as f64 / parent.run_s).round()
+    } else {
+        0.0
+    };
+    let mut server = parent.server;
+    if let Some(s) = server.as_mut() {
+        s.rss_per_connection_bytes = (listeners.connected > 0).then(|| {
+            ((s.rss_after_connect_bytes as f64 - s.rss_before_bytes as f64)
+                / listeners.connected as f64)
+                .round()
+        });
+    }
+    let mut generator = parent.generator;
+    generator.clock_offsets_ms = workers.iter().map(|w| w.clock_offset_ms.clone()).collect();
+    let seq_regressions = delivery.seq_regressions;
+    Report {
+        parameters: parent.parameters,
+        listeners,
+        handshake_ms: handshake.percentiles(1000.0),
+        fanout_ms: fanout.percentiles(1000.0),
+        last_listener_ms: last_listener.percentiles(1000.0),
+        updates_reaching_all_pct: pct(complete, updates.len() as u64),
+        sync_error_ms: accuracy.percentiles(1.0),
+        delivery,
+        final_state_delivery_pct: pct(holding_total, connected_total),
+        seq_regressions,
+        deliveries_per_sec,
+        run_s: (parent.run_s * 1000.0).round() / 1000.0,
+        errors_by_code,
+        close_codes,
+        server,
+        generator,
+        thresholds: Thresholds::default(),
+    }
+}
+
+/// Applies `--max-p99`, `--min-delivery` and the checks that always hold:
+/// some listener connected, and no `seq` went backwards.
+pub fn check(report: &mut Report) {
+    let mut failures = Vec::new();
+    if report.listeners.connected == 0 {
+        failures.push("no listener connected".to_owned());
+    }
+    if report.seq_regressions > 0 {
+        failures.push(format!(
+            "{} syncs arrived with a lower seq than the one before (the protocol forbids it)",
+            report.seq_regressions
+        ));
+    }
+    if let Some(limit) = report.parameters.max_p99_ms {
+        match report.fanout_ms.p99 {
+            Some(p99) if p99 <= limit => {}
+            Some(p99) => failures.push(format!(
+                "fan-out p99 {p99:.1} ms is above --max-p99 {limit} ms"
+            )),
+            None => failures.push("no fan-out was measured, so --max-p99 cannot be met".into()),
+        }
+    }
+    if let Some(min) = report.parameters.min_delivery_pct {
+        match report.final_state_delivery_pct {
+            Some(d) if d >= min => {}
+            Some(d) => failures.push(format!(
+                "final-state delivery {d:.3}% is below --min-delivery {min}%"
+            )),
+            None => {
+                failures.push("no listener to deliver to, so --min-delivery cannot be met".into())
+            }
+        }
+    }
+    report.thresholds = Thresholds {
+        passed: failures.is_empty(),
+        failures,
+    };
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"))
+}
+
+fn map_line(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The summary a person reads.
+pub fn human(r: &Report) -> String {
+    let mut s = String::new();
+    let l = &r.listeners;
+    let _ = writeln!(
+        s,
+        "listeners   {} attempted, {} connected, {} failed ({}), {} dropped",
+        l.attempted,
+        l.connected,
+        l.failed,
+        map_line(&l.failed_by_reason),
+        l.dropped
+    );
+    let _ = writeln!(
+        s,
+        "connect     {:.1} s ramp, {:.0}/s; handshake p50 {} p90 {} p99 {} max {}",
+        l.ramp_s,
+        l.connect_rate_per_sec,
+        ms(r.handshake_ms.p50),
+        ms(r.handshake_ms.p90),
+        ms(r.handshake_ms.p99),
+        ms(r.handshake_ms.max)
+    );
+    let f = &r.fanout_ms;
+    let _ = writeln!(
+        s,
+        "fan-out     p50 {} p90 {} p99 {} p99.9 {} max {} ({} syncs)",
+        ms(f.p50),
+        ms(f.p90),
+        ms(f.p99),
+        ms(f.p999),
+        ms(f.max),
+        f.count
+    );
+    let _ = writeln!(
+        s,
+        "last one    p50 {} p99 {} max {} until every listener had an update ({}% of updates reached all)",
+        ms(r.last_listener_ms.p50),
+        ms(r.last_listener_ms.p99),
+        ms(r.last_listener_ms.max),
+        r.updates_reaching_all_pct
+            .map_or("-".into(), |p| format!("{p:.1}"))
+    );
+    let _ = writeln!(
+        s,
+        "sync error  p50 {} p99 {} (listener's position estimate vs the broadcaster's)",
+        ms(r.sync_error_ms.p50),
+        ms(r.sync_error_ms.p99)
+    );
+    let d = &r.delivery;
+    let _ = writeln!(
+        s,
+        "delivery    {} updates + {} heartbeats sent; {} of {} syncs received, {} skipped, {} seq regressions; final state {}",
+        d.updates_sent,
+        d.heartbeats_sent,
+        d.syncs_received,
+        d.expected,
+        d.skipped,
+        d.seq_regressions,
+        r.final_state_delivery_pct
+            .map_or("-".into(), |p| format!("{p:.3}%"))
+    );
+    let _ = writeln!(
+        s,
+        "throughput  {:.0} deliveries/s over {:.1} s",
+        r.deliveries_per_sec, r.run_s
+    );
+    let _ = writeln!(
+        s,
+        "errors      {}; close codes {}",
+        map_line(&r.errors_by_code),
+        map_line(&r.close_codes)
+    );
+    if let Some(sv) = &r.server {
+        let _ = writeln!(
+            s,
+            "server      RSS {:.1} -> {:.1} MiB ({} per connection), CPU {:.1} s ramp + {:.1} s run ({:.0}% of the machine)",
+            sv.rss_before_bytes as f64 / 1_048_576.0,
+            sv.rss_after_connect_bytes as f64 / 1_048_576.0,
+            sv.rss_per_connection_bytes
+                .map_or("-".into(), |b| format!("{:.2} KiB", b / 1024.0)),
+            sv.cpu_seconds_ramp,
+            sv.cpu_seconds_run,
+            sv.cpu_pct_of_machine_run
+        );
+    }
+    let g = &r.generator;
+    let _ = writeln!(
+        s,
+        "generator   CPU {:.1} s ramp + {:.1} s run ({:.0}% and {:.0}% of {} CPUs)",
+        g.cpu_seconds_ramp,
+        g.cpu_seconds_run,
+        g.cpu_pct_of_machine_ramp,
+        g.cpu_pct_of_machine_run,
+        g.cpus
+    );
+    if let Some(w) = &g.warning {
+        let _ = writeln!(s, "warning     {w}");
+    }
+    if r.thresholds.passed {
+        let _ = writeln!(s, "result      passed");
+    } else {
+        for f in &r.thresholds.failures {
+            let _ = writeln!(s, "FAILED      {f}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_process() {
+        let s = sample_proc(std::process::id()).unwrap();
+        assert!(s.rss_bytes > 0);
+        assert!(s.cpu_seconds >= 0.0);
+    }
+}

@@ -1,0 +1,371 @@
+//! `GET`/`HEAD /media/{id}`: conditional requests, byte ranges and the
+//! streamed body, per RFC 9110 (the rules are listed in the parent module).
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::Frame;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use tokio_util::io::ReaderStream;
+
+use super::{CHUNK, Track};
+use crate::server::http::{Body, full, text};
+
+pub(super) fn not_found() -> Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        "no such track; GET /api/library lists the tracks and their ids",
+    )
+}
+
+pub(super) async fn serve_file(
+    method: &Method,
+    headers: &HeaderMap,
+    track: &Track,
+    path: &Path,
+) -> Response<Body> {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("track {} is in the index but its file is gone", track.id),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(track = %track.id, error = %e, "cannot open a media file");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot open track {}: {e}", track.id),
+            );
+        }
+    };
+    // Size and mtime of the file as it is now, not as it was at the scan.
+    let meta = match file.metadata().await {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return not_found(),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read track {}: {e}", track.id),
+            );
+        }
+    };
+    let validators = Validators::new(meta.len(), meta.modified().unwrap_or(UNIX_EPOCH));
+    respond(method, headers, track, &validators, move |start, len| {
+        let mut file = file;
+        async move {
+            if start > 0 {
+                file.seek(std::io::SeekFrom::Start(start)).await?;
+            }
+            let stream =
+                ReaderStream::with_capacity(file.take(len), CHUNK).map(|r| r.map(Frame::data));
+            Ok(StreamBody::new(stream).boxed_unsync())
+        }
+    })
+    .await
+}
+
+/// A representation's validators.
+#[derive(Debug, Clone)]
+pub(super) struct Validators {
+    size: u64,
+    etag: String,
+    /// Whole seconds, as HTTP dates carry.
+    modified: SystemTime,
+}
+
+impl Validators {
+    pub(super) fn new(size: u64, modified: SystemTime) -> Self {
+        let since = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let modified = UNIX_EPOCH + Duration::from_secs(since.as_secs());
+        Self {
+            size,
+            etag: format!("\"{:x}-{:x}\"", size, since.as_nanos()),
+            modified,
+        }
+    }
+}
+
+/// Answers a media request; `body(start, len)` opens the bytes to send.
+pub(super) async fn respond<F, Fut>(
+    method: &Method,
+    headers: &HeaderMap,
+    track: &Track,
+    v: &Validators,
+    body: F,
+) -> Response<Body>
+where
+    F: FnOnce(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<Body>>,
+{
+    let mut res = Response::new(full(Bytes::new()));
+    let h = res.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(track.mime));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Cache, but revalidate: a rescan may have replaced the file.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(etag) = HeaderValue::from_str(&v.etag) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Ok(lm) = HeaderValue::from_str(&httpdate::fmt_http_date(v.modified)) {
+        h.insert(header::LAST_MODIFIED, lm);
+    }
+
+    match plan(headers, v) {
+        Plan::NotModified => {
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            res
+        }
+        Plan::Unsatisfiable => {
+            *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if let Ok(cr) = HeaderValue::from_str(&format!("bytes */{}", v.size)) {
+                h.insert(header::CONTENT_RANGE, cr);
+            }
+            let msg = format!(
+                "range not satisfiable: track {} has {} bytes\n",
+                track.id, v.size
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(msg.len()));
+            if method == Method::GET {
+                *res.body_mut() = full(msg);
+            }
+            res
+        }
+        Plan::Send {
+            start,
+            len,
+            partial,
+        } => {
+            if partial {
+                *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let cr = format!("bytes {}-{}/{}", start, start + len - 1, v.size);
+                if let Ok(cr) = HeaderValue::from_str(&cr) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, cr);
+                }
+            }
+            res.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            if method == Method::GET && len > 0 {
+                match body(start, len).await {
+                    Ok(b) => *res.body_mut() = b,
+                    Err(e) => {
+                        tracing::warn!(track = %track.id, error = %e, "cannot read a media file");
+                        return text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("cannot read track {}: {e}", track.id),
+                        );
+                    }
+                }
+            }
+            res
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    NotModified,
+    Unsatisfiable,
+    /// `len` bytes from `start`; `partial` means 206.
+    Send {
+        start: u64,
+        len: u64,
+        partial: bool,
+    },
+}
+
+/// Applies the conditional and range headers (RFC 9110 §13.2.2 order).
+fn plan(headers: &HeaderMap, v: &Validators) -> Plan {
+    let header_str = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(inm) = header_str(header::IF_NONE_MATCH) {
+        if etag_list_matches_weak(inm, &v.etag) {
+            return Plan::NotModified;
+        }
+    } else if let Some(ims) =
+        header_str(header::IF_MODIFIED_SINCE).and_then(|d| httpdate::parse_http_date(d).ok())
+    {
+        if v.modified <= ims {
+            return Plan::NotModified;
+        }
+    }
+    let whole = Plan::Send {
+        start: 0,
+        len: v.size,
+        partial: false,
+    };
+    let Some(range) = header_str(header::RANGE) else {
+        return whole;
+    };
+    if let Some(if_range) = header_str(header::IF_RANGE) {
+        let fresh = if if_range.starts_with('"') || if_range.starts_with("W/") {
+            // If-Range needs a strong match; a weak tag never matches.
+            if_range == v.etag
+        } else {
+            httpdate::parse_http_date(if_range).is_ok_and(|d| d == v.modified)
+        };
+        if !fresh {
+            return whole;
+        }
+    }
+    match parse_range(range, v.size) {
+        RangeSpec::Ignore => whole,
+        RangeSpec::Unsatisfiable => Plan::Unsatisfiable,
+        RangeSpec::Bytes { start, end } => Plan::Send {
+            start,
+            len: end - start + 1,
+            partial: true,
+        },
+    }
+}
+
+/// `If-None-Match`: `*` or a list of entity tags, compared weakly.
+fn etag_list_matches_weak(list: &str, etag: &str) -> bool {
+    if list == "*" {
+        return true;
+    }
+    let ours = etag.trim_start_matches("W/");
+    list.split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == ours)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// Not a single valid byte range: serve the whole representation.
+    Ignore,
+    Unsatisfiable,
+    /// Inclusive byte positions.
+    Bytes {
+        start: u64,
+        end: u64,
+    },
+}
+
+/// Parses a `Range` header for a representation of `size` bytes.
+fn parse_range(value: &str, size: u64) -> RangeSpec {
+    let Some((unit, set)) = value.split_once('=') else {
+        return RangeSpec::Ignore;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || set.contains(',') {
+        return RangeSpec::Ignore;
+    }
+    let Some((first, last)) = set.trim().split_once('-') else {
+        return RangeSpec::Ignore;
+    };
+    let digits = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    if first.is_empty() {
+        // -suffix: the last N bytes.
+        let Some(n) = digits(last) else {
+            return RangeSpec::Ignore;
+        };
+        if n == 0 {
+            return RangeSpec::Unsatisfiable;
+        }
+        if size == 0 {
+            // Satisfiable by RFC 9110, but no 206 can describe zero bytes.
+            return RangeSpec::Ignore;
+        }
+        return RangeSpec::Bytes {
+            start: size.saturating_sub(n),
+            end: size - 1,
+        };
+    }
+    let Some(start) = digits(first) else {
+        return RangeSpec::Ignore;
+    };
+    let end = if last.is_empty() {
+        None
+    } else {
+        match digits(last) {
+            Some(e) if e >= start => Some(e),
+            // last < first, or not a number: an invalid range-spec.
+            _ => return RangeSpec::Ignore,
+        }
+    };
+    if start >= size {
+        return RangeSpec::Unsatisfiable;
+    }
+    RangeSpec::Bytes {
+        start,
+        end: end.map_or(size - 1, |e| e.min(size - 1)),
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or non-UTF-8 result.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeSpec::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Bytes { start: 0, end: 9 });
+        assert_eq!(parse_range("bytes=90-", 100), Bytes { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-10", 100), Bytes { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-1000", 100), Bytes { start: 0, end: 99 });
+        assert_eq!(
+            parse_range("bytes=50-1000", 100),
+            Bytes { start: 50, end: 99 }
+        );
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=9-0", 100), Ignore);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignore);
+        assert_eq!(parse_range("items=0-1", 100), Ignore);
+        assert_eq!(parse_range("bytes=a-b", 100), Ignore);
+        assert_eq!(parse_range("bytes=+1-2", 100), Ignore);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), Ignore);
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("%2e%2E/x").as_deref(), Some("../x"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! The web player's assets, compiled into the binary so the player works
+//! offline on a LAN and no CDN is ever contacted.
+//!
+//! Plain HTML, CSS and JavaScript with no build step: the player is small
+//! enough that a framework would cost more (a toolchain in CI, a bundle to
+//! keep fresh) than it saves. docs/player.md describes what it does.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::server::http::{Body, full};
+
+const INDEX_HTML: &str = include_str!("player/index.html");
+const APP_JS: &str = include_str!("player/app.js");
+const STYLE_CSS: &str = include_str!("player/style.css");
+
+/// The paths the player's assets are served at.
+pub const PATHS: [&str; 4] = ["/", "/index.html", "/player/app.js", "/player/style.css"];
+
+/// The asset at `path` (one of [`PATHS`]; anything else is a 404).
+pub fn asset(path: &str) -> Response<Body> {
+    let (body, mime) = match path {
+        "/" | "/index.html" => (INDEX_HTML, "text/html; charset=utf-8"),
+        "/player/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "/player/style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        _ => return crate::server::http::text(StatusCode::NOT_FOUND, "no such page"),
+    };
+    let mut res = Response::new(full(body));
+    *res.status_mut() = StatusCode::OK;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    // Revalidate every time: a new binary brings new assets.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; media-src 'self' blob:; connect-src 'self' ws: wss:; \
+             img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    res
+}

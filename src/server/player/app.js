@@ -1,0 +1,808 @@
+// The radio web player: the library, private play that resumes from the
+// session, going live as a station, and tuning in to one in sync.
+//
+// It speaks the radio protocol v1 (docs/protocol.md) over /ws. Three modes:
+//   private   - plays the library on its own; the position is saved to
+//               /api/session so a reload resumes there.
+//   live      - a broadcaster: sends `update` on every change (play, pause,
+//               seek, track) and a `heartbeat` every second, both stamped
+//               with `at_server_ms` from the clock offset.
+//   listening - tuned to a station: follows its `sync` frames, keeping the
+//               media element within ~40 ms of the station's position.
+//
+// Sync engine: the clock offset to the server comes from ping/pong, keeping
+// the samples with the smallest round trip (their offset is the least
+// skewed by queueing). The station's position now is
+//   position_ms + (server_now - server_time_ms)   while playing.
+// Drift under ~300 ms is corrected by nudging playbackRate a few percent
+// until within ~40 ms; larger drift by seeking (aimed ahead by the measured
+// seek latency).
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const media = $("media");
+
+  // Tunables.
+  const CLOCK_SAMPLES = 8;          // pong samples kept
+  const PING_EVERY_MS = 2000;
+  const HEARTBEAT_MS = 1000;        // broadcaster heartbeat while live
+  const STATIONS_EVERY_MS = 3000;   // list_stations refresh
+  const CORRECT_EVERY_MS = 200;     // listener correction loop
+  const SEEK_OVER_MS = 300;         // drift beyond this: seek
+  const NUDGE_OVER_MS = 40;         // drift beyond this: nudge the rate
+  const NUDGE_UNTIL_MS = 15;        // ... until within this
+  const MAX_NUDGE = 0.05;           // at most ±5% rate
+  const MAX_SEEK_LEAD_MS = 500;     // seeks are aimed at most this far ahead
+  const SAVE_EVERY_MS = 5000;       // private position saves
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+  const MAX_LISTED = 500;           // library rows rendered at once
+  const STATION_RE = /^[A-Za-z0-9._-]{1,64}$/;
+
+  const st = {
+    library: [],
+    byId: new Map(),
+    mode: "private",         // "private" | "live" | "listening"
+    track: null,             // id of the loaded track
+    // connection
+    ws: null,
+    connected: false,
+    attempt: 0,
+    reconnectTimer: null,
+    pingTimer: null,
+    pingId: 0,
+    samples: [],             // {rtt, offset}
+    offset: null,            // server_time - client_time, ms
+    rtt: null,
+    // live
+    station: null,
+    resumeToken: null,
+    heartbeatTimer: null,
+    waiting: false,          // media stalled while playing
+    seekUpdate: null,        // pending update after seeks
+    // listening
+    tuned: null,             // station name
+    sync: null,              // newest sync frame
+    stationLive: false,
+    drift: null,
+    nudging: false,
+    seekLead: 0,             // learned seek latency, ms
+    lastSeekAt: 0,
+    lastPlayingAt: 0,
+    seekCheck: false,
+    // private
+    lastSave: 0,
+  };
+
+  // ---------- helpers ----------
+  const fmt = (sec) => {
+    if (!isFinite(sec) || sec < 0) sec = 0;
+    const s = Math.floor(sec % 60), m = Math.floor(sec / 60);
+    return `${m}:${s < 10 ? "0" : ""}${s}`;
+  };
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const mediaUrl = (id) => "/media/" + id.split("/").map(encodeURIComponent).join("/");
+  const serverNow = () => Date.now() + (st.offset ?? 0);
+  const posMs = () => Math.max(0, Math.round(media.currentTime * 1000));
+
+  function message(text) {
+    const m = $("message");
+    if (!text) { m.hidden = true; return; }
+    m.textContent = text;
+    m.hidden = false;
+    clearTimeout(message.t);
+    message.t = setTimeout(() => { m.hidden = true; }, 8000);
+  }
+
+  function setConn(text, ok) {
+    const c = $("conn");
+    c.textContent = text;
+    c.className = "conn " + (ok ? "ok" : "bad");
+  }
+
+  function setStationStatus(text, kind) {
+    const s = $("station-status");
+    s.textContent = text;
+    s.className = kind || "";
+  }
+
+  // ---------- library ----------
+  async function loadLibrary() {
+    try {
+      const r = await fetch("/api/library", { cache: "no-store" });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      st.library = await r.json();
+    } catch (e) {
+      $("library-note").textContent = `Cannot load the library (${e.message}); reload to retry.`;
+      $("library-note").hidden = false;
+      return;
+    }
+    st.byId = new Map(st.library.map((t) => [t.id, t]));
+    renderLibrary();
+  }
+
+  function renderLibrary() {
+    const q = $("library-search").value.trim().toLowerCase();
+    const list = $("track-list");
+    list.replaceChildren();
+    let shown = 0, matched = 0;
+    for (const t of st.library) {
+      const hay = `${t.title} ${t.artist ?? ""} ${t.id}`.toLowerCase();
+      if (q && !q.split(/\s+/).every((w) => hay.includes(w))) continue;
+      matched++;
+      // A big library renders its first matches only; searching narrows it.
+      if (shown >= MAX_LISTED) continue;
+      shown++;
+      const li = el("li");
+      const b = el("button");
+      b.type = "button";
+      b.dataset.id = t.id;
+      if (t.id === st.track) b.setAttribute("aria-current", "true");
+      const left = el("span");
+      left.append(el("span", "t", t.title));
+      if (t.artist) left.append(el("span", "a", t.artist));
+      b.append(left, el("span", "d", t.duration_ms ? fmt(t.duration_ms / 1000) : ""));
+      b.setAttribute("aria-label", `Play ${t.title}${t.artist ? " by " + t.artist : ""}`);
+      b.addEventListener("click", () => chooseTrack(t.id));
+      li.append(b);
+      list.append(li);
+    }
+    const note = $("library-note");
+    if (st.library.length === 0) {
+      note.textContent = "The library is empty.";
+      note.hidden = false;
+    } else if (shown === 0) {
+      note.textContent = "No track matches the search.";
+      note.hidden = false;
+    } else if (matched > shown) {
+      note.textContent = `Showing ${shown} of ${matched} tracks; search to find the others.`;
+      note.hidden = false;
+    } else {
+      note.hidden = true;
+    }
+  }
+
+  function markCurrent() {
+    for (const b of $("track-list").querySelectorAll("button[data-id]")) {
+      if (b.dataset.id === st.track) b.setAttribute("aria-current", "true");
+      else b.removeAttribute("aria-current");
+    }
+  }
+
+  // ---------- media ----------
+  // Loads `id` and seeks to `atMs` once its metadata is known.
+  function loadTrack(id, atMs) {
+    const t = st.byId.get(id);
+    st.track = id;
+    $("np-title").textContent = t ? t.title : id;
+    $("np-artist").textContent = t ? (t.artist ?? "") : "not in this server's library";
+    media.hidden = !(t && t.mime.startsWith("video/"));
+    media.src = mediaUrl(id);
+    media.playbackRate = 1;
+    st.nudging = false;
+    // Not playing until the first frames are in; `playing` clears it.
+    st.waiting = true;
+    if (atMs > 0) {
+      media.addEventListener("loadedmetadata", () => {
+        media.currentTime = atMs / 1000;
+      }, { once: true });
+    }
+    $("play").disabled = st.mode === "listening";
+    $("seek").disabled = st.mode === "listening";
+    markCurrent();
+  }
+
+  async function play() {
+    try {
+      await media.play();
+      $("gate").hidden = true;
+      return true;
+    } catch (e) {
+      if (e.name === "NotAllowedError") {
+        $("gate").hidden = false;
+        $("gate-button").focus();
+      } else if (e.name !== "AbortError") {
+        message(`Cannot play: ${e.message}`);
+      }
+      return false;
+    }
+  }
+
+  function chooseTrack(id) {
+    $("resume-note").hidden = true;
+    if (st.mode === "listening") tuneOut();
+    loadTrack(id, 0);
+    play();
+    if (st.mode === "live") sendUpdate();
+    else saveSession(true);
+  }
+
+  function togglePlay() {
+    if (!st.track || st.mode === "listening") return;
+    if (media.paused) play(); else media.pause();
+  }
+
+  function nextTrack() {
+    if (st.library.length === 0) return;
+    const i = st.library.findIndex((t) => t.id === st.track);
+    const next = st.library[(i + 1) % st.library.length];
+    loadTrack(next.id, 0);
+    sendUpdate(); // the new track, not yet playing; `playing` follows
+    play();
+  }
+
+  function updateControls() {
+    $("play").textContent = media.paused ? "▶" : "❚❚";
+    $("play").setAttribute("aria-label", media.paused ? "Play" : "Pause");
+    const d = isFinite(media.duration) ? media.duration : 0;
+    const seek = $("seek");
+    seek.max = String(d);
+    if (document.activeElement !== seek) seek.value = String(media.currentTime);
+    $("time").textContent = `${fmt(media.currentTime)} / ${fmt(d)}`;
+  }
+
+  // ---------- private sessions ----------
+  async function resumeSession() {
+    let s;
+    try {
+      const r = await fetch("/api/session", { cache: "no-store" });
+      if (!r.ok) return;
+      s = await r.json();
+    } catch { return; }
+    if (!s.track || st.mode !== "private" || st.track) return;
+    if (!st.byId.has(s.track)) return;
+    loadTrack(s.track, s.position_ms);
+    const t = st.byId.get(s.track);
+    const note = $("resume-note");
+    note.textContent = `Resuming “${t.title}” at ${fmt(s.position_ms / 1000)}; press play.`;
+    note.hidden = false;
+  }
+
+  function saveSession(force) {
+    if (st.mode !== "private" || !st.track) return;
+    const now = Date.now();
+    if (!force && now - st.lastSave < SAVE_EVERY_MS) return;
+    st.lastSave = now;
+    fetch("/api/session", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ track: st.track, position_ms: posMs() }),
+      keepalive: true,
+    }).catch(() => {});
+  }
+
+  // ---------- connection ----------
+  function connect() {
+    clearTimeout(st.reconnectTimer);
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    let ws;
+    try { ws = new WebSocket(url); } catch (e) { scheduleReconnect(); return; }
+    st.ws = ws;
+    ws.onmessage = (ev) => {
+      let m;
+      try { m = JSON.parse(ev.data); } catch { return; }
+      handle(m);
+    };
+    ws.onclose = () => {
+      if (st.ws !== ws) return;
+      st.ws = null;
+      st.connected = false;
+      clearInterval(st.pingTimer);
+      stopHeartbeat();
+      if (st.mode === "listening") setStationStatus("connection lost; reconnecting…", "warn");
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect(afterMs) {
+    clearTimeout(st.reconnectTimer);
+    // Exponential backoff with jitter (half fixed, half random), so a
+    // server restart is not met by every player at the same instant.
+    const base = afterMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** st.attempt);
+    const delay = Math.round(base / 2 + Math.random() * base / 2);
+    st.attempt++;
+    setConn(`disconnected; reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${st.attempt})`, false);
+    st.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function send(obj) {
+    if (st.ws && st.ws.readyState === WebSocket.OPEN) {
+      st.ws.send(JSON.stringify(obj));
+      return true;
+    }
+    return false;
+  }
+
+  function ping() {
+    send({ type: "ping", id: ++st.pingId, client_time_ms: Date.now() });
+  }
+
+  function onPong(m) {
+    if (typeof m.client_time_ms !== "number") return;
+    const now = Date.now();
+    const rtt = now - m.client_time_ms;
+    if (rtt < 0) return;
+    const offset = m.server_time_ms - (m.client_time_ms + rtt / 2);
+    st.samples.push({ rtt, offset });
+    if (st.samples.length > CLOCK_SAMPLES) st.samples.shift();
+    // The sample with the smallest round trip carries the least queueing skew.
+    const best = st.samples.reduce((a, b) => (b.rtt < a.rtt ? b : a));
+    st.offset = best.offset;
+    st.rtt = best.rtt;
+    $("offset").textContent = `${st.offset >= 0 ? "+" : ""}${Math.round(st.offset)} ms`;
+    $("rtt").textContent = `${Math.round(st.rtt)} ms`;
+  }
+
+  function handle(m) {
+    switch (m.type) {
+      case "welcome":
+        st.connected = true;
+        st.attempt = 0;
+        setConn("connected", true);
+        st.samples = [];
+        // A burst of pings for a quick first offset, then a steady rate.
+        for (let i = 0; i < 5; i++) setTimeout(ping, i * 150);
+        clearInterval(st.pingTimer);
+        st.pingTimer = setInterval(ping, PING_EVERY_MS);
+        send({ type: "list_stations" });
+        if (st.mode === "live" && st.station) {
+          send(startMessage());
+        } else if (st.mode === "listening" && st.tuned) {
+          send({ type: "tune_in", station: st.tuned });
+        }
+        break;
+      case "pong":
+        onPong(m);
+        break;
+      case "broadcasting":
+        st.resumeToken = m.resume_token;
+        enterLive(m.station);
+        break;
+      case "stopped":
+        if (st.mode === "live") leaveLive();
+        break;
+      case "tuned":
+        st.stationLive = m.live;
+        setStationStatus(m.live ? "live; waiting for the broadcaster's state…" : "offline; waiting for it to go live", m.live ? "warn" : "bad");
+        break;
+      case "tuned_out":
+        break;
+      case "sync":
+        if (st.mode === "listening" && m.station === st.tuned) applySync(m);
+        break;
+      case "broadcaster_online":
+        send({ type: "list_stations" });
+        if (m.station === st.tuned) {
+          st.stationLive = true;
+          setStationStatus("live; waiting for the broadcaster's state…", "warn");
+        }
+        break;
+      case "broadcaster_offline":
+        send({ type: "list_stations" });
+        if (m.station === st.tuned) {
+          st.stationLive = false;
+          st.sync = null;
+          media.pause();
+          setStationStatus(`offline (${m.reason}); you stay tuned in case it comes back`, "bad");
+          $("drift").textContent = "–";
+          setRate(1);
+        }
+        break;
+      case "stations":
+        renderStations(m.stations);
+        break;
+      case "ack":
+        break;
+      case "error":
+        onError(m);
+        break;
+      case "server_shutdown":
+        setConn("server restarting…", false);
+        st.attempt = 0;
+        if (st.ws) { const ws = st.ws; st.ws = null; ws.close(); }
+        clearInterval(st.pingTimer);
+        stopHeartbeat();
+        scheduleReconnect(Math.max(m.reconnect_after_ms ?? 1000, BACKOFF_MIN_MS));
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onError(m) {
+    if (m.request_type === "start_broadcasting") {
+      if (st.mode === "live") leaveLive();
+      if (m.code === "unauthorized") {
+        $("station-key").hidden = false;
+        $("station-key-label").hidden = false;
+        $("station-key").focus();
+      }
+      message(`Cannot go live: ${m.message}`);
+    } else if (m.request_type === "tune_in") {
+      tuneOut();
+      message(`Cannot tune in: ${m.message}`);
+    } else if ((m.code === "not_owner" || m.code === "not_live") && st.mode === "live") {
+      leaveLive();
+      message(`You are no longer live: ${m.message}`);
+    } else {
+      message(`${m.code}: ${m.message}`);
+    }
+  }
+
+  // ---------- stations ----------
+  function renderStations(list) {
+    const ul = $("station-list");
+    ul.replaceChildren();
+    const live = list.filter((s) => s.live !== false);
+    $("no-stations").hidden = live.length > 0;
+    for (const s of live) {
+      const li = el("li");
+      const b = el("button");
+      b.type = "button";
+      b.dataset.station = s.station;
+      const left = el("span");
+      left.append(el("span", "t", s.station));
+      const t = s.track ? st.byId.get(s.track) : null;
+      left.append(el("span", "a", s.track ? `${s.playing ? "▶" : "❚❚"} ${t ? t.title : s.track}` : "no track yet"));
+      const n = s.listeners;
+      b.append(left, el("span", "d", `${n} listener${n === 1 ? "" : "s"}`));
+      const mine = st.mode === "live" && s.station === st.station;
+      const tuned = st.mode === "listening" && s.station === st.tuned;
+      if (mine) {
+        b.disabled = true;
+        b.setAttribute("aria-label", `${s.station}: your station, ${n} listeners`);
+        $("live-listeners").textContent = `${n} listener${n === 1 ? "" : "s"}`;
+      } else {
+        b.setAttribute("aria-label", `Tune in to ${s.station}, ${n} listeners`);
+        if (tuned) b.setAttribute("aria-current", "true");
+        b.addEventListener("click", () => tuneIn(s.station));
+      }
+      li.append(b);
+      ul.append(li);
+    }
+  }
+
+  // ---------- live (broadcaster) ----------
+  function goLive(name) {
+    if (!STATION_RE.test(name)) {
+      message("A station name is 1-64 of A-Z a-z 0-9 . _ -");
+      return;
+    }
+    if (st.mode === "listening") tuneOut();
+    st.station = name;
+    st.resumeToken = null;
+    if (!send(startMessage())) {
+      message("Not connected; try again in a moment.");
+    }
+  }
+
+  function startMessage() {
+    const key = $("station-key").value;
+    return {
+      type: "start_broadcasting",
+      station: st.station,
+      resume_token: st.resumeToken ?? undefined,
+      key: key ? key : undefined,
+    };
+  }
+
+  function enterLive(name) {
+    const wasLive = st.mode === "live";
+    st.mode = "live";
+    st.station = name;
+    $("mode-badge").textContent = "live";
+    $("mode-badge").className = "badge live";
+    $("live-form").hidden = true;
+    $("live-info").hidden = false;
+    $("live-title").textContent = "On air";
+    $("live-name").textContent = name;
+    const link = `${location.origin}/?station=${encodeURIComponent(name)}`;
+    $("live-link").href = link;
+    $("live-link").textContent = link;
+    if (!wasLive) $("live-listeners").textContent = "0 listeners";
+    sendUpdate();
+    startHeartbeat();
+    send({ type: "list_stations" });
+  }
+
+  function leaveLive() {
+    stopHeartbeat();
+    st.mode = "private";
+    st.station = null;
+    st.resumeToken = null;
+    $("mode-badge").textContent = "private";
+    $("mode-badge").className = "badge";
+    $("live-form").hidden = false;
+    $("live-info").hidden = true;
+    $("live-title").textContent = "Go live";
+    send({ type: "list_stations" });
+  }
+
+  function stopLive() {
+    if (st.mode !== "live") return;
+    send({ type: "stop_broadcasting", station: st.station });
+    leaveLive();
+  }
+
+  function broadcastPlaying() {
+    return !media.paused && !media.ended && !st.waiting;
+  }
+
+  function sendUpdate() {
+    if (st.mode !== "live" || !st.track) return;
+    const t = st.byId.get(st.track);
+    const msg = {
+      type: "update",
+      station: st.station,
+      track: st.track,
+      position_ms: posMs(),
+      playing: broadcastPlaying(),
+      at_server_ms: Math.round(serverNow()),
+    };
+    const d = isFinite(media.duration) ? Math.round(media.duration * 1000) : t?.duration_ms;
+    if (d) msg.duration_ms = d;
+    send(msg);
+  }
+
+  function startHeartbeat() {
+    stopHeartbeat();
+    st.heartbeatTimer = setInterval(() => {
+      if (st.mode !== "live" || !st.track) return;
+      send({
+        type: "heartbeat",
+        station: st.station,
+        position_ms: posMs(),
+        playing: broadcastPlaying(),
+        at_server_ms: Math.round(serverNow()),
+      });
+    }, HEARTBEAT_MS);
+  }
+
+  function stopHeartbeat() {
+    clearInterval(st.heartbeatTimer);
+    st.heartbeatTimer = null;
+  }
+
+  // ---------- listening ----------
+  function tuneIn(name) {
+    if (!STATION_RE.test(name)) {
+      message(`“${name}” is not a station name (1-64 of A-Z a-z 0-9 . _ -)`);
+      return;
+    }
+    if (st.mode === "live") stopLive();
+    saveSession(true);
+    media.pause();
+    st.mode = "listening";
+    st.tuned = name;
+    st.sync = null;
+    st.drift = null;
+    $("mode-badge").textContent = "listening";
+    $("mode-badge").className = "badge listening";
+    $("tuned-panel").hidden = false;
+    $("live-panel").hidden = true;
+    $("tuned-name").textContent = name;
+    $("seek").disabled = true;
+    $("play").disabled = true;
+    setStationStatus("tuning in…", "warn");
+    const url = new URL(location.href);
+    url.searchParams.set("station", name);
+    history.replaceState(null, "", url);
+    send({ type: "tune_in", station: name });
+  }
+
+  function tuneOut() {
+    if (st.mode !== "listening") return;
+    send({ type: "tune_out" });
+    st.mode = "private";
+    st.tuned = null;
+    st.sync = null;
+    st.drift = null;
+    media.pause();
+    media.playbackRate = 1;
+    $("mode-badge").textContent = "private";
+    $("mode-badge").className = "badge";
+    $("tuned-panel").hidden = true;
+    $("live-panel").hidden = false;
+    $("play").disabled = !st.track;
+    $("seek").disabled = !st.track;
+    $("drift").textContent = "–";
+    $("rate").textContent = "1.00×";
+    const url = new URL(location.href);
+    url.searchParams.delete("station");
+    history.replaceState(null, "", url);
+    send({ type: "list_stations" });
+  }
+
+  // The station's position now, in ms.
+  function stationPosition() {
+    const s = st.sync;
+    if (!s) return null;
+    return s.playing ? s.position_ms + (serverNow() - s.server_time_ms) : s.position_ms;
+  }
+
+  function applySync(s) {
+    st.sync = s;
+    st.stationLive = true;
+    if (s.track !== st.track) {
+      send({ type: "list_stations" });
+      loadTrack(s.track, 0);
+      media.addEventListener("loadedmetadata", () => correct(true), { once: true });
+    }
+    if (s.playing) {
+      setStationStatus(st.byId.has(s.track) ? "live; playing in sync" : `live; playing “${s.track}”, which this library lacks`, "ok");
+      // While "Click to listen" is up, wait for the click: retrying on every
+      // sync would only be refused again.
+      if (!$("gate").hidden) return;
+      if (media.paused && media.readyState >= 1) {
+        correct(true);
+        play();
+      } else if (media.paused) {
+        play();
+      }
+    } else {
+      setStationStatus("live; paused by the broadcaster", "warn");
+      if (!media.paused) media.pause();
+      correct(true);
+    }
+  }
+
+  // One step of the sync engine. `hard` seeks whatever the drift.
+  function correct(hard) {
+    if (st.mode !== "listening" || !st.sync) return;
+    if (media.readyState < 1 || media.seeking) return;
+    const target = stationPosition();
+    if (target === null) return;
+    const d = media.duration;
+    if (isFinite(d) && target / 1000 > d) return; // past the end: wait for the next track
+    const drift = media.currentTime * 1000 - target;
+    st.drift = drift;
+    $("drift").textContent = `${drift >= 0 ? "+" : ""}${Math.round(drift)} ms`;
+    if (!st.sync.playing) {
+      if (Math.abs(drift) > NUDGE_OVER_MS) media.currentTime = target / 1000;
+      setRate(1);
+      return;
+    }
+    // Paused here means "about to play" (or refused): only a hard step seeks.
+    if (media.paused && !hard) return;
+    const now = performance.now();
+    const settled = now - Math.max(st.lastSeekAt, st.lastPlayingAt) > 500;
+    if (st.seekCheck && !media.paused && !st.waiting && settled) {
+      // Learn how late seeks land, so the next one is aimed ahead by that:
+      // measured only once the media has played half a second since.
+      st.seekCheck = false;
+      st.seekLead = Math.min(MAX_SEEK_LEAD_MS, Math.max(0, st.seekLead - drift));
+    }
+    if (hard || Math.abs(drift) > SEEK_OVER_MS) {
+      st.lastSeekAt = now;
+      st.seekCheck = true;
+      setRate(1);
+      st.nudging = false;
+      media.currentTime = (target + st.seekLead) / 1000;
+      return;
+    }
+    if (st.nudging && Math.abs(drift) < NUDGE_UNTIL_MS) st.nudging = false;
+    else if (!st.nudging && Math.abs(drift) > NUDGE_OVER_MS) st.nudging = true;
+    if (st.nudging) {
+      // Behind (negative drift): a little faster; ahead: a little slower.
+      const k = Math.min(MAX_NUDGE, 0.01 + Math.abs(drift) / 5000);
+      setRate(drift < 0 ? 1 + k : 1 - k);
+    } else {
+      setRate(1);
+    }
+  }
+
+  function setRate(r) {
+    if (media.playbackRate !== r) media.playbackRate = r;
+    $("rate").textContent = `${r.toFixed(2)}×`;
+  }
+
+  // ---------- events ----------
+  // A broadcaster says "playing" only once frames really play (`playing`),
+  // and "not playing" while it stalls (`waiting`), so listeners never run
+  // ahead of it while it buffers.
+  media.addEventListener("play", () => { updateControls(); saveSession(true); });
+  media.addEventListener("playing", () => {
+    st.waiting = false;
+    st.lastPlayingAt = performance.now();
+    sendUpdate();
+  });
+  media.addEventListener("pause", () => { updateControls(); sendUpdate(); saveSession(true); });
+  // Dragging the seek bar seeks many times a second: one update per 150 ms.
+  media.addEventListener("seeked", () => {
+    if (st.mode !== "live" || st.seekUpdate) return;
+    st.seekUpdate = setTimeout(() => { st.seekUpdate = null; sendUpdate(); }, 150);
+  });
+  media.addEventListener("waiting", () => {
+    if (!st.waiting) { st.waiting = true; sendUpdate(); }
+  });
+  media.addEventListener("loadedmetadata", updateControls);
+  media.addEventListener("timeupdate", () => { updateControls(); saveSession(false); });
+  media.addEventListener("ended", () => {
+    if (st.mode === "live") nextTrack();
+    else if (st.mode === "private") saveSession(true);
+  });
+  media.addEventListener("error", () => {
+    if (media.error && st.track) message(`Cannot play ${st.track}: ${media.error.message || "media error " + media.error.code}`);
+  });
+
+  $("play").addEventListener("click", togglePlay);
+  $("seek").addEventListener("input", (e) => {
+    if (st.mode === "listening") return;
+    media.currentTime = Number(e.target.value);
+  });
+  $("volume").addEventListener("input", (e) => { media.volume = Number(e.target.value); });
+  $("library-search").addEventListener("input", renderLibrary);
+  $("live-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    goLive($("station-name").value.trim());
+  });
+  $("stop-live").addEventListener("click", stopLive);
+  $("tune-out").addEventListener("click", tuneOut);
+  $("copy-link").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($("live-link").href);
+      message("Link copied.");
+    } catch {
+      message("Cannot copy here; select the link instead.");
+    }
+  });
+  $("gate-button").addEventListener("click", () => {
+    $("gate").hidden = true;
+    if (st.mode === "listening" && st.sync) {
+      applySync(st.sync);
+    } else if (st.track && st.mode !== "listening") {
+      play();
+    }
+  });
+  document.addEventListener("keydown", (e) => {
+    const tag = (e.target.tagName || "").toLowerCase();
+    const typing = tag === "input" || tag === "textarea";
+    if (e.key === "/" && !typing) {
+      e.preventDefault();
+      $("library-search").focus();
+    } else if ((e.key === " " || e.key === "k") && !typing && tag !== "button") {
+      e.preventDefault();
+      togglePlay();
+    } else if (e.key === "Escape" && !$("gate").hidden) {
+      $("gate").hidden = true;
+    }
+  });
+  window.addEventListener("pagehide", () => saveSession(true));
+
+  setInterval(() => { if (st.connected) send({ type: "list_stations" }); }, STATIONS_EVERY_MS);
+  setInterval(() => correct(false), CORRECT_EVERY_MS);
+
+  // For tests and the curious: the player's state at this instant.
+  window.radio = {
+    state: () => ({
+      mode: st.mode,
+      track: st.track,
+      currentTime: media.currentTime,
+      paused: media.paused,
+      playbackRate: media.playbackRate,
+      station: st.station,
+      tuned: st.tuned,
+      stationLive: st.stationLive,
+      offset: st.offset,
+      rtt: st.rtt,
+      drift: st.drift,
+      connected: st.connected,
+      now: performance.timeOrigin + performance.now(),
+    }),
+  };
+
+  // ---------- start ----------
+  (async () => {
+    await loadLibrary();
+    const wanted = new URLSearchParams(location.search).get("station");
+    connect();
+    if (wanted) tuneIn(wanted);
+    else await resumeSession();
+  })();
+})();

@@ -1,0 +1,272 @@
+// The web player in a real headless Chromium, against a real `radio serve`:
+// page A goes live and plays; page B tunes in with /?station=NAME and must
+// play the same moment; A pauses, B pauses; A switches track, B follows;
+// A's tab closes, B shows the station offline.
+//
+// usage: node sync.mjs SERVER_URL SCREENSHOT_PATH
+// Run by tests/browser.rs (so `cargo test` runs it); exits non-zero with a
+// message on the first failed expectation.
+import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { chromium } from "playwright-core";
+
+const [base, screenshot] = process.argv.slice(2);
+if (!base || !screenshot) {
+  console.error("usage: node sync.mjs SERVER_URL SCREENSHOT_PATH");
+  process.exit(2);
+}
+const STATION = "browser-test";
+const TOLERANCE_MS = 250;
+
+const log = (...a) => console.log(new Date().toISOString().slice(11, 23), ...a);
+
+async function until(what, limitMs, fn) {
+  const deadline = Date.now() + limitMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last && last.ok) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not within ${limitMs} ms; last: ${JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const state = (page) => page.evaluate(() => window.radio.state());
+
+// Both pages' positions at the same instant: sampled concurrently, and B's
+// moved to A's sampling instant by the wall-clock gap between the samples.
+async function gap(a, b) {
+  const [sa, sb] = await Promise.all([state(a), state(b)]);
+  const bAtA = sb.currentTime * 1000 - (sb.paused ? 0 : sb.now - sa.now) * sb.playbackRate;
+  return { diff: bAtA - sa.currentTime * 1000, a: sa, b: sb };
+}
+
+const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-"));
+let context;
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--autoplay-policy=no-user-gesture-required",
+    ],
+    viewport: { width: 1100, height: 800 },
+  });
+  const pageErrors = [];
+  const watch = (page, name) => {
+    page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error") log(`${name} console:`, m.text());
+    });
+  };
+
+  // --- A goes live and plays the first track ---
+  const a = await context.newPage();
+  watch(a, "A");
+  // A's WebSocket passes through the test, so the test can cut it.
+  const aSockets = [];
+  await a.routeWebSocket(/\/ws$/, (ws) => {
+    ws.connectToServer();
+    aSockets.push(ws);
+  });
+  await a.goto(base + "/");
+  await a.waitForSelector("#track-list button[data-id]");
+  const ids = await a.$$eval("#track-list button[data-id]", (bs) => bs.map((b) => b.dataset.id));
+  if (ids.length < 2) throw new Error(`need two tracks, library has ${JSON.stringify(ids)}`);
+  log("library:", ids.join(", "));
+  // --- private play resumes from the session after a reload ---
+  await a.click(`#track-list button[data-id="${ids[1]}"]`);
+  await until("A plays privately", 10000, async () => {
+    const s = await state(a);
+    return { ok: s.mode === "private" && !s.paused && s.track === ids[1], s };
+  });
+  await a.evaluate(() => { document.getElementById("media").currentTime = 7; });
+  await a.click("#play"); // pause: saves the position
+  await until("A paused", 5000, async () => ({ ok: (await state(a)).paused }));
+  await new Promise((r) => setTimeout(r, 300));
+  await a.reload();
+  await until("A resumes where it was", 10000, async () => {
+    const s = await state(a);
+    const note = await a.isVisible("#resume-note");
+    return { ok: note && s.track === ids[1] && Math.abs(s.currentTime - 7) < 0.5, s };
+  });
+  // Keyboard alone: Space plays and pauses.
+  await a.focus("body");
+  await a.keyboard.press("Space");
+  await until("Space plays", 5000, async () => ({ ok: !(await state(a)).paused }));
+  await a.keyboard.press("Space");
+  await until("Space pauses", 5000, async () => ({ ok: (await state(a)).paused }));
+  log("private play resumed after reload at", (await state(a)).currentTime.toFixed(2), "s");
+
+  await a.fill("#station-name", STATION);
+  await a.click("#go-live");
+  await until("A is live", 10000, async () => {
+    const s = await state(a);
+    return { ok: s.mode === "live" && s.connected, s };
+  });
+  await a.click(`#track-list button[data-id="${ids[0]}"]`);
+  await until("A plays", 10000, async () => {
+    const s = await state(a);
+    return { ok: !s.paused && s.currentTime > 0.3 && s.track === ids[0], s };
+  });
+  log("A is live and playing", ids[0]);
+
+  // --- B tunes in by link and plays the same moment ---
+  const b = await context.newPage();
+  watch(b, "B");
+  await b.goto(`${base}/?station=${STATION}`);
+  let streak = 0;
+  const synced = await until(`B within ${TOLERANCE_MS} ms of A`, 15000, async () => {
+    const g = await gap(a, b);
+    const ok = g.b.track === ids[0] && !g.b.paused && Math.abs(g.diff) < TOLERANCE_MS;
+    streak = ok ? streak + 1 : 0;
+    return { ok: streak >= 3, diff: Math.round(g.diff), b: g.b };
+  });
+  log(`B in sync: ${synced.diff} ms (offset ${Math.round(synced.b.offset)} ms, drift ${Math.round(synced.b.drift)} ms)`);
+  // It stays in sync over a few more seconds.
+  const diffs = [];
+  for (let i = 0; i < 10; i++) {
+    await new Promise((r) => setTimeout(r, 300));
+    diffs.push(Math.round((await gap(a, b)).diff));
+  }
+  log("A-B gaps over 3 s (ms):", diffs.join(" "));
+  if (diffs.some((d) => Math.abs(d) >= TOLERANCE_MS)) {
+    throw new Error(`B drifted out of sync: ${diffs.join(" ")}`);
+  }
+  await until("A shows its listener", 10000, async () => {
+    const t = await a.textContent("#live-listeners");
+    return { ok: t.startsWith("1 listener"), t };
+  });
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await a.screenshot({ path: screenshot, fullPage: true });
+  await b.screenshot({ path: screenshot.replace(/\.png$/, "-listener.png"), fullPage: true });
+  // Usable on a phone: nothing wider than a 390 px screen.
+  await b.setViewportSize({ width: 390, height: 844 });
+  const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 0) throw new Error(`the page is ${overflow} px wider than a phone screen`);
+  await b.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
+  await b.setViewportSize({ width: 1100, height: 800 });
+  log("screenshots saved:", screenshot);
+
+  // --- C: another browser with the default autoplay rules needs a click ---
+  {
+    const dirC = mkdtempSync(join(tmpdir(), "radio-chromium-"));
+    const ctxC = await chromium.launchPersistentContext(dirC, {
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+      viewport: { width: 1100, height: 800 },
+    });
+    try {
+      const c = ctxC.pages()[0] ?? (await ctxC.newPage());
+      watch(c, "C");
+      // Playwright's own evaluations count as user gestures, which would let
+      // the page play without the click. So until the step shows, the test
+      // does not touch the page: the page reports the step through a binding.
+      let gateSeen;
+      const gateShown = new Promise((resolve) => { gateSeen = resolve; });
+      await c.exposeBinding("__gateShown", (_source, paused) => gateSeen(paused));
+      await c.addInitScript(() => {
+        document.addEventListener("DOMContentLoaded", () => {
+          const g = document.getElementById("gate");
+          new MutationObserver(() => {
+            if (!g.hidden) window.__gateShown(document.getElementById("media").paused);
+          }).observe(g, { attributes: true, attributeFilter: ["hidden"] });
+        });
+      });
+      await c.goto(`${base}/?station=${STATION}`);
+      const pausedAtGate = await Promise.race([
+        gateShown,
+        new Promise((_, reject) => setTimeout(() => reject(new Error("C never showed the click-to-listen step")), 10000)),
+      ]);
+      if (!pausedAtGate) throw new Error("C played before the click-to-listen step");
+      // It waits for the click: nothing plays, and the step stays up.
+      await new Promise((r) => setTimeout(r, 1500));
+      const waiting = await state(c);
+      if (!waiting.paused || !(await c.isVisible("#gate-button"))) {
+        throw new Error(`C played or dropped the click-to-listen step without a click: ${JSON.stringify(waiting)}`);
+      }
+      log("C shows the click-to-listen step");
+      await c.click("#gate-button");
+      streak = 0;
+      const cs = await until(`C within ${TOLERANCE_MS} ms of A after the click`, 15000, async () => {
+        const g = await gap(a, c);
+        const ok = !g.b.paused && Math.abs(g.diff) < TOLERANCE_MS;
+        streak = ok ? streak + 1 : 0;
+        return { ok: streak >= 3, diff: Math.round(g.diff), c: g.b };
+      });
+      log(`C (another browser) in sync after the click: ${cs.diff} ms`);
+    } finally {
+      await ctxC.close().catch(() => {});
+      rmSync(dirC, { recursive: true, force: true });
+    }
+  }
+
+  // --- A pauses, B pauses at the same position ---
+  await a.click("#play");
+  await until("B pauses", 5000, async () => {
+    const g = await gap(a, b);
+    return { ok: g.a.paused && g.b.paused && Math.abs(g.diff) < TOLERANCE_MS, diff: g.diff, b: g.b };
+  });
+  log("A paused, B paused");
+
+  // --- A resumes on another track, B follows ---
+  await a.click(`#track-list button[data-id="${ids[1]}"]`);
+  streak = 0;
+  const followed = await until("B follows A to the next track", 15000, async () => {
+    const g = await gap(a, b);
+    const ok = g.a.track === ids[1] && g.b.track === ids[1] && !g.a.paused && !g.b.paused
+      && Math.abs(g.diff) < TOLERANCE_MS;
+    streak = ok ? streak + 1 : 0;
+    return { ok: streak >= 3, diff: Math.round(g.diff), b: g.b };
+  });
+  log(`B follows to ${ids[1]}: ${followed.diff} ms`);
+
+  // --- A's connection drops: it reconnects (backoff with jitter) and
+  // resumes its station with its token inside the grace period, so B never
+  // sees it go offline and stays in sync ---
+  const before = aSockets.length;
+  for (const ws of aSockets) await ws.close({ code: 4000, reason: "test cuts the line" });
+  let sawOffline = false;
+  await until("A reconnects and is live again", 10000, async () => {
+    const s = await state(a);
+    const t = await b.textContent("#station-status");
+    if (/offline/.test(t)) sawOffline = true;
+    return { ok: aSockets.length > before && s.connected && s.mode === "live", s };
+  });
+  if (sawOffline) throw new Error("B saw the station offline while A reconnected");
+  streak = 0;
+  const resumed = await until("B still in sync after A's reconnect", 10000, async () => {
+    const g = await gap(a, b);
+    const ok = !g.b.paused && Math.abs(g.diff) < TOLERANCE_MS;
+    streak = ok ? streak + 1 : 0;
+    return { ok: streak >= 3, diff: Math.round(g.diff) };
+  });
+  log(`A reconnected and resumed its station; B at ${resumed.diff} ms`);
+
+  // --- A's tab closes; B shows the station offline after the grace period ---
+  await a.close();
+  await until("B shows the station offline", 15000, async () => {
+    const t = await b.textContent("#station-status");
+    return { ok: /offline/.test(t), t };
+  });
+  const after = await state(b);
+  if (!after.paused) throw new Error("B still plays after the station went offline");
+  log("B shows:", await b.textContent("#station-status"));
+
+  if (pageErrors.length) throw new Error(`script errors in the page: ${pageErrors.join("; ")}`);
+  log("ok");
+} catch (e) {
+  console.error("FAILED:", e.message);
+  process.exitCode = 1;
+} finally {
+  if (context) await context.close().catch(() => {});
+  rmSync(userDataDir, { recursive: true, force: true });
+}

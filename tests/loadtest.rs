@@ -1,0 +1,152 @@
+//! End-to-end: `radio loadtest` against a real `radio serve`, with real
+//! worker processes and real sockets. Nothing here asserts a speed; the
+//! benchmarks in bench/ do the measuring.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{Server, radio_bin};
+use serde_json::Value;
+
+fn loadtest(server: &Server, args: &[&str]) -> Output {
+    Command::new(radio_bin())
+        .arg("loadtest")
+        .args(["--url", &server.ws_url()])
+        .args(args)
+        .output()
+        .expect("run radio loadtest")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn field<'a>(report: &'a Value, path: &str) -> &'a Value {
+    let v = path.split('.').fold(report, |v, key| &v[key]);
+    assert!(!v.is_null(), "the report lacks {path}: {report:#}");
+    v
+}
+
+#[test]
+fn two_thousand_listeners_over_two_workers_get_every_final_state() {
+    let server = Server::start(&[]);
+    let dir = std::env::temp_dir().join(format!("radio-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let pid = server.child.id().to_string();
+    let out = loadtest(
+        &server,
+        &[
+            "--listeners",
+            "2000",
+            "--workers",
+            "2",
+            "--stations",
+            "2",
+            "--duration",
+            "3s",
+            "--update-interval",
+            "500ms",
+            "--server-pid",
+            &pid,
+            "--min-delivery",
+            "100",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+
+    // Every field the issue promises is there.
+    for path in [
+        "listeners.attempted",
+        "listeners.connected",
+        "listeners.failed",
+        "fanout_ms.p50",
+        "fanout_ms.p90",
+        "fanout_ms.p99",
+        "fanout_ms.p999",
+        "fanout_ms.max",
+        "final_state_delivery_pct",
+        "seq_regressions",
+        "deliveries_per_sec",
+        "server.rss_per_connection_bytes",
+        "parameters.listeners",
+        "parameters.stations",
+        "parameters.workers",
+        "handshake_ms.p99",
+        "last_listener_ms.max",
+        "sync_error_ms.p99",
+        "generator.cpu_pct_of_machine_run",
+    ] {
+        field(&report, path);
+    }
+    assert_eq!(report["parameters"]["workers"], 2);
+    assert_eq!(report["parameters"]["listeners"], 2000);
+    assert_eq!(report["listeners"]["attempted"], 2000, "{report:#}");
+    assert_eq!(report["listeners"]["connected"], 2000, "{report:#}");
+    assert_eq!(report["listeners"]["failed"], 0, "{report:#}");
+    assert_eq!(report["final_state_delivery_pct"], 100.0, "{report:#}");
+    assert_eq!(report["seq_regressions"], 0, "{report:#}");
+    // Every listener got the state of its station when it tuned in, and
+    // syncs flowed during the run.
+    assert_eq!(report["delivery"]["tune_in_syncs"], 2000, "{report:#}");
+    assert!(report["delivery"]["updates_sent"].as_u64().unwrap() >= 2);
+    assert!(report["delivery"]["syncs_received"].as_u64().unwrap() > 0);
+    assert!(report["fanout_ms"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(report["thresholds"]["passed"], true);
+    // The human summary says the same.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2000 connected"), "{stdout}");
+    assert!(stdout.contains("final state 100.000%"), "{stdout}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_impossible_p99_fails_the_run() {
+    let server = Server::start(&[]);
+    let out = loadtest(
+        &server,
+        &[
+            "--listeners",
+            "1000",
+            "--workers",
+            "1",
+            "--duration",
+            "2s",
+            "--update-interval",
+            "250ms",
+            "--max-p99",
+            "1ms",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("above --max-p99"), "{stdout}");
+}
+
+#[test]
+fn bad_flags_are_explained() {
+    let server = Server::start(&[]);
+    let out = loadtest(&server, &["--listeners", "10", "--workers", "none"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--workers must be a positive number or auto"),
+        "{}",
+        text(&out)
+    );
+    let out = loadtest(&server, &["--listeners", "10", "--server-pid", "999999999"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--server-pid 999999999"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,703 @@
+//! End-to-end: the media library and private sessions over real sockets,
+//! against a real `radio serve --media DIR` with files these tests write.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Resp, Server, TempDir, eventually, http, tone_wav};
+use serde_json::{Value, json};
+
+/// A library: a tagged WAV, an untagged file in a subdirectory whose name
+/// needs percent-encoding, an empty WAV and a file that is not media.
+struct Library {
+    dir: TempDir,
+    song: Vec<u8>,
+}
+
+fn library() -> Library {
+    let dir = TempDir::new("media");
+    let song = tone_wav(
+        2,
+        &[440.0, 660.0],
+        Some("Morning Song"),
+        Some("The Testers"),
+    );
+    std::fs::write(dir.path().join("song.wav"), &song).unwrap();
+    std::fs::create_dir(dir.path().join("sub dir")).unwrap();
+    std::fs::write(
+        dir.path().join("sub dir/My_untagged_tune.wav"),
+        tone_wav(1, &[330.0], None, None),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty.wav"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("sub dir/vorbis.flac"),
+        flac_with_comments(
+            44_100,
+            3 * 44_100,
+            &[("TITLE", "Flac Title"), ("ARTIST", "Flac Artist")],
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not media").unwrap();
+    Library { dir, song }
+}
+
+/// A FLAC file's metadata as an encoder writes it: the `fLaC` marker, a
+/// STREAMINFO block (16-bit mono, `total` samples at `rate`) and a
+/// VORBIS_COMMENT block with `comments`. (No audio frames follow: the tag
+/// reader needs only the metadata, and a player would see an empty stream.)
+fn flac_with_comments(rate: u32, total: u64, comments: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = b"fLaC".to_vec();
+    let mut info = Vec::new();
+    info.extend_from_slice(&4096u16.to_be_bytes()); // min block size
+    info.extend_from_slice(&4096u16.to_be_bytes()); // max block size
+    info.extend_from_slice(&[0; 6]); // min/max frame size: unknown
+    // 20 bits rate, 3 bits channels-1 (0: mono), 5 bits bits-per-sample-1,
+    // 36 bits samples.
+    let packed: u64 = (u64::from(rate) << 44) | (15 << 36) | (total & 0xF_FFFF_FFFF);
+    info.extend_from_slice(&packed.to_be_bytes());
+    info.extend_from_slice(&[0; 16]); // MD5: unknown
+    out.push(0); // STREAMINFO, not last
+    out.extend_from_slice(&(info.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&info);
+    let mut vc = Vec::new();
+    let vendor = b"radio tests";
+    vc.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+    vc.extend_from_slice(vendor);
+    vc.extend_from_slice(&(comments.len() as u32).to_le_bytes());
+    for (k, v) in comments {
+        let c = format!("{k}={v}");
+        vc.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        vc.extend_from_slice(c.as_bytes());
+    }
+    out.push(0x80 | 4); // VORBIS_COMMENT, last
+    out.extend_from_slice(&(vc.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&vc);
+    out
+}
+
+fn serve(lib: &Library, extra: &[&str]) -> Server {
+    let mut args = vec!["--media", lib.dir.arg()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+async fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> Resp {
+    http(server.addr, "GET", path, headers, None).await
+}
+
+fn track<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list.as_array()
+        .expect("library is a JSON list")
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no track {id} in {list}"))
+}
+
+#[tokio::test]
+async fn library_lists_tracks_with_tags_and_names() {
+    let lib = library();
+    let server = serve(&lib, &[]);
+    let r = get(&server, "/api/library", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
+
+    let song = track(&list, "song.wav");
+    assert_eq!(song["title"], "Morning Song", "title from the INFO tag");
+    assert_eq!(song["artist"], "The Testers", "artist from the INFO tag");
+    assert_eq!(song["duration_ms"], 2000, "duration from the stream");
+    assert_eq!(song["size"], lib.song.len());
+    assert_eq!(song["mime"], "audio/wav");
+
+    let flac = track(&list, "sub dir/vorbis.flac");
+    assert_eq!(flac["title"], "Flac Title", "title from the Vorbis comment");
+    assert_eq!(flac["artist"], "Flac Artist");
+    assert_eq!(flac["duration_ms"], 3000, "duration from STREAMINFO");
+    assert_eq!(flac["mime"], "audio/flac");
+
+    let untagged = track(&list, "sub dir/My_untagged_tune.wav");
+    assert_eq!(
+        untagged["title"], "My untagged tune",
+        "title from the file name"
+    );
+    assert!(untagged.get("artist").is_none(), "{untagged}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != "notes.txt")
+    );
+}
+
+#[tokio::test]
+async fn whole_file_head_and_every_range_form() {
+    let lib = library();
+    let server = serve(&lib, &[]);
+    let size = lib.song.len();
+
+    let full = get(&server, "/media/song.wav", &[]).await;
+    assert_eq!(full.status, 200);
+    assert_eq!(full.body, lib.song);
+    assert_eq!(full.header("content-type"), Some("audio/wav"));
+    assert_eq!(full.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        full.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    assert!(full.header("etag").is_some_and(|e| e.starts_with('"')));
+    assert!(full.header("last-modified").is_some());
+
+    // The id is the relative path; percent-encoded separators work too.
+    let encoded = get(&server, "/media/sub%20dir%2FMy_untagged_tune.wav", &[]).await;
+    assert_eq!(encoded.status, 200);
+    let plain = get(&server, "/media/sub%20dir/My_untagged_tune.wav", &[]).await;
+    assert_eq!(plain.body, encoded.body);
+
+    let head = http(server.addr, "HEAD", "/media/song.wav", &[], None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    assert_eq!(head.header("etag"), full.header("etag"));
+
+    let cases: [(&str, usize, usize); 5] = [
+        ("bytes=0-9", 0, 9),
+        ("bytes=100-", 100, size - 1),
+        ("bytes=-10", size - 10, size - 1),
+        ("bytes=50-99999999", 50, size - 1),
+        ("bytes=-99999999", 0, size - 1),
+    ];
+    for (range, start, end) in cases {
+        let r = get(&server, "/media/song.wav", &[("Range", range)]).await;
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {start}-{end}/{size}").as_str()),
+            "{range}"
+        );
+        assert_eq!(r.body, &lib.song[start..=end], "{range}");
+        assert_eq!(
+            r.header("content-length"),
+            Some((end - start + 1).to_string().as_str())
+        );
+    }
+
+    let head = http(
+        server.addr,
+        "HEAD",
+        "/media/song.wav",
+        &[("Range", "bytes=0-9")],
+        None,
+    )
+    .await;
+    assert_eq!(head.status, 206);
+    assert_eq!(head.header("content-length"), Some("10"));
+    assert!(head.body.is_empty());
+
+    for unsatisfiable in [
+        format!("bytes={size}-"),
+        format!("bytes={}-{}", size + 5, size + 9),
+        "bytes=-0".into(),
+    ] {
+        let r = get(&server, "/media/song.wav", &[("Range", &unsatisfiable)]).await;
+        assert_eq!(r.status, 416, "{unsatisfiable}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes */{size}").as_str())
+        );
+    }
+
+    // Several ranges, another unit, or a malformed one: the whole file.
+    for ignored in ["bytes=0-1,5-6", "items=0-5", "bytes=9-2", "bytes=x-"] {
+        let r = get(&server, "/media/song.wav", &[("Range", ignored)]).await;
+        assert_eq!(r.status, 200, "{ignored}");
+        assert_eq!(r.body.len(), size, "{ignored}");
+    }
+
+    let post = http(server.addr, "POST", "/media/song.wav", &[], Some(b"x")).await;
+    assert_eq!(post.status, 405);
+}
+
+#[tokio::test]
+async fn conditional_requests() {
+    let lib = library();
+    let server = serve(&lib, &[]);
+    let first = get(&server, "/media/song.wav", &[]).await;
+    let etag = first.header("etag").unwrap().to_owned();
+    let modified = first.header("last-modified").unwrap().to_owned();
+
+    let r = get(&server, "/media/song.wav", &[("If-None-Match", &etag)]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    let weak = format!("\"other\", W/{etag}");
+    let r = get(&server, "/media/song.wav", &[("If-None-Match", &weak)]).await;
+    assert_eq!(r.status, 304, "If-None-Match compares weakly");
+    let r = get(
+        &server,
+        "/media/song.wav",
+        &[("If-None-Match", "\"stale\"")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, lib.song);
+    let r = get(
+        &server,
+        "/media/song.wav",
+        &[("If-Modified-Since", &modified)],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+
+    // If-Range: the range only while the validator still matches.
+    let r = get(
+        &server,
+        "/media/song.wav",
+        &[("Range", "bytes=0-3"), ("If-Range", &etag)],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &lib.song[..4]);
+    let r = get(
+        &server,
+        "/media/song.wav",
+        &[("Range", "bytes=0-3"), ("If-Range", &modified)],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    let r = get(
+        &server,
+        "/media/song.wav",
+        &[("Range", "bytes=0-3"), ("If-Range", "\"stale\"")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, lib.song);
+
+    // Changing the file changes the validators.
+    std::thread::sleep(Duration::from_millis(20));
+    let changed = tone_wav(1, &[220.0], Some("Changed"), None);
+    std::fs::write(lib.dir.path().join("song.wav"), &changed).unwrap();
+    let r = get(&server, "/media/song.wav", &[("If-None-Match", &etag)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, changed);
+    assert_ne!(r.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test]
+async fn empty_file_per_rfc_9110() {
+    let lib = library();
+    let server = serve(&lib, &[]);
+    let r = get(&server, "/media/empty.wav", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert!(r.body.is_empty());
+    // No int-range is satisfiable on zero bytes.
+    let r = get(&server, "/media/empty.wav", &[("Range", "bytes=0-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */0"));
+    // A suffix range is, but no 206 can describe zero bytes: the empty 200.
+    let r = get(&server, "/media/empty.wav", &[("Range", "bytes=-5")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("0"));
+}
+
+#[tokio::test]
+async fn no_request_reaches_a_file_outside_the_index() {
+    let outer = TempDir::new("outer");
+    std::fs::write(
+        outer.path().join("secret.wav"),
+        tone_wav(1, &[100.0], None, None),
+    )
+    .unwrap();
+    std::fs::create_dir(outer.path().join("lib")).unwrap();
+    std::fs::write(
+        outer.path().join("lib/ok.wav"),
+        tone_wav(1, &[200.0], None, None),
+    )
+    .unwrap();
+    std::fs::write(outer.path().join("lib/notes.txt"), b"text").unwrap();
+    let root = outer.path().join("lib");
+    let server = Server::start(&["--media", root.to_str().unwrap()]);
+    let secret = outer.path().join("secret.wav");
+    let secret = secret.to_str().unwrap();
+
+    assert_eq!(get(&server, "/media/ok.wav", &[]).await.status, 200);
+    let attempts = [
+        "/media/../secret.wav".to_owned(),
+        "/media/..%2Fsecret.wav".into(),
+        "/media/%2e%2e%2fsecret.wav".into(),
+        "/media/%2E%2E/secret.wav".into(),
+        "/media/ok.wav/../../secret.wav".into(),
+        "/media/..%5Csecret.wav".into(),
+        "/media/%252e%252e%252fsecret.wav".into(),
+        format!("/media/{secret}"),
+        format!("/media/{}", secret.replace('/', "%2F")),
+        "/media//etc/passwd".into(),
+        "/media/%2Fetc%2Fpasswd".into(),
+        "/media/notes.txt".into(),
+        "/media/".into(),
+        "/media/%zz".into(),
+        "/media/%00".into(),
+    ];
+    for path in &attempts {
+        let r = get(&server, path, &[]).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(
+            r.text().contains("no such track") || r.text().contains("no such"),
+            "{path}: {}",
+            r.text()
+        );
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symlinks_are_followed_and_loops_detected() {
+    let outer = TempDir::new("links");
+    let lib = outer.path().join("lib");
+    let elsewhere = outer.path().join("elsewhere");
+    std::fs::create_dir_all(lib.join("a")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(lib.join("a/one.wav"), tone_wav(1, &[300.0], None, None)).unwrap();
+    std::fs::write(elsewhere.join("two.wav"), tone_wav(1, &[400.0], None, None)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, lib.join("linked")).unwrap();
+    // A loop: lib/a/up -> lib.
+    std::os::unix::fs::symlink(&lib, lib.join("a/up")).unwrap();
+    std::os::unix::fs::symlink(lib.join("missing.wav"), lib.join("dangling.wav")).unwrap();
+
+    let server = Server::start(&["--media", lib.to_str().unwrap()]);
+    let list = get(&server, "/api/library", &[]).await.json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a/one.wav", "linked/two.wav"]);
+    assert_eq!(get(&server, "/media/linked/two.wav", &[]).await.status, 200);
+    assert!(
+        server.log().contains("symlink loop"),
+        "the loop is logged:\n{}",
+        server.log()
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn rescan_on_sighup_and_interval_never_breaks_a_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lib = library();
+    // Big enough that the response cannot sit whole in socket buffers.
+    let big = tone_wav(400, &[440.0], Some("Long"), None);
+    std::fs::write(lib.dir.path().join("long.wav"), &big).unwrap();
+    let server = serve(&lib, &[]);
+
+    // Start a stream and read only its beginning.
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 1024];
+    s.read_exact(&mut first).await.unwrap();
+
+    // The file goes away and a new one comes; SIGHUP rescans.
+    std::fs::remove_file(lib.dir.path().join("long.wav")).unwrap();
+    std::fs::write(
+        lib.dir.path().join("new.wav"),
+        tone_wav(1, &[500.0], None, None),
+    )
+    .unwrap();
+    server.signal("HUP");
+    eventually(Duration::from_secs(10), "SIGHUP rescan", || async {
+        let list = get(&server, "/api/library", &[]).await.json();
+        let ids: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect();
+        (ids.contains(&"new.wav".to_owned()) && !ids.contains(&"long.wav".to_owned())).then_some(())
+    })
+    .await;
+    assert_eq!(get(&server, "/media/long.wav", &[]).await.status, 404);
+
+    // The stream in progress still delivers every byte.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut rest))
+        .await
+        .expect("stream completes")
+        .unwrap();
+    let mut whole = first;
+    whole.extend_from_slice(&rest);
+    let resp = common::parse_response(&whole);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), big.len());
+    assert!(resp.body == big, "the streamed bytes are the file's");
+
+    // --rescan-interval picks up changes without a signal.
+    let lib2 = library();
+    let server2 = serve(&lib2, &["--rescan-interval", "200ms"]);
+    std::fs::write(
+        lib2.dir.path().join("later.wav"),
+        tone_wav(1, &[600.0], None, None),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "interval rescan", || async {
+        let r = get(&server2, "/media/later.wav", &[]).await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_media_the_demo_library_plays() {
+    let server = Server::start(&[]);
+    let list = get(&server, "/api/library", &[]).await.json();
+    let tracks = list.as_array().unwrap();
+    assert!(tracks.len() >= 2, "{list}");
+    let id = tracks[0]["id"].as_str().unwrap();
+    let r = get(&server, &format!("/media/{id}"), &[("Range", "bytes=0-11")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..4], b"RIFF");
+    assert_eq!(&r.body[8..12], b"WAVE");
+    let page = get(&server, "/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().contains("app.js"));
+}
+
+#[test]
+fn a_missing_media_directory_is_a_clear_error() {
+    let out = std::process::Command::new(common::radio_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--media",
+            "/nonexistent/music",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/music") && err.contains("--media"),
+        "{err}"
+    );
+}
+
+// ---- sessions ----
+
+fn cookie_of(r: &Resp) -> String {
+    let set = r.header("set-cookie").expect("a Set-Cookie");
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn put_session(server: &Server, cookie: Option<&str>, body: Value) -> Resp {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(c) = cookie {
+        headers.push(("Cookie", c));
+    }
+    http(
+        server.addr,
+        "PUT",
+        "/api/session",
+        &headers,
+        Some(body.to_string().as_bytes()),
+    )
+    .await
+}
+
+async fn get_session(server: &Server, cookie: Option<&str>) -> Value {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+    let r = get(server, "/api/session", &headers).await;
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+#[tokio::test]
+async fn session_resumes_and_forged_cookies_are_not_trusted() {
+    let server = Server::start(&[]);
+    let empty = json!({"track": null, "position_ms": 0});
+    let r = get(&server, "/api/session", &[]).await;
+    assert_eq!(r.json(), empty);
+    assert!(
+        r.header("set-cookie").is_none(),
+        "reading allocates nothing"
+    );
+
+    let saved = json!({"track": "demo/2-c-major-steps.wav", "position_ms": 12_345});
+    let r = put_session(&server, None, saved.clone()).await;
+    assert_eq!(r.status, 200);
+    let cookie = cookie_of(&r);
+    assert_eq!(get_session(&server, Some(&cookie)).await, saved);
+
+    let moved = json!({"track": "demo/2-c-major-steps.wav", "position_ms": 20_000});
+    let r = put_session(&server, Some(&cookie), moved.clone()).await;
+    assert_eq!(cookie_of(&r), cookie, "the same session is updated");
+    assert_eq!(get_session(&server, Some(&cookie)).await, moved);
+
+    // A cookie the server never issued is not a session.
+    let forged = format!("radio_session={}", "ab".repeat(16));
+    assert_eq!(get_session(&server, Some(&forged)).await, empty);
+    let r = put_session(&server, Some(&forged), saved.clone()).await;
+    let issued = cookie_of(&r);
+    assert_ne!(issued, forged);
+    assert_eq!(get_session(&server, Some(&forged)).await, empty);
+    assert_eq!(get_session(&server, Some(&issued)).await, saved);
+
+    // Bad input gets a clear 4xx.
+    let r = http(server.addr, "PUT", "/api/session", &[], Some(b"{not json")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("position_ms"), "{}", r.text());
+    let r = put_session(&server, None, json!({"track": "x", "position_ms": -5})).await;
+    assert_eq!(r.status, 400);
+    let big = vec![b' '; 10_000];
+    let r = http(server.addr, "PUT", "/api/session", &[], Some(&big)).await;
+    assert_eq!(r.status, 413);
+    let r = http(server.addr, "DELETE", "/api/session", &[], None).await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test]
+async fn idle_sessions_are_swept() {
+    let server = Server::start(&["--session-ttl", "300ms", "--session-sweep", "100ms"]);
+    let saved = json!({"track": "t", "position_ms": 1});
+    let idle = cookie_of(&put_session(&server, None, saved.clone()).await);
+    let busy = cookie_of(&put_session(&server, None, saved.clone()).await);
+    // Keep one in use while the other idles well past the TTL (reading a
+    // session is a use, so the idle one is not looked at until the end).
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(
+            get_session(&server, Some(&busy)).await,
+            saved,
+            "a session in use stays"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        get_session(&server, Some(&idle)).await["track"].is_null(),
+        "the idle session was swept"
+    );
+    assert_eq!(get_session(&server, Some(&busy)).await, saved);
+}
+
+#[tokio::test]
+async fn session_count_is_capped_evicting_the_least_recently_used() {
+    let server = Server::start(&["--max-sessions", "3"]);
+    let mut cookies = Vec::new();
+    for i in 0..3 {
+        let r = put_session(
+            &server,
+            None,
+            json!({"track": format!("t{i}"), "position_ms": i}),
+        )
+        .await;
+        cookies.push(cookie_of(&r));
+    }
+    // Use the first, so the second is now the least recently used.
+    assert_eq!(get_session(&server, Some(&cookies[0])).await["track"], "t0");
+    // A flood of new sessions never grows past the cap.
+    for i in 3..20 {
+        let r = put_session(
+            &server,
+            None,
+            json!({"track": format!("t{i}"), "position_ms": i}),
+        )
+        .await;
+        cookies.push(cookie_of(&r));
+        if i == 3 {
+            assert!(
+                get_session(&server, Some(&cookies[1])).await["track"].is_null(),
+                "LRU evicted"
+            );
+            assert_eq!(get_session(&server, Some(&cookies[0])).await["track"], "t0");
+        }
+    }
+    let alive = {
+        let mut n = 0;
+        for c in &cookies {
+            if !get_session(&server, Some(c)).await["track"].is_null() {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(alive, 3);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_stalled_download_does_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lib = library();
+    std::fs::write(
+        lib.dir.path().join("long.wav"),
+        tone_wav(300, &[440.0], None, None),
+    )
+    .unwrap();
+    let mut server = serve(&lib, &["--shutdown-timeout", "1s"]);
+    // A client that reads the first bytes of a long file and then stops.
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 1024];
+    s.read_exact(&mut first).await.unwrap();
+    server.signal("TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits although a download is stalled");
+    assert!(status.success(), "{status}\n{}", server.log());
+    drop(s);
+}
+
+#[tokio::test]
+async fn a_stalled_download_is_closed_after_the_write_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lib = library();
+    let long = tone_wav(300, &[440.0], None, None);
+    std::fs::write(lib.dir.path().join("long.wav"), &long).unwrap();
+    let server = serve(&lib, &["--write-timeout", "1s"]);
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = s.read(&mut buf).await.unwrap();
+    // Stop reading for longer than the write timeout: the socket buffers
+    // fill, the server's write waits, and the server gives up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection ends");
+    assert!(
+        got < long.len(),
+        "closed before the whole file was sent ({got} of {} bytes)",
+        long.len()
+    );
+    // The server itself is fine.
+    assert_eq!(get(&server, "/api/library", &[]).await.status, 200);
+}
