@@ -1,123 +1,142 @@
 #!/usr/bin/env bash
-# The cluster benchmark: one Redis, three `radio serve --redis` nodes sharing
-# one port with --reuse-port, and `radio loadtest` with 50,000 listeners on
-# one station, one update a second, for 60 s, all on this machine. Also the
-# comparison that shows what the Redis hop costs: 18,000 listeners on one
-# node without Redis versus on the three nodes.
+# The cluster benchmark (issue 4): one Redis, three `radio serve --redis`
+# nodes sharing one port with --reuse-port, and `radio loadtest` with 50,000
+# listeners on one station, one update a second, for 60 s, everything on this
+# machine. Then what the Redis hop costs: 18,000 listeners on one node without
+# Redis versus the same load on the three nodes.
 #
-# Usage: bench/cluster-50k.sh [all|50k|18k-single|18k-cluster]   (default: all)
-# Env:   PORT (shared node port, default 18280), REDIS_PORT (default 18279),
-#        DURATION (default 60s), OUT (results directory, default bench/results)
+#   bench/cluster-50k.sh                          # cluster-50k, single-18k, cluster-18k
+#   bench/cluster-50k.sh cluster-50k              # only these scenarios
+#   DURATION=30s N_BIG=20000 bench/cluster-50k.sh # smaller, for a quick look
 #
-# Writes one JSON report per scenario (radio loadtest --json) and a summary
-# line per scenario to $OUT/cluster-<date>.txt, with the command, machine and
-# date, for bench/RESULTS.md. Each node may hold ~19,900 connections (the
-# open-file limit here is 20,000), so 50,000 listeners need all three. The
-# kernel spreads connections over the nodes by hashing each connection's
-# addresses, so the split is near even, not exact.
+# Each scenario starts a fresh Redis (--save '' --appendonly no) and fresh
+# nodes, runs the load test with --server-pid for every node and --json, and
+# stops them. Reports and logs go to bench/out/ (not committed); a Markdown
+# summary (machine, date, commit, and the figures the issue's targets name)
+# goes to bench/out/cluster-summary.md, to be copied into bench/RESULTS.md.
+#
+# Each node may hold ~19,900 connections here (open files are capped at
+# 20,000 per process), so 50,000 listeners need all three. The kernel spreads
+# connections over the nodes by hashing their addresses: near even, not exact.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode=${1:-all}
-port=${PORT:-18280}
-redis_port=${REDIS_PORT:-18279}
-duration=${DURATION:-60s}
-out=${OUT:-bench/results}
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-summary="$out/cluster-$stamp.txt"
+DURATION=${DURATION:-60s}
+N_BIG=${N_BIG:-50000}
+N_CMP=${N_CMP:-18000}
+PORT=${PORT:-18280}
+REDIS_PORT=${REDIS_PORT:-18279}
+OUT=${OUT:-bench/out}
+ALL=(cluster-50k single-18k cluster-18k)
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=("${ALL[@]}")
 
-command -v redis-server >/dev/null || { echo "redis-server missing: run scripts/setup.sh" >&2; exit 1; }
-cargo build --release --locked -q
-radio=./target/release/radio
+command -v jq >/dev/null || { echo "bench: needs jq (apt-get install jq)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "bench: needs redis-server (scripts/setup.sh)" >&2; exit 1; }
+cargo build --release --locked --quiet
+BIN=target/release/radio
+mkdir -p "$OUT"
 
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
+PIDS=()
+stop_all() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
 }
-trap cleanup EXIT
+trap stop_all EXIT
 
 start_redis() {
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-    --loglevel warning >"$out/redis-$stamp.log" 2>&1 &
-  pids+=($!)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --loglevel warning >"$OUT/$1.redis.log" 2>&1 &
+  PIDS+=($!)
   for _ in $(seq 100); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  echo "redis-server did not start" >&2; exit 1
+  echo "bench: redis-server did not start; see $OUT/$1.redis.log" >&2; exit 1
 }
 
-# start_node NAME READY_LOG_LINE [serve flags...]: starts a node and waits
-# until its own log says READY_LOG_LINE (the shared port cannot tell which
-# node answers); sets node_pid.
+# start_node LOG READY_LINE FLAGS...: starts a node on the shared port and
+# waits until its own log shows READY_LINE (the shared port cannot tell which
+# node answers a probe); sets NODE_PID.
 start_node() {
-  local name=$1 ready=$2; shift 2
-  local log="$out/node-$name-$stamp.log"
-  RUST_LOG=warn,radio=info "$radio" serve --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
-  local pid=$!
-  pids+=($pid)
-  for _ in $(seq 200); do
-    if grep -qs "$ready" "$log"; then
-      node_pid=$pid
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || break
+  local log=$1 ready=$2; shift 2
+  "$BIN" serve --listen "127.0.0.1:$PORT" "$@" >/dev/null 2>"$log" &
+  NODE_PID=$!
+  PIDS+=("$NODE_PID")
+  for _ in $(seq 300); do
+    grep -qs "$ready" "$log" && return 0
+    kill -0 "$NODE_PID" 2>/dev/null || break
     sleep 0.1
   done
-  echo "node $name did not become ready; see $out/node-$name-$stamp.log" >&2; exit 1
+  echo "bench: a node did not start; see $log" >&2; exit 1
 }
 
-# run SCENARIO LISTENERS PID...: one loadtest against the shared port.
 run() {
-  local scenario=$1 listeners=$2; shift 2
-  local json="$out/cluster-$scenario-$stamp.json"
-  local cmd=("$radio" loadtest --url "ws://127.0.0.1:$port/ws" --listeners "$listeners"
-             --stations 1 --update-interval 1s --duration "$duration" --json "$json")
-  for p in "$@"; do cmd+=(--server-pid "$p"); done
-  echo "== $scenario: ${cmd[*]}" | tee -a "$summary"
-  "${cmd[@]}" 2>&1 | tee -a "$summary"
-}
-
-cluster() {
-  start_redis
-  local url="redis://127.0.0.1:$redis_port/0"
+  local name=$1 listeners=$2
   local node_pids=()
-  for n in a b c; do
-    start_node "$n" "connected to Redis" --redis "$url" --node-id "$n" --reuse-port
-    node_pids+=("$node_pid")
-  done
-  run "$1" "$2" "${node_pids[@]}"
-  echo "redis: $(redis-cli -p "$redis_port" info memory | grep -E '^used_memory_human' | tr -d '\r')" \
-    | tee -a "$summary"
-  cleanup
+  case $name in
+    single-*)
+      start_node "$OUT/$name.serve.log" "listening on"
+      node_pids+=("$NODE_PID")
+      ;;
+    cluster-*)
+      start_redis "$name"
+      for n in a b c; do
+        start_node "$OUT/$name.serve-$n.log" "connected to Redis" \
+          --redis "redis://127.0.0.1:$REDIS_PORT/0" --node-id "$n" --reuse-port
+        node_pids+=("$NODE_PID")
+      done
+      ;;
+  esac
+  local args=(--url "127.0.0.1:$PORT" --listeners "$listeners" --stations 1
+              --update-interval 1s --duration "$DURATION" --json "$OUT/$name.json")
+  for p in "${node_pids[@]}"; do args+=(--server-pid "$p"); done
+  echo "bench: $name: radio loadtest ${args[*]}" >&2
+  "$BIN" loadtest "${args[@]}" >"$OUT/$name.txt" 2>&1 \
+    || echo "bench: $name exited $? (see $OUT/$name.txt)" >&2
+  if [ "${name%%-*}" = cluster ]; then
+    redis-cli -p "$REDIS_PORT" info memory | tr -d '\r' | grep -E '^used_memory:' \
+      | cut -d: -f2 >"$OUT/$name.redis-memory" || true
+  fi
+  stop_all
+  # Let the kernel settle (TIME_WAIT sockets, freed memory) between runs.
+  sleep 3
 }
 
-single() {
-  start_node single "listening on"
-  run "$1" "$2" "$node_pid"
-  cleanup
-}
-
+SUMMARY="$OUT/cluster-summary.md"
 {
-  echo "# bench/cluster-50k.sh $mode, $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "# commit $(git rev-parse --short HEAD), $(nproc) cores, $(uname -sr)"
-  echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
-       "$(awk '/MemTotal/{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)," \
-       "open files $(ulimit -Hn), $(redis-server --version | cut -d' ' -f3)"
-} | tee "$summary"
-
-case $mode in
-  50k) cluster 50k 50000 ;;
-  18k-single) single 18k-single 18000 ;;
-  18k-cluster) cluster 18k-cluster 18000 ;;
-  all)
-    cluster 50k 50000
-    single 18k-single 18000
-    cluster 18k-cluster 18000
-    ;;
-  *) echo "usage: $0 [all|50k|18k-single|18k-cluster]" >&2; exit 2 ;;
-esac
-echo "summary: $summary"
+  echo "Commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '-dirty'), $(date -u '+%Y-%m-%d %H:%M UTC'),"
+  echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r), $(redis-server --version | cut -d' ' -f3)."
+  echo "One station, update interval 1s, duration $DURATION; cluster = 3 nodes on one port (--reuse-port) and one Redis."
+  echo
+  echo '| scenario | connected | failed | fan-out p50 ms | p99 ms | max ms | final state % | seq regressions | skipped | server RSS/conn KiB | CPU % generator/servers (run) | Redis used memory |'
+  echo '|---|---|---|---|---|---|---|---|---|---|---|---|'
+} >"$SUMMARY"
+for name in "${SCENARIOS[@]}"; do
+  case $name in
+    cluster-50k) n=$N_BIG ;;
+    single-18k | cluster-18k) n=$N_CMP ;;
+    *) echo "bench: unknown scenario $name (one of: ${ALL[*]})" >&2; exit 1 ;;
+  esac
+  echo "- $name: load average before $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/cluster-loads.txt"
+  run "$name" "$n"
+  if [ -f "$OUT/$name.json" ]; then
+    jq -r --arg name "$name" --arg redis "$(cat "$OUT/$name.redis-memory" 2>/dev/null || echo -)" '
+      "| \($name) | \(.listeners.connected)/\(.listeners.attempted) | \(.listeners.failed)"
+      + " | \(.fanout_ms.p50) | \(.fanout_ms.p99) | \(.fanout_ms.max)"
+      + " | \(.final_state_delivery_pct) | \(.delivery.seq_regressions) | \(.delivery.skipped)"
+      + " | \(.server.rss_per_connection_bytes / 1024 * 100 | round / 100)"
+      + " | \(.generator.cpu_pct_of_machine_run)/\(.server.cpu_pct_of_machine_run) | \($redis) |"' \
+      "$OUT/$name.json" >>"$SUMMARY"
+  else
+    echo "| $name | no report (see $OUT/$name.txt) | | | | | | | | | | |" >>"$SUMMARY"
+  fi
+done
+{
+  echo
+  cat "$OUT/cluster-loads.txt"
+  echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >>"$SUMMARY"
+rm -f "$OUT/cluster-loads.txt"
+cat "$SUMMARY"
