@@ -370,10 +370,13 @@ impl Conn {
         };
         let ty = msg.type_name();
         self.shared.metrics.inbound(ty);
-        if self.shared.registry.is_local() {
-            // A single node answers every request at its first poll; polling
-            // it here keeps its state on this stack frame rather than in the
-            // connection's task, and allocates nothing.
+        let at_once = self.shared.registry.is_local()
+            || matches!(msg, ClientMessage::Ping { .. } | ClientMessage::TuneOut);
+        if at_once {
+            // A single node answers every request at its first poll (a
+            // cluster node its pings and tune-outs); polling it here keeps its
+            // state on this stack frame rather than in the connection's task,
+            // and allocates nothing.
             if self.on_request(msg).now_or_never().is_none() {
                 tracing::error!(
                     request = ty,
