@@ -7,6 +7,7 @@ use radio::cli::{Cli, Command, LogFormat};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The clients reach wss:// servers; pick rustls' ring provider once.
+    // Err only means a provider is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Serve(args) => {

@@ -378,6 +378,18 @@ impl Broadcaster {
                     self.token = Some(resume_token);
                     return Ok(true);
                 }
+                // The cluster's Redis is down: worth retrying, not fatal.
+                ServerMessage::Error {
+                    code: ErrorCode::Unavailable,
+                    message,
+                    ..
+                } => {
+                    eprintln!(
+                        "radio: {}",
+                        explain(ErrorCode::Unavailable, &message, &self.station)
+                    );
+                    return Ok(false);
+                }
                 ServerMessage::Error { code, message, .. } => {
                     bail!("{}", explain(code, &message, &self.station));
                 }
@@ -614,7 +626,7 @@ impl Broadcaster {
     fn print(&self, sent: &Sent) {
         if self.args.json {
             match serde_json::to_string(sent) {
-                Ok(line) => println!("{line}"),
+                Ok(line) => self.emit(&line),
                 Err(e) => eprintln!("radio: cannot encode a state: {e}"),
             }
             return;
@@ -626,13 +638,20 @@ impl Broadcaster {
             .duration_ms
             .map(|d| format!(" of {}", client::clock(d)))
             .unwrap_or_default();
-        println!(
+        self.emit(&format!(
             "seq {}: {} {:?} at {}{of}",
             sent.seq.unwrap_or(0),
             if sent.playing { "playing" } else { "paused" },
             sent.track,
             client::clock(sent.position_ms),
-        );
+        ));
+    }
+
+    /// Prints a line; a closed stdout does not stop the station.
+    fn emit(&self, line: &str) {
+        if let Err(e) = client::emit(line) {
+            tracing::debug!(error = %e, "cannot write to stdout");
+        }
     }
 
     /// Stops the station and waits briefly for the server to confirm.

@@ -82,7 +82,9 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
         match end {
             End::Quit => {
                 if l.tty {
-                    println!();
+                    if let Err(e) = client::emit("") {
+                        tracing::debug!(error = %e, "cannot end the status line");
+                    }
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -151,8 +153,9 @@ impl Listener {
                             return Ok(End::Lost(None));
                         }
                     };
-                    if self.args.json {
-                        println!("{}", frame.text);
+                    // A closed stdout (`| head`) means nobody is listening.
+                    if self.args.json && client::emit(&frame.text).is_err() {
+                        return Ok(End::Quit);
                     }
                     if let Some(end) = self.on_message(frame.msg)? {
                         return Ok(end);

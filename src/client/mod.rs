@@ -297,6 +297,15 @@ impl Default for Backoff {
     }
 }
 
+/// Writes one line to stdout. Unlike `println!`, a reader that went away
+/// (`radio listen --json | head`) is an error to act on, not a panic.
+pub fn emit(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
 /// Formats milliseconds as `m:ss.t`.
 pub fn clock(ms: u64) -> String {
     let total_tenths = ms / 100;
