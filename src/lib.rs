@@ -12,3 +12,4 @@ pub mod loadtest;
 pub mod logging;
 pub mod protocol;
 pub mod server;
+pub mod signals;

@@ -566,6 +566,19 @@ impl Broadcaster {
         }
     }
 
+    /// A state about to be sent, waiting for its `ack`.
+    fn sent(&self, track: String, position_ms: u64, cause: &'static str) -> Sent {
+        Sent {
+            seq: None,
+            station: self.station.to_string(),
+            track,
+            position_ms,
+            playing: self.player.playing,
+            duration_ms: self.player.duration_ms,
+            cause,
+        }
+    }
+
     fn at_server_ms(&self) -> Option<i64> {
         (self.clock.samples() > 0).then(|| self.clock.server_now_ms())
     }
@@ -584,15 +597,8 @@ impl Broadcaster {
             at_server_ms: self.at_server_ms(),
             ack: true,
         };
-        self.pending.push_back(Sent {
-            seq: None,
-            station: self.station.to_string(),
-            track,
-            position_ms,
-            playing: self.player.playing,
-            duration_ms: self.player.duration_ms,
-            cause: "update",
-        });
+        self.pending
+            .push_back(self.sent(track, position_ms, "update"));
         client::send(ws, &ClientMessage::Update(update)).await
     }
 
@@ -601,15 +607,8 @@ impl Broadcaster {
             return Ok(());
         };
         let position_ms = self.player.position_ms();
-        self.pending.push_back(Sent {
-            seq: None,
-            station: self.station.to_string(),
-            track,
-            position_ms,
-            playing: self.player.playing,
-            duration_ms: self.player.duration_ms,
-            cause: "heartbeat",
-        });
+        self.pending
+            .push_back(self.sent(track, position_ms, "heartbeat"));
         client::send(
             ws,
             &ClientMessage::Heartbeat(Heartbeat {

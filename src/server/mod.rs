@@ -161,29 +161,8 @@ async fn load_library(
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
     tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "cannot watch SIGINT");
-                std::future::pending::<()>().await;
-            }
-            tracing::info!("SIGINT received");
-        }
-        _ = term => tracing::info!("SIGTERM received"),
+        signal = crate::signals::terminate() => tracing::info!("{signal} received"),
         _ = shutdown.cancelled() => return,
     }
     shutdown.cancel();
