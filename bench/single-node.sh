@@ -19,13 +19,18 @@
 #   storm                          18,000 connections as fast as accepted
 #                                  (the figures that matter: connect rate,
 #                                  handshake latency, failures)
+#   rate-18k                       18,000 listeners, one station, ten updates
+#                                  a second: 180,000 deliveries/s offered, so
+#                                  the box's delivery ceiling shows (with
+#                                  conflation once fan-out takes longer than
+#                                  100 ms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-30s}
 OUT=${OUT:-bench/out}
-ALL=(one-1k one-5k one-10k one-18k many-18k storm)
+ALL=(one-1k one-5k one-10k one-18k many-18k storm rate-18k)
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=("${ALL[@]}")
 
@@ -42,6 +47,7 @@ args_of() {
     one-18k)  echo "--listeners 18000 --duration $DURATION" ;;
     many-18k) echo "--listeners 18000 --stations 100 --duration $DURATION" ;;
     storm)    echo "--listeners 18000 --duration 2s --connect-rate 0" ;;
+    rate-18k) echo "--listeners 18000 --update-interval 100ms --duration $DURATION" ;;
     *) echo "bench: unknown scenario $1 (one of: ${ALL[*]})" >&2; exit 1 ;;
   esac
 }
