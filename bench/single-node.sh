@@ -19,13 +19,18 @@
 #   storm                          18,000 connections as fast as accepted
 #                                  (the figures that matter: connect rate,
 #                                  handshake latency, failures)
+#   rate-18k                       18,000 listeners, one station, ten updates
+#                                  a second: 180,000 deliveries/s offered, so
+#                                  the box's delivery ceiling shows (with
+#                                  conflation once fan-out takes longer than
+#                                  100 ms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-30s}
 OUT=${OUT:-bench/out}
-ALL=(one-1k one-5k one-10k one-18k many-18k storm)
+ALL=(one-1k one-5k one-10k one-18k many-18k storm rate-18k)
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=("${ALL[@]}")
 
@@ -42,6 +47,7 @@ args_of() {
     one-18k)  echo "--listeners 18000 --duration $DURATION" ;;
     many-18k) echo "--listeners 18000 --stations 100 --duration $DURATION" ;;
     storm)    echo "--listeners 18000 --duration 2s --connect-rate 0" ;;
+    rate-18k) echo "--listeners 18000 --update-interval 100ms --duration $DURATION" ;;
     *) echo "bench: unknown scenario $1 (one of: ${ALL[*]})" >&2; exit 1 ;;
   esac
 }
@@ -84,7 +90,7 @@ median() { # median FIELD FILES...
 row() {
   local name=$1; shift
   local files=("$@")
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
     "$name" \
     "$(median .listeners.connected "${files[@]}")/$(median .listeners.attempted "${files[@]}")" \
     "$(median .listeners.failed "${files[@]}")" \
@@ -94,6 +100,7 @@ row() {
     "$(median .fanout_ms.max "${files[@]}")" \
     "$(median .last_listener_ms.p99 "${files[@]}")" \
     "$(median .final_state_delivery_pct "${files[@]}")" \
+    "$(median 'if .delivery.expected > 0 then (.delivery.syncs_received / .delivery.expected * 1000 | round / 10) else null end' "${files[@]}")" \
     "$(median .deliveries_per_sec "${files[@]}")" \
     "$(median .listeners.connect_rate_per_sec "${files[@]}")" \
     "$(median .handshake_ms.p99 "${files[@]}")" \
@@ -107,8 +114,8 @@ SUMMARY="$OUT/summary.md"
   echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)."
   echo "Medians of $RUNS runs; update interval 1s; duration $DURATION."
   echo
-  echo '| scenario | connected | failed | fan-out p50 ms | p99 ms | p99.9 ms | max ms | last listener p99 ms | final state % | deliveries/s | connects/s | handshake p99 ms | server RSS/conn KiB | CPU % generator/server (run) |'
-  echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+  echo '| scenario | connected | failed | fan-out p50 ms | p99 ms | p99.9 ms | max ms | last listener p99 ms | final state % | states delivered % | deliveries/s | connects/s | handshake p99 ms | server RSS/conn KiB | CPU % generator/server (run) |'
+  echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
 } >"$SUMMARY"
 LOADS=()
 for name in "${SCENARIOS[@]}"; do
@@ -125,7 +132,7 @@ for name in "${SCENARIOS[@]}"; do
   if [ ${#files[@]} -gt 0 ]; then
     row "$name" "${files[@]}" >>"$SUMMARY"
   else
-    echo "| $name | no report | | | | | | | | | | | | |" >>"$SUMMARY"
+    echo "| $name | no report | | | | | | | | | | | | | |" >>"$SUMMARY"
   fi
 done
 {
