@@ -484,3 +484,22 @@ async fn a_node_started_before_its_redis_waits_for_it() {
     let seq = c.update("soon", "x.mp3", 0, true).await;
     assert_eq!(l.expect("sync").await["seq"], seq);
 }
+
+#[tokio::test]
+async fn a_node_with_subscriptions_keeps_its_redis_link() {
+    // The link's health check runs every 5 s; with a subscription open,
+    // Redis answers its PING differently, and that must not read as a loss.
+    let redis = Redis::start();
+    let a = node(&redis, "a", &[]);
+    wait_ready(&a, 200).await;
+    let mut b = Client::connect(&a).await;
+    b.start("steady").await;
+    let (mut l, _) = listener(&a, "steady").await;
+    let first = update_retrying(&mut b, "steady", "t", 0).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let later = b.update("steady", "t", 6000, true).await;
+    assert_eq!(later, first + 1);
+    let (syncs, _) = syncs_until(&mut l, later).await;
+    assert_eq!(syncs.last().unwrap()["seq"], later);
+    assert!(!a.log().contains("lost Redis"), "{}", a.log());
+}

@@ -1380,7 +1380,9 @@ impl Bus {
     }
 
     async fn ping(&mut self, link: &mut Link) -> Result<(), End> {
-        tokio::time::timeout(OP_TIMEOUT, link.sink.ping::<String>()).await??;
+        // Any answer will do: with subscriptions open, RESP2 answers a PING
+        // on this connection with an array, not "PONG".
+        tokio::time::timeout(OP_TIMEOUT, link.sink.ping::<redis::Value>()).await??;
         tokio::time::timeout(
             OP_TIMEOUT,
             redis::cmd("PING").query_async::<String>(&mut link.cmd),
