@@ -42,6 +42,23 @@ fn exit_status(child: &mut std::process::Child, what: &str) -> std::process::Exi
     }
 }
 
+/// Starts `radio listen --json` and waits until it is tuned; returns the
+/// process and its frames.
+fn listen_json(
+    url: &str,
+    station: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<Value>) {
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--json", "--url", url, "--station", station])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frames = json_lines(listen.stdout.take().unwrap());
+    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+    (listen, frames)
+}
+
 fn wait_for(
     rx: &std::sync::mpsc::Receiver<Value>,
     what: &str,
@@ -62,14 +79,7 @@ fn wait_for(
 fn broadcast_script_reaches_listen_json() {
     let server = Server::start(&[]);
     let url = server.ws_url();
-    let mut listen = Command::new(radio_bin())
-        .args(["listen", "--json", "--url", &url, "--station", "cli"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let frames = json_lines(listen.stdout.take().unwrap());
-    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+    let (mut listen, frames) = listen_json(&url, "cli");
 
     let mut broadcast = Command::new(radio_bin())
         .args([
@@ -159,21 +169,7 @@ fn broadcast_playlist_loops_through_tracks() {
         "#EXTM3U\n#EXTINF:1,One\none.mp3\n#EXTINF:1,Two\ntwo.mp3\n",
     )
     .unwrap();
-    let mut listen = Command::new(radio_bin())
-        .args([
-            "listen",
-            "--json",
-            "--url",
-            &server.ws_url(),
-            "--station",
-            "auto",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let frames = json_lines(listen.stdout.take().unwrap());
-    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+    let (mut listen, frames) = listen_json(&server.ws_url(), "auto");
     let mut b = Command::new(radio_bin())
         .args(["broadcast", "--url", &server.ws_url(), "--station", "auto"])
         .arg("--playlist")
@@ -246,14 +242,7 @@ fn clients_reconnect_after_the_server_restarts() {
     let listen_addr = format!("127.0.0.1:{port}");
     let mut server = Server::start(&["--listen", &listen_addr]);
     let url = server.ws_url();
-    let mut listen = Command::new(radio_bin())
-        .args(["listen", "--json", "--url", &url, "--station", "phoenix"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let frames = json_lines(listen.stdout.take().unwrap());
-    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+    let (mut listen, frames) = listen_json(&url, "phoenix");
     let mut broadcast = Command::new(radio_bin())
         .args(["broadcast", "--url", &url, "--station", "phoenix"])
         .stdin(Stdio::piped())
