@@ -229,10 +229,12 @@ impl Conn {
     fn send_error(&mut self, code: ErrorCode, message: impl Into<String>, request: &str) {
         let message = message.into();
         tracing::debug!(%code, %message, request, "request refused");
+        // Frames refused before they are read (binary, over the rate) have
+        // no request type to name.
         self.send(&ServerMessage::Error {
             code,
             message,
-            request_type: Some(request.to_owned()),
+            request_type: (!request.is_empty()).then(|| request.to_owned()),
         });
     }
 
@@ -308,7 +310,7 @@ impl Conn {
                 self.send_error(
                     ErrorCode::Unsupported,
                     "binary frames are not supported; send JSON text frames",
-                    "binary",
+                    "",
                 );
             }
             // tungstenite queues the pong; the next flush sends it.
