@@ -356,33 +356,72 @@ pub enum ClientMessage {
     ListStations,
 }
 
+/// Declares [`RequestType`] and [`ClientMessage::request_type`] from one
+/// table, so the list of request types (metrics labels, `unknown_type`) can
+/// never disagree with the messages that exist: a variant missing here fails
+/// to compile, a misspelt wire name fails `request_types_match_the_wire`.
+macro_rules! request_types {
+    ($($variant:ident => $wire:literal,)*) => {
+        /// The `type` of a client request, one per [`ClientMessage`] variant.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum RequestType {
+            $($variant,)*
+        }
+
+        impl RequestType {
+            /// Every request type, in a fixed order (metrics labels).
+            pub const ALL: &'static [RequestType] = &[$(RequestType::$variant,)*];
+
+            /// The wire name of this `type`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(RequestType::$variant => $wire,)*
+                }
+            }
+
+            /// The request type with wire name `name`.
+            pub fn from_wire(name: &str) -> Option<RequestType> {
+                match name {
+                    $($wire => Some(RequestType::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl ClientMessage {
+            /// This message's `type`.
+            pub fn request_type(&self) -> RequestType {
+                match self {
+                    $(ClientMessage::$variant { .. } => RequestType::$variant,)*
+                }
+            }
+        }
+    };
+}
+
+request_types! {
+    Ping => "ping",
+    StartBroadcasting => "start_broadcasting",
+    StopBroadcasting => "stop_broadcasting",
+    Update => "update",
+    Heartbeat => "heartbeat",
+    TuneIn => "tune_in",
+    TuneOut => "tune_out",
+    ListStations => "list_stations",
+}
+
 impl ClientMessage {
     /// The wire name of this message's `type`.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            ClientMessage::Ping { .. } => "ping",
-            ClientMessage::StartBroadcasting { .. } => "start_broadcasting",
-            ClientMessage::StopBroadcasting { .. } => "stop_broadcasting",
-            ClientMessage::Update(_) => "update",
-            ClientMessage::Heartbeat(_) => "heartbeat",
-            ClientMessage::TuneIn { .. } => "tune_in",
-            ClientMessage::TuneOut => "tune_out",
-            ClientMessage::ListStations => "list_stations",
-        }
+        self.request_type().as_str()
     }
 }
 
-/// Every request `type` a client may send, in a fixed order (metrics labels).
-pub const REQUEST_TYPES: [&str; 8] = [
-    "ping",
-    "start_broadcasting",
-    "stop_broadcasting",
-    "update",
-    "heartbeat",
-    "tune_in",
-    "tune_out",
-    "list_stations",
-];
+impl fmt::Display for RequestType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why an inbound frame was refused: the `error` frame to answer with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -469,7 +508,7 @@ fn classify(text: &str, err: &serde_json::Error) -> DecodeError {
             None,
         );
     };
-    if !REQUEST_TYPES.contains(&ty) {
+    if RequestType::from_wire(ty).is_none() {
         return DecodeError::new(
             ErrorCode::UnknownType,
             format!("unknown message type {ty:?}"),
@@ -557,6 +596,26 @@ mod tests {
         ) {
             let msg = decode_request(case).unwrap_or_else(|e| panic!("{case}: {e:?}"));
             assert_eq!(msg.type_name(), *ty);
+        }
+    }
+
+    #[test]
+    fn request_types_match_the_wire() {
+        // Every field any request needs, so each `type` decodes.
+        for &t in RequestType::ALL {
+            let frame = serde_json::json!({
+                "type": t.as_str(), "station": "s", "track": "t",
+                "position_ms": 0, "playing": true,
+            });
+            let msg: ClientMessage = serde_json::from_value(frame)
+                .unwrap_or_else(|e| panic!("{t} is not a wire type: {e}"));
+            assert_eq!(msg.request_type(), t);
+            assert_eq!(RequestType::from_wire(t.as_str()), Some(t));
+        }
+        assert_eq!(RequestType::ALL.len(), 8);
+        // Metrics index their counters by `as usize`.
+        for (i, &t) in RequestType::ALL.iter().enumerate() {
+            assert_eq!(t as usize, i);
         }
     }
 

@@ -371,7 +371,7 @@ impl Conn {
             }
         };
         let ty = msg.type_name();
-        self.shared.metrics.inbound(ty);
+        self.shared.metrics.inbound(msg.request_type());
         let at_once = self.shared.registry.is_local()
             || matches!(msg, ClientMessage::Ping { .. } | ClientMessage::TuneOut);
         if at_once {

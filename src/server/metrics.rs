@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::protocol::{ErrorCode, REQUEST_TYPES};
+use crate::protocol::{ErrorCode, RequestType};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -34,7 +34,7 @@ pub struct Metrics {
     pub stations: Gauge,
     /// Connections tuned to a station.
     pub listeners: Gauge,
-    inbound: [Counter; REQUEST_TYPES.len()],
+    inbound: [Counter; RequestType::ALL.len()],
     /// Inbound frames that were not a valid request.
     pub inbound_invalid: Counter,
     /// `sync` frames written to listeners.
@@ -89,8 +89,11 @@ impl Metrics {
             "Inbound requests by type",
             inbound_family.clone(),
         );
-        let inbound =
-            REQUEST_TYPES.map(|t| inbound_family.get_or_create(&vec![("type", t)]).clone());
+        let inbound = std::array::from_fn(|i| {
+            inbound_family
+                .get_or_create(&vec![("type", RequestType::ALL[i].as_str())])
+                .clone()
+        });
         let inbound_invalid = Counter::default();
         registry.register(
             "inbound_invalid",
@@ -154,12 +157,10 @@ impl Metrics {
         }
     }
 
-    /// Counts one inbound request of `type_name`.
-    pub fn inbound(&self, type_name: &str) {
-        match REQUEST_TYPES.iter().position(|t| *t == type_name) {
-            Some(i) => self.inbound[i].inc(),
-            None => self.inbound_invalid.inc(),
-        };
+    /// Counts one inbound request.
+    pub fn inbound(&self, ty: RequestType) {
+        // `ALL` lists the variants in declaration order.
+        self.inbound[ty as usize].inc();
     }
 
     /// Counts one `error` frame sent.
@@ -250,7 +251,7 @@ mod tests {
     #[test]
     fn renders_every_family() {
         let m = Metrics::new();
-        m.inbound("ping");
+        m.inbound(RequestType::Ping);
         m.error(ErrorCode::NotOwner);
         m.handling_seconds.observe(Duration::from_micros(30));
         m.handling_seconds.observe(Duration::from_secs(3));
