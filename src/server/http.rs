@@ -14,8 +14,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -29,54 +27,9 @@ use tracing::Instrument;
 
 use crate::protocol::StationSummary;
 use crate::server::metrics::Metrics;
+use crate::server::response::{Body, full, json, method_not_allowed, text};
 use crate::server::timed_io::TimedStream;
-use crate::server::{Shared, cap_send_buffer, connection, player};
-
-/// Every response body: small ones in memory, media streamed from disk.
-pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
-
-/// A complete body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|e| match e {})
-        .boxed_unsync()
-}
-
-/// A plain-text response, for errors and simple answers.
-pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let mut body = message.into();
-    if !body.ends_with('\n') {
-        body.push('\n');
-    }
-    let mut res = Response::new(full(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
-}
-
-/// A JSON response.
-pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => {
-            let mut res = Response::new(full(bytes));
-            *res.status_mut() = status;
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res
-        }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the response: {e}"),
-        ),
-    }
-}
+use crate::server::{Shared, cap_send_buffer, connection, media, player, sessions};
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade).
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
@@ -91,7 +44,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
         .header_read_timeout(shared.handshake_timeout)
         // hyper's default (~400 KiB) is what each slow media download would
         // hold in its write buffer; this keeps one to about two body chunks.
-        .max_buf_size(crate::server::media::HTTP_BUFFER)
+        .max_buf_size(media::HTTP_BUFFER)
         .serve_connection(io, svc)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
@@ -146,29 +99,12 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
             res
         }
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
-        // --- media library, sessions and the web player (docs/player.md) ---
-        (_, p) if p.starts_with("/media/") => {
-            let id = &p["/media/".len()..];
-            shared.media.serve(method, id, req.headers()).await
-        }
-        (&Method::GET | &Method::HEAD, "/api/library") => shared.media.list_response(),
-        (_, "/api/library") => method_not_allowed("GET"),
-        (_, "/api/session") => shared.sessions.handle(req).await,
-        (&Method::GET | &Method::HEAD, p) if player::PATHS.contains(&p) => player::asset(p),
-        (_, p) if player::PATHS.contains(&p) => method_not_allowed("GET"),
-        // --- end media ---
+        // The media library, sessions and the web player (docs/player.md).
+        (_, p) if media::Library::serves(p) => shared.media.route(&req).await,
+        (_, sessions::PATH) => shared.sessions.route(req).await,
+        (_, p) if player::serves(p) => player::route(method, p),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
     }
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut res = text(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed; use {allow}"),
-    );
-    res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    res
 }
 
 /// Counts an open WebSocket connection for as long as it lives.

@@ -13,6 +13,7 @@ pub mod media;
 pub mod metrics;
 pub mod player;
 pub mod registry;
+pub mod response;
 pub mod sessions;
 pub mod timed_io;
 

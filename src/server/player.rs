@@ -6,9 +6,9 @@
 //! keep fresh) than it saves. docs/player.md describes what it does.
 
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 
-use crate::server::http::{Body, full};
+use crate::server::response::{Body, full, method_not_allowed, text};
 
 const INDEX_HTML: &str = include_str!("player/index.html");
 const APP_JS: &str = include_str!("player/app.js");
@@ -17,13 +17,21 @@ const STYLE_CSS: &str = include_str!("player/style.css");
 /// The paths the player's assets are served at.
 pub const PATHS: [&str; 4] = ["/", "/index.html", "/player/app.js", "/player/style.css"];
 
-/// The asset at `path` (one of [`PATHS`]; anything else is a 404).
-pub fn asset(path: &str) -> Response<Body> {
+/// Whether `path` is one of the player's ([`PATHS`]).
+pub fn serves(path: &str) -> bool {
+    PATHS.contains(&path)
+}
+
+/// Answers a request for one of the player's paths.
+pub fn route(method: &Method, path: &str) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed("GET");
+    }
     let (body, mime) = match path {
         "/" | "/index.html" => (INDEX_HTML, "text/html; charset=utf-8"),
         "/player/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "/player/style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
-        _ => return crate::server::http::text(StatusCode::NOT_FOUND, "no such page"),
+        _ => return text(StatusCode::NOT_FOUND, "no such page"),
     };
     let mut res = Response::new(full(body));
     *res.status_mut() = StatusCode::OK;

@@ -28,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{MAX_TRACK_BYTES, random_token};
-use crate::server::http::{Body, json, text};
+use crate::server::response::{Body, json, method_not_allowed, text};
 
+/// The path sessions are served at.
+pub const PATH: &str = "/api/session";
 /// The session cookie's name.
 pub const COOKIE: &str = "radio_session";
 /// Random bytes in a session id (hex-encoded in the cookie).
@@ -169,8 +171,8 @@ impl Sessions {
         removed
     }
 
-    /// `GET`/`PUT /api/session`.
-    pub async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    /// `GET`/`PUT /api/session` ([`PATH`]).
+    pub async fn route(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         let cookie = session_cookie(req.headers());
         match *req.method() {
             Method::GET | Method::HEAD => {
@@ -221,15 +223,7 @@ impl Sessions {
                 }
                 res
             }
-            _ => {
-                let mut res = text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed; use GET or PUT",
-                );
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, PUT"));
-                res
-            }
+            _ => method_not_allowed("GET, PUT"),
         }
     }
 }

@@ -9,7 +9,8 @@ use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 
-use super::{Source, Track, read_tags};
+use super::index::{Source, Track};
+use super::tags::read_tags;
 
 /// Encodes 16-bit mono PCM as a WAV file, with a RIFF `INFO` list carrying
 /// `tags` (`INAM` title, `IART` artist, ...) when given.

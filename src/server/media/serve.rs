@@ -12,8 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::ReaderStream;
 
-use super::{CHUNK, Track};
-use crate::server::http::{Body, full, text};
+use super::index::{Source, Track};
+use crate::server::response::{Body, full, text};
+
+/// Bytes read from disk per body chunk.
+pub const CHUNK: usize = 32 * 1024;
 
 pub(super) fn not_found() -> Response<Body> {
     text(
@@ -22,7 +25,32 @@ pub(super) fn not_found() -> Response<Body> {
     )
 }
 
-pub(super) async fn serve_file(
+/// `GET`/`HEAD` of one track; `demo_modified` dates the in-memory demo.
+pub(super) async fn serve_track(
+    method: &Method,
+    headers: &HeaderMap,
+    track: &Track,
+    demo_modified: SystemTime,
+) -> Response<Body> {
+    match &track.source {
+        Source::Memory(bytes) => {
+            let validators = Validators::new(bytes.len() as u64, demo_modified);
+            let bytes = bytes.clone();
+            respond(method, headers, track, &validators, move |start, len| {
+                let end = usize::try_from(start + len)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let start = usize::try_from(start).unwrap_or(usize::MAX).min(end);
+                let body = full(bytes.slice(start..end));
+                async move { Ok(body) }
+            })
+            .await
+        }
+        Source::File(path) => serve_file(method, headers, track, path).await,
+    }
+}
+
+async fn serve_file(
     method: &Method,
     headers: &HeaderMap,
     track: &Track,
@@ -72,7 +100,7 @@ pub(super) async fn serve_file(
 
 /// A representation's validators.
 #[derive(Debug, Clone)]
-pub(super) struct Validators {
+struct Validators {
     size: u64,
     etag: String,
     /// Whole seconds, as HTTP dates carry.
@@ -80,7 +108,7 @@ pub(super) struct Validators {
 }
 
 impl Validators {
-    pub(super) fn new(size: u64, modified: SystemTime) -> Self {
+    fn new(size: u64, modified: SystemTime) -> Self {
         let since = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
         let modified = UNIX_EPOCH + Duration::from_secs(since.as_secs());
         Self {
@@ -92,7 +120,7 @@ impl Validators {
 }
 
 /// Answers a media request; `body(start, len)` opens the bytes to send.
-pub(super) async fn respond<F, Fut>(
+async fn respond<F, Fut>(
     method: &Method,
     headers: &HeaderMap,
     track: &Track,

@@ -1,0 +1,115 @@
+//! What a scan found: the [`Track`]s of the library, by id, and the
+//! `/api/library` answer encoded once per scan.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// One playable file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Track {
+    /// Relative path below the library root, `/`-separated.
+    pub id: String,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    pub size: u64,
+    pub mime: &'static str,
+    #[serde(skip)]
+    pub(super) source: Source,
+    /// Modification time at scan, to reuse tags on a rescan.
+    #[serde(skip)]
+    pub(super) modified: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Source {
+    File(PathBuf),
+    /// The generated demo library, kept in memory.
+    Memory(Bytes),
+}
+
+/// One scan's result: every track, by id, and the encoded `/api/library`.
+#[derive(Debug, Default)]
+pub struct Index {
+    by_id: HashMap<String, Arc<Track>>,
+    /// `GET /api/library`'s body, encoded once per scan.
+    json: Bytes,
+}
+
+impl Index {
+    pub(super) fn new(mut tracks: Vec<Track>) -> Self {
+        tracks.sort_by(|a, b| a.id.cmp(&b.id));
+        // Two file names that are not UTF-8 can map to one id; keep the first.
+        tracks.dedup_by(|later, first| {
+            let same = later.id == first.id;
+            if same {
+                tracing::warn!(id = %later.id, "two files share this id (names that are not UTF-8); serving the first");
+            }
+            same
+        });
+        let json = match serde_json::to_vec(&tracks) {
+            Ok(v) => Bytes::from(v),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the library");
+                Bytes::from_static(b"[]")
+            }
+        };
+        let by_id = tracks
+            .into_iter()
+            .map(|t| (t.id.clone(), Arc::new(t)))
+            .collect();
+        Self { by_id, json }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Track>> {
+        self.by_id.get(id)
+    }
+
+    /// Every track's id.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.keys().map(String::as_str)
+    }
+
+    /// Every track.
+    pub fn tracks(&self) -> impl Iterator<Item = &Arc<Track>> {
+        self.by_id.values()
+    }
+
+    /// `GET /api/library`'s body.
+    pub fn json(&self) -> Bytes {
+        self.json.clone()
+    }
+}
+
+/// The MIME type browsers expect for a playable extension, `None` for files
+/// the library does not serve.
+pub fn mime_for(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" | "opus" => "audio/ogg",
+        "m4a" | "m4b" => "audio/mp4",
+        "aac" => "audio/aac",
+        "flac" => "audio/flac",
+        "wav" => "audio/wav",
+        "weba" => "audio/webm",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        _ => return None,
+    })
+}

@@ -1,0 +1,243 @@
+//! The media library: scanning, `GET /api/library` and `GET`/`HEAD /media/{id}`.
+//!
+//! Why it is built this way:
+//! - **Ids are relative paths, resolved only through the index.** A track's id
+//!   is its path below the library root (`/`-separated), so it is stable across
+//!   restarts and rescans and readable in logs. A request's id is looked up in
+//!   the scanned index and nothing else: the server never joins a request
+//!   string onto a directory, so `..`, percent-encoded traversal and absolute
+//!   paths cannot name a file, they simply are not keys of the index (404).
+//! - **The index is replaced whole.** A rescan (SIGHUP, `--rescan-interval`)
+//!   builds a new [`Index`] off the async threads and swaps an `Arc`; a request
+//!   clones the `Arc` under a lock held for a pointer copy. A stream in
+//!   progress holds its own open file, so a rescan (or a deleted file) never
+//!   breaks it. Unchanged files (same size and mtime) keep their tags from the
+//!   previous index, so a rescan reads tags only of new or changed files.
+//! - **Symlinks are the operator's choice and are followed.** Every directory
+//!   is entered at most once, keyed by (device, inode), so a link loop (or two
+//!   links to one directory) is detected, logged and skipped.
+//! - **Bodies are streamed with bounded memory.** A file is read in
+//!   [`CHUNK`]-sized pieces as the socket accepts them, never whole.
+//! - **HTTP semantics follow RFC 9110**: `Accept-Ranges: bytes`; one range in
+//!   any of its three forms gives 206 with `Content-Range`; a range that cannot
+//!   be satisfied gives 416 with `Content-Range: bytes */SIZE`; several ranges,
+//!   another unit or a malformed header are ignored (200 with the whole file,
+//!   which the RFC allows); a strong `ETag` (size and mtime) and
+//!   `Last-Modified` back `If-None-Match`/`If-Modified-Since` (304) and
+//!   `If-Range`. An empty file has no satisfiable byte range except a suffix
+//!   range, which cannot be expressed as a 206 either; so `bytes=-N` on an empty
+//!   file is answered 200 with the empty body and any other range 416.
+
+mod demo;
+mod index;
+mod scan;
+mod serve;
+mod tags;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::server::response::{Body, json_bytes, method_not_allowed};
+
+pub use demo::{arpeggio, encode_wav};
+pub use index::{Index, Track, mime_for};
+pub use serve::percent_decode;
+
+/// hyper's per-connection buffer limit (`max_buf_size`): with a body chunk
+/// ([`serve::CHUNK`]), a
+/// stream holds at most about 100 KiB however slowly its client reads
+/// (measured in docs/player.md). Also the limit of a request's headers.
+pub const HTTP_BUFFER: usize = 64 * 1024;
+
+/// The library: a root directory (or the demo) and its current index.
+pub struct Library {
+    root: Option<PathBuf>,
+    index: RwLock<Arc<Index>>,
+    /// When the demo was generated; its tracks' Last-Modified.
+    started: SystemTime,
+}
+
+impl Library {
+    /// Scans `root` (blocking: call it off the async threads).
+    pub fn scan(root: PathBuf, cancel: &CancellationToken) -> anyhow::Result<Self> {
+        let meta = std::fs::metadata(&root).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the media directory {}: {e}; pass an existing directory to --media",
+                root.display()
+            )
+        })?;
+        if !meta.is_dir() {
+            anyhow::bail!(
+                "--media {} is not a directory; pass the folder that holds your music",
+                root.display()
+            );
+        }
+        let index = scan::scan_root(&root, &Index::default(), cancel);
+        Ok(Self {
+            root: Some(root),
+            index: RwLock::new(Arc::new(index)),
+            started: SystemTime::now(),
+        })
+    }
+
+    /// The built-in demo library: a few short tones generated in memory.
+    pub fn demo() -> Self {
+        let tracks = demo::demo_tracks();
+        Self {
+            root: None,
+            index: RwLock::new(Arc::new(Index::new(tracks))),
+            started: SystemTime::now(),
+        }
+    }
+
+    /// The current index (a pointer copy under a short lock).
+    pub fn index(&self) -> Arc<Index> {
+        match self.index.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Scans again and swaps the index (blocking). The demo never changes.
+    pub fn rescan(&self, cancel: &CancellationToken) {
+        let Some(root) = &self.root else { return };
+        let started = Instant::now();
+        let old = self.index();
+        let new = scan::scan_root(root, &old, cancel);
+        if cancel.is_cancelled() {
+            return;
+        }
+        let added = new.ids().filter(|k| old.get(k).is_none()).count();
+        let removed = old.ids().filter(|k| new.get(k).is_none()).count();
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if added + removed > 0 {
+            tracing::info!(
+                tracks = new.len(),
+                added,
+                removed,
+                elapsed_ms,
+                "media library rescanned"
+            );
+        } else {
+            tracing::debug!(
+                tracks = new.len(),
+                elapsed_ms,
+                "media library rescanned, unchanged"
+            );
+        }
+        let new = Arc::new(new);
+        match self.index.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// Whether `path` is one of the library's: `/api/library`, `/media/{id}`.
+    pub fn serves(path: &str) -> bool {
+        path == "/api/library" || path.starts_with("/media/")
+    }
+
+    /// Answers a request for one of the library's paths ([`Library::serves`]).
+    pub async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
+        let path = req.uri().path();
+        let method = req.method();
+        let Some(encoded_id) = path.strip_prefix("/media/") else {
+            return match *method {
+                Method::GET | Method::HEAD => json_bytes(StatusCode::OK, self.index().json()),
+                _ => method_not_allowed("GET"),
+            };
+        };
+        if method != Method::GET && method != Method::HEAD {
+            return method_not_allowed("GET, HEAD");
+        }
+        let Some(id) = percent_decode(encoded_id) else {
+            return serve::not_found();
+        };
+        let Some(track) = self.index().get(&id).cloned() else {
+            return serve::not_found();
+        };
+        serve::serve_track(method, req.headers(), &track, self.started).await
+    }
+}
+
+/// Rescans on SIGHUP and every `interval` until shutdown.
+///
+/// SIGHUP is claimed when this is called (not when the task first runs), so
+/// a SIGHUP right after the server logs its address never hits the default
+/// action, which would end the process.
+pub fn rescan_task(
+    library: Arc<Library>,
+    interval: Option<Duration>,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGHUP; the library rescans only on --rescan-interval");
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    let hup: Option<()> = None;
+    rescan_loop(library, interval, shutdown, hup)
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+async fn rescan_loop(
+    library: Arc<Library>,
+    interval: Option<Duration>,
+    shutdown: CancellationToken,
+    mut hup: Option<Hangup>,
+) {
+    if interval.is_some_and(|d| d.is_zero()) {
+        tracing::warn!("--rescan-interval 0 means never; the library rescans on SIGHUP only");
+    }
+    let mut ticker = interval.filter(|d| !d.is_zero()).map(|d| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<()>()
+        };
+        let tick = async {
+            match ticker.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangup => tracing::info!("SIGHUP received: rescanning the media library"),
+            _ = tick => tracing::debug!("rescanning the media library"),
+        }
+        let lib = library.clone();
+        let cancel = shutdown.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || lib.rescan(&cancel)).await {
+            tracing::error!(error = %e, "media rescan failed");
+        }
+    }
+}
