@@ -23,25 +23,18 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::protocol::{
-    self, ClientMessage, ErrorCode, Heartbeat, PROTOCOL_VERSION, ServerMessage, StationName,
+    self, ClientMessage, Heartbeat, PROTOCOL_VERSION, RequestType, ServerMessage, StationName,
     SyncCause, Update,
 };
-use crate::server::Shared;
-use crate::server::registry::{Owned, Tuned};
+use crate::server::backend::any::AnyOwned;
+use crate::server::backend::{Backend as _, OwnedStation as _};
+use crate::server::ratelimit::{RateLimiter, Verdict};
+use crate::server::refusal::Refusal;
+use crate::server::shared::Shared;
+use crate::server::station::{Playback, Tuned};
 
 /// Most stations one connection may broadcast at once.
 pub const MAX_OWNED_STATIONS: usize = 16;
-
-/// The per-connection limits from `radio serve`'s flags.
-#[derive(Clone, Debug)]
-pub struct ConnConfig {
-    pub max_message_bytes: usize,
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
-    pub write_timeout: Duration,
-    pub rate_limit: u32,
-    pub broadcast_key: Option<String>,
-}
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -77,55 +70,13 @@ struct Listening {
     live: bool,
 }
 
-/// Token bucket over inbound messages: `rate` a second, bursts of `2 * rate`.
-struct RateLimiter {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    last: Instant,
-    /// Messages refused since the bucket was last full.
-    strikes: u32,
-}
-
-impl RateLimiter {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        Self {
-            rate,
-            capacity: rate * 2.0,
-            tokens: rate * 2.0,
-            last: Instant::now(),
-            strikes: 0,
-        }
-    }
-
-    /// `Ok` to accept a message, `Err(true)` when the client has kept
-    /// flooding long enough to be closed.
-    fn check(&mut self) -> Result<(), bool> {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.last = now;
-        self.tokens = (self.tokens + refill).min(self.capacity);
-        if self.tokens >= self.capacity {
-            self.strikes = 0;
-        }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            self.strikes += 1;
-            Err(f64::from(self.strikes) > self.capacity)
-        }
-    }
-}
-
 struct Conn {
     shared: Arc<Shared>,
     id: u64,
     ws: WebSocketStream<TcpStream>,
     /// Frames to write before waiting again.
     out: Vec<Message>,
-    owned: Vec<Owned>,
+    owned: Vec<AnyOwned>,
     tuned: Option<Listening>,
     limiter: RateLimiter,
     last_seen: Instant,
@@ -226,15 +177,17 @@ impl Conn {
         self.out.push(Message::Text(protocol::encode(msg)));
     }
 
-    fn send_error(&mut self, code: ErrorCode, message: impl Into<String>, request: &str) {
-        let message = message.into();
-        tracing::debug!(%code, %message, request, "request refused");
-        // Frames refused before they are read (binary, over the rate) have
-        // no request type to name.
+    /// Answers a refused request with its `error` frame; `request` is the
+    /// request's type, `None` for frames refused before they are read
+    /// (binary, over the rate).
+    fn refuse(&mut self, refusal: Refusal, request: Option<RequestType>) {
+        let code = refusal.code();
+        let message = refusal.to_string();
+        tracing::debug!(%code, %message, request = request.map(RequestType::as_str), "request refused");
         self.send(&ServerMessage::Error {
             code,
             message,
-            request_type: (!request.is_empty()).then(|| request.to_owned()),
+            request_type: request.map(|r| r.as_str().to_owned()),
         });
     }
 
@@ -307,11 +260,7 @@ impl Conn {
             Message::Binary(_) => {
                 self.rate_check()?;
                 self.shared.metrics.inbound_invalid.inc();
-                self.send_error(
-                    ErrorCode::Unsupported,
-                    "binary frames are not supported; send JSON text frames",
-                    "",
-                );
+                self.refuse(Refusal::Binary, None);
             }
             // tungstenite queues the pong; the next flush sends it.
             Message::Ping(_) => self.pong_pending = true,
@@ -323,17 +272,10 @@ impl Conn {
 
     fn rate_check(&mut self) -> Result<(), Exit> {
         match self.limiter.check() {
-            Ok(()) => Ok(()),
-            Err(true) => Err(Exit::Flood),
-            Err(false) => {
-                self.send_error(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "more than {} messages a second; slow down or be disconnected",
-                        self.shared.conn.rate_limit
-                    ),
-                    "",
-                );
+            Verdict::Allow => Ok(()),
+            Verdict::Disconnect => Err(Exit::Flood),
+            Verdict::Refuse => {
+                self.refuse(Refusal::RateLimited(self.shared.conn.rate_limit), None);
                 Ok(())
             }
         }
@@ -372,7 +314,7 @@ impl Conn {
         };
         let ty = msg.type_name();
         self.shared.metrics.inbound(msg.request_type());
-        let at_once = self.shared.registry.is_local()
+        let at_once = self.shared.backend.answers_at_once()
             || matches!(msg, ClientMessage::Ping { .. } | ClientMessage::TuneOut);
         if at_once {
             // A single node answers every request at its first poll (a
@@ -393,7 +335,7 @@ impl Conn {
 
     /// Answers one decoded request.
     async fn on_request(&mut self, msg: ClientMessage) {
-        let ty = msg.type_name();
+        let ty = msg.request_type();
         match msg {
             ClientMessage::Ping { id, client_time_ms } => self.send(&ServerMessage::Pong {
                 id,
@@ -413,9 +355,9 @@ impl Conn {
                 self.tuned = None;
                 self.send(&ServerMessage::TunedOut);
             }
-            ClientMessage::ListStations => match self.shared.registry.summaries().await {
+            ClientMessage::ListStations => match self.shared.backend.list().await {
                 Ok(stations) => self.send(&ServerMessage::Stations { stations }),
-                Err((code, message)) => self.send_error(code, message, ty),
+                Err(refusal) => self.refuse(refusal, Some(ty)),
             },
         }
     }
@@ -426,15 +368,14 @@ impl Conn {
         resume_token: Option<String>,
         key: Option<String>,
     ) {
-        const REQ: &str = "start_broadcasting";
+        const REQ: Option<RequestType> = Some(RequestType::StartBroadcasting);
         if let Some(required) = &self.shared.conn.broadcast_key {
             if key.as_deref() != Some(required.as_str()) {
-                let why = if key.is_some() {
-                    "wrong broadcast key"
-                } else {
-                    "this server requires a broadcast key (\"key\")"
+                let why = match key {
+                    Some(_) => Refusal::WrongKey,
+                    None => Refusal::KeyRequired,
                 };
-                return self.send_error(ErrorCode::Unauthorized, why, REQ);
+                return self.refuse(why, REQ);
             }
         }
         if let Some(owned) = self.owned.iter().find(|o| *o.name() == station) {
@@ -445,18 +386,14 @@ impl Conn {
             });
         }
         if self.owned.len() >= MAX_OWNED_STATIONS {
-            return self.send_error(
-                ErrorCode::Unsupported,
-                format!("a connection may broadcast at most {MAX_OWNED_STATIONS} stations"),
-                REQ,
-            );
+            return self.refuse(Refusal::TooManyStations(MAX_OWNED_STATIONS), REQ);
         }
-        match self
+        let claimed = self
             .shared
-            .registry
-            .start(self.id, &station, resume_token.as_deref())
-            .await
-        {
+            .backend
+            .claim(self.id, &station, resume_token.as_deref())
+            .await;
+        match claimed {
             Ok(owned) => {
                 tracing::info!(%station, "broadcasting");
                 let resume_token = owned.token().to_owned();
@@ -466,34 +403,26 @@ impl Conn {
                     resume_token,
                 });
             }
-            Err((code, message)) => self.send_error(code, message, REQ),
+            Err(refusal) => self.refuse(refusal, REQ),
         }
     }
 
-    /// The index of an owned station, or the error that explains why not.
-    async fn owned_index(&mut self, station: &StationName, request: &str) -> Option<usize> {
+    /// The index of an owned station, or the refusal that explains why not.
+    async fn owned_index(&mut self, station: &StationName, request: RequestType) -> Option<usize> {
         if let Some(i) = self.owned.iter().position(|o| o.name() == station) {
             return Some(i);
         }
-        let held_elsewhere = self.shared.registry.is_live(station).await;
-        if held_elsewhere {
-            self.send_error(
-                ErrorCode::NotOwner,
-                format!("station {station} is broadcast by another connection"),
-                request,
-            );
+        let refusal = if self.shared.backend.is_live(station).await {
+            Refusal::NotOwner(station.clone())
         } else {
-            self.send_error(
-                ErrorCode::NotLive,
-                format!("station {station} is not live; send start_broadcasting first"),
-                request,
-            );
-        }
+            Refusal::NotLive(station.clone())
+        };
+        self.refuse(refusal, Some(request));
         None
     }
 
     async fn stop(&mut self, station: StationName) {
-        const REQ: &str = "stop_broadcasting";
+        const REQ: RequestType = RequestType::StopBroadcasting;
         if let Some(i) = self.owned_index(&station, REQ).await {
             match self.owned[i].stop().await {
                 Ok(()) => {
@@ -501,40 +430,44 @@ impl Conn {
                     tracing::info!(%station, "stopped broadcasting");
                     self.send(&ServerMessage::Stopped { station });
                 }
-                Err((code, message)) => self.refused(i, code, message, REQ),
+                Err(refusal) => self.refused(i, refusal, REQ),
             }
         }
     }
 
     /// A backend refused an owner's request: say so, and forget a station
     /// that was taken over (cluster mode).
-    fn refused(&mut self, i: usize, code: ErrorCode, message: String, request: &str) {
-        if code == ErrorCode::NotOwner {
+    fn refused(&mut self, i: usize, refusal: Refusal, request: RequestType) {
+        if matches!(refusal, Refusal::TakenOver(_)) {
             self.owned.swap_remove(i);
         }
-        self.send_error(code, message, request);
+        self.refuse(refusal, Some(request));
     }
 
     async fn update(&mut self, u: Update) {
-        let Some(i) = self.owned_index(&u.station, "update").await else {
+        const REQ: RequestType = RequestType::Update;
+        let Some(i) = self.owned_index(&u.station, REQ).await else {
             return;
         };
-        let position = carried_position(u.position_ms, u.playing, u.at_server_ms);
-        match self.owned[i]
-            .update(u.track, position, u.playing, u.duration_ms)
-            .await
-        {
+        let playback = Playback {
+            track: u.track,
+            position_ms: carried_position(u.position_ms, u.playing, u.at_server_ms),
+            playing: u.playing,
+            duration_ms: u.duration_ms,
+        };
+        match self.owned[i].update(playback).await {
             Ok(seq) if u.ack => self.send(&ServerMessage::Ack {
                 station: u.station,
                 seq,
             }),
             Ok(_) => {}
-            Err((code, message)) => self.refused(i, code, message, "update"),
+            Err(refusal) => self.refused(i, refusal, REQ),
         }
     }
 
     async fn heartbeat(&mut self, h: Heartbeat) {
-        let Some(i) = self.owned_index(&h.station, "heartbeat").await else {
+        const REQ: RequestType = RequestType::Heartbeat;
+        let Some(i) = self.owned_index(&h.station, REQ).await else {
             return;
         };
         let playing = h
@@ -543,17 +476,12 @@ impl Conn {
             .unwrap_or(false);
         let position = carried_position(h.position_ms, playing, h.at_server_ms);
         match self.owned[i].heartbeat(position, h.playing).await {
-            Ok(Some(seq)) if h.ack => self.send(&ServerMessage::Ack {
+            Ok(seq) if h.ack => self.send(&ServerMessage::Ack {
                 station: h.station,
                 seq,
             }),
-            Ok(Some(_)) => {}
-            Err((code, message)) => self.refused(i, code, message, "heartbeat"),
-            Ok(None) => self.send_error(
-                ErrorCode::BadMessage,
-                "the station has no track yet: send an update before heartbeats",
-                "heartbeat",
-            ),
+            Ok(_) => {}
+            Err(refusal) => self.refused(i, refusal, REQ),
         }
     }
 
@@ -561,9 +489,9 @@ impl Conn {
         // Drop the old subscription first so re-tuning to the same station
         // counts one listener, not two.
         self.tuned = None;
-        let mut tuned = match self.shared.registry.tune_in(&station).await {
+        let mut tuned = match self.shared.backend.tune_in(&station).await {
             Ok(tuned) => tuned,
-            Err((code, message)) => return self.send_error(code, message, "tune_in"),
+            Err(refusal) => return self.refuse(refusal, Some(RequestType::TuneIn)),
         };
         let view = tuned.rx.borrow_and_update().clone();
         self.send(&ServerMessage::Tuned {
@@ -702,20 +630,6 @@ fn carried_position(position_ms: u64, playing: bool, at_server_ms: Option<i64>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn rate_limiter_allows_bursts_then_strikes_out() {
-        let mut rl = RateLimiter::new(10);
-        for _ in 0..20 {
-            assert_eq!(rl.check(), Ok(()));
-        }
-        for _ in 0..20 {
-            assert_eq!(rl.check(), Err(false));
-        }
-        assert_eq!(rl.check(), Err(true));
-        tokio::time::advance(Duration::from_secs(3)).await;
-        assert_eq!(rl.check(), Ok(()));
-    }
 
     #[test]
     fn position_carried_only_within_skew() {

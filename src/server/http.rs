@@ -1,17 +1,16 @@
-//! HTTP: routing, the WebSocket upgrade at `/ws`, health, stations, metrics.
+//! HTTP: each TCP connection served by hyper's HTTP/1 connection, and the
+//! routing table: the WebSocket upgrade at `/ws` ([`upgrade`]), health,
+//! stations and metrics here, and the paths of the media library, the
+//! sessions and the web player handed to their own modules.
 //!
-//! Each TCP connection is served by hyper's HTTP/1 connection with a header
-//! read timeout (the handshake timeout). A WebSocket upgrade takes a
-//! connection permit *before* answering 101, so `--max-connections` is
-//! answered with 503 and never with a socket the server then drops; the
-//! permit lives in the connection's guard and is returned when it ends.
+//! Every connection has a header read timeout (the handshake timeout) and a
+//! write timeout ([`TimedStream`]), so a stalled client holds nothing for
+//! long.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -19,17 +18,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tracing::Instrument;
 
 use crate::protocol::StationSummary;
-use crate::server::metrics::Metrics;
-use crate::server::response::{Body, full, json, method_not_allowed, text};
+use crate::server::backend::Backend as _;
+use crate::server::response::{Body, json, method_not_allowed, text};
+use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
-use crate::server::{Shared, cap_send_buffer, connection, media, player, sessions};
+use crate::server::{media, player, sessions, upgrade};
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade).
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
@@ -67,27 +62,21 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
     let path = req.uri().path();
     let method = req.method();
     match (method, path) {
-        (&Method::GET, "/ws") => upgrade(req, peer, shared),
+        (&Method::GET, "/ws") => upgrade::upgrade(req, peer, shared),
         (_, "/ws") => method_not_allowed("GET"),
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET | &Method::HEAD, "/readyz") => {
-            if shared.registry.ready() {
-                text(StatusCode::OK, "ready")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: cannot reach the cluster's Redis",
-                )
-            }
-        }
+        (&Method::GET | &Method::HEAD, "/readyz") => match shared.backend.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+        },
         (&Method::GET, "/api/stations") => {
             #[derive(serde::Serialize)]
             struct Stations {
                 stations: Vec<StationSummary>,
             }
-            match shared.registry.summaries().await {
+            match shared.backend.list().await {
                 Ok(stations) => json(StatusCode::OK, &Stations { stations }),
-                Err((_, message)) => text(StatusCode::SERVICE_UNAVAILABLE, message),
+                Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
             }
         }
         (&Method::GET, "/metrics") => {
@@ -105,167 +94,4 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
         (_, p) if player::serves(p) => player::route(method, p),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
     }
-}
-
-/// Counts an open WebSocket connection for as long as it lives.
-struct ConnGuard {
-    metrics: Arc<Metrics>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl ConnGuard {
-    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit) -> Self {
-        metrics.connections.inc();
-        metrics.connections_total.inc();
-        Self {
-            metrics,
-            _permit: permit,
-        }
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.metrics.connections.dec();
-    }
-}
-
-fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
-    req.headers().get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
-}
-
-/// The WebSocket's task: finish the upgrade, then serve it. Kept apart from
-/// the request handler so the task's future holds only what it needs.
-async fn serve_websocket(
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    config: WebSocketConfig,
-    permit: OwnedSemaphorePermit,
-    shared: Arc<Shared>,
-    id: u64,
-) {
-    let Some(ws) = finish_upgrade(on_upgrade, config, shared.handshake_timeout).await else {
-        return;
-    };
-    let _guard = ConnGuard::new(shared.metrics.clone(), permit);
-    connection::run(ws, shared, id).await;
-}
-
-/// Waits for hyper to hand over the upgraded socket and wraps it.
-async fn finish_upgrade(
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    config: WebSocketConfig,
-    limit: std::time::Duration,
-) -> Option<WebSocketStream<TcpStream>> {
-    let upgraded = match tokio::time::timeout(limit, on_upgrade).await {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!("upgrade timed out");
-            return None;
-        }
-    };
-    // Take the TCP stream back out of hyper: no boxed I/O, no hyper buffers.
-    let Ok(hyper::upgrade::Parts { io, read_buf, .. }) =
-        upgraded.downcast::<TokioIo<TimedStream>>()
-    else {
-        tracing::error!("upgraded connection is not a TCP stream");
-        return None;
-    };
-    let stream = io.into_inner().into_inner();
-    cap_send_buffer(&stream);
-    // `read_buf` may be a view into hyper's 8 KiB read buffer; keeping it
-    // would keep that buffer alive for the connection's whole life.
-    let ws = if read_buf.is_empty() {
-        drop(read_buf);
-        WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
-    } else {
-        let early = read_buf.to_vec();
-        drop(read_buf);
-        WebSocketStream::from_partially_read(stream, early, Role::Server, Some(config)).await
-    };
-    Some(ws)
-}
-
-fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
-    if !header_has_token(&req, header::UPGRADE, "websocket")
-        || !header_has_token(&req, header::CONNECTION, "upgrade")
-    {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "this is the WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
-        );
-    }
-    if req
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        let mut res = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version; use 13",
-        );
-        res.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return res;
-    }
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-        shared.metrics.connections_refused.inc();
-        tracing::warn!(%peer, "refusing a WebSocket: --max-connections reached");
-        let mut res = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server full: too many connections; try again later or another node",
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return res;
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = WebSocketConfig::default()
-        // Clients send small requests (tune_in, pings, updates of a few
-        // hundred bytes); a larger frame still arrives whole, tungstenite
-        // reserves its full length. 512 rather than 1024 bytes saves half a
-        // KiB of every connection (4.30 -> 3.81 KiB RSS each at 10k).
-        .read_buffer_size(512)
-        .write_buffer_size(0)
-        // Room for a burst of frames to one slow client; past it, writes
-        // wait and the write timeout decides.
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(shared.conn.max_message_bytes))
-        .max_frame_size(Some(shared.conn.max_message_bytes));
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("conn", id, %peer);
-    shared
-        .tasks
-        .spawn(serve_websocket(on_upgrade, config, permit, shared.clone(), id).instrument(span));
-    let mut res = Response::new(full(Bytes::new()));
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = res.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    match HeaderValue::from_str(&accept) {
-        Ok(v) => {
-            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-        }
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot build the upgrade: {e}"),
-            );
-        }
-    }
-    res
 }

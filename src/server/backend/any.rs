@@ -1,0 +1,154 @@
+//! [`AnyBackend`]: the backend this node runs, as an enum whose arms are
+//! one-line delegates to the backends (static dispatch; the Redis arms boxed,
+//! see the parent module).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Backend, OwnedStation, local, redis};
+use crate::protocol::{StationName, StationSummary, Sync};
+use crate::server::metrics::Metrics;
+use crate::server::refusal::Refusal;
+use crate::server::station::{Playback, Tuned};
+
+/// Which backend `radio serve` runs, from its flags.
+#[derive(Clone, Debug)]
+pub enum BackendConfig {
+    /// In memory; `grace` is how long a disconnected broadcaster may resume.
+    Local { grace: Duration },
+    /// Through Redis (`--redis`).
+    Redis(redis::Config),
+}
+
+/// The backend this node runs.
+#[derive(Clone)]
+pub enum AnyBackend {
+    Local(local::Local),
+    Redis(redis::Redis),
+}
+
+/// A hold on a station of [`AnyBackend`].
+pub enum AnyOwned {
+    Local(local::LocalOwned),
+    Redis(redis::RedisOwned),
+}
+
+impl AnyBackend {
+    /// Starts the configured backend and its background tasks (in `tasks`,
+    /// stopped by `shutdown`).
+    pub fn start(
+        config: BackendConfig,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        Ok(match config {
+            BackendConfig::Local { grace } => {
+                AnyBackend::Local(local::Local::new(grace, metrics, tasks, shutdown))
+            }
+            BackendConfig::Redis(cfg) => {
+                AnyBackend::Redis(redis::Redis::start(cfg, metrics, tasks, shutdown)?)
+            }
+        })
+    }
+}
+
+impl Backend for AnyBackend {
+    type Owned = AnyOwned;
+
+    fn answers_at_once(&self) -> bool {
+        match self {
+            AnyBackend::Local(b) => b.answers_at_once(),
+            AnyBackend::Redis(b) => b.answers_at_once(),
+        }
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        match self {
+            AnyBackend::Local(b) => b.readiness(),
+            AnyBackend::Redis(b) => b.readiness(),
+        }
+    }
+
+    async fn claim(
+        &self,
+        conn: u64,
+        name: &StationName,
+        resume_token: Option<&str>,
+    ) -> Result<AnyOwned, Refusal> {
+        match self {
+            AnyBackend::Local(b) => b.claim(conn, name, resume_token).await.map(AnyOwned::Local),
+            AnyBackend::Redis(b) => Box::pin(b.claim(conn, name, resume_token))
+                .await
+                .map(AnyOwned::Redis),
+        }
+    }
+
+    async fn tune_in(&self, name: &StationName) -> Result<Tuned, Refusal> {
+        match self {
+            AnyBackend::Local(b) => b.tune_in(name).await,
+            AnyBackend::Redis(b) => Box::pin(b.tune_in(name)).await,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<StationSummary>, Refusal> {
+        match self {
+            AnyBackend::Local(b) => b.list().await,
+            AnyBackend::Redis(b) => Box::pin(b.list()).await,
+        }
+    }
+
+    async fn is_live(&self, name: &StationName) -> bool {
+        match self {
+            AnyBackend::Local(b) => b.is_live(name).await,
+            AnyBackend::Redis(b) => Box::pin(b.is_live(name)).await,
+        }
+    }
+}
+
+impl OwnedStation for AnyOwned {
+    fn name(&self) -> &StationName {
+        match self {
+            AnyOwned::Local(o) => o.name(),
+            AnyOwned::Redis(o) => o.name(),
+        }
+    }
+
+    fn token(&self) -> &str {
+        match self {
+            AnyOwned::Local(o) => o.token(),
+            AnyOwned::Redis(o) => o.token(),
+        }
+    }
+
+    fn current(&self) -> Option<Sync> {
+        match self {
+            AnyOwned::Local(o) => o.current(),
+            AnyOwned::Redis(o) => o.current(),
+        }
+    }
+
+    async fn update(&mut self, playback: Playback) -> Result<u64, Refusal> {
+        match self {
+            AnyOwned::Local(o) => o.update(playback).await,
+            AnyOwned::Redis(o) => Box::pin(o.update(playback)).await,
+        }
+    }
+
+    async fn heartbeat(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
+        match self {
+            AnyOwned::Local(o) => o.heartbeat(position_ms, playing).await,
+            AnyOwned::Redis(o) => Box::pin(o.heartbeat(position_ms, playing)).await,
+        }
+    }
+
+    async fn stop(&mut self) -> Result<(), Refusal> {
+        match self {
+            AnyOwned::Local(o) => o.stop().await,
+            AnyOwned::Redis(o) => Box::pin(o.stop()).await,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Where stations live: the backend contract, and the backends.
+//!
+//! A backend decides who owns a station, assigns its `seq`, keeps its newest
+//! state and feeds the station's [`Station`](crate::server::station::Station)
+//! cell that local listeners read. Two exist:
+//! - [`local`]: this process's memory, the default; every call completes at
+//!   its first poll.
+//! - [`redis`]: several nodes sharing stations through one Redis
+//!   (`--redis`), the way Socket.IO's Redis adapter and Centrifugo's Redis
+//!   engine do.
+//!
+//! [`Backend`] and [`OwnedStation`], here, are the contract: what a new
+//! backend must implement, and all a connection may ask of one. The
+//! connection task talks to [`any::AnyBackend`], an enum over the backends
+//! whose arms are one-line delegates: static dispatch, so a single node
+//! allocates nothing and waits on nothing, while the Redis arms' futures are
+//! boxed so that their Redis round trips never bear on the size of the
+//! connection task that embeds these calls (a unit test in
+//! `server::connection` pins that size).
+//!
+//! To add a backend: a module here implementing both traits, an arm in
+//! [`any::AnyBackend`] and [`any::AnyOwned`], and its construction in
+//! [`any::AnyBackend::start`] from a new [`any::BackendConfig`] variant.
+
+pub mod any;
+pub mod local;
+pub mod redis;
+
+use std::future::Future;
+
+use crate::protocol::{StationName, StationSummary, Sync};
+use crate::server::refusal::Refusal;
+use crate::server::station::{Playback, Tuned};
+
+/// What a backend must do for the connections of this node.
+pub trait Backend {
+    /// A broadcaster's hold on one station.
+    type Owned: OwnedStation;
+
+    /// Whether every call completes at its first poll (no I/O). The
+    /// connection then answers requests in place, without boxing them.
+    fn answers_at_once(&self) -> bool;
+
+    /// `Ok` when the backend can serve every request (`GET /readyz`), or the
+    /// reason it cannot.
+    fn readiness(&self) -> Result<(), String>;
+
+    /// `start_broadcasting` for connection `conn`: claims a free station, or
+    /// resumes one in its grace period when `resume_token` is its token.
+    fn claim(
+        &self,
+        conn: u64,
+        name: &StationName,
+        resume_token: Option<&str>,
+    ) -> impl Future<Output = Result<Self::Owned, Refusal>> + Send;
+
+    /// `tune_in`: the listener's guard, its view current.
+    fn tune_in(&self, name: &StationName) -> impl Future<Output = Result<Tuned, Refusal>> + Send;
+
+    /// The `stations` list: every live station, with its listeners counted
+    /// over every node, sorted by name.
+    fn list(&self) -> impl Future<Output = Result<Vec<StationSummary>, Refusal>> + Send;
+
+    /// Whether someone broadcasts `name` (tells `not_owner` from `not_live`).
+    fn is_live(&self, name: &StationName) -> impl Future<Output = bool> + Send;
+}
+
+/// A broadcaster's hold on one station. Dropping it releases the station:
+/// listeners keep it live for the grace period, during which the
+/// broadcaster may resume it with [`OwnedStation::token`].
+pub trait OwnedStation: Send {
+    fn name(&self) -> &StationName;
+
+    /// The resume token.
+    fn token(&self) -> &str;
+
+    /// The newest state this broadcaster published, if any.
+    fn current(&self) -> Option<Sync>;
+
+    /// Publishes a full state (`update`); returns its `seq`. A hold may have
+    /// been taken over ([`Refusal::TakenOver`]: forget it) or be unable to
+    /// reach its backend ([`Refusal::Unavailable`]).
+    fn update(&mut self, playback: Playback) -> impl Future<Output = Result<u64, Refusal>> + Send;
+
+    /// Publishes a heartbeat: the stored track and duration at a new
+    /// position (and play state). [`Refusal::NoTrackYet`] before any update.
+    fn heartbeat(
+        &mut self,
+        position_ms: u64,
+        playing: Option<bool>,
+    ) -> impl Future<Output = Result<u64, Refusal>> + Send;
+
+    /// `stop_broadcasting`: frees the station now; listeners are told
+    /// `broadcaster_offline{reason:"stopped"}`. On `Err` the hold is kept.
+    fn stop(&mut self) -> impl Future<Output = Result<(), Refusal>> + Send;
+}
+
+/// Builds one `stations` entry from a station's newest state at `now`.
+pub(crate) fn summary(
+    station: StationName,
+    listeners: u64,
+    sync: Option<&Sync>,
+    now: i64,
+) -> StationSummary {
+    let (track, playing, position_ms) = match sync {
+        Some(s) => (Some(s.track.clone()), s.playing, s.position_at(now)),
+        None => (None, false, 0),
+    };
+    StationSummary {
+        station,
+        listeners,
+        live: true,
+        track,
+        playing,
+        position_ms,
+        server_time_ms: now,
+    }
+}

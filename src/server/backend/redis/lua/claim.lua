@@ -1,0 +1,36 @@
+-- claim: start_broadcasting. Claims a free station, or resumes one with
+-- its resume token (also while its old node's lease still runs: a killed
+-- node cannot release it). A station still marked live whose lease is gone
+-- is announced offline first.
+-- KEYS: lease, station hash, live set.
+-- ARGV: holder, resume token ('' for none), new token, lease ms, channel,
+--       station name.
+-- Returns {'1', token, seq, frame} (resumed), {'2', token, seq, ''}
+-- (claimed), {'-1'} (taken) or {'-2'} (in its grace period).
+local held = redis.call('GET', KEYS[1])
+local st = redis.call('HMGET', KEYS[2], 'live', 'token', 'seq', 'frame', 'grace')
+local live = st[1] == '1'
+local seq = st[3] or '0'
+if ARGV[2] ~= '' and st[2] and ARGV[2] == st[2] and (held or live) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+  redis.call('HSET', KEYS[2], 'live', '1', 'grace', '0')
+  redis.call('PERSIST', KEYS[2])
+  redis.call('SADD', KEYS[3], ARGV[6])
+  return {'1', st[2], seq, st[4] or ''}
+end
+if held then
+  if string.sub(held, 1, 6) == 'grace:' then return {'-2'} end
+  return {'-1'}
+end
+if live then
+  local reason = 'timeout'
+  if st[5] == '1' then reason = 'disconnected' end
+  redis.call('PUBLISH', ARGV[5], 'D' .. reason)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[4])
+redis.call('HSET', KEYS[2], 'live', '1', 'grace', '0', 'token', ARGV[3], 'seq', seq)
+redis.call('HDEL', KEYS[2], 'frame', 'reason')
+redis.call('PERSIST', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[6])
+redis.call('PUBLISH', ARGV[5], 'L')
+return {'2', ARGV[3], seq, ''}

@@ -1,0 +1,210 @@
+//! [`RedisOwned`]: a broadcaster's hold on a cluster station. It publishes
+//! through one script that checks the lease, stores the frame and
+//! `PUBLISH`es it; dropped, it turns the lease into a grace lease so the
+//! broadcaster can resume on any node.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::keys::{self, KEEP_OFFLINE_MS, LIVE_SET, millis};
+use super::node::{Hold, HoldState, Node, lock, unavailable};
+use crate::protocol::{StationName, Sync, SyncCause};
+use crate::server::backend::OwnedStation;
+use crate::server::refusal::Refusal;
+use crate::server::station::{Playback, State};
+
+/// A broadcaster's hold on a cluster station.
+pub struct RedisOwned {
+    hold: Arc<Hold>,
+    node: Arc<Node>,
+    /// Stopped or lost: nothing to release on drop.
+    released: bool,
+}
+
+impl RedisOwned {
+    /// A hold just claimed in Redis, registered with the node.
+    pub(super) fn new(node: Arc<Node>, hold: Hold) -> Self {
+        let hold = Arc::new(hold);
+        lock(&node.holds).insert(hold.name.clone(), hold.clone());
+        node.metrics.stations.inc();
+        Self {
+            hold,
+            node,
+            released: false,
+        }
+    }
+
+    /// The hold's record, for a claim's reply.
+    pub(super) fn hold(
+        name: &StationName,
+        holder: String,
+        token: String,
+        seq: u64,
+        last: Option<State>,
+    ) -> Hold {
+        Hold {
+            name: name.clone(),
+            holder,
+            token,
+            state: Mutex::new(HoldState {
+                seq,
+                last,
+                lost: false,
+                ended: false,
+            }),
+        }
+    }
+
+    /// Assigns the next seq, encodes the frame once, and has Redis check the
+    /// lease, store it and publish it, all in one script.
+    async fn publish(&mut self, playback: Playback, cause: SyncCause) -> Result<u64, Refusal> {
+        let hold = self.hold.clone();
+        let mut seq = lock(&hold.state).seq + 1;
+        let mut sync = playback.stamp(hold.name.clone(), seq, cause);
+        let name = hold.name.as_str();
+        // Redis may be ahead of this hold (it was raised after losing its
+        // data); follow it, a bounded number of times.
+        for _ in 0..3 {
+            let state = State::new(sync);
+            let r: i64 = self
+                .node
+                .call(
+                    self.node
+                        .scripts
+                        .update
+                        .key(keys::lease(name))
+                        .key(keys::station(name))
+                        .arg(&hold.holder)
+                        .arg(seq)
+                        .arg(state.frame.as_str())
+                        .arg(keys::channel(name)),
+                )
+                .await?;
+            if r == -1 {
+                self.lost();
+                return Err(Refusal::TakenOver(hold.name.clone()));
+            }
+            if u64::try_from(r).ok() == Some(seq) {
+                let mut st = lock(&hold.state);
+                st.seq = seq;
+                st.last = Some(state);
+                return Ok(seq);
+            }
+            seq = u64::try_from(r).unwrap_or(0) + 1;
+            sync = state.sync;
+            sync.seq = seq;
+        }
+        tracing::error!(station = name, "could not agree on a seq with Redis");
+        Err(unavailable())
+    }
+
+    fn lost(&mut self) {
+        if !self.released {
+            self.released = true;
+            lock(&self.hold.state).lost = true;
+            self.node.forget_hold(&self.hold);
+            self.node.metrics.stations.dec();
+            tracing::warn!(station = %self.hold.name, "station taken over elsewhere");
+        }
+    }
+}
+
+impl OwnedStation for RedisOwned {
+    fn name(&self) -> &StationName {
+        &self.hold.name
+    }
+
+    fn token(&self) -> &str {
+        &self.hold.token
+    }
+
+    fn current(&self) -> Option<Sync> {
+        lock(&self.hold.state).last_sync().cloned()
+    }
+
+    async fn update(&mut self, playback: Playback) -> Result<u64, Refusal> {
+        self.publish(playback, SyncCause::Update).await
+    }
+
+    async fn heartbeat(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
+        let playback = match lock(&self.hold.state).last_sync() {
+            Some(last) => Playback::carried(last, position_ms, playing),
+            None => return Err(Refusal::NoTrackYet),
+        };
+        self.publish(playback, SyncCause::Heartbeat).await
+    }
+
+    async fn stop(&mut self) -> Result<(), Refusal> {
+        let name = self.hold.name.as_str();
+        let _: i64 = self
+            .node
+            .call(
+                self.node
+                    .scripts
+                    .stop
+                    .key(keys::lease(name))
+                    .key(keys::station(name))
+                    .key(LIVE_SET)
+                    .arg(&self.hold.holder)
+                    .arg(keys::channel(name))
+                    .arg(name)
+                    .arg(KEEP_OFFLINE_MS),
+            )
+            .await?;
+        if !self.released {
+            self.released = true;
+            lock(&self.hold.state).ended = true;
+            self.node.forget_hold(&self.hold);
+            self.node.metrics.stations.dec();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisOwned {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.node.forget_hold(&self.hold);
+        self.node.metrics.stations.dec();
+        {
+            let mut st = lock(&self.hold.state);
+            st.ended = true;
+            if st.lost {
+                return;
+            }
+        }
+        tracing::debug!(station = %self.hold.name, "broadcaster gone, grace period starts");
+        // Runs even during shutdown, so a broadcaster can resume on another
+        // node; bounded by the grace period.
+        let node = self.node.clone();
+        self.node.tasks.spawn(release(node, self.hold.clone()));
+    }
+}
+
+/// Turns the hold's lease into a grace lease, retrying until the grace
+/// period would be over (once when shutting down).
+async fn release(node: Arc<Node>, hold: Arc<Hold>) {
+    let give_up = Instant::now() + node.cfg.grace;
+    let name = hold.name.as_str();
+    loop {
+        let released: Result<i64, _> = node
+            .call(
+                node.scripts
+                    .release
+                    .key(keys::lease(name))
+                    .key(keys::station(name))
+                    .arg(&hold.holder)
+                    .arg(millis(node.cfg.grace)),
+            )
+            .await;
+        // Shutting down: one try, so the node exits promptly.
+        if released.is_ok() || Instant::now() >= give_up || node.shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,86 @@
+//! The listening socket and its accept loop, and the socket options every
+//! connection gets.
+//!
+//! Shape borrowed from mini-redis: a listener that backs off on accept
+//! errors (EMFILE and friends) instead of spinning or dying, and that stops
+//! accepting the moment shutdown begins.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpListener;
+
+use crate::server::http;
+use crate::server::shared::Shared;
+
+/// Binds `addr` (with `SO_REUSEPORT` when asked, to share the port with
+/// other nodes) with a deep backlog.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // A deep backlog absorbs connect storms; the kernel caps it at somaxconn.
+    socket.listen(16_384)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts connections until shutdown, each served by its own task.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+                shared
+                    .tasks
+                    .spawn(http::serve_connection(stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: the listener is fine, the process is
+                // out of something. Wait for connections to close.
+                tracing::error!(error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit and says so.
+pub fn raise_open_files_limit(max_connections: usize) {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) => {
+            let raised = rlimit::increase_nofile_limit(hard).unwrap_or(soft);
+            tracing::info!(soft = raised, hard, was = soft, "open files limit");
+            // Each connection is one file; keep some for listeners, logs, media.
+            let usable = raised.saturating_sub(64);
+            if usable < max_connections as u64 {
+                tracing::warn!(
+                    "this process may open {raised} files, so it can hold about {usable} \
+                     connections, fewer than --max-connections {max_connections}; raise the \
+                     hard limit (ulimit -Hn, LimitNOFILE=) or run several nodes"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
+}

@@ -1,0 +1,78 @@
+//! Why a request is refused: one [`Refusal`] per reason, each with its
+//! protocol [`ErrorCode`] and the sentence the client reads, written once
+//! here for every backend and the connection alike.
+
+use crate::protocol::{ErrorCode, StationName};
+
+/// A refused request: answered with an `error` frame of [`Refusal::code`]
+/// whose message is this value's `Display`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("station {0} is live from another connection")]
+    Taken(StationName),
+    #[error(
+        "station {0} is waiting for its broadcaster to resume; \
+         resume with its resume_token or wait for the grace period to end"
+    )]
+    InGrace(StationName),
+    #[error(
+        "station {0} was taken over by another connection \
+         (its broadcaster resumed elsewhere with the resume_token)"
+    )]
+    TakenOver(StationName),
+    #[error("station {0} is broadcast by another connection")]
+    NotOwner(StationName),
+    #[error("station {0} is not live; send start_broadcasting first")]
+    NotLive(StationName),
+    #[error("the station has no track yet: send an update before heartbeats")]
+    NoTrackYet,
+    #[error("a connection may broadcast at most {0} stations")]
+    TooManyStations(usize),
+    #[error("this server requires a broadcast key (\"key\")")]
+    KeyRequired,
+    #[error("wrong broadcast key")]
+    WrongKey,
+    #[error("more than {0} messages a second; slow down or be disconnected")]
+    RateLimited(u32),
+    #[error("binary frames are not supported; send JSON text frames")]
+    Binary,
+    /// The station backend cannot be reached; the reason names it.
+    #[error("{0}; try again shortly")]
+    Unavailable(&'static str),
+}
+
+impl Refusal {
+    /// The `error` frame's code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::Taken(_) | Refusal::InGrace(_) => ErrorCode::StationTaken,
+            Refusal::TakenOver(_) | Refusal::NotOwner(_) => ErrorCode::NotOwner,
+            Refusal::NotLive(_) => ErrorCode::NotLive,
+            Refusal::NoTrackYet => ErrorCode::BadMessage,
+            Refusal::TooManyStations(_) | Refusal::Binary => ErrorCode::Unsupported,
+            Refusal::KeyRequired | Refusal::WrongKey => ErrorCode::Unauthorized,
+            Refusal::RateLimited(_) => ErrorCode::RateLimited,
+            Refusal::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_sentences() {
+        let s = StationName::new("jazz").expect("a valid name");
+        let r = Refusal::InGrace(s.clone());
+        assert_eq!(r.code(), ErrorCode::StationTaken);
+        assert!(r.to_string().starts_with("station jazz is waiting"), "{r}");
+        assert_eq!(Refusal::TakenOver(s).code(), ErrorCode::NotOwner);
+        let u = Refusal::Unavailable("the cluster's Redis is unreachable right now");
+        assert_eq!(
+            u.to_string(),
+            "the cluster's Redis is unreachable right now; try again shortly"
+        );
+        assert_eq!(u.code(), ErrorCode::Unavailable);
+    }
+}
