@@ -201,106 +201,151 @@ fn pct(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| (part as f64 * 100.0 / whole as f64 * 1000.0).round() / 1000.0)
 }
 
-/// Merges the workers' reports with the parent's figures.
-pub fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
-    let stations = parent.states_per_station.len();
-    let mut listeners = Listeners {
-        ramp_s: parent.ramp_s,
-        ..Listeners::default()
-    };
-    let mut handshake = Hist::new();
-    let mut fanout = Hist::new();
-    let mut accuracy = Hist::new();
-    let mut delivery = Delivery {
-        updates_sent: parent.updates_sent,
-        heartbeats_sent: parent.heartbeats_sent,
-        unacked: parent.unacked,
-        ..Delivery::default()
-    };
-    let mut errors_by_code = parent.broadcaster_errors.clone();
-    let mut close_codes = BTreeMap::new();
-    let mut station_listeners = vec![0u64; stations];
-    let mut holding = vec![0u64; stations];
-    let mut updates: BTreeMap<(u32, u64), (u64, u64)> = BTreeMap::new();
-    for w in workers {
+/// The workers' figures added up, before anything is derived from them.
+struct Totals {
+    listeners: Listeners,
+    handshake: Hist,
+    fanout: Hist,
+    accuracy: Hist,
+    delivery: Delivery,
+    errors_by_code: BTreeMap<String, u64>,
+    close_codes: BTreeMap<String, u64>,
+    /// Per station: its listeners that connected.
+    station_listeners: Vec<u64>,
+    /// Per station: its listeners holding its newest `seq` at the end.
+    holding: Vec<u64>,
+    /// `(station, seq)` -> (listeners that received it, latest receipt in µs).
+    updates: BTreeMap<(u32, u64), (u64, u64)>,
+}
+
+impl Totals {
+    /// Starts from what the parent counted itself.
+    fn new(parent: &ParentFigures) -> Totals {
+        let stations = parent.states_per_station.len();
+        Totals {
+            listeners: Listeners {
+                ramp_s: parent.ramp_s,
+                ..Listeners::default()
+            },
+            handshake: Hist::new(),
+            fanout: Hist::new(),
+            accuracy: Hist::new(),
+            delivery: Delivery {
+                updates_sent: parent.updates_sent,
+                heartbeats_sent: parent.heartbeats_sent,
+                unacked: parent.unacked,
+                ..Delivery::default()
+            },
+            errors_by_code: parent.broadcaster_errors.clone(),
+            close_codes: BTreeMap::new(),
+            station_listeners: vec![0u64; stations],
+            holding: vec![0u64; stations],
+            updates: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one worker's report.
+    fn add(&mut self, w: &WorkerReport) {
+        let listeners = &mut self.listeners;
         listeners.attempted += w.progress.attempted;
         listeners.connected += w.progress.connected;
         listeners.failed += w.progress.failed;
         listeners.dropped += w.progress.dropped;
         add_map(&mut listeners.failed_by_reason, &w.failed_by_reason);
-        handshake.merge_data(&w.handshake_us);
-        fanout.merge_data(&w.fanout_us);
-        accuracy.merge_data(&w.accuracy_ms);
+        self.handshake.merge_data(&w.handshake_us);
+        self.fanout.merge_data(&w.fanout_us);
+        self.accuracy.merge_data(&w.accuracy_ms);
+        let delivery = &mut self.delivery;
         delivery.syncs_received += w.progress.syncs;
         delivery.tune_in_syncs += w.tune_in_syncs;
         delivery.skipped += w.skipped;
         delivery.duplicates += w.duplicates;
         delivery.seq_regressions += w.seq_regressions;
-        add_map(&mut errors_by_code, &w.errors_by_code);
-        add_map(&mut close_codes, &w.close_codes);
-        for s in 0..stations {
-            station_listeners[s] += w.station_listeners.get(s).copied().unwrap_or(0);
-            holding[s] += w.station_holding_final.get(s).copied().unwrap_or(0);
+        add_map(&mut self.errors_by_code, &w.errors_by_code);
+        add_map(&mut self.close_codes, &w.close_codes);
+        for s in 0..self.station_listeners.len() {
+            self.station_listeners[s] += w.station_listeners.get(s).copied().unwrap_or(0);
+            self.holding[s] += w.station_holding_final.get(s).copied().unwrap_or(0);
         }
         for u in &w.updates {
-            let e = updates.entry((u.station, u.seq)).or_insert((0, 0));
+            let e = self.updates.entry((u.station, u.seq)).or_insert((0, 0));
             e.0 += u.count;
             e.1 = e.1.max(u.max_us);
         }
     }
-    delivery.expected = (0..stations)
-        .map(|s| parent.states_per_station[s] * station_listeners[s])
-        .sum();
-    let mut last_listener = Hist::new();
-    let mut complete = 0u64;
-    for (&(station, _), &(count, max_us)) in &updates {
-        if count
-            >= station_listeners
-                .get(station as usize)
-                .copied()
-                .unwrap_or(0)
-        {
-            complete += 1;
-            last_listener.record(max_us);
+
+    /// Over the updates that reached every listener of their station: until
+    /// the last of them had it. Also gives how many updates did.
+    fn last_listener(&self) -> (Hist, u64) {
+        let mut last_listener = Hist::new();
+        let mut complete = 0u64;
+        for (&(station, _), &(count, max_us)) in &self.updates {
+            if count
+                >= self
+                    .station_listeners
+                    .get(station as usize)
+                    .copied()
+                    .unwrap_or(0)
+            {
+                complete += 1;
+                last_listener.record(max_us);
+            }
         }
+        (last_listener, complete)
     }
-    if listeners.ramp_s > 0.0 {
-        listeners.connect_rate_per_sec =
-            (listeners.connected as f64 / listeners.ramp_s * 10.0).round() / 10.0;
-    }
-    let connected_total: u64 = station_listeners.iter().sum();
-    let holding_total: u64 = holding.iter().sum();
-    let deliveries_per_sec = if parent.run_s > 0.0 {
-        (delivery.syncs_received as f64 / parent.run_s).round()
-    } else {
-        0.0
-    };
-    let mut server = parent.server;
+}
+
+/// Sets the server's RSS per connection, now that the connections are counted.
+fn with_rss_per_connection(mut server: Option<ServerCost>, connected: u64) -> Option<ServerCost> {
     if let Some(s) = server.as_mut() {
-        s.rss_per_connection_bytes = (listeners.connected > 0).then(|| {
-            ((s.rss_after_connect_bytes as f64 - s.rss_before_bytes as f64)
-                / listeners.connected as f64)
+        s.rss_per_connection_bytes = (connected > 0).then(|| {
+            ((s.rss_after_connect_bytes as f64 - s.rss_before_bytes as f64) / connected as f64)
                 .round()
         });
     }
+    server
+}
+
+/// Merges the workers' reports with the parent's figures.
+pub fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
+    let mut t = Totals::new(&parent);
+    for w in workers {
+        t.add(w);
+    }
+    t.delivery.expected = (0..t.station_listeners.len())
+        .map(|s| parent.states_per_station[s] * t.station_listeners[s])
+        .sum();
+    let (last_listener, complete) = t.last_listener();
+    if t.listeners.ramp_s > 0.0 {
+        t.listeners.connect_rate_per_sec =
+            (t.listeners.connected as f64 / t.listeners.ramp_s * 10.0).round() / 10.0;
+    }
+    let connected_total: u64 = t.station_listeners.iter().sum();
+    let holding_total: u64 = t.holding.iter().sum();
+    let deliveries_per_sec = if parent.run_s > 0.0 {
+        (t.delivery.syncs_received as f64 / parent.run_s).round()
+    } else {
+        0.0
+    };
+    let server = with_rss_per_connection(parent.server, t.listeners.connected);
     let mut generator = parent.generator;
     generator.clock_offsets_ms = workers.iter().map(|w| w.clock_offset_ms.clone()).collect();
-    let seq_regressions = delivery.seq_regressions;
+    let seq_regressions = t.delivery.seq_regressions;
     Report {
         parameters: parent.parameters,
-        listeners,
-        handshake_ms: handshake.percentiles(1000.0),
-        fanout_ms: fanout.percentiles(1000.0),
+        listeners: t.listeners,
+        handshake_ms: t.handshake.percentiles(1000.0),
+        fanout_ms: t.fanout.percentiles(1000.0),
         last_listener_ms: last_listener.percentiles(1000.0),
-        updates_reaching_all_pct: pct(complete, updates.len() as u64),
-        sync_error_ms: accuracy.percentiles(1.0),
-        delivery,
+        updates_reaching_all_pct: pct(complete, t.updates.len() as u64),
+        sync_error_ms: t.accuracy.percentiles(1.0),
+        delivery: t.delivery,
         final_state_delivery_pct: pct(holding_total, connected_total),
         seq_regressions,
         deliveries_per_sec,
         run_s: (parent.run_s * 1000.0).round() / 1000.0,
-        errors_by_code,
-        close_codes,
+        errors_by_code: t.errors_by_code,
+        close_codes: t.close_codes,
         server,
         generator,
         thresholds: Thresholds::default(),
@@ -363,6 +408,16 @@ fn map_line(m: &BTreeMap<String, u64>) -> String {
 /// The summary a person reads.
 pub fn human(r: &Report) -> String {
     let mut s = String::new();
+    human_listeners(&mut s, r);
+    human_latency(&mut s, r);
+    human_delivery(&mut s, r);
+    human_cost(&mut s, r);
+    human_result(&mut s, r);
+    s
+}
+
+/// Who connected, and how fast.
+fn human_listeners(s: &mut String, r: &Report) {
     let l = &r.listeners;
     let _ = writeln!(
         s,
@@ -383,6 +438,10 @@ pub fn human(r: &Report) -> String {
         ms(r.handshake_ms.p99),
         ms(r.handshake_ms.max)
     );
+}
+
+/// How long the syncs took, and how far off the listeners were.
+fn human_latency(s: &mut String, r: &Report) {
     let f = &r.fanout_ms;
     let _ = writeln!(
         s,
@@ -409,6 +468,10 @@ pub fn human(r: &Report) -> String {
         ms(r.sync_error_ms.p50),
         ms(r.sync_error_ms.p99)
     );
+}
+
+/// What was sent and what arrived.
+fn human_delivery(s: &mut String, r: &Report) {
     let d = &r.delivery;
     let _ = writeln!(
         s,
@@ -433,6 +496,10 @@ pub fn human(r: &Report) -> String {
         map_line(&r.errors_by_code),
         map_line(&r.close_codes)
     );
+}
+
+/// What the server and the generator cost.
+fn human_cost(s: &mut String, r: &Report) {
     if let Some(sv) = &r.server {
         let _ = writeln!(
             s,
@@ -459,6 +526,10 @@ pub fn human(r: &Report) -> String {
     if let Some(w) = &g.warning {
         let _ = writeln!(s, "warning     {w}");
     }
+}
+
+/// The thresholds' verdict.
+fn human_result(s: &mut String, r: &Report) {
     if r.thresholds.passed {
         let _ = writeln!(s, "result      passed");
     } else {
@@ -466,7 +537,6 @@ pub fn human(r: &Report) -> String {
             let _ = writeln!(s, "FAILED      {f}");
         }
     }
-    s
 }
 
 #[cfg(test)]

@@ -6,196 +6,34 @@
 //! `--heartbeat-interval`. A lost connection is retried with backoff and the
 //! station resumed with its `resume_token`, then the current state re-sent.
 //! stdin's end, `stop` and Ctrl-C all stop the station and exit 0.
+//!
+//! This file is the connection and its session loop; the command language
+//! is in `commands`, the M3U playlist in `playlist`, the playback state in
+//! `player`.
+
+mod commands;
+mod player;
+mod playlist;
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Interval, MissedTickBehavior};
+
+pub use commands::{Command, HELP, parse_command};
+pub use player::Player;
+use playlist::load_playlist;
+pub use playlist::{Entry, parse_m3u};
 
 use crate::cli::BroadcastArgs;
 use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{
     self, ClientMessage, ErrorCode, Heartbeat, ServerMessage, StationName, Update,
 };
-
-/// The station's playback state, as this broadcaster knows it.
-#[derive(Debug, Clone, Default)]
-pub struct Player {
-    pub track: Option<String>,
-    pub duration_ms: Option<u64>,
-    pub playing: bool,
-    position_ms: u64,
-    since: Option<Instant>,
-}
-
-impl Player {
-    /// The position now.
-    pub fn position_ms(&self) -> u64 {
-        match (self.playing, self.since) {
-            (true, Some(since)) => self
-                .position_ms
-                .saturating_add(u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
-            _ => self.position_ms,
-        }
-    }
-
-    fn set_position(&mut self, position_ms: u64) {
-        self.position_ms = position_ms;
-        self.since = Some(Instant::now());
-    }
-
-    /// Time left in the track while playing, when its duration is known.
-    fn remaining(&self) -> Option<Duration> {
-        let d = self.duration_ms?;
-        self.playing
-            .then(|| Duration::from_millis(d.saturating_sub(self.position_ms())))
-    }
-}
-
-/// A line of input, parsed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    Play {
-        track: Option<String>,
-        position_ms: Option<u64>,
-    },
-    Pause,
-    Seek(u64),
-    Track {
-        name: String,
-        duration_ms: Option<u64>,
-    },
-    Stop,
-    Help,
-}
-
-pub const HELP: &str = "commands: play [TRACK] [SECONDS] | pause | seek SECONDS | \
-                        track NAME [DURATION_SECONDS] | stop | help";
-
-fn seconds(word: &str, what: &str) -> anyhow::Result<u64> {
-    let secs: f64 = word
-        .parse()
-        .ok()
-        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-        .with_context(|| format!("{what} must be a number of seconds, not {word:?}"))?;
-    Ok((secs * 1000.0).round() as u64)
-}
-
-/// Parses one input line; `Ok(None)` for blank lines and `#` comments.
-/// Words may be quoted as in a shell: `track "Side A.mp3" 181`.
-pub fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
-    let words = shell_words::split(line).with_context(|| format!("cannot read {line:?}"))?;
-    let (cmd, args) = match words.split_first() {
-        Some((c, a)) => (c.to_ascii_lowercase(), a),
-        None => return Ok(None),
-    };
-    let too_many = |max: usize| -> anyhow::Result<()> {
-        if args.len() > max {
-            bail!("{cmd} takes at most {max} arguments; {HELP}");
-        }
-        Ok(())
-    };
-    let command = match cmd.as_str() {
-        "play" => {
-            too_many(2)?;
-            Command::Play {
-                track: args.first().cloned(),
-                position_ms: args
-                    .get(1)
-                    .map(|w| seconds(w, "the position"))
-                    .transpose()?,
-            }
-        }
-        "pause" => {
-            too_many(0)?;
-            Command::Pause
-        }
-        "seek" => {
-            too_many(1)?;
-            let Some(w) = args.first() else {
-                bail!("seek needs a position in seconds, like: seek 42");
-            };
-            Command::Seek(seconds(w, "the position")?)
-        }
-        "track" => {
-            too_many(2)?;
-            let Some(name) = args.first() else {
-                bail!("track needs a name, like: track song.mp3 180");
-            };
-            Command::Track {
-                name: name.clone(),
-                duration_ms: args
-                    .get(1)
-                    .map(|w| seconds(w, "the duration"))
-                    .transpose()?,
-            }
-        }
-        "stop" => Command::Stop,
-        "help" | "?" => Command::Help,
-        other => bail!("unknown command {other:?}; {HELP}"),
-    };
-    Ok(Some(command))
-}
-
-/// One entry of an extended M3U playlist.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub track: String,
-    pub title: Option<String>,
-    pub duration_ms: u64,
-}
-
-/// Parses an extended M3U playlist. Entries without a positive `#EXTINF`
-/// duration cannot be timed and are skipped with a warning.
-pub fn parse_m3u(text: &str) -> anyhow::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    let mut pending: Option<(Option<u64>, Option<String>)> = None;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim().trim_start_matches('\u{feff}');
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(info) = line.strip_prefix("#EXTINF:") {
-            let (dur, title) = info.split_once(',').unwrap_or((info, ""));
-            // Attributes may follow the duration: `#EXTINF:123 tvg-id="x",Title`.
-            let dur = dur.split_whitespace().next().unwrap_or("");
-            let secs = dur
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0);
-            let title = (!title.trim().is_empty()).then(|| title.trim().to_owned());
-            pending = Some((secs.map(|s| (s * 1000.0).round() as u64), title));
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        match pending.take() {
-            Some((Some(duration_ms), title)) => entries.push(Entry {
-                track: line.to_owned(),
-                title,
-                duration_ms,
-            }),
-            _ => eprintln!(
-                "radio: playlist line {}: {line:?} has no #EXTINF duration; skipping it",
-                n + 1
-            ),
-        }
-    }
-    if entries.is_empty() {
-        bail!("the playlist has no entry with a duration (#EXTINF:SECONDS,TITLE before each path)");
-    }
-    Ok(entries)
-}
 
 /// A state sent with `ack`, waiting for its `seq`.
 #[derive(Debug, Clone, Serialize)]
@@ -270,12 +108,6 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         b.player.set_position(0);
     }
     b.run().await
-}
-
-fn load_playlist(path: &Path) -> anyhow::Result<Vec<Entry>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the playlist {}", path.display()))?;
-    parse_m3u(&text).with_context(|| format!("in {}", path.display()))
 }
 
 /// Reads stdin on a thread of its own (a blocking read must not hold the
@@ -398,6 +230,8 @@ impl Broadcaster {
         }
     }
 
+    /// One connection: claims the station, re-sends the current state, then
+    /// serves input, the playlist, heartbeats and the server until it ends.
     async fn session(&mut self, mut ws: Ws) -> anyhow::Result<End> {
         self.pending.clear();
         if !self.claim(&mut ws).await? {
@@ -421,26 +255,8 @@ impl Broadcaster {
                     return Ok(End::Done);
                 }
                 line = next_line(&mut self.source) => {
-                    let Some(line) = line else {
-                        // End of input: the script is over.
-                        self.stop(&mut ws).await;
-                        return Ok(End::Done);
-                    };
-                    match parse_command(&line) {
-                        Ok(Some(Command::Stop)) => {
-                            self.stop(&mut ws).await;
-                            return Ok(End::Done);
-                        }
-                        Ok(Some(Command::Help)) => eprintln!("{HELP}"),
-                        Ok(Some(cmd)) => match self.apply(cmd) {
-                            Ok(()) => {
-                                self.send_update(&mut ws).await?;
-                                heartbeat.reset();
-                            }
-                            Err(e) => eprintln!("radio: {e}"),
-                        },
-                        Ok(None) => {}
-                        Err(e) => eprintln!("radio: {e:#}"),
+                    if let Some(end) = self.on_line(&mut ws, line, &mut heartbeat).await? {
+                        return Ok(end);
                     }
                 }
                 _ = sleep_opt(track_end), if playlist => {
@@ -451,26 +267,59 @@ impl Broadcaster {
                 _ = heartbeat.tick(), if self.player.playing => {
                     self.send_heartbeat(&mut ws).await?;
                 }
-                _ = ping.tick() => {
-                    client::send(&mut ws, &ClientMessage::Ping {
-                        id: None,
-                        client_time_ms: Some(protocol::now_ms()),
-                    }).await?;
-                }
+                _ = ping.tick() => send_ping(&mut ws).await?,
                 frame = client::next_message(&mut ws) => {
-                    match frame {
-                        Ok(Some(msg)) => {
-                            if let Some(end) = self.on_message(msg)? {
-                                return Ok(end);
-                            }
-                        }
-                        Ok(None) => return Ok(End::Lost(None)),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "connection failed");
-                            return Ok(End::Lost(None));
-                        }
+                    if let Some(end) = self.on_frame(frame)? {
+                        return Ok(end);
                     }
                 }
+            }
+        }
+    }
+
+    /// Acts on a line of input; `None` is the end of input. Gives how the
+    /// session ends, if this ends it.
+    async fn on_line(
+        &mut self,
+        ws: &mut Ws,
+        line: Option<String>,
+        heartbeat: &mut Interval,
+    ) -> anyhow::Result<Option<End>> {
+        let Some(line) = line else {
+            // End of input: the script is over.
+            self.stop(ws).await;
+            return Ok(Some(End::Done));
+        };
+        match parse_command(&line) {
+            Ok(Some(Command::Stop)) => {
+                self.stop(ws).await;
+                return Ok(Some(End::Done));
+            }
+            Ok(Some(Command::Help)) => eprintln!("{HELP}"),
+            Ok(Some(cmd)) => match self.player.apply(cmd) {
+                Ok(()) => {
+                    self.send_update(ws).await?;
+                    heartbeat.reset();
+                }
+                Err(e) => eprintln!("radio: {e}"),
+            },
+            Ok(None) => {}
+            Err(e) => eprintln!("radio: {e:#}"),
+        }
+        Ok(None)
+    }
+
+    /// Acts on what came from the server, or on the connection failing.
+    fn on_frame(
+        &mut self,
+        frame: anyhow::Result<Option<ServerMessage>>,
+    ) -> anyhow::Result<Option<End>> {
+        match frame {
+            Ok(Some(msg)) => self.on_message(msg),
+            Ok(None) => Ok(Some(End::Lost(None))),
+            Err(e) => {
+                tracing::debug!(error = %e, "connection failed");
+                Ok(Some(End::Lost(None)))
             }
         }
     }
@@ -511,48 +360,6 @@ impl Broadcaster {
             _ => {}
         }
         Ok(None)
-    }
-
-    fn apply(&mut self, cmd: Command) -> anyhow::Result<()> {
-        let p = &mut self.player;
-        match cmd {
-            Command::Play { track, position_ms } => {
-                if let Some(track) = track {
-                    if p.track.as_deref() != Some(track.as_str()) {
-                        p.duration_ms = None;
-                    }
-                    p.track = Some(track);
-                    p.set_position(position_ms.unwrap_or(0));
-                } else if p.track.is_none() {
-                    bail!("nothing to play yet: use play TRACK");
-                } else {
-                    let now = p.position_ms();
-                    p.set_position(now);
-                }
-                p.playing = true;
-            }
-            Command::Pause => {
-                if p.track.is_none() {
-                    bail!("nothing is playing");
-                }
-                let now = p.position_ms();
-                p.set_position(now);
-                p.playing = false;
-            }
-            Command::Seek(ms) => {
-                if p.track.is_none() {
-                    bail!("nothing to seek in yet: use play TRACK or track NAME first");
-                }
-                p.set_position(ms);
-            }
-            Command::Track { name, duration_ms } => {
-                p.track = Some(name);
-                p.duration_ms = duration_ms;
-                p.set_position(0);
-            }
-            Command::Stop | Command::Help => {}
-        }
-        Ok(())
     }
 
     fn next_entry(&mut self) {
@@ -692,6 +499,18 @@ impl Broadcaster {
     }
 }
 
+/// A ping, whose `pong` measures the clock offset.
+async fn send_ping(ws: &mut Ws) -> anyhow::Result<()> {
+    client::send(
+        ws,
+        &ClientMessage::Ping {
+            id: None,
+            client_time_ms: Some(protocol::now_ms()),
+        },
+    )
+    .await
+}
+
 async fn next_line(source: &mut Source) -> Option<String> {
     match source {
         Source::Stdin(rx) => rx.recv().await,
@@ -724,73 +543,5 @@ pub fn explain(code: ErrorCode, message: &str, station: &StationName) -> String 
             format!("the server cannot take the station right now ({message}). Try again shortly.")
         }
         other => format!("the server refused: {message} ({other})"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_commands() {
-        assert_eq!(
-            parse_command("play \"Side A.mp3\" 12.5").unwrap(),
-            Some(Command::Play {
-                track: Some("Side A.mp3".into()),
-                position_ms: Some(12_500)
-            })
-        );
-        assert_eq!(
-            parse_command("play").unwrap(),
-            Some(Command::Play {
-                track: None,
-                position_ms: None
-            })
-        );
-        assert_eq!(parse_command("PAUSE").unwrap(), Some(Command::Pause));
-        assert_eq!(parse_command("seek 3").unwrap(), Some(Command::Seek(3_000)));
-        assert_eq!(
-            parse_command("track b.ogg 180").unwrap(),
-            Some(Command::Track {
-                name: "b.ogg".into(),
-                duration_ms: Some(180_000)
-            })
-        );
-        assert_eq!(parse_command("  # comment").unwrap(), None);
-        assert_eq!(parse_command("").unwrap(), None);
-        assert!(parse_command("seek").is_err());
-        assert!(parse_command("seek -4").is_err());
-        assert!(parse_command("dance").is_err());
-        assert!(parse_command("pause now").is_err());
-        assert!(parse_command("play \"unterminated").is_err());
-    }
-
-    #[test]
-    fn parses_m3u() {
-        let text = "#EXTM3U\n#EXTINF:181,Artist - One\none.mp3\n\n#EXTINF:-1,Stream\nhttp://x/stream\n#EXTINF:2.5 tvg-id=\"a\",Two\nsub/two.ogg\nbare.mp3\n";
-        let e = parse_m3u(text).unwrap();
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].track, "one.mp3");
-        assert_eq!(e[0].title.as_deref(), Some("Artist - One"));
-        assert_eq!(e[0].duration_ms, 181_000);
-        assert_eq!(e[1].track, "sub/two.ogg");
-        assert_eq!(e[1].duration_ms, 2_500);
-        assert!(parse_m3u("#EXTM3U\nnothing.mp3\n").is_err());
-    }
-
-    #[test]
-    fn player_position() {
-        let mut p = Player {
-            track: Some("t".into()),
-            playing: false,
-            ..Player::default()
-        };
-        p.set_position(5_000);
-        assert_eq!(p.position_ms(), 5_000);
-        assert_eq!(p.remaining(), None);
-        p.duration_ms = Some(6_000);
-        p.playing = true;
-        let left = p.remaining().unwrap();
-        assert!(left <= Duration::from_millis(1_000));
     }
 }

@@ -17,9 +17,13 @@
 //! delivery. The clock offset to each node is measured once per worker on a
 //! connection of its own (ping/pong, [`ClockOffset`]) and refreshed every
 //! few seconds, rather than per listener.
+//!
+//! This file is the process: its plan, shared state, progress and report;
+//! `connection` is one listener's connection.
+
+mod connection;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
@@ -27,16 +31,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::client::Response as UpgradeResponse;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::plan::{
     MAX_INFLIGHT_HANDSHAKES, ParentCmd, Progress, UpdateSeen, WorkerMsg, WorkerPlan, WorkerReport,
@@ -253,206 +254,6 @@ impl Ctx {
     }
 }
 
-/// Why a connection attempt failed, as a short stable label for the report.
-fn io_reason(e: &std::io::Error) -> String {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::ConnectionRefused => "refused".into(),
-        K::ConnectionReset => "reset".into(),
-        K::TimedOut => "timeout".into(),
-        K::AddrNotAvailable => "addr_not_available".into(),
-        K::AddrInUse => "addr_in_use".into(),
-        _ if e.raw_os_error() == Some(24) => "too_many_open_files".into(),
-        kind => format!("io_{kind:?}").to_ascii_lowercase(),
-    }
-}
-
-fn ws_reason(e: &tungstenite::Error) -> String {
-    match e {
-        tungstenite::Error::Io(e) => io_reason(e),
-        tungstenite::Error::Http(resp) => format!("http_{}", resp.status().as_u16()),
-        tungstenite::Error::Tls(_) => "tls".into(),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            "closed_during_handshake".into()
-        }
-        _ => "handshake".into(),
-    }
-}
-
-/// Opens the TCP connection of global listener `i`, bound to its source address.
-async fn tcp_connect(ctx: &Ctx, i: usize) -> std::io::Result<TcpStream> {
-    let target = ctx.targets[ctx.plan.url_of(i)].addr;
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(src) = ctx.plan.source_of(i) {
-        // Lets the kernel reuse this address's ports still in TIME_WAIT from
-        // an earlier run; the four-tuple still has to be unique.
-        socket.set_reuseaddr(true)?;
-        bind_address_no_port(&socket)?;
-        socket.bind(SocketAddr::new(src, 0))?;
-    }
-    let stream = socket.connect(target).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// Asks the kernel to pick the local port at `connect` rather than at
-/// `bind`. A `bind` to port 0 must find a port free towards every
-/// destination, a search that grows with every socket already bound (and
-/// with TIME_WAIT sockets of earlier runs): measured, it made the generator
-/// spend 230 µs to 880 µs of CPU per connection at 18,000. At `connect` the
-/// kernel only needs the four-tuple to be unique.
-#[cfg(target_os = "linux")]
-fn bind_address_no_port(socket: &TcpSocket) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let one: libc::c_int = 1;
-    // SAFETY: the descriptor belongs to `socket`, which outlives the call;
-    // the option value points to a live c_int and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const one).cast::<libc::c_void>(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn bind_address_no_port(_socket: &TcpSocket) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// One listener, from TCP connect to the end of the run.
-///
-/// The handshake runs in a boxed future that is freed once it is done, so
-/// the task a listener keeps for the whole run holds little more than its
-/// socket (measured: an 11,184-byte task future when handshake, session and
-/// the TLS variant shared one future; 1,128 bytes like this).
-async fn listener(ctx: Arc<Ctx>, local: usize, permit: OwnedSemaphorePermit) {
-    let node = ctx.plan.url_of(ctx.plan.first + local);
-    if ctx.targets[node].tls {
-        // Boxed whole: its futures are large and would size every
-        // listener's task, plain ones included.
-        return Box::pin(tls_listener(ctx, local, permit)).await;
-    }
-    let url = ctx.targets[node].url.as_str();
-    let config = Some(ctx.config);
-    let upgrade = |s| tokio_tungstenite::client_async_with_config(url, s, config);
-    // Bound to a variable, so the boxed handshake is freed before the
-    // session starts (a temporary in `if let` would live as long as it).
-    let opened = Box::pin(open(&ctx, local, permit, upgrade)).await;
-    if let Some(ws) = opened {
-        receive(&ctx, local, ws).await;
-    }
-}
-
-/// [`listener`] over `wss://`.
-async fn tls_listener(ctx: Arc<Ctx>, local: usize, permit: OwnedSemaphorePermit) {
-    let node = ctx.plan.url_of(ctx.plan.first + local);
-    let url = ctx.targets[node].url.as_str();
-    let config = Some(ctx.config);
-    let upgrade = |s| tokio_tungstenite::client_async_tls_with_config(url, s, config, None);
-    let opened = Box::pin(open(&ctx, local, permit, upgrade)).await;
-    if let Some(ws) = opened {
-        receive(&ctx, local, ws).await;
-    }
-}
-
-/// Connects, upgrades, waits for `welcome` and tunes in. A failure is
-/// recorded with its reason and gives `None`.
-async fn open<S, F, Fut>(
-    ctx: &Ctx,
-    local: usize,
-    permit: OwnedSemaphorePermit,
-    upgrade: F,
-) -> Option<WebSocketStream<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(TcpStream) -> Fut,
-    Fut: Future<Output = Result<(WebSocketStream<S>, UpgradeResponse), tungstenite::Error>>,
-{
-    let i = ctx.plan.first + local;
-    let started = Instant::now();
-    let deadline = started + Duration::from_millis(ctx.plan.handshake_timeout_ms);
-    let stream = match tokio::time::timeout_at(deadline, tcp_connect(ctx, i)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return ctx.fail_with(local, io_reason(&e)),
-        Err(_) => return ctx.fail_with(local, "timeout".into()),
-    };
-    let mut ws = match tokio::time::timeout_at(deadline, upgrade(stream)).await {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => return ctx.fail_with(local, ws_reason(&e)),
-        Err(_) => return ctx.fail_with(local, "timeout".into()),
-    };
-    let welcome = loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => break Err("no_welcome".to_owned()),
-            Ok(None) => break Err("closed_during_handshake".to_owned()),
-            Ok(Some(Err(e))) => break Err(ws_reason(&e)),
-            Ok(Some(Ok(Message::Text(t)))) => {
-                break match serde_json::from_str::<Lite>(t.as_str()) {
-                    Ok(f) if f.ty == "welcome" => Ok(()),
-                    _ => Err("no_welcome".to_owned()),
-                };
-            }
-            Ok(Some(Ok(Message::Close(_)))) => break Err("closed_during_handshake".to_owned()),
-            Ok(Some(Ok(_))) => {}
-        }
-    };
-    if let Err(reason) = welcome {
-        return ctx.fail_with(local, reason);
-    }
-    let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    lock(&ctx.handshake_us).record(took);
-    drop(permit);
-    ctx.state[local].store(CONNECTED, Ordering::Relaxed);
-    ctx.connected.fetch_add(1, Ordering::Relaxed);
-    let station = ctx.plan.station_of(i);
-    if ws
-        .send(Message::Text(ctx.tune_frames[station].clone()))
-        .await
-        .is_err()
-    {
-        ctx.drop_listener(local);
-        return None;
-    }
-    Some(ws)
-}
-
-/// Measures every frame a tuned-in listener receives until its connection
-/// ends (or the worker exits).
-async fn receive<S>(ctx: &Ctx, local: usize, mut ws: WebSocketStream<S>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let i = ctx.plan.first + local;
-    let node = ctx.plan.url_of(i);
-    let station = ctx.plan.station_of(i) as u32;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => ctx.on_text(local, station, node, t.as_str()),
-            Some(Ok(Message::Close(frame))) => {
-                let code =
-                    frame.map_or_else(|| "none".to_owned(), |f| u16::from(f.code).to_string());
-                *ctx.shard(local).close_codes.entry(code).or_default() += 1;
-                return ctx.drop_listener(local);
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return ctx.drop_listener(local),
-        }
-    }
-}
-
 /// Attempts every listener of this worker at the planned rate, with a bounded
 /// number of handshakes in flight. Returns when each one connected or failed.
 async fn ramp(ctx: Arc<Ctx>) -> Duration {
@@ -470,7 +271,7 @@ async fn ramp(ctx: Arc<Ctx>) -> Duration {
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         // Listener tasks end with the worker process: the runtime drops them
         // (and closes their sockets) when `worker_main` returns.
-        tokio::spawn(listener(ctx.clone(), local, permit));
+        tokio::spawn(connection::listener(ctx.clone(), local, permit));
     }
     let total = ctx.plan.count as u64;
     while ctx.connected.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < total {
@@ -505,52 +306,82 @@ async fn emit(out: &mut tokio::io::Stdout, msg: &WorkerMsg) -> anyhow::Result<()
     Ok(())
 }
 
+/// The worker's stdin, read line by line: the plan, then the parent's commands.
+type Input = tokio::io::Lines<BufReader<tokio::io::Stdin>>;
+
 /// The worker process's entry point.
 pub async fn worker_main() -> anyhow::Result<ExitCode> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let plan = read_plan(&mut stdin).await?;
+    raise_open_files_limit();
+    let ctx = Arc::new(Ctx::new(plan).await?);
+    // Clock offsets first, so the first syncs are already corrected.
+    let clocks = start_clocks(&ctx).await?;
+    let code = serve(&ctx, &mut stdin).await?;
+    for c in clocks {
+        c.abort();
+    }
+    Ok(code)
+}
+
+async fn read_plan(stdin: &mut Input) -> anyhow::Result<WorkerPlan> {
     let line = stdin
         .next_line()
         .await?
         .context("no plan on stdin: this command is started by `radio loadtest`, not by hand")?;
-    let plan: WorkerPlan =
-        serde_json::from_str(&line).context("the plan on stdin is not a loadtest plan")?;
+    serde_json::from_str(&line).context("the plan on stdin is not a loadtest plan")
+}
+
+/// Raises the soft limit on open files to the hard one: every listener is a
+/// socket.
+fn raise_open_files_limit() {
     if let Ok((_, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         if let Err(e) = rlimit::increase_nofile_limit(hard) {
             tracing::warn!(error = %e, "cannot raise the open files limit");
         }
     }
-    let mut targets = Vec::with_capacity(plan.urls.len());
-    for url in &plan.urls {
-        targets.push(resolve(url).await?);
-    }
-    let mut tune_frames = Vec::with_capacity(plan.stations.len());
-    for s in &plan.stations {
-        let station = StationName::new(s).map_err(anyhow::Error::msg)?;
-        tune_frames.push(protocol::encode(&ClientMessage::TuneIn { station }));
-    }
-    let count = plan.count;
-    let nodes = plan.urls.len();
-    let ctx = Arc::new(Ctx {
-        targets,
-        // A listener reads sync frames of a few hundred bytes: a 1 KiB read
-        // buffer, and nothing buffered on the write side.
-        config: client::client_config().read_buffer_size(1024),
-        tune_frames,
-        offsets_us: (0..nodes).map(|_| AtomicI64::new(0)).collect(),
-        attempted: AtomicU64::new(0),
-        connected: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
-        syncs: AtomicU64::new(0),
-        state: (0..count).map(|_| AtomicU8::new(PENDING)).collect(),
-        last_seq: (0..count).map(|_| AtomicU64::new(0)).collect(),
-        shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-        handshake_us: Mutex::new(Hist::new()),
-        failed_by_reason: Mutex::new(BTreeMap::new()),
-        plan,
-    });
+}
 
-    // Clock offsets first, so the first syncs are already corrected.
+impl Ctx {
+    /// Resolves the nodes and encodes each station's `tune_in` frame.
+    async fn new(plan: WorkerPlan) -> anyhow::Result<Ctx> {
+        let mut targets = Vec::with_capacity(plan.urls.len());
+        for url in &plan.urls {
+            targets.push(resolve(url).await?);
+        }
+        let mut tune_frames = Vec::with_capacity(plan.stations.len());
+        for s in &plan.stations {
+            let station = StationName::new(s).map_err(anyhow::Error::msg)?;
+            tune_frames.push(protocol::encode(&ClientMessage::TuneIn { station }));
+        }
+        let count = plan.count;
+        let nodes = plan.urls.len();
+        Ok(Ctx {
+            targets,
+            // A listener reads sync frames of a few hundred bytes: a 1 KiB read
+            // buffer, and nothing buffered on the write side.
+            config: client::client_config().read_buffer_size(1024),
+            tune_frames,
+            offsets_us: (0..nodes).map(|_| AtomicI64::new(0)).collect(),
+            attempted: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            state: (0..count).map(|_| AtomicU8::new(PENDING)).collect(),
+            last_seq: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            handshake_us: Mutex::new(Hist::new()),
+            failed_by_reason: Mutex::new(BTreeMap::new()),
+            plan,
+        })
+    }
+}
+
+/// Measures the clock offset to each node (8 samples), and leaves a task per
+/// node that keeps it current.
+async fn start_clocks(ctx: &Arc<Ctx>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let nodes = ctx.plan.urls.len();
     let mut clocks = Vec::with_capacity(nodes);
     for node in 0..nodes {
         let url = &ctx.targets[node].url;
@@ -564,12 +395,17 @@ pub async fn worker_main() -> anyhow::Result<ExitCode> {
         }
         clocks.push(tokio::spawn(clock_task(ctx.clone(), node, ws, clock)));
     }
+    Ok(clocks)
+}
 
+/// Ramps the listeners up and reports progress until the parent says
+/// `finish` (then drains and reports) or goes away.
+async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
     let mut out = tokio::io::stdout();
     let mut ramp_task = tokio::spawn(ramp(ctx.clone()));
     let mut ramp_ms = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let result = loop {
+    loop {
         tokio::select! {
             r = &mut ramp_task, if ramp_ms.is_none() => {
                 let took = r.context("the ramp-up task failed")?;
@@ -579,7 +415,7 @@ pub async fn worker_main() -> anyhow::Result<ExitCode> {
             _ = tick.tick() => emit(&mut out, &WorkerMsg::Progress(ctx.progress())).await?,
             line = stdin.next_line() => {
                 let Some(line) = line? else {
-                    break Ok(ExitCode::FAILURE); // the parent went away
+                    return Ok(ExitCode::FAILURE); // the parent went away
                 };
                 let cmd: ParentCmd = serde_json::from_str(&line)
                     .with_context(|| format!("unknown command from the parent: {line}"))?;
@@ -588,19 +424,15 @@ pub async fn worker_main() -> anyhow::Result<ExitCode> {
                         if ramp_ms.is_none() {
                             ramp_task.abort();
                         }
-                        drain(&ctx, &final_seqs, Duration::from_millis(drain_ms)).await;
-                        let report = report(&ctx, &final_seqs, ramp_ms.unwrap_or(0));
+                        drain(ctx, &final_seqs, Duration::from_millis(drain_ms)).await;
+                        let report = report(ctx, &final_seqs, ramp_ms.unwrap_or(0));
                         emit(&mut out, &WorkerMsg::Report(Box::new(report))).await?;
-                        break Ok(ExitCode::SUCCESS);
+                        return Ok(ExitCode::SUCCESS);
                     }
                 }
             }
         }
-    };
-    for c in clocks {
-        c.abort();
     }
-    result
 }
 
 /// Waits until every connected listener holds its station's final `seq`, or
@@ -621,24 +453,9 @@ async fn drain(ctx: &Ctx, final_seqs: &[u64], limit: Duration) {
     }
 }
 
+/// This worker's figures, for the parent to merge.
 fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
-    let stations = ctx.plan.stations.len();
-    let mut station_listeners = vec![0u64; stations];
-    let mut station_holding_final = vec![0u64; stations];
-    for local in 0..ctx.plan.count {
-        let station = ctx.plan.station_of(ctx.plan.first + local);
-        let state = ctx.state[local].load(Ordering::Relaxed);
-        if state == CONNECTED || state == DROPPED {
-            station_listeners[station] += 1;
-            let final_seq = final_seqs.get(station).copied().unwrap_or(0);
-            if state == CONNECTED && ctx.last_seq[local].load(Ordering::Relaxed) >= final_seq {
-                station_holding_final[station] += 1;
-            }
-        }
-    }
-    let mut fanout = Hist::new();
-    let mut accuracy = Hist::new();
-    let mut updates: HashMap<(u32, u64), (u64, u64)> = HashMap::new();
+    let (station_listeners, station_holding_final) = station_counts(ctx, final_seqs);
     let mut r = WorkerReport {
         progress: ctx.progress(),
         failed_by_reason: lock(&ctx.failed_by_reason).clone(),
@@ -653,6 +470,35 @@ fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
             .collect(),
         ..WorkerReport::default()
     };
+    add_shards(ctx, &mut r);
+    r
+}
+
+/// Per station: the listeners that connected (and may have dropped since),
+/// and those still connected holding its final `seq`.
+fn station_counts(ctx: &Ctx, final_seqs: &[u64]) -> (Vec<u64>, Vec<u64>) {
+    let stations = ctx.plan.stations.len();
+    let mut station_listeners = vec![0u64; stations];
+    let mut station_holding_final = vec![0u64; stations];
+    for local in 0..ctx.plan.count {
+        let station = ctx.plan.station_of(ctx.plan.first + local);
+        let state = ctx.state[local].load(Ordering::Relaxed);
+        if state == CONNECTED || state == DROPPED {
+            station_listeners[station] += 1;
+            let final_seq = final_seqs.get(station).copied().unwrap_or(0);
+            if state == CONNECTED && ctx.last_seq[local].load(Ordering::Relaxed) >= final_seq {
+                station_holding_final[station] += 1;
+            }
+        }
+    }
+    (station_listeners, station_holding_final)
+}
+
+/// Adds up what the shards measured into `r`.
+fn add_shards(ctx: &Ctx, r: &mut WorkerReport) {
+    let mut fanout = Hist::new();
+    let mut accuracy = Hist::new();
+    let mut updates: HashMap<(u32, u64), (u64, u64)> = HashMap::new();
     for s in &ctx.shards {
         let s = lock(s);
         fanout.add(&s.fanout_us);
@@ -684,5 +530,4 @@ fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
             max_us,
         })
         .collect();
-    r
 }
