@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::time::Instant;
 
-use super::Command;
+use super::commands::Command;
 
 /// The station's playback state, as this broadcaster knows it.
 #[derive(Debug, Clone, Default)]

@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::client::Response as UpgradeResponse;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{CONNECTED, Ctx, Lite, lock};
+use super::ctx::{CONNECTED, Ctx, Lite, lock};
 
 /// Why a connection attempt failed, as a short stable label for the report.
 fn io_reason(e: &std::io::Error) -> String {
