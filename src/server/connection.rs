@@ -33,6 +33,12 @@ use crate::server::refusal::Refusal;
 use crate::server::shared::Shared;
 use crate::server::station::{Playback, Tuned};
 
+/// Upper bound on [`run`]'s future in a test build, pinned by a test: it
+/// measured 1,296 bytes both before and after the backends became a trait
+/// (2026-12-02); the bound leaves room for a field, not for a future.
+#[cfg(test)]
+const CONNECTION_TASK_BYTES: usize = 1_400;
+
 /// Most stations one connection may broadcast at once.
 pub const MAX_OWNED_STATIONS: usize = 16;
 
@@ -101,7 +107,8 @@ pub async fn run(ws: WebSocketStream<TcpStream>, shared: Arc<Shared>, id: u64) {
     let exit = conn.serve().await;
     // Boxed: the goodbye's future is large and runs once, at the end; left
     // inline it would size every connection's task for its whole life
-    // (2,184 -> 1,272 bytes per task).
+    // (measured when it was boxed: 2,184 -> 1,272 bytes per task; the test
+    // `the_connection_task_stays_small` pins the size now).
     Box::pin(conn.finish(exit)).await;
 }
 
@@ -630,6 +637,24 @@ fn carried_position(position_ms: u64, playing: bool, at_server_ms: Option<i64>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection's task embeds this future for its whole life, so
+    /// its size is memory per connection (bench/RESULTS.md). Boxing the
+    /// goodbye and the cluster's requests is what keeps it small; this
+    /// catches a change that grows it by accident.
+    #[test]
+    fn the_connection_task_stays_small() {
+        /// The size of what `f` returns, without calling it.
+        fn returned<A, B, C, R>(_f: fn(A, B, C) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = returned(run as fn(_, _, _) -> _);
+        eprintln!("connection task: {size} bytes");
+        assert!(
+            size <= CONNECTION_TASK_BYTES,
+            "connection task is {size} bytes"
+        );
+    }
 
     #[test]
     fn position_carried_only_within_skew() {

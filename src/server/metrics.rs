@@ -52,108 +52,73 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("radio");
-        let connections = Gauge::default();
-        registry.register(
-            "connections",
-            "Open WebSocket connections",
-            connections.clone(),
-        );
-        let connections_total = Counter::default();
-        registry.register(
-            "connections_accepted",
-            "WebSocket connections accepted since start",
-            connections_total.clone(),
-        );
-        let connections_refused = Counter::default();
-        registry.register(
-            "connections_refused",
-            "WebSocket upgrades refused with 503 at --max-connections",
-            connections_refused.clone(),
-        );
-        let stations = Gauge::default();
-        registry.register(
-            "stations",
-            "Stations with a broadcaster, including those in their grace period",
-            stations.clone(),
-        );
-        let listeners = Gauge::default();
-        registry.register(
-            "listeners",
-            "Connections tuned to a station",
-            listeners.clone(),
-        );
-        let inbound_family = Family::<Labels, Counter>::default();
-        registry.register(
-            "inbound_messages",
-            "Inbound requests by type",
-            inbound_family.clone(),
-        );
-        let inbound = std::array::from_fn(|i| {
-            inbound_family
-                .get_or_create(&vec![("type", RequestType::ALL[i].as_str())])
-                .clone()
-        });
-        let inbound_invalid = Counter::default();
-        registry.register(
-            "inbound_invalid",
-            "Inbound frames that were not a valid request",
-            inbound_invalid.clone(),
-        );
-        let syncs_sent = Counter::default();
-        registry.register(
-            "syncs_sent",
-            "sync frames written to listeners",
-            syncs_sent.clone(),
-        );
-        let error_family = Family::<Labels, Counter>::default();
-        registry.register("errors", "error frames sent, by code", error_family.clone());
-        let errors = ErrorCode::ALL.map(|c| {
-            error_family
-                .get_or_create(&vec![("code", c.as_str())])
-                .clone()
-        });
-        let slow_client_disconnects = Counter::default();
-        registry.register(
-            "slow_client_disconnects",
-            "Clients closed (1008) after accepting no bytes for the write timeout",
-            slow_client_disconnects.clone(),
-        );
-        let keepalive_timeouts = Counter::default();
-        registry.register(
-            "keepalive_timeouts",
-            "Clients closed after not answering pings for the keepalive timeout",
-            keepalive_timeouts.clone(),
-        );
-        let rate_limit_disconnects = Counter::default();
-        registry.register(
-            "rate_limit_disconnects",
-            "Clients closed (1008) for flooding past the rate limit",
-            rate_limit_disconnects.clone(),
-        );
-        let handling_seconds = AtomicHistogram::new(&[
-            0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-        ]);
-        registry.register(
-            "message_handling_seconds",
-            "Time to handle one inbound request",
-            handling_seconds.clone(),
-        );
+        let mut r = Registry::with_prefix("radio");
+        // Registered in the order /metrics lists them.
         Self {
-            registry,
-            connections,
-            connections_total,
-            connections_refused,
-            stations,
-            listeners,
-            inbound,
-            inbound_invalid,
-            syncs_sent,
-            errors,
-            slow_client_disconnects,
-            keepalive_timeouts,
-            rate_limit_disconnects,
-            handling_seconds,
+            connections: metric(&mut r, "connections", "Open WebSocket connections"),
+            connections_total: metric(
+                &mut r,
+                "connections_accepted",
+                "WebSocket connections accepted since start",
+            ),
+            connections_refused: metric(
+                &mut r,
+                "connections_refused",
+                "WebSocket upgrades refused with 503 at --max-connections",
+            ),
+            stations: metric(
+                &mut r,
+                "stations",
+                "Stations with a broadcaster, including those in their grace period",
+            ),
+            listeners: metric(&mut r, "listeners", "Connections tuned to a station"),
+            inbound: counters(
+                &mut r,
+                "inbound_messages",
+                "Inbound requests by type",
+                "type",
+                |i| RequestType::ALL[i].as_str(),
+            ),
+            inbound_invalid: metric(
+                &mut r,
+                "inbound_invalid",
+                "Inbound frames that were not a valid request",
+            ),
+            syncs_sent: metric(&mut r, "syncs_sent", "sync frames written to listeners"),
+            errors: counters(
+                &mut r,
+                "errors",
+                "error frames sent, by code",
+                "code",
+                |i| ErrorCode::ALL[i].as_str(),
+            ),
+            slow_client_disconnects: metric(
+                &mut r,
+                "slow_client_disconnects",
+                "Clients closed (1008) after accepting no bytes for the write timeout",
+            ),
+            keepalive_timeouts: metric(
+                &mut r,
+                "keepalive_timeouts",
+                "Clients closed after not answering pings for the keepalive timeout",
+            ),
+            rate_limit_disconnects: metric(
+                &mut r,
+                "rate_limit_disconnects",
+                "Clients closed (1008) for flooding past the rate limit",
+            ),
+            handling_seconds: {
+                let h = AtomicHistogram::new(&[
+                    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ]);
+                r.register(
+                    "message_handling_seconds",
+                    "Time to handle one inbound request",
+                    h.clone(),
+                );
+                h
+            },
+            registry: r,
         }
     }
 
@@ -178,6 +143,31 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A new counter or gauge, registered as `radio_{name}`.
+fn metric<M: Default + Clone + prometheus_client::registry::Metric>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    let m = M::default();
+    registry.register(name, help, m.clone());
+    m
+}
+
+/// A family of `N` counters labelled `label`, resolved up front: counter
+/// `i` has the label value `value(i)`.
+fn counters<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    value: impl Fn(usize) -> &'static str,
+) -> [Counter; N] {
+    let family = Family::<Labels, Counter>::default();
+    registry.register(name, help, family.clone());
+    std::array::from_fn(|i| family.get_or_create(&vec![(label, value(i))]).clone())
 }
 
 impl Default for Metrics {

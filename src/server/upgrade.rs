@@ -129,13 +129,47 @@ pub fn upgrade(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> Response<Body> {
-    if !header_has_token(&req, header::UPGRADE, "websocket")
-        || !header_has_token(&req, header::CONNECTION, "upgrade")
+    let accept = match accept_key(&req) {
+        Ok(accept) => accept,
+        Err(refused) => return *refused,
+    };
+    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+        shared.metrics.connections_refused.inc();
+        tracing::warn!(%peer, "refusing a WebSocket: --max-connections reached");
+        let mut res = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server full: too many connections; try again later or another node",
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return res;
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = ws_config(shared.conn.max_message_bytes);
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer);
+    shared
+        .tasks
+        .spawn(serve_websocket(on_upgrade, config, permit, shared.clone(), id).instrument(span));
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    res
+}
+
+/// Checks the handshake's headers; the `Sec-WebSocket-Accept` to answer
+/// with, or the response that refuses the upgrade.
+fn accept_key(req: &Request<Incoming>) -> Result<HeaderValue, Box<Response<Body>>> {
+    if !header_has_token(req, header::UPGRADE, "websocket")
+        || !header_has_token(req, header::CONNECTION, "upgrade")
     {
-        return text(
+        return Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             "this is the WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
-        );
+        )));
     }
     if req
         .headers()
@@ -151,25 +185,26 @@ pub fn upgrade(
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return res;
+        return Err(Box::new(res));
     }
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key",
+        )));
     };
-    let accept = derive_accept_key(key.as_bytes());
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-        shared.metrics.connections_refused.inc();
-        tracing::warn!(%peer, "refusing a WebSocket: --max-connections reached");
-        let mut res = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server full: too many connections; try again later or another node",
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return res;
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = WebSocketConfig::default()
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| {
+        Box::new(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot build the upgrade: {e}"),
+        ))
+    })
+}
+
+/// The server side's WebSocket limits, set explicitly (tungstenite's
+/// defaults allocate a 128 KiB read buffer per connection).
+fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
         // Clients send small requests (tune_in, pings, updates of a few
         // hundred bytes); a larger frame still arrives whole, tungstenite
         // reserves its full length. 512 rather than 1024 bytes saves half a
@@ -179,28 +214,6 @@ pub fn upgrade(
         // Room for a burst of frames to one slow client; past it, writes
         // wait and the write timeout decides.
         .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(shared.conn.max_message_bytes))
-        .max_frame_size(Some(shared.conn.max_message_bytes));
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("conn", id, %peer);
-    shared
-        .tasks
-        .spawn(serve_websocket(on_upgrade, config, permit, shared.clone(), id).instrument(span));
-    let mut res = Response::new(full(Bytes::new()));
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = res.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    match HeaderValue::from_str(&accept) {
-        Ok(v) => {
-            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-        }
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot build the upgrade: {e}"),
-            );
-        }
-    }
-    res
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
 }

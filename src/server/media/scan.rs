@@ -3,7 +3,8 @@
 //! unchanged files.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,36 @@ fn dir_key(_meta: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Scan<'_> {
+    /// The track a playable file is, its tags reused when unchanged; `None`
+    /// for files the library does not serve.
+    fn track(&self, path: PathBuf, name: &str, id: String, meta: &Metadata) -> Option<Track> {
+        let mime = mime_for(&path)?;
+        if id.len() > MAX_TRACK_BYTES {
+            tracing::warn!(path = %path.display(), "path longer than {MAX_TRACK_BYTES} bytes; skipped");
+            return None;
+        }
+        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        let size = meta.len();
+        Some(match self.reuse.get(path.as_path()) {
+            Some(old) if old.size == size && old.modified == modified && old.id == id => {
+                (*old).clone()
+            }
+            _ => {
+                let tags = read_tags_file(&path);
+                Track {
+                    title: tags.title.unwrap_or_else(|| title_from_name(name)),
+                    artist: tags.artist,
+                    duration_ms: tags.duration_ms,
+                    id,
+                    size,
+                    mime,
+                    source: Source::File(path),
+                    modified,
+                }
+            }
+        })
+    }
+
     fn walk(&mut self, dir: &Path, prefix: &str, depth: usize) {
         if self.cancel.is_cancelled() {
             return;
@@ -105,34 +136,9 @@ impl Scan<'_> {
                 }
                 self.walk(&path, &format!("{id}/"), depth + 1);
             } else if meta.is_file() {
-                let Some(mime) = mime_for(&path) else {
-                    continue;
-                };
-                if id.len() > MAX_TRACK_BYTES {
-                    tracing::warn!(path = %path.display(), "path longer than {MAX_TRACK_BYTES} bytes; skipped");
-                    continue;
+                if let Some(track) = self.track(path, &name, id, &meta) {
+                    self.tracks.push(track);
                 }
-                let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-                let size = meta.len();
-                let track = match self.reuse.get(path.as_path()) {
-                    Some(old) if old.size == size && old.modified == modified && old.id == id => {
-                        (*old).clone()
-                    }
-                    _ => {
-                        let tags = read_tags_file(&path);
-                        Track {
-                            title: tags.title.unwrap_or_else(|| title_from_name(&name)),
-                            artist: tags.artist,
-                            duration_ms: tags.duration_ms,
-                            id,
-                            size,
-                            mime,
-                            source: Source::File(path),
-                            modified,
-                        }
-                    }
-                };
-                self.tracks.push(track);
             }
         }
     }

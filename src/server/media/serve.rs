@@ -119,20 +119,8 @@ impl Validators {
     }
 }
 
-/// Answers a media request; `body(start, len)` opens the bytes to send.
-async fn respond<F, Fut>(
-    method: &Method,
-    headers: &HeaderMap,
-    track: &Track,
-    v: &Validators,
-    body: F,
-) -> Response<Body>
-where
-    F: FnOnce(u64, u64) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<Body>>,
-{
-    let mut res = Response::new(full(Bytes::new()));
-    let h = res.headers_mut();
+/// The headers every answer about a track carries.
+fn representation_headers(h: &mut HeaderMap, track: &Track, v: &Validators) {
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(track.mime));
     h.insert(
@@ -147,6 +135,43 @@ where
     if let Ok(lm) = HeaderValue::from_str(&httpdate::fmt_http_date(v.modified)) {
         h.insert(header::LAST_MODIFIED, lm);
     }
+}
+
+/// Makes `res` the 416 for a file of `size` bytes.
+fn unsatisfiable(res: &mut Response<Body>, method: &Method, track: &Track, size: u64) {
+    *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(cr) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        h.insert(header::CONTENT_RANGE, cr);
+    }
+    let msg = format!(
+        "range not satisfiable: track {} has {size} bytes\n",
+        track.id
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(msg.len()));
+    if method == Method::GET {
+        *res.body_mut() = full(msg);
+    }
+}
+
+/// Answers a media request; `body(start, len)` opens the bytes to send.
+async fn respond<F, Fut>(
+    method: &Method,
+    headers: &HeaderMap,
+    track: &Track,
+    v: &Validators,
+    body: F,
+) -> Response<Body>
+where
+    F: FnOnce(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<Body>>,
+{
+    let mut res = Response::new(full(Bytes::new()));
+    representation_headers(res.headers_mut(), track, v);
 
     match plan(headers, v) {
         Plan::NotModified => {
@@ -154,23 +179,7 @@ where
             res
         }
         Plan::Unsatisfiable => {
-            *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            let h = res.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            if let Ok(cr) = HeaderValue::from_str(&format!("bytes */{}", v.size)) {
-                h.insert(header::CONTENT_RANGE, cr);
-            }
-            let msg = format!(
-                "range not satisfiable: track {} has {} bytes\n",
-                track.id, v.size
-            );
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(msg.len()));
-            if method == Method::GET {
-                *res.body_mut() = full(msg);
-            }
+            unsatisfiable(&mut res, method, track, v.size);
             res
         }
         Plan::Send {
