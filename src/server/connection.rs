@@ -1,21 +1,28 @@
 //! One WebSocket connection: one task that owns its socket.
 //!
-//! The task `select!`s over shutdown, its station's newest view, frames in,
-//! and the keepalive tick, then writes whatever that produced before it waits
-//! again. There is no second task per socket and no mutex around
-//! per-connection state, so nothing can outlive or deadlock anything else
-//! (the old system's send/receive task pair and its `tuned_broadcaster`
+//! The task `select!`s over shutdown, a wake-up from its station's fan-out,
+//! frames in, and the keepalive tick, then writes whatever that produced
+//! before it waits again. There is no second task per socket and no mutex
+//! around per-connection state, so nothing can outlive or deadlock anything
+//! else (the old system's send/receive task pair and its `tuned_broadcaster`
 //! mutex). Every write runs under the write timeout, so a client that stops
 //! reading costs at most the newest station view plus the frames of one
 //! iteration, and is closed (1008) when the timeout passes. Every error a
 //! client causes is answered with an `error` frame or a close code, and every
 //! failure is logged inside this connection's span.
+//!
+//! A listener's states are written by its station's fan-out
+//! ([`crate::server::fanout`]) straight to the socket; this task is woken
+//! only when the fan-out could not write (the socket would block, a write
+//! was cut short, or this task was writing), and then catches up with the
+//! newest state itself. It holds its [`Outlet`] from the moment it queues a
+//! frame until tungstenite has written everything, so the two writers'
+//! frames never interleave (the rule is in [`crate::server::outlet`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -28,16 +35,19 @@ use crate::protocol::{
 };
 use crate::server::backend::any::AnyOwned;
 use crate::server::backend::{Backend as _, OwnedStation as _};
+use crate::server::outlet::{self, Outlet, OutletIo};
 use crate::server::ratelimit::{RateLimiter, Verdict};
 use crate::server::refusal::Refusal;
 use crate::server::shared::Shared;
 use crate::server::station::{Playback, Tuned};
 
 /// Upper bound on [`run`]'s future in a test build, pinned by a test: it
-/// measured 1,296 bytes both before and after the backends became a trait
-/// (2026-12-02); the bound leaves room for a field, not for a future.
+/// measured 1,296 bytes before the fan-out (2026-12-02) and 920 since its
+/// state is built before the future (it held both the state and the
+/// arguments it was built from); the bound leaves room for a field, not
+/// for a future.
 #[cfg(test)]
-const CONNECTION_TASK_BYTES: usize = 1_400;
+const CONNECTION_TASK_BYTES: usize = 1_000;
 
 /// Most stations one connection may broadcast at once.
 pub const MAX_OWNED_STATIONS: usize = 16;
@@ -67,23 +77,21 @@ enum Event {
     Keepalive,
 }
 
-/// A listener's subscription and what it has been sent so far.
-struct Listening {
-    tuned: Tuned,
-    /// Highest `seq` sent; a view with no newer state sends nothing.
-    last_seq: u64,
-    /// Whether the listener was last told the station is live.
-    live: bool,
-}
-
 struct Conn {
     shared: Arc<Shared>,
     id: u64,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<OutletIo>,
+    /// The socket under `ws`, shared with the station's fan-out.
+    outlet: Arc<Outlet>,
     /// Frames to write before waiting again.
     out: Vec<Message>,
     owned: Vec<AnyOwned>,
-    tuned: Option<Listening>,
+    tuned: Option<Tuned>,
+    /// This task holds its outlet: the loop writes (and gives it back)
+    /// before it waits again.
+    holding: bool,
+    /// The fan-out handed over the rest of a frame it could not finish.
+    handed_off: bool,
     limiter: RateLimiter,
     last_seen: Instant,
     /// A ping arrived; tungstenite's queued pong goes out with the next flush.
@@ -91,37 +99,37 @@ struct Conn {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn run(ws: WebSocketStream<TcpStream>, shared: Arc<Shared>, id: u64) {
+///
+/// The connection's state is built before the returned future, so the
+/// future holds it once (not also the arguments it was built from).
+pub fn run(
+    ws: WebSocketStream<OutletIo>,
+    shared: Arc<Shared>,
+    id: u64,
+) -> impl std::future::Future<Output = ()> + Send {
     let limiter = RateLimiter::new(shared.conn.rate_limit);
+    let outlet = ws.get_ref().outlet().clone();
     let mut conn = Conn {
         shared,
         id,
         ws,
+        outlet,
         out: Vec::new(),
         owned: Vec::new(),
         tuned: None,
+        holding: false,
+        handed_off: false,
         limiter,
         last_seen: Instant::now(),
         pong_pending: false,
     };
-    let exit = conn.serve().await;
-    // Boxed: the goodbye's future is large and runs once, at the end; left
-    // inline it would size every connection's task for its whole life
-    // (measured when it was boxed: 2,184 -> 1,272 bytes per task; the test
-    // `the_connection_task_stays_small` pins the size now).
-    Box::pin(conn.finish(exit)).await;
-}
-
-async fn station_changed(tuned: &mut Option<Listening>) {
-    match tuned {
-        // The sender lives in the station the guard keeps alive, so this
-        // only errs if that invariant breaks; then wait for other events.
-        Some(l) => {
-            if l.tuned.rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending::<()>().await,
+    async move {
+        let exit = conn.serve().await;
+        // Boxed: the goodbye's future is large and runs once, at the end;
+        // left inline it would size every connection's task for its whole
+        // life (measured when it was boxed: 2,184 -> 1,272 bytes per task;
+        // the test `the_connection_task_stays_small` pins the size now).
+        Box::pin(conn.finish(exit)).await;
     }
 }
 
@@ -133,13 +141,19 @@ impl Conn {
             server_time_ms: protocol::now_ms(),
         });
         let period = self.shared.conn.keepalive_interval;
-        let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
+        // The first ping at a random point of the interval, so connections
+        // that joined in the same second do not all ping in the same second.
+        let first = Instant::now()
+            + period
+                .mul_f64(fastrand::f64())
+                .max(Duration::from_millis(1));
+        let mut keepalive = tokio::time::interval_at(first, period);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Registered once: a `cancelled()` made afresh in every iteration
         // would take the token's lock twice per wake-up, on every connection.
         let mut shutdown = std::pin::pin!(self.shared.shutdown.clone().cancelled_owned());
         loop {
-            if !self.out.is_empty() || self.pong_pending {
+            if self.holding {
                 self.pong_pending = false;
                 if let Err(exit) = self.flush().await {
                     return exit;
@@ -148,14 +162,15 @@ impl Conn {
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
-                _ = station_changed(&mut self.tuned) => Event::Station,
+                _ = self.outlet.missed() => Event::Station,
                 frame = self.ws.next() => Event::Frame(frame),
                 _ = keepalive.tick() => Event::Keepalive,
             };
             let step = match event {
                 Event::Shutdown => Err(Exit::Shutdown),
+                // The fan-out could not write here: catch up (in `flush`).
                 Event::Station => {
-                    self.on_station_change();
+                    self.hold();
                     Ok(())
                 }
                 Event::Frame(frame) => match self.on_frame(frame) {
@@ -176,12 +191,58 @@ impl Conn {
         }
     }
 
+    /// Takes the outlet (if this task does not hold it yet) for this
+    /// iteration's write; the fan-out skips it until `flush` gives it back.
+    fn hold(&mut self) {
+        if !self.holding {
+            self.handed_off |= self.outlet.take();
+            self.holding = true;
+        }
+    }
+
     /// Queues a frame for this iteration's write.
+    fn push(&mut self, frame: Message) {
+        self.hold();
+        self.out.push(frame);
+    }
+
+    /// Queues a message for this iteration's write.
     fn send(&mut self, msg: &ServerMessage) {
         if let ServerMessage::Error { code, .. } = msg {
             self.shared.metrics.error(*code);
         }
-        self.out.push(Message::Text(protocol::encode(msg)));
+        self.push(Message::Text(protocol::encode(msg)));
+    }
+
+    /// Queues what the listener lacks of its station's newest view (the
+    /// fan-out could not write it): a notice if the station went live or
+    /// offline since the listener was last told, and the newest `sync`.
+    fn catch_up(&mut self) {
+        let Some(tuned) = &self.tuned else {
+            return;
+        };
+        let view = tuned.station.view();
+        let (sent, told_live) = self.outlet.sent();
+        if view.live != told_live {
+            let station = tuned.station.name.clone();
+            self.out.push(Message::Text(protocol::encode(&if view.live {
+                ServerMessage::BroadcasterOnline { station }
+            } else {
+                ServerMessage::BroadcasterOffline {
+                    station,
+                    reason: view
+                        .offline_reason
+                        .unwrap_or(protocol::OfflineReason::Disconnected),
+                }
+            })));
+        }
+        let mut seq = sent;
+        if let Some(state) = view.state.as_ref().filter(|s| s.sync.seq > sent) {
+            seq = state.sync.seq;
+            self.shared.metrics.syncs_sent.inc();
+            self.out.push(Message::Text(state.frame.clone()));
+        }
+        self.outlet.set_sent(seq, view.live);
     }
 
     /// Answers a refused request with its `error` frame; `request` is the
@@ -198,8 +259,14 @@ impl Conn {
         });
     }
 
-    /// Writes the queued frames, giving up after the write timeout.
+    /// Writes the queued frames (and what the fan-out could not), giving up
+    /// after the write timeout, then gives the outlet back.
     async fn flush(&mut self) -> Result<(), Exit> {
+        if std::mem::take(&mut self.handed_off) {
+            // Rare, so boxed: it does not size every connection's task.
+            Box::pin(self.write_handed_over()).await?;
+        }
+        self.catch_up();
         let ws = &mut self.ws;
         // Drained in place: the queue keeps its small capacity, so a delivery
         // allocates nothing.
@@ -225,14 +292,34 @@ impl Conn {
         result.map_err(|e| {
             tracing::debug!(error = %e, "write failed");
             Exit::Closed
-        })
+        })?;
+        self.holding = false;
+        self.outlet.give_back();
+        Ok(())
+    }
+
+    /// Writes the rest of a fan-out frame that was cut short: it is half on
+    /// the wire, so it goes before anything else.
+    async fn write_handed_over(&mut self) -> Result<(), Exit> {
+        let Some(rest) = self.outlet.handed_over() else {
+            return Ok(());
+        };
+        let limit = self.shared.conn.write_timeout;
+        match tokio::time::timeout(limit, outlet::write_all(&self.outlet, &rest)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(Exit::Closed)
+            }
+            Err(_) => Err(Exit::SlowClient),
+        }
     }
 
     fn on_keepalive(&mut self) -> Result<(), Exit> {
         if self.last_seen.elapsed() > self.shared.conn.keepalive_timeout {
             return Err(Exit::KeepaliveTimeout);
         }
-        self.out.push(Message::Ping(Default::default()));
+        self.push(Message::Ping(Default::default()));
         Ok(())
     }
 
@@ -270,7 +357,10 @@ impl Conn {
                 self.refuse(Refusal::Binary, None);
             }
             // tungstenite queues the pong; the next flush sends it.
-            Message::Ping(_) => self.pong_pending = true,
+            Message::Ping(_) => {
+                self.hold();
+                self.pong_pending = true;
+            }
             Message::Pong(_) | Message::Frame(_) => {}
             Message::Close(_) => return Err(Exit::Closed),
         }
@@ -314,8 +404,7 @@ impl Conn {
                 self.shared.metrics.inbound_invalid.inc();
                 self.shared.metrics.error(e.code);
                 tracing::debug!(code = %e.code, message = %e.message, "bad request");
-                self.out
-                    .push(Message::Text(protocol::encode(&e.to_message())));
+                self.push(Message::Text(protocol::encode(&e.to_message())));
                 return ("invalid", None);
             }
         };
@@ -359,6 +448,8 @@ impl Conn {
             ClientMessage::Heartbeat(h) => self.heartbeat(h).await,
             ClientMessage::TuneIn { station } => self.tune_in(station).await,
             ClientMessage::TuneOut => {
+                // Held first, so no state of the station follows `tuned_out`.
+                self.hold();
                 self.tuned = None;
                 self.send(&ServerMessage::TunedOut);
             }
@@ -493,14 +584,16 @@ impl Conn {
     }
 
     async fn tune_in(&mut self, station: StationName) {
-        // Drop the old subscription first so re-tuning to the same station
-        // counts one listener, not two.
+        // Held first, so no state of the old station follows what this
+        // answers; the old subscription goes first so re-tuning to the same
+        // station counts one listener, not two.
+        self.hold();
         self.tuned = None;
         let mut tuned = match self.shared.backend.tune_in(&station).await {
             Ok(tuned) => tuned,
             Err(refusal) => return self.refuse(refusal, Some(RequestType::TuneIn)),
         };
-        let view = tuned.rx.borrow_and_update().clone();
+        let view = tuned.station.view();
         self.send(&ServerMessage::Tuned {
             station,
             live: view.live,
@@ -516,48 +609,11 @@ impl Conn {
             self.shared.metrics.syncs_sent.inc();
             self.send(&ServerMessage::Sync(sync));
         }
-        self.tuned = Some(Listening {
-            tuned,
-            last_seq,
-            live: view.live,
-        });
-    }
-
-    /// The tuned station changed: send what this listener has not seen.
-    fn on_station_change(&mut self) {
-        let Some(l) = self.tuned.as_mut() else {
-            return;
-        };
-        let view = l.tuned.rx.borrow_and_update().clone();
-        let station = l.tuned.station.name.clone();
-        let mut notice = None;
-        if view.live != l.live {
-            l.live = view.live;
-            notice = Some(if view.live {
-                ServerMessage::BroadcasterOnline { station }
-            } else {
-                ServerMessage::BroadcasterOffline {
-                    station,
-                    reason: view
-                        .offline_reason
-                        .unwrap_or(protocol::OfflineReason::Disconnected),
-                }
-            });
-        }
-        let mut frame = None;
-        if let Some(state) = &view.state {
-            if state.sync.seq > l.last_seq {
-                l.last_seq = state.sync.seq;
-                frame = Some(state.frame.clone());
-            }
-        }
-        if let Some(notice) = notice {
-            self.send(&notice);
-        }
-        if let Some(frame) = frame {
-            self.shared.metrics.syncs_sent.inc();
-            self.out.push(Message::Text(frame));
-        }
+        // What this listener is sent from here on comes from the fan-out,
+        // or from `catch_up` when the fan-out cannot write.
+        self.outlet.set_sent(last_seq, view.live);
+        tuned.attach(self.outlet.clone());
+        self.tuned = Some(tuned);
     }
 
     /// Says goodbye in the way `exit` calls for; bounded by the write timeout.
@@ -591,7 +647,8 @@ impl Conn {
             Exit::TooBig => Some((CloseCode::Size, "message too big")),
         };
         // Release stations and subscriptions before the goodbye, which may
-        // wait on a slow socket.
+        // wait on a slow socket; from here on only this task writes.
+        self.handed_off |= self.outlet.close();
         self.owned.clear();
         self.tuned = None;
         let Some((code, reason)) = close else { return };
@@ -599,9 +656,17 @@ impl Conn {
             code,
             reason: reason.into(),
         };
+        let rest = match self.handed_off {
+            true => self.outlet.handed_over(),
+            false => None,
+        };
+        let outlet = &self.outlet;
         let ws = &mut self.ws;
         let frames = std::mem::take(&mut self.out);
         let bye = async move {
+            if let Some(rest) = rest {
+                outlet::write_all(outlet, &rest).await?;
+            }
             for f in frames {
                 ws.feed(f).await?;
             }

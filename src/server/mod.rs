@@ -19,10 +19,12 @@
 pub mod backend;
 pub mod config;
 pub mod connection;
+pub mod fanout;
 pub mod http;
 pub mod listener;
 pub mod media;
 pub mod metrics;
+pub mod outlet;
 pub mod player;
 pub mod ratelimit;
 pub mod refusal;

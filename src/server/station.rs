@@ -19,14 +19,19 @@
 //!   listener in the station and in the metrics, and its `Drop` undoes both
 //!   and tells the backend when a station's last listener left.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
-use tokio::sync::watch;
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::protocol::{self, OfflineReason, ServerMessage, StationName, Sync, SyncCause};
+use crate::server::fanout::{Membership, Shard, wire_frame};
 use crate::server::metrics::Metrics;
+use crate::server::outlet::Outlet;
 
 /// What listeners of a station see: replaced whole on every change.
 #[derive(Debug, Default)]
@@ -59,21 +64,25 @@ impl View {
     }
 }
 
-/// One published state and its encoded `sync` frame.
+/// One published state and its `sync` frame, encoded once for every
+/// listener: as the WebSocket frame the fan-out writes, and as the message
+/// text inside it that a connection's own task writes through tungstenite.
 #[derive(Debug, Clone)]
 pub struct State {
     pub sync: Sync,
-    /// `sync`'s frame, encoded once for every listener.
+    /// `sync`'s JSON (a view into `wire`).
     pub frame: Utf8Bytes,
+    /// The whole WebSocket frame: header and `frame`.
+    pub wire: Bytes,
 }
 
 impl State {
     /// Encodes `sync`'s frame, once.
     pub fn new(sync: Sync) -> Self {
         let msg = ServerMessage::Sync(sync);
-        let frame = protocol::encode(&msg);
+        let json = protocol::encode(&msg);
         match msg {
-            ServerMessage::Sync(sync) => Self { sync, frame },
+            ServerMessage::Sync(sync) => Self::framed(sync, json.as_str()),
             _ => unreachable!("built as a sync above"),
         }
     }
@@ -81,15 +90,20 @@ impl State {
     /// A state from a frame another process encoded (a cluster node's).
     pub fn from_frame(frame: &str) -> Option<Self> {
         match serde_json::from_str::<ServerMessage>(frame) {
-            Ok(ServerMessage::Sync(sync)) => Some(Self {
-                sync,
-                frame: Utf8Bytes::from(frame.to_owned()),
-            }),
+            Ok(ServerMessage::Sync(sync)) => Some(Self::framed(sync, frame)),
             _ => {
                 tracing::warn!(frame, "ignoring a malformed state");
                 None
             }
         }
+    }
+
+    fn framed(sync: Sync, json: &str) -> Self {
+        let wire = wire_frame(json.as_bytes());
+        let body = wire.slice(wire.len() - json.len()..);
+        // The body is `json`'s bytes, so it is UTF-8; the fallback copies.
+        let frame = Utf8Bytes::try_from(body).unwrap_or_else(|_| Utf8Bytes::from(json));
+        Self { sync, frame, wire }
     }
 }
 
@@ -130,12 +144,17 @@ impl Playback {
     }
 }
 
-/// One station's cell and its local listener count.
+/// One station's cell, its local listener count, and its fan-out.
 #[derive(Debug)]
 pub struct Station {
     pub name: StationName,
     tx: watch::Sender<Arc<View>>,
     listeners: AtomicU64,
+    /// The fan-out shards' channels, started with the first listener that
+    /// attaches its socket.
+    shards: OnceLock<Box<[mpsc::UnboundedSender<Membership>]>>,
+    /// Deals listeners to shards in turn.
+    next_shard: AtomicUsize,
 }
 
 impl Station {
@@ -145,6 +164,8 @@ impl Station {
             name,
             tx,
             listeners: AtomicU64::new(0),
+            shards: OnceLock::new(),
+            next_shard: AtomicUsize::new(0),
         }
     }
 
@@ -187,42 +208,108 @@ impl Station {
 pub type IdleHook = Box<dyn Fn(&StationName) + Send + std::marker::Sync>;
 
 /// A backend's listener bookkeeping: hands out [`Tuned`] guards, keeps the
-/// `radio_listeners` gauge, and tells the backend when a station has no
-/// local listener left (so it can drop the entry or unsubscribe).
+/// `radio_listeners` gauge, starts stations' fan-out shards (in the server's
+/// task tracker) and tells the backend when a station has no local listener
+/// left (so it can drop the entry or unsubscribe).
 pub struct Listeners {
     metrics: Arc<Metrics>,
     on_idle: IdleHook,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Listeners {
-    pub fn new(metrics: Arc<Metrics>, on_idle: IdleHook) -> Self {
-        Self { metrics, on_idle }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+        on_idle: IdleHook,
+    ) -> Self {
+        Self {
+            metrics,
+            on_idle,
+            tasks,
+            shutdown,
+        }
     }
 
-    /// Counts one more listener of `station` and subscribes it to the view.
-    /// A backend whose entries can be removed calls this under the lock that
-    /// guards removal, so a concurrent removal sees the count.
+    /// Counts one more listener of `station`. A backend whose entries can be
+    /// removed calls this under the lock that guards removal, so a
+    /// concurrent removal sees the count.
     pub fn tune(self: &Arc<Self>, station: Arc<Station>) -> Tuned {
         station.listeners.fetch_add(1, Ordering::Relaxed);
         self.metrics.listeners.inc();
-        let rx = station.tx.subscribe();
         Tuned {
             station,
-            rx,
             listeners: Arc::downgrade(self),
+            attached: None,
         }
+    }
+
+    /// Starts `station`'s fan-out shards: one per runtime worker thread.
+    fn start_fanout(&self, station: &Station) -> Box<[mpsc::UnboundedSender<Membership>]> {
+        let n = tokio::runtime::Handle::try_current()
+            .map_or(1, |h| h.metrics().num_workers())
+            .clamp(1, 16);
+        (0..n)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let shard = Shard::new(
+                    station.name.clone(),
+                    station.tx.subscribe(),
+                    rx,
+                    self.metrics.clone(),
+                );
+                self.tasks.spawn(shard.run(self.shutdown.clone()));
+                tx
+            })
+            .collect()
     }
 }
 
 /// A listener's subscription to one station; dropping it tunes out.
 pub struct Tuned {
     pub station: Arc<Station>,
-    pub rx: watch::Receiver<Arc<View>>,
     listeners: Weak<Listeners>,
+    /// The socket written by the station's fan-out, and its shard.
+    attached: Option<(Arc<Outlet>, usize)>,
+}
+
+impl Tuned {
+    /// Joins the station's fan-out: from now on the station's shards write
+    /// its states to `outlet` directly. The caller holds the outlet
+    /// ([`Outlet::take`]) and has recorded what the listener was sent.
+    pub fn attach(&mut self, outlet: Arc<Outlet>) {
+        let Some(listeners) = self.listeners.upgrade() else {
+            return;
+        };
+        let shards = self
+            .station
+            .shards
+            .get_or_init(|| listeners.start_fanout(&self.station));
+        let i = self.station.next_shard.fetch_add(1, Ordering::Relaxed) % shards.len();
+        let generation = outlet.attach();
+        if shards[i]
+            .send(Membership::Join(outlet.clone(), generation))
+            .is_ok()
+        {
+            self.attached = Some((outlet, i));
+        }
+    }
 }
 
 impl Drop for Tuned {
     fn drop(&mut self) {
+        if let Some((outlet, i)) = self.attached.take() {
+            // The owner holds the outlet while it lets go of a station, so
+            // no shard writes after what the owner writes next.
+            outlet.detach();
+            if let Some(shard) = self.station.shards.get().and_then(|s| s.get(i)) {
+                if shard.send(Membership::Leave(outlet)).is_err() {
+                    tracing::debug!("fan-out shard already stopped (shutting down)");
+                }
+            }
+        }
         let left = self.station.listeners.fetch_sub(1, Ordering::Relaxed) - 1;
         if let Some(listeners) = self.listeners.upgrade() {
             listeners.metrics.listeners.dec();
@@ -249,6 +336,8 @@ mod tests {
         let seen = idle.clone();
         let listeners = Arc::new(Listeners::new(
             metrics.clone(),
+            TaskTracker::new(),
+            CancellationToken::new(),
             Box::new(move |n| seen.lock().expect("lock").push(n.to_string())),
         ));
         let station = Arc::new(Station::new(name("s")));
