@@ -183,7 +183,7 @@ impl Shard {
             return;
         }
         let frames = Frames::of(&self.station, view);
-        let mut syncs = 0u64;
+        let (mut syncs, mut skipped) = (0u64, 0u64);
         for (outlet, generation) in &self.outlets {
             let mut wrote_sync = false;
             let delivery = outlet.deliver(*generation, |sent, told_live| {
@@ -191,11 +191,14 @@ impl Shard {
                 wrote_sync = !wanted.frames[1].is_empty();
                 Some(wanted)
             });
-            if delivery == Delivery::Written && wrote_sync {
-                syncs += 1;
+            match delivery {
+                Delivery::Written if wrote_sync => syncs += 1,
+                Delivery::Skipped => skipped += 1,
+                _ => {}
             }
         }
         self.metrics.syncs_sent.inc_by(syncs);
+        self.metrics.fanout_skipped.inc_by(skipped);
     }
 }
 

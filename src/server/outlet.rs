@@ -241,13 +241,17 @@ impl Outlet {
             self.state.store(IDLE, Ordering::Release);
             return Delivery::Nothing;
         };
-        let total = wanted.frames[0].len() + wanted.frames[1].len();
-        let slices = [
-            io::IoSlice::new(wanted.frames[0]),
-            io::IoSlice::new(wanted.frames[1]),
-        ];
+        let [a, b] = wanted.frames;
+        let total = a.len() + b.len();
         // An error (a reset peer) is the owner's to find on its own write.
-        let written = self.stream.try_write_vectored(&slices).unwrap_or(0);
+        let written = match (a.is_empty(), b.is_empty()) {
+            (true, _) => self.stream.try_write(b),
+            (_, true) => self.stream.try_write(a),
+            _ => self
+                .stream
+                .try_write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)]),
+        }
+        .unwrap_or(0);
         if written == 0 {
             self.state.store(IDLE, Ordering::Release);
             self.skipped();
