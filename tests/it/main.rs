@@ -8,4 +8,5 @@
 
 mod support;
 
+mod media;
 mod protocol;
