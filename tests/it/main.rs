@@ -8,5 +8,6 @@
 
 mod support;
 
+mod cluster;
 mod media;
 mod protocol;

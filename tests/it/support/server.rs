@@ -186,6 +186,15 @@ impl Server {
         .await;
     }
 
+    /// Begins stopping an in-process server, as SIGTERM begins stopping
+    /// `radio serve` (its shutdown token); [`Server::shutdown`] waits.
+    pub fn cancel(&self) {
+        match &self.run {
+            Run::InProcess { shutdown, .. } => shutdown.cancel(),
+            Run::Process(_) => panic!("cancel() is for in-process servers; signal a process"),
+        }
+    }
+
     /// Stops an in-process server as SIGTERM stops `radio serve` (its
     /// shutdown token), and returns what [`radio::server::run`] returned.
     pub fn shutdown(&mut self) -> anyhow::Result<()> {
