@@ -8,6 +8,10 @@
 
 mod support;
 
+mod cli;
 mod cluster;
+mod generated;
+mod layout;
+mod loadtest;
 mod media;
 mod protocol;

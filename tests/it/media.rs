@@ -664,10 +664,9 @@ async fn a_stalled_download_does_not_hold_up_shutdown() {
     let mut first = vec![0u8; 1024];
     s.read_exact(&mut first).await.expect("read the beginning");
     server.signal("TERM");
-    let status = server
-        .wait_exit(Duration::from_secs(20))
-        .expect("the server exits although a download is stalled");
-    assert!(status.success(), "{status}\n{}", server.log());
+    // It exits although a download is stalled, with status 0.
+    let status = server.exit_within(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
     drop(s);
 }
 

@@ -679,9 +679,8 @@ async fn sigterm_tells_clients_and_exits() {
         assert!(f["reconnect_after_ms"].as_u64().unwrap() > 0);
         c.expect_close(1001).await;
     }
-    let status = server
-        .wait_exit(Duration::from_secs(10))
-        .expect("server exits after SIGTERM");
+    // It exits after SIGTERM, with status 0.
+    let status = server.exit_within(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     assert!(server.log().contains("SIGTERM"));
 }

@@ -20,7 +20,7 @@ pub mod ws;
 pub use fixtures::{TempDir, tone_wav};
 pub use http::{Resp, request};
 pub use poll::eventually;
-pub use process::{radio_bin, wait_exit};
+pub use process::radio_bin;
 pub use redis::Redis;
 pub use server::Server;
 pub use ws::Client;

@@ -8,15 +8,17 @@ pub fn radio_bin() -> &'static str {
     env!("CARGO_BIN_EXE_radio")
 }
 
-/// Waits up to `limit` for `child` to exit; `None` if it is still running.
-pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+/// Waits up to `limit` for `child` to exit and returns how; if it does not,
+/// kills it and fails the test, naming `what`.
+pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("poll a child's exit") {
-            return Some(status);
+            return status;
         }
         if Instant::now() > deadline {
-            return None;
+            kill(child);
+            panic!("{what} did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

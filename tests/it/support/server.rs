@@ -23,7 +23,7 @@ use tracing::dispatcher::{self, DefaultGuard, Dispatch};
 
 use super::http::{Resp, request};
 use super::poll::eventually;
-use super::process::{kill, radio_bin, signal, wait_exit};
+use super::process::{exit_within, kill, radio_bin, signal};
 
 /// A running server; stopped on drop.
 pub struct Server {
@@ -258,9 +258,10 @@ impl Server {
         signal(pid, name);
     }
 
-    /// Waits for the server process to exit, up to `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        wait_exit(self.child(), limit)
+    /// Waits up to `limit` for the server process to exit and returns how
+    /// (fails the test if it does not).
+    pub fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        exit_within(self.child(), limit, "radio serve")
     }
 
     /// Kills the server process at once (SIGKILL), as a crashed node.
