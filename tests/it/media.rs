@@ -457,27 +457,6 @@ async fn rescan_on_sighup_and_interval_never_breaks_a_stream() {
     .await;
 }
 
-#[tokio::test]
-async fn without_media_the_demo_library_plays() {
-    let server = Server::start();
-    let list = get(&server, "/api/library", &[]).await.json();
-    let tracks = list.as_array().unwrap();
-    assert!(tracks.len() >= 2, "{list}");
-    let id = tracks[0]["id"].as_str().unwrap();
-    let r = get(&server, &format!("/media/{id}"), &[("Range", "bytes=0-11")]).await;
-    assert_eq!(r.status, 206);
-    assert_eq!(&r.body[..4], b"RIFF");
-    assert_eq!(&r.body[8..12], b"WAVE");
-    let page = get(&server, "/", &[]).await;
-    assert_eq!(page.status, 200);
-    assert!(
-        page.header("content-type")
-            .unwrap()
-            .starts_with("text/html")
-    );
-    assert!(page.text().contains("app.js"));
-}
-
 #[test]
 fn a_missing_media_directory_is_a_clear_error() {
     let out = std::process::Command::new(radio_bin())
