@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use radio::server::ServerConfig;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
-use crate::support::http::read_until_closed;
+use crate::support::http::{read_until_closed, send};
 use crate::support::{Resp, Server, TempDir, eventually, radio_bin, request, tone_wav};
 
 /// A library: a tagged WAV, an untagged file in a subdirectory whose name
@@ -88,6 +89,16 @@ fn serve(dir: &TempDir, edit: impl FnOnce(&mut ServerConfig)) -> Server {
 
 async fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> Resp {
     request(server.addr, "GET", path, headers, None).await
+}
+
+/// Starts downloading track `id` and reads the response's first 1 KiB;
+/// returns the connection and those bytes.
+async fn start_download(server: &Server, id: &str) -> (TcpStream, Vec<u8>) {
+    let path = format!("/media/{id}");
+    let mut s = send(server.addr, "GET", &path, &[("Connection", "close")], None).await;
+    let mut first = vec![0u8; 1024];
+    s.read_exact(&mut first).await.expect("read the beginning");
+    (s, first)
 }
 
 fn track<'a>(list: &'a Value, id: &str) -> &'a Value {
@@ -403,14 +414,7 @@ async fn rescan_on_sighup_and_interval_never_breaks_a_stream() {
     let mut server = Server::spawn_process(&["--media", lib.dir.arg()]);
 
     // Start a stream and read only its beginning.
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send the request");
-    let mut first = vec![0u8; 1024];
-    s.read_exact(&mut first).await.expect("read the beginning");
+    let (mut s, first) = start_download(&server, "long.wav").await;
 
     // The file goes away and a new one comes; SIGHUP rescans.
     std::fs::remove_file(lib.dir.path().join("long.wav")).expect("remove long.wav");
@@ -584,27 +588,20 @@ async fn idle_sessions_are_swept() {
 #[tokio::test]
 async fn session_count_is_capped_evicting_the_least_recently_used() {
     let server = Server::with(|c| c.sessions.max = 3);
+    // A new session holding track `t{i}`; its cookie.
+    let new_session = async |i: u32| {
+        let saved = json!({"track": format!("t{i}"), "position_ms": i});
+        cookie_of(&put_session(&server, None, saved).await)
+    };
     let mut cookies = Vec::new();
     for i in 0..3 {
-        let r = put_session(
-            &server,
-            None,
-            json!({"track": format!("t{i}"), "position_ms": i}),
-        )
-        .await;
-        cookies.push(cookie_of(&r));
+        cookies.push(new_session(i).await);
     }
     // Use the first, so the second is now the least recently used.
     assert_eq!(get_session(&server, Some(&cookies[0])).await["track"], "t0");
     // A flood of new sessions never grows past the cap.
     for i in 3..20 {
-        let r = put_session(
-            &server,
-            None,
-            json!({"track": format!("t{i}"), "position_ms": i}),
-        )
-        .await;
-        cookies.push(cookie_of(&r));
+        cookies.push(new_session(i).await);
         if i == 3 {
             assert!(
                 get_session(&server, Some(&cookies[1])).await["track"].is_null(),
@@ -634,14 +631,7 @@ async fn a_stalled_download_does_not_hold_up_shutdown() {
         .write("long.wav", tone_wav(300, &[440.0], None, None));
     let mut server = Server::spawn_process(&["--media", lib.dir.arg(), "--shutdown-timeout", "1s"]);
     // A client that reads the first bytes of a long file and then stops.
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("send the request");
-    let mut first = vec![0u8; 1024];
-    s.read_exact(&mut first).await.expect("read the beginning");
+    let (s, _) = start_download(&server, "long.wav").await;
     server.signal("TERM");
     // It exits although a download is stalled, with status 0.
     let status = server.exit_within(Duration::from_secs(20));
@@ -655,20 +645,13 @@ async fn a_stalled_download_is_closed_after_the_write_timeout() {
     let long = tone_wav(300, &[440.0], None, None);
     lib.dir.write("long.wav", &long);
     let server = serve(&lib.dir, |c| c.conn.write_timeout = Duration::from_secs(1));
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    s.write_all(b"GET /media/long.wav HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("send the request");
-    let mut buf = vec![0u8; 64 * 1024];
-    let first = s.read(&mut buf).await.expect("read the beginning");
+    let (mut s, first) = start_download(&server, "long.wav").await;
     // Stop reading for longer than the write timeout: the socket buffers
     // fill, the server's write waits, and the server gives up. (The stall
     // is the point; nothing the client can see says when the server gave
     // up, short of reading, which would end the stall.)
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let got = first + read_until_closed(&mut s, "the connection ends").await.len();
+    let got = first.len() + read_until_closed(&mut s, "the connection ends").await.len();
     assert!(
         got < long.len(),
         "closed before the whole file was sent ({got} of {} bytes)",

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::http::read_until_closed;
+use crate::support::http::{read_until_closed, send};
 use crate::support::{Client, Server, eventually, request};
 
 /// The upgrade request of a WebSocket client, as raw headers.
@@ -418,39 +418,59 @@ async fn burst_of_updates_arrives_in_order_ending_with_the_newest() {
     }
 }
 
-#[tokio::test]
-async fn stalled_listener_gets_the_newest_state_and_others_are_unaffected() {
+/// A server with `write_timeout` (and no rate limit to speak of), a
+/// broadcaster live on `station` and two listeners tuned to it: one that
+/// is to stop reading, and one that keeps up. Returns (server,
+/// broadcaster, stalled, healthy).
+async fn stall_setup(write_timeout: Duration, station: &str) -> (Server, Client, Client, Client) {
     let server = Server::with(|c| {
         c.conn.rate_limit = 100_000;
-        c.conn.write_timeout = Duration::from_secs(60);
+        c.conn.write_timeout = write_timeout;
     });
     let mut b = Client::connect(&server).await;
     let mut stalled = Client::connect(&server).await;
     let mut healthy = Client::connect(&server).await;
-    stalled.tune("slow").await;
-    healthy.tune("slow").await;
-    b.start("slow").await;
+    stalled.tune(station).await;
+    healthy.tune(station).await;
+    b.start(station).await;
+    (server, b, stalled, healthy)
+}
+
+/// Sends `n` unacknowledged updates with 500-byte track names tagged `tag`.
+async fn flood(b: &mut Client, station: &str, tag: &str, n: u64) {
+    let pad = "p".repeat(500);
+    for i in 0..n {
+        b.send(
+            json!({"type":"update","station":station,"track":format!("{pad}{tag}-{i}"),
+            "position_ms":i,"playing":true}),
+        )
+        .await;
+    }
+}
+
+/// Skips frames until the `sync` with `seq`, and returns it.
+async fn sync_with_seq(c: &mut Client, seq: u64) -> serde_json::Value {
+    loop {
+        let f = c.expect("sync").await;
+        if f["seq"] == seq {
+            return f;
+        }
+    }
+}
+
+#[tokio::test]
+async fn stalled_listener_gets_the_newest_state_and_others_are_unaffected() {
+    let (_server, mut b, mut stalled, mut healthy) =
+        stall_setup(Duration::from_secs(60), "slow").await;
     stalled.expect("broadcaster_online").await;
     // ~4 MB of states while `stalled` reads nothing: far more than the
     // socket buffers hold.
-    let pad = "p".repeat(500);
     let mut last = 0;
     for round in 0..8u64 {
-        for i in 0..1000u64 {
-            b.send(
-                json!({"type":"update","station":"slow","track":format!("{pad}{round}-{i}"),
-                "position_ms":i,"playing":true}),
-            )
-            .await;
-        }
+        flood(&mut b, "slow", &round.to_string(), 1000).await;
         last = b.update("slow", &format!("newest-{round}"), 0, true).await;
         // The healthy listener keeps up and sees each round's newest.
-        loop {
-            let f = healthy.expect("sync").await;
-            if f["seq"] == last {
-                break;
-            }
-        }
+        sync_with_seq(&mut healthy, last).await;
     }
     // Now the stalled listener reads: it skips stale states but ends with
     // the newest, in order.
@@ -475,28 +495,12 @@ async fn stalled_listener_gets_the_newest_state_and_others_are_unaffected() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
-    let server = Server::with(|c| {
-        c.conn.rate_limit = 100_000;
-        c.conn.write_timeout = Duration::from_secs(1);
-    });
-    let mut b = Client::connect(&server).await;
-    let mut stalled = Client::connect(&server).await;
-    let mut healthy = Client::connect(&server).await;
-    stalled.tune("w").await;
-    healthy.tune("w").await;
-    b.start("w").await;
-    let pad = "p".repeat(500);
+    let (server, mut b, mut stalled, mut healthy) = stall_setup(Duration::from_secs(1), "w").await;
     // Keep the stalled client's socket full for longer than the timeout.
     eventually("the stalled client is closed", async || {
-        for i in 0..200u64 {
-            b.send(
-                json!({"type":"update","station":"w","track":format!("{pad}{i}"),
-                "position_ms":i,"playing":true}),
-            )
-            .await;
-        }
+        flood(&mut b, "w", "", 200).await;
         let last = b.update("w", "mark", 0, true).await;
-        while healthy.expect("sync").await["seq"] != last {}
+        sync_with_seq(&mut healthy, last).await;
         let closed = server.metric("radio_slow_client_disconnects_total").await;
         if closed >= 1.0 { Ok(()) } else { Err(closed) }
     })
@@ -504,13 +508,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
     // The healthy listener still gets the newest, and the server counts one
     // listener fewer.
     let last = b.update("w", "after", 0, true).await;
-    loop {
-        let f = healthy.expect("sync").await;
-        if f["seq"] == last {
-            assert_eq!(f["track"], "after");
-            break;
-        }
-    }
+    assert_eq!(sync_with_seq(&mut healthy, last).await["track"], "after");
     server.wait_metric("radio_listeners", 1.0).await;
     // The stalled client finds its stream ended once it drains the buffer
     // (without a close frame: the server gave up writing to it).
@@ -571,17 +569,7 @@ async fn half_open_connections_are_reaped() {
         c.conn.keepalive_interval = Duration::from_millis(200);
         c.conn.keepalive_timeout = Duration::from_secs(1);
     });
-    let mut s = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    let mut upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\n".to_owned();
-    for (name, value) in UPGRADE {
-        upgrade.push_str(&format!("{name}: {value}\r\n"));
-    }
-    upgrade.push_str("\r\n");
-    s.write_all(upgrade.as_bytes())
-        .await
-        .expect("send the upgrade");
+    let mut s = send(server.addr, "GET", "/ws", &UPGRADE, None).await;
     // Read (so buffers never fill) but never answer a ping, like a peer
     // whose application is gone.
     let mut buf = [0u8; 4096];

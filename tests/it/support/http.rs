@@ -66,7 +66,8 @@ impl Resp {
 }
 
 /// One request over a fresh socket with `Connection: close`: `method` and
-/// `path` as given, then `headers`, then `body` with its `Content-Length`.
+/// `path` as given, then `headers`, then `body` with its `Content-Length`;
+/// the whole response read back.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -74,7 +75,21 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Resp {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let headers = [&[("Connection", "close")], headers].concat();
+    let mut s = send(addr, method, path, &headers, body).await;
+    Resp::parse(&read_until_closed(&mut s, "the response").await)
+}
+
+/// Connects and sends one request (`Host: x`, then `headers`, then `body`
+/// with its `Content-Length`); the response is the caller's to read.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> TcpStream {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -90,7 +105,7 @@ pub async fn request(
         .await
         .expect("connect to the server");
     s.write_all(&bytes).await.expect("send the request");
-    Resp::parse(&read_until_closed(&mut s, "the response").await)
+    s
 }
 
 /// Reads until the peer closes the connection (or resets it), for at most
