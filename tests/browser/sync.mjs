@@ -1,19 +1,20 @@
-// The web player in a real headless Chromium, against a real `radio serve`:
+// The web player in a real headless Chromium, against a real radio server:
 // page A goes live and plays; page B tunes in with /?station=NAME and must
 // play the same moment; A pauses, B pauses; A switches track, B follows;
-// A's tab closes, B shows the station offline.
+// A's tab closes, B shows the station offline. Then, on a server without
+// --media (DEMO_URL), the demo library plays: a track's time advances.
 //
-// usage: node sync.mjs SERVER_URL SCREENSHOT_PATH
-// Run by tests/browser.rs (so `cargo test` runs it); exits non-zero with a
-// message on the first failed expectation.
+// usage: node sync.mjs SERVER_URL SCREENSHOT_PATH DEMO_URL
+// Run by tests/it/browser.rs (so `cargo test` runs it); exits non-zero with
+// a message on the first failed expectation.
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { chromium } from "playwright-core";
 
-const [base, screenshot] = process.argv.slice(2);
-if (!base || !screenshot) {
-  console.error("usage: node sync.mjs SERVER_URL SCREENSHOT_PATH");
+const [base, screenshot, demo] = process.argv.slice(2);
+if (!base || !screenshot || !demo) {
+  console.error("usage: node sync.mjs SERVER_URL SCREENSHOT_PATH DEMO_URL");
   process.exit(2);
 }
 const STATION = "browser-test";
@@ -90,7 +91,10 @@ try {
   await a.evaluate(() => { document.getElementById("media").currentTime = 7; });
   await a.click("#play"); // pause: saves the position
   await until("A paused", 5000, async () => ({ ok: (await state(a)).paused }));
-  await new Promise((r) => setTimeout(r, 300));
+  await until("A's position is saved", 5000, async () => {
+    const s = await a.evaluate(() => fetch("/api/session", { cache: "no-store" }).then((r) => r.json()));
+    return { ok: s.track === ids[1] && Math.abs(s.position_ms - 7000) < 500, s };
+  });
   await a.reload();
   await until("A resumes where it was", 10000, async () => {
     const s = await state(a);
@@ -260,6 +264,26 @@ try {
   const after = await state(b);
   if (!after.paused) throw new Error("B still plays after the station went offline");
   log("B shows:", await b.textContent("#station-status"));
+
+  // --- the demo library of a server without --media plays ---
+  const d = await context.newPage();
+  watch(d, "demo");
+  await d.goto(demo + "/");
+  await d.waitForSelector("#track-list button[data-id]");
+  const demoIds = await d.$$eval("#track-list button[data-id]", (bs) => bs.map((b) => b.dataset.id));
+  if (demoIds.length < 2) throw new Error(`the demo library has ${JSON.stringify(demoIds)}`);
+  await d.click(`#track-list button[data-id="${demoIds[0]}"]`);
+  const playing = await until("a demo track plays", 10000, async () => {
+    const s = await state(d);
+    return { ok: !s.paused && s.track === demoIds[0] && s.currentTime > 0, s };
+  });
+  const from = playing.s.currentTime;
+  const advanced = await until("the demo track's time advances", 10000, async () => {
+    const s = await state(d);
+    return { ok: !s.paused && s.currentTime >= from + 1, s };
+  });
+  log(`demo library: ${demoIds.length} tracks; ${demoIds[0]} played from ${from.toFixed(2)} to ${advanced.s.currentTime.toFixed(2)} s`);
+  await d.close();
 
   if (pageErrors.length) throw new Error(`script errors in the page: ${pageErrors.join("; ")}`);
   log("ok");

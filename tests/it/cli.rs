@@ -1,17 +1,19 @@
-//! The shell clients against a real server: `radio broadcast` fed a script
-//! on stdin while `radio listen --json` receives the states.
-
-mod common;
+//! The shell clients against `radio serve`, all three as processes:
+//! `radio broadcast` fed a script on stdin while `radio listen --json`
+//! receives the states.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, radio_bin};
 use serde_json::Value;
 
+use crate::support::process::{exit_within, free_port, kill, signal};
+use crate::support::{Client, Server, TempDir, radio_bin};
+
 /// Reads JSON lines from `reader` on a thread, so a test can wait with a limit.
-fn json_lines(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Value> {
+fn json_lines(reader: impl std::io::Read + Send + 'static) -> Receiver<Value> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
@@ -26,44 +28,27 @@ fn json_lines(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::R
     rx
 }
 
-/// Waits for a child to exit; kills it and fails the test if it does not.
-fn exit_status(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits for a client to exit; kills it and fails the test if it does not.
+fn exit_status(child: &mut Child, what: &str) -> ExitStatus {
+    exit_within(child, Duration::from_secs(15), what)
 }
 
 /// Starts `radio listen --json` and waits until it is tuned; returns the
 /// process and its frames.
-fn listen_json(
-    url: &str,
-    station: &str,
-) -> (std::process::Child, std::sync::mpsc::Receiver<Value>) {
+fn listen_json(url: &str, station: &str) -> (Child, Receiver<Value>) {
     let mut listen = Command::new(radio_bin())
         .args(["listen", "--json", "--url", url, "--station", station])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let frames = json_lines(listen.stdout.take().unwrap());
+        .expect("start radio listen");
+    let frames = json_lines(listen.stdout.take().expect("radio listen's stdout"));
     wait_for(&frames, "tuned", |v| v["type"] == "tuned");
     (listen, frames)
 }
 
-fn wait_for(
-    rx: &std::sync::mpsc::Receiver<Value>,
-    what: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
+/// The next value from `rx` that `pred` accepts, within 15 s.
+fn wait_for(rx: &Receiver<Value>, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -77,7 +62,7 @@ fn wait_for(
 
 #[test]
 fn broadcast_script_reaches_listen_json() {
-    let server = Server::start(&[]);
+    let server = Server::spawn_process(&[]);
     let url = server.ws_url();
     let (mut listen, frames) = listen_json(&url, "cli");
 
@@ -94,11 +79,12 @@ fn broadcast_script_reaches_listen_json() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let acked = json_lines(broadcast.stdout.take().unwrap());
-    let mut stdin = broadcast.stdin.take().unwrap();
-    writeln!(stdin, "# a comment, then commands").unwrap();
-    writeln!(stdin, "play \"first song.mp3\" 5").unwrap();
+        .expect("start radio broadcast");
+    let acked = json_lines(broadcast.stdout.take().expect("radio broadcast's stdout"));
+    let mut stdin = broadcast.stdin.take().expect("radio broadcast's stdin");
+    let mut say = |line: &str| writeln!(stdin, "{line}").expect("write to radio broadcast");
+    say("# a comment, then commands");
+    say("play \"first song.mp3\" 5");
     let s = wait_for(&frames, "first sync", |v| v["type"] == "sync");
     assert_eq!(s["track"], "first song.mp3");
     assert_eq!(s["playing"], true);
@@ -107,14 +93,14 @@ fn broadcast_script_reaches_listen_json() {
     let a = wait_for(&acked, "first ack", |v| v["cause"] == "update");
     assert_eq!(a["seq"], s["seq"], "broadcast prints the acknowledged seq");
 
-    writeln!(stdin, "pause").unwrap();
+    say("pause");
     let s = wait_for(&frames, "pause", |v| {
         v["type"] == "sync" && v["playing"] == false
     });
     assert_eq!(s["track"], "first song.mp3");
-    writeln!(stdin, "track second.ogg 180").unwrap();
-    writeln!(stdin, "seek 42").unwrap();
-    writeln!(stdin, "play").unwrap();
+    say("track second.ogg 180");
+    say("seek 42");
+    say("play");
     let s = wait_for(&frames, "second track playing", |v| {
         v["type"] == "sync" && v["track"] == "second.ogg" && v["playing"] == true
     });
@@ -125,7 +111,7 @@ fn broadcast_script_reaches_listen_json() {
     assert!((41_000..60_000).contains(&pos), "{pos}");
     // A heartbeat follows while playing.
     wait_for(&frames, "heartbeat", |v| v["cause"] == "heartbeat");
-    writeln!(stdin, "stop").unwrap();
+    say("stop");
     wait_for(&frames, "offline", |v| {
         v["type"] == "broadcaster_offline" && v["reason"] == "stopped"
     });
@@ -133,17 +119,14 @@ fn broadcast_script_reaches_listen_json() {
     assert!(status.success(), "broadcast exits 0 after stop");
 
     // listen exits 0 on Ctrl-C.
-    Command::new("kill")
-        .args(["-INT", &listen.id().to_string()])
-        .status()
-        .unwrap();
+    signal(listen.id(), "INT");
     let status = exit_status(&mut listen, "listen after SIGINT");
     assert!(status.success(), "listen exits 0 on SIGINT: {status:?}");
 }
 
 #[tokio::test]
 async fn broadcast_explains_a_taken_station() {
-    let server = Server::start(&[]);
+    let server = Server::spawn_process(&[]);
     let mut owner = Client::connect(&server).await;
     owner.start("busy").await;
     let out = tokio::process::Command::new(radio_bin())
@@ -151,7 +134,7 @@ async fn broadcast_explains_a_taken_station() {
         .stdin(Stdio::piped())
         .output()
         .await
-        .unwrap();
+        .expect("run radio broadcast");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already live"), "{err}");
@@ -160,15 +143,13 @@ async fn broadcast_explains_a_taken_station() {
 
 #[test]
 fn broadcast_playlist_loops_through_tracks() {
-    let server = Server::start(&[]);
-    let dir = std::env::temp_dir().join(format!("radio-m3u-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let m3u = dir.join("list.m3u");
-    std::fs::write(
-        &m3u,
+    let server = Server::spawn_process(&[]);
+    let dir = TempDir::new("m3u");
+    dir.write(
+        "list.m3u",
         "#EXTM3U\n#EXTINF:1,One\none.mp3\n#EXTINF:1,Two\ntwo.mp3\n",
-    )
-    .unwrap();
+    );
+    let m3u = dir.path().join("list.m3u");
     let (mut listen, frames) = listen_json(&server.ws_url(), "auto");
     let mut b = Command::new(radio_bin())
         .args(["broadcast", "--url", &server.ws_url(), "--station", "auto"])
@@ -177,7 +158,7 @@ fn broadcast_playlist_loops_through_tracks() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .expect("start radio broadcast");
     let is_update = |track: &'static str| {
         move |v: &Value| v["type"] == "sync" && v["cause"] == "update" && v["track"] == track
     };
@@ -185,18 +166,13 @@ fn broadcast_playlist_loops_through_tracks() {
     assert_eq!(s["duration_ms"], 1000);
     wait_for(&frames, "two", is_update("two.mp3"));
     wait_for(&frames, "one again", is_update("one.mp3"));
-    Command::new("kill")
-        .args(["-INT", &b.id().to_string()])
-        .status()
-        .unwrap();
+    signal(b.id(), "INT");
     assert!(
         exit_status(&mut b, "broadcast after SIGINT").success(),
         "Ctrl-C stops the station and exits 0"
     );
     wait_for(&frames, "offline", |v| v["type"] == "broadcaster_offline");
-    let _ = listen.kill();
-    let _ = listen.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    kill(&mut listen);
 }
 
 #[test]
@@ -204,14 +180,14 @@ fn clients_explain_bad_arguments() {
     let out = Command::new(radio_bin())
         .args(["listen", "--station", "no spaces allowed"])
         .output()
-        .unwrap();
+        .expect("run radio");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --station"));
 
     let out = Command::new(radio_bin())
         .args(["listen", "--station", "ok", "--url", "ws://127.0.0.1:9/ws"])
         .output()
-        .unwrap();
+        .expect("run radio");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -222,25 +198,16 @@ fn clients_explain_bad_arguments() {
     let out = Command::new(radio_bin())
         .args(["serve", "--grace-period", "ten"])
         .output()
-        .unwrap();
+        .expect("run radio");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("10s"));
-}
-
-/// A free loopback port (bound and released; the server takes it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
 fn clients_reconnect_after_the_server_restarts() {
     let port = free_port();
     let listen_addr = format!("127.0.0.1:{port}");
-    let mut server = Server::start(&["--listen", &listen_addr]);
+    let mut server = Server::spawn_process(&["--listen", &listen_addr]);
     let url = server.ws_url();
     let (mut listen, frames) = listen_json(&url, "phoenix");
     let mut broadcast = Command::new(radio_bin())
@@ -249,15 +216,14 @@ fn clients_reconnect_after_the_server_restarts() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let mut stdin = broadcast.stdin.take().unwrap();
-    writeln!(stdin, "play rising.mp3").unwrap();
+        .expect("start radio broadcast");
+    let mut stdin = broadcast.stdin.take().expect("radio broadcast's stdin");
+    writeln!(stdin, "play rising.mp3").expect("write to radio broadcast");
     wait_for(&frames, "first sync", |v| v["type"] == "sync");
 
     // The server dies hard and comes back on the same port.
-    server.signal("KILL");
-    server.wait_exit(Duration::from_secs(5)).unwrap();
-    let _server = Server::start(&["--listen", &listen_addr]);
+    server.kill();
+    let _server = Server::spawn_process(&["--listen", &listen_addr]);
 
     // Both clients reconnect on their own: the broadcaster claims the
     // station again and re-sends its state; the listener re-tunes and gets it.
@@ -266,8 +232,7 @@ fn clients_reconnect_after_the_server_restarts() {
         v["type"] == "sync" && v["track"] == "rising.mp3"
     });
     assert_eq!(s["playing"], true);
-    writeln!(stdin, "stop").unwrap();
+    writeln!(stdin, "stop").expect("write to radio broadcast");
     assert!(exit_status(&mut broadcast, "broadcast after stop").success());
-    let _ = listen.kill();
-    let _ = listen.wait();
+    kill(&mut listen);
 }

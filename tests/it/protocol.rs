@@ -1,18 +1,29 @@
-//! End-to-end: every message and error code of the protocol, over real
-//! sockets against a real `radio serve`.
-
-mod common;
+//! Every message and error code of the protocol, over real sockets against
+//! a real server: in this process, and through `radio serve` for the smoke
+//! test and SIGTERM.
 
 use std::time::Duration;
 
-use common::{Client, Server, http_get, http_request};
 use futures_util::SinkExt;
+use radio::server::backend::any::BackendConfig;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::http::{read_until_closed, send};
+use crate::support::{Client, Server, eventually, request};
+
+/// The upgrade request of a WebSocket client, as raw headers.
+const UPGRADE: [(&str, &str); 4] = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+];
 
 #[tokio::test]
 async fn welcome_then_ping_pong_echoes() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut c = Client::connect(&server).await;
     assert!(!c.session_id.is_empty());
     c.send(json!({"type":"ping","id":"abc","client_time_ms":12345}))
@@ -28,9 +39,10 @@ async fn welcome_then_ping_pong_echoes() {
     assert!(p.get("client_time_ms").is_none());
 }
 
+/// The smoke test through the binary: `radio serve` as a process.
 #[tokio::test]
 async fn broadcast_reaches_a_listener() {
-    let server = Server::start(&[]);
+    let server = Server::spawn_process(&[]);
     let mut b = Client::connect(&server).await;
     let mut l = Client::connect(&server).await;
     assert!(!l.tune("jazz").await, "not live before start");
@@ -49,7 +61,7 @@ async fn broadcast_reaches_a_listener() {
 
 #[tokio::test]
 async fn tune_in_to_a_playing_station_gets_its_state_at_once() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut b = Client::connect(&server).await;
     b.start("rock").await;
     b.send(
@@ -57,8 +69,9 @@ async fn tune_in_to_a_playing_station_gets_its_state_at_once() {
         "playing":true,"duration_ms":200000}),
     )
     .await;
-    // Let the state age a little so the extrapolation shows.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the state age a little so the extrapolation shows (the update was
+    // not acknowledged, so an error would come now).
+    b.expect_none("error", Duration::from_millis(300)).await;
     let mut l = Client::connect(&server).await;
     assert!(l.tune("rock").await);
     let s = l.recv().await;
@@ -72,7 +85,7 @@ async fn tune_in_to_a_playing_station_gets_its_state_at_once() {
 
 #[tokio::test]
 async fn heartbeat_keeps_the_track_and_acks() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut b = Client::connect(&server).await;
     let mut l = Client::connect(&server).await;
     b.start("hb").await;
@@ -99,7 +112,7 @@ async fn heartbeat_keeps_the_track_and_acks() {
 
 #[tokio::test]
 async fn at_server_ms_carries_the_position_forward() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut b = Client::connect(&server).await;
     let mut l = Client::connect(&server).await;
     b.start("lag").await;
@@ -129,7 +142,7 @@ async fn at_server_ms_carries_the_position_forward() {
 
 #[tokio::test]
 async fn tune_out_stops_syncs_and_retuning_switches_station() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut b = Client::connect(&server).await;
     let mut l = Client::connect(&server).await;
     b.start("one").await;
@@ -151,7 +164,7 @@ async fn tune_out_stops_syncs_and_retuning_switches_station() {
 
 #[tokio::test]
 async fn list_stations_and_http_stations_count_listeners() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut b = Client::connect(&server).await;
     b.start("beta").await;
     b.start("alpha").await;
@@ -171,23 +184,22 @@ async fn list_stations_and_http_stations_count_listeners() {
     assert!(stations[0]["position_ms"].as_u64().unwrap() >= 1000);
     assert_eq!(stations[1]["station"], "beta");
     assert_eq!(stations[1]["listeners"], 0);
-    let (status, body) = http_get(server.addr, "/api/stations").await;
-    assert_eq!(status, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["stations"][0]["listeners"], 2);
+    let r = server.get("/api/stations").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["stations"][0]["listeners"], 2);
     drop(l2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    l1.send(json!({"type":"list_stations"})).await;
-    let list = l1.expect("stations").await;
-    assert_eq!(
-        list["stations"][0]["listeners"], 1,
-        "listener count falls on disconnect"
-    );
+    eventually("the listener count falls on disconnect", async || {
+        l1.send(json!({"type":"list_stations"})).await;
+        let list = l1.expect("stations").await;
+        let listeners = &list["stations"][0]["listeners"];
+        if listeners == 1 { Ok(()) } else { Err(list) }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn stop_frees_the_station_and_tells_listeners() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut b = Client::connect(&server).await;
     let mut l = Client::connect(&server).await;
     b.start("st").await;
@@ -211,7 +223,7 @@ async fn stop_frees_the_station_and_tells_listeners() {
 
 #[tokio::test]
 async fn every_error_code() {
-    let server = Server::start(&["--broadcast-key", "sesame"]);
+    let server = Server::with(|c| c.conn.broadcast_key = Some("sesame".into()));
     let mut c = Client::connect(&server).await;
     // bad_message: not JSON, not an object, no type, missing or mistyped field.
     c.send_text("hello").await;
@@ -300,7 +312,7 @@ async fn every_error_code() {
     // unsupported: binary frames.
     c.ws.send(Message::Binary(vec![1, 2, 3].into()))
         .await
-        .unwrap();
+        .expect("send a binary frame");
     let e = c.recv().await;
     assert_eq!(e["code"], "unsupported");
     // The connection survives all of it.
@@ -316,7 +328,7 @@ async fn every_error_code() {
 
 #[tokio::test]
 async fn rate_limit_answers_then_closes_a_flooder() {
-    let server = Server::start(&["--rate-limit", "5"]);
+    let server = Server::with(|c| c.conn.rate_limit = 5);
     let mut c = Client::connect(&server).await;
     for _ in 0..15 {
         c.send(json!({"type":"ping"})).await;
@@ -348,14 +360,9 @@ async fn rate_limit_answers_then_closes_a_flooder() {
             break;
         }
     }
-    let mut closed = false;
-    for _ in 0..400 {
-        if c.try_recv(Duration::from_secs(5)).await.is_none() {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "flooder closed");
+    // (Closed mid-flood, the socket may be reset before the close frame
+    // is read, so the code is not asserted.)
+    c.expect_closed().await;
     server
         .wait_metric("radio_rate_limit_disconnects_total", 1.0)
         .await;
@@ -367,28 +374,16 @@ async fn rate_limit_answers_then_closes_a_flooder() {
 
 #[tokio::test]
 async fn oversized_message_closes_with_1009() {
-    use futures_util::StreamExt;
-    let server = Server::start(&["--max-message-bytes", "1024"]);
+    let server = Server::with(|c| c.conn.max_message_bytes = 1024);
     let mut c = Client::connect(&server).await;
     let big = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(2000));
     c.send_text(&big).await;
-    let mut code = None;
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await {
-        match msg {
-            Ok(Message::Close(Some(f))) => {
-                code = Some(u16::from(f.code));
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    assert_eq!(code, Some(1009));
+    c.expect_close(1009).await;
 }
 
 #[tokio::test]
 async fn burst_of_updates_arrives_in_order_ending_with_the_newest() {
-    let server = Server::start(&["--rate-limit", "100000"]);
+    let server = Server::with(|c| c.conn.rate_limit = 100_000);
     let mut b = Client::connect(&server).await;
     let mut listeners = Vec::new();
     for _ in 0..5 {
@@ -423,36 +418,59 @@ async fn burst_of_updates_arrives_in_order_ending_with_the_newest() {
     }
 }
 
-#[tokio::test]
-async fn stalled_listener_gets_the_newest_state_and_others_are_unaffected() {
-    let server = Server::start(&["--rate-limit", "100000", "--write-timeout", "60s"]);
+/// A server with `write_timeout` (and no rate limit to speak of), a
+/// broadcaster live on `station` and two listeners tuned to it: one that
+/// is to stop reading, and one that keeps up. Returns (server,
+/// broadcaster, stalled, healthy).
+async fn stall_setup(write_timeout: Duration, station: &str) -> (Server, Client, Client, Client) {
+    let server = Server::with(|c| {
+        c.conn.rate_limit = 100_000;
+        c.conn.write_timeout = write_timeout;
+    });
     let mut b = Client::connect(&server).await;
     let mut stalled = Client::connect(&server).await;
     let mut healthy = Client::connect(&server).await;
-    stalled.tune("slow").await;
-    healthy.tune("slow").await;
-    b.start("slow").await;
+    stalled.tune(station).await;
+    healthy.tune(station).await;
+    b.start(station).await;
+    (server, b, stalled, healthy)
+}
+
+/// Sends `n` unacknowledged updates with 500-byte track names tagged `tag`.
+async fn flood(b: &mut Client, station: &str, tag: &str, n: u64) {
+    let pad = "p".repeat(500);
+    for i in 0..n {
+        b.send(
+            json!({"type":"update","station":station,"track":format!("{pad}{tag}-{i}"),
+            "position_ms":i,"playing":true}),
+        )
+        .await;
+    }
+}
+
+/// Skips frames until the `sync` with `seq`, and returns it.
+async fn sync_with_seq(c: &mut Client, seq: u64) -> serde_json::Value {
+    loop {
+        let f = c.expect("sync").await;
+        if f["seq"] == seq {
+            return f;
+        }
+    }
+}
+
+#[tokio::test]
+async fn stalled_listener_gets_the_newest_state_and_others_are_unaffected() {
+    let (_server, mut b, mut stalled, mut healthy) =
+        stall_setup(Duration::from_secs(60), "slow").await;
     stalled.expect("broadcaster_online").await;
     // ~4 MB of states while `stalled` reads nothing: far more than the
     // socket buffers hold.
-    let pad = "p".repeat(500);
     let mut last = 0;
     for round in 0..8u64 {
-        for i in 0..1000u64 {
-            b.send(
-                json!({"type":"update","station":"slow","track":format!("{pad}{round}-{i}"),
-                "position_ms":i,"playing":true}),
-            )
-            .await;
-        }
+        flood(&mut b, "slow", &round.to_string(), 1000).await;
         last = b.update("slow", &format!("newest-{round}"), 0, true).await;
         // The healthy listener keeps up and sees each round's newest.
-        loop {
-            let f = healthy.expect("sync").await;
-            if f["seq"] == last {
-                break;
-            }
-        }
+        sync_with_seq(&mut healthy, last).await;
     }
     // Now the stalled listener reads: it skips stale states but ends with
     // the newest, in order.
@@ -477,60 +495,33 @@ async fn stalled_listener_gets_the_newest_state_and_others_are_unaffected() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
-    let server = Server::start(&["--rate-limit", "100000", "--write-timeout", "1s"]);
-    let mut b = Client::connect(&server).await;
-    let mut stalled = Client::connect(&server).await;
-    let mut healthy = Client::connect(&server).await;
-    stalled.tune("w").await;
-    healthy.tune("w").await;
-    b.start("w").await;
-    let pad = "p".repeat(500);
+    let (server, mut b, mut stalled, mut healthy) = stall_setup(Duration::from_secs(1), "w").await;
     // Keep the stalled client's socket full for longer than the timeout.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while server.metric("radio_slow_client_disconnects_total").await < 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stalled client not closed"
-        );
-        for i in 0..200u64 {
-            b.send(
-                json!({"type":"update","station":"w","track":format!("{pad}{i}"),
-                "position_ms":i,"playing":true}),
-            )
-            .await;
-        }
+    eventually("the stalled client is closed", async || {
+        flood(&mut b, "w", "", 200).await;
         let last = b.update("w", "mark", 0, true).await;
-        loop {
-            if healthy.expect("sync").await["seq"] == last {
-                break;
-            }
-        }
-    }
+        sync_with_seq(&mut healthy, last).await;
+        let closed = server.metric("radio_slow_client_disconnects_total").await;
+        if closed >= 1.0 { Ok(()) } else { Err(closed) }
+    })
+    .await;
     // The healthy listener still gets the newest, and the server counts one
     // listener fewer.
     let last = b.update("w", "after", 0, true).await;
-    loop {
-        let f = healthy.expect("sync").await;
-        if f["seq"] == last {
-            assert_eq!(f["track"], "after");
-            break;
-        }
-    }
+    assert_eq!(sync_with_seq(&mut healthy, last).await["track"], "after");
     server.wait_metric("radio_listeners", 1.0).await;
-    // The stalled client finds its stream ended once it drains the buffer.
-    let mut ended = false;
-    for _ in 0..100_000 {
-        if stalled.try_recv(Duration::from_secs(5)).await.is_none() {
-            ended = true;
-            break;
-        }
-    }
-    assert!(ended);
+    // The stalled client finds its stream ended once it drains the buffer
+    // (without a close frame: the server gave up writing to it).
+    stalled.expect_closed().await;
 }
 
 #[tokio::test]
 async fn grace_period_resume_then_offline() {
-    let server = Server::start(&["--grace-period", "1s"]);
+    let server = Server::with(|c| {
+        c.backend = BackendConfig::Local {
+            grace: Duration::from_secs(1),
+        }
+    });
     let mut l = Client::connect(&server).await;
     l.tune("g").await;
     let mut b = Client::connect(&server).await;
@@ -574,33 +565,18 @@ async fn grace_period_resume_then_offline() {
 
 #[tokio::test]
 async fn half_open_connections_are_reaped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::start(&["--keepalive-interval", "200ms", "--keepalive-timeout", "1s"]);
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let server = Server::with(|c| {
+        c.conn.keepalive_interval = Duration::from_millis(200);
+        c.conn.keepalive_timeout = Duration::from_secs(1);
+    });
+    let mut s = send(server.addr, "GET", "/ws", &UPGRADE, None).await;
     // Read (so buffers never fill) but never answer a ping, like a peer
     // whose application is gone.
     let mut buf = [0u8; 4096];
-    let mut first = Vec::new();
-    let n = s.read(&mut buf).await.unwrap();
-    first.extend_from_slice(&buf[..n]);
-    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 101"));
+    let n = s.read(&mut buf).await.expect("read the 101");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
     server.wait_metric("radio_connections", 1.0).await;
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "server closed the silent connection");
+    read_until_closed(&mut s, "the server closes the silent connection").await;
     server
         .wait_metric("radio_keepalive_timeouts_total", 1.0)
         .await;
@@ -609,12 +585,10 @@ async fn half_open_connections_are_reaped() {
 
 #[tokio::test]
 async fn a_responsive_client_is_kept_alive() {
-    let server = Server::start(&[
-        "--keepalive-interval",
-        "100ms",
-        "--keepalive-timeout",
-        "500ms",
-    ]);
+    let server = Server::with(|c| {
+        c.conn.keepalive_interval = Duration::from_millis(100);
+        c.conn.keepalive_timeout = Duration::from_millis(500);
+    });
     // tungstenite answers pings while the client reads.
     let mut c = Client::connect(&server).await;
     c.expect_none("error", Duration::from_millis(1500)).await;
@@ -624,44 +598,43 @@ async fn a_responsive_client_is_kept_alive() {
 
 #[tokio::test]
 async fn max_connections_answers_503_before_the_upgrade() {
-    let server = Server::start(&["--max-connections", "2"]);
-    let _a = Client::connect(&server).await;
+    let server = Server::with(|c| c.max_connections = 2);
+    let a = Client::connect(&server).await;
     let _b = Client::connect(&server).await;
-    let (status, body) = http_request(
-        server.addr,
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Connection: close\r\n\r\n",
-    )
+    let r = request(server.addr, "GET", "/ws", &UPGRADE, None).await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("too many connections"), "{}", r.text());
+    drop(a);
+    eventually("a closed connection frees its slot", async || {
+        Client::try_connect(&server.ws_url())
+            .await
+            .map_err(|e| e.to_string())
+    })
     .await;
-    assert_eq!(status, 503);
-    assert!(body.contains("too many connections"), "{body}");
-    drop(_a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _c = Client::connect(&server).await;
 }
 
 #[tokio::test]
 async fn plain_http_to_the_websocket_endpoint_is_explained() {
-    let server = Server::start(&[]);
-    let (status, body) = http_get(server.addr, "/ws").await;
-    assert_eq!(status, 400);
-    assert!(body.contains("WebSocket"), "{body}");
+    let server = Server::start();
+    let r = server.get("/ws").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("WebSocket"), "{}", r.text());
 }
 
 #[tokio::test]
 async fn health_and_metrics() {
-    let server = Server::start(&[]);
-    assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
-    assert_eq!(http_get(server.addr, "/readyz").await.0, 200);
+    let server = Server::start();
+    assert_eq!(server.get("/healthz").await.status, 200);
+    assert_eq!(server.get("/readyz").await.status, 200);
     let mut b = Client::connect(&server).await;
     let mut l = Client::connect(&server).await;
     b.start("m").await;
     l.tune("m").await;
     b.update("m", "t", 0, true).await;
     l.expect("sync").await;
-    let (status, text) = http_get(server.addr, "/metrics").await;
-    assert_eq!(status, 200);
+    let r = server.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
     for name in [
         "radio_connections 2",
         "radio_stations 1",
@@ -680,9 +653,10 @@ async fn health_and_metrics() {
     server.wait_metric("radio_listeners", 0.0).await;
 }
 
+/// Through the binary: the signal, the close codes and the exit status.
 #[tokio::test]
 async fn sigterm_tells_clients_and_exits() {
-    let mut server = Server::start(&[]);
+    let mut server = Server::spawn_process(&[]);
     let mut a = Client::connect(&server).await;
     let mut b = Client::connect(&server).await;
     b.start("bye").await;
@@ -691,30 +665,17 @@ async fn sigterm_tells_clients_and_exits() {
     for c in [&mut a, &mut b] {
         let f = c.expect("server_shutdown").await;
         assert!(f["reconnect_after_ms"].as_u64().unwrap() > 0);
-        let mut code = None;
-        while let Ok(Some(msg)) = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::StreamExt::next(&mut c.ws),
-        )
-        .await
-        {
-            if let Ok(Message::Close(Some(f))) = msg {
-                code = Some(u16::from(f.code));
-                break;
-            }
-        }
-        assert_eq!(code, Some(1001));
+        c.expect_close(1001).await;
     }
-    let status = server
-        .wait_exit(Duration::from_secs(10))
-        .expect("server exits after SIGTERM");
+    // It exits after SIGTERM, with status 0.
+    let status = server.exit_within(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     assert!(server.log().contains("SIGTERM"));
 }
 
 #[tokio::test]
 async fn a_thousand_listeners_all_receive_a_sync() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let mut b = Client::connect(&server).await;
     b.start("crowd").await;
     let mut tasks = tokio::task::JoinSet::new();
@@ -744,25 +705,15 @@ async fn a_thousand_listeners_all_receive_a_sync() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_handshake_is_dropped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::start(&["--handshake-timeout", "500ms"]);
-    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut partial = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let server = Server::with(|c| c.handshake_timeout = Duration::from_millis(500));
+    let connect = || tokio::net::TcpStream::connect(server.addr);
+    let mut silent = connect().await.expect("connect");
+    let mut partial = connect().await.expect("connect");
     partial
         .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
         .await
-        .unwrap();
+        .expect("send half a request");
     for s in [&mut silent, &mut partial] {
-        let mut buf = [0u8; 1024];
-        let r = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-        assert!(r.is_ok(), "server closed the stalled handshake");
+        read_until_closed(s, "the server closes the stalled handshake").await;
     }
 }

@@ -1,6 +1,6 @@
 //! completions/ and man/ are generated from the clap definitions and checked
 //! in. This test fails when they are stale; regenerate them with
-//! `RADIO_REGENERATE=1 cargo test --test generated`.
+//! `RADIO_REGENERATE=1 cargo test --test it generated`.
 
 use std::path::{Path, PathBuf};
 
@@ -29,11 +29,11 @@ fn expected() -> Vec<(PathBuf, Vec<u8>)> {
         files.push((root.join("completions").join(name), out));
     }
     let mut out = Vec::new();
-    radio::cli::write_man(None, &mut out).unwrap();
+    radio::cli::write_man(None, &mut out).expect("write radio.1");
     files.push((root.join("man/radio.1"), out));
     for sub in radio::cli::man_subcommands() {
         let mut out = Vec::new();
-        radio::cli::write_man(Some(&sub), &mut out).unwrap();
+        radio::cli::write_man(Some(&sub), &mut out).expect("write a subcommand's page");
         files.push((root.join(format!("man/radio-{sub}.1")), out));
     }
     files
@@ -45,8 +45,9 @@ fn completions_and_man_pages_are_fresh() {
     let mut stale = Vec::new();
     for (path, content) in expected() {
         if regenerate {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &content).unwrap();
+            std::fs::create_dir_all(path.parent().expect("a parent directory"))
+                .expect("create completions/ or man/");
+            std::fs::write(&path, &content).expect("write a generated file");
             continue;
         }
         if std::fs::read(&path).ok().as_deref() != Some(content.as_slice()) {
@@ -55,6 +56,6 @@ fn completions_and_man_pages_are_fresh() {
     }
     assert!(
         stale.is_empty(),
-        "stale generated files (run `RADIO_REGENERATE=1 cargo test --test generated`): {stale:?}"
+        "stale generated files (run `RADIO_REGENERATE=1 cargo test --test it generated`): {stale:?}"
     );
 }

@@ -1,47 +1,79 @@
-//! Cluster mode end to end: a real redis-server and several real
-//! `radio serve --redis` nodes; clients on different nodes see exactly the
-//! single-node protocol.
-
-mod common;
+//! Cluster mode: a real redis-server and several nodes behind it; clients
+//! on different nodes see exactly the single-node protocol. Nodes run in
+//! this process, except those a test kills outright (a crashed node must be
+//! a process) or whose log it reads: those are `radio serve --redis`.
 
 use std::time::Duration;
 
-use common::{Client, Redis, Server, http_get};
+use radio::server::backend::any::BackendConfig;
+use radio::server::backend::redis;
 use serde_json::{Value, json};
 
-/// Starts a node of the cluster behind `redis`.
-fn node(redis: &Redis, id: &str, extra: &[&str]) -> Server {
-    let url = redis.url();
-    let mut args = vec!["--redis", url.as_str(), "--node-id", id];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+use crate::support::process::{free_port, radio_bin};
+use crate::support::{Client, Redis, Server, eventually};
+
+/// A node's timing: `--lease` and `--grace-period`.
+#[derive(Clone, Copy)]
+struct Timing {
+    lease: Duration,
+    grace: Duration,
+}
+
+/// `radio serve`'s defaults.
+const DEFAULTS: Timing = Timing {
+    lease: Duration::from_secs(5),
+    grace: Duration::from_secs(10),
+};
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// A node of the cluster behind `redis`, in this process.
+fn node(redis: &Redis, id: &str, t: Timing) -> Server {
+    Server::with(|c| {
+        c.backend = BackendConfig::Redis(redis::Config {
+            redis_url: redis.url(),
+            node_id: id.to_owned(),
+            lease: t.lease,
+            grace: t.grace,
+        })
+    })
+}
+
+/// A node of the cluster behind `redis`, as a `radio serve` process.
+fn node_process(redis: &Redis, id: &str, t: Timing) -> Server {
+    let (lease, grace) = (ms(t.lease), ms(t.grace));
+    Server::spawn_process(&[
+        "--redis",
+        &redis.url(),
+        "--node-id",
+        id,
+        "--lease",
+        &lease,
+        "--grace-period",
+        &grace,
+    ])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
 }
 
 /// Waits until `/readyz` answers `status`.
 async fn wait_ready(server: &Server, status: u16) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if http_get(server.addr, "/readyz").await.0 == status {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never answered {status}; log:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&format!("/readyz answers {status}"), async || {
+        let now = server.get("/readyz").await.status;
+        if now == status { Ok(()) } else { Err(now) }
+    })
+    .await;
 }
 
-/// Nodes `a`, `b` and `c` behind `redis`, all ready.
-async fn three_nodes(redis: &Redis, flags: &[&str]) -> (Server, Server, Server) {
-    let a = node(redis, "a", flags);
-    let b = node(redis, "b", flags);
-    let c = node(redis, "c", flags);
-    for n in [&a, &b, &c] {
+/// Waits until every node's `/readyz` answers 200.
+async fn all_ready(nodes: &[&Server]) {
+    for n in nodes {
         wait_ready(n, 200).await;
     }
-    (a, b, c)
 }
 
 /// Tunes in and returns the listener with its `tuned` reply's `live`.
@@ -83,52 +115,46 @@ fn assert_increasing(seqs: &[u64]) {
 
 /// `list_stations` until `station` shows `listeners`.
 async fn wait_listeners(c: &mut Client, station: &str, listeners: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("list_stations shows {listeners} listeners of {station}");
+    eventually(&what, async || {
         c.send(json!({"type":"list_stations"})).await;
         let s = c.expect("stations").await;
         let n = s["stations"]
             .as_array()
-            .unwrap()
+            .expect("a list of stations")
             .iter()
             .find(|e| e["station"] == station)
-            .map(|e| e["listeners"].as_u64().unwrap());
-        if n == Some(listeners) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "list_stations never showed {listeners} listeners of {station}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .map(|e| e["listeners"].as_u64().expect("a listener count"));
+        if n == Some(listeners) { Ok(()) } else { Err(s) }
+    })
+    .await;
 }
 
 /// An acknowledged update, retried while the cluster says `unavailable`.
 async fn update_retrying(b: &mut Client, station: &str, track: &str, position: u64) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the update is accepted", async || {
         b.send(json!({"type":"update","station":station,"track":track,
             "position_ms":position,"playing":true,"ack":true}))
             .await;
         let r = b.recv().await;
         match r["type"].as_str() {
-            Some("ack") => return r["seq"].as_u64().unwrap(),
-            Some("error") if r["code"] == "unavailable" => {}
+            Some("ack") => Ok(r["seq"].as_u64().expect("ack has a seq")),
+            Some("error") if r["code"] == "unavailable" => Err(r),
             _ => panic!("unexpected reply to update: {r}"),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "update never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn listeners_on_other_nodes_get_every_state_in_order() {
-    let redis = Redis::start();
-    let (a, b, c) = three_nodes(&redis, &[]).await;
+    let redis = Redis::start().await;
+    let (a, b, c) = (
+        node(&redis, "a", DEFAULTS),
+        node(&redis, "b", DEFAULTS),
+        node(&redis, "c", DEFAULTS),
+    );
+    all_ready(&[&a, &b, &c]).await;
     let (mut lb, live) = listener(&b, "jazz").await;
     assert!(!live, "not live before anyone broadcasts");
     let (mut lc, _) = listener(&c, "jazz").await;
@@ -165,9 +191,9 @@ async fn listeners_on_other_nodes_get_every_state_in_order() {
 
     // Listeners are counted over the cluster, from any node.
     wait_listeners(&mut bc, "jazz", 3).await;
-    let (status, body) = http_get(b.addr, "/api/stations").await;
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let r = b.get("/api/stations").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
     assert_eq!(v["stations"][0]["station"], "jazz", "{v}");
     assert_eq!(v["stations"][0]["track"], "t9.mp3", "{v}");
 
@@ -186,11 +212,10 @@ async fn listeners_on_other_nodes_get_every_state_in_order() {
 
 #[tokio::test]
 async fn a_station_held_on_one_node_is_taken_on_another() {
-    let redis = Redis::start();
-    let a = node(&redis, "a", &[]);
-    let b = node(&redis, "b", &[]);
-    wait_ready(&a, 200).await;
-    wait_ready(&b, 200).await;
+    let redis = Redis::start().await;
+    let a = node(&redis, "a", DEFAULTS);
+    let b = node(&redis, "b", DEFAULTS);
+    all_ready(&[&a, &b]).await;
 
     let mut owner = Client::connect(&a).await;
     owner.start("rock").await;
@@ -228,11 +253,17 @@ async fn a_station_held_on_one_node_is_taken_on_another() {
     other.start("rock").await;
 }
 
+/// Node `a` is killed, so it is a process.
 #[tokio::test]
 async fn broadcaster_resumes_on_another_node_when_its_node_dies() {
-    let redis = Redis::start();
-    let flags = ["--lease", "2s", "--grace-period", "10s"];
-    let (mut a, b, c) = three_nodes(&redis, &flags).await;
+    let redis = Redis::start().await;
+    let t = Timing {
+        lease: secs(2),
+        grace: secs(10),
+    };
+    let mut a = node_process(&redis, "a", t);
+    let (b, c) = (node(&redis, "b", t), node(&redis, "c", t));
+    all_ready(&[&a, &b, &c]).await;
     let mut bc = Client::connect(&a).await;
     let token = bc.start("talk").await;
     let (mut lb, live) = listener(&b, "talk").await;
@@ -268,25 +299,32 @@ async fn broadcaster_resumes_on_another_node_when_its_node_dies() {
         "seq continues: {before:?} then {after:?}"
     );
     // Past the lease: nobody reaped the station, nobody was told it went away.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (early_b, early_c) = tokio::join!(
+        lb.expect_none("broadcaster_offline", secs(3)),
+        lc.expect_none("broadcaster_offline", secs(3)),
+    );
     let last = bc.update("talk", "show.mp3", 9_000, true).await;
-    for l in [&mut lb, &mut lc] {
+    for (l, early) in [(&mut lb, early_b), (&mut lc, early_c)] {
         let (syncs, types) = syncs_until(l, last).await;
         assert!(
             !types.iter().any(|t| t == "broadcaster_offline"),
             "no offline notice: {types:?}"
         );
-        assert_increasing(&seqs(&syncs));
+        let mut all: Vec<Value> = early.into_iter().filter(|f| f["type"] == "sync").collect();
+        all.extend(syncs);
+        assert_increasing(&seqs(&all));
     }
 }
 
 #[tokio::test]
 async fn listeners_end_with_the_newest_state_when_redis_restarts() {
-    let mut redis = Redis::start();
-    let a = node(&redis, "a", &["--lease", "2s"]);
-    let b = node(&redis, "b", &["--lease", "2s"]);
-    wait_ready(&a, 200).await;
-    wait_ready(&b, 200).await;
+    let mut redis = Redis::start().await;
+    let t = Timing {
+        lease: secs(2),
+        ..DEFAULTS
+    };
+    let (a, b) = (node(&redis, "a", t), node(&redis, "b", t));
+    all_ready(&[&a, &b]).await;
     let mut bc = Client::connect(&a).await;
     bc.start("news").await;
     let (mut l, _) = listener(&b, "news").await;
@@ -298,11 +336,7 @@ async fn listeners_end_with_the_newest_state_when_redis_restarts() {
     redis.kill();
     wait_ready(&a, 503).await;
     wait_ready(&b, 503).await;
-    assert_eq!(
-        http_get(a.addr, "/healthz").await.0,
-        200,
-        "alive, not ready"
-    );
+    assert_eq!(a.get("/healthz").await.status, 200, "alive, not ready");
     // Requests that need Redis say so; connections stay open.
     bc.expect_error(
         json!({"type":"update","station":"news","track":"two.mp3","position_ms":0,"playing":true}),
@@ -311,12 +345,10 @@ async fn listeners_end_with_the_newest_state_when_redis_restarts() {
     .await;
     bc.expect_error(json!({"type":"list_stations"}), "unavailable")
         .await;
-    let (status, _) = http_get(b.addr, "/api/stations").await;
-    assert_eq!(status, 503);
+    assert_eq!(b.get("/api/stations").await.status, 503);
 
-    redis.restart();
-    wait_ready(&a, 200).await;
-    wait_ready(&b, 200).await;
+    redis.restart().await;
+    all_ready(&[&a, &b]).await;
     let s2 = update_retrying(&mut bc, "news", "three.mp3", 5_000).await;
     assert!(
         s2 > s1,
@@ -336,11 +368,17 @@ async fn listeners_end_with_the_newest_state_when_redis_restarts() {
     assert_eq!(syncs.last().unwrap()["track"], "four.mp3");
 }
 
+/// Node `a` is killed, so it is a process.
 #[tokio::test]
 async fn listeners_elsewhere_are_told_when_a_node_dies() {
-    let redis = Redis::start();
-    let flags = ["--lease", "1s"];
-    let (mut a, b, c) = three_nodes(&redis, &flags).await;
+    let redis = Redis::start().await;
+    let t = Timing {
+        lease: secs(1),
+        ..DEFAULTS
+    };
+    let mut a = node_process(&redis, "a", t);
+    let (b, c) = (node(&redis, "b", t), node(&redis, "c", t));
+    all_ready(&[&a, &b, &c]).await;
     let mut bc = Client::connect(&a).await;
     bc.start("gone").await;
     let seq = bc.update("gone", "last.mp3", 0, true).await;
@@ -364,28 +402,29 @@ async fn listeners_elsewhere_are_told_when_a_node_dies() {
     assert_eq!(lc.expect("sync").await["seq"], next);
 }
 
+/// Processes: one is killed, and the refusal is a message and an exit.
 #[tokio::test]
 async fn nodes_share_one_port_with_reuse_port() {
-    let redis = Redis::start();
-    let listen = format!("127.0.0.1:{}", common::free_port());
+    let redis = Redis::start().await;
+    let listen = format!("127.0.0.1:{}", free_port());
     let url = redis.url();
     let args = ["--redis", &url, "--reuse-port", "--listen", &listen];
-    let mut a = Server::start(&args);
-    let b = Server::start(&args);
+    let mut a = Server::spawn_process(&args);
+    let b = Server::spawn_process(&args);
     assert_eq!(a.addr, b.addr);
     wait_ready(&b, 200).await;
     // Either process answers on the shared address; with one gone, the
     // other still does.
-    assert_eq!(http_get(a.addr, "/healthz").await.0, 200);
+    assert_eq!(a.get("/healthz").await.status, 200);
     a.kill();
     for _ in 0..5 {
-        assert_eq!(http_get(b.addr, "/healthz").await.0, 200);
+        assert_eq!(b.get("/healthz").await.status, 200);
     }
     // Without the flag the port is refused, with a message saying why.
-    let out = std::process::Command::new(common::radio_bin())
+    let out = std::process::Command::new(radio_bin())
         .args(["serve", "--listen", &listen])
         .output()
-        .unwrap();
+        .expect("run radio serve");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on"), "{err}");
@@ -393,12 +432,13 @@ async fn nodes_share_one_port_with_reuse_port() {
 
 #[tokio::test]
 async fn a_disconnected_broadcaster_gets_its_grace_period_across_nodes() {
-    let redis = Redis::start();
-    let flags = ["--lease", "1s", "--grace-period", "1s"];
-    let a = node(&redis, "a", &flags);
-    let b = node(&redis, "b", &flags);
-    wait_ready(&a, 200).await;
-    wait_ready(&b, 200).await;
+    let redis = Redis::start().await;
+    let t = Timing {
+        lease: secs(1),
+        grace: secs(1),
+    };
+    let (a, b) = (node(&redis, "a", t), node(&redis, "b", t));
+    all_ready(&[&a, &b]).await;
     let mut bc = Client::connect(&a).await;
     bc.start("late").await;
     bc.update("late", "x.mp3", 0, true).await;
@@ -407,46 +447,44 @@ async fn a_disconnected_broadcaster_gets_its_grace_period_across_nodes() {
     drop(bc);
     // During the grace period only the token may take it.
     let mut other = Client::connect(&b).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("the station waits for its resume token", async || {
         other
             .send(json!({"type":"start_broadcasting","station":"late"}))
             .await;
         let r = other.recv().await;
         assert_eq!(r["code"], "station_taken", "{r}");
-        if r["message"].as_str().unwrap().contains("resume") {
-            break;
+        // Until the old node turns the lease into a grace lease, the
+        // message does not mention resuming.
+        let message = r["message"].as_str().expect("an error message");
+        if message.contains("resume") {
+            Ok(())
+        } else {
+            Err(r)
         }
-        // The old node has not turned the lease into a grace lease yet.
-        assert!(tokio::time::Instant::now() < deadline, "{r}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let off = l.expect("broadcaster_offline").await;
     assert_eq!(off["reason"], "disconnected", "{off}");
     other.start("late").await;
     l.expect("broadcaster_online").await;
 }
 
+/// Node `a` stops through its shutdown token, as SIGTERM stops it.
 #[tokio::test]
 async fn broadcaster_resumes_on_another_node_when_its_node_shuts_down() {
-    let redis = Redis::start();
-    let flags = ["--grace-period", "10s"];
-    let mut a = node(&redis, "a", &flags);
-    let b = node(&redis, "b", &flags);
-    wait_ready(&a, 200).await;
-    wait_ready(&b, 200).await;
+    let redis = Redis::start().await;
+    let mut a = node(&redis, "a", DEFAULTS);
+    let b = node(&redis, "b", DEFAULTS);
+    all_ready(&[&a, &b]).await;
     let mut bc = Client::connect(&a).await;
     let token = bc.start("calm").await;
     let s1 = bc.update("calm", "a.mp3", 0, true).await;
     let (mut l, _) = listener(&b, "calm").await;
     assert_eq!(l.expect("sync").await["seq"], s1);
 
-    a.signal("TERM");
+    a.cancel();
     bc.expect("server_shutdown").await;
-    assert!(
-        a.wait_exit(Duration::from_secs(10)).is_some(),
-        "node a exits"
-    );
+    a.shutdown().expect("node a stops cleanly");
     let mut bc = Client::connect(&b).await;
     bc.send(json!({"type":"start_broadcasting","station":"calm","resume_token":token}))
         .await;
@@ -465,9 +503,9 @@ async fn broadcaster_resumes_on_another_node_when_its_node_shuts_down() {
 #[tokio::test]
 async fn a_node_started_before_its_redis_waits_for_it() {
     let mut redis = Redis::not_started();
-    let a = node(&redis, "a", &[]);
-    assert_eq!(http_get(a.addr, "/readyz").await.0, 503);
-    assert_eq!(http_get(a.addr, "/healthz").await.0, 200);
+    let a = node(&redis, "a", DEFAULTS);
+    assert_eq!(a.get("/readyz").await.status, 503);
+    assert_eq!(a.get("/healthz").await.status, 200);
     let mut c = Client::connect(&a).await;
     c.expect_error(json!({"type":"tune_in","station":"soon"}), "unavailable")
         .await;
@@ -476,7 +514,7 @@ async fn a_node_started_before_its_redis_waits_for_it() {
         "unavailable",
     )
     .await;
-    redis.spawn();
+    redis.spawn().await;
     wait_ready(&a, 200).await;
     c.start("soon").await;
     let (mut l, live) = listener(&a, "soon").await;
@@ -485,18 +523,20 @@ async fn a_node_started_before_its_redis_waits_for_it() {
     assert_eq!(l.expect("sync").await["seq"], seq);
 }
 
+/// Through `radio serve`: the loss would show in its log.
 #[tokio::test]
 async fn a_node_with_subscriptions_keeps_its_redis_link() {
     // The link's health check runs every 5 s; with a subscription open,
     // Redis answers its PING differently, and that must not read as a loss.
-    let redis = Redis::start();
-    let a = node(&redis, "a", &[]);
+    let redis = Redis::start().await;
+    let a = node_process(&redis, "a", DEFAULTS);
     wait_ready(&a, 200).await;
     let mut b = Client::connect(&a).await;
     b.start("steady").await;
     let (mut l, _) = listener(&a, "steady").await;
     let first = update_retrying(&mut b, "steady", "t", 0).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Past a health check, the station stays live for its listener.
+    l.expect_none("broadcaster_offline", secs(6)).await;
     let later = b.update("steady", "t", 6000, true).await;
     assert_eq!(later, first + 1);
     let (syncs, _) = syncs_until(&mut l, later).await;

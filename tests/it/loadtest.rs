@@ -1,13 +1,12 @@
-//! End-to-end: `radio loadtest` against a real `radio serve`, with real
+//! `radio loadtest` against `radio serve`, both processes, with real
 //! worker processes and real sockets. Nothing here asserts a speed; the
 //! benchmarks in bench/ do the measuring.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::{Server, radio_bin};
 use serde_json::Value;
+
+use crate::support::{Server, TempDir, radio_bin};
 
 fn loadtest(server: &Server, args: &[&str]) -> Output {
     Command::new(radio_bin())
@@ -34,11 +33,10 @@ fn field<'a>(report: &'a Value, path: &str) -> &'a Value {
 
 #[test]
 fn two_thousand_listeners_over_two_workers_get_every_final_state() {
-    let server = Server::start(&[]);
-    let dir = std::env::temp_dir().join(format!("radio-loadtest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("report.json");
-    let pid = server.child.id().to_string();
+    let mut server = Server::spawn_process(&[]);
+    let dir = TempDir::new("loadtest");
+    let json = dir.path().join("report.json");
+    let pid = server.pid().to_string();
     let out = loadtest(
         &server,
         &[
@@ -57,11 +55,13 @@ fn two_thousand_listeners_over_two_workers_get_every_final_state() {
             "--min-delivery",
             "100",
             "--json",
-            json.to_str().unwrap(),
+            json.to_str().expect("utf-8 temp path"),
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report is written"))
+            .expect("the report is JSON");
 
     // Every field the issue promises is there.
     for path in [
@@ -105,12 +105,11 @@ fn two_thousand_listeners_over_two_workers_get_every_final_state() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("2000 connected"), "{stdout}");
     assert!(stdout.contains("final state 100.000%"), "{stdout}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn an_impossible_p99_fails_the_run() {
-    let server = Server::start(&[]);
+    let server = Server::spawn_process(&[]);
     let out = loadtest(
         &server,
         &[
@@ -133,7 +132,7 @@ fn an_impossible_p99_fails_the_run() {
 
 #[test]
 fn bad_flags_are_explained() {
-    let server = Server::start(&[]);
+    let server = Server::spawn_process(&[]);
     let out = loadtest(&server, &["--listeners", "10", "--workers", "none"]);
     assert!(!out.status.success());
     assert!(

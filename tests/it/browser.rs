@@ -1,0 +1,141 @@
+//! The web player in a real headless Chromium (Debian's `chromium`, driven by
+//! playwright-core from tests/browser/) against two servers in this process:
+//! one with tracks this test generates (tune-in sync, pause, track switch,
+//! the broadcaster going offline) and one on `radio serve`'s defaults, whose
+//! demo library must play. One Node and Chromium run does both
+//! (tests/browser/sync.mjs says how).
+//!
+//! Chromium, Node and the npm packages are installed by scripts/setup.sh
+//! (CI runs it); without them this test fails and says so, never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use radio::server::backend::any::BackendConfig;
+
+use crate::support::process::exit_within;
+use crate::support::{Server, TempDir, tone_wav};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
+}
+
+fn require(ok: bool, what: &str) {
+    assert!(
+        ok,
+        "{what} is missing: run scripts/setup.sh (it installs Chromium, Node and the \
+         browser tests' npm packages; CI runs it before the tests)"
+    );
+}
+
+/// The screenshots the run saves: the broadcaster's page (the path passed
+/// to sync.mjs), the listener's and the listener's on a phone next to it.
+fn screenshots() -> [PathBuf; 3] {
+    let dir = manifest_dir().join("target/artifacts");
+    ["player.png", "player-listener.png", "player-phone.png"].map(|name| dir.join(name))
+}
+
+/// Fails unless `path` holds a PNG written at or after `since`.
+fn assert_fresh_png(path: &Path, since: SystemTime) {
+    let shown = path.display();
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {shown}: {e}"));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{shown} is not a PNG ({} bytes)",
+        bytes.len()
+    );
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("the screenshot's modification time");
+    assert!(modified >= since, "{shown} was not written by this run");
+}
+
+#[test]
+fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
+    let browser_dir = manifest_dir().join("tests/browser");
+    require(
+        Path::new(&chromium()).exists(),
+        &format!("Chromium ({})", chromium()),
+    );
+    require(
+        Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "Node.js (node)",
+    );
+    require(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core (tests/browser/node_modules)",
+    );
+
+    let media = TempDir::new("browser");
+    media.write(
+        "first.wav",
+        tone_wav(
+            90,
+            &[220.0, 277.18, 329.63],
+            Some("First tone"),
+            Some("Browser test"),
+        ),
+    );
+    media.write(
+        "second.wav",
+        tone_wav(
+            90,
+            &[392.0, 493.88],
+            Some("Second tone"),
+            Some("Browser test"),
+        ),
+    );
+    let server = Server::with(|c| {
+        c.media.dir = Some(media.path().to_owned());
+        // A short grace period, so B sees the station go offline soon after
+        // A's tab closes (but long enough for A to reconnect after a
+        // dropped line).
+        c.backend = BackendConfig::Local {
+            grace: Duration::from_secs(2),
+        };
+    });
+    // `radio serve` with no flags: no --media, so the demo library.
+    let demo = Server::start();
+
+    // Screenshots left by an earlier run must not pass for this one's.
+    let shots = screenshots();
+    for shot in &shots {
+        match std::fs::remove_file(shot) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                panic!("cannot remove {}: {e}", shot.display())
+            }
+            _ => {}
+        }
+    }
+    let started = SystemTime::now();
+    let mut child = Command::new("node")
+        .arg(browser_dir.join("sync.mjs"))
+        .arg(server.http_url(""))
+        .arg(&shots[0])
+        .arg(demo.http_url(""))
+        .env("CHROMIUM", chromium())
+        .current_dir(&browser_dir)
+        .spawn()
+        .expect("start node");
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(180),
+        "the browser test (node tests/browser/sync.mjs)",
+    );
+    assert!(
+        status.success(),
+        "the browser test failed ({status}); its output is above"
+    );
+    for shot in &shots {
+        assert_fresh_png(shot, started);
+    }
+}

@@ -1,0 +1,18 @@
+//! The integration tests, one crate (`cargo test --test it`), one module per
+//! area, over real sockets against a real server: in this process by
+//! default, through the `radio` binary where only a process shows what is
+//! checked (signals, exit codes, log lines, a node killed outright, the
+//! shell clients and the load generator). The harness is in `support/`.
+//!
+//! Run one area with `cargo test --test it protocol::`.
+
+mod support;
+
+mod browser;
+mod cli;
+mod cluster;
+mod generated;
+mod layout;
+mod loadtest;
+mod media;
+mod protocol;

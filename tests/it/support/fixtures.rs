@@ -1,0 +1,64 @@
+//! Temporary directories and the media files tests write into them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is past 1970")
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "radio-test-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path as a `&str` for command lines.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+
+    /// Writes `bytes` to `name` (relative, parent directories created).
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a fixture's directory");
+        }
+        std::fs::write(&path, bytes).expect("write a fixture");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover directory under /tmp fails nothing.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A WAV file of `seconds` of a tone, tagged with a RIFF INFO title and
+/// artist when given (read back by the server's tag reader).
+pub fn tone_wav(seconds: u32, notes: &[f32], title: Option<&str>, artist: Option<&str>) -> Vec<u8> {
+    const RATE: u32 = 22_050;
+    let samples = radio::server::media::arpeggio(RATE, seconds, notes, 0.5);
+    let mut tags: Vec<(&[u8; 4], &str)> = Vec::new();
+    if let Some(t) = title {
+        tags.push((b"INAM", t));
+    }
+    if let Some(a) = artist {
+        tags.push((b"IART", a));
+    }
+    radio::server::media::encode_wav(RATE, &samples, &tags)
+}

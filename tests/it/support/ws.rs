@@ -1,0 +1,201 @@
+//! A protocol client over a real WebSocket, speaking JSON frames.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::server::Server;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a frame the test waits for may take.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A protocol client over a real WebSocket.
+pub struct Client {
+    pub ws: Ws,
+    pub session_id: String,
+}
+
+/// What the connection did next.
+enum Next {
+    Frame(Value),
+    /// The stream ended: with a close frame's code, or without one (an
+    /// error or a plain end of the TCP stream).
+    Closed(Option<u16>),
+    /// Nothing within the limit.
+    Silent,
+}
+
+impl Client {
+    /// Connects and consumes the `welcome`.
+    pub async fn connect(server: &Server) -> Client {
+        Self::connect_url(&server.ws_url()).await
+    }
+
+    pub async fn connect_url(url: &str) -> Client {
+        Self::try_connect(url).await.expect("websocket connect")
+    }
+
+    /// Connects and consumes the `welcome`; the upgrade may be refused.
+    pub async fn try_connect(url: &str) -> Result<Client, tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut c = Client {
+            ws,
+            session_id: String::new(),
+        };
+        let welcome = c.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["protocol"], 1);
+        c.session_id = welcome["session_id"]
+            .as_str()
+            .expect("welcome has a session_id")
+            .to_owned();
+        Ok(c)
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws
+            .send(Message::Text(t.to_owned().into()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// The next JSON frame within `limit` (WebSocket pings and pongs skipped).
+    async fn next_within(&mut self, limit: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let Ok(msg) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                return Next::Silent;
+            };
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Next::Frame(
+                        serde_json::from_str(t.as_str()).expect("server sent JSON"),
+                    );
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Next::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                None | Some(Err(_)) => return Next::Closed(None),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next JSON frame; fails the test on a close or after [`RECV_TIMEOUT`].
+    pub async fn recv(&mut self) -> Value {
+        match self.next_within(RECV_TIMEOUT).await {
+            Next::Frame(v) => v,
+            Next::Closed(code) => panic!("the connection closed ({code:?}) awaiting a frame"),
+            Next::Silent => panic!("no frame within {RECV_TIMEOUT:?}"),
+        }
+    }
+
+    /// Skips frames until one of type `ty` arrives.
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Next::Frame(v) if v["type"] == ty => return v,
+                Next::Frame(_) => {}
+                Next::Closed(code) => panic!("the connection closed ({code:?}) awaiting {ty}"),
+                Next::Silent => panic!("no {ty} frame within {RECV_TIMEOUT:?}"),
+            }
+        }
+    }
+
+    /// Asserts that for `limit` the connection stays open and no frame of
+    /// type `ty` arrives; returns the other frames that did, in order.
+    pub async fn expect_none(&mut self, ty: &str, limit: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut others = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Next::Frame(v) if v["type"] == ty => panic!("unexpected {ty}: {v}"),
+                Next::Frame(v) => others.push(v),
+                Next::Closed(code) => {
+                    panic!("the connection closed ({code:?}) while no {ty} was to arrive")
+                }
+                Next::Silent => return others,
+            }
+        }
+    }
+
+    /// Skips frames until the server ends the connection, for at most 30 s;
+    /// returns the close frame's code, `None` if the stream ended without
+    /// one (a server giving up on a stalled socket cannot send it).
+    pub async fn expect_closed(&mut self) -> Option<u16> {
+        let limit = Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Next::Frame(_) => {}
+                Next::Closed(code) => return code,
+                Next::Silent => panic!("the server did not close the connection within {limit:?}"),
+            }
+        }
+    }
+
+    /// Asserts that the server closes the connection with a close frame of
+    /// `code` (frames before it skipped).
+    pub async fn expect_close(&mut self, code: u16) {
+        assert_eq!(self.expect_closed().await, Some(code), "close code");
+    }
+
+    /// Sends `v` and returns the next frame, which must be an `error` with `code`.
+    pub async fn expect_error(&mut self, v: Value, code: &str) -> Value {
+        self.send(v).await;
+        let e = self.recv().await;
+        assert_eq!(e["type"], "error", "expected error {code}, got {e}");
+        assert_eq!(e["code"], code, "{e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+        e
+    }
+
+    /// `start_broadcasting` that must succeed; returns the resume token.
+    pub async fn start(&mut self, station: &str) -> String {
+        self.send(json!({"type":"start_broadcasting","station":station}))
+            .await;
+        let r = self.recv().await;
+        assert_eq!(r["type"], "broadcasting", "{r}");
+        r["resume_token"]
+            .as_str()
+            .expect("broadcasting has a resume_token")
+            .to_owned()
+    }
+
+    /// An acknowledged `update`; returns its seq.
+    pub async fn update(
+        &mut self,
+        station: &str,
+        track: &str,
+        position_ms: u64,
+        playing: bool,
+    ) -> u64 {
+        self.send(json!({"type":"update","station":station,"track":track,
+            "position_ms":position_ms,"playing":playing,"ack":true}))
+            .await;
+        let a = self.expect("ack").await;
+        a["seq"].as_u64().expect("ack has a seq")
+    }
+
+    /// `tune_in` that must succeed; returns `live`.
+    pub async fn tune(&mut self, station: &str) -> bool {
+        self.send(json!({"type":"tune_in","station":station})).await;
+        let t = self.expect("tuned").await;
+        assert_eq!(t["station"], station);
+        t["live"].as_bool().expect("tuned has live")
+    }
+}
