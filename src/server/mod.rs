@@ -19,7 +19,6 @@
 pub mod backend;
 pub mod config;
 pub mod connection;
-pub mod fanout;
 pub mod http;
 pub mod listener;
 pub mod media;

@@ -3,7 +3,7 @@
 //!
 //! The connection's own task (the *owner*) reads the socket and writes its
 //! replies through tungstenite, over [`OutletIo`]. A station's fan-out
-//! ([`crate::server::fanout`]) writes prebuilt `sync` frames to the same
+//! ([`crate::server::station::fanout`]) writes prebuilt `sync` frames to the same
 //! socket directly, with one non-blocking `write` per listener, so that a
 //! delivery costs what the kernel costs instead of a task wake-up, a waiter
 //! re-registration and a copy per listener.

@@ -20,39 +20,20 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::view::{View, wire_frame};
 use crate::protocol::{self, ServerMessage, StationName};
 use crate::server::metrics::Metrics;
 use crate::server::outlet::{Delivery, Outlet, Wanted};
-use crate::server::station::View;
 
 /// A change to a shard's listeners.
 pub enum Membership {
     /// Write to this outlet while it is attached under this generation.
     Join(Arc<Outlet>, u64),
     Leave(Arc<Outlet>),
-}
-
-/// One text frame as it goes on the wire from a server: FIN and opcode,
-/// the length, then the payload (unmasked).
-pub fn wire_frame(payload: &[u8]) -> Bytes {
-    let len = payload.len();
-    let mut out = BytesMut::with_capacity(len + 10);
-    out.put_u8(0x81);
-    if len < 126 {
-        out.put_u8(len as u8);
-    } else if let Ok(len16) = u16::try_from(len) {
-        out.put_u8(126);
-        out.put_u16(len16);
-    } else {
-        out.put_u8(127);
-        out.put_u64(len as u64);
-    }
-    out.put_slice(payload);
-    out.freeze()
 }
 
 /// The frames of one view, built once per shard: the notice of the
@@ -199,22 +180,5 @@ impl Shard {
         }
         self.metrics.syncs_sent.inc_by(syncs);
         self.metrics.fanout_skipped.inc_by(skipped);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_carry_the_payload_length() {
-        let short = wire_frame(b"hi");
-        assert_eq!(&short[..], b"\x81\x02hi");
-        let medium = wire_frame(&[b'a'; 300]);
-        assert_eq!(&medium[..4], &[0x81, 126, 1, 44]);
-        assert_eq!(medium.len(), 304);
-        let long = wire_frame(&vec![b'a'; 70_000]);
-        assert_eq!(long[1], 127);
-        assert_eq!(&long[2..10], &70_000u64.to_be_bytes());
     }
 }

@@ -19,130 +19,22 @@
 //!   listener in the station and in the metrics, and its `Drop` undoes both
 //!   and tells the backend when a station's last listener left.
 
+pub mod fanout;
+mod view;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::{self, OfflineReason, ServerMessage, StationName, Sync, SyncCause};
-use crate::server::fanout::{Membership, Shard, wire_frame};
+use crate::protocol::{OfflineReason, StationName};
 use crate::server::metrics::Metrics;
 use crate::server::outlet::Outlet;
+use fanout::{Membership, Shard};
 
-/// What listeners of a station see: replaced whole on every change.
-#[derive(Debug, Default)]
-pub struct View {
-    /// A broadcaster holds the station (also during its grace period).
-    pub live: bool,
-    /// Why it last went offline, when it is not live.
-    pub offline_reason: Option<OfflineReason>,
-    /// The newest state, from the broadcaster's last `update`/`heartbeat`.
-    pub state: Option<State>,
-}
-
-impl View {
-    /// Offline for `reason`, with no state.
-    pub fn offline(reason: OfflineReason) -> Self {
-        Self {
-            live: false,
-            offline_reason: Some(reason),
-            state: None,
-        }
-    }
-
-    /// Live, with `state` if there is one yet.
-    pub fn live(state: Option<State>) -> Self {
-        Self {
-            live: true,
-            offline_reason: None,
-            state,
-        }
-    }
-}
-
-/// One published state and its `sync` frame, encoded once for every
-/// listener: as the WebSocket frame the fan-out writes, and as the message
-/// text inside it that a connection's own task writes through tungstenite.
-#[derive(Debug, Clone)]
-pub struct State {
-    pub sync: Sync,
-    /// `sync`'s JSON (a view into `wire`).
-    pub frame: Utf8Bytes,
-    /// The whole WebSocket frame: header and `frame`.
-    pub wire: Bytes,
-}
-
-impl State {
-    /// Encodes `sync`'s frame, once.
-    pub fn new(sync: Sync) -> Self {
-        let msg = ServerMessage::Sync(sync);
-        let json = protocol::encode(&msg);
-        match msg {
-            ServerMessage::Sync(sync) => Self::framed(sync, json.as_str()),
-            _ => unreachable!("built as a sync above"),
-        }
-    }
-
-    /// A state from a frame another process encoded (a cluster node's).
-    pub fn from_frame(frame: &str) -> Option<Self> {
-        match serde_json::from_str::<ServerMessage>(frame) {
-            Ok(ServerMessage::Sync(sync)) => Some(Self::framed(sync, frame)),
-            _ => {
-                tracing::warn!(frame, "ignoring a malformed state");
-                None
-            }
-        }
-    }
-
-    fn framed(sync: Sync, json: &str) -> Self {
-        let wire = wire_frame(json.as_bytes());
-        let body = wire.slice(wire.len() - json.len()..);
-        // The body is `json`'s bytes, so it is UTF-8; the fallback copies.
-        let frame = Utf8Bytes::try_from(body).unwrap_or_else(|_| Utf8Bytes::from(json));
-        Self { sync, frame, wire }
-    }
-}
-
-/// What a broadcaster chooses in an `update`: the rest of a `sync` (station,
-/// `seq`, server time, cause) is the server's to stamp.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Playback {
-    pub track: String,
-    pub position_ms: u64,
-    pub playing: bool,
-    pub duration_ms: Option<u64>,
-}
-
-impl Playback {
-    /// The `sync` this playback becomes, stamped now.
-    pub fn stamp(self, station: StationName, seq: u64, cause: SyncCause) -> Sync {
-        Sync {
-            station,
-            seq,
-            track: self.track,
-            position_ms: self.position_ms,
-            playing: self.playing,
-            duration_ms: self.duration_ms,
-            server_time_ms: protocol::now_ms(),
-            cause,
-        }
-    }
-
-    /// A heartbeat's playback: `last`'s track and duration at a new position
-    /// (and play state, when given).
-    pub fn carried(last: &Sync, position_ms: u64, playing: Option<bool>) -> Self {
-        Self {
-            track: last.track.clone(),
-            position_ms,
-            playing: playing.unwrap_or(last.playing),
-            duration_ms: last.duration_ms,
-        }
-    }
-}
+pub use view::{Playback, State, View, wire_frame};
 
 /// One station's cell, its local listener count, and its fan-out.
 #[derive(Debug)]
@@ -351,19 +243,5 @@ mod tests {
         assert_eq!(station.listener_count(), 0);
         assert_eq!(metrics.listeners.get(), 0);
         assert_eq!(*idle.lock().expect("lock"), vec!["s".to_owned()]);
-    }
-
-    #[test]
-    fn a_state_is_encoded_once_and_read_back() {
-        let playback = Playback {
-            track: "a.ogg".into(),
-            position_ms: 5,
-            playing: true,
-            duration_ms: Some(9),
-        };
-        let state = State::new(playback.stamp(name("s"), 3, SyncCause::Update));
-        let back = State::from_frame(state.frame.as_str()).expect("a sync frame");
-        assert_eq!(back.sync, state.sync);
-        assert!(State::from_frame(r#"{"type":"pong","server_time_ms":1}"#).is_none());
     }
 }
