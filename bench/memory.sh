@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 n=${1:-10000}
 port=${PORT:-18181}
 cargo build --release --locked -q
-./target/release/radio serve --listen 127.0.0.1:$port >/dev/null 2>&1 &
+./target/release/radio serve --listen 127.0.0.1:$port --max-connections-per-ip 0 >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 sleep 0.5

@@ -85,7 +85,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__broadcast)
-            opts="-h -V --url --station --key --playlist --heartbeat-interval --json --help --version"
+            opts="-h -V --url --station --ca-cert --key --playlist --heartbeat-interval --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -96,6 +96,10 @@ _radio() {
                     return 0
                     ;;
                 --station)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -259,7 +263,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__listen)
-            opts="-h -V --url --station --json --help --version"
+            opts="-h -V --url --station --ca-cert --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -270,6 +274,10 @@ _radio() {
                     return 0
                     ;;
                 --station)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -383,7 +391,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --log-format --redis --node-id --lease --reuse-port --media --rescan-interval --session-ttl --session-sweep --max-sessions --help --version"
+            opts="-h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-list --allowed-origins --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --node-id --lease --reuse-port --media --rescan-interval --follow-symlinks --session-ttl --session-sweep --max-sessions --session-rate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -417,6 +425,26 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-connections-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-stations)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-list)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allowed-origins)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trusted-proxy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --rate-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -433,11 +461,31 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --broadcast-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broadcast-keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
                     return 0
                     ;;
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-ca-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -457,6 +505,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --follow-symlinks)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 --session-ttl)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -466,6 +518,10 @@ _radio() {
                     return 0
                     ;;
                 --max-sessions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

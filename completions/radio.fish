@@ -40,26 +40,40 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l max-message-bytes 
 complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval -d 'How often the server pings each connection' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-timeout -d 'A connection silent for this long (no frame, no pong) is closed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l write-timeout -d 'A client that accepts no bytes for this long is closed (1008)' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent WebSocket connections; more are answered 503 before the upgrade' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections-per-ip -d 'Most concurrent connections from one client address (0: no limit); more are answered 429' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-stations -d 'Most stations live or in their grace period at once; beyond it `start_broadcasting` is refused (`unsupported`)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-list -d 'Most stations in one `stations` answer (and GET /api/stations); the most listened are kept and the answer says `truncated`' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l allowed-origins -d 'Web origins besides the server\'s own whose pages may open /ws and save sessions (comma-separated `scheme://host[:port]`; `*` for any)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l trusted-proxy -d 'A proxy (address or CIDR block) whose X-Forwarded-For / Forwarded headers name the real client; repeat for several' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rate-limit -d 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l handshake-timeout -d 'Time a client has to send its HTTP request and complete the WebSocket upgrade' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l shutdown-timeout -d 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key in `start_broadcasting` (listeners need none)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key in `start_broadcasting` (listeners need none). Prefer --broadcast-key-file: a key in argv is visible to every local user' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key-file -d 'Read the one broadcast key from this file (instead of --broadcast-key)' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-keys -d 'Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob like `team-*`; first match wins); stations no line matches may not be broadcast. Read again on SIGHUP' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-cert -d 'Serve https and wss with this certificate chain (PEM); needs --tls-key. Read again on SIGHUP' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-key -d 'The private key (PEM) of --tls-cert' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line, for log collectors'"
-complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a cluster through this Redis server (redis://host:port/db)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l redis-ca-cert -d 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system\'s roots)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l node-id -d 'This node\'s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l lease -d 'Cluster mode: how long a station\'s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l media -d 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rescan-interval -d 'Rescan the media library this often (it is also rescanned on SIGHUP)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l follow-symlinks -d 'Follow symbolic links in the media directory when scanning (true or false). Either way a file swapped after the scan is not served until a rescan' -r -f -a "true\t''
+false\t''"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Private player sessions idle this long are removed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d 'How often idle sessions are swept' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l session-rate -d 'New private sessions one client address may create per minute (0: no limit); more are answered 429' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l reuse-port -d 'Share the listening port with other processes (SO_REUSEPORT)'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key -d 'Broadcast key, when the server requires one' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l playlist -d 'Play this extended M3U playlist in order, looping, instead of reading stdin' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
@@ -68,6 +82,7 @@ complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d '
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand listen" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s h -l help -d 'Print help'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s V -l version -d 'Print version'

@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: the WebSocket sync protocol at /ws, the media library,
     /// the web player at /, health and metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a station from a shell: commands on stdin, or a playlist.
     Broadcast(BroadcastArgs),
     /// Tune in from a terminal and show what plays and how well it is in sync.
@@ -115,9 +115,38 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
-    /// Most concurrent WebSocket connections; more are answered 503 before the upgrade.
+    /// Most concurrent connections, HTTP and WebSocket alike; more are answered 503.
     #[arg(long, env = "RADIO_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+
+    /// Most concurrent connections from one client address (0: no limit);
+    /// more are answered 429.
+    #[arg(long, env = "RADIO_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Most stations live or in their grace period at once; beyond it
+    /// `start_broadcasting` is refused (`unsupported`).
+    #[arg(long, env = "RADIO_MAX_STATIONS", default_value_t = 10_000)]
+    pub max_stations: usize,
+
+    /// Most stations in one `stations` answer (and GET /api/stations); the
+    /// most listened are kept and the answer says `truncated`.
+    #[arg(long, env = "RADIO_MAX_LIST", default_value_t = 200)]
+    pub max_list: usize,
+
+    /// Web origins besides the server's own whose pages may open /ws and save
+    /// sessions (comma-separated `scheme://host[:port]`; `*` for any).
+    #[arg(long, env = "RADIO_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// A proxy (address or CIDR block) whose X-Forwarded-For / Forwarded
+    /// headers name the real client; repeat for several.
+    #[arg(
+        long = "trusted-proxy",
+        env = "RADIO_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<crate::server::peer::Cidr>,
 
     /// Inbound messages a connection may send per second (bursts up to twice
     /// that); beyond it `rate_limited`, and a client that keeps on is closed (1008).
@@ -132,17 +161,47 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Require this key in `start_broadcasting` (listeners need none).
+    /// Require this key in `start_broadcasting` (listeners need none). Prefer
+    /// --broadcast-key-file: a key in argv is visible to every local user.
     #[arg(long, env = "RADIO_BROADCAST_KEY", hide_env_values = true)]
     pub broadcast_key: Option<String>,
+
+    /// Read the one broadcast key from this file (instead of --broadcast-key).
+    #[arg(
+        long,
+        env = "RADIO_BROADCAST_KEY_FILE",
+        conflicts_with = "broadcast_key"
+    )]
+    pub broadcast_key_file: Option<PathBuf>,
+
+    /// Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob
+    /// like `team-*`; first match wins); stations no line matches may not be
+    /// broadcast. Read again on SIGHUP.
+    #[arg(long, env = "RADIO_BROADCAST_KEYS")]
+    pub broadcast_keys: Option<PathBuf>,
+
+    /// Serve https and wss with this certificate chain (PEM); needs --tls-key.
+    /// Read again on SIGHUP.
+    #[arg(long, env = "RADIO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RADIO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Log format.
     #[arg(long, env = "RADIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 
-    /// Join a cluster through this Redis server (redis://host:port/db).
-    #[arg(long, env = "RADIO_REDIS")]
+    /// Join a cluster through this Redis server (redis://[user:password@]host:port/db,
+    /// or rediss:// for TLS).
+    #[arg(long, env = "RADIO_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
+
+    /// Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis
+    /// (default: the system's roots).
+    #[arg(long, env = "RADIO_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
 
     /// This node's id in the cluster (default: generated). Ids must be unique
     /// among the nodes sharing a Redis.
@@ -169,6 +228,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_RESCAN_INTERVAL", value_parser = parse_duration)]
     pub rescan_interval: Option<Duration>,
 
+    /// Follow symbolic links in the media directory when scanning (true or
+    /// false). Either way a file swapped after the scan is not served until a
+    /// rescan.
+    #[arg(long, env = "RADIO_FOLLOW_SYMLINKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub follow_symlinks: bool,
+
     /// Private player sessions idle this long are removed.
     #[arg(long, env = "RADIO_SESSION_TTL", default_value = "1h", value_parser = parse_duration)]
     pub session_ttl: Duration,
@@ -180,6 +245,11 @@ pub struct ServeArgs {
     /// Most private sessions kept; the least recently used is evicted beyond it.
     #[arg(long, env = "RADIO_MAX_SESSIONS", default_value_t = 100_000)]
     pub max_sessions: usize,
+
+    /// New private sessions one client address may create per minute (0: no
+    /// limit); more are answered 429.
+    #[arg(long, env = "RADIO_SESSION_RATE", default_value_t = 10)]
+    pub session_rate: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -191,6 +261,11 @@ pub struct ClientArgs {
     /// Station name (1-64 of A-Z a-z 0-9 . _ -).
     #[arg(long, env = "RADIO_STATION")]
     pub station: String,
+
+    /// Trust this CA certificate (PEM) for wss:// servers, besides the
+    /// Mozilla roots (for a server with a private CA or a self-signed certificate).
+    #[arg(long, env = "RADIO_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

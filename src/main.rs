@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             radio::logging::init(args.log_format, "info");
             runtime()
-                .and_then(|rt| rt.block_on(radio::server::serve(args)))
+                .and_then(|rt| rt.block_on(radio::server::serve(*args)))
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Broadcast(args) => {

@@ -130,7 +130,7 @@ impl Sync {
     /// playing, unchanged while paused.
     pub fn position_at(&self, at_ms: i64) -> u64 {
         if self.playing {
-            advance(self.position_ms, at_ms - self.server_time_ms)
+            advance(self.position_ms, at_ms.saturating_sub(self.server_time_ms))
         } else {
             self.position_ms
         }
@@ -198,6 +198,12 @@ pub enum ServerMessage {
     },
     Stations {
         stations: Vec<StationSummary>,
+        /// Live stations in all; more than `stations` holds when truncated.
+        #[serde(default)]
+        total: usize,
+        /// Whether `stations` leaves some out (`radio serve --max-list`).
+        #[serde(default)]
+        truncated: bool,
     },
     Ack {
         station: StationName,

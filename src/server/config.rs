@@ -10,6 +10,8 @@ use crate::cli::ServeArgs;
 use crate::protocol;
 use crate::server::backend::any::BackendConfig;
 use crate::server::backend::redis;
+use crate::server::keys::KeySources;
+use crate::server::peer::Cidr;
 
 /// Everything `radio serve` needs besides its listening socket.
 #[derive(Clone, Debug)]
@@ -17,8 +19,20 @@ pub struct ServerConfig {
     pub conn: ConnConfig,
     /// Time a client has to send its HTTP request and complete an upgrade.
     pub handshake_timeout: Duration,
-    /// Most concurrent WebSocket connections (more get 503).
+    /// Most concurrent connections, HTTP included (more get 503).
     pub max_connections: usize,
+    /// Most concurrent connections from one client address (0: no limit; 429).
+    pub max_connections_per_ip: usize,
+    /// Most stations live or in grace at once.
+    pub max_stations: usize,
+    /// Most stations in one `stations` answer.
+    pub max_list: usize,
+    /// Origins besides the server's own allowed to open /ws and save sessions.
+    pub allowed_origins: Vec<String>,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `--tls-cert` and `--tls-key`: serve https and wss.
+    pub tls: Option<TlsFiles>,
     /// How long shutdown waits for connections to close.
     pub shutdown_timeout: Duration,
     pub backend: BackendConfig,
@@ -34,16 +48,25 @@ pub struct ConnConfig {
     pub keepalive_timeout: Duration,
     pub write_timeout: Duration,
     pub rate_limit: u32,
-    pub broadcast_key: Option<String>,
+    pub keys: KeySources,
+}
+
+/// The certificate chain and key files of `--tls-cert`/`--tls-key`.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The media library.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MediaConfig {
     /// The directory to serve; `None` serves the generated demo library.
     pub dir: Option<PathBuf>,
     /// Rescan this often (it is also rescanned on SIGHUP).
     pub rescan_interval: Option<Duration>,
+    /// Whether a scan follows symbolic links.
+    pub follow_symlinks: bool,
 }
 
 /// Private player sessions.
@@ -52,6 +75,18 @@ pub struct SessionConfig {
     pub ttl: Duration,
     pub sweep: Duration,
     pub max: usize,
+    /// New sessions per minute per client address (0: no limit).
+    pub rate_per_minute: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            rescan_interval: None,
+            follow_symlinks: true,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -64,10 +99,16 @@ impl Default for ServerConfig {
                 keepalive_timeout: Duration::from_secs(45),
                 write_timeout: Duration::from_secs(10),
                 rate_limit: 50,
-                broadcast_key: None,
+                keys: KeySources::default(),
             },
             handshake_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_connections_per_ip: 256,
+            max_stations: 10_000,
+            max_list: 200,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            tls: None,
             shutdown_timeout: Duration::from_secs(5),
             backend: BackendConfig::Local {
                 grace: Duration::from_secs(10),
@@ -77,6 +118,7 @@ impl Default for ServerConfig {
                 ttl: Duration::from_secs(3600),
                 sweep: Duration::from_secs(300),
                 max: 100_000,
+                rate_per_minute: 10,
             },
         }
     }
@@ -95,6 +137,8 @@ impl From<ServeArgs> for ServerConfig {
                     .unwrap_or_else(|| format!("node-{}", protocol::random_token(4))),
                 lease: args.lease,
                 grace: args.grace_period,
+                ca_cert: args.redis_ca_cert,
+                max_stations: args.max_stations,
             }),
         };
         Self {
@@ -104,20 +148,35 @@ impl From<ServeArgs> for ServerConfig {
                 keepalive_timeout: args.keepalive_timeout,
                 write_timeout: args.write_timeout,
                 rate_limit: args.rate_limit,
-                broadcast_key: args.broadcast_key,
+                keys: KeySources {
+                    key: args.broadcast_key,
+                    key_file: args.broadcast_key_file,
+                    keys_file: args.broadcast_keys,
+                },
             },
             handshake_timeout: args.handshake_timeout,
             max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
+            max_stations: args.max_stations,
+            max_list: args.max_list,
+            allowed_origins: args.allowed_origins,
+            trusted_proxies: args.trusted_proxies,
+            tls: match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            },
             shutdown_timeout: args.shutdown_timeout,
             backend,
             media: MediaConfig {
                 dir: args.media,
                 rescan_interval: args.rescan_interval,
+                follow_symlinks: args.follow_symlinks,
             },
             sessions: SessionConfig {
                 ttl: args.session_ttl,
                 sweep: args.session_sweep,
                 max: args.max_sessions,
+                rate_per_minute: args.session_rate,
             },
         }
     }
@@ -135,7 +194,7 @@ mod tests {
         let crate::cli::Command::Serve(args) = cli.command else {
             panic!("parsed as serve");
         };
-        let from_cli = ServerConfig::from(args);
+        let from_cli = ServerConfig::from(*args);
         assert_eq!(
             format!("{from_cli:?}"),
             format!("{:?}", ServerConfig::default())

@@ -3,13 +3,15 @@
 //! stations and metrics here, and the paths of the media library, the
 //! sessions and the web player handed to their own modules.
 //!
-//! Every connection has a header read timeout (the handshake timeout) and a
-//! write timeout ([`TimedStream`]), so a stalled client holds nothing for
-//! long.
+//! Every connection has a header read timeout (the handshake timeout), a
+//! body timeout (the same, on `PUT /api/session`) and a write timeout
+//! ([`TimedStream`]), so a stalled client holds nothing for long. A
+//! WebSocket upgrade and a session save from a browser page must come from
+//! the server's own origin or one of `--allowed-origins` ([`crate::server::origin`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -19,20 +21,67 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::protocol::StationSummary;
+use crate::server::admission::{Admission, Held};
 use crate::server::backend::Backend as _;
-use crate::server::response::{Body, json, method_not_allowed, text};
+use crate::server::outlet::{Outlet, OutletIo};
+use crate::server::response::{Body, json_bytes, method_not_allowed, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
+use crate::server::warnings::Reason;
 use crate::server::{media, player, sessions, upgrade};
 
-/// Serves one TCP connection's HTTP requests (and hands off an upgrade).
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let io = TokioIo::new(TimedStream::new(stream, shared.conn.write_timeout));
+/// Serves one TCP connection's HTTP requests (and hands off an upgrade):
+/// over TLS first when the server has a certificate. `admission` is the
+/// connection's place under the connection limits; an upgrade takes it to
+/// the WebSocket, otherwise it is given back when the connection ends.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admission: Admission,
+    shared: Arc<Shared>,
+) {
+    let held: Held = Arc::new(Mutex::new(Some(admission)));
+    let Some(tls) = shared.tls.clone() else {
+        let io = TimedStream::new(stream, shared.conn.write_timeout);
+        return serve_http(io, peer, held, shared).await;
+    };
+    // Boxed: the TLS handshake's state does not size the plain path.
+    let accept = Box::pin(
+        tls.acceptor()
+            .accept(OutletIo::new(Outlet::new_tls(stream))),
+    );
+    match tokio::time::timeout(shared.handshake_timeout, accept).await {
+        Ok(Ok(tls_stream)) => {
+            let io = TimedStream::new(tls_stream, shared.conn.write_timeout);
+            Box::pin(serve_http(io, peer, held, shared)).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            shared
+                .warnings
+                .note_with(Reason::TlsHandshake, || peer.ip().to_string());
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            shared
+                .warnings
+                .note_with(Reason::TlsHandshake, || peer.ip().to_string());
+        }
+    }
+}
+
+/// hyper's HTTP/1 over `io` (plain TCP or TLS), with the handshake
+/// timeout on headers, until the connection closes or is upgraded.
+async fn serve_http<I>(io: TimedStream<I>, peer: SocketAddr, held: Held, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
-        async move { Ok::<_, Infallible>(route(req, peer, shared).await) }
+        let held = held.clone();
+        async move { Ok::<_, Infallible>(route(req, peer, held, shared).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -58,27 +107,34 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     }
 }
 
-async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
+async fn route(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    held: Held,
+    shared: Arc<Shared>,
+) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method();
+    // The client: the peer, or whom a trusted proxy forwards for.
+    let client = SocketAddr::new(
+        shared.proxies.client_ip(req.headers(), peer.ip()),
+        peer.port(),
+    );
     match (method, path) {
-        (&Method::GET, "/ws") => upgrade::upgrade(req, peer, shared),
+        (&Method::GET, "/ws") => match shared.origins.check(req.headers()) {
+            Ok(()) => upgrade::upgrade(req, client, &held, shared),
+            Err(why) => forbidden(&shared, client, why),
+        },
         (_, "/ws") => method_not_allowed("GET"),
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET | &Method::HEAD, "/readyz") => match shared.backend.readiness() {
             Ok(()) => text(StatusCode::OK, "ready"),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
         },
-        (&Method::GET, "/api/stations") => {
-            #[derive(serde::Serialize)]
-            struct Stations {
-                stations: Vec<StationSummary>,
-            }
-            match shared.backend.list().await {
-                Ok(stations) => json(StatusCode::OK, &Stations { stations }),
-                Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
-            }
-        }
+        (&Method::GET, "/api/stations") => match shared.listing.get(&shared.backend).await {
+            Ok(page) => json_bytes(StatusCode::OK, page.json.clone()),
+            Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
+        },
         (&Method::GET, "/metrics") => {
             let mut res = text(StatusCode::OK, shared.metrics.render());
             res.headers_mut().insert(
@@ -90,8 +146,47 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
         (_, p) if media::Library::serves(p) => shared.media.route(&req).await,
-        (_, sessions::PATH) => shared.sessions.route(req).await,
+        (&Method::PUT, sessions::PATH) => match shared.origins.check(req.headers()) {
+            Ok(()) => {
+                let limits = sessions::Limits {
+                    client: client.ip(),
+                    body_timeout: shared.handshake_timeout,
+                };
+                let res = shared.sessions.route(req, limits).await;
+                note_refused(&shared, &res, client);
+                res
+            }
+            Err(why) => forbidden(&shared, client, why),
+        },
+        (_, sessions::PATH) => {
+            let limits = sessions::Limits {
+                client: client.ip(),
+                body_timeout: shared.handshake_timeout,
+            };
+            shared.sessions.route(req, limits).await
+        }
         (_, p) if player::serves(p) => player::route(method, p),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
     }
+}
+
+/// 403 for a page of another origin.
+fn forbidden(shared: &Shared, client: SocketAddr, why: String) -> Response<Body> {
+    shared.metrics.origin_refused.inc();
+    shared
+        .warnings
+        .note_with(Reason::Origin, || client.ip().to_string());
+    text(StatusCode::FORBIDDEN, why)
+}
+
+/// Counts a session request refused for its rate or its slow body.
+fn note_refused(shared: &Shared, res: &Response<Body>, client: SocketAddr) {
+    let reason = match res.status() {
+        StatusCode::TOO_MANY_REQUESTS => Reason::SessionRate,
+        StatusCode::REQUEST_TIMEOUT => Reason::BodyTimeout,
+        _ => return,
+    };
+    shared
+        .warnings
+        .note_with(reason, || client.ip().to_string());
 }

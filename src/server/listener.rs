@@ -12,8 +12,11 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 
+use crate::server::admission::Full;
 use crate::server::http;
+use crate::server::peer::canonical;
 use crate::server::shared::Shared;
+use crate::server::warnings::Reason;
 
 /// Binds `addr` (with `SO_REUSEPORT` when asked, to share the port with
 /// other nodes) with a deep backlog.
@@ -47,9 +50,25 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
-                shared
-                    .tasks
-                    .spawn(http::serve_connection(stream, peer, shared.clone()));
+                // A trusted proxy's connections are counted against the
+                // client it names, once its request is read.
+                let ip = canonical(peer.ip());
+                let counted = (!shared.proxies.trusts(ip)).then_some(ip);
+                match shared.gate.admit(counted) {
+                    Ok(admission) => {
+                        shared.tasks.spawn(http::serve_connection(
+                            stream,
+                            peer,
+                            admission,
+                            shared.clone(),
+                        ));
+                    }
+                    Err(full) => {
+                        shared
+                            .tasks
+                            .spawn(refuse(stream, peer, full, shared.clone()));
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: the listener is fine, the process is
@@ -62,6 +81,59 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// Answers a connection over a limit with 503 (`--max-connections`) or 429
+/// (`--max-connections-per-ip`) without reading its request, and closes it.
+/// Bounded: a client that does not read the answer gets a second at most.
+async fn refuse(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    full: Full,
+    shared: Arc<Shared>,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let (status, body, reason) = match full {
+        Full::Server => {
+            shared.metrics.connections_refused.inc();
+            (
+                "503 Service Unavailable",
+                "server full: too many connections; try again later or another node\n",
+                Reason::ServerFull,
+            )
+        }
+        Full::ThisAddress => {
+            shared.metrics.connections_refused_per_ip.inc();
+            (
+                "429 Too Many Requests",
+                "too many connections from your address (--max-connections-per-ip); \
+                 close some and try again\n",
+                Reason::AddressFull,
+            )
+        }
+    };
+    shared.warnings.note_with(reason, || peer.ip().to_string());
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         retry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let bye = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent until it closes, so that closing does
+        // not reset the connection before the answer is read.
+        let mut sink = [0u8; 1024];
+        loop {
+            use tokio::io::AsyncReadExt as _;
+            if stream.read(&mut sink).await? == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), bye).await {
+        tracing::debug!(%peer, error = %e, "refusing a connection failed");
     }
 }
 

@@ -28,8 +28,14 @@ pub struct Metrics {
     pub connections: Gauge,
     /// WebSocket connections accepted since start.
     pub connections_total: Counter,
-    /// Upgrades refused because `--max-connections` was reached.
+    /// Connections refused because `--max-connections` was reached.
     pub connections_refused: Counter,
+    /// Connections refused because `--max-connections-per-ip` was reached.
+    pub connections_refused_per_ip: Counter,
+    /// Requests refused for a page of another origin (`--allowed-origins`).
+    pub origin_refused: Counter,
+    /// Connections closed after too many wrong broadcast keys.
+    pub key_lockouts: Counter,
     /// Stations with a broadcaster (including those in their grace period).
     pub stations: Gauge,
     /// Connections tuned to a station.
@@ -67,7 +73,22 @@ impl Metrics {
             connections_refused: metric(
                 &mut r,
                 "connections_refused",
-                "WebSocket upgrades refused with 503 at --max-connections",
+                "Connections refused with 503 at --max-connections",
+            ),
+            connections_refused_per_ip: metric(
+                &mut r,
+                "connections_refused_per_ip",
+                "Connections refused with 429 at --max-connections-per-ip",
+            ),
+            origin_refused: metric(
+                &mut r,
+                "origin_refused",
+                "Requests refused with 403 for a page of another origin",
+            ),
+            key_lockouts: metric(
+                &mut r,
+                "key_lockouts",
+                "Connections closed (1008) after more than 5 wrong broadcast keys in a minute",
             ),
             stations: metric(
                 &mut r,

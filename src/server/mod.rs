@@ -16,23 +16,31 @@
 //! - [`media`], [`sessions`] and [`player`] answer their own HTTP paths;
 //! - [`shared`] holds what every handler needs, [`config`] what it was told.
 
+pub mod admission;
 pub mod backend;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod keys;
 pub mod listener;
+pub mod listing;
 pub mod media;
 pub mod metrics;
+pub mod origin;
 pub mod outlet;
+pub mod peer;
 pub mod player;
 pub mod ratelimit;
 pub mod refusal;
+pub mod reload;
 pub mod response;
 pub mod sessions;
 pub mod shared;
 pub mod station;
 pub mod timed_io;
+pub mod tls;
 pub mod upgrade;
+pub mod warnings;
 
 use std::sync::Arc;
 

@@ -26,6 +26,13 @@
 //! tungstenite's buffer is empty whenever the fan-out may write. (tungstenite
 //! also writes on its read path, but only a reply it queued while reading a
 //! ping or a close; the owner flushes those before it reads again.)
+//!
+//! A TLS socket cannot take prebuilt plain frames: an outlet made with
+//! [`Outlet::new_tls`] is never written by the fan-out ([`Outlet::deliver`]
+//! always leaves the delivery to the owner, which writes through rustls),
+//! so its owner is its only writer. The owner's I/O is a [`ConnIo`]: plain
+//! (the socket itself) or TLS (boxed, so the plain connection's task does
+//! not grow).
 
 use std::io;
 use std::pin::Pin;
@@ -48,6 +55,8 @@ const CLOSED: u8 = 4;
 /// sent (by either writer).
 pub struct Outlet {
     stream: TcpStream,
+    /// A TLS socket: only its owner writes to it.
+    tls: bool,
     state: AtomicU8,
     /// The highest `seq` written to this socket.
     sent_seq: AtomicU64,
@@ -89,8 +98,18 @@ pub enum Delivery {
 
 impl Outlet {
     pub fn new(stream: TcpStream) -> Arc<Self> {
+        Self::with(stream, false)
+    }
+
+    /// An outlet for a TLS connection: the fan-out never writes to it.
+    pub fn new_tls(stream: TcpStream) -> Arc<Self> {
+        Self::with(stream, true)
+    }
+
+    fn with(stream: TcpStream, tls: bool) -> Arc<Self> {
         Arc::new(Self {
             stream,
+            tls,
             state: AtomicU8::new(IDLE),
             sent_seq: AtomicU64::new(0),
             told_live: AtomicBool::new(false),
@@ -223,10 +242,12 @@ impl Outlet {
         generation: u64,
         lacks: impl FnOnce(u64, bool) -> Option<Wanted<'a>>,
     ) -> Delivery {
-        if self
-            .state
-            .compare_exchange(IDLE, FANOUT, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        // A TLS socket: its owner writes every frame, through rustls.
+        if self.tls
+            || self
+                .state
+                .compare_exchange(IDLE, FANOUT, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
         {
             if self.generation.load(Ordering::Relaxed) == generation {
                 self.skipped();
@@ -335,7 +356,7 @@ impl AsyncWrite for OutletIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         debug_assert!(
-            matches!(self.0.state.load(Ordering::Relaxed), OWNER | CLOSED),
+            self.0.tls || matches!(self.0.state.load(Ordering::Relaxed), OWNER | CLOSED),
             "the owner wrote without holding its outlet"
         );
         let stream = &self.0.stream;
@@ -359,6 +380,62 @@ impl AsyncWrite for OutletIo {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             r => r,
         })
+    }
+}
+
+/// The connection task's I/O: the plain socket, or TLS over it.
+pub enum ConnIo {
+    Plain(OutletIo),
+    /// Boxed: rare, and large beside the plain arm.
+    Tls(Box<tokio_rustls::server::TlsStream<OutletIo>>),
+}
+
+impl ConnIo {
+    pub fn outlet(&self) -> &Arc<Outlet> {
+        match self {
+            ConnIo::Plain(io) => io.outlet(),
+            ConnIo::Tls(tls) => tls.get_ref().0.outlet(),
+        }
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            ConnIo::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ConnIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            ConnIo::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnIo::Plain(io) => Pin::new(io).poll_flush(cx),
+            ConnIo::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            ConnIo::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

@@ -28,10 +28,17 @@ pub enum Refusal {
     NoTrackYet,
     #[error("a connection may broadcast at most {0} stations")]
     TooManyStations(usize),
-    #[error("this server requires a broadcast key (\"key\")")]
+    #[error(
+        "this server has its most live stations ({0}, radio serve --max-stations); \
+         try again when one stops"
+    )]
+    ServerStationsFull(usize),
+    #[error("this server requires a broadcast key (\"key\") for this station")]
     KeyRequired,
     #[error("wrong broadcast key")]
     WrongKey,
+    #[error("no broadcast key is configured for station {0}; ask the server's operator")]
+    NoKeyForStation(StationName),
     #[error("more than {0} messages a second; slow down or be disconnected")]
     RateLimited(u32),
     #[error("binary frames are not supported; send JSON text frames")]
@@ -49,8 +56,12 @@ impl Refusal {
             Refusal::TakenOver(_) | Refusal::NotOwner(_) => ErrorCode::NotOwner,
             Refusal::NotLive(_) => ErrorCode::NotLive,
             Refusal::NoTrackYet => ErrorCode::BadMessage,
-            Refusal::TooManyStations(_) | Refusal::Binary => ErrorCode::Unsupported,
-            Refusal::KeyRequired | Refusal::WrongKey => ErrorCode::Unauthorized,
+            Refusal::TooManyStations(_) | Refusal::ServerStationsFull(_) | Refusal::Binary => {
+                ErrorCode::Unsupported
+            }
+            Refusal::KeyRequired | Refusal::WrongKey | Refusal::NoKeyForStation(_) => {
+                ErrorCode::Unauthorized
+            }
             Refusal::RateLimited(_) => ErrorCode::RateLimited,
             Refusal::Unavailable(_) => ErrorCode::Unavailable,
         }

@@ -16,8 +16,14 @@
 //!   longer than `--session-ttl`, and stops on shutdown.
 //! - The cookie is `HttpOnly` (scripts cannot read it), `SameSite=Lax` (not
 //!   sent on cross-site subrequests), `Path=/`, and lives as long as the TTL.
+//! - **New sessions are rate limited per client address** (`--session-rate`
+//!   a minute, 10 by default), so one client cannot churn the others' entries
+//!   out of the LRU; a save to an existing session is not limited.
+//! - **A body must arrive within the handshake timeout**, or the request is
+//!   answered 408 and its connection closed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,20 +92,69 @@ impl Inner {
     }
 }
 
+/// What a request may do, from the router: who sent it and how long its
+/// body may take.
+pub struct Limits {
+    pub client: IpAddr,
+    pub body_timeout: Duration,
+}
+
+/// Addresses whose new-session budgets are tracked at most; beyond it the
+/// tracking starts afresh (a flood of addresses cannot grow it).
+const MAX_TRACKED: usize = 65_536;
+
 /// Every private session.
 pub struct Sessions {
     inner: Mutex<Inner>,
     ttl: Duration,
     max: usize,
+    /// New sessions per minute per address (0: no limit).
+    rate: u32,
+    /// Per address: new sessions left, and when that was counted.
+    budgets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 impl Sessions {
-    pub fn new(ttl: Duration, max: usize) -> Self {
+    pub fn new(ttl: Duration, max: usize, rate_per_minute: u32) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             ttl,
             max: max.max(1),
+            rate: rate_per_minute,
+            budgets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes one new session from `client`'s budget: a bucket of `rate`
+    /// refilled over a minute. `false` when it is empty.
+    fn may_create(&self, client: IpAddr) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let rate = f64::from(self.rate);
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if budgets.len() >= MAX_TRACKED && !budgets.contains_key(&client) {
+            // Forget the addresses whose budget is full again; if none is,
+            // start afresh (a flood of addresses gains one budget each).
+            budgets.retain(|_, (left, at)| *left + at.elapsed().as_secs_f64() / 60.0 * rate < rate);
+            if budgets.len() >= MAX_TRACKED {
+                budgets.clear();
+            }
+        }
+        let (left, at) = budgets.entry(client).or_insert((rate, now));
+        *left = (*left + now.duration_since(*at).as_secs_f64() / 60.0 * rate).min(rate);
+        *at = now;
+        if *left >= 1.0 {
+            *left -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn knows(&self, id: Option<&str>) -> bool {
+        id.is_some_and(|id| self.lock().by_id.contains_key(id))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -172,7 +227,11 @@ impl Sessions {
     }
 
     /// `GET`/`PUT /api/session` ([`PATH`]).
-    pub async fn route(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    pub async fn route(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        limits: Limits,
+    ) -> Response<Body> {
         let cookie = session_cookie(req.headers());
         match *req.method() {
             Method::GET | Method::HEAD => {
@@ -180,13 +239,39 @@ impl Sessions {
                 json(StatusCode::OK, &position)
             }
             Method::PUT => {
-                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(e) => {
+                if !self.knows(cookie.as_deref()) && !self.may_create(limits.client) {
+                    let mut res = text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "too many new sessions from your address (at most {} a minute); \
+                             keep the session cookie, or try again in a minute",
+                            self.rate
+                        ),
+                    );
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                    return res;
+                }
+                let read = Limited::new(req.into_body(), MAX_BODY).collect();
+                let body = match tokio::time::timeout(limits.body_timeout, read).await {
+                    Ok(Ok(b)) => b.to_bytes(),
+                    Ok(Err(e)) => {
                         return text(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
                         );
+                    }
+                    Err(_) => {
+                        let mut res = text(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the body did not arrive within {:?}; send it with the request",
+                                limits.body_timeout
+                            ),
+                        );
+                        res.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        return res;
                     }
                 };
                 let position: Position = match serde_json::from_slice(&body) {
@@ -229,7 +314,8 @@ impl Sessions {
 }
 
 /// The session cookie's value, when it has the shape of an id we issue.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// Public for the fuzz targets (`fuzz/`).
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -264,7 +350,7 @@ mod tests {
 
     #[test]
     fn cap_evicts_least_recently_used() {
-        let s = Sessions::new(Duration::from_secs(60), 2);
+        let s = Sessions::new(Duration::from_secs(60), 2, 0);
         let (a, _) = s.put(None, Position::default());
         let (b, _) = s.put(None, Position::default());
         assert!(s.get(&a).is_some()); // a is now newer than b
@@ -277,7 +363,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_not_adopted() {
-        let s = Sessions::new(Duration::from_secs(60), 10);
+        let s = Sessions::new(Duration::from_secs(60), 10, 0);
         let forged = "0".repeat(32);
         let (id, new) = s.put(Some(&forged), Position::default());
         assert!(new);
@@ -287,10 +373,20 @@ mod tests {
 
     #[test]
     fn sweep_removes_idle() {
-        let s = Sessions::new(Duration::from_millis(0), 10);
+        let s = Sessions::new(Duration::from_millis(0), 10, 0);
         s.put(None, Position::default());
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(s.sweep(), 1);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn new_sessions_are_limited_per_address() {
+        let s = Sessions::new(Duration::from_secs(60), 100, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!((0..3).all(|_| s.may_create(a)));
+        assert!(!s.may_create(a));
+        assert!(s.may_create(b));
     }
 }

@@ -5,15 +5,22 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::server::admission::Gate;
 use crate::server::backend::any::AnyBackend;
 use crate::server::config::{ConnConfig, MediaConfig, ServerConfig};
+use crate::server::keys::Keys;
+use crate::server::listing::Listing;
 use crate::server::media::{self, Library};
 use crate::server::metrics::Metrics;
+use crate::server::origin::AllowedOrigins;
+use crate::server::peer::TrustedProxies;
+use crate::server::reload::{self, Reloader};
 use crate::server::sessions::{self, Sessions};
+use crate::server::tls::Tls;
+use crate::server::warnings::Warnings;
 
 /// State shared by every connection and request handler.
 pub struct Shared {
@@ -27,10 +34,22 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// When the server started: the grid keepalive pings are aligned to.
     pub started: tokio::time::Instant,
-    /// One permit per WebSocket connection (`--max-connections`).
-    pub permits: Arc<Semaphore>,
+    /// `--max-connections` and `--max-connections-per-ip`.
+    pub gate: Gate,
     pub media: Arc<Library>,
     pub sessions: Arc<Sessions>,
+    /// `--allowed-origins`.
+    pub origins: AllowedOrigins,
+    /// `--trusted-proxy`.
+    pub proxies: TrustedProxies,
+    /// The broadcast keys (reloaded on SIGHUP).
+    pub keys: Arc<Keys>,
+    /// The `stations` answer, bounded and cached.
+    pub listing: Listing,
+    /// Client-caused warnings, aggregated.
+    pub warnings: Warnings,
+    /// `--tls-cert`: serve https and wss (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Shared {
@@ -41,20 +60,37 @@ impl Shared {
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
+        let keys = Arc::new(Keys::load(config.conn.keys.clone())?);
+        let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
         let metrics = Arc::new(Metrics::new());
         let backend = AnyBackend::start(
             config.backend,
+            config.max_stations,
             metrics.clone(),
             tasks.clone(),
             shutdown.clone(),
         )?;
         let media = Arc::new(load_library(&config.media, shutdown).await?);
+        // SIGHUP reloads the keys and the certificate, and rescans the library.
+        let mut reloaders: Vec<Reloader> = Vec::new();
+        let k = keys.clone();
+        reloaders.push(Box::new(move || k.reload()));
+        if let Some(t) = tls.clone() {
+            reloaders.push(Box::new(move || t.reload()));
+        }
+        let (hangup_task, hangups) = reload::hangups(reloaders, shutdown.clone());
+        tasks.spawn(hangup_task);
         tasks.spawn(media::rescan_task(
             media.clone(),
             config.media.rescan_interval,
             shutdown.clone(),
+            hangups,
         ));
-        let sessions = Arc::new(Sessions::new(config.sessions.ttl, config.sessions.max));
+        let sessions = Arc::new(Sessions::new(
+            config.sessions.ttl,
+            config.sessions.max,
+            config.sessions.rate_per_minute,
+        ));
         tasks.spawn(sessions::sweep_task(
             sessions.clone(),
             config.sessions.sweep,
@@ -69,9 +105,15 @@ impl Shared {
             tasks: tasks.clone(),
             next_id: AtomicU64::new(1),
             started: tokio::time::Instant::now(),
-            permits: Arc::new(Semaphore::new(config.max_connections)),
+            gate: Gate::new(config.max_connections, config.max_connections_per_ip),
             media,
             sessions,
+            origins: AllowedOrigins::new(&config.allowed_origins),
+            proxies: TrustedProxies::new(config.trusted_proxies),
+            keys,
+            listing: Listing::new(config.max_list),
+            warnings: Warnings::new(),
+            tls,
         })
     }
 }
@@ -83,8 +125,9 @@ async fn load_library(
 ) -> anyhow::Result<Library> {
     let cancel = shutdown.clone();
     let dir = config.dir.clone();
+    let follow = config.follow_symlinks;
     let library = tokio::task::spawn_blocking(move || match dir {
-        Some(dir) => Library::scan(dir, &cancel),
+        Some(dir) => Library::scan(dir, follow, &cancel),
         None => Ok(Library::demo()),
     })
     .await??;

@@ -19,15 +19,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-pub struct TimedStream {
-    inner: TcpStream,
+pub struct TimedStream<T = TcpStream> {
+    inner: T,
     timeout: Duration,
     /// Set while a write is blocked; reset by any progress.
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl TimedStream {
-    pub fn new(inner: TcpStream, timeout: Duration) -> Self {
+impl<T: AsyncRead + AsyncWrite + Unpin> TimedStream<T> {
+    pub fn new(inner: T, timeout: Duration) -> Self {
         Self {
             inner,
             timeout,
@@ -35,16 +35,16 @@ impl TimedStream {
         }
     }
 
-    pub fn into_inner(self) -> TcpStream {
+    pub fn into_inner(self) -> T {
         self.inner
     }
 
     /// Turns a pending write into a timeout error once it has waited too long.
-    fn check<T>(
+    fn check<R>(
         &mut self,
         cx: &mut Context<'_>,
-        polled: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
         match polled {
             Poll::Ready(r) => {
                 self.stalled = None;
@@ -68,7 +68,7 @@ impl TimedStream {
     }
 }
 
-impl AsyncRead for TimedStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedStream<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -78,7 +78,7 @@ impl AsyncRead for TimedStream {
     }
 }
 
-impl AsyncWrite for TimedStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedStream<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,8 +1,10 @@
-//! The WebSocket upgrade at `/ws`: checks the handshake, takes a connection
-//! permit *before* answering 101 (so `--max-connections` is answered with
-//! 503, never with a socket the server then drops), then hands the upgraded
-//! TCP stream, without hyper's buffers, to the connection's own task. The
-//! permit lives in the connection's guard and is returned when it ends.
+//! The WebSocket upgrade at `/ws`: checks the handshake, takes over the
+//! connection's [`Admission`] *before* answering 101 (so a proxied client
+//! over `--max-connections-per-ip` is answered 429, never with a socket the
+//! server then drops), then hands the upgraded stream, without hyper's
+//! buffers, to the connection's own task: the TCP stream itself, or the TLS
+//! stream over it. The admission lives in the connection's guard and is
+//! returned when it ends. (The origin was checked by the router.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,18 +16,19 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument;
 
+use crate::server::admission::{Admission, Full, Held};
 use crate::server::connection;
 use crate::server::metrics::Metrics;
-use crate::server::outlet::{Outlet, OutletIo};
+use crate::server::outlet::{ConnIo, Outlet, OutletIo};
 use crate::server::response::{Body, full, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
+use crate::server::warnings::Reason;
 
 /// Kernel send buffer of an upgraded WebSocket. Small, so a stalled client
 /// parks little in the kernel and the write timeout notices it soon; a sync
@@ -42,16 +45,16 @@ fn cap_send_buffer(stream: &TcpStream) {
 /// Counts an open WebSocket connection for as long as it lives.
 struct ConnGuard {
     metrics: Arc<Metrics>,
-    _permit: OwnedSemaphorePermit,
+    _admission: Admission,
 }
 
 impl ConnGuard {
-    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit) -> Self {
+    fn new(metrics: Arc<Metrics>, admission: Admission) -> Self {
         metrics.connections.inc();
         metrics.connections_total.inc();
         Self {
             metrics,
-            _permit: permit,
+            _admission: admission,
         }
     }
 }
@@ -75,14 +78,14 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 async fn serve_websocket(
     on_upgrade: hyper::upgrade::OnUpgrade,
     config: WebSocketConfig,
-    permit: OwnedSemaphorePermit,
+    admission: Admission,
     shared: Arc<Shared>,
     id: u64,
 ) {
     let Some(ws) = finish_upgrade(on_upgrade, config, shared.handshake_timeout).await else {
         return;
     };
-    let _guard = ConnGuard::new(shared.metrics.clone(), permit);
+    let _guard = ConnGuard::new(shared.metrics.clone(), admission);
     connection::run(ws, shared, id).await;
 }
 
@@ -91,7 +94,7 @@ async fn finish_upgrade(
     on_upgrade: hyper::upgrade::OnUpgrade,
     config: WebSocketConfig,
     limit: std::time::Duration,
-) -> Option<WebSocketStream<OutletIo>> {
+) -> Option<WebSocketStream<ConnIo>> {
     let upgraded = match tokio::time::timeout(limit, on_upgrade).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {
@@ -103,17 +106,27 @@ async fn finish_upgrade(
             return None;
         }
     };
-    // Take the TCP stream back out of hyper: no boxed I/O, no hyper buffers.
-    let Ok(hyper::upgrade::Parts { io, read_buf, .. }) =
-        upgraded.downcast::<TokioIo<TimedStream>>()
-    else {
-        tracing::error!("upgraded connection is not a TCP stream");
-        return None;
+    // Take the stream back out of hyper: no boxed I/O, no hyper buffers.
+    let (io, read_buf) = match upgraded.downcast::<TokioIo<TimedStream>>() {
+        Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
+            let stream = io.into_inner().into_inner();
+            cap_send_buffer(&stream);
+            // The socket is shared with the station fan-out (docs/architecture.md).
+            (ConnIo::Plain(OutletIo::new(Outlet::new(stream))), read_buf)
+        }
+        Err(upgraded) => {
+            type Tls = TimedStream<tokio_rustls::server::TlsStream<OutletIo>>;
+            let Ok(hyper::upgrade::Parts { io, read_buf, .. }) =
+                upgraded.downcast::<TokioIo<Tls>>()
+            else {
+                tracing::error!("upgraded connection is neither TCP nor TLS");
+                return None;
+            };
+            let tls = io.into_inner().into_inner();
+            cap_send_buffer(tls.get_ref().0.outlet().stream());
+            (ConnIo::Tls(Box::new(tls)), read_buf)
+        }
     };
-    let stream = io.into_inner().into_inner();
-    cap_send_buffer(&stream);
-    // The socket is shared with the station fan-out (docs/architecture.md).
-    let io = OutletIo::new(Outlet::new(stream));
     // `read_buf` may be a view into hyper's 8 KiB read buffer; keeping it
     // would keep that buffer alive for the connection's whole life.
     let ws = if read_buf.is_empty() {
@@ -127,39 +140,71 @@ async fn finish_upgrade(
     Some(ws)
 }
 
+/// Answers `GET /ws` from `client` (the peer, or whom a trusted proxy
+/// forwards for) on a connection whose admission is `held`.
 pub fn upgrade(
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    client: SocketAddr,
+    held: &Held,
     shared: Arc<Shared>,
 ) -> Response<Body> {
     let accept = match accept_key(&req) {
         Ok(accept) => accept,
         Err(refused) => return *refused,
     };
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-        shared.metrics.connections_refused.inc();
-        tracing::warn!(%peer, "refusing a WebSocket: --max-connections reached");
-        let mut res = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server full: too many connections; try again later or another node",
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return res;
+    let taken = held.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let admitted = taken.ok_or(Full::Server).and_then(|mut a| {
+        a.count_client(&shared.gate, client.ip())?;
+        Ok(a)
+    });
+    let admission = match admitted {
+        Ok(a) => a,
+        Err(full) => return refused(&shared, client, full),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = ws_config(shared.conn.max_message_bytes);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("conn", id, %peer);
+    let span = tracing::info_span!("conn", id, peer = %client);
     shared
         .tasks
-        .spawn(serve_websocket(on_upgrade, config, permit, shared.clone(), id).instrument(span));
+        .spawn(serve_websocket(on_upgrade, config, admission, shared.clone(), id).instrument(span));
     let mut res = Response::new(full(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    res
+}
+
+/// 503 (`--max-connections`) or 429 (`--max-connections-per-ip`) before
+/// any WebSocket exists.
+fn refused(shared: &Shared, client: SocketAddr, full: Full) -> Response<Body> {
+    let (status, message, reason) = match full {
+        Full::Server => {
+            shared.metrics.connections_refused.inc();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server full: too many connections; try again later or another node",
+                Reason::ServerFull,
+            )
+        }
+        Full::ThisAddress => {
+            shared.metrics.connections_refused_per_ip.inc();
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from your address (--max-connections-per-ip); \
+                 close some and try again",
+                Reason::AddressFull,
+            )
+        }
+    };
+    shared
+        .warnings
+        .note_with(reason, || client.ip().to_string());
+    let mut res = text(status, message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res
 }
 

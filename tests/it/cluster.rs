@@ -37,6 +37,8 @@ fn node(redis: &Redis, id: &str, t: Timing) -> Server {
             node_id: id.to_owned(),
             lease: t.lease,
             grace: t.grace,
+            ca_cert: None,
+            max_stations: 10_000,
         })
     })
 }

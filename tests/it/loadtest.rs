@@ -33,7 +33,7 @@ fn field<'a>(report: &'a Value, path: &str) -> &'a Value {
 
 #[test]
 fn ten_thousand_listeners_over_three_workers_get_every_final_state() {
-    let mut server = Server::spawn_process(&[]);
+    let mut server = Server::spawn_process(&["--max-connections-per-ip", "0"]);
     let dir = TempDir::new("loadtest");
     let json = dir.path().join("report.json");
     let pid = server.pid().to_string();
@@ -109,7 +109,7 @@ fn ten_thousand_listeners_over_three_workers_get_every_final_state() {
 
 #[test]
 fn an_impossible_p99_fails_the_run() {
-    let server = Server::spawn_process(&[]);
+    let server = Server::spawn_process(&["--max-connections-per-ip", "0"]);
     let out = loadtest(
         &server,
         &[

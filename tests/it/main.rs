@@ -14,6 +14,8 @@ mod cluster;
 mod fanout;
 mod generated;
 mod layout;
+mod limits;
 mod loadtest;
 mod media;
 mod protocol;
+mod security;

@@ -587,7 +587,11 @@ async fn idle_sessions_are_swept() {
 
 #[tokio::test]
 async fn session_count_is_capped_evicting_the_least_recently_used() {
-    let server = Server::with(|c| c.sessions.max = 3);
+    // One address creates them all: no per-address rate here.
+    let server = Server::with(|c| {
+        c.sessions.max = 3;
+        c.sessions.rate_per_minute = 0;
+    });
     // A new session holding track `t{i}`; its cookie.
     let new_session = async |i: u32| {
         let saved = json!({"track": format!("t{i}"), "position_ms": i});

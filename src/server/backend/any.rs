@@ -39,17 +39,25 @@ pub enum AnyOwned {
 impl AnyBackend {
     /// Starts the configured backend and its background tasks (in `tasks`,
     /// stopped by `shutdown`).
+    /// `max_stations` bounds the stations live or in grace at once (in
+    /// cluster mode, over the cluster).
     pub fn start(
         config: BackendConfig,
+        max_stations: usize,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         Ok(match config {
-            BackendConfig::Local { grace } => {
-                AnyBackend::Local(local::Local::new(grace, metrics, tasks, shutdown))
-            }
-            BackendConfig::Redis(cfg) => {
+            BackendConfig::Local { grace } => AnyBackend::Local(local::Local::new(
+                grace,
+                max_stations,
+                metrics,
+                tasks,
+                shutdown,
+            )),
+            BackendConfig::Redis(mut cfg) => {
+                cfg.max_stations = max_stations;
                 AnyBackend::Redis(redis::Redis::start(cfg, metrics, tasks, shutdown)?)
             }
         })

@@ -89,6 +89,8 @@ pub struct Local(Arc<Inner>);
 struct Inner {
     stations: Mutex<HashMap<StationName, Arc<Entry>>>,
     grace: Duration,
+    /// `--max-stations`: most stations live or in grace at once.
+    max_stations: usize,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -98,6 +100,7 @@ struct Inner {
 impl Local {
     pub fn new(
         grace: Duration,
+        max_stations: usize,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
@@ -112,6 +115,7 @@ impl Local {
             Inner {
                 stations: Mutex::new(HashMap::new()),
                 grace,
+                max_stations,
                 listeners: Arc::new(Listeners::new(
                     metrics.clone(),
                     tasks.clone(),
@@ -161,6 +165,12 @@ impl Local {
         name: &StationName,
         resume_token: Option<&str>,
     ) -> Result<LocalOwned, Refusal> {
+        // At the cap only a station already held (resumed, or claimed again
+        // by its owner) may be claimed; checked before an entry is made.
+        let live = usize::try_from(self.0.metrics.stations.get()).unwrap_or(0);
+        if live >= self.0.max_stations && !self.map().get(name).is_some_and(|e| e.is_held()) {
+            return Err(Refusal::ServerStationsFull(self.0.max_stations));
+        }
         let entry = self.entry(name);
         let (token, went_live) = {
             let mut o = entry.ownership();
@@ -396,6 +406,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let local = Local::new(
             grace,
+            10_000,
             metrics.clone(),
             TaskTracker::new(),
             CancellationToken::new(),

@@ -1,6 +1,13 @@
 //! How a connection ends: the goodbye each [`Exit`] calls for (a close code,
 //! and `server_shutdown` on shutdown), bounded so that a stalled client gets
 //! no more of the server's time. Boxed by the caller, as it runs once.
+//!
+//! Closing properly (RFC 6455 §7.1.1): after its close frame the server
+//! writes nothing more, but keeps reading, and discarding, until the peer's
+//! close frame arrives or [`DRAIN`] passes, and only then shuts the socket.
+//! A socket closed with unread input makes the kernel send a reset, which
+//! can destroy the close frame before the client reads it; so a client
+//! closed for flooding learns why (1008) instead of seeing a reset.
 
 use std::time::Duration;
 
@@ -9,8 +16,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use futures_util::StreamExt as _;
+
 use crate::protocol::{self, ServerMessage};
 use crate::server::outlet;
+use crate::server::warnings::Reason;
 
 use super::{Conn, Exit};
 
@@ -30,20 +40,28 @@ impl Conn {
             }
             Exit::SlowClient => {
                 metrics.slow_client_disconnects.inc();
-                tracing::info!("closing a client that accepted no bytes for the write timeout");
+                self.note(Reason::SlowClient);
                 Some((CloseCode::Policy, "write timeout"))
             }
             Exit::KeepaliveTimeout => {
                 metrics.keepalive_timeouts.inc();
-                tracing::info!("closing a client that answered no ping");
+                self.note(Reason::KeepaliveTimeout);
                 Some((CloseCode::Policy, "keepalive timeout"))
             }
             Exit::Flood => {
                 metrics.rate_limit_disconnects.inc();
-                tracing::info!("closing a client that kept flooding past the rate limit");
+                self.note(Reason::Flood);
                 Some((CloseCode::Policy, "rate limit exceeded"))
             }
-            Exit::TooBig => Some((CloseCode::Size, "message too big")),
+            Exit::TooBig => {
+                self.note(Reason::TooBig);
+                Some((CloseCode::Size, "message too big"))
+            }
+            Exit::KeyLockout => {
+                metrics.key_lockouts.inc();
+                self.note(Reason::KeyLockout);
+                Some((CloseCode::Policy, "too many wrong broadcast keys"))
+            }
         };
         // Release stations and subscriptions before the goodbye, which may
         // wait on a slow socket; from here on only this task writes.
@@ -76,8 +94,35 @@ impl Conn {
             Exit::SlowClient | Exit::KeepaliveTimeout => Duration::from_millis(100),
             _ => self.shared.conn.write_timeout.min(Duration::from_secs(2)),
         };
-        if let Ok(Err(e)) = tokio::time::timeout(limit, bye).await {
-            tracing::debug!(error = %e, "close failed");
+        match tokio::time::timeout(limit, bye).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "close failed");
+                return;
+            }
+            Err(_) => return,
+        }
+        // The close frame is out: read (and drop) what the peer still
+        // sends until its own close, so that no reset overtakes ours.
+        let ws = &mut self.ws;
+        let drain = async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(DRAIN, drain).await.is_err() {
+            tracing::debug!("no close frame from the peer within {DRAIN:?}");
         }
     }
+
+    /// Counts a client-caused close in the aggregated warnings.
+    fn note(&self, reason: Reason) {
+        tracing::debug!(?reason, "closing the connection");
+        self.shared.warnings.note(reason);
+    }
 }
+
+/// How long a closed connection keeps reading for the peer's close frame.
+pub const DRAIN: Duration = Duration::from_secs(2);

@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::protocol::{self, ClientMessage, PROTOCOL_VERSION, RequestType, ServerMessage};
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyOwned;
-use crate::server::outlet::{self, Outlet, OutletIo};
+use crate::server::outlet::{self, ConnIo, Outlet};
 use crate::server::ratelimit::{RateLimiter, Verdict};
 use crate::server::refusal::Refusal;
 use crate::server::shared::Shared;
@@ -65,7 +65,13 @@ enum Exit {
     Flood,
     /// A message over `--max-message-bytes`.
     TooBig,
+    /// More than [`MAX_WRONG_KEYS`] wrong broadcast keys in a minute.
+    KeyLockout,
 }
+
+/// Wrong broadcast keys one connection may send in a minute; one more
+/// closes it (1008).
+pub const MAX_WRONG_KEYS: u32 = 5;
 
 /// What woke the connection.
 enum Event {
@@ -78,7 +84,7 @@ enum Event {
 struct Conn {
     shared: Arc<Shared>,
     id: u64,
-    ws: WebSocketStream<OutletIo>,
+    ws: WebSocketStream<ConnIo>,
     /// The socket under `ws`, shared with the station's fan-out.
     outlet: Arc<Outlet>,
     /// Frames to write before waiting again.
@@ -94,6 +100,9 @@ struct Conn {
     last_seen: Instant,
     /// A ping arrived; tungstenite's queued pong goes out with the next flush.
     pong_pending: bool,
+    /// Wrong broadcast keys in the current minute: (since, count). Boxed:
+    /// most connections never send a key.
+    wrong_keys: Option<Box<(Instant, u32)>>,
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -101,7 +110,7 @@ struct Conn {
 /// The connection's state is built before the returned future, so the
 /// future holds it once (not also the arguments it was built from).
 pub fn run(
-    ws: WebSocketStream<OutletIo>,
+    ws: WebSocketStream<ConnIo>,
     shared: Arc<Shared>,
     id: u64,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -120,6 +129,7 @@ pub fn run(
         limiter,
         last_seen: Instant::now(),
         pong_pending: false,
+        wrong_keys: None,
     };
     async move {
         let exit = conn.serve().await;
@@ -180,6 +190,14 @@ impl Conn {
             };
             if let Err(exit) = step {
                 return exit;
+            }
+            if self
+                .wrong_keys
+                .as_ref()
+                .is_some_and(|w| w.1 > MAX_WRONG_KEYS)
+            {
+                // The refusal that tipped it is sent with the close.
+                return Exit::KeyLockout;
             }
         }
     }
@@ -325,7 +343,7 @@ impl Conn {
             None => return Err(Exit::Closed),
             Some(Ok(msg)) => msg,
             Some(Err(tungstenite::Error::Capacity(e))) => {
-                tracing::info!(error = %e, "message over the size limit");
+                tracing::debug!(error = %e, "message over the size limit");
                 return Err(Exit::TooBig);
             }
             Some(Err(e)) => {
@@ -349,12 +367,22 @@ impl Conn {
                 self.shared.metrics.inbound_invalid.inc();
                 self.refuse(Refusal::Binary, None);
             }
-            // tungstenite queues the pong; the next flush sends it.
+            // tungstenite queues the pong; the next flush sends it. Pings
+            // and pongs count against the rate limit like any message, but
+            // are not answered `rate_limited` (a ping has its answer).
             Message::Ping(_) => {
+                if self.limiter.check() == Verdict::Disconnect {
+                    return Err(Exit::Flood);
+                }
                 self.hold();
                 self.pong_pending = true;
             }
-            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Pong(_) => {
+                if self.limiter.check() == Verdict::Disconnect {
+                    return Err(Exit::Flood);
+                }
+            }
+            Message::Frame(_) => {}
             Message::Close(_) => return Err(Exit::Closed),
         }
         Ok(None)
@@ -376,7 +404,12 @@ impl Conn {
         let took = started.elapsed();
         self.shared.metrics.handling_seconds.observe(took);
         if took > Duration::from_millis(100) {
-            tracing::warn!(request = request_type, ?took, "slow message handling");
+            tracing::debug!(request = request_type, ?took, "slow message handling");
+            self.shared
+                .warnings
+                .note_with(crate::server::warnings::Reason::SlowHandling, || {
+                    format!("{request_type} took {took:?}")
+                });
         }
     }
 

@@ -5,7 +5,12 @@
 use crate::protocol::{
     self, ClientMessage, Heartbeat, RequestType, ServerMessage, StationName, SyncCause, Update,
 };
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::server::backend::{Backend as _, OwnedStation as _};
+use crate::server::keys;
 use crate::server::refusal::Refusal;
 use crate::server::station::Playback;
 
@@ -36,10 +41,12 @@ impl Conn {
                 self.tuned = None;
                 self.send(&ServerMessage::TunedOut);
             }
-            ClientMessage::ListStations => match self.shared.backend.list().await {
-                Ok(stations) => self.send(&ServerMessage::Stations { stations }),
-                Err(refusal) => self.refuse(refusal, Some(ty)),
-            },
+            ClientMessage::ListStations => {
+                match self.shared.listing.get(&self.shared.backend).await {
+                    Ok(page) => self.send(&page.message()),
+                    Err(refusal) => self.refuse(refusal, Some(ty)),
+                }
+            }
         }
     }
 
@@ -50,14 +57,17 @@ impl Conn {
         key: Option<String>,
     ) {
         const REQ: Option<RequestType> = Some(RequestType::StartBroadcasting);
-        if let Some(required) = &self.shared.conn.broadcast_key {
-            if key.as_deref() != Some(required.as_str()) {
-                let why = match key {
-                    Some(_) => Refusal::WrongKey,
-                    None => Refusal::KeyRequired,
-                };
-                return self.refuse(why, REQ);
+        let why = match self.shared.keys.check(station.as_str(), key.as_deref()) {
+            keys::Verdict::Allowed => None,
+            keys::Verdict::Missing => Some(Refusal::KeyRequired),
+            keys::Verdict::NotListed => Some(Refusal::NoKeyForStation(station.clone())),
+            keys::Verdict::Wrong => {
+                self.wrong_key();
+                Some(Refusal::WrongKey)
             }
+        };
+        if let Some(why) = why {
+            return self.refuse(why, REQ);
         }
         if let Some(owned) = self.owned.iter().find(|o| *o.name() == station) {
             let resume_token = owned.token().to_owned();
@@ -76,7 +86,7 @@ impl Conn {
             .await;
         match claimed {
             Ok(owned) => {
-                tracing::info!(%station, "broadcasting");
+                tracing::debug!(%station, "broadcasting");
                 let resume_token = owned.token().to_owned();
                 self.owned.push(owned);
                 self.send(&ServerMessage::Broadcasting {
@@ -86,6 +96,16 @@ impl Conn {
             }
             Err(refusal) => self.refuse(refusal, REQ),
         }
+    }
+
+    /// Counts a wrong broadcast key in this connection's current minute.
+    fn wrong_key(&mut self) {
+        let now = Instant::now();
+        let w = self.wrong_keys.get_or_insert_with(|| Box::new((now, 0)));
+        if now.duration_since(w.0) > Duration::from_secs(60) {
+            **w = (now, 0);
+        }
+        w.1 += 1;
     }
 
     /// The index of an owned station, or the refusal that explains why not.
@@ -108,7 +128,7 @@ impl Conn {
             match self.owned[i].stop().await {
                 Ok(()) => {
                     self.owned.swap_remove(i);
-                    tracing::info!(%station, "stopped broadcasting");
+                    tracing::debug!(%station, "stopped broadcasting");
                     self.send(&ServerMessage::Stopped { station });
                 }
                 Err(refusal) => self.refused(i, refusal, REQ),
@@ -205,8 +225,9 @@ impl Conn {
 fn carried_position(position_ms: u64, playing: bool, at_server_ms: Option<i64>) -> u64 {
     match at_server_ms {
         Some(at) if playing => {
-            let delta = protocol::now_ms() - at;
-            if delta.abs() <= protocol::MAX_AT_SERVER_SKEW_MS {
+            // Saturating: `at` is the client's, any i64 (issue 11, finding 13).
+            let delta = protocol::now_ms().saturating_sub(at);
+            if delta.unsigned_abs() <= protocol::MAX_AT_SERVER_SKEW_MS.unsigned_abs() {
                 protocol::advance(position_ms, delta)
             } else {
                 position_ms
@@ -228,5 +249,16 @@ mod tests {
         assert_eq!(carried_position(1_000, true, Some(now - 60_000)), 1_000);
         assert_eq!(carried_position(1_000, false, Some(now - 200)), 1_000);
         assert_eq!(carried_position(1_000, true, None), 1_000);
+    }
+
+    /// Overflowed (a panic in a debug build) before it saturated.
+    #[test]
+    fn extreme_at_server_ms_leaves_the_position_alone() {
+        assert_eq!(carried_position(1_000, true, Some(i64::MIN)), 1_000);
+        assert_eq!(carried_position(1_000, true, Some(i64::MAX)), 1_000);
+        assert_eq!(
+            carried_position(u64::MAX, true, Some(i64::MIN + 1)),
+            u64::MAX
+        );
     }
 }

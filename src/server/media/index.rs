@@ -30,7 +30,9 @@ pub struct Track {
 
 #[derive(Debug, Clone)]
 pub(super) enum Source {
-    File(PathBuf),
+    /// A file, and its (device, inode) at the scan: what is opened at
+    /// request time must still be that file (not a symlink swapped in).
+    File(PathBuf, (u64, u64)),
     /// The generated demo library, kept in memory.
     Memory(Bytes),
 }

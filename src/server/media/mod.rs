@@ -13,9 +13,15 @@
 //!   progress holds its own open file, so a rescan (or a deleted file) never
 //!   breaks it. Unchanged files (same size and mtime) keep their tags from the
 //!   previous index, so a rescan reads tags only of new or changed files.
-//! - **Symlinks are the operator's choice and are followed.** Every directory
-//!   is entered at most once, keyed by (device, inode), so a link loop (or two
-//!   links to one directory) is detected, logged and skipped.
+//! - **Symlinks are the operator's choice** (`--follow-symlinks`, on by
+//!   default). Every directory is entered at most once, keyed by (device,
+//!   inode), so a link loop (or two links to one directory) is detected,
+//!   logged and skipped.
+//! - **What is served is what was scanned.** Each track keeps the (device,
+//!   inode) of its file at the scan, and a request serves the file it opens
+//!   only if it is still that one: a file replaced after the scan (by a
+//!   symlink to anything the server may read, or by another file) is 404
+//!   until a rescan, which applies the symlink policy to it.
 //! - **Bodies are streamed with bounded memory.** A file is read in
 //!   [`CHUNK`]-sized pieces as the socket accepts them, never whole.
 //! - **HTTP semantics follow RFC 9110**: `Accept-Ranges: bytes`; one range in
@@ -45,7 +51,7 @@ use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
 pub use index::{Index, Track, mime_for};
-pub use serve::percent_decode;
+pub use serve::{answer_for, percent_decode};
 
 /// hyper's per-connection buffer limit (`max_buf_size`): with a body chunk
 /// ([`serve::CHUNK`]), a
@@ -56,6 +62,8 @@ pub const HTTP_BUFFER: usize = 64 * 1024;
 /// The library: a root directory (or the demo) and its current index.
 pub struct Library {
     root: Option<PathBuf>,
+    /// `--follow-symlinks`: whether scans follow symbolic links.
+    follow_symlinks: bool,
     index: RwLock<Arc<Index>>,
     /// When the demo was generated; its tracks' Last-Modified.
     started: SystemTime,
@@ -63,7 +71,11 @@ pub struct Library {
 
 impl Library {
     /// Scans `root` (blocking: call it off the async threads).
-    pub fn scan(root: PathBuf, cancel: &CancellationToken) -> anyhow::Result<Self> {
+    pub fn scan(
+        root: PathBuf,
+        follow_symlinks: bool,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(&root).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read the media directory {}: {e}; pass an existing directory to --media",
@@ -76,9 +88,10 @@ impl Library {
                 root.display()
             );
         }
-        let index = scan::scan_root(&root, &Index::default(), cancel);
+        let index = scan::scan_root(&root, &Index::default(), follow_symlinks, cancel);
         Ok(Self {
             root: Some(root),
+            follow_symlinks,
             index: RwLock::new(Arc::new(index)),
             started: SystemTime::now(),
         })
@@ -89,6 +102,7 @@ impl Library {
         let tracks = demo::demo_tracks();
         Self {
             root: None,
+            follow_symlinks: true,
             index: RwLock::new(Arc::new(Index::new(tracks))),
             started: SystemTime::now(),
         }
@@ -107,7 +121,7 @@ impl Library {
         let Some(root) = &self.root else { return };
         let started = Instant::now();
         let old = self.index();
-        let new = scan::scan_root(root, &old, cancel);
+        let new = scan::scan_root(root, &old, self.follow_symlinks, cancel);
         if cancel.is_cancelled() {
             return;
         }
@@ -164,39 +178,13 @@ impl Library {
     }
 }
 
-/// Rescans on SIGHUP and every `interval` until shutdown.
-///
-/// SIGHUP is claimed when this is called (not when the task first runs), so
-/// a SIGHUP right after the server logs its address never hits the default
-/// action, which would end the process.
-pub fn rescan_task(
+/// Rescans on every SIGHUP (`hangups` counts them; the server's reload
+/// task owns the signal) and every `interval`, until shutdown.
+pub async fn rescan_task(
     library: Arc<Library>,
     interval: Option<Duration>,
     shutdown: CancellationToken,
-) -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGHUP; the library rescans only on --rescan-interval");
-            None
-        }
-    };
-    #[cfg(not(unix))]
-    let hup: Option<()> = None;
-    rescan_loop(library, interval, shutdown, hup)
-}
-
-#[cfg(unix)]
-type Hangup = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Hangup = ();
-
-async fn rescan_loop(
-    library: Arc<Library>,
-    interval: Option<Duration>,
-    shutdown: CancellationToken,
-    mut hup: Option<Hangup>,
+    mut hangups: tokio::sync::watch::Receiver<u64>,
 ) {
     if interval.is_some_and(|d| d.is_zero()) {
         tracing::warn!("--rescan-interval 0 means never; the library rescans on SIGHUP only");
@@ -206,21 +194,8 @@ async fn rescan_loop(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    hangups.mark_unchanged();
     loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = {
-            let _ = &mut hup;
-            std::future::pending::<()>()
-        };
         let tick = async {
             match ticker.as_mut() {
                 Some(t) => {
@@ -231,7 +206,12 @@ async fn rescan_loop(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = hangup => tracing::info!("SIGHUP received: rescanning the media library"),
+            changed = hangups.changed() => {
+                // The reload task ends only at shutdown.
+                if changed.is_err() {
+                    return;
+                }
+            }
             _ = tick => tracing::debug!("rescanning the media library"),
         }
         let lib = library.clone();

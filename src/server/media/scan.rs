@@ -1,6 +1,8 @@
 //! Walking the library's directory tree into an [`Index`]: symlinks
-//! followed with loop detection, hidden entries skipped, tags reused for
-//! unchanged files.
+//! followed with loop detection (or skipped, `--follow-symlinks false`),
+//! hidden entries skipped, tags reused for unchanged files. Each track
+//! records the (device, inode) of the file it found, which a request must
+//! find again ([`file_key`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
@@ -19,11 +21,16 @@ const MAX_DEPTH: usize = 64;
 
 /// Scans `root` recursively into a new index, reusing `old`'s tags for files
 /// whose size and mtime are unchanged.
-pub(super) fn scan_root(root: &Path, old: &Index, cancel: &CancellationToken) -> Index {
+pub(super) fn scan_root(
+    root: &Path,
+    old: &Index,
+    follow_symlinks: bool,
+    cancel: &CancellationToken,
+) -> Index {
     let reuse: HashMap<&Path, &Track> = old
         .tracks()
         .filter_map(|t| match &t.source {
-            Source::File(p) => Some((p.as_path(), t.as_ref())),
+            Source::File(p, _) => Some((p.as_path(), t.as_ref())),
             Source::Memory(_) => None,
         })
         .collect();
@@ -31,6 +38,7 @@ pub(super) fn scan_root(root: &Path, old: &Index, cancel: &CancellationToken) ->
         visited: HashSet::new(),
         tracks: Vec::new(),
         reuse,
+        follow_symlinks,
         cancel,
     };
     if let Ok(meta) = std::fs::metadata(root) {
@@ -45,7 +53,13 @@ struct Scan<'a> {
     visited: HashSet<(u64, u64)>,
     tracks: Vec<Track>,
     reuse: HashMap<&'a Path, &'a Track>,
+    follow_symlinks: bool,
     cancel: &'a CancellationToken,
+}
+
+/// A file's identity: (device, inode).
+pub(super) fn file_key(meta: &std::fs::Metadata) -> (u64, u64) {
+    dir_key(meta)
 }
 
 #[cfg(unix)]
@@ -72,8 +86,15 @@ impl Scan<'_> {
         }
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         let size = meta.len();
+        let key = file_key(meta);
+        let same_file = |t: &Track| matches!(t.source, Source::File(_, k) if k == key);
         Some(match self.reuse.get(path.as_path()) {
-            Some(old) if old.size == size && old.modified == modified && old.id == id => {
+            Some(old)
+                if old.size == size
+                    && old.modified == modified
+                    && old.id == id
+                    && same_file(old) =>
+            {
                 (*old).clone()
             }
             _ => {
@@ -85,7 +106,7 @@ impl Scan<'_> {
                     id,
                     size,
                     mime,
-                    source: Source::File(path),
+                    source: Source::File(path, key),
                     modified,
                 }
             }
@@ -117,14 +138,23 @@ impl Scan<'_> {
                 continue;
             }
             let path = entry.path();
-            // Follows symlinks: a link is the operator's choice.
-            let meta = match std::fs::metadata(&path) {
+            // Follows symlinks unless told not to: a link is the operator's choice.
+            let meta = if self.follow_symlinks {
+                std::fs::metadata(&path)
+            } else {
+                std::fs::symlink_metadata(&path)
+            };
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable entry (a dangling symlink?)");
                     continue;
                 }
             };
+            if meta.file_type().is_symlink() {
+                tracing::debug!(path = %path.display(), "skipping a symlink (--follow-symlinks false)");
+                continue;
+            }
             let id = format!("{prefix}{name}");
             if meta.is_dir() {
                 if !self.visited.insert(dir_key(&meta)) {

@@ -46,7 +46,7 @@ pub(super) async fn serve_track(
             })
             .await
         }
-        Source::File(path) => serve_file(method, headers, track, path).await,
+        Source::File(path, key) => serve_file(method, headers, track, path, *key).await,
     }
 }
 
@@ -55,6 +55,7 @@ async fn serve_file(
     headers: &HeaderMap,
     track: &Track,
     path: &Path,
+    scanned: (u64, u64),
 ) -> Response<Body> {
     let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
@@ -74,7 +75,19 @@ async fn serve_file(
     };
     // Size and mtime of the file as it is now, not as it was at the scan.
     let meta = match file.metadata().await {
-        Ok(m) if m.is_file() => m,
+        // Still the file the scan found: not a symlink or file swapped in.
+        Ok(m) if m.is_file() && super::scan::file_key(&m) == scanned => m,
+        Ok(m) if m.is_file() => {
+            tracing::debug!(track = %track.id, "file replaced since the scan; not served");
+            return text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "track {} changed since the library was scanned; it is served again after \
+                     a rescan",
+                    track.id
+                ),
+            );
+        }
         Ok(_) => return not_found(),
         Err(e) => {
             return text(
@@ -223,6 +236,29 @@ enum Plan {
         len: u64,
         partial: bool,
     },
+}
+
+/// What a `GET` with `headers` is answered for a representation of `size`
+/// bytes last modified at `modified`: the status, and the first byte and
+/// length of the body. The conditional and range rules alone, without a
+/// file; public for the fuzz targets (`fuzz/`).
+pub fn answer_for(headers: &HeaderMap, size: u64, modified: SystemTime) -> (StatusCode, u64, u64) {
+    match plan(headers, &Validators::new(size, modified)) {
+        Plan::NotModified => (StatusCode::NOT_MODIFIED, 0, 0),
+        Plan::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, 0, 0),
+        Plan::Send {
+            start,
+            len,
+            partial,
+        } => {
+            let status = if partial {
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            (status, start, len)
+        }
+    }
 }
 
 /// Applies the conditional and range headers (RFC 9110 §13.2.2 order).

@@ -81,12 +81,7 @@ impl Redis {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(|e| {
-            anyhow::anyhow!(
-                "--redis {:?} is not a Redis URL ({e}); write it like redis://127.0.0.1:6379/0",
-                cfg.redis_url
-            )
-        })?;
+        let client = node::client(&cfg)?;
         let (bus, rx) = mpsc::unbounded_channel();
         let idle = bus.clone();
         let listeners = Arc::new(Listeners::new(
@@ -134,6 +129,9 @@ impl Redis {
             }
             [code] if code == "-2" => return Err(Refusal::InGrace(name.clone())),
             [code] if code == "-1" => return Err(Refusal::Taken(name.clone())),
+            [code] if code == "-3" => {
+                return Err(Refusal::ServerStationsFull(self.0.cfg.max_stations));
+            }
             other => {
                 tracing::error!(?other, "unexpected reply from the claim script");
                 return Err(unavailable());
@@ -188,7 +186,8 @@ impl Backend for Redis {
                     .arg(&new_token)
                     .arg(millis(node.cfg.lease))
                     .arg(keys::channel(name.as_str()))
-                    .arg(name.as_str()),
+                    .arg(name.as_str())
+                    .arg(node.cfg.max_stations),
             )
             .await?;
         self.claimed(name, holder, &reply)

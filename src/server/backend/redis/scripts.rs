@@ -25,6 +25,8 @@ pub struct Scripts {
     pub reassert: Script,
     /// Every live station with its newest frame and listener counts.
     pub list: Script,
+    /// Takes abandoned stations offline, whoever listens (cluster hygiene).
+    pub sweep: Script,
 }
 
 impl Scripts {
@@ -39,6 +41,7 @@ impl Scripts {
             reap: Script::new(include_str!("lua/reap.lua")),
             reassert: Script::new(include_str!("lua/reassert.lua")),
             list: Script::new(include_str!("lua/list.lua")),
+            sweep: Script::new(include_str!("lua/sweep.lua")),
         }
     }
 }

@@ -22,6 +22,8 @@ use super::node::{BusCmd, Hold, Node, OP_TIMEOUT, lock};
 use crate::protocol::{OfflineReason, StationName};
 use crate::server::station::{State, Station, View};
 
+/// Stations of the live set one sweep script looks at.
+const SWEEP_BATCH: usize = 500;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// After (re)connecting, a node waits this long (or a lease, if longer)
@@ -175,6 +177,8 @@ impl Bus {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_renew = Instant::now();
         let mut last_reap = Instant::now();
+        let mut last_sweep = Instant::now();
+        let sweep_every = lease.max(Duration::from_secs(1));
         let mut last_ping = Instant::now();
         loop {
             let step: Result<(), End> = tokio::select! {
@@ -199,6 +203,10 @@ impl Bus {
                     if r.is_ok() && Instant::now() >= reap_after && last_reap.elapsed() >= reap_every {
                         last_reap = Instant::now();
                         r = self.reap(&mut link).await;
+                    }
+                    if r.is_ok() && Instant::now() >= reap_after && last_sweep.elapsed() >= sweep_every {
+                        last_sweep = Instant::now();
+                        r = self.sweep(&mut link).await;
                     }
                     if r.is_ok() && last_ping.elapsed() >= Duration::from_secs(5) {
                         last_ping = Instant::now();
@@ -475,6 +483,37 @@ impl Bus {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Cluster hygiene: walks the whole live set in batches and takes
+    /// offline (and lets expire) every station whose lease is gone, with or
+    /// without listeners anywhere, so an abandoned station neither stays
+    /// listed nor costs every `list_stations` a walk over it.
+    async fn sweep(&mut self, link: &mut Link) -> Result<(), End> {
+        let mut cursor = "0".to_owned();
+        let mut swept = 0;
+        loop {
+            let mut inv = self.node.scripts.sweep.prepare_invoke();
+            inv.key(LIVE_SET)
+                .arg(&cursor)
+                .arg(SWEEP_BATCH)
+                .arg(KEEP_OFFLINE_MS)
+                .arg(keys::PREFIX);
+            let (next, n): (String, u64) =
+                tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut link.cmd)).await??;
+            swept += n;
+            if next == "0" || self.shutdown.is_cancelled() {
+                break;
+            }
+            cursor = next;
+        }
+        if swept > 0 {
+            tracing::info!(
+                stations = swept,
+                "abandoned stations taken offline in Redis"
+            );
         }
         Ok(())
     }

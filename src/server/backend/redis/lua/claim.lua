@@ -4,9 +4,10 @@
 -- is announced offline first.
 -- KEYS: lease, station hash, live set.
 -- ARGV: holder, resume token ('' for none), new token, lease ms, channel,
---       station name.
+--       station name, most live stations (--max-stations).
 -- Returns {'1', token, seq, frame} (resumed), {'2', token, seq, ''}
--- (claimed), {'-1'} (taken) or {'-2'} (in its grace period).
+-- (claimed), {'-1'} (taken), {'-2'} (in its grace period) or {'-3'} (the
+-- cluster has its most live stations).
 local held = redis.call('GET', KEYS[1])
 local st = redis.call('HMGET', KEYS[2], 'live', 'token', 'seq', 'frame', 'grace')
 local live = st[1] == '1'
@@ -21,6 +22,9 @@ end
 if held then
   if string.sub(held, 1, 6) == 'grace:' then return {'-2'} end
   return {'-1'}
+end
+if not live and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
+  return {'-3'}
 end
 if live then
   local reason = 'timeout'

@@ -1,0 +1,163 @@
+//! Who gets a connection: `--max-connections` over every accepted
+//! connection (HTTP and WebSocket alike) and `--max-connections-per-ip`
+//! per client address. An [`Admission`] is taken when a connection is
+//! accepted and travels with it, through a WebSocket upgrade, until it
+//! closes; its `Drop` gives both back.
+//!
+//! A connection from a trusted proxy is not counted against the proxy's
+//! address: its client is known only once its request is read, and the
+//! WebSocket it upgrades to is counted against that client then.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A connection's admission, until its WebSocket upgrade takes it.
+pub type Held = Arc<Mutex<Option<Admission>>>;
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `--max-connections` (503).
+    Server,
+    /// `--max-connections-per-ip` (429).
+    ThisAddress,
+}
+
+/// The connection limits and their counts.
+pub struct Gate {
+    permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
+
+/// Open connections per client address.
+struct PerIp {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection's place; given back on drop.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    ip: Option<IpSlot>,
+}
+
+/// One connection counted against an address.
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Gate {
+    /// `max_per_ip` 0 means no per-address limit.
+    pub fn new(max_connections: usize, max_per_ip: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_connections)),
+            per_ip: Arc::new(PerIp {
+                max: max_per_ip,
+                open: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Admits a connection from `ip` (`None`: a trusted proxy, counted
+    /// later with [`Admission::count_client`]).
+    pub fn admit(&self, ip: Option<IpAddr>) -> Result<Admission, Full> {
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Full::Server)?;
+        let ip = match ip {
+            Some(ip) => Some(self.per_ip.clone().take(ip).ok_or(Full::ThisAddress)?),
+            None => None,
+        };
+        Ok(Admission {
+            _permit: permit,
+            ip,
+        })
+    }
+
+    /// Connections open from `ip` now.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.per_ip.lock().get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl PerIp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(self: Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        if self.max > 0 {
+            let mut open = self.lock();
+            let n = open.entry(ip).or_insert(0);
+            if *n >= self.max {
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+                return None;
+            }
+            *n += 1;
+        }
+        Some(IpSlot { per_ip: self, ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if self.per_ip.max == 0 {
+            return;
+        }
+        let mut open = self.per_ip.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// Counts a proxied connection against its client's address, once its
+    /// request has named it; `Err` when that address is at its limit. A
+    /// connection counted at accept is left as it is.
+    pub fn count_client(&mut self, gate: &Gate, ip: IpAddr) -> Result<(), Full> {
+        if self.ip.is_none() {
+            self.ip = Some(gate.per_ip.clone().take(ip).ok_or(Full::ThisAddress)?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_server_and_per_address() {
+        let gate = Gate::new(3, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a1 = gate.admit(Some(a)).expect("first");
+        let _a2 = gate.admit(Some(a)).expect("second");
+        assert_eq!(gate.admit(Some(a)).err(), Some(Full::ThisAddress));
+        let _b1 = gate.admit(Some(b)).expect("another address");
+        assert_eq!(gate.admit(Some(b)).err(), Some(Full::Server));
+        drop(a1);
+        assert_eq!(gate.open_from(a), 1);
+        let mut proxied = gate.admit(None).expect("a proxy's connection");
+        assert_eq!(proxied.count_client(&gate, a), Ok(()));
+        assert_eq!(gate.open_from(a), 2);
+        drop(proxied);
+        assert_eq!(gate.open_from(a), 1);
+        let off = Gate::new(10, 0);
+        let _many: Vec<_> = (0..5)
+            .map(|_| off.admit(Some(a)).expect("no per-address cap"))
+            .collect();
+    }
+}

@@ -1,0 +1,171 @@
+//! The `stations` answer (`list_stations` and `GET /api/stations`), bounded
+//! and cached.
+//!
+//! - **Bounded.** At most `--max-list` stations (default 200) and at most
+//!   [`MAX_LIST_BYTES`] of entries, so the frame always fits the 64 KiB a
+//!   connection may have waiting to be written: the answer never fails the
+//!   connection that asked, however many stations are live or however long
+//!   their track names. When stations are left out, those with the most
+//!   listeners are kept (ties by name), the answer still lists them by
+//!   name, and says `truncated: true` with the `total`.
+//! - **Cached for up to [`MAX_AGE`].** Every listing walks every station
+//!   (and in cluster mode runs a script over all of them in Redis), so one
+//!   walk serves every request of the same second, from any connection.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::protocol::{self, ServerMessage, StationSummary};
+use crate::server::backend::Backend as _;
+use crate::server::backend::any::AnyBackend;
+use crate::server::refusal::Refusal;
+
+/// How long one listing answers every request.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Most bytes of entries in one answer: with the frame's own fields, well
+/// under the 64 KiB a connection may have waiting to be written.
+pub const MAX_LIST_BYTES: usize = 48 * 1024;
+
+/// One listing, ready to send.
+#[derive(Debug)]
+pub struct Page {
+    pub stations: Vec<StationSummary>,
+    pub total: usize,
+    pub truncated: bool,
+    /// `GET /api/stations`'s body.
+    pub json: Bytes,
+}
+
+impl Page {
+    /// The `stations` frame of this page.
+    pub fn message(&self) -> ServerMessage {
+        ServerMessage::Stations {
+            stations: self.stations.clone(),
+            total: self.total,
+            truncated: self.truncated,
+        }
+    }
+}
+
+/// The cached listing.
+pub struct Listing {
+    max: usize,
+    cached: Mutex<Option<(Instant, Arc<Page>)>>,
+}
+
+impl Listing {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The newest listing, made afresh when the cached one is older than
+    /// [`MAX_AGE`].
+    pub async fn get(&self, backend: &AnyBackend) -> Result<Arc<Page>, Refusal> {
+        if let Some((at, page)) = &*self.lock() {
+            if at.elapsed() < MAX_AGE {
+                return Ok(page.clone());
+            }
+        }
+        let all = backend.list().await?;
+        let page = Arc::new(bound(all, self.max));
+        *self.lock() = Some((Instant::now(), page.clone()));
+        Ok(page)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<Page>)>> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps at most `max` stations and [`MAX_LIST_BYTES`], the most listened
+/// first, listed by name.
+pub fn bound(mut all: Vec<StationSummary>, max: usize) -> Page {
+    let total = all.len();
+    all.sort_by(|a, b| {
+        b.listeners
+            .cmp(&a.listeners)
+            .then_with(|| a.station.cmp(&b.station))
+    });
+    let mut bytes = 0;
+    let mut kept = 0;
+    for s in all.iter().take(max) {
+        // The entry's size as encoded: its strings plus the fixed fields.
+        let size = s.station.as_str().len() + s.track.as_ref().map_or(4, |t| t.len() * 2 + 2) + 160;
+        if bytes + size > MAX_LIST_BYTES {
+            break;
+        }
+        bytes += size;
+        kept += 1;
+    }
+    all.truncate(kept);
+    all.sort_by(|a, b| a.station.cmp(&b.station));
+    let truncated = kept < total;
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        stations: &'a [StationSummary],
+        total: usize,
+        truncated: bool,
+    }
+    let json = serde_json::to_vec(&Body {
+        stations: &all,
+        total,
+        truncated,
+    })
+    .map(Bytes::from)
+    .unwrap_or_else(|_| Bytes::from_static(b"{\"stations\":[]}"));
+    Page {
+        stations: all,
+        total,
+        truncated,
+        json,
+    }
+}
+
+/// The size `page`'s frame encodes to (for tests and the bound's check).
+pub fn encoded_len(page: &Page) -> usize {
+    protocol::encode(&page.message()).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StationName;
+
+    fn station(i: usize, listeners: u64, track: &str) -> StationSummary {
+        StationSummary {
+            station: StationName::new(&format!("s{i:05}")).expect("a name"),
+            listeners,
+            live: true,
+            // Quotes and controls escape to twice their length or more.
+            track: Some(track.to_owned()),
+            playing: true,
+            position_ms: u64::MAX,
+            server_time_ms: i64::MIN,
+        }
+    }
+
+    #[test]
+    fn the_most_listened_are_kept_and_the_frame_fits() {
+        let long = "\"".repeat(256);
+        let all: Vec<_> = (0..1000).map(|i| station(i, i as u64 % 7, &long)).collect();
+        let page = bound(all, 200);
+        assert!(page.truncated);
+        assert_eq!(page.total, 1000);
+        assert!(encoded_len(&page) < 60 * 1024, "{}", encoded_len(&page));
+        assert!(page.stations.iter().all(|s| s.listeners == 6));
+        assert!(
+            page.stations
+                .windows(2)
+                .all(|w| w[0].station < w[1].station)
+        );
+        let few = bound((0..3).map(|i| station(i, 0, "t")).collect(), 200);
+        assert!(!few.truncated);
+        assert_eq!((few.total, few.stations.len()), (3, 3));
+    }
+}
