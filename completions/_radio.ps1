@@ -78,7 +78,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
         'radio;broadcast' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
             [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
-            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate')
             [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'Broadcast key, when the server requires one')
             [CompletionResult]::new('--playlist', '--playlist', [CompletionResultType]::ParameterName, 'Play this extended M3U playlist in order, looping, instead of reading stdin')
             [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'How often to send a heartbeat while playing')
@@ -92,7 +92,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
         'radio;listen' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
             [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
-            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print every frame received as one JSON line (for scripts) instead of a status line')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')

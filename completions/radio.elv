@@ -73,7 +73,7 @@ set edit:completion:arg-completer[radio] = {|@words|
         &'radio;broadcast'= {
             cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
             cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
-            cand --ca-cert 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)'
+            cand --ca-cert 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate'
             cand --key 'Broadcast key, when the server requires one'
             cand --playlist 'Play this extended M3U playlist in order, looping, instead of reading stdin'
             cand --heartbeat-interval 'How often to send a heartbeat while playing'
@@ -86,7 +86,7 @@ set edit:completion:arg-completer[radio] = {|@words|
         &'radio;listen'= {
             cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
             cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
-            cand --ca-cert 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)'
+            cand --ca-cert 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate'
             cand --json 'Print every frame received as one JSON line (for scripts) instead of a status line'
             cand -h 'Print help'
             cand --help 'Print help'

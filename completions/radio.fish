@@ -73,7 +73,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -s h -l help -d 'Prin
 complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)' -r -F
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key -d 'Broadcast key, when the server requires one' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l playlist -d 'Play this extended M3U playlist in order, looping, instead of reading stdin' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
@@ -82,7 +82,7 @@ complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d '
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand listen" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
-complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers, besides the Mozilla roots (for a server with a private CA or a self-signed certificate)' -r -F
+complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s h -l help -d 'Print help'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s V -l version -d 'Print version'

@@ -262,8 +262,8 @@ pub struct ClientArgs {
     #[arg(long, env = "RADIO_STATION")]
     pub station: String,
 
-    /// Trust this CA certificate (PEM) for wss:// servers, besides the
-    /// Mozilla roots (for a server with a private CA or a self-signed certificate).
+    /// Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla
+    /// roots: for a server with a private CA or a self-signed certificate.
     #[arg(long, env = "RADIO_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
 }

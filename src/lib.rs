@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod loadtest;
 pub mod logging;
+pub mod pem;
 pub mod protocol;
 pub mod server;
 pub mod signals;

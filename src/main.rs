@@ -18,11 +18,15 @@ fn main() -> ExitCode {
         }
         Command::Broadcast(args) => {
             radio::logging::init(LogFormat::Pretty, "warn");
-            runtime().and_then(|rt| rt.block_on(radio::client::broadcast::run(args)))
+            radio::client::trust_ca(args.client.ca_cert.as_deref())
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(radio::client::broadcast::run(args)))
         }
         Command::Listen(args) => {
             radio::logging::init(LogFormat::Pretty, "warn");
-            runtime().and_then(|rt| rt.block_on(radio::client::listen::run(args)))
+            radio::client::trust_ca(args.client.ca_cert.as_deref())
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(radio::client::listen::run(args)))
         }
         Command::Loadtest(args) => {
             radio::logging::init(LogFormat::Pretty, "warn");

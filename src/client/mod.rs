@@ -60,10 +60,44 @@ pub fn client_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
+/// `--ca-cert`: the TLS settings that trust that CA for `wss://`, set once
+/// at start; without it the Mozilla roots are trusted.
+static TRUSTED_CA: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+    std::sync::OnceLock::new();
+
+/// Makes `wss://` connections trust the CA certificate(s) in the PEM file
+/// at `path` (`--ca-cert`) instead of the Mozilla roots: for a server with a
+/// private CA or a self-signed certificate. `None` leaves the roots.
+pub fn trust_ca(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in crate::pem::read_certs(path).context("--ca-cert")? {
+        roots
+            .add(cert)
+            .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Set once per process; a second call keeps the first.
+    TRUSTED_CA.set(std::sync::Arc::new(config)).ok();
+    Ok(())
+}
+
 /// Connects and reads the `welcome`. Returns the socket and the welcome's
 /// session id.
 pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
-    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true);
+    let connector = TRUSTED_CA
+        .get()
+        .map(|c| tokio_tungstenite::Connector::Rustls(c.clone()));
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        url,
+        Some(client_config()),
+        true,
+        connector,
+    );
     let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
         .map_err(|_| anyhow::anyhow!("cannot connect to {url}: no answer within 10s"))?

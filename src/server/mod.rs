@@ -87,7 +87,12 @@ pub async fn run(
         }
     };
     let local = listener.local_addr()?;
-    tracing::info!("listening on http://{local}");
+    let scheme = if shared.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("listening on {scheme}://{local}");
     listener::accept_loop(listener, shared).await;
 
     tracing::info!("shutting down: no new connections, closing the open ones");

@@ -12,14 +12,13 @@
 //! plain frames, never writes to it, and its connection task writes every
 //! frame through rustls.
 
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
+use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
@@ -81,7 +80,7 @@ impl Tls {
 }
 
 fn read(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
-    let certs = read_certs(&files.cert)?;
+    let certs = crate::pem::read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
         anyhow::anyhow!(
             "cannot read a private key from --tls-key {}: {e}; give the PEM key of --tls-cert",
@@ -95,18 +94,4 @@ fn read(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
             files.cert.display()
         )
     })
-}
-
-/// The certificates of a PEM file, in order; at least one.
-pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("cannot read certificates from {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!(
-            "{} holds no certificate; give a PEM file with -----BEGIN CERTIFICATE-----",
-            path.display()
-        );
-    }
-    Ok(certs)
 }

@@ -545,3 +545,89 @@ async fn a_node_with_subscriptions_keeps_its_redis_link() {
     assert_eq!(syncs.last().unwrap()["seq"], later);
     assert!(!a.log().contains("lost Redis"), "{}", a.log());
 }
+
+/// Issue 11, finding 5: a station whose node died while nobody listened
+/// stayed live in Redis for ever (its hash `PERSIST`ed, its name in the live
+/// set, walked by every `list_stations`): only nodes with listeners reaped.
+/// Now every node sweeps the live set: the station goes offline, leaves
+/// the set, and its hash expires.
+#[tokio::test]
+async fn an_abandoned_station_expires_in_redis() {
+    let redis = Redis::start().await;
+    let fast = Timing {
+        lease: Duration::from_millis(500),
+        grace: Duration::from_millis(500),
+    };
+    let mut a = node_process(&redis, "a", fast);
+    let b = node(&redis, "b", fast);
+    all_ready(&[&a, &b]).await;
+    let mut bc = Client::connect(&a).await;
+    bc.start("abandoned").await;
+    bc.update("abandoned", "t", 0, true).await;
+    let client = ::redis::Client::open(redis.url()).expect("a Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let live: bool = ::redis::cmd("SISMEMBER")
+        .arg("radio:live")
+        .arg("abandoned")
+        .query_async(&mut conn)
+        .await
+        .expect("SISMEMBER");
+    assert!(live);
+    // Its node dies; no node has a listener of it.
+    a.kill();
+    eventually("the abandoned station leaves the live set", async || {
+        let live: bool = ::redis::cmd("SISMEMBER")
+            .arg("radio:live")
+            .arg("abandoned")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if live {
+            Err("still live".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg("radio:station:abandoned")
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    assert!(ttl > 0, "the station's hash expires (PTTL {ttl})");
+    let listed = b.get("/api/stations").await.json();
+    assert_eq!(listed["total"], 0, "{listed}");
+}
+
+/// Issue 11: `rediss://` with `--redis-ca-cert`, against a redis-server that
+/// speaks TLS only: two nodes share a station through it.
+#[tokio::test]
+async fn nodes_share_stations_through_a_tls_redis() {
+    let certs = crate::support::tls::Certs::new("localhost");
+    let redis = Redis::start_tls(&certs).await;
+    let tls_node = |id: &str| {
+        Server::with(|c| {
+            c.backend = BackendConfig::Redis(redis::Config {
+                redis_url: redis.url(),
+                node_id: id.to_owned(),
+                lease: DEFAULTS.lease,
+                grace: DEFAULTS.grace,
+                ca_cert: Some(certs.path("ca.pem")),
+                max_stations: 10_000,
+            })
+        })
+    };
+    let a = tls_node("a");
+    let b = tls_node("b");
+    all_ready(&[&a, &b]).await;
+    let (mut l, live) = listener(&b, "secret-line").await;
+    assert!(!live);
+    let mut bc = Client::connect(&a).await;
+    bc.start("secret-line").await;
+    let seq = update_retrying(&mut bc, "secret-line", "via-tls", 0).await;
+    let (syncs, _) = syncs_until(&mut l, seq).await;
+    assert_eq!(syncs.last().expect("a sync")["track"], "via-tls");
+}

@@ -19,3 +19,4 @@ mod loadtest;
 mod media;
 mod protocol;
 mod security;
+mod tls;

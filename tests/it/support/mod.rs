@@ -7,6 +7,7 @@
 //! - [`redis`]: a real `redis-server` for the cluster tests;
 //! - [`fixtures`]: temporary directories and generated media;
 //! - [`poll`]: waiting for something to happen, bounded;
+//! - [`tls`]: certificates made by openssl, and https/wss clients;
 //! - [`process`]: the `radio` binary and child processes.
 
 pub mod fixtures;
@@ -15,6 +16,7 @@ pub mod poll;
 pub mod process;
 pub mod redis;
 pub mod server;
+pub mod tls;
 pub mod ws;
 
 pub use fixtures::{TempDir, tone_wav};

@@ -4,6 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ::redis as redis_crate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::poll::eventually;
@@ -12,6 +13,8 @@ use super::process::{free_port, kill};
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// `Some` for a TLS-only Redis: its certificate and key, and the CA.
+    tls: Option<[String; 3]>,
 }
 
 impl Redis {
@@ -27,17 +30,43 @@ impl Redis {
         Redis {
             port: free_port(),
             child: None,
+            tls: None,
         }
     }
 
+    /// A running Redis that speaks TLS only (`--tls-port`), with the server
+    /// certificate of `certs`, not asking clients for certificates.
+    pub async fn start_tls(certs: &super::tls::Certs) -> Redis {
+        let mut r = Redis::not_started();
+        r.tls = Some([
+            certs.arg("server.pem"),
+            certs.arg("server.key"),
+            certs.arg("ca.pem"),
+        ]);
+        r.spawn().await;
+        r
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://localhost:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// Starts the server and waits until it answers PING.
     pub async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        let port = self.port.to_string();
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some([cert, key, ca]) => cmd
+                .args(["--port", "0", "--tls-port", &port])
+                .args(["--tls-cert-file", cert, "--tls-key-file", key])
+                .args(["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -46,6 +75,16 @@ impl Redis {
             .expect("start redis-server (scripts/setup.sh installs it)");
         self.child = Some(child);
         let port = self.port;
+        if self.tls.is_some() {
+            // TLS: wait for the port, then for a PING through the radio client.
+            let url = self.url();
+            let ca = self.tls.as_ref().map(|t| t[2].clone()).unwrap_or_default();
+            return eventually(
+                &format!("redis-server (TLS) answers on port {port}"),
+                async || ping_tls(&url, &ca).await,
+            )
+            .await;
+        }
         eventually(
             &format!("redis-server answers PING on port {port}"),
             async || {
@@ -85,4 +124,22 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// PING over `rediss://` trusting `ca`, as a cluster node connects.
+async fn ping_tls(url: &str, ca: &str) -> Result<(), String> {
+    let certs = redis_crate::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(ca).map_err(|e| e.to_string())?),
+    };
+    let client = redis_crate::Client::build_with_tls(url, certs).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    redis_crate::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

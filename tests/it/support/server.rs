@@ -126,12 +126,14 @@ impl Server {
         let (addr_tx, addr_rx) = mpsc::channel();
         let lines = log.clone();
         std::thread::spawn(move || {
-            const BOUND: &str = "listening on http://";
+            const BOUND: &str = "listening on ";
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(i) = line.find(BOUND) {
+                    let url = line[i + BOUND.len()..].trim();
+                    let addr = url.split_once("://").map_or(url, |(_, a)| a);
                     // Only the first matters; later sends find no receiver.
-                    let _ = addr_tx.send(line[i + BOUND.len()..].trim().to_owned());
+                    let _ = addr_tx.send(addr.to_owned());
                 }
                 lines.push(&line);
                 lines.push("\n");

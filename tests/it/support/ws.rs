@@ -62,7 +62,7 @@ impl Client {
     }
 
     /// Consumes the `welcome` of a fresh connection.
-    async fn welcomed(ws: Ws) -> Client {
+    pub async fn welcomed(ws: Ws) -> Client {
         let mut c = Client {
             ws,
             session_id: String::new(),

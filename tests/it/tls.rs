@@ -1,0 +1,141 @@
+//! Issue 11, finding 14's other half: TLS in the server (https and wss on
+//! `--listen` with `--tls-cert`/`--tls-key`, reloaded on SIGHUP) and
+//! `--ca-cert` for the CLI clients. Real certificates from openssl, real
+//! TLS on both ends. Before, `radio serve` had no TLS at all.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::tls::Certs;
+use crate::support::{Server, radio_bin};
+
+fn tls_server(certs: &Certs) -> Server {
+    Server::with(|c| {
+        c.tls = Some(radio::server::config::TlsFiles {
+            cert: certs.path("server.pem"),
+            key: certs.path("server.key"),
+        })
+    })
+}
+
+/// https answers, wss carries the whole protocol, and the station's states
+/// reach a TLS listener (the fan-out leaves TLS sockets to their own task:
+/// a raw frame written under TLS would break the stream).
+#[tokio::test]
+async fn https_and_wss_end_to_end() {
+    let certs = Certs::new("localhost");
+    let server = tls_server(&certs);
+    let health = certs.get(server.addr, "/healthz").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    let mut b = certs.ws(server.addr).await;
+    let mut l = certs.ws(server.addr).await;
+    b.start("secure").await;
+    l.tune("secure").await;
+    let mut last = 0;
+    for i in 0..50 {
+        last = b.update("secure", &format!("t{i}"), i, true).await;
+    }
+    // Every sync arrives whole and in order, ending with the newest.
+    loop {
+        let s = l.expect("sync").await;
+        if s["seq"] == last {
+            assert_eq!(s["track"], "t49");
+            break;
+        }
+    }
+    l.send(json!({"type":"list_stations"})).await;
+    assert_eq!(l.expect("stations").await["total"], 1);
+    // Plain HTTP to the TLS port is not served (a TLS alert, then closed).
+    let mut s = crate::support::http::send(server.addr, "GET", "/healthz", &[], None).await;
+    let answer = crate::support::http::read_until_closed(&mut s, "plain HTTP is refused").await;
+    assert!(!answer.starts_with(b"HTTP/1.1"), "{answer:?}");
+}
+
+/// `radio listen --ca-cert` trusts a private CA; without it the server's
+/// certificate is refused (unknown issuer).
+#[tokio::test]
+async fn the_cli_listens_over_wss_with_ca_cert() {
+    let certs = Certs::new("localhost");
+    let server = Server::spawn_process(&[
+        "--tls-cert",
+        &certs.arg("server.pem"),
+        "--tls-key",
+        &certs.arg("server.key"),
+    ]);
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let mut b = certs.ws(server.addr).await;
+    b.start("cli").await;
+    b.update("cli", "over-tls", 0, true).await;
+    let listen = |ca: Option<&str>| {
+        let mut cmd = Command::new(radio_bin());
+        cmd.args(["listen", "--url", &url, "--station", "cli", "--json"]);
+        if let Some(ca) = ca {
+            cmd.args(["--ca-cert", ca]);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().expect("start radio listen")
+    };
+    let mut child = listen(Some(&certs.arg("ca.pem")));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    crate::support::process::kill(&mut child);
+    let out = child.wait_with_output().expect("its output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("over-tls"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Mozilla roots do not know this CA.
+    let mut child = listen(None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    crate::support::process::kill(&mut child);
+    let out = child.wait_with_output().expect("its output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("over-tls"));
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
+/// SIGHUP reads the certificate again: new handshakes get the new one,
+/// and a connection made before keeps working.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_without_dropping_connections() {
+    let certs = Certs::new("first");
+    let mut server = Server::spawn_process(&[
+        "--tls-cert",
+        &certs.arg("server.pem"),
+        "--tls-key",
+        &certs.arg("server.key"),
+    ]);
+    let first = certs.server_der();
+    let (_, presented) = certs.connect(server.addr).await;
+    assert_eq!(presented, first);
+    let mut before = certs.ws(server.addr).await;
+    certs.issue("second");
+    let second = certs.server_der();
+    assert_ne!(first, second);
+    server.signal("HUP");
+    crate::support::eventually("new handshakes present the new certificate", async || {
+        let (_, presented) = certs.connect(server.addr).await;
+        if presented == second {
+            Ok(())
+        } else {
+            Err("still the first")
+        }
+    })
+    .await;
+    before.send(json!({"type":"ping"})).await;
+    before.expect("pong").await;
+    // A broken file keeps the certificate in force.
+    std::fs::write(certs.path("server.pem"), "not a certificate").expect("write");
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, presented) = certs.connect(server.addr).await;
+    assert_eq!(presented, second);
+    assert!(
+        server.log().contains("TLS certificate not reloaded"),
+        "{}",
+        server.log()
+    );
+}
