@@ -260,3 +260,56 @@ async fn per_station_keys_and_the_lockout() {
     b.send(json!({"type":"ping"})).await;
     b.expect("pong").await;
 }
+
+/// Finding 9, continued: `--broadcast-keys` is read again on SIGHUP (a bad
+/// file keeps the keys in force), and `--broadcast-key-file` keeps the one
+/// key out of argv.
+#[tokio::test]
+async fn broadcast_keys_are_read_again_on_sighup() {
+    let dir = TempDir::new("keys-reload");
+    dir.write("keys", "jazz old-key\n");
+    dir.write("one-key", "file-key\n");
+    let keys = dir.path().join("keys");
+    let mut server = Server::spawn_process(&[
+        "--broadcast-keys",
+        keys.to_str().expect("utf-8"),
+        "--broadcast-key-file",
+        dir.path().join("one-key").to_str().expect("utf-8"),
+    ]);
+    let start = |station: &'static str, key: &'static str| json!({"type":"start_broadcasting","station":station,"key":key});
+    let mut b = Client::connect(&server).await;
+    b.send(start("jazz", "old-key")).await;
+    assert_eq!(b.recv().await["type"], "broadcasting");
+    // The key file's key is the last `*` line: other stations take it.
+    b.send(start("other", "file-key")).await;
+    assert_eq!(b.recv().await["type"], "broadcasting");
+    drop(b);
+    dir.write("keys", "jazz new-key\n");
+    server.signal("HUP");
+    crate::support::eventually("the new key opens jazz", async || {
+        let mut c = Client::connect(&server).await;
+        c.send(start("jazz", "new-key")).await;
+        let r = c.recv().await;
+        if r["type"] == "broadcasting" {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    let mut c = Client::connect(&server).await;
+    c.expect_error(start("jazz2", "old-key"), "unauthorized")
+        .await;
+    // A broken file keeps the keys in force, and says why without a key.
+    dir.write("keys", "jazz\n");
+    server.signal("HUP");
+    crate::support::eventually("the bad file is reported", async || {
+        if server.log().contains("broadcast keys not reloaded") {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    assert!(!server.log().contains("new-key") && !server.log().contains("file-key"));
+}
