@@ -12,7 +12,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::server::metrics::Metrics;
+use crate::server::warnings::{Reason, Warnings};
 
 /// A connection's admission, until its WebSocket upgrade takes it.
 pub type Held = Arc<Mutex<Option<Admission>>>;
@@ -24,6 +28,42 @@ pub enum Full {
     Server,
     /// `--max-connections-per-ip` (429).
     ThisAddress,
+}
+
+impl Full {
+    /// The HTTP status that refuses it.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Full::Server => StatusCode::SERVICE_UNAVAILABLE,
+            Full::ThisAddress => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// The sentence the client reads.
+    pub fn message(self) -> &'static str {
+        match self {
+            Full::Server => "server full: too many connections; try again later or another node",
+            Full::ThisAddress => {
+                "too many connections from your address (--max-connections-per-ip); \
+                 close some and try again"
+            }
+        }
+    }
+
+    /// Counts the refusal of a connection from `client`.
+    pub fn count(self, metrics: &Metrics, warnings: &Warnings, client: IpAddr) {
+        let reason = match self {
+            Full::Server => {
+                metrics.connections_refused.inc();
+                Reason::ServerFull
+            }
+            Full::ThisAddress => {
+                metrics.connections_refused_per_ip.inc();
+                Reason::AddressFull
+            }
+        };
+        warnings.note_with(reason, || client.to_string());
+    }
 }
 
 /// The connection limits and their counts.

@@ -16,7 +16,6 @@ use crate::server::admission::Full;
 use crate::server::http;
 use crate::server::peer::canonical;
 use crate::server::shared::Shared;
-use crate::server::warnings::Reason;
 
 /// Binds `addr` (with `SO_REUSEPORT` when asked, to share the port with
 /// other nodes) with a deep backlog.
@@ -94,29 +93,14 @@ async fn refuse(
     shared: Arc<Shared>,
 ) {
     use tokio::io::AsyncWriteExt as _;
-    let (status, body, reason) = match full {
-        Full::Server => {
-            shared.metrics.connections_refused.inc();
-            (
-                "503 Service Unavailable",
-                "server full: too many connections; try again later or another node\n",
-                Reason::ServerFull,
-            )
-        }
-        Full::ThisAddress => {
-            shared.metrics.connections_refused_per_ip.inc();
-            (
-                "429 Too Many Requests",
-                "too many connections from your address (--max-connections-per-ip); \
-                 close some and try again\n",
-                Reason::AddressFull,
-            )
-        }
-    };
-    shared.warnings.note_with(reason, || peer.ip().to_string());
+    full.count(&shared.metrics, &shared.warnings, peer.ip());
+    let status = full.status();
+    let body = format!("{}\n", full.message());
     let answer = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
          retry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
     let bye = async {

@@ -28,7 +28,6 @@ use crate::server::outlet::{ConnIo, Outlet, OutletIo};
 use crate::server::response::{Body, full, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
-use crate::server::warnings::Reason;
 
 /// Kernel send buffer of an upgraded WebSocket. Small, so a stalled client
 /// parks little in the kernel and the write timeout notices it soon; a sync
@@ -180,29 +179,8 @@ pub fn upgrade(
 /// 503 (`--max-connections`) or 429 (`--max-connections-per-ip`) before
 /// any WebSocket exists.
 fn refused(shared: &Shared, client: SocketAddr, full: Full) -> Response<Body> {
-    let (status, message, reason) = match full {
-        Full::Server => {
-            shared.metrics.connections_refused.inc();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server full: too many connections; try again later or another node",
-                Reason::ServerFull,
-            )
-        }
-        Full::ThisAddress => {
-            shared.metrics.connections_refused_per_ip.inc();
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from your address (--max-connections-per-ip); \
-                 close some and try again",
-                Reason::AddressFull,
-            )
-        }
-    };
-    shared
-        .warnings
-        .note_with(reason, || client.ip().to_string());
-    let mut res = text(status, message);
+    full.count(&shared.metrics, &shared.warnings, client.ip());
+    let mut res = text(full.status(), full.message());
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res

@@ -9,15 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use crate::support::http::{read_until_closed, send};
+use crate::support::http::{UPGRADE, read_until_closed, send};
 use crate::support::{Client, Resp, Server, TempDir, radio_bin, request, tone_wav};
-
-const UPGRADE: [(&str, &str); 4] = [
-    ("Upgrade", "websocket"),
-    ("Connection", "Upgrade"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ("Sec-WebSocket-Version", "13"),
-];
 
 /// Finding 3: a `PUT /api/session` whose body never came held its
 /// connection forever (headers time out, bodies never).

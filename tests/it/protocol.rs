@@ -10,16 +10,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::http::{read_until_closed, send};
+use crate::support::http::{UPGRADE, read_until_closed, send};
 use crate::support::{Client, Server, eventually, request};
-
-/// The upgrade request of a WebSocket client, as raw headers.
-const UPGRADE: [(&str, &str); 4] = [
-    ("Upgrade", "websocket"),
-    ("Connection", "Upgrade"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ("Sec-WebSocket-Version", "13"),
-];
 
 #[tokio::test]
 async fn welcome_then_ping_pong_echoes() {

@@ -9,16 +9,8 @@ use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::http::Resp;
+use crate::support::http::{Resp, UPGRADE};
 use crate::support::{Client, Server, TempDir, request};
-
-/// The upgrade request of a WebSocket client, as raw headers.
-const UPGRADE: [(&str, &str); 4] = [
-    ("Upgrade", "websocket"),
-    ("Connection", "Upgrade"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ("Sec-WebSocket-Version", "13"),
-];
 
 /// Finding 1: 600 live stations with 500-byte track names made a `stations`
 /// frame larger than the 64 KiB a connection may have waiting, and the
