@@ -385,7 +385,8 @@ async fn grace_timer(
     };
     if expired {
         let name = &entry.station.name;
-        tracing::info!(station = %name, "grace period over, station offline");
+        // Per station, and clients choose how many: debug (issue 11).
+        tracing::debug!(station = %name, "grace period over, station offline");
         entry.station.set_offline(OfflineReason::Disconnected);
         if let Some(inner) = registry.upgrade() {
             inner.metrics.stations.dec();

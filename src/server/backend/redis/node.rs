@@ -200,7 +200,8 @@ impl Node {
                 Err(unavailable())
             }
             Err(_) => {
-                tracing::warn!("a Redis request timed out");
+                // Per request: the subscriber task logs the outage once.
+                tracing::debug!("a Redis request timed out");
                 self.broken.notify_one();
                 Err(unavailable())
             }
@@ -209,7 +210,7 @@ impl Node {
 
     fn failed(&self, e: &RedisError) {
         if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-            tracing::warn!(error = %e, "Redis request failed");
+            tracing::debug!(error = %e, "Redis request failed");
             self.broken.notify_one();
         } else {
             tracing::error!(error = %e, "Redis refused a request");
