@@ -121,7 +121,8 @@ impl Gate {
     }
 
     /// Connections open from `ip` now.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
         self.per_ip.lock().get(&ip).copied().unwrap_or(0)
     }
 }

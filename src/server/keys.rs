@@ -76,12 +76,6 @@ impl Keys {
         })
     }
 
-    /// Whether any key is required at all.
-    pub fn required(&self) -> bool {
-        let r = self.current();
-        r.closed || !r.lines.is_empty()
-    }
-
     fn current(&self) -> Arc<Rules> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -246,7 +240,6 @@ mod tests {
     #[test]
     fn no_keys_no_questions() {
         let keys = Keys::load(KeySources::default()).expect("nothing to read");
-        assert!(!keys.required());
         assert_eq!(keys.check("any", None), Verdict::Allowed);
     }
 }

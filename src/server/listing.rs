@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::{self, ServerMessage, StationSummary};
+use crate::protocol::{ServerMessage, StationSummary};
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyBackend;
 use crate::server::refusal::Refusal;
@@ -127,15 +127,15 @@ pub fn bound(mut all: Vec<StationSummary>, max: usize) -> Page {
     }
 }
 
-/// The size `page`'s frame encodes to (for tests and the bound's check).
-pub fn encoded_len(page: &Page) -> usize {
-    protocol::encode(&page.message()).len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::StationName;
+    use crate::protocol::{self, StationName};
+
+    /// The size `page`'s frame encodes to.
+    fn encoded_len(page: &Page) -> usize {
+        protocol::encode(&page.message()).len()
+    }
 
     fn station(i: usize, listeners: u64, track: &str) -> StationSummary {
         StationSummary {
