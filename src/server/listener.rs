@@ -84,7 +84,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Answers a connection over a limit with 503 (`--max-connections`) or 429
-/// (`--max-connections-per-ip`) without reading its request, and closes it.
+/// (`--max-connections-per-ip`) without reading its request, and closes it
+/// (with TLS, closes it without an answer).
 /// Bounded: a client that does not read the answer gets a second at most.
 async fn refuse(
     mut stream: tokio::net::TcpStream,
@@ -94,6 +95,11 @@ async fn refuse(
 ) {
     use tokio::io::AsyncWriteExt as _;
     full.count(&shared.metrics, &shared.warnings, peer.ip());
+    if shared.tls.is_some() {
+        // A plain-text answer would be garbage to a TLS client, and a
+        // handshake per refusal costs more than the refusal saves: closed.
+        return;
+    }
     let status = full.status();
     let body = format!("{}\n", full.message());
     let answer = format!(
