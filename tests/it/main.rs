@@ -15,4 +15,5 @@ mod generated;
 mod layout;
 mod loadtest;
 mod media;
+mod metadata;
 mod protocol;

@@ -401,6 +401,8 @@ impl Broadcaster {
             position_ms,
             playing: self.player.playing,
             duration_ms: self.player.duration_ms,
+            title: None,
+            artist: None,
             at_server_ms: self.at_server_ms(),
             ack: true,
         };
