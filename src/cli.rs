@@ -194,6 +194,7 @@ pub struct ClientArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(after_help = crate::client::broadcast::commands::HELP)]
 pub struct BroadcastArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -202,9 +203,21 @@ pub struct BroadcastArgs {
     #[arg(long, env = "RADIO_BROADCAST_KEY", hide_env_values = true)]
     pub key: Option<String>,
 
-    /// Play this extended M3U playlist in order, looping, instead of reading stdin.
+    /// Play this M3U playlist in order, looping. Each entry (a path relative to
+    /// the playlist's folder, or absolute) resolves to a library track; stdin
+    /// still takes commands, and its end does not stop the station.
     #[arg(long)]
     pub playlist: Option<PathBuf>,
+
+    /// Send tracks as written instead of resolving them in the server's library
+    /// (for stations whose listeners play their own files); needed when the
+    /// server has no library to read.
+    #[arg(long)]
+    pub free_tracks: bool,
+
+    /// At a track's end, pause there instead of playing the next track.
+    #[arg(long)]
+    pub stop_at_end: bool,
 
     /// How often to send a heartbeat while playing.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]

@@ -3,6 +3,7 @@
 //! `radio broadcast`, `radio listen` and `radio loadtest` are built on it.
 
 pub mod broadcast;
+pub mod http;
 pub mod listen;
 
 use std::collections::VecDeque;

@@ -83,32 +83,36 @@ fn broadcast_script_reaches_listen_json() {
     let acked = json_lines(broadcast.stdout.take().expect("radio broadcast's stdout"));
     let mut stdin = broadcast.stdin.take().expect("radio broadcast's stdin");
     let mut say = |line: &str| writeln!(stdin, "{line}").expect("write to radio broadcast");
-    say("# a comment, then commands");
-    say("play \"first song.mp3\" 5");
+    say("# a comment, then commands: tracks by title, from the demo library");
+    say("play \"a minor arpeggio\" 5");
     let s = wait_for(&frames, "first sync", |v| v["type"] == "sync");
-    assert_eq!(s["track"], "first song.mp3");
+    assert_eq!(s["track"], "demo/1-a-minor-arpeggio.wav");
+    assert_eq!(s["title"], "A minor arpeggio");
+    assert_eq!(s["duration_ms"], 40_000, "the library's duration");
     assert_eq!(s["playing"], true);
     let pos = s["position_ms"].as_u64().unwrap();
     assert!((4_000..30_000).contains(&pos), "{pos}");
     let a = wait_for(&acked, "first ack", |v| v["cause"] == "update");
     assert_eq!(a["seq"], s["seq"], "broadcast prints the acknowledged seq");
+    assert_eq!(a["title"], "A minor arpeggio");
 
     say("pause");
     let s = wait_for(&frames, "pause", |v| {
         v["type"] == "sync" && v["playing"] == false
     });
-    assert_eq!(s["track"], "first song.mp3");
-    say("track second.ogg 180");
-    say("seek 42");
+    assert_eq!(s["track"], "demo/1-a-minor-arpeggio.wav");
+    say("track pulse 30");
+    say("seek 12");
     say("play");
     let s = wait_for(&frames, "second track playing", |v| {
-        v["type"] == "sync" && v["track"] == "second.ogg" && v["playing"] == true
+        v["type"] == "sync" && v["track"] == "demo/3-low-pulse.wav" && v["playing"] == true
     });
-    assert_eq!(s["duration_ms"], 180000);
-    // Near 42 s: the server carries the position by the broadcaster's
+    assert_eq!(s["duration_ms"], 30_000, "a duration given wins");
+    assert_eq!(s["title"], "Low pulse");
+    // Near 12 s: the server carries the position by the broadcaster's
     // clock estimate (`at_server_ms`), which may be off by a few ms.
     let pos = s["position_ms"].as_u64().unwrap();
-    assert!((41_000..60_000).contains(&pos), "{pos}");
+    assert!((11_000..30_000).contains(&pos), "{pos}");
     // A heartbeat follows while playing.
     wait_for(&frames, "heartbeat", |v| v["cause"] == "heartbeat");
     say("stop");
@@ -145,9 +149,11 @@ async fn broadcast_explains_a_taken_station() {
 fn broadcast_playlist_loops_through_tracks() {
     let server = Server::spawn_process(&[]);
     let dir = TempDir::new("m3u");
+    // Paths relative to the playlist's folder, resolved by their suffix in
+    // the demo library; #EXTINF:1 makes each last a second.
     dir.write(
         "list.m3u",
-        "#EXTM3U\n#EXTINF:1,One\none.mp3\n#EXTINF:1,Two\ntwo.mp3\n",
+        "#EXTM3U\n#EXTINF:1,One\ndemo/1-a-minor-arpeggio.wav\n#EXTINF:1,Two\ndemo/2-c-major-steps.wav\n",
     );
     let m3u = dir.path().join("list.m3u");
     let (mut listen, frames) = listen_json(&server.ws_url(), "auto");
@@ -162,10 +168,14 @@ fn broadcast_playlist_loops_through_tracks() {
     let is_update = |track: &'static str| {
         move |v: &Value| v["type"] == "sync" && v["cause"] == "update" && v["track"] == track
     };
-    let s = wait_for(&frames, "one", is_update("one.mp3"));
+    let s = wait_for(&frames, "one", is_update("demo/1-a-minor-arpeggio.wav"));
     assert_eq!(s["duration_ms"], 1000);
-    wait_for(&frames, "two", is_update("two.mp3"));
-    wait_for(&frames, "one again", is_update("one.mp3"));
+    wait_for(&frames, "two", is_update("demo/2-c-major-steps.wav"));
+    wait_for(
+        &frames,
+        "one again",
+        is_update("demo/1-a-minor-arpeggio.wav"),
+    );
     signal(b.id(), "INT");
     assert!(
         exit_status(&mut b, "broadcast after SIGINT").success(),
@@ -218,7 +228,7 @@ fn clients_reconnect_after_the_server_restarts() {
         .spawn()
         .expect("start radio broadcast");
     let mut stdin = broadcast.stdin.take().expect("radio broadcast's stdin");
-    writeln!(stdin, "play rising.mp3").expect("write to radio broadcast");
+    writeln!(stdin, "play pulse").expect("write to radio broadcast");
     wait_for(&frames, "first sync", |v| v["type"] == "sync");
 
     // The server dies hard and comes back on the same port.
@@ -229,7 +239,7 @@ fn clients_reconnect_after_the_server_restarts() {
     // station again and re-sends its state; the listener re-tunes and gets it.
     wait_for(&frames, "tuned again", |v| v["type"] == "tuned");
     let s = wait_for(&frames, "state after restart", |v| {
-        v["type"] == "sync" && v["track"] == "rising.mp3"
+        v["type"] == "sync" && v["track"] == "demo/3-low-pulse.wav"
     });
     assert_eq!(s["playing"], true);
     writeln!(stdin, "stop").expect("write to radio broadcast");
