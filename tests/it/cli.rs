@@ -2,63 +2,14 @@
 //! `radio broadcast` fed a script on stdin while `radio listen --json`
 //! receives the states.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::process::{exit_within, free_port, kill, signal};
+use crate::support::cli::{exit_status, json_lines, listen_json, wait_for};
+use crate::support::process::{free_port, kill, signal};
 use crate::support::{Client, Server, TempDir, radio_bin};
-
-/// Reads JSON lines from `reader` on a thread, so a test can wait with a limit.
-fn json_lines(reader: impl std::io::Read + Send + 'static) -> Receiver<Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a client to exit; kills it and fails the test if it does not.
-fn exit_status(child: &mut Child, what: &str) -> ExitStatus {
-    exit_within(child, Duration::from_secs(15), what)
-}
-
-/// Starts `radio listen --json` and waits until it is tuned; returns the
-/// process and its frames.
-fn listen_json(url: &str, station: &str) -> (Child, Receiver<Value>) {
-    let mut listen = Command::new(radio_bin())
-        .args(["listen", "--json", "--url", url, "--station", station])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start radio listen");
-    let frames = json_lines(listen.stdout.take().expect("radio listen's stdout"));
-    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
-    (listen, frames)
-}
-
-/// The next value from `rx` that `pred` accepts, within 15 s.
-fn wait_for(rx: &Receiver<Value>, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(v) if pred(&v) => return v,
-            Ok(_) => {}
-            Err(_) => panic!("never saw {what}"),
-        }
-    }
-}
 
 #[test]
 fn broadcast_script_reaches_listen_json() {

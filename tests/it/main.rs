@@ -8,6 +8,7 @@
 
 mod support;
 
+mod broadcast;
 mod browser;
 mod cli;
 mod cluster;
