@@ -233,9 +233,33 @@ pub struct ListenArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 
-    /// Print every frame received as one JSON line (for scripts) instead of a status line.
+    /// Print every frame received as one JSON line (for scripts) instead of a
+    /// status line; with --player, also a `player` line a second.
     #[arg(long)]
     pub json: bool,
+
+    /// Play the station's sound through this player, kept on the station's
+    /// position (it must be installed: `apt-get install mpv`).
+    #[arg(long, value_enum)]
+    pub player: Option<PlayerKind>,
+
+    /// An argument for the player, repeatable: --player-arg=--volume=50,
+    /// --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the
+    /// player's control socket is that path instead of a private one.
+    #[arg(
+        long = "player-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "player"
+    )]
+    pub player_args: Vec<String>,
+}
+
+/// The players `radio listen --player` can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlayerKind {
+    /// mpv, over its JSON IPC.
+    Mpv,
 }
 
 #[derive(Debug, Clone, Args)]

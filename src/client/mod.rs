@@ -5,6 +5,7 @@
 pub mod broadcast;
 pub mod http;
 pub mod listen;
+pub mod mpv;
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -17,4 +17,5 @@ mod layout;
 mod loadtest;
 mod media;
 mod metadata;
+mod mpv;
 mod protocol;
