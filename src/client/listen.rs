@@ -353,53 +353,17 @@ impl Listener {
         }
     }
 
-    /// The status line.
+    /// The status line now.
     fn line(&self) -> String {
-        let s = &self.status;
-        let online = match (s.connected, s.live) {
-            (false, _) => "disconnected",
-            (true, Some(true)) => "online",
-            (true, Some(false)) => "offline",
-            (true, None) => "tuning",
-        };
-        let offset = match (self.clock.offset_ms(), self.clock.rtt_ms()) {
-            (Some(o), Some(r)) => format!("offset {o:+.0}ms rtt {r}ms"),
-            _ => "offset ?".to_owned(),
-        };
-        let player = match &self.player {
-            Some(p) => match (p.doing(), p.drift_ms()) {
-                (Doing::Playing, Some(d)) => format!(" | mpv drift {d:+.0}ms"),
-                (doing, _) => format!(" | mpv {}", doing.words()),
-            },
-            None => String::new(),
-        };
-        match &s.sync {
-            Some(sync) => {
-                let at = s.frozen_at.unwrap_or_else(|| self.clock.server_now_ms());
-                let pos = sync.position_at(at);
-                let of = sync
-                    .duration_ms
-                    .map(|d| format!(" / {}", client::clock(d)))
-                    .unwrap_or_default();
-                let age = (protocol::now_ms() - s.received_ms).max(0) as f64 / 1000.0;
-                let symbol = match (s.frozen_at, sync.playing) {
-                    (Some(_), _) => "■",
-                    (None, true) => "▶",
-                    (None, false) => "⏸",
-                };
-                format!(
-                    "{} [{online}] {symbol} {} {}{of} | {offset} | seq {} {age:.1}s ago{player}",
-                    self.station,
-                    shown(sync),
-                    client::clock(pos),
-                    sync.seq,
-                )
-            }
-            None => format!(
-                "{} [{online}] nothing playing | {offset}{player}",
-                self.station
-            ),
-        }
+        let player = self.player.as_ref().map(|p| (p.doing(), p.drift_ms()));
+        status_line(
+            &self.station,
+            &self.status,
+            &self.clock,
+            player,
+            self.clock.server_now_ms(),
+            protocol::now_ms(),
+        )
     }
 
     fn paint(&mut self) {
@@ -438,6 +402,53 @@ impl Listener {
     }
 }
 
+/// The status line at `server_now` (our clock: `local_now`); `player` is
+/// what the player does and its drift.
+fn status_line(
+    station: &StationName,
+    s: &Status,
+    clock: &ClockOffset,
+    player: Option<(Doing, Option<f64>)>,
+    server_now: i64,
+    local_now: i64,
+) -> String {
+    let online = match (s.connected, s.live) {
+        (false, _) => "disconnected",
+        (true, Some(true)) => "online",
+        (true, Some(false)) => "offline",
+        (true, None) => "tuning",
+    };
+    let offset = match (clock.offset_ms(), clock.rtt_ms()) {
+        (Some(o), Some(r)) => format!("offset {o:+.0}ms rtt {r}ms"),
+        _ => "offset ?".to_owned(),
+    };
+    let player = match player {
+        Some((Doing::Playing, Some(d))) => format!(" | mpv drift {d:+.0}ms"),
+        Some((doing, _)) => format!(" | mpv {}", doing.words()),
+        None => String::new(),
+    };
+    let Some(sync) = &s.sync else {
+        return format!("{station} [{online}] nothing playing | {offset}{player}");
+    };
+    let pos = sync.position_at(s.frozen_at.unwrap_or(server_now));
+    let of = sync
+        .duration_ms
+        .map(|d| format!(" / {}", client::clock(d)))
+        .unwrap_or_default();
+    let age = (local_now - s.received_ms).max(0) as f64 / 1000.0;
+    let symbol = match (s.frozen_at, sync.playing) {
+        (Some(_), _) => "■",
+        (None, true) => "▶",
+        (None, false) => "⏸",
+    };
+    format!(
+        "{station} [{online}] {symbol} {} {}{of} | {offset} | seq {} {age:.1}s ago{player}",
+        shown(sync),
+        client::clock(pos),
+        sync.seq,
+    )
+}
+
 /// What plays, for people: `Artist - Title`, the title alone, or the
 /// track as sent when the server names none.
 fn shown(sync: &Sync) -> String {
@@ -453,5 +464,76 @@ async fn player_news(player: &mut Option<Follow>) -> News {
     match player {
         Some(p) => p.mpv.news().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SyncCause;
+
+    fn status(title: Option<&str>, artist: Option<&str>) -> Status {
+        Status {
+            live: Some(true),
+            sync: Some(Sync {
+                station: StationName::new("s").unwrap(),
+                seq: 4,
+                track: "a/b.mp3".into(),
+                position_ms: 10_000,
+                playing: true,
+                duration_ms: Some(60_000),
+                title: title.map(Into::into),
+                artist: artist.map(Into::into),
+                server_time_ms: 1_000_000,
+                cause: SyncCause::Update,
+            }),
+            frozen_at: None,
+            received_ms: 1_000_000,
+            connected: true,
+        }
+    }
+
+    fn line(s: &Status, server_now: i64) -> String {
+        let name = StationName::new("s").unwrap();
+        status_line(
+            &name,
+            s,
+            &ClockOffset::default(),
+            None,
+            server_now,
+            server_now,
+        )
+    }
+
+    #[test]
+    fn the_line_names_artist_and_title() {
+        let l = line(&status(Some("Song"), Some("Band")), 1_002_000);
+        assert!(
+            l.starts_with("s [online] ▶ Band - Song 0:12.0 / 1:00.0 |"),
+            "{l}"
+        );
+        let l = line(&status(Some("Song"), None), 1_002_000);
+        assert!(l.contains("▶ Song 0:12.0"), "{l}");
+        let l = line(&status(None, None), 1_002_000);
+        assert!(l.contains("▶ \"a/b.mp3\" 0:12.0"), "{l}");
+    }
+
+    #[test]
+    fn offline_the_clock_stops() {
+        let mut s = status(Some("Song"), Some("Band"));
+        s.live = Some(false);
+        s.frozen_at = Some(1_003_000);
+        let now = line(&s, 1_005_000);
+        let later = line(&s, 1_009_000);
+        assert!(
+            now.starts_with("s [offline] ■ Band - Song 0:13.0 /"),
+            "{now}"
+        );
+        assert!(!now.contains('▶'), "{now}");
+        assert_eq!(
+            now.split('|').next(),
+            later.split('|').next(),
+            "no moving clock"
+        );
     }
 }

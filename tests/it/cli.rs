@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::cli::{exit_status, json_lines, listen_json, wait_for};
+use crate::support::cli::{Broadcast, exit_status, json_lines, lines, listen_json, wait_for};
 use crate::support::process::{free_port, kill, signal};
 use crate::support::{Client, Server, TempDir, radio_bin};
 
@@ -195,5 +195,73 @@ fn clients_reconnect_after_the_server_restarts() {
     assert_eq!(s["playing"], true);
     writeln!(stdin, "stop").expect("write to radio broadcast");
     assert!(exit_status(&mut broadcast, "broadcast after stop").success());
+    kill(&mut listen);
+}
+
+/// `radio listen`'s status lines (not a terminal: a line per change).
+fn listen_lines(
+    url: &str,
+    station: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--url", url, "--station", station])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start radio listen");
+    let out = lines(listen.stdout.take().expect("radio listen's stdout"));
+    (listen, out)
+}
+
+/// A server restart counts `seq` from 1 again: `tuned` is a new baseline,
+/// so the listener shows the new station's state, not the old one's.
+#[test]
+fn listen_follows_a_new_broadcast_after_the_server_restarts() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Server::spawn_process(&["--listen", &addr]);
+    let url = server.ws_url();
+    let (mut listen, out) = listen_lines(&url, "again");
+    let mut first = Broadcast::spawn(&[
+        "--url",
+        &url,
+        "--station",
+        "again",
+        "--heartbeat-interval",
+        "100ms",
+    ]);
+    first.say("play \"a minor arpeggio\"");
+    let line = wait_for(&out, "the first station", |l| {
+        l.contains("▶ radio demo - A minor arpeggio")
+    });
+    assert!(line.starts_with("again [online] ▶"), "{line}");
+    // Heartbeats take the seq well past what a new server starts with.
+    wait_for(&out, "seq 10", |l| {
+        l.contains("| seq 1") && !l.contains("| seq 1 ")
+    });
+
+    server.kill();
+    drop(first);
+    let _server = Server::spawn_process(&["--listen", &addr]);
+    wait_for(&out, "the listener back, offline", |l| {
+        l.starts_with("again [offline]")
+    });
+    let mut second = Broadcast::spawn(&["--url", &url, "--station", "again"]);
+    second.say("play pulse");
+    let line = wait_for(&out, "the new station's track", |l| {
+        l.contains("radio demo - Low pulse")
+    });
+    assert!(
+        line.contains("seq 1 "),
+        "a new server's first state: {line}"
+    );
+
+    // Stopped, the station shows offline with its last track, stopped.
+    second.say("stop");
+    let line = wait_for(&out, "offline", |l| l.starts_with("again [offline]"));
+    assert!(
+        line.contains("■ radio demo - Low pulse") && !line.contains('▶'),
+        "{line}"
+    );
     kill(&mut listen);
 }
