@@ -111,7 +111,12 @@ fn listen_mpv(
             "--station",
             station,
         ])
-        .args(["--player", "mpv", "--player-arg=--ao=null"])
+        .args([
+            "--player",
+            "mpv",
+            "--player-arg=--ao=null",
+            "--player-arg=--ao-null-buffer=0.05",
+        ])
         .arg(format!(
             "--player-arg=--input-ipc-server={}",
             socket.display()
@@ -176,8 +181,8 @@ async fn mpv_plays_the_station_in_sync() {
     tokio::task::block_in_place(|| assert_in_sync(&mut mpv, &sync, "after a seek"));
 
     // Paused, mpv reports its position less the audio it holds buffered
-    // (150-200 ms with --ao=null) though it resumes from the right place,
-    // which the check after play shows.
+    // (hence the null output's 50 ms buffer here, not its default 200 ms),
+    // though it resumes from the right place: the check after play.
     let seq = b.update("mpv", "alpha.wav", 50_000, false).await;
     let sync = sync_seq(&frames, seq);
     tokio::task::block_in_place(|| {

@@ -85,6 +85,9 @@ pub struct Follow {
     sync: Option<Sync>,
     /// The track given to mpv (or found missing).
     loaded: Option<String>,
+    /// Its URL, to know a `file-loaded` event is for it and not for the
+    /// track before it.
+    url: Option<String>,
     /// mpv has loaded it (`file-loaded`).
     ready: bool,
     /// The loaded file's own length, from mpv.
@@ -114,6 +117,7 @@ impl Follow {
             endpoint,
             sync: None,
             loaded: None,
+            url: None,
             ready: false,
             file_end_ms: None,
             doing: Doing::Idle,
@@ -152,8 +156,10 @@ impl Follow {
         let Some(s) = sync else {
             if self.ready {
                 self.pause(true).await?;
+                self.doing = Doing::Paused;
+            } else {
+                self.doing = Doing::Idle;
             }
-            self.doing = Doing::Idle;
             return Ok(());
         };
         if self.loaded.as_deref() != Some(s.track.as_str()) {
@@ -165,6 +171,7 @@ impl Follow {
     /// Checks that the server serves `track`, and loads it paused.
     async fn load(&mut self, track: &str) -> anyhow::Result<()> {
         self.loaded = Some(track.to_owned());
+        self.url = None;
         self.ready = false;
         self.file_end_ms = None;
         self.position_ms = None;
@@ -194,6 +201,7 @@ impl Follow {
             .ipc
             .command(json!({"name": "loadfile", "url": url, "flags": "replace"}))
             .await?;
+        self.url = Some(url);
         self.doing = Doing::Loading;
         Ok(())
     }
@@ -201,7 +209,12 @@ impl Follow {
     /// One of mpv's events.
     pub async fn on_event(&mut self, event: &Value, server_now: i64) -> anyhow::Result<()> {
         match event.get("event").and_then(Value::as_str) {
-            Some("file-loaded") if self.loaded.is_some() => {
+            Some("file-loaded") if self.url.is_some() => {
+                // A track replaced while loading may still report in.
+                let path = self.mpv.ipc.get("path").await?;
+                if path.as_ref().and_then(Value::as_str) != self.url.as_deref() {
+                    return Ok(());
+                }
                 self.ready = true;
                 self.file_end_ms = self.get_f64("duration").await?.map(|s| s * 1000.0);
                 self.correct(server_now, true).await
@@ -290,6 +303,8 @@ impl Follow {
 
     async fn seek(&mut self, to_ms: f64) -> anyhow::Result<()> {
         self.recent.clear();
+        // What was measured before the seek says nothing of after it.
+        self.drift_ms = None;
         let secs = (to_ms / 1000.0).max(0.0);
         self.mpv
             .ipc
