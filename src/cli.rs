@@ -27,9 +27,11 @@ pub enum Command {
     /// Run the server: the WebSocket sync protocol at /ws, the media library,
     /// the web player at /, health and metrics.
     Serve(ServeArgs),
-    /// Run a station from a shell: commands on stdin, or a playlist.
+    /// Run a station of the server's library from a shell: commands on stdin,
+    /// or a playlist.
     Broadcast(BroadcastArgs),
-    /// Tune in from a terminal and show what plays and how well it is in sync.
+    /// Tune in from a terminal and show what plays and how well it is in sync;
+    /// with --player mpv, hear it.
     Listen(ListenArgs),
     /// Generate load against one or more servers and report fan-out latency,
     /// delivery and server cost.

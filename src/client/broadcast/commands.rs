@@ -29,19 +29,24 @@ pub enum Command {
 /// Every command, as `help`, `radio broadcast --help` and its man page list
 /// them.
 pub const HELP: &str = "\
-Commands (one a line on stdin; quote words with spaces as in a shell):
-  play [QUERY] [SECONDS]   play a library track from SECONDS (default 0), or resume
-  track QUERY [SECONDS]    switch track, keeping play or pause; SECONDS: its duration
-  pause                    pause
-  seek SECONDS             jump to a position in the track
-  next, prev               the next or previous track (library order, or the playlist's)
-  search WORDS             list the library tracks whose id, title or artist hold every word
-  now                      print what plays
-  stop                     stop the station and exit (so does the end of stdin)
-  help                     this list
-A QUERY is a library id, or a file name, file stem, title or \"artist - title\"
-(any case), or a part of one that only one track has. At a track's end the
-station plays the next one (--stop-at-end pauses instead).";
+Commands (one a line on stdin; quote words with spaces):
+  play [QUERY] [SECONDS]  play a track from SECONDS, or resume
+  track QUERY [SECONDS]   switch track, keeping play or pause
+                          (SECONDS: its duration)
+  pause                   pause
+  seek SECONDS            jump to a position in the track
+  next, prev              the next or previous track
+  search WORDS            list the tracks whose id, title or
+                          artist hold every word
+  now                     print what plays
+  stop                    stop the station and exit
+  help                    this list
+
+A QUERY is a library id, or a file name, file stem, title or
+\"artist - title\" (any case), or a part of one that only one
+track has. At a track's end the next track plays (the library's
+order, or the playlist's); --stop-at-end pauses instead. The end
+of stdin stops the station, except with --playlist.";
 
 /// The one-line reminder a refused line ends with.
 const USAGE: &str = "commands: play, track, pause, seek, next, prev, search, now, stop, help";
