@@ -105,12 +105,16 @@ pub fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
             let Some(query) = args.first() else {
                 bail!("track needs a track, like: track \"Side B\" or track side-b.mp3 180");
             };
+            let duration_ms = args
+                .get(1)
+                .map(|w| seconds(w, "the duration"))
+                .transpose()?;
+            if duration_ms == Some(0) {
+                bail!("a track's duration must be more than 0 seconds");
+            }
             Command::Track {
                 query: query.clone(),
-                duration_ms: args
-                    .get(1)
-                    .map(|w| seconds(w, "the duration"))
-                    .transpose()?,
+                duration_ms,
             }
         }
         "next" => {
@@ -175,6 +179,7 @@ mod tests {
             Some(Command::Search("side a b".into()))
         );
         assert!(parse_command("search").is_err());
+        assert!(parse_command("track x 0").is_err());
         assert!(parse_command("next 2").is_err());
         assert_eq!(parse_command("  # comment").unwrap(), None);
         assert_eq!(parse_command("").unwrap(), None);
