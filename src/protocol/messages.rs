@@ -442,20 +442,25 @@ mod tests {
         assert_eq!(tuned_out.as_str(), r#"{"type":"tuned_out"}"#);
     }
 
-    #[test]
-    fn position_advances_only_while_playing() {
-        let mut s = Sync {
+    /// A sync at `position_ms` stamped at server time 10 s.
+    fn sync_at(position_ms: u64, duration_ms: Option<u64>) -> Sync {
+        Sync {
             station: StationName::new("s").unwrap(),
             seq: 1,
             track: "t".into(),
-            position_ms: 1000,
+            position_ms,
             playing: true,
-            duration_ms: None,
+            duration_ms,
             title: None,
             artist: None,
             server_time_ms: 10_000,
             cause: SyncCause::Update,
-        };
+        }
+    }
+
+    #[test]
+    fn position_advances_only_while_playing() {
+        let mut s = sync_at(1000, None);
         assert_eq!(s.position_at(10_500), 1500);
         assert_eq!(s.position_at(9_000), 0);
         assert!(!s.ended_at(99_000));
@@ -465,18 +470,7 @@ mod tests {
 
     #[test]
     fn a_playing_position_stops_at_the_tracks_end() {
-        let mut s = Sync {
-            station: StationName::new("s").unwrap(),
-            seq: 1,
-            track: "t".into(),
-            position_ms: 39_000,
-            playing: true,
-            duration_ms: Some(40_000),
-            title: None,
-            artist: None,
-            server_time_ms: 10_000,
-            cause: SyncCause::Update,
-        };
+        let mut s = sync_at(39_000, Some(40_000));
         assert_eq!(s.position_at(10_500), 39_500);
         assert!(!s.ended_at(10_500));
         assert_eq!(s.position_at(16_000), 40_000);

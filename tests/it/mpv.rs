@@ -155,17 +155,57 @@ fn socket_in(dir: &TempDir) -> PathBuf {
     dir.path().join("mpv.sock")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mpv_plays_the_station_in_sync() {
+/// A station playing `track` from `position_ms`, a `radio listen --player
+/// mpv` tuned to it, and the test's own line to that mpv.
+struct Setup {
+    _media: TempDir,
+    _sockets: TempDir,
+    _server: Server,
+    b: Client,
+    listen: Child,
+    frames: Receiver<Value>,
+    err: Receiver<String>,
+    mpv: MpvIpc,
+    /// The station's first `sync`, as listen received it.
+    first: Value,
+}
+
+async fn station_with_mpv(station: &str, track: &str, position_ms: u64) -> Setup {
     let media = media();
     let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
     let mut b = Client::connect(&server).await;
-    b.start("mpv").await;
-    let seq = b.update("mpv", "alpha.wav", 10_000, true).await;
+    b.start(station).await;
+    let seq = b.update(station, track, position_ms, true).await;
     let sockets = TempDir::new("mpv-socket");
-    let (mut listen, frames, _err) = listen_mpv(&server, "mpv", &socket_in(&sockets));
-    let mut mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket_in(&sockets)));
-    let sync = sync_seq(&frames, seq);
+    let (listen, frames, err) = listen_mpv(&server, station, &socket_in(&sockets));
+    let mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket_in(&sockets)));
+    let first = sync_seq(&frames, seq);
+    Setup {
+        _media: media,
+        _sockets: sockets,
+        _server: server,
+        b,
+        listen,
+        frames,
+        err,
+        mpv,
+        first,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_plays_the_station_in_sync() {
+    let Setup {
+        _media,
+        _sockets,
+        _server,
+        mut b,
+        mut listen,
+        frames,
+        err: _err,
+        mut mpv,
+        first: sync,
+    } = station_with_mpv("mpv", "alpha.wav", 10_000).await;
     tokio::task::block_in_place(|| {
         assert_in_sync(&mut mpv, &sync, "3 s after tune-in");
         assert!(
@@ -227,16 +267,18 @@ async fn mpv_plays_the_station_in_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mpv_waits_at_a_tracks_end_and_skips_what_the_server_lacks() {
-    let media = media();
-    let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
-    let mut b = Client::connect(&server).await;
-    b.start("ends").await;
     // Two seconds before the end of a 4 s track, and no next state yet.
-    let seq = b.update("ends", "short.wav", 2_000, true).await;
-    let sockets = TempDir::new("mpv-socket");
-    let (mut listen, frames, err) = listen_mpv(&server, "ends", &socket_in(&sockets));
-    let mut mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket_in(&sockets)));
-    sync_seq(&frames, seq);
+    let Setup {
+        _media,
+        _sockets,
+        _server,
+        mut b,
+        mut listen,
+        frames,
+        err,
+        mut mpv,
+        first: _,
+    } = station_with_mpv("ends", "short.wav", 2_000).await;
     wait_for(&frames, "the player waiting at the end", |v| {
         v["type"] == "player" && v["state"] == "ended"
     });
