@@ -11,6 +11,7 @@ mod support;
 mod browser;
 mod cli;
 mod cluster;
+mod contrib;
 mod fanout;
 mod generated;
 mod layout;
