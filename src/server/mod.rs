@@ -23,6 +23,7 @@ pub mod http;
 pub mod listener;
 pub mod media;
 pub mod metrics;
+pub mod outlet;
 pub mod player;
 pub mod ratelimit;
 pub mod refusal;

@@ -25,6 +25,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Connection ids, for ownership and log spans.
     pub next_id: AtomicU64,
+    /// When the server started: the grid keepalive pings are aligned to.
+    pub started: tokio::time::Instant,
     /// One permit per WebSocket connection (`--max-connections`).
     pub permits: Arc<Semaphore>,
     pub media: Arc<Library>,
@@ -66,6 +68,7 @@ impl Shared {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             next_id: AtomicU64::new(1),
+            started: tokio::time::Instant::now(),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             media,
             sessions,

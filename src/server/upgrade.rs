@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::server::connection;
 use crate::server::metrics::Metrics;
+use crate::server::outlet::{Outlet, OutletIo};
 use crate::server::response::{Body, full, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
@@ -90,7 +91,7 @@ async fn finish_upgrade(
     on_upgrade: hyper::upgrade::OnUpgrade,
     config: WebSocketConfig,
     limit: std::time::Duration,
-) -> Option<WebSocketStream<TcpStream>> {
+) -> Option<WebSocketStream<OutletIo>> {
     let upgraded = match tokio::time::timeout(limit, on_upgrade).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {
@@ -111,15 +112,17 @@ async fn finish_upgrade(
     };
     let stream = io.into_inner().into_inner();
     cap_send_buffer(&stream);
+    // The socket is shared with the station fan-out (docs/architecture.md).
+    let io = OutletIo::new(Outlet::new(stream));
     // `read_buf` may be a view into hyper's 8 KiB read buffer; keeping it
     // would keep that buffer alive for the connection's whole life.
     let ws = if read_buf.is_empty() {
         drop(read_buf);
-        WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
     } else {
         let early = read_buf.to_vec();
         drop(read_buf);
-        WebSocketStream::from_partially_read(stream, early, Role::Server, Some(config)).await
+        WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await
     };
     Some(ws)
 }

@@ -32,7 +32,7 @@ fn field<'a>(report: &'a Value, path: &str) -> &'a Value {
 }
 
 #[test]
-fn two_thousand_listeners_over_two_workers_get_every_final_state() {
+fn ten_thousand_listeners_over_three_workers_get_every_final_state() {
     let mut server = Server::spawn_process(&[]);
     let dir = TempDir::new("loadtest");
     let json = dir.path().join("report.json");
@@ -41,9 +41,9 @@ fn two_thousand_listeners_over_two_workers_get_every_final_state() {
         &server,
         &[
             "--listeners",
-            "2000",
+            "10000",
             "--workers",
-            "2",
+            "3",
             "--stations",
             "2",
             "--duration",
@@ -87,23 +87,23 @@ fn two_thousand_listeners_over_two_workers_get_every_final_state() {
     ] {
         field(&report, path);
     }
-    assert_eq!(report["parameters"]["workers"], 2);
-    assert_eq!(report["parameters"]["listeners"], 2000);
-    assert_eq!(report["listeners"]["attempted"], 2000, "{report:#}");
-    assert_eq!(report["listeners"]["connected"], 2000, "{report:#}");
+    assert_eq!(report["parameters"]["workers"], 3);
+    assert_eq!(report["parameters"]["listeners"], 10000);
+    assert_eq!(report["listeners"]["attempted"], 10000, "{report:#}");
+    assert_eq!(report["listeners"]["connected"], 10000, "{report:#}");
     assert_eq!(report["listeners"]["failed"], 0, "{report:#}");
     assert_eq!(report["final_state_delivery_pct"], 100.0, "{report:#}");
     assert_eq!(report["seq_regressions"], 0, "{report:#}");
     // Every listener got the state of its station when it tuned in, and
     // syncs flowed during the run.
-    assert_eq!(report["delivery"]["tune_in_syncs"], 2000, "{report:#}");
+    assert_eq!(report["delivery"]["tune_in_syncs"], 10000, "{report:#}");
     assert!(report["delivery"]["updates_sent"].as_u64().unwrap() >= 2);
     assert!(report["delivery"]["syncs_received"].as_u64().unwrap() > 0);
     assert!(report["fanout_ms"]["count"].as_u64().unwrap() > 0);
     assert_eq!(report["thresholds"]["passed"], true);
     // The human summary says the same.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("2000 connected"), "{stdout}");
+    assert!(stdout.contains("10000 connected"), "{stdout}");
     assert!(stdout.contains("final state 100.000%"), "{stdout}");
 }
 

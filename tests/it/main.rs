@@ -12,6 +12,8 @@ mod broadcast;
 mod browser;
 mod cli;
 mod cluster;
+mod contrib;
+mod fanout;
 mod generated;
 mod layout;
 mod loadtest;

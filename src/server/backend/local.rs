@@ -112,7 +112,12 @@ impl Local {
             Inner {
                 stations: Mutex::new(HashMap::new()),
                 grace,
-                listeners: Arc::new(Listeners::new(metrics.clone(), on_idle)),
+                listeners: Arc::new(Listeners::new(
+                    metrics.clone(),
+                    tasks.clone(),
+                    shutdown.clone(),
+                    on_idle,
+                )),
                 metrics,
                 tasks,
                 shutdown,
@@ -413,14 +418,14 @@ mod tests {
     async fn claim_publish_and_listen() {
         let (local, metrics) = backend(Duration::from_secs(10));
         let jazz = name("jazz");
-        let mut tuned = local.tune_in(&jazz).await.expect("tune in");
-        assert!(!tuned.rx.borrow_and_update().live);
+        let tuned = local.tune_in(&jazz).await.expect("tune in");
+        assert!(!tuned.station.view().live);
         let mut owned = local.claim(1, &jazz, None).await.expect("claim");
-        assert!(tuned.rx.borrow_and_update().live);
+        assert!(tuned.station.view().live);
         assert_eq!(metrics.stations.get(), 1);
         assert_eq!(owned.update(playback("a")).await, Ok(1));
         assert_eq!(owned.heartbeat(500, None).await, Ok(2));
-        let view = tuned.rx.borrow_and_update().clone();
+        let view = tuned.station.view();
         let sync = &view.state.as_ref().expect("a state").sync;
         assert_eq!(
             (sync.seq, sync.track.as_str(), sync.position_ms),
@@ -434,7 +439,7 @@ mod tests {
             Some(Refusal::Taken(jazz.clone()))
         );
         owned.stop().await.expect("stop");
-        let view = tuned.rx.borrow_and_update().clone();
+        let view = tuned.station.view();
         assert_eq!(view.offline_reason, Some(OfflineReason::Stopped));
         assert_eq!(metrics.stations.get(), 0);
     }
@@ -463,13 +468,13 @@ mod tests {
     async fn grace_then_resume_or_offline() {
         let (local, metrics) = backend(Duration::from_secs(10));
         let s = name("s");
-        let mut tuned = local.tune_in(&s).await.expect("tune in");
+        let tuned = local.tune_in(&s).await.expect("tune in");
         let mut owned = local.claim(1, &s, None).await.expect("claim");
         owned.update(playback("a")).await.expect("update");
         let token = owned.token().to_owned();
         drop(owned);
         // In grace: live for listeners, closed to others, open to the token.
-        assert!(tuned.rx.borrow_and_update().live);
+        assert!(tuned.station.view().live);
         assert_eq!(
             local.claim(2, &s, None).await.err(),
             Some(Refusal::InGrace(s.clone()))
@@ -478,7 +483,7 @@ mod tests {
         assert_eq!(resumed.update(playback("b")).await, Ok(2));
         drop(resumed);
         tokio::time::sleep(Duration::from_secs(11)).await;
-        let view = tuned.rx.borrow_and_update().clone();
+        let view = tuned.station.view();
         assert_eq!(view.offline_reason, Some(OfflineReason::Disconnected));
         assert_eq!(metrics.stations.get(), 0);
     }

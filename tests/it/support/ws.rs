@@ -41,9 +41,28 @@ impl Client {
         Self::try_connect(url).await.expect("websocket connect")
     }
 
+    /// Connects with a receive buffer of about `bytes` (the kernel's
+    /// minimum allows), so that the server's writes to a client that stops
+    /// reading would block after little.
+    pub async fn connect_small_buffer(server: &Server, bytes: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(server.addr).await.expect("connect");
+        let (ws, _) =
+            tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(stream))
+                .await
+                .expect("websocket handshake");
+        Self::welcomed(ws).await
+    }
+
     /// Connects and consumes the `welcome`; the upgrade may be refused.
     pub async fn try_connect(url: &str) -> Result<Client, tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self::welcomed(ws).await)
+    }
+
+    /// Consumes the `welcome` of a fresh connection.
+    async fn welcomed(ws: Ws) -> Client {
         let mut c = Client {
             ws,
             session_id: String::new(),
@@ -55,7 +74,7 @@ impl Client {
             .as_str()
             .expect("welcome has a session_id")
             .to_owned();
-        Ok(c)
+        c
     }
 
     pub async fn send(&mut self, v: Value) {

@@ -91,6 +91,8 @@ impl Redis {
         let idle = bus.clone();
         let listeners = Arc::new(Listeners::new(
             metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
             Box::new(move |name: &StationName| {
                 if idle.send(BusCmd::Idle(name.clone())).is_err() {
                     tracing::debug!("subscriber task is gone (shutting down)");

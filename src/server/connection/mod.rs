@@ -1,0 +1,482 @@
+//! One WebSocket connection: one task that owns its socket.
+//!
+//! The task `select!`s over shutdown, a wake-up from its station's fan-out,
+//! frames in, and the keepalive tick, then writes whatever that produced
+//! before it waits again. There is no second task per socket and no mutex
+//! around per-connection state, so nothing can outlive or deadlock anything
+//! else (the old system's send/receive task pair and its `tuned_broadcaster`
+//! mutex). Every write runs under the write timeout, so a client that stops
+//! reading costs at most the newest station view plus the frames of one
+//! iteration, and is closed (1008) when the timeout passes. Every error a
+//! client causes is answered with an `error` frame or a close code, and every
+//! failure is logged inside this connection's span.
+//!
+//! A listener's states are written by its station's fan-out
+//! ([`crate::server::station::fanout`]) straight to the socket; this task is woken
+//! only when the fan-out could not write (the socket would block, a write
+//! was cut short, or this task was writing), and then catches up with the
+//! newest state itself. It holds its [`Outlet`] from the moment it queues a
+//! frame until tungstenite has written everything, so the two writers'
+//! frames never interleave (the rule is in [`crate::server::outlet`]).
+
+mod goodbye;
+mod requests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::protocol::{self, ClientMessage, PROTOCOL_VERSION, RequestType, ServerMessage};
+use crate::server::backend::Backend as _;
+use crate::server::backend::any::AnyOwned;
+use crate::server::outlet::{self, Outlet, OutletIo};
+use crate::server::ratelimit::{RateLimiter, Verdict};
+use crate::server::refusal::Refusal;
+use crate::server::shared::Shared;
+use crate::server::station::Tuned;
+
+/// Upper bound on [`run`]'s future in a test build, pinned by a test: it
+/// measured 1,296 bytes before the fan-out (2026-12-02) and 920 since its
+/// state is built before the future (it held both the state and the
+/// arguments it was built from); the bound leaves room for a field, not
+/// for a future.
+#[cfg(test)]
+const CONNECTION_TASK_BYTES: usize = 1_000;
+
+/// Most stations one connection may broadcast at once.
+pub const MAX_OWNED_STATIONS: usize = 16;
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Exit {
+    /// The peer closed, or the socket failed.
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client accepted no bytes for the write timeout.
+    SlowClient,
+    /// The client answered no ping for the keepalive timeout.
+    KeepaliveTimeout,
+    /// The client kept flooding past the rate limit.
+    Flood,
+    /// A message over `--max-message-bytes`.
+    TooBig,
+}
+
+/// What woke the connection.
+enum Event {
+    Shutdown,
+    Station,
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Keepalive,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    id: u64,
+    ws: WebSocketStream<OutletIo>,
+    /// The socket under `ws`, shared with the station's fan-out.
+    outlet: Arc<Outlet>,
+    /// Frames to write before waiting again.
+    out: Vec<Message>,
+    owned: Vec<AnyOwned>,
+    tuned: Option<Tuned>,
+    /// This task holds its outlet: the loop writes (and gives it back)
+    /// before it waits again.
+    holding: bool,
+    /// The fan-out handed over the rest of a frame it could not finish.
+    handed_off: bool,
+    limiter: RateLimiter,
+    last_seen: Instant,
+    /// A ping arrived; tungstenite's queued pong goes out with the next flush.
+    pong_pending: bool,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+///
+/// The connection's state is built before the returned future, so the
+/// future holds it once (not also the arguments it was built from).
+pub fn run(
+    ws: WebSocketStream<OutletIo>,
+    shared: Arc<Shared>,
+    id: u64,
+) -> impl std::future::Future<Output = ()> + Send {
+    let limiter = RateLimiter::new(shared.conn.rate_limit);
+    let outlet = ws.get_ref().outlet().clone();
+    let mut conn = Conn {
+        shared,
+        id,
+        ws,
+        outlet,
+        out: Vec::new(),
+        owned: Vec::new(),
+        tuned: None,
+        holding: false,
+        handed_off: false,
+        limiter,
+        last_seen: Instant::now(),
+        pong_pending: false,
+    };
+    async move {
+        let exit = conn.serve().await;
+        // Boxed: the goodbye's future is large and runs once, at the end;
+        // left inline it would size every connection's task for its whole
+        // life (measured when it was boxed: 2,184 -> 1,272 bytes per task;
+        // the test `the_connection_task_stays_small` pins the size now).
+        Box::pin(conn.finish(exit)).await;
+    }
+}
+
+impl Conn {
+    async fn serve(&mut self) -> Exit {
+        self.send(&ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            session_id: protocol::random_token(8),
+            server_time_ms: protocol::now_ms(),
+        });
+        let period = self.shared.conn.keepalive_interval;
+        let first = first_ping(self.shared.started, Instant::now(), period);
+        let mut keepalive = tokio::time::interval_at(first, period);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Registered once: a `cancelled()` made afresh in every iteration
+        // would take the token's lock twice per wake-up, on every connection.
+        let mut shutdown = std::pin::pin!(self.shared.shutdown.clone().cancelled_owned());
+        loop {
+            if self.holding {
+                self.pong_pending = false;
+                if let Err(exit) = self.flush().await {
+                    return exit;
+                }
+            }
+            let event = tokio::select! {
+                biased;
+                _ = &mut shutdown => Event::Shutdown,
+                _ = self.outlet.missed() => Event::Station,
+                frame = self.ws.next() => Event::Frame(frame),
+                _ = keepalive.tick() => Event::Keepalive,
+            };
+            let step = match event {
+                Event::Shutdown => Err(Exit::Shutdown),
+                // The fan-out could not write here: catch up (in `flush`).
+                Event::Station => {
+                    self.hold();
+                    Ok(())
+                }
+                Event::Frame(frame) => match self.on_frame(frame) {
+                    // Boxed, so the Redis round trip's state is not part of
+                    // every connection's task.
+                    Ok(Some(request)) => {
+                        Box::pin(self.on_deferred(*request)).await;
+                        Ok(())
+                    }
+                    Ok(None) => Ok(()),
+                    Err(exit) => Err(exit),
+                },
+                Event::Keepalive => self.on_keepalive(),
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+        }
+    }
+
+    /// Takes the outlet (if this task does not hold it yet) for this
+    /// iteration's write; the fan-out skips it until `flush` gives it back.
+    fn hold(&mut self) {
+        if !self.holding {
+            self.handed_off |= self.outlet.take();
+            self.holding = true;
+        }
+    }
+
+    /// Queues a frame for this iteration's write.
+    fn push(&mut self, frame: Message) {
+        self.hold();
+        self.out.push(frame);
+    }
+
+    /// Queues a message for this iteration's write.
+    fn send(&mut self, msg: &ServerMessage) {
+        if let ServerMessage::Error { code, .. } = msg {
+            self.shared.metrics.error(*code);
+        }
+        self.push(Message::Text(protocol::encode(msg)));
+    }
+
+    /// Queues what the listener lacks of its station's newest view (the
+    /// fan-out could not write it): a notice if the station went live or
+    /// offline since the listener was last told, and the newest `sync`.
+    fn catch_up(&mut self) {
+        let Some(tuned) = &self.tuned else {
+            return;
+        };
+        let view = tuned.station.view();
+        let (sent, told_live) = self.outlet.sent();
+        if view.live != told_live {
+            let station = tuned.station.name.clone();
+            self.out.push(Message::Text(protocol::encode(&if view.live {
+                ServerMessage::BroadcasterOnline { station }
+            } else {
+                ServerMessage::BroadcasterOffline {
+                    station,
+                    reason: view
+                        .offline_reason
+                        .unwrap_or(protocol::OfflineReason::Disconnected),
+                }
+            })));
+        }
+        let mut seq = sent;
+        if let Some(state) = view.state.as_ref().filter(|s| s.sync.seq > sent) {
+            seq = state.sync.seq;
+            self.shared.metrics.syncs_sent.inc();
+            self.out.push(Message::Text(state.frame.clone()));
+        }
+        self.outlet.set_sent(seq, view.live);
+    }
+
+    /// Answers a refused request with its `error` frame; `request` is the
+    /// request's type, `None` for frames refused before they are read
+    /// (binary, over the rate).
+    fn refuse(&mut self, refusal: Refusal, request: Option<RequestType>) {
+        let code = refusal.code();
+        let message = refusal.to_string();
+        tracing::debug!(%code, %message, request = request.map(RequestType::as_str), "request refused");
+        self.send(&ServerMessage::Error {
+            code,
+            message,
+            request_type: request.map(|r| r.as_str().to_owned()),
+        });
+    }
+
+    /// Writes the queued frames (and what the fan-out could not), giving up
+    /// after the write timeout, then gives the outlet back.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        if std::mem::take(&mut self.handed_off) {
+            // Rare, so boxed: it does not size every connection's task.
+            Box::pin(self.write_handed_over()).await?;
+        }
+        self.catch_up();
+        let ws = &mut self.ws;
+        // Drained in place: the queue keeps its small capacity, so a delivery
+        // allocates nothing.
+        let frames = &mut self.out;
+        let write = async move {
+            for frame in frames.drain(..) {
+                ws.feed(frame).await?;
+            }
+            ws.flush().await
+        };
+        let mut write = std::pin::pin!(write);
+        // Most writes complete at once; only a write that waits arms a timer
+        // (boxed, so idle connections do not carry one).
+        let result = match write.as_mut().now_or_never() {
+            Some(r) => r,
+            None => {
+                match Box::pin(tokio::time::timeout(self.shared.conn.write_timeout, write)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(Exit::SlowClient),
+                }
+            }
+        };
+        result.map_err(|e| {
+            tracing::debug!(error = %e, "write failed");
+            Exit::Closed
+        })?;
+        self.holding = false;
+        self.outlet.give_back();
+        Ok(())
+    }
+
+    /// Writes the rest of a fan-out frame that was cut short: it is half on
+    /// the wire, so it goes before anything else.
+    async fn write_handed_over(&mut self) -> Result<(), Exit> {
+        let Some(rest) = self.outlet.handed_over() else {
+            return Ok(());
+        };
+        let limit = self.shared.conn.write_timeout;
+        match tokio::time::timeout(limit, outlet::write_all(&self.outlet, &rest)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(Exit::Closed)
+            }
+            Err(_) => Err(Exit::SlowClient),
+        }
+    }
+
+    fn on_keepalive(&mut self) -> Result<(), Exit> {
+        if self.last_seen.elapsed() > self.shared.conn.keepalive_timeout {
+            return Err(Exit::KeepaliveTimeout);
+        }
+        self.push(Message::Ping(Default::default()));
+        Ok(())
+    }
+
+    /// Handles a frame; returns a cluster request that must still wait on Redis.
+    fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<Option<Box<ClientMessage>>, Exit> {
+        let msg = match frame {
+            None => return Err(Exit::Closed),
+            Some(Ok(msg)) => msg,
+            Some(Err(tungstenite::Error::Capacity(e))) => {
+                tracing::info!(error = %e, "message over the size limit");
+                return Err(Exit::TooBig);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                return Err(Exit::Closed);
+            }
+        };
+        self.last_seen = Instant::now();
+        match msg {
+            Message::Text(text) => {
+                self.rate_check()?;
+                let started = std::time::Instant::now();
+                let (request_type, deferred) = self.on_text(text.as_str());
+                if deferred.is_none() {
+                    self.handled(request_type, started);
+                }
+                return Ok(deferred);
+            }
+            Message::Binary(_) => {
+                self.rate_check()?;
+                self.shared.metrics.inbound_invalid.inc();
+                self.refuse(Refusal::Binary, None);
+            }
+            // tungstenite queues the pong; the next flush sends it.
+            Message::Ping(_) => {
+                self.hold();
+                self.pong_pending = true;
+            }
+            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(_) => return Err(Exit::Closed),
+        }
+        Ok(None)
+    }
+
+    fn rate_check(&mut self) -> Result<(), Exit> {
+        match self.limiter.check() {
+            Verdict::Allow => Ok(()),
+            Verdict::Disconnect => Err(Exit::Flood),
+            Verdict::Refuse => {
+                self.refuse(Refusal::RateLimited(self.shared.conn.rate_limit), None);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records how long a request took.
+    fn handled(&self, request_type: &str, started: std::time::Instant) {
+        let took = started.elapsed();
+        self.shared.metrics.handling_seconds.observe(took);
+        if took > Duration::from_millis(100) {
+            tracing::warn!(request = request_type, ?took, "slow message handling");
+        }
+    }
+
+    /// A cluster request: it waits on Redis (at most its timeout).
+    async fn on_deferred(&mut self, request: ClientMessage) {
+        let started = std::time::Instant::now();
+        let ty = request.type_name();
+        self.on_request(request).await;
+        self.handled(ty, started);
+    }
+
+    /// Handles one text frame; returns its request type for logging, and
+    /// the request itself when it must wait on the cluster's Redis.
+    fn on_text(&mut self, text: &str) -> (&'static str, Option<Box<ClientMessage>>) {
+        let msg = match protocol::decode_request(text) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.shared.metrics.inbound_invalid.inc();
+                self.shared.metrics.error(e.code);
+                tracing::debug!(code = %e.code, message = %e.message, "bad request");
+                self.push(Message::Text(protocol::encode(&e.to_message())));
+                return ("invalid", None);
+            }
+        };
+        let ty = msg.type_name();
+        self.shared.metrics.inbound(msg.request_type());
+        let at_once = self.shared.backend.answers_at_once()
+            || matches!(msg, ClientMessage::Ping { .. } | ClientMessage::TuneOut);
+        if at_once {
+            // A single node answers every request at its first poll (a
+            // cluster node its pings and tune-outs); polling it here keeps its
+            // state on this stack frame rather than in the connection's task,
+            // and allocates nothing.
+            if self.on_request(msg).now_or_never().is_none() {
+                tracing::error!(
+                    request = ty,
+                    "a single-node request did not complete at once"
+                );
+            }
+            (ty, None)
+        } else {
+            (ty, Some(Box::new(msg)))
+        }
+    }
+}
+
+/// Keepalive pings go out in slots of this width, at most: a slot's pings
+/// are handled in one burst of work instead of waking the server for each
+/// (which cost about twice as much CPU per ping, measured), while spread
+/// over the interval so that connections that joined in the same second do
+/// not all ping in the same second.
+const PING_SLOT: Duration = Duration::from_millis(1000);
+
+/// When a connection that starts `now` pings first: a random point of its
+/// interval, moved to the next slot boundary counted from `base`.
+fn first_ping(base: Instant, now: Instant, period: Duration) -> Instant {
+    let slot = PING_SLOT.min(period).max(Duration::from_millis(1));
+    let at = now + period.mul_f64(fastrand::f64());
+    let since = at.saturating_duration_since(base).as_nanos();
+    let slot_ns = slot.as_nanos();
+    let slots = since.div_ceil(slot_ns);
+    let offset = u64::try_from(slots * slot_ns).unwrap_or(u64::MAX);
+    (base + Duration::from_nanos(offset)).max(now + Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection's task embeds this future for its whole life, so
+    /// its size is memory per connection (bench/RESULTS.md). Boxing the
+    /// goodbye and the cluster's requests is what keeps it small; this
+    /// catches a change that grows it by accident.
+    #[test]
+    fn the_connection_task_stays_small() {
+        /// The size of what `f` returns, without calling it.
+        fn returned<A, B, C, R>(_f: fn(A, B, C) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = returned(run as fn(_, _, _) -> _);
+        eprintln!("connection task: {size} bytes");
+        assert!(
+            size <= CONNECTION_TASK_BYTES,
+            "connection task is {size} bytes"
+        );
+    }
+
+    #[test]
+    fn first_pings_fall_on_slots_within_the_interval() {
+        let base = Instant::now();
+        let now = base + Duration::from_millis(1234);
+        let period = Duration::from_secs(15);
+        for _ in 0..100 {
+            let first = first_ping(base, now, period);
+            let since = first.duration_since(base);
+            assert_eq!(since.as_nanos() % PING_SLOT.as_nanos(), 0, "{since:?}");
+            assert!(
+                first > now && first <= now + period + PING_SLOT,
+                "{since:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The requests a connection answers: broadcasting (start, stop, update,
+//! heartbeat) through the backend, and tuning in, which attaches the
+//! listener's socket to its station's fan-out.
+
+use crate::protocol::{
+    self, ClientMessage, Heartbeat, RequestType, ServerMessage, StationName, SyncCause, Update,
+};
+use crate::server::backend::{Backend as _, OwnedStation as _};
+use crate::server::refusal::Refusal;
+use crate::server::station::Playback;
+
+use super::{Conn, MAX_OWNED_STATIONS};
+
+impl Conn {
+    /// Answers one decoded request.
+    pub(super) async fn on_request(&mut self, msg: ClientMessage) {
+        let ty = msg.request_type();
+        match msg {
+            ClientMessage::Ping { id, client_time_ms } => self.send(&ServerMessage::Pong {
+                id,
+                client_time_ms,
+                server_time_ms: protocol::now_ms(),
+            }),
+            ClientMessage::StartBroadcasting {
+                station,
+                resume_token,
+                key,
+            } => self.start(station, resume_token, key).await,
+            ClientMessage::StopBroadcasting { station } => self.stop(station).await,
+            ClientMessage::Update(u) => self.update(u).await,
+            ClientMessage::Heartbeat(h) => self.heartbeat(h).await,
+            ClientMessage::TuneIn { station } => self.tune_in(station).await,
+            ClientMessage::TuneOut => {
+                // Held first, so no state of the station follows `tuned_out`.
+                self.hold();
+                self.tuned = None;
+                self.send(&ServerMessage::TunedOut);
+            }
+            ClientMessage::ListStations => match self.shared.backend.list().await {
+                Ok(stations) => self.send(&ServerMessage::Stations { stations }),
+                Err(refusal) => self.refuse(refusal, Some(ty)),
+            },
+        }
+    }
+
+    async fn start(
+        &mut self,
+        station: StationName,
+        resume_token: Option<String>,
+        key: Option<String>,
+    ) {
+        const REQ: Option<RequestType> = Some(RequestType::StartBroadcasting);
+        if let Some(required) = &self.shared.conn.broadcast_key {
+            if key.as_deref() != Some(required.as_str()) {
+                let why = match key {
+                    Some(_) => Refusal::WrongKey,
+                    None => Refusal::KeyRequired,
+                };
+                return self.refuse(why, REQ);
+            }
+        }
+        if let Some(owned) = self.owned.iter().find(|o| *o.name() == station) {
+            let resume_token = owned.token().to_owned();
+            return self.send(&ServerMessage::Broadcasting {
+                station,
+                resume_token,
+            });
+        }
+        if self.owned.len() >= MAX_OWNED_STATIONS {
+            return self.refuse(Refusal::TooManyStations(MAX_OWNED_STATIONS), REQ);
+        }
+        let claimed = self
+            .shared
+            .backend
+            .claim(self.id, &station, resume_token.as_deref())
+            .await;
+        match claimed {
+            Ok(owned) => {
+                tracing::info!(%station, "broadcasting");
+                let resume_token = owned.token().to_owned();
+                self.owned.push(owned);
+                self.send(&ServerMessage::Broadcasting {
+                    station,
+                    resume_token,
+                });
+            }
+            Err(refusal) => self.refuse(refusal, REQ),
+        }
+    }
+
+    /// The index of an owned station, or the refusal that explains why not.
+    async fn owned_index(&mut self, station: &StationName, request: RequestType) -> Option<usize> {
+        if let Some(i) = self.owned.iter().position(|o| o.name() == station) {
+            return Some(i);
+        }
+        let refusal = if self.shared.backend.is_live(station).await {
+            Refusal::NotOwner(station.clone())
+        } else {
+            Refusal::NotLive(station.clone())
+        };
+        self.refuse(refusal, Some(request));
+        None
+    }
+
+    async fn stop(&mut self, station: StationName) {
+        const REQ: RequestType = RequestType::StopBroadcasting;
+        if let Some(i) = self.owned_index(&station, REQ).await {
+            match self.owned[i].stop().await {
+                Ok(()) => {
+                    self.owned.swap_remove(i);
+                    tracing::info!(%station, "stopped broadcasting");
+                    self.send(&ServerMessage::Stopped { station });
+                }
+                Err(refusal) => self.refused(i, refusal, REQ),
+            }
+        }
+    }
+
+    /// A backend refused an owner's request: say so, and forget a station
+    /// that was taken over (cluster mode).
+    fn refused(&mut self, i: usize, refusal: Refusal, request: RequestType) {
+        if matches!(refusal, Refusal::TakenOver(_)) {
+            self.owned.swap_remove(i);
+        }
+        self.refuse(refusal, Some(request));
+    }
+
+    async fn update(&mut self, u: Update) {
+        const REQ: RequestType = RequestType::Update;
+        let Some(i) = self.owned_index(&u.station, REQ).await else {
+            return;
+        };
+        // The library's word on the track, filled here, where the update is
+        // stamped: once per update, never per listener, on any backend.
+        let index = self.shared.media.index();
+        let known = index.get(&u.track);
+        let playback = Playback {
+            position_ms: carried_position(u.position_ms, u.playing, u.at_server_ms),
+            playing: u.playing,
+            duration_ms: u.duration_ms.or_else(|| known.and_then(|t| t.duration_ms)),
+            title: known.map(|t| t.title.clone()).or(u.title),
+            artist: match known {
+                Some(t) => t.artist.clone(),
+                None => u.artist,
+            },
+            track: u.track,
+        };
+        drop(index);
+        match self.owned[i].update(playback).await {
+            Ok(seq) if u.ack => self.send(&ServerMessage::Ack {
+                station: u.station,
+                seq,
+            }),
+            Ok(_) => {}
+            Err(refusal) => self.refused(i, refusal, REQ),
+        }
+    }
+
+    async fn heartbeat(&mut self, h: Heartbeat) {
+        const REQ: RequestType = RequestType::Heartbeat;
+        let Some(i) = self.owned_index(&h.station, REQ).await else {
+            return;
+        };
+        let playing = h
+            .playing
+            .or_else(|| self.owned[i].current().map(|s| s.playing))
+            .unwrap_or(false);
+        let position = carried_position(h.position_ms, playing, h.at_server_ms);
+        match self.owned[i].heartbeat(position, h.playing).await {
+            Ok(seq) if h.ack => self.send(&ServerMessage::Ack {
+                station: h.station,
+                seq,
+            }),
+            Ok(_) => {}
+            Err(refusal) => self.refused(i, refusal, REQ),
+        }
+    }
+
+    async fn tune_in(&mut self, station: StationName) {
+        // Held first, so no state of the old station follows what this
+        // answers; the old subscription goes first so re-tuning to the same
+        // station counts one listener, not two.
+        self.hold();
+        self.tuned = None;
+        let mut tuned = match self.shared.backend.tune_in(&station).await {
+            Ok(tuned) => tuned,
+            Err(refusal) => return self.refuse(refusal, Some(RequestType::TuneIn)),
+        };
+        let view = tuned.station.view();
+        self.send(&ServerMessage::Tuned {
+            station,
+            live: view.live,
+        });
+        let mut last_seq = 0;
+        if let Some(state) = &view.state {
+            let now = protocol::now_ms();
+            let mut sync = state.sync.clone();
+            sync.position_ms = sync.position_at(now);
+            sync.server_time_ms = now;
+            sync.cause = SyncCause::TuneIn;
+            last_seq = sync.seq;
+            self.shared.metrics.syncs_sent.inc();
+            self.send(&ServerMessage::Sync(sync));
+        }
+        // What this listener is sent from here on comes from the fan-out,
+        // or from `catch_up` when the fan-out cannot write.
+        self.outlet.set_sent(last_seq, view.live);
+        tuned.attach(self.outlet.clone());
+        self.tuned = Some(tuned);
+    }
+}
+
+/// The position at the moment the server stamps it: carried forward from the
+/// broadcaster's `at_server_ms` when that is within the allowed skew.
+fn carried_position(position_ms: u64, playing: bool, at_server_ms: Option<i64>) -> u64 {
+    match at_server_ms {
+        Some(at) if playing => {
+            let delta = protocol::now_ms() - at;
+            if delta.abs() <= protocol::MAX_AT_SERVER_SKEW_MS {
+                protocol::advance(position_ms, delta)
+            } else {
+                position_ms
+            }
+        }
+        _ => position_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_carried_only_within_skew() {
+        let now = protocol::now_ms();
+        let p = carried_position(1_000, true, Some(now - 200));
+        assert!((1_200..1_300).contains(&p), "{p}");
+        assert_eq!(carried_position(1_000, true, Some(now - 60_000)), 1_000);
+        assert_eq!(carried_position(1_000, false, Some(now - 200)), 1_000);
+        assert_eq!(carried_position(1_000, true, None), 1_000);
+    }
+}

@@ -1,0 +1,183 @@
+//! What a station publishes and its listeners see: the [`View`] a station's
+//! cell holds, the [`State`] in it with its frame encoded once, the
+//! [`Playback`] a broadcaster chooses, and [`wire_frame`], which turns a
+//! message into the WebSocket frame every listener is sent.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::{self, OfflineReason, ServerMessage, StationName, Sync, SyncCause};
+
+/// What listeners of a station see: replaced whole on every change.
+#[derive(Debug, Default)]
+pub struct View {
+    /// A broadcaster holds the station (also during its grace period).
+    pub live: bool,
+    /// Why it last went offline, when it is not live.
+    pub offline_reason: Option<OfflineReason>,
+    /// The newest state, from the broadcaster's last `update`/`heartbeat`.
+    pub state: Option<State>,
+}
+
+impl View {
+    /// Offline for `reason`, with no state.
+    pub fn offline(reason: OfflineReason) -> Self {
+        Self {
+            live: false,
+            offline_reason: Some(reason),
+            state: None,
+        }
+    }
+
+    /// Live, with `state` if there is one yet.
+    pub fn live(state: Option<State>) -> Self {
+        Self {
+            live: true,
+            offline_reason: None,
+            state,
+        }
+    }
+}
+
+/// One published state and its `sync` frame, encoded once for every
+/// listener: as the WebSocket frame the fan-out writes, and as the message
+/// text inside it that a connection's own task writes through tungstenite.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub sync: Sync,
+    /// `sync`'s JSON (a view into `wire`).
+    pub frame: Utf8Bytes,
+    /// The whole WebSocket frame: header and `frame`.
+    pub wire: Bytes,
+}
+
+impl State {
+    /// Encodes `sync`'s frame, once.
+    pub fn new(sync: Sync) -> Self {
+        let msg = ServerMessage::Sync(sync);
+        let json = protocol::encode(&msg);
+        match msg {
+            ServerMessage::Sync(sync) => Self::framed(sync, json.as_str()),
+            _ => unreachable!("built as a sync above"),
+        }
+    }
+
+    /// A state from a frame another process encoded (a cluster node's).
+    pub fn from_frame(frame: &str) -> Option<Self> {
+        match serde_json::from_str::<ServerMessage>(frame) {
+            Ok(ServerMessage::Sync(sync)) => Some(Self::framed(sync, frame)),
+            _ => {
+                tracing::warn!(frame, "ignoring a malformed state");
+                None
+            }
+        }
+    }
+
+    fn framed(sync: Sync, json: &str) -> Self {
+        let wire = wire_frame(json.as_bytes());
+        let body = wire.slice(wire.len() - json.len()..);
+        // The body is `json`'s bytes, so it is UTF-8; the fallback copies.
+        let frame = Utf8Bytes::try_from(body).unwrap_or_else(|_| Utf8Bytes::from(json));
+        Self { sync, frame, wire }
+    }
+}
+
+/// What a broadcaster chooses in an `update`, with what the server's library
+/// says of its track (filled once, where the update is stamped): the rest of
+/// a `sync` (station, `seq`, server time, cause) is the server's to stamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Playback {
+    pub track: String,
+    pub position_ms: u64,
+    pub playing: bool,
+    pub duration_ms: Option<u64>,
+    pub title: Option<String>,
+    pub artist: Option<String>,
+}
+
+impl Playback {
+    /// The `sync` this playback becomes, stamped now.
+    pub fn stamp(self, station: StationName, seq: u64, cause: SyncCause) -> Sync {
+        Sync {
+            station,
+            seq,
+            track: self.track,
+            position_ms: self.position_ms,
+            playing: self.playing,
+            duration_ms: self.duration_ms,
+            title: self.title,
+            artist: self.artist,
+            server_time_ms: protocol::now_ms(),
+            cause,
+        }
+    }
+
+    /// A heartbeat's playback: `last`'s track, duration, title and artist at
+    /// a new position (and play state, when given).
+    pub fn carried(last: &Sync, position_ms: u64, playing: Option<bool>) -> Self {
+        Self {
+            track: last.track.clone(),
+            position_ms,
+            playing: playing.unwrap_or(last.playing),
+            duration_ms: last.duration_ms,
+            title: last.title.clone(),
+            artist: last.artist.clone(),
+        }
+    }
+}
+
+/// One text frame as it goes on the wire from a server: FIN and opcode,
+/// the length, then the payload (unmasked).
+pub fn wire_frame(payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut out = BytesMut::with_capacity(len + 10);
+    out.put_u8(0x81);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if let Ok(len16) = u16::try_from(len) {
+        out.put_u8(126);
+        out.put_u16(len16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> StationName {
+        StationName::new(s).expect("a valid name")
+    }
+
+    #[test]
+    fn a_state_is_encoded_once_and_read_back() {
+        let playback = Playback {
+            track: "a.ogg".into(),
+            position_ms: 5,
+            playing: true,
+            duration_ms: Some(9),
+            title: Some("A".into()),
+            artist: None,
+        };
+        let state = State::new(playback.stamp(name("s"), 3, SyncCause::Update));
+        let back = State::from_frame(state.frame.as_str()).expect("a sync frame");
+        assert_eq!(back.sync, state.sync);
+        assert!(State::from_frame(r#"{"type":"pong","server_time_ms":1}"#).is_none());
+    }
+
+    #[test]
+    fn frames_carry_the_payload_length() {
+        let short = wire_frame(b"hi");
+        assert_eq!(&short[..], b"\x81\x02hi");
+        let medium = wire_frame(&[b'a'; 300]);
+        assert_eq!(&medium[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(medium.len(), 304);
+        let long = wire_frame(&vec![b'a'; 70_000]);
+        assert_eq!(long[1], 127);
+        assert_eq!(&long[2..10], &70_000u64.to_be_bytes());
+    }
+}
