@@ -85,7 +85,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__broadcast)
-            opts="-h -V --url --station --ca-cert --key --playlist --heartbeat-interval --json --help --version"
+            opts="-h -V --url --station --ca-cert --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -263,7 +263,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__listen)
-            opts="-h -V --url --station --ca-cert --json --help --version"
+            opts="-h -V --url --station --ca-cert --json --player --player-arg --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -278,6 +278,14 @@ _radio() {
                     return 0
                     ;;
                 --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --player)
+                    COMPREPLY=($(compgen -W "mpv" -- "${cur}"))
+                    return 0
+                    ;;
+                --player-arg)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

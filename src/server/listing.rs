@@ -95,8 +95,8 @@ pub fn bound(mut all: Vec<StationSummary>, max: usize) -> Page {
     let mut bytes = 0;
     let mut kept = 0;
     for s in all.iter().take(max) {
-        // The entry's size as encoded: its strings plus the fixed fields.
-        let size = s.station.as_str().len() + s.track.as_ref().map_or(4, |t| t.len() * 2 + 2) + 160;
+        // The entry's size as encoded (once a second at most: cached).
+        let size = serde_json::to_vec(s).map_or(usize::MAX / 2, |v| v.len() + 1);
         if bytes + size > MAX_LIST_BYTES {
             break;
         }
@@ -144,6 +144,9 @@ mod tests {
             live: true,
             // Quotes and controls escape to twice their length or more.
             track: Some(track.to_owned()),
+            title: Some(track.to_owned()),
+            artist: Some(track.to_owned()),
+            duration_ms: Some(u64::MAX),
             playing: true,
             position_ms: u64::MAX,
             server_time_ms: i64::MIN,

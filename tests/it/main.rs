@@ -8,15 +8,19 @@
 
 mod support;
 
+mod broadcast;
 mod browser;
 mod cli;
 mod cluster;
+mod contrib;
 mod fanout;
 mod generated;
 mod layout;
 mod limits;
 mod loadtest;
 mod media;
+mod metadata;
+mod mpv;
 mod protocol;
 mod security;
 mod tls;

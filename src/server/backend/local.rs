@@ -421,6 +421,8 @@ mod tests {
             position_ms: 0,
             playing: true,
             duration_ms: None,
+            title: None,
+            artist: None,
         }
     }
 

@@ -8,8 +8,10 @@
 //! - [`fixtures`]: temporary directories and generated media;
 //! - [`poll`]: waiting for something to happen, bounded;
 //! - [`tls`]: certificates made by openssl, and https/wss clients;
-//! - [`process`]: the `radio` binary and child processes.
+//! - [`process`]: the `radio` binary and child processes;
+//! - [`cli`]: the shell clients as processes, and reading what they print.
 
+pub mod cli;
 pub mod fixtures;
 pub mod http;
 pub mod poll;
