@@ -38,11 +38,14 @@ use player::Player;
 use queue::{Order, Queue};
 
 use crate::cli::BroadcastArgs;
+
 use crate::client::http::Endpoint;
 use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{
     self, ClientMessage, ErrorCode, Heartbeat, ServerMessage, StationName, Update,
 };
+/// The M3U parser, public for its fuzz target (`fuzz/`, docs/security.md).
+pub use playlist::{Entry as PlaylistEntry, parse_m3u};
 
 /// How a connection ended.
 enum End {

@@ -41,7 +41,11 @@ pub fn parse_m3u(text: &str) -> anyhow::Result<Vec<Entry>> {
                 .ok()
                 .filter(|s| s.is_finite() && *s > 0.0);
             let title = (!title.trim().is_empty()).then(|| title.trim().to_owned());
-            info = Some((secs.map(|s| (s * 1000.0).round() as u64), title));
+            // Rounded to whole ms, a tiny duration is none (found by fuzz/m3u).
+            let ms = secs
+                .map(|s| (s * 1000.0).round() as u64)
+                .filter(|ms| *ms > 0);
+            info = Some((ms, title));
             continue;
         }
         if line.starts_with('#') {
