@@ -34,20 +34,27 @@ fn openssl(args: &[&str], dir: &TempDir) {
     );
 }
 
+/// `openssl req` with a new P-256 key and no passphrase, then `args`.
+fn req_with_new_key(args: &[&str], dir: &TempDir) {
+    let new_key = [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(&[&new_key[..], args].concat(), dir);
+}
+
 impl Certs {
     /// A new CA and a server certificate `server.pem` / `server.key` with
     /// common name `cn`.
     pub fn new(cn: &str) -> Certs {
         let dir = TempDir::new("tls");
-        openssl(
+        req_with_new_key(
             &[
-                "req",
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
                 "-keyout",
                 "ca.key",
                 "-out",
@@ -77,21 +84,8 @@ impl Certs {
              keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
         );
         let subj = format!("/CN={cn}");
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "new.key",
-                "-out",
-                "new.csr",
-                "-subj",
-                &subj,
-            ],
+        req_with_new_key(
+            &["-keyout", "new.key", "-out", "new.csr", "-subj", &subj],
             &self.dir,
         );
         openssl(
