@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: Redis (the
-# cluster tests start a real redis-server), Chromium and its driver (the web
+# cluster tests start a real redis-server), Prometheus and promtool (the
+# metrics tests), Chromium and its driver (the web
 # player's browser tests), and the browser tests' npm packages. Idempotent:
 # installs only what is missing. Debian/Ubuntu; runs apt-get as root or via sudo.
 set -euo pipefail
@@ -12,6 +13,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The metrics tests: promtool lints /metrics, a Prometheus server scrapes it.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -13,7 +13,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "radio",
-    version,
+    version = crate::version::LONG,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -297,6 +297,9 @@ pub fn command() -> clap::Command {
 /// Writes the man page of radio, or of one of its subcommands.
 pub fn write_man(subcommand: Option<&str>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     let cmd = command();
+    // The page names the version alone: a commit in it would make every
+    // commit change the generated pages.
+    let cmd = cmd.version(crate::version::VERSION);
     let page = match subcommand {
         None => cmd,
         Some(name) => {

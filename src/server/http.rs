@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -21,6 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::protocol::StationSummary;
 use crate::server::backend::Backend as _;
+use crate::server::metrics::Route;
 use crate::server::response::{Body, json, method_not_allowed, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
@@ -32,7 +32,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
-        async move { Ok::<_, Infallible>(route(req, peer, shared).await) }
+        async move {
+            let (kind, head) = (route_of(req.uri().path()), req.method() == Method::HEAD);
+            let res = route(req, peer, shared.clone()).await;
+            Ok::<_, Infallible>(shared.metrics.http.count(kind, head, res))
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -79,19 +83,27 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) ->
                 Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
             }
         }
-        (&Method::GET, "/metrics") => {
-            let mut res = text(StatusCode::OK, shared.metrics.render());
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            res
-        }
+        (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
         (_, p) if media::Library::serves(p) => shared.media.route(&req).await,
         (_, sessions::PATH) => shared.sessions.route(req).await,
         (_, p) if player::serves(p) => player::route(method, p),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
+    }
+}
+
+/// A path's `radio_http_requests_total` route.
+fn route_of(path: &str) -> Route {
+    match path {
+        "/ws" => Route::Ws,
+        "/healthz" | "/readyz" => Route::Health,
+        "/metrics" => Route::Metrics,
+        "/api/stations" => Route::Stations,
+        "/api/library" => Route::Library,
+        sessions::PATH => Route::Session,
+        p if media::Library::serves(p) => Route::Media,
+        p if player::serves(p) => Route::Player,
+        _ => Route::Other,
     }
 }

@@ -9,10 +9,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::server::backend::any::AnyBackend;
+use crate::server::backend::Backend as _;
+use crate::server::backend::any::{AnyBackend, BackendConfig};
 use crate::server::config::{ConnConfig, MediaConfig, ServerConfig};
 use crate::server::media::{self, Library};
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Metrics, Scrape};
 use crate::server::sessions::{self, Sessions};
 
 /// State shared by every connection and request handler.
@@ -41,7 +42,8 @@ impl Shared {
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new());
+        let cluster = matches!(config.backend, BackendConfig::Redis(_));
+        let metrics = Arc::new(Metrics::with_redis(cluster));
         let backend = AnyBackend::start(
             config.backend,
             metrics.clone(),
@@ -73,6 +75,24 @@ impl Shared {
             media,
             sessions,
         })
+    }
+}
+
+impl Shared {
+    /// What `/metrics` reads when scraped: each station's listeners, the
+    /// sessions, the library, the Redis link.
+    pub fn scrape(&self) -> Scrape {
+        let index = self.media.index();
+        Scrape {
+            stations: (self.backend.local_listeners().into_iter())
+                .map(|(name, n)| (name.to_string(), n))
+                .collect(),
+            sessions: self.sessions.len(),
+            library_tracks: index.len(),
+            library_bytes: index.tracks().map(|t| t.size).sum(),
+            redis_up: matches!(self.backend, AnyBackend::Redis(_))
+                .then(|| self.backend.readiness().is_ok()),
+        }
     }
 }
 

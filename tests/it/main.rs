@@ -17,4 +17,5 @@ mod generated;
 mod layout;
 mod loadtest;
 mod media;
+mod metrics;
 mod protocol;

@@ -17,7 +17,7 @@ use super::{Conn, Exit};
 impl Conn {
     /// Says goodbye in the way `exit` calls for; bounded by the write timeout.
     pub(super) async fn finish(mut self, exit: Exit) {
-        let metrics = &self.shared.metrics;
+        self.shared.metrics.disconnect(exit.reason());
         let close = match exit {
             Exit::Closed => None,
             Exit::Shutdown => {
@@ -29,17 +29,14 @@ impl Conn {
                 Some((CloseCode::Away, "server shutting down"))
             }
             Exit::SlowClient => {
-                metrics.slow_client_disconnects.inc();
                 tracing::info!("closing a client that accepted no bytes for the write timeout");
                 Some((CloseCode::Policy, "write timeout"))
             }
             Exit::KeepaliveTimeout => {
-                metrics.keepalive_timeouts.inc();
                 tracing::info!("closing a client that answered no ping");
                 Some((CloseCode::Policy, "keepalive timeout"))
             }
             Exit::Flood => {
-                metrics.rate_limit_disconnects.inc();
                 tracing::info!("closing a client that kept flooding past the rate limit");
                 Some((CloseCode::Policy, "rate limit exceeded"))
             }

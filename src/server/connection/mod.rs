@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::protocol::{self, ClientMessage, PROTOCOL_VERSION, RequestType, ServerMessage};
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyOwned;
+use crate::server::metrics::Disconnect;
 use crate::server::outlet::{self, Outlet, OutletIo};
 use crate::server::ratelimit::{RateLimiter, Verdict};
 use crate::server::refusal::Refusal;
@@ -65,6 +66,20 @@ enum Exit {
     Flood,
     /// A message over `--max-message-bytes`.
     TooBig,
+}
+
+impl Exit {
+    /// Its `radio_disconnects_total` reason.
+    fn reason(&self) -> Disconnect {
+        match self {
+            Exit::Closed => Disconnect::Closed,
+            Exit::Shutdown => Disconnect::Shutdown,
+            Exit::SlowClient => Disconnect::SlowClient,
+            Exit::KeepaliveTimeout => Disconnect::KeepaliveTimeout,
+            Exit::Flood => Disconnect::RateLimit,
+            Exit::TooBig => Disconnect::TooBig,
+        }
+    }
 }
 
 /// What woke the connection.
