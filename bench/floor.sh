@@ -17,6 +17,7 @@
 # bench/out/floor/summary.md for bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 SIZES=${SIZES:-"10000 18000"}
@@ -33,35 +34,20 @@ RADIO=${RADIO_BIN:-target/release/radio}
 FLOOR="$OUT/floor"
 cc -O2 -g -Wall -std=gnu11 -o "$FLOOR" "$FLOOR_SRC" -lpthread
 
-PID=""
-stop() {
-  if [ -n "$PID" ]; then
-    kill -TERM "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-    PID=""
-  fi
-}
-trap stop EXIT
+trap stop_server EXIT
 
-# start_radio LOG: starts radio serve, sets PID and URL.
-start_radio() {
-  "$RADIO" serve --listen 127.0.0.1:0 >/dev/null 2>"$1" &
-  PID=$!
-  URL=""
-  for _ in $(seq 300); do
-    URL=$(grep -o 'listening on http://[0-9.:]*' "$1" | sed 's|listening on http://||' || true)
-    [ -n "$URL" ] && break
-    sleep 0.1
-  done
-  [ -n "$URL" ] || { echo "bench: radio serve did not start; see $1" >&2; exit 1; }
+# radio_server LOG: starts radio serve; sets SERVER_PID and URL.
+radio_server() {
+  start_radio "$RADIO" "$1"
+  URL=$SERVER_ADDR
 }
 
-# start_floor LOG: starts the floor on a free port, sets PID and URL.
-start_floor() {
+# floor_server LOG: starts the floor on a free port; sets SERVER_PID and URL.
+floor_server() {
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   "$FLOOR" -p "$port" -t 2 -x 900 -q >"$1" 2>&1 &
-  PID=$!
+  SERVER_PID=$!
   URL="ws://127.0.0.1:$port/ws"
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
@@ -74,11 +60,11 @@ start_floor() {
 run() { # run SERVER N ROUND
   local server=$1 n=$2 round=$3
   local base="$OUT/$server-$n-$round"
-  "start_$server" "$base.log"
+  "${server}_server" "$base.log"
   "$LOADTEST" loadtest --url "$URL" --listeners "$n" --duration "$DURATION" \
-    --server-pid "$PID" --json "$base.json" >"$base.txt" 2>&1 ||
+    --server-pid "$SERVER_PID" --json "$base.json" >"$base.txt" 2>&1 ||
     echo "bench: $server $n round $round exited $? (see $base.txt)" >&2
-  stop
+  stop_server
   sleep 3 # let TIME_WAIT sockets and freed memory settle
 }
 
@@ -93,10 +79,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { # median JQ_EXPR FILES...
-  local expr=$1; shift
-  jq -s "[.[] | $expr | select(. != null)] | sort | if length == 0 then null else .[length/2|floor] end" "$@"
-}
 # CPU per delivered sync, in microseconds.
 CPU_PER='(if .delivery.syncs_received > 0 then (.server.cpu_seconds_run / .delivery.syncs_received * 1e6 * 100 | round / 100) else null end)'
 ratio() { jq -n "if ($1) == null or ($2) == null or ($2) == 0 then null else ($1) / ($2) * 100 | round / 100 end"; }

@@ -26,6 +26,7 @@
 #                                  100 ms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-30s}
@@ -52,39 +53,18 @@ args_of() {
   esac
 }
 
-SERVER_PID=""
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
 trap stop_server EXIT
 
 run_one() {
   local name=$1 run=$2
-  local log="$OUT/$name-$run.serve.log"
-  "$BIN" serve --listen 127.0.0.1:0 >/dev/null 2>"$log" &
-  SERVER_PID=$!
-  local addr=""
-  for _ in $(seq 300); do
-    addr=$(grep -o 'listening on http://[0-9.:]*' "$log" | sed 's|listening on http://||' || true)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "bench: the server did not start; see $log" >&2; exit 1; }
+  start_radio "$BIN" "$OUT/$name-$run.serve.log"
+  local addr=$SERVER_ADDR
   # shellcheck disable=SC2046
   "$BIN" loadtest --url "$addr" --server-pid "$SERVER_PID" --json "$OUT/$name-$run.json" \
     $(args_of "$name") >"$OUT/$name-$run.txt" 2>&1 || echo "bench: $name run $run exited $? (see $OUT/$name-$run.txt)" >&2
   stop_server
   # Let the kernel settle (TIME_WAIT sockets, freed memory) between runs.
   sleep 3
-}
-
-median() { # median FIELD FILES...
-  local field=$1; shift
-  jq -s "[.[] | $field | select(. != null)] | sort | if length == 0 then null else .[length/2|floor] end" "$@"
 }
 
 row() {

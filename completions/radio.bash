@@ -85,7 +85,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__broadcast)
-            opts="-h -V --url --station --key --playlist --heartbeat-interval --json --help --version"
+            opts="-h -V --url --station --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -259,7 +259,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__listen)
-            opts="-h -V --url --station --json --help --version"
+            opts="-h -V --url --station --json --player --player-arg --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -270,6 +270,14 @@ _radio() {
                     return 0
                     ;;
                 --station)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --player)
+                    COMPREPLY=($(compgen -W "mpv" -- "${cur}"))
+                    return 0
+                    ;;
+                --player-arg)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,8 +27,8 @@ end
 complete -c radio -n "__fish_radio_needs_command" -s h -l help -d 'Print help'
 complete -c radio -n "__fish_radio_needs_command" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_needs_command" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
-complete -c radio -n "__fish_radio_needs_command" -f -a "broadcast" -d 'Run a station from a shell: commands on stdin, or a playlist'
-complete -c radio -n "__fish_radio_needs_command" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync'
+complete -c radio -n "__fish_radio_needs_command" -f -a "broadcast" -d 'Run a station of the server\'s library from a shell: commands on stdin, or a playlist'
+complete -c radio -n "__fish_radio_needs_command" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it'
 complete -c radio -n "__fish_radio_needs_command" -f -a "loadtest" -d 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
 complete -c radio -n "__fish_radio_needs_command" -f -a "completions" -d 'Print a shell completion script to stdout'
 complete -c radio -n "__fish_radio_needs_command" -f -a "man" -d 'Print the man page of radio (or of one subcommand) to stdout'
@@ -61,15 +61,19 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'P
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key -d 'Broadcast key, when the server requires one' -r
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l playlist -d 'Play this extended M3U playlist in order, looping, instead of reading stdin' -r -F
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l playlist -d 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist\'s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l free-tracks -d 'Send tracks as written instead of resolving them in the server\'s library (for stations whose listeners play their own files); needed when the server has no library to read'
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l stop-at-end -d 'At a track\'s end, pause there instead of playing the next track'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l json -d 'Print each state as one JSON line instead of a sentence'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d 'Print help'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand listen" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
-complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line'
-complete -c radio -n "__fish_radio_using_subcommand listen" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand listen" -l player -d 'Play the station\'s sound through this player, kept on the station\'s position (it must be installed: `apt-get install mpv`)' -r -f -a "mpv\t'mpv, over its JSON IPC'"
+complete -c radio -n "__fish_radio_using_subcommand listen" -l player-arg -d 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player\'s control socket is that path instead of a private one' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second'
+complete -c radio -n "__fish_radio_using_subcommand listen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l url -d 'Server to load; repeat to spread listeners over several nodes' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l listeners -d 'Listeners to connect in total' -r
@@ -95,8 +99,8 @@ complete -c radio -n "__fish_radio_using_subcommand man" -s V -l version -d 'Pri
 complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s h -l help -d 'Print help'
 complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
-complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "broadcast" -d 'Run a station from a shell: commands on stdin, or a playlist'
-complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "broadcast" -d 'Run a station of the server\'s library from a shell: commands on stdin, or a playlist'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "loadtest" -d 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "completions" -d 'Print a shell completion script to stdout'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "man" -d 'Print the man page of radio (or of one subcommand) to stdout'

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: Redis (the
 # cluster tests start a real redis-server), Prometheus and promtool (the
-# metrics tests), Chromium and its driver (the web
-# player's browser tests), and the browser tests' npm packages. Idempotent:
+# metrics tests), Chromium and its driver (the web player's browser tests),
+# mpv (`radio listen --player mpv` drives a real one), and the browser tests'
+# npm packages. Idempotent:
 # installs only what is missing. Debian/Ubuntu; runs apt-get as root or via sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v mpv >/dev/null 2>&1 || need+=(mpv)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

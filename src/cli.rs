@@ -27,9 +27,11 @@ pub enum Command {
     /// Run the server: the WebSocket sync protocol at /ws, the media library,
     /// the web player at /, health and metrics.
     Serve(ServeArgs),
-    /// Run a station from a shell: commands on stdin, or a playlist.
+    /// Run a station of the server's library from a shell: commands on stdin,
+    /// or a playlist.
     Broadcast(BroadcastArgs),
-    /// Tune in from a terminal and show what plays and how well it is in sync.
+    /// Tune in from a terminal and show what plays and how well it is in sync;
+    /// with --player mpv, hear it.
     Listen(ListenArgs),
     /// Generate load against one or more servers and report fan-out latency,
     /// delivery and server cost.
@@ -194,6 +196,7 @@ pub struct ClientArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(after_help = crate::client::broadcast::commands::HELP)]
 pub struct BroadcastArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -202,9 +205,21 @@ pub struct BroadcastArgs {
     #[arg(long, env = "RADIO_BROADCAST_KEY", hide_env_values = true)]
     pub key: Option<String>,
 
-    /// Play this extended M3U playlist in order, looping, instead of reading stdin.
+    /// Play this M3U playlist in order, looping. Each entry (a path relative to
+    /// the playlist's folder, or absolute) resolves to a library track; stdin
+    /// still takes commands, and its end does not stop the station.
     #[arg(long)]
     pub playlist: Option<PathBuf>,
+
+    /// Send tracks as written instead of resolving them in the server's library
+    /// (for stations whose listeners play their own files); needed when the
+    /// server has no library to read.
+    #[arg(long)]
+    pub free_tracks: bool,
+
+    /// At a track's end, pause there instead of playing the next track.
+    #[arg(long)]
+    pub stop_at_end: bool,
 
     /// How often to send a heartbeat while playing.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -220,9 +235,33 @@ pub struct ListenArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 
-    /// Print every frame received as one JSON line (for scripts) instead of a status line.
+    /// Print every frame received as one JSON line (for scripts) instead of a
+    /// status line; with --player, also a `player` line a second.
     #[arg(long)]
     pub json: bool,
+
+    /// Play the station's sound through this player, kept on the station's
+    /// position (it must be installed: `apt-get install mpv`).
+    #[arg(long, value_enum)]
+    pub player: Option<PlayerKind>,
+
+    /// An argument for the player, repeatable: --player-arg=--volume=50,
+    /// --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the
+    /// player's control socket is that path instead of a private one.
+    #[arg(
+        long = "player-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "player"
+    )]
+    pub player_args: Vec<String>,
+}
+
+/// The players `radio listen --player` can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlayerKind {
+    /// mpv, over its JSON IPC.
+    Mpv,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,10 +1,12 @@
 //! `radio listen`: tune in from a terminal.
 //!
 //! Keeps a clock-offset estimate from ping/pong, holds the newest `sync`, and
-//! shows a live status line: station, track, position now (in server time),
-//! playing or paused, clock offset and round trip, age of the last sync, and
-//! whether the broadcaster is online. `--json` prints every frame instead.
-//! Reconnects and re-tunes on its own; Ctrl-C exits 0.
+//! shows a live status line: station, `Artist - Title`, position now (in
+//! server time), playing or paused, clock offset and round trip, age of the
+//! last sync, and whether the broadcaster is online (offline, the position
+//! stops). `--json` prints every frame instead. With `--player mpv` it also
+//! plays the station through mpv, kept in sync (`mpv`). Reconnects and
+//! re-tunes on its own; Ctrl-C exits 0.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -13,7 +15,10 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::time::MissedTickBehavior;
 
-use crate::cli::ListenArgs;
+use crate::cli::{ListenArgs, PlayerKind};
+use crate::client::http::Endpoint;
+use crate::client::mpv::follow::{self, Doing, Follow};
+use crate::client::mpv::{Mpv, News};
 use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, StationName, Sync};
 
@@ -22,9 +27,18 @@ use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, StationName
 struct Status {
     live: Option<bool>,
     sync: Option<Sync>,
+    /// The station went offline at this server time: its position stops.
+    frozen_at: Option<i64>,
     /// Our clock when the last sync arrived.
     received_ms: i64,
     connected: bool,
+}
+
+impl Status {
+    /// The state to play: none while offline.
+    fn playable(&self) -> Option<&Sync> {
+        self.sync.as_ref().filter(|_| self.frozen_at.is_none())
+    }
 }
 
 enum End {
@@ -39,6 +53,8 @@ struct Listener {
     station: StationName,
     clock: ClockOffset,
     status: Status,
+    /// The player (`--player`), following the station.
+    player: Option<Follow>,
     tty: bool,
     /// The line is a repaint of the same state; print a new one on change.
     last_line: String,
@@ -49,6 +65,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
         .map_err(|why| anyhow::anyhow!("invalid --station: {why}"))?;
     let url = client::ws_url(&args.client.url)?;
     let tty = std::io::stdout().is_terminal() && !args.json;
+    let player = match args.player {
+        Some(PlayerKind::Mpv) => Some(Follow::new(
+            Mpv::start(&args.player_args).await?,
+            Endpoint::of_ws_url(&url)?,
+        )),
+        None => None,
+    };
     let mut l = Listener {
         args,
         quit: client::quit_signal(),
@@ -56,58 +79,73 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
         station,
         clock: ClockOffset::default(),
         status: Status::default(),
+        player,
         tty,
         last_line: String::new(),
     };
-    let mut backoff = Backoff::default();
-    let mut first = true;
-    loop {
-        let ws = match client::connect(&l.url).await {
-            Ok((ws, _)) => ws,
-            Err(e) if first => bail!("{e:#}\nIs `radio serve` running there? Check --url."),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                l.note(&format!("{e:#}; retrying in {delay:.1?}"));
-                if wait_or_quit(&l.quit, delay).await {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                continue;
-            }
-        };
-        first = false;
-        backoff.reset();
-        l.status.connected = true;
-        let end = l.session(ws).await?;
-        l.status.connected = false;
-        match end {
-            End::Quit => {
-                if l.tty {
-                    if let Err(e) = client::emit("") {
-                        tracing::debug!(error = %e, "cannot end the status line");
+    let result = l.run().await;
+    // Whatever ended it, the player ends with it, reaped.
+    if let Some(p) = l.player.take() {
+        p.mpv.quit().await;
+    }
+    result
+}
+
+impl Listener {
+    async fn run(&mut self) -> anyhow::Result<ExitCode> {
+        let mut backoff = Backoff::default();
+        let mut first = true;
+        loop {
+            let ws = match client::connect(&self.url).await {
+                Ok((ws, _)) => ws,
+                Err(e) if first => bail!("{e:#}\nIs `radio serve` running there? Check --url."),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    self.note(&format!("{e:#}; retrying in {delay:.1?}"));
+                    if self.wait_or_quit(delay).await? {
+                        return Ok(ExitCode::SUCCESS);
                     }
+                    continue;
                 }
-                return Ok(ExitCode::SUCCESS);
-            }
-            End::Lost(after) => {
-                let delay = after.unwrap_or_else(|| backoff.next_delay());
-                l.note(&format!("connection lost; reconnecting in {delay:.1?}"));
-                if wait_or_quit(&l.quit, delay).await {
+            };
+            first = false;
+            backoff.reset();
+            self.status.connected = true;
+            let end = self.session(ws).await?;
+            self.status.connected = false;
+            match end {
+                End::Quit => {
+                    if self.tty {
+                        if let Err(e) = client::emit("") {
+                            tracing::debug!(error = %e, "cannot end the status line");
+                        }
+                    }
                     return Ok(ExitCode::SUCCESS);
+                }
+                End::Lost(after) => {
+                    let delay = after.unwrap_or_else(|| backoff.next_delay());
+                    self.note(&format!("connection lost; reconnecting in {delay:.1?}"));
+                    if self.wait_or_quit(delay).await? {
+                        return Ok(ExitCode::SUCCESS);
+                    }
                 }
             }
         }
     }
-}
 
-/// Sleeps, or returns true early on Ctrl-C.
-async fn wait_or_quit(quit: &tokio_util::sync::CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = quit.cancelled() => true,
+    /// Sleeps, or returns true early on Ctrl-C; fails if the player exits.
+    async fn wait_or_quit(&mut self, d: Duration) -> anyhow::Result<bool> {
+        let sleep = tokio::time::sleep(d);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return Ok(false),
+                _ = self.quit.cancelled() => return Ok(true),
+                news = player_news(&mut self.player) => self.on_player_news(news).await?,
+            }
+        }
     }
-}
 
-impl Listener {
     async fn session(&mut self, mut ws: Ws) -> anyhow::Result<End> {
         client::send(
             &mut ws,
@@ -122,6 +160,11 @@ impl Listener {
         let mut pings = 0u32;
         let mut repaint = tokio::time::interval(Duration::from_millis(250));
         repaint.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut correct = tokio::time::interval(follow::EVERY);
+        correct.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut report = tokio::time::interval(Duration::from_secs(1));
+        report.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let playing = self.player.is_some();
         loop {
             tokio::select! {
                 _ = self.quit.cancelled() => {
@@ -144,6 +187,9 @@ impl Listener {
                     }).await?;
                 }
                 _ = repaint.tick(), if self.tty => self.paint(),
+                _ = correct.tick(), if playing => self.correct_player().await?,
+                _ = report.tick(), if playing && self.args.json => self.report_player(),
+                news = player_news(&mut self.player) => self.on_player_news(news).await?,
                 frame = client::next_frame(&mut ws) => {
                     let frame = match frame {
                         Ok(Some(f)) => f,
@@ -157,8 +203,17 @@ impl Listener {
                     if self.args.json && client::emit(&frame.text).is_err() {
                         return Ok(End::Quit);
                     }
+                    let changed = matches!(
+                        frame.msg,
+                        ServerMessage::Sync(_)
+                            | ServerMessage::BroadcasterOffline { .. }
+                            | ServerMessage::Tuned { live: false, .. }
+                    );
                     if let Some(end) = self.on_message(frame.msg)? {
                         return Ok(end);
+                    }
+                    if changed {
+                        self.follow_station().await?;
                     }
                     if !self.args.json && !self.tty {
                         self.paint();
@@ -175,21 +230,31 @@ impl Listener {
                 server_time_ms,
                 ..
             } => self.clock.record(sent, server_time_ms, protocol::now_ms()),
-            ServerMessage::Tuned { live, .. } => self.status.live = Some(live),
+            ServerMessage::Tuned { live, .. } => {
+                // A new baseline: whatever came before (a restarted server
+                // counts `seq` from 1 again) is forgotten.
+                self.status.live = Some(live);
+                self.status.sync = None;
+                self.status.frozen_at = None;
+            }
             ServerMessage::BroadcasterOnline { .. } => self.status.live = Some(true),
             ServerMessage::BroadcasterOffline { reason, .. } => {
                 self.status.live = Some(false);
-                self.status.sync = None;
+                // The last state stays on show, stopped where it was.
+                if self.status.sync.is_some() {
+                    self.status.frozen_at = Some(self.clock.server_now_ms());
+                }
                 self.note(&format!("broadcaster offline ({reason:?})").to_lowercase());
             }
             ServerMessage::Sync(sync) => {
-                // A reconnect may replay an older state; never go backwards.
+                // Never go backwards within one tuning (see `tuned`).
                 let newer = self.status.sync.as_ref().is_none_or(|old| {
                     sync.seq > old.seq || sync.cause == protocol::SyncCause::TuneIn
                 });
                 if newer {
                     self.status.live = Some(true);
                     self.status.sync = Some(sync);
+                    self.status.frozen_at = None;
                     self.status.received_ms = protocol::now_ms();
                 }
             }
@@ -210,39 +275,95 @@ impl Listener {
         Ok(None)
     }
 
-    /// The status line.
-    fn line(&self) -> String {
-        let s = &self.status;
-        let online = match (s.connected, s.live) {
-            (false, _) => "disconnected",
-            (true, Some(true)) => "online",
-            (true, Some(false)) => "offline",
-            (true, None) => "tuning",
+    /// Tells the player the station's state changed.
+    async fn follow_station(&mut self) -> anyhow::Result<()> {
+        let now = self.clock.server_now_ms();
+        let Some(p) = self.player.as_mut() else {
+            return Ok(());
         };
-        let offset = match (self.clock.offset_ms(), self.clock.rtt_ms()) {
-            (Some(o), Some(r)) => format!("offset {o:+.0}ms rtt {r}ms"),
-            _ => "offset ?".to_owned(),
+        let before = p.doing();
+        let result = p.follow(self.status.playable(), now).await;
+        self.player_checked(result).await?;
+        self.note_player(before);
+        Ok(())
+    }
+
+    /// One step of the player's drift loop.
+    async fn correct_player(&mut self) -> anyhow::Result<()> {
+        let now = self.clock.server_now_ms();
+        let Some(p) = self.player.as_mut() else {
+            return Ok(());
         };
-        match &s.sync {
-            Some(sync) => {
-                let now = self.clock.server_now_ms();
-                let pos = sync.position_at(now);
-                let of = sync
-                    .duration_ms
-                    .map(|d| format!(" / {}", client::clock(d)))
-                    .unwrap_or_default();
-                let age = (protocol::now_ms() - s.received_ms).max(0) as f64 / 1000.0;
-                format!(
-                    "{} [{online}] {} {:?} {}{of} | {offset} | seq {} {age:.1}s ago",
-                    self.station,
-                    if sync.playing { "▶" } else { "⏸" },
-                    sync.track,
-                    client::clock(pos),
-                    sync.seq,
-                )
+        let before = p.doing();
+        let result = p.correct(now, false).await;
+        self.player_checked(result).await?;
+        self.note_player(before);
+        Ok(())
+    }
+
+    async fn on_player_news(&mut self, news: News) -> anyhow::Result<()> {
+        let now = self.clock.server_now_ms();
+        let Some(p) = self.player.as_mut() else {
+            return Ok(());
+        };
+        match news {
+            News::Exited(status) => bail!("{}", p.mpv.exit_note(status)),
+            News::Event(event) => {
+                let before = p.doing();
+                let result = p.on_event(&event, now).await;
+                self.player_checked(result).await?;
+                self.note_player(before);
+                Ok(())
             }
-            None => format!("{} [{online}] nothing playing | {offset}", self.station),
         }
+    }
+
+    /// A player request failed: if mpv is gone, say how it ended.
+    async fn player_checked(&mut self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        let (Err(e), Some(p)) = (result, self.player.as_mut()) else {
+            return Ok(());
+        };
+        match tokio::time::timeout(Duration::from_secs(1), p.mpv.exited()).await {
+            Ok(status) => bail!("{}", p.mpv.exit_note(status)),
+            Err(_) => bail!("lost control of mpv: {e:#}"),
+        }
+    }
+
+    /// Says when the player cannot play what the station plays.
+    fn note_player(&self, before: Doing) {
+        let Some(doing) = self.player.as_ref().map(Follow::doing) else {
+            return;
+        };
+        if doing != before && matches!(doing, Doing::NotInLibrary | Doing::Failed) {
+            let track = self.status.sync.as_ref().map(|s| s.track.as_str());
+            self.note(&format!(
+                "mpv: {:?} is {}; mpv stays idle until the station plays another track",
+                track.unwrap_or_default(),
+                doing.words()
+            ));
+        }
+    }
+
+    fn report_player(&self) {
+        if let Some(p) = &self.player {
+            let line = serde_json::to_string(&p.report()).unwrap_or_default();
+            if let Err(e) = client::emit(&line) {
+                tracing::debug!(error = %e, "cannot write the player line");
+            }
+        }
+    }
+
+    /// The status line now.
+    fn line(&self) -> String {
+        let player = self.player.as_ref().map(|p| (p.doing(), p.drift_ms()));
+        status_line(
+            &self.station,
+            &self.status,
+            &self.clock,
+            player,
+            self.clock.server_now_ms(),
+            protocol::now_ms(),
+        )
     }
 
     fn paint(&mut self) {
@@ -256,7 +377,11 @@ impl Listener {
         } else {
             // Not a terminal: a line per change, without the moving parts.
             let key = self.status.sync.as_ref().map(|s| s.seq);
-            let stable = format!("{key:?}{:?}{}", self.status.live, self.status.connected);
+            let doing = self.player.as_ref().map(Follow::doing);
+            let stable = format!(
+                "{key:?}{:?}{}{:?}{doing:?}",
+                self.status.live, self.status.connected, self.status.frozen_at
+            );
             if stable == self.last_line {
                 return;
             }
@@ -274,5 +399,141 @@ impl Listener {
             eprint!("\r\x1b[2K");
         }
         eprintln!("radio: {text}");
+    }
+}
+
+/// The status line at `server_now` (our clock: `local_now`); `player` is
+/// what the player does and its drift.
+fn status_line(
+    station: &StationName,
+    s: &Status,
+    clock: &ClockOffset,
+    player: Option<(Doing, Option<f64>)>,
+    server_now: i64,
+    local_now: i64,
+) -> String {
+    let online = match (s.connected, s.live) {
+        (false, _) => "disconnected",
+        (true, Some(true)) => "online",
+        (true, Some(false)) => "offline",
+        (true, None) => "tuning",
+    };
+    let offset = match (clock.offset_ms(), clock.rtt_ms()) {
+        (Some(o), Some(r)) => format!("offset {o:+.0}ms rtt {r}ms"),
+        _ => "offset ?".to_owned(),
+    };
+    let player = match player {
+        Some((Doing::Playing, Some(d))) => format!(" | mpv drift {d:+.0}ms"),
+        Some((doing, _)) => format!(" | mpv {}", doing.words()),
+        None => String::new(),
+    };
+    let Some(sync) = &s.sync else {
+        return format!("{station} [{online}] nothing playing | {offset}{player}");
+    };
+    let pos = sync.position_at(s.frozen_at.unwrap_or(server_now));
+    let of = sync
+        .duration_ms
+        .map(|d| format!(" / {}", client::clock(d)))
+        .unwrap_or_default();
+    let age = (local_now - s.received_ms).max(0) as f64 / 1000.0;
+    let symbol = match (s.frozen_at, sync.playing) {
+        (Some(_), _) => "■",
+        (None, true) => "▶",
+        (None, false) => "⏸",
+    };
+    format!(
+        "{station} [{online}] {symbol} {} {}{of} | {offset} | seq {} {age:.1}s ago{player}",
+        shown(sync),
+        client::clock(pos),
+        sync.seq,
+    )
+}
+
+/// What plays, for people: `Artist - Title`, the title alone, or the
+/// track as sent when the server names none.
+fn shown(sync: &Sync) -> String {
+    match (&sync.title, &sync.artist) {
+        (Some(t), Some(a)) => format!("{a} - {t}"),
+        (Some(t), None) => t.clone(),
+        _ => format!("{:?}", sync.track),
+    }
+}
+
+/// The player's next event or exit; never, without a player.
+async fn player_news(player: &mut Option<Follow>) -> News {
+    match player {
+        Some(p) => p.mpv.news().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SyncCause;
+
+    fn status(title: Option<&str>, artist: Option<&str>) -> Status {
+        Status {
+            live: Some(true),
+            sync: Some(Sync {
+                station: StationName::new("s").unwrap(),
+                seq: 4,
+                track: "a/b.mp3".into(),
+                position_ms: 10_000,
+                playing: true,
+                duration_ms: Some(60_000),
+                title: title.map(Into::into),
+                artist: artist.map(Into::into),
+                server_time_ms: 1_000_000,
+                cause: SyncCause::Update,
+            }),
+            frozen_at: None,
+            received_ms: 1_000_000,
+            connected: true,
+        }
+    }
+
+    fn line(s: &Status, server_now: i64) -> String {
+        let name = StationName::new("s").unwrap();
+        status_line(
+            &name,
+            s,
+            &ClockOffset::default(),
+            None,
+            server_now,
+            server_now,
+        )
+    }
+
+    #[test]
+    fn the_line_names_artist_and_title() {
+        let l = line(&status(Some("Song"), Some("Band")), 1_002_000);
+        assert!(
+            l.starts_with("s [online] ▶ Band - Song 0:12.0 / 1:00.0 |"),
+            "{l}"
+        );
+        let l = line(&status(Some("Song"), None), 1_002_000);
+        assert!(l.contains("▶ Song 0:12.0"), "{l}");
+        let l = line(&status(None, None), 1_002_000);
+        assert!(l.contains("▶ \"a/b.mp3\" 0:12.0"), "{l}");
+    }
+
+    #[test]
+    fn offline_the_clock_stops() {
+        let mut s = status(Some("Song"), Some("Band"));
+        s.live = Some(false);
+        s.frozen_at = Some(1_003_000);
+        let now = line(&s, 1_005_000);
+        let later = line(&s, 1_009_000);
+        assert!(
+            now.starts_with("s [offline] ■ Band - Song 0:13.0 /"),
+            "{now}"
+        );
+        assert!(!now.contains('▶'), "{now}");
+        assert_eq!(
+            now.split('|').next(),
+            later.split('|').next(),
+            "no moving clock"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! `radio broadcast`, `radio listen` and `radio loadtest` are built on it.
 
 pub mod broadcast;
+pub mod http;
 pub mod listen;
+pub mod mpv;
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -176,6 +176,8 @@ impl Broadcaster {
                 position_ms,
                 playing: true,
                 duration_ms: None,
+                title: None,
+                artist: None,
                 at_server_ms: Some(at),
                 ack: true,
             }),

@@ -48,15 +48,20 @@ pub fn decode_request(text: &str) -> Result<ClientMessage, DecodeError> {
 
 fn validate(msg: ClientMessage) -> Result<ClientMessage, DecodeError> {
     if let ClientMessage::Update(u) = &msg {
-        if u.track.len() > MAX_TRACK_BYTES {
-            return Err(DecodeError::new(
-                ErrorCode::BadMessage,
-                format!(
-                    "track is {} bytes long; the limit is {MAX_TRACK_BYTES}",
-                    u.track.len()
-                ),
-                Some("update"),
-            ));
+        let fields = [
+            ("track", Some(&u.track)),
+            ("title", u.title.as_ref()),
+            ("artist", u.artist.as_ref()),
+        ];
+        for (name, value) in fields {
+            let len = value.map_or(0, String::len);
+            if len > MAX_TRACK_BYTES {
+                return Err(DecodeError::new(
+                    ErrorCode::BadMessage,
+                    format!("{name} is {len} bytes long; the limit is {MAX_TRACK_BYTES}"),
+                    Some("update"),
+                ));
+            }
         }
     }
     if let ClientMessage::Ping { id: Some(id), .. } = &msg {
@@ -128,7 +133,7 @@ mod tests {
             r#"{"type":"ping"}"#,
             r#"{"type":"start_broadcasting","station":"s","resume_token":"t","key":"k"}"#,
             r#"{"type":"stop_broadcasting","station":"s"}"#,
-            r#"{"type":"update","station":"s","track":"t","position_ms":0,"playing":true,"duration_ms":5,"at_server_ms":9,"ack":true}"#,
+            r#"{"type":"update","station":"s","track":"t","position_ms":0,"playing":true,"duration_ms":5,"title":"T","artist":"A","at_server_ms":9,"ack":true}"#,
             r#"{"type":"heartbeat","station":"s","position_ms":10}"#,
             r#"{"type":"tune_in","station":"s","extra":[1,2]}"#,
             r#"{"type":"tune_out"}"#,
@@ -173,6 +178,12 @@ mod tests {
         assert_eq!(
             code(&format!(
                 r#"{{"type":"update","station":"s","track":"{long}","position_ms":1,"playing":true}}"#
+            )),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"update","station":"s","track":"t","title":"{long}","position_ms":1,"playing":true}}"#
             )),
             ErrorCode::BadMessage
         );

@@ -121,19 +121,38 @@ pub struct Sync {
     pub playing: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The track's title: from the server's library when `track` is one of
+    /// its ids, else as the broadcaster gave it (older servers send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The track's artist, like `title`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
     pub server_time_ms: i64,
     pub cause: SyncCause,
 }
 
 impl Sync {
     /// The position at server time `at_ms`: advanced by the elapsed time while
-    /// playing, unchanged while paused.
+    /// playing, unchanged while paused. A playing station never runs past its
+    /// track's end: with a known `duration_ms` its position stops there (until
+    /// its broadcaster says what plays next). Every extrapolation goes through
+    /// here: tune-in snapshots, `stations`, and the clients.
     pub fn position_at(&self, at_ms: i64) -> u64 {
-        if self.playing {
-            advance(self.position_ms, at_ms - self.server_time_ms)
-        } else {
-            self.position_ms
+        if !self.playing {
+            return self.position_ms;
         }
+        let position = advance(self.position_ms, at_ms - self.server_time_ms);
+        match self.duration_ms {
+            Some(end) => position.min(end),
+            None => position,
+        }
+    }
+
+    /// Whether a playing station has reached its track's end at `at_ms`.
+    pub fn ended_at(&self, at_ms: i64) -> bool {
+        self.duration_ms
+            .is_some_and(|end| self.playing && self.position_at(at_ms) >= end)
     }
 }
 
@@ -157,6 +176,12 @@ pub struct StationSummary {
     pub track: Option<String>,
     pub playing: bool,
     pub position_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
     pub server_time_ms: i64,
 }
 
@@ -235,6 +260,12 @@ pub struct Update {
     pub playing: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Shown to listeners when `track` is not in the server's library (the
+    /// library's own title wins when it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_server_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -387,6 +418,8 @@ mod tests {
             position_ms: 1000,
             playing: true,
             duration_ms: None,
+            title: Some("T".into()),
+            artist: None,
             server_time_ms: 5,
             cause: SyncCause::Heartbeat,
         });
@@ -397,25 +430,55 @@ mod tests {
         );
         let back: ServerMessage = serde_json::from_str(text.as_str()).unwrap();
         assert_eq!(back, sync);
+        assert!(text.as_str().contains(r#""title":"T""#), "{text}");
+        assert!(!text.as_str().contains("artist"), "{text}");
+        // An older server's sync, without the optional fields, still reads.
+        let old: ServerMessage = serde_json::from_str(
+            r#"{"type":"sync","station":"s","seq":1,"track":"t","position_ms":0,"playing":true,"server_time_ms":1,"cause":"update"}"#,
+        )
+        .unwrap();
+        assert!(matches!(old, ServerMessage::Sync(Sync { title: None, .. })));
         let tuned_out = encode(&ServerMessage::TunedOut);
         assert_eq!(tuned_out.as_str(), r#"{"type":"tuned_out"}"#);
     }
 
-    #[test]
-    fn position_advances_only_while_playing() {
-        let mut s = Sync {
+    /// A sync at `position_ms` stamped at server time 10 s.
+    fn sync_at(position_ms: u64, duration_ms: Option<u64>) -> Sync {
+        Sync {
             station: StationName::new("s").unwrap(),
             seq: 1,
             track: "t".into(),
-            position_ms: 1000,
+            position_ms,
             playing: true,
-            duration_ms: None,
+            duration_ms,
+            title: None,
+            artist: None,
             server_time_ms: 10_000,
             cause: SyncCause::Update,
-        };
+        }
+    }
+
+    #[test]
+    fn position_advances_only_while_playing() {
+        let mut s = sync_at(1000, None);
         assert_eq!(s.position_at(10_500), 1500);
         assert_eq!(s.position_at(9_000), 0);
+        assert!(!s.ended_at(99_000));
         s.playing = false;
         assert_eq!(s.position_at(10_500), 1000);
+    }
+
+    #[test]
+    fn a_playing_position_stops_at_the_tracks_end() {
+        let mut s = sync_at(39_000, Some(40_000));
+        assert_eq!(s.position_at(10_500), 39_500);
+        assert!(!s.ended_at(10_500));
+        assert_eq!(s.position_at(16_000), 40_000);
+        assert!(s.ended_at(16_000));
+        // Paused, the position is what the broadcaster said.
+        s.playing = false;
+        s.position_ms = 41_000;
+        assert_eq!(s.position_at(16_000), 41_000);
+        assert!(!s.ended_at(16_000));
     }
 }

@@ -4,17 +4,23 @@
 // A's tab closes, B shows the station offline. Then, on a server without
 // --media (DEMO_URL), the demo library plays: a track's time advances.
 //
-// usage: node sync.mjs SERVER_URL SCREENSHOT_PATH DEMO_URL
+// Then a shell station (RADIO_BIN broadcast) plays the 4 s "Short tone" by
+// its title: page E follows it, shows its title and artist, moves to the
+// next track within a second of the end, and never starts the ended file
+// again, also while a longer station duration keeps it waiting.
+//
+// usage: node sync.mjs SERVER_URL SCREENSHOT_PATH DEMO_URL RADIO_BIN
 // Run by tests/it/browser.rs (so `cargo test` runs it); exits non-zero with
 // a message on the first failed expectation.
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { chromium } from "playwright-core";
 
-const [base, screenshot, demo] = process.argv.slice(2);
-if (!base || !screenshot || !demo) {
-  console.error("usage: node sync.mjs SERVER_URL SCREENSHOT_PATH DEMO_URL");
+const [base, screenshot, demo, radioBin] = process.argv.slice(2);
+if (!base || !screenshot || !demo || !radioBin) {
+  console.error("usage: node sync.mjs SERVER_URL SCREENSHOT_PATH DEMO_URL RADIO_BIN");
   process.exit(2);
 }
 const STATION = "browser-test";
@@ -43,6 +49,87 @@ async function gap(a, b) {
   const [sa, sb] = await Promise.all([state(a), state(b)]);
   const bAtA = sb.currentTime * 1000 - (sb.paused ? 0 : sb.now - sa.now) * sb.playbackRate;
   return { diff: bAtA - sa.currentTime * 1000, a: sa, b: sb };
+}
+
+// Samples page `p` every 50 ms until `done(sample)` or `limitMs`; returns
+// every sample.
+async function watchPage(p, limitMs, done) {
+  const samples = [];
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const s = await state(p);
+    samples.push(s);
+    if (done(s)) return samples;
+    if (Date.now() > deadline) {
+      throw new Error(`not within ${limitMs} ms; last: ${JSON.stringify(s)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// Once a page's position passed 3 s on the short track, it never goes back
+// (an ended file started again would).
+function neverRestarted(samples, what) {
+  let max = 0;
+  for (const s of samples) {
+    if (s.track !== "short.wav") continue;
+    max = Math.max(max, s.currentTime);
+    if (max > 3 && s.currentTime < max - 0.5) {
+      throw new Error(`${what}: the ended track started again (${max.toFixed(2)} s, then ${s.currentTime.toFixed(2)} s)`);
+    }
+  }
+}
+
+async function shellStation(context, watch) {
+  const station = "shell-test";
+  // Heartbeats every 500 ms: each is a state the page must not take as a
+  // cue to play an ended file again.
+  const shell = spawn(radioBin, ["broadcast", "--url", base, "--station", station, "--heartbeat-interval", "500ms"], {
+    stdio: ["pipe", "ignore", "pipe"],
+  });
+  let shellErr = "";
+  shell.stderr.on("data", (d) => { shellErr += d; });
+  try {
+    shell.stdin.write('play "short tone"\n');
+    const e = await context.newPage();
+    watch(e, "E");
+    await e.goto(`${base}/?station=${station}`);
+    const on = await until("E plays the shell station's short track", 10000, async () => {
+      const s = await state(e);
+      return { ok: s.track === "short.wav" && !s.paused && s.currentTime > 0.2, s };
+    });
+    if (on.s.title !== "Short tone" || on.s.artist !== "Browser test") {
+      throw new Error(`E shows ${JSON.stringify([on.s.title, on.s.artist])}, not the station's title and artist`);
+    }
+    // The station's end on the page's clock.
+    const endsAt = on.s.now + (4000 - on.s.stationPosition);
+    const samples = await watchPage(e, 10000, (s) => s.track !== "short.wav" && !s.paused && s.currentTime > 0);
+    neverRestarted(samples, "at the end");
+    const moved = samples[samples.length - 1];
+    const late = moved.now - endsAt;
+    log(`E moved to ${moved.track} ${Math.round(late)} ms after the short track's end`);
+    if (late > 1000) throw new Error(`E moved on ${Math.round(late)} ms after the end, not within a second`);
+
+    // The station holds the 4 s file for 6 s: E waits at the end, saying
+    // so, and never plays the file again; then it moves on with the station.
+    shell.stdin.write('track "short tone" 6\n');
+    await until("E plays the short track again from the station's start", 10000, async () => {
+      const s = await state(e);
+      return { ok: s.track === "short.wav" && !s.paused && s.currentTime < 2, s };
+    });
+    const waited = await watchPage(e, 12000, (s) => s.track !== "short.wav" && !s.paused);
+    neverRestarted(waited, "waiting for the station");
+    if (!waited.some((s) => s.track === "short.wav" && /track ended, waiting for the station/.test(s.status))) {
+      throw new Error(`E never said it waits for the station: ${JSON.stringify(waited[waited.length - 1])}`);
+    }
+    log("E waited at the end of the file, then followed the station");
+    await e.close();
+  } catch (err) {
+    throw new Error(`${err.message}\nradio broadcast said: ${shellErr}`);
+  } finally {
+    shell.stdin.end();
+    shell.kill();
+  }
 }
 
 const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-"));
@@ -264,6 +351,9 @@ try {
   const after = await state(b);
   if (!after.paused) throw new Error("B still plays after the station went offline");
   log("B shows:", await b.textContent("#station-status"));
+
+  // --- a shell station: by title, to the next track at its end ---
+  await shellStation(context, watch);
 
   // --- the demo library of a server without --media plays ---
   const d = await context.newPage();

@@ -1,9 +1,10 @@
 //! The web player in a real headless Chromium (Debian's `chromium`, driven by
 //! playwright-core from tests/browser/) against two servers in this process:
 //! one with tracks this test generates (tune-in sync, pause, track switch,
-//! the broadcaster going offline) and one on `radio serve`'s defaults, whose
-//! demo library must play. One Node and Chromium run does both
-//! (tests/browser/sync.mjs says how).
+//! the broadcaster going offline, a `radio broadcast` station moving on at
+//! a track's end) and one on `radio serve`'s defaults, whose demo library
+//! must play. One Node and Chromium run does both (tests/browser/sync.mjs
+//! says how).
 //!
 //! Chromium, Node and the npm packages are installed by scripts/setup.sh
 //! (CI runs it); without them this test fails and says so, never skips.
@@ -15,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use radio::server::backend::any::BackendConfig;
 
 use crate::support::process::exit_within;
-use crate::support::{Server, TempDir, tone_wav};
+use crate::support::{Server, TempDir, radio_bin, tone_wav};
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,6 +95,11 @@ fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
             Some("Browser test"),
         ),
     );
+    // A 4 s track, for a shell station that must move on at its end.
+    media.write(
+        "short.wav",
+        tone_wav(4, &[523.25], Some("Short tone"), Some("Browser test")),
+    );
     let server = Server::with(|c| {
         c.media.dir = Some(media.path().to_owned());
         // A short grace period, so B sees the station go offline soon after
@@ -122,6 +128,7 @@ fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
         .arg(server.http_url(""))
         .arg(&shots[0])
         .arg(demo.http_url(""))
+        .arg(radio_bin())
         .env("CHROMIUM", chromium())
         .current_dir(&browser_dir)
         .spawn()

@@ -2,63 +2,14 @@
 //! `radio broadcast` fed a script on stdin while `radio listen --json`
 //! receives the states.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::process::{exit_within, free_port, kill, signal};
+use crate::support::cli::{Broadcast, exit_status, json_lines, lines, listen_json, wait_for};
+use crate::support::process::{free_port, kill, signal};
 use crate::support::{Client, Server, TempDir, radio_bin};
-
-/// Reads JSON lines from `reader` on a thread, so a test can wait with a limit.
-fn json_lines(reader: impl std::io::Read + Send + 'static) -> Receiver<Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a client to exit; kills it and fails the test if it does not.
-fn exit_status(child: &mut Child, what: &str) -> ExitStatus {
-    exit_within(child, Duration::from_secs(15), what)
-}
-
-/// Starts `radio listen --json` and waits until it is tuned; returns the
-/// process and its frames.
-fn listen_json(url: &str, station: &str) -> (Child, Receiver<Value>) {
-    let mut listen = Command::new(radio_bin())
-        .args(["listen", "--json", "--url", url, "--station", station])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start radio listen");
-    let frames = json_lines(listen.stdout.take().expect("radio listen's stdout"));
-    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
-    (listen, frames)
-}
-
-/// The next value from `rx` that `pred` accepts, within 15 s.
-fn wait_for(rx: &Receiver<Value>, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(v) if pred(&v) => return v,
-            Ok(_) => {}
-            Err(_) => panic!("never saw {what}"),
-        }
-    }
-}
 
 #[test]
 fn broadcast_script_reaches_listen_json() {
@@ -83,32 +34,36 @@ fn broadcast_script_reaches_listen_json() {
     let acked = json_lines(broadcast.stdout.take().expect("radio broadcast's stdout"));
     let mut stdin = broadcast.stdin.take().expect("radio broadcast's stdin");
     let mut say = |line: &str| writeln!(stdin, "{line}").expect("write to radio broadcast");
-    say("# a comment, then commands");
-    say("play \"first song.mp3\" 5");
+    say("# a comment, then commands: tracks by title, from the demo library");
+    say("play \"a minor arpeggio\" 5");
     let s = wait_for(&frames, "first sync", |v| v["type"] == "sync");
-    assert_eq!(s["track"], "first song.mp3");
+    assert_eq!(s["track"], "demo/1-a-minor-arpeggio.wav");
+    assert_eq!(s["title"], "A minor arpeggio");
+    assert_eq!(s["duration_ms"], 40_000, "the library's duration");
     assert_eq!(s["playing"], true);
     let pos = s["position_ms"].as_u64().unwrap();
     assert!((4_000..30_000).contains(&pos), "{pos}");
     let a = wait_for(&acked, "first ack", |v| v["cause"] == "update");
     assert_eq!(a["seq"], s["seq"], "broadcast prints the acknowledged seq");
+    assert_eq!(a["title"], "A minor arpeggio");
 
     say("pause");
     let s = wait_for(&frames, "pause", |v| {
         v["type"] == "sync" && v["playing"] == false
     });
-    assert_eq!(s["track"], "first song.mp3");
-    say("track second.ogg 180");
-    say("seek 42");
+    assert_eq!(s["track"], "demo/1-a-minor-arpeggio.wav");
+    say("track pulse 30");
+    say("seek 12");
     say("play");
     let s = wait_for(&frames, "second track playing", |v| {
-        v["type"] == "sync" && v["track"] == "second.ogg" && v["playing"] == true
+        v["type"] == "sync" && v["track"] == "demo/3-low-pulse.wav" && v["playing"] == true
     });
-    assert_eq!(s["duration_ms"], 180000);
-    // Near 42 s: the server carries the position by the broadcaster's
+    assert_eq!(s["duration_ms"], 30_000, "a duration given wins");
+    assert_eq!(s["title"], "Low pulse");
+    // Near 12 s: the server carries the position by the broadcaster's
     // clock estimate (`at_server_ms`), which may be off by a few ms.
     let pos = s["position_ms"].as_u64().unwrap();
-    assert!((41_000..60_000).contains(&pos), "{pos}");
+    assert!((11_000..30_000).contains(&pos), "{pos}");
     // A heartbeat follows while playing.
     wait_for(&frames, "heartbeat", |v| v["cause"] == "heartbeat");
     say("stop");
@@ -145,9 +100,11 @@ async fn broadcast_explains_a_taken_station() {
 fn broadcast_playlist_loops_through_tracks() {
     let server = Server::spawn_process(&[]);
     let dir = TempDir::new("m3u");
+    // Paths relative to the playlist's folder, resolved by their suffix in
+    // the demo library; #EXTINF:1 makes each last a second.
     dir.write(
         "list.m3u",
-        "#EXTM3U\n#EXTINF:1,One\none.mp3\n#EXTINF:1,Two\ntwo.mp3\n",
+        "#EXTM3U\n#EXTINF:1,One\ndemo/1-a-minor-arpeggio.wav\n#EXTINF:1,Two\ndemo/2-c-major-steps.wav\n",
     );
     let m3u = dir.path().join("list.m3u");
     let (mut listen, frames) = listen_json(&server.ws_url(), "auto");
@@ -162,10 +119,14 @@ fn broadcast_playlist_loops_through_tracks() {
     let is_update = |track: &'static str| {
         move |v: &Value| v["type"] == "sync" && v["cause"] == "update" && v["track"] == track
     };
-    let s = wait_for(&frames, "one", is_update("one.mp3"));
+    let s = wait_for(&frames, "one", is_update("demo/1-a-minor-arpeggio.wav"));
     assert_eq!(s["duration_ms"], 1000);
-    wait_for(&frames, "two", is_update("two.mp3"));
-    wait_for(&frames, "one again", is_update("one.mp3"));
+    wait_for(&frames, "two", is_update("demo/2-c-major-steps.wav"));
+    wait_for(
+        &frames,
+        "one again",
+        is_update("demo/1-a-minor-arpeggio.wav"),
+    );
     signal(b.id(), "INT");
     assert!(
         exit_status(&mut b, "broadcast after SIGINT").success(),
@@ -218,7 +179,7 @@ fn clients_reconnect_after_the_server_restarts() {
         .spawn()
         .expect("start radio broadcast");
     let mut stdin = broadcast.stdin.take().expect("radio broadcast's stdin");
-    writeln!(stdin, "play rising.mp3").expect("write to radio broadcast");
+    writeln!(stdin, "play pulse").expect("write to radio broadcast");
     wait_for(&frames, "first sync", |v| v["type"] == "sync");
 
     // The server dies hard and comes back on the same port.
@@ -229,10 +190,78 @@ fn clients_reconnect_after_the_server_restarts() {
     // station again and re-sends its state; the listener re-tunes and gets it.
     wait_for(&frames, "tuned again", |v| v["type"] == "tuned");
     let s = wait_for(&frames, "state after restart", |v| {
-        v["type"] == "sync" && v["track"] == "rising.mp3"
+        v["type"] == "sync" && v["track"] == "demo/3-low-pulse.wav"
     });
     assert_eq!(s["playing"], true);
     writeln!(stdin, "stop").expect("write to radio broadcast");
     assert!(exit_status(&mut broadcast, "broadcast after stop").success());
+    kill(&mut listen);
+}
+
+/// `radio listen`'s status lines (not a terminal: a line per change).
+fn listen_lines(
+    url: &str,
+    station: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--url", url, "--station", station])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start radio listen");
+    let out = lines(listen.stdout.take().expect("radio listen's stdout"));
+    (listen, out)
+}
+
+/// A server restart counts `seq` from 1 again: `tuned` is a new baseline,
+/// so the listener shows the new station's state, not the old one's.
+#[test]
+fn listen_follows_a_new_broadcast_after_the_server_restarts() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Server::spawn_process(&["--listen", &addr]);
+    let url = server.ws_url();
+    let (mut listen, out) = listen_lines(&url, "again");
+    let mut first = Broadcast::spawn(&[
+        "--url",
+        &url,
+        "--station",
+        "again",
+        "--heartbeat-interval",
+        "100ms",
+    ]);
+    first.say("play \"a minor arpeggio\"");
+    let line = wait_for(&out, "the first station", |l| {
+        l.contains("▶ radio demo - A minor arpeggio")
+    });
+    assert!(line.starts_with("again [online] ▶"), "{line}");
+    // Heartbeats take the seq well past what a new server starts with.
+    wait_for(&out, "seq 10", |l| {
+        l.contains("| seq 1") && !l.contains("| seq 1 ")
+    });
+
+    server.kill();
+    drop(first);
+    let _server = Server::spawn_process(&["--listen", &addr]);
+    wait_for(&out, "the listener back, offline", |l| {
+        l.starts_with("again [offline]")
+    });
+    let mut second = Broadcast::spawn(&["--url", &url, "--station", "again"]);
+    second.say("play pulse");
+    let line = wait_for(&out, "the new station's track", |l| {
+        l.contains("radio demo - Low pulse")
+    });
+    assert!(
+        line.contains("seq 1 "),
+        "a new server's first state: {line}"
+    );
+
+    // Stopped, the station shows offline with its last track, stopped.
+    second.say("stop");
+    let line = wait_for(&out, "offline", |l| l.starts_with("again [offline]"));
+    assert!(
+        line.contains("■ radio demo - Low pulse") && !line.contains('▶'),
+        "{line}"
+    );
     kill(&mut listen);
 }

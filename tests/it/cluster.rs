@@ -10,7 +10,7 @@ use radio::server::backend::redis;
 use serde_json::{Value, json};
 
 use crate::support::process::{free_port, radio_bin};
-use crate::support::{Client, Redis, Server, eventually};
+use crate::support::{Client, Redis, Server, TempDir, eventually, tone_wav};
 
 /// A node's timing: `--lease` and `--grace-period`.
 #[derive(Clone, Copy)]
@@ -208,6 +208,47 @@ async fn listeners_on_other_nodes_get_every_state_in_order() {
         let off = l.expect("broadcaster_offline").await;
         assert_eq!(off["reason"], "stopped");
     }
+}
+
+/// The node that stamps an update fills its metadata, once: a listener on
+/// a node whose library lacks the track still gets the title.
+#[tokio::test]
+async fn metadata_comes_from_the_node_that_stamps_the_update() {
+    let redis = Redis::start().await;
+    let media = TempDir::new("cluster-meta");
+    media.write(
+        "a.wav",
+        tone_wav(3, &[440.0], Some("Only on a"), Some("Node a")),
+    );
+    let a = Server::with(|c| {
+        c.media.dir = Some(media.path().to_owned());
+        c.backend = BackendConfig::Redis(redis::Config {
+            redis_url: redis.url(),
+            node_id: "a".into(),
+            lease: DEFAULTS.lease,
+            grace: DEFAULTS.grace,
+        });
+    });
+    // b serves the demo library, which has no a.wav.
+    let b = node(&redis, "b", DEFAULTS);
+    all_ready(&[&a, &b]).await;
+    let (mut lb, _) = listener(&b, "meta").await;
+    let mut bc = Client::connect(&a).await;
+    bc.start("meta").await;
+    let seq = update_retrying(&mut bc, "meta", "a.wav", 0).await;
+    let (syncs, _) = syncs_until(&mut lb, seq).await;
+    let s = syncs.last().unwrap();
+    assert_eq!(s["title"], "Only on a", "{s}");
+    assert_eq!(s["artist"], "Node a");
+    assert_eq!(s["duration_ms"], 3_000);
+    // A heartbeat carries it, and a late listener's snapshot has it.
+    bc.send(json!({"type":"heartbeat","station":"meta","position_ms":500,"ack":true}))
+        .await;
+    let hb = bc.expect("ack").await["seq"].as_u64().unwrap();
+    let (syncs, _) = syncs_until(&mut lb, hb).await;
+    assert_eq!(syncs.last().unwrap()["title"], "Only on a");
+    let (mut late, _) = listener(&b, "meta").await;
+    assert_eq!(late.expect("sync").await["title"], "Only on a");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod broadcast;
 mod browser;
 mod cli;
 mod cluster;
@@ -17,5 +18,7 @@ mod generated;
 mod layout;
 mod loadtest;
 mod media;
+mod metadata;
 mod metrics;
+mod mpv;
 mod protocol;

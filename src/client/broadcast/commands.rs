@@ -4,25 +4,52 @@
 
 use anyhow::{Context as _, bail};
 
-/// A line of input, parsed.
+/// A line of input, parsed. Queries are resolved against the server's
+/// library by the session, not here.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Play {
-        track: Option<String>,
+        query: Option<String>,
         position_ms: Option<u64>,
     },
     Pause,
     Seek(u64),
     Track {
-        name: String,
+        query: String,
         duration_ms: Option<u64>,
     },
+    Next,
+    Prev,
+    Search(String),
+    Now,
     Stop,
     Help,
 }
 
-pub const HELP: &str = "commands: play [TRACK] [SECONDS] | pause | seek SECONDS | \
-                        track NAME [DURATION_SECONDS] | stop | help";
+/// Every command, as `help`, `radio broadcast --help` and its man page list
+/// them.
+pub const HELP: &str = "\
+Commands (one a line on stdin; quote words with spaces):
+  play [QUERY] [SECONDS]  play a track from SECONDS, or resume
+  track QUERY [SECONDS]   switch track, keeping play or pause
+                          (SECONDS: its duration)
+  pause                   pause
+  seek SECONDS            jump to a position in the track
+  next, prev              the next or previous track
+  search WORDS            list the tracks whose id, title or
+                          artist hold every word
+  now                     print what plays
+  stop                    stop the station and exit
+  help                    this list
+
+A QUERY is a library id, or a file name, file stem, title or
+\"artist - title\" (any case), or a part of one that only one
+track has. At a track's end the next track plays (the library's
+order, or the playlist's); --stop-at-end pauses instead. The end
+of stdin stops the station, except with --playlist.";
+
+/// The one-line reminder a refused line ends with.
+const USAGE: &str = "commands: play, track, pause, seek, next, prev, search, now, stop, help";
 
 fn seconds(word: &str, what: &str) -> anyhow::Result<u64> {
     let secs: f64 = word
@@ -47,7 +74,7 @@ pub fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
     };
     let too_many = |max: usize| -> anyhow::Result<()> {
         if args.len() > max {
-            bail!("{cmd} takes at most {max} arguments; {HELP}");
+            bail!("{cmd} takes at most {max} arguments; {USAGE}");
         }
         Ok(())
     };
@@ -55,7 +82,7 @@ pub fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
         "play" => {
             too_many(2)?;
             Command::Play {
-                track: args.first().cloned(),
+                query: args.first().cloned(),
                 position_ms: args
                     .get(1)
                     .map(|w| seconds(w, "the position"))
@@ -75,20 +102,42 @@ pub fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
         }
         "track" => {
             too_many(2)?;
-            let Some(name) = args.first() else {
-                bail!("track needs a name, like: track song.mp3 180");
+            let Some(query) = args.first() else {
+                bail!("track needs a track, like: track \"Side B\" or track side-b.mp3 180");
             };
-            Command::Track {
-                name: name.clone(),
-                duration_ms: args
-                    .get(1)
-                    .map(|w| seconds(w, "the duration"))
-                    .transpose()?,
+            let duration_ms = args
+                .get(1)
+                .map(|w| seconds(w, "the duration"))
+                .transpose()?;
+            if duration_ms == Some(0) {
+                bail!("a track's duration must be more than 0 seconds");
             }
+            Command::Track {
+                query: query.clone(),
+                duration_ms,
+            }
+        }
+        "next" => {
+            too_many(0)?;
+            Command::Next
+        }
+        "prev" | "previous" => {
+            too_many(0)?;
+            Command::Prev
+        }
+        "search" => {
+            if args.is_empty() {
+                bail!("search needs words, like: search side a");
+            }
+            Command::Search(args.join(" "))
+        }
+        "now" => {
+            too_many(0)?;
+            Command::Now
         }
         "stop" => Command::Stop,
         "help" | "?" => Command::Help,
-        other => bail!("unknown command {other:?}; {HELP}"),
+        other => bail!("unknown command {other:?}; {USAGE}"),
     };
     Ok(Some(command))
 }
@@ -102,14 +151,14 @@ mod tests {
         assert_eq!(
             parse_command("play \"Side A.mp3\" 12.5").unwrap(),
             Some(Command::Play {
-                track: Some("Side A.mp3".into()),
+                query: Some("Side A.mp3".into()),
                 position_ms: Some(12_500)
             })
         );
         assert_eq!(
             parse_command("play").unwrap(),
             Some(Command::Play {
-                track: None,
+                query: None,
                 position_ms: None
             })
         );
@@ -118,15 +167,29 @@ mod tests {
         assert_eq!(
             parse_command("track b.ogg 180").unwrap(),
             Some(Command::Track {
-                name: "b.ogg".into(),
+                query: "b.ogg".into(),
                 duration_ms: Some(180_000)
             })
         );
+        assert_eq!(parse_command("next").unwrap(), Some(Command::Next));
+        assert_eq!(parse_command("prev").unwrap(), Some(Command::Prev));
+        assert_eq!(parse_command("now").unwrap(), Some(Command::Now));
+        assert_eq!(
+            parse_command("search side  \"a b\"").unwrap(),
+            Some(Command::Search("side a b".into()))
+        );
+        assert!(parse_command("search").is_err());
+        assert!(parse_command("track x 0").is_err());
+        assert!(parse_command("next 2").is_err());
         assert_eq!(parse_command("  # comment").unwrap(), None);
         assert_eq!(parse_command("").unwrap(), None);
         assert!(parse_command("seek").is_err());
         assert!(parse_command("seek -4").is_err());
-        assert!(parse_command("dance").is_err());
+        let e = parse_command("dance").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown command \"dance\"") && e.contains("search"),
+            "{e}"
+        );
         assert!(parse_command("pause now").is_err());
         assert!(parse_command("play \"unterminated").is_err());
     }

@@ -1,63 +1,52 @@
 //! `radio broadcast`: run a station from a shell.
 //!
-//! The station's playback state lives here, in a [`Player`]; every command
-//! (or playlist step) becomes an `update` asking for an `ack`, and the
-//! acknowledged `seq` is printed. While playing, a heartbeat goes out every
-//! `--heartbeat-interval`. A lost connection is retried with backoff and the
-//! station resumed with its `resume_token`, then the current state re-sent.
-//! stdin's end, `stop` and Ctrl-C all stop the station and exit 0.
+//! At start (and after each reconnect) it reads the server's library
+//! (`GET /api/library`), so what a person types resolves to one library
+//! track (`library`); the station's order, `next` and what follows a
+//! track's end are in `queue`. The playback state lives in a [`Player`];
+//! every command (or playlist step) becomes an `update` asking for an `ack`,
+//! and the acknowledged `seq` is printed (`output`). While playing, a
+//! heartbeat goes out every `--heartbeat-interval`. A lost connection is
+//! retried with backoff and the station resumed with its `resume_token`,
+//! then the current state re-sent. `stop`, the end of stdin (without
+//! `--playlist`) and Ctrl-C stop the station; the exit status is 1 when a
+//! line was refused.
 //!
 //! This file is the connection and its session loop; the command language
 //! is in `commands`, the M3U playlist in `playlist`, the playback state in
 //! `player`.
 
-mod commands;
+pub mod commands;
+mod library;
+mod output;
 mod player;
 mod playlist;
+mod queue;
 
 use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
-pub use commands::{Command, HELP, parse_command};
-pub use player::Player;
-use playlist::load_playlist;
-pub use playlist::{Entry, parse_m3u};
+use commands::{Command, HELP, parse_command};
+use library::FetchError;
+use output::Sent;
+use player::Player;
+use queue::{Order, Queue};
 
 use crate::cli::BroadcastArgs;
+use crate::client::http::Endpoint;
 use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{
     self, ClientMessage, ErrorCode, Heartbeat, ServerMessage, StationName, Update,
 };
 
-/// A state sent with `ack`, waiting for its `seq`.
-#[derive(Debug, Clone, Serialize)]
-struct Sent {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
-    station: String,
-    track: String,
-    position_ms: u64,
-    playing: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<u64>,
-    cause: &'static str,
-}
-
-/// Where commands come from.
-enum Source {
-    Stdin(mpsc::Receiver<String>),
-    Playlist { entries: Vec<Entry>, index: usize },
-}
-
 /// How a connection ended.
 enum End {
-    /// Stopped on purpose: exit 0.
+    /// Stopped on purpose.
     Done,
     /// Lost: reconnect after this long (the server may say how long).
     Lost(Option<Duration>),
@@ -67,46 +56,51 @@ struct Broadcaster {
     args: BroadcastArgs,
     quit: tokio_util::sync::CancellationToken,
     url: String,
+    endpoint: Endpoint,
     station: StationName,
     player: Player,
-    source: Source,
+    queue: Queue,
+    /// Commands; `None` once stdin ended with a playlist still playing.
+    stdin: Option<mpsc::Receiver<String>>,
     token: Option<String>,
     clock: ClockOffset,
     pending: VecDeque<Sent>,
+    /// The newest `seq` the server acknowledged.
+    last_seq: Option<u64>,
+    /// A line was refused: the exit status is 1.
+    refused: bool,
 }
 
 pub async fn run(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     let station = StationName::new(&args.client.station)
         .map_err(|why| anyhow::anyhow!("invalid --station: {why}"))?;
     let url = client::ws_url(&args.client.url)?;
-    let source = match &args.playlist {
-        Some(path) => Source::Playlist {
-            entries: load_playlist(path)?,
-            index: 0,
-        },
-        None => Source::Stdin(spawn_stdin_reader()),
+    let endpoint = Endpoint::of_ws_url(&url)?;
+    let library = library::at_start(&endpoint, args.free_tracks).await?;
+    let order = match &args.playlist {
+        Some(path) => Order::Playlist(playlist::order(path, library.as_ref(), args.free_tracks)?),
+        None => Order::Library,
     };
+    let mut queue = Queue::new(library, order, args.free_tracks);
+    let mut player = Player::default();
+    if let Some(first) = queue.start() {
+        player.load(first, 0, true);
+    }
     let mut b = Broadcaster {
         args,
         quit: client::quit_signal(),
         url,
+        endpoint,
         station,
-        player: Player::default(),
-        source,
+        player,
+        queue,
+        stdin: Some(spawn_stdin_reader()),
         token: None,
         clock: ClockOffset::default(),
         pending: VecDeque::new(),
+        last_seq: None,
+        refused: false,
     };
-    if let Source::Playlist { entries, .. } = &b.source {
-        let first = &entries[0];
-        b.player = Player {
-            track: Some(first.track.clone()),
-            duration_ms: Some(first.duration_ms),
-            playing: true,
-            ..Player::default()
-        };
-        b.player.set_position(0);
-    }
     b.run().await
 }
 
@@ -150,22 +144,47 @@ impl Broadcaster {
                     let delay = backoff.next_delay();
                     eprintln!("radio: {e:#}; retrying in {delay:.1?}");
                     if self.pause(delay).await {
-                        return Ok(ExitCode::SUCCESS);
+                        return Ok(self.exit_code());
                     }
                     continue;
                 }
             };
+            if !first {
+                self.refresh_library().await;
+            }
             first = false;
-            backoff.reset();
-            match self.session(ws).await? {
-                End::Done => return Ok(ExitCode::SUCCESS),
+            match self.session(ws, &mut backoff).await? {
+                End::Done => return Ok(self.exit_code()),
                 End::Lost(after) => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
                     eprintln!("radio: connection lost; reconnecting in {delay:.1?}");
                     if self.pause(delay).await {
-                        return Ok(ExitCode::SUCCESS);
+                        return Ok(self.exit_code());
                     }
                 }
+            }
+        }
+    }
+
+    /// 1 when a line was refused, so a script's mistakes fail its caller.
+    fn exit_code(&self) -> ExitCode {
+        if self.refused {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    /// Reads the library again after a reconnect (the server may have
+    /// restarted with another); keeps the old one if that fails.
+    async fn refresh_library(&mut self) {
+        match library::fetch(&self.endpoint).await {
+            Ok(lib) => self.queue.set_library(lib),
+            Err(FetchError::Unreachable(e)) => {
+                tracing::debug!(error = %e, "cannot read the library again");
+            }
+            Err(FetchError::NoLibrary(why)) => {
+                tracing::debug!(why, "cannot read the library again");
             }
         }
     }
@@ -231,12 +250,15 @@ impl Broadcaster {
     }
 
     /// One connection: claims the station, re-sends the current state, then
-    /// serves input, the playlist, heartbeats and the server until it ends.
-    async fn session(&mut self, mut ws: Ws) -> anyhow::Result<End> {
+    /// serves input, track ends, heartbeats and the server until it ends.
+    /// The backoff starts again only once the station is accepted, so a
+    /// server that connects but refuses (`unavailable`) is not hammered.
+    async fn session(&mut self, mut ws: Ws, backoff: &mut Backoff) -> anyhow::Result<End> {
         self.pending.clear();
         if !self.claim(&mut ws).await? {
             return Ok(End::Lost(None));
         }
+        backoff.reset();
         // Re-send the current state after a reconnect (or the playlist's first).
         if self.player.track.is_some() {
             self.send_update(&mut ws).await?;
@@ -248,19 +270,18 @@ impl Broadcaster {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let track_end = self.player.remaining();
-            let playlist = matches!(self.source, Source::Playlist { .. });
             tokio::select! {
                 _ = self.quit.cancelled() => {
                     self.stop(&mut ws).await;
                     return Ok(End::Done);
                 }
-                line = next_line(&mut self.source) => {
+                line = next_line(&mut self.stdin) => {
                     if let Some(end) = self.on_line(&mut ws, line, &mut heartbeat).await? {
                         return Ok(end);
                     }
                 }
-                _ = sleep_opt(track_end), if playlist => {
-                    self.next_entry();
+                _ = sleep_opt(track_end) => {
+                    self.track_ended();
                     self.send_update(&mut ws).await?;
                     heartbeat.reset();
                 }
@@ -286,27 +307,119 @@ impl Broadcaster {
         heartbeat: &mut Interval,
     ) -> anyhow::Result<Option<End>> {
         let Some(line) = line else {
-            // End of input: the script is over.
+            // A playlist plays on without stdin; a script is over.
+            self.stdin = None;
+            if self.args.playlist.is_some() {
+                return Ok(None);
+            }
             self.stop(ws).await;
             return Ok(Some(End::Done));
         };
-        match parse_command(&line) {
-            Ok(Some(Command::Stop)) => {
+        let cmd = match parse_command(&line) {
+            Ok(Some(cmd)) => cmd,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.refuse(&format!("{e:#}"));
+                return Ok(None);
+            }
+        };
+        match cmd {
+            Command::Stop => {
                 self.stop(ws).await;
                 return Ok(Some(End::Done));
             }
-            Ok(Some(Command::Help)) => eprintln!("{HELP}"),
-            Ok(Some(cmd)) => match self.player.apply(cmd) {
+            Command::Help => eprintln!("{HELP}"),
+            Command::Search(words) => self.search(&words),
+            Command::Now => self.now(),
+            cmd => match self.change(cmd) {
                 Ok(()) => {
                     self.send_update(ws).await?;
                     heartbeat.reset();
                 }
-                Err(e) => eprintln!("radio: {e}"),
+                Err(e) => self.refuse(&e),
             },
-            Ok(None) => {}
-            Err(e) => eprintln!("radio: {e:#}"),
         }
         Ok(None)
+    }
+
+    /// A refused line: said on stderr, and the exit status will be 1. The
+    /// station plays on as it did.
+    fn refuse(&mut self, why: &str) {
+        eprintln!("radio: {why}");
+        self.refused = true;
+    }
+
+    /// Applies a command that changes what plays.
+    fn change(&mut self, cmd: Command) -> Result<(), String> {
+        let p = &mut self.player;
+        match cmd {
+            Command::Play {
+                query: Some(q),
+                position_ms,
+            } => {
+                let choice = self.queue.choose(&q, None)?;
+                let at = position_ms.unwrap_or(0);
+                if let Some(end) = choice.duration_ms.filter(|end| at >= *end) {
+                    return Err(format!(
+                        "{q:?} is only {:.1} s long; play it from earlier",
+                        end as f64 / 1000.0
+                    ));
+                }
+                p.load(choice, at, true);
+            }
+            Command::Play { query: None, .. } => p.resume().map_err(|e| e.to_string())?,
+            Command::Track { query, duration_ms } => {
+                let choice = self.queue.choose(&query, duration_ms)?;
+                let playing = p.playing;
+                p.load(choice, 0, playing);
+            }
+            Command::Next | Command::Prev => {
+                let choice = self.queue.step(matches!(cmd, Command::Next))?;
+                p.load(choice, 0, true);
+            }
+            Command::Pause => p.pause().map_err(|e| e.to_string())?,
+            Command::Seek(ms) => p.seek(ms).map_err(|e| e.to_string())?,
+            Command::Stop | Command::Help | Command::Search(_) | Command::Now => {}
+        }
+        Ok(())
+    }
+
+    /// The playing track reached its end: the next one plays from 0, or
+    /// with `--stop-at-end` (or nothing to follow) the station pauses there.
+    fn track_ended(&mut self) {
+        let next = if self.args.stop_at_end {
+            None
+        } else {
+            let next = self.queue.after_end();
+            if next.is_none() {
+                eprintln!("radio: the track ended and nothing follows it; paused at its end");
+            }
+            next
+        };
+        match next {
+            Some(choice) => self.player.load(choice, 0, true),
+            None => self.player.hold_at_end(),
+        }
+    }
+
+    fn search(&mut self, words: &str) {
+        let Some(lib) = self.queue.library() else {
+            return self.refuse("no library to search: the server's could not be read");
+        };
+        let found = lib.search(words);
+        for line in output::search(lib, words, &found, self.args.json) {
+            self.emit(&line);
+        }
+    }
+
+    fn now(&self) {
+        let line = match self.player.track.clone() {
+            Some(c) => self
+                .sent(c.track, self.player.position_ms(), "now")
+                .now(self.last_seq, self.args.json),
+            None => output::nothing_yet(self.station.as_str(), self.args.json),
+        };
+        self.emit(&line);
     }
 
     /// Acts on what came from the server, or on the connection failing.
@@ -326,12 +439,7 @@ impl Broadcaster {
 
     fn on_message(&mut self, msg: ServerMessage) -> anyhow::Result<Option<End>> {
         match msg {
-            ServerMessage::Ack { seq, .. } => {
-                if let Some(mut sent) = self.pending.pop_front() {
-                    sent.seq = Some(seq);
-                    self.print(&sent);
-                }
-            }
+            ServerMessage::Ack { seq, .. } => self.acked(seq),
             ServerMessage::Pong {
                 client_time_ms: Some(sent),
                 server_time_ms,
@@ -354,7 +462,7 @@ impl Broadcaster {
                 }
                 _ => {
                     self.pending.pop_front();
-                    eprintln!("radio: the server refused a message ({code}): {message}");
+                    self.refuse(&format!("the server refused a message ({code}): {message}"));
                 }
             },
             _ => {}
@@ -362,26 +470,36 @@ impl Broadcaster {
         Ok(None)
     }
 
-    fn next_entry(&mut self) {
-        if let Source::Playlist { entries, index } = &mut self.source {
-            *index = (*index + 1) % entries.len();
-            let e = &entries[*index];
-            self.player.track = Some(e.track.clone());
-            self.player.duration_ms = Some(e.duration_ms);
-            self.player.playing = true;
-            self.player.set_position(0);
+    /// The server acknowledged the oldest pending state.
+    fn acked(&mut self, seq: u64) {
+        self.last_seq = Some(seq);
+        if let Some(mut sent) = self.pending.pop_front() {
+            sent.seq = Some(seq);
+            if let Some(line) = sent.line(self.args.json) {
+                self.emit(&line);
+            }
         }
     }
 
     /// A state about to be sent, waiting for its `ack`.
     fn sent(&self, track: String, position_ms: u64, cause: &'static str) -> Sent {
+        let known = self.queue.known(&track);
+        let (title, artist) = match known {
+            Some(t) => (Some(t.title.clone()), t.artist.clone()),
+            None => (
+                self.player.track.as_ref().and_then(|c| c.title.clone()),
+                None,
+            ),
+        };
         Sent {
             seq: None,
             station: self.station.to_string(),
             track,
+            title,
+            artist,
             position_ms,
             playing: self.player.playing,
-            duration_ms: self.player.duration_ms,
+            duration_ms: self.player.duration_ms(),
             cause,
         }
     }
@@ -391,31 +509,33 @@ impl Broadcaster {
     }
 
     async fn send_update(&mut self, ws: &mut Ws) -> anyhow::Result<()> {
-        let Some(track) = self.player.track.clone() else {
+        let Some(choice) = self.player.track.clone() else {
             return Ok(());
         };
         let position_ms = self.player.position_ms();
         let update = Update {
             station: self.station.clone(),
-            track: track.clone(),
+            track: choice.track.clone(),
             position_ms,
             playing: self.player.playing,
-            duration_ms: self.player.duration_ms,
+            duration_ms: choice.duration_ms,
+            title: choice.title,
+            artist: None,
             at_server_ms: self.at_server_ms(),
             ack: true,
         };
         self.pending
-            .push_back(self.sent(track, position_ms, "update"));
+            .push_back(self.sent(choice.track, position_ms, "update"));
         client::send(ws, &ClientMessage::Update(update)).await
     }
 
     async fn send_heartbeat(&mut self, ws: &mut Ws) -> anyhow::Result<()> {
-        let Some(track) = self.player.track.clone() else {
+        let Some(choice) = &self.player.track else {
             return Ok(());
         };
         let position_ms = self.player.position_ms();
         self.pending
-            .push_back(self.sent(track, position_ms, "heartbeat"));
+            .push_back(self.sent(choice.track.clone(), position_ms, "heartbeat"));
         client::send(
             ws,
             &ClientMessage::Heartbeat(Heartbeat {
@@ -427,30 +547,6 @@ impl Broadcaster {
             }),
         )
         .await
-    }
-
-    fn print(&self, sent: &Sent) {
-        if self.args.json {
-            match serde_json::to_string(sent) {
-                Ok(line) => self.emit(&line),
-                Err(e) => eprintln!("radio: cannot encode a state: {e}"),
-            }
-            return;
-        }
-        if sent.cause == "heartbeat" {
-            return;
-        }
-        let of = sent
-            .duration_ms
-            .map(|d| format!(" of {}", client::clock(d)))
-            .unwrap_or_default();
-        self.emit(&format!(
-            "seq {}: {} {:?} at {}{of}",
-            sent.seq.unwrap_or(0),
-            if sent.playing { "playing" } else { "paused" },
-            sent.track,
-            client::clock(sent.position_ms),
-        ));
     }
 
     /// Prints a line; a closed stdout does not stop the station.
@@ -472,12 +568,7 @@ impl Broadcaster {
             while let Ok(Some(msg)) = client::next_message(ws).await {
                 match msg {
                     ServerMessage::Stopped { .. } => return true,
-                    ServerMessage::Ack { seq, .. } => {
-                        if let Some(mut sent) = self.pending.pop_front() {
-                            sent.seq = Some(seq);
-                            self.print(&sent);
-                        }
-                    }
+                    ServerMessage::Ack { seq, .. } => self.acked(seq),
                     _ => {}
                 }
             }
@@ -511,10 +602,11 @@ async fn send_ping(ws: &mut Ws) -> anyhow::Result<()> {
     .await
 }
 
-async fn next_line(source: &mut Source) -> Option<String> {
-    match source {
-        Source::Stdin(rx) => rx.recv().await,
-        Source::Playlist { .. } => std::future::pending().await,
+/// The next line of stdin; `None` at its end, and never once it ended.
+async fn next_line(stdin: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
+    match stdin {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -413,6 +413,8 @@ mod tests {
             position_ms: 0,
             playing: true,
             duration_ms: None,
+            title: None,
+            artist: None,
         }
     }
 

@@ -106,17 +106,16 @@ pub(crate) fn summary(
     sync: Option<&Sync>,
     now: i64,
 ) -> StationSummary {
-    let (track, playing, position_ms) = match sync {
-        Some(s) => (Some(s.track.clone()), s.playing, s.position_at(now)),
-        None => (None, false, 0),
-    };
     StationSummary {
         station,
         listeners,
         live: true,
-        track,
-        playing,
-        position_ms,
+        track: sync.map(|s| s.track.clone()),
+        playing: sync.is_some_and(|s| s.playing),
+        position_ms: sync.map_or(0, |s| s.position_at(now)),
+        duration_ms: sync.and_then(|s| s.duration_ms),
+        title: sync.and_then(|s| s.title.clone()),
+        artist: sync.and_then(|s| s.artist.clone()),
         server_time_ms: now,
     }
 }

@@ -130,12 +130,22 @@ impl Conn {
         let Some(i) = self.owned_index(&u.station, REQ).await else {
             return;
         };
+        // The library's word on the track, filled here, where the update is
+        // stamped: once per update, never per listener, on any backend.
+        let index = self.shared.media.index();
+        let known = index.get(&u.track);
         let playback = Playback {
-            track: u.track,
             position_ms: carried_position(u.position_ms, u.playing, u.at_server_ms),
             playing: u.playing,
-            duration_ms: u.duration_ms,
+            duration_ms: u.duration_ms.or_else(|| known.and_then(|t| t.duration_ms)),
+            title: known.map(|t| t.title.clone()).or(u.title),
+            artist: match known {
+                Some(t) => t.artist.clone(),
+                None => u.artist,
+            },
+            track: u.track,
         };
+        drop(index);
         match self.owned[i].update(playback).await {
             Ok(seq) if u.ack => self.send(&ServerMessage::Ack {
                 station: u.station,

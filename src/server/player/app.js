@@ -13,7 +13,9 @@
 // Sync engine: the clock offset to the server comes from ping/pong, keeping
 // the samples with the smallest round trip (their offset is the least
 // skewed by queueing). The station's position now is
-//   position_ms + (server_now - server_time_ms)   while playing.
+//   position_ms + (server_now - server_time_ms)   while playing,
+// never past duration_ms: past its end a station waits for its next state,
+// and so does the player (an ended file is never started again).
 // Drift under ~300 ms is corrected by nudging playbackRate a few percent
 // until within ~40 ms; larger drift by seeking (aimed ahead by the measured
 // seek latency).
@@ -449,7 +451,9 @@
       const left = el("span");
       left.append(el("span", "t", s.station));
       const t = s.track ? st.byId.get(s.track) : null;
-      left.append(el("span", "a", s.track ? `${s.playing ? "▶" : "❚❚"} ${t ? t.title : s.track}` : "no track yet"));
+      const name = s.title ?? t?.title ?? s.track;
+      const by = s.artist ?? t?.artist;
+      left.append(el("span", "a", s.track ? `${s.playing ? "▶" : "❚❚"} ${by ? by + " – " : ""}${name}` : "no track yet"));
       const n = s.listeners;
       b.append(left, el("span", "d", `${n} listener${n === 1 ? "" : "s"}`));
       const mine = st.mode === "live" && s.station === st.station;
@@ -619,11 +623,38 @@
     send({ type: "list_stations" });
   }
 
-  // The station's position now, in ms.
+  // The station's position now, in ms: never past its track's end, where a
+  // station waits for its broadcaster's next state (docs/protocol.md).
   function stationPosition() {
     const s = st.sync;
     if (!s) return null;
-    return s.playing ? s.position_ms + (serverNow() - s.server_time_ms) : s.position_ms;
+    if (!s.playing) return s.position_ms;
+    const p = s.position_ms + (serverNow() - s.server_time_ms);
+    return s.duration_ms ? Math.min(p, s.duration_ms) : p;
+  }
+
+  // Whether the playing station is at (or past) the end of its track or of
+  // the media file: then nothing is sought or played until its next state.
+  function pastEnd() {
+    const s = st.sync;
+    if (!s || !s.playing) return false;
+    const target = stationPosition();
+    const d = media.duration;
+    return (s.duration_ms && target >= s.duration_ms) || (isFinite(d) && target / 1000 >= d - 0.05);
+  }
+
+  function showEnded() {
+    setStationStatus("live; track ended, waiting for the station", "warn");
+    $("drift").textContent = "–";
+    setRate(1);
+  }
+
+  // What the station plays, by its own title and artist (the server's
+  // library fills them), else by the library's, else by the track id.
+  function showStationTrack(s) {
+    const t = st.byId.get(s.track);
+    $("np-title").textContent = s.title ?? t?.title ?? s.track;
+    $("np-artist").textContent = t ? (s.artist ?? t.artist ?? "") : "not in this server's library";
   }
 
   function applySync(s) {
@@ -634,8 +665,12 @@
       loadTrack(s.track, 0);
       media.addEventListener("loadedmetadata", () => correct(true), { once: true });
     }
+    showStationTrack(s);
     if (s.playing) {
       setStationStatus(st.byId.has(s.track) ? "live; playing in sync" : `live; playing “${s.track}”, which this library lacks`, "ok");
+      // Past the end, an ended file must not start again (play() on an
+      // ended element plays it from 0): wait for the station's next state.
+      if (pastEnd()) { showEnded(); return; }
       // While "Click to listen" is up, wait for the click: retrying on every
       // sync would only be refused again.
       if (!$("gate").hidden) return;
@@ -658,8 +693,7 @@
     if (media.readyState < 1 || media.seeking) return;
     const target = stationPosition();
     if (target === null) return;
-    const d = media.duration;
-    if (isFinite(d) && target / 1000 > d) return; // past the end: wait for the next track
+    if (pastEnd()) { showEnded(); return; } // wait for the station's next track
     const drift = media.currentTime * 1000 - target;
     st.drift = drift;
     $("drift").textContent = `${drift >= 0 ? "+" : ""}${Math.round(drift)} ms`;
@@ -726,6 +760,7 @@
   media.addEventListener("ended", () => {
     if (st.mode === "live") nextTrack();
     else if (st.mode === "private") saveSession(true);
+    else if (st.mode === "listening" && st.sync) showEnded();
   });
   media.addEventListener("error", () => {
     if (media.error && st.track) message(`Cannot play ${st.track}: ${media.error.message || "media error " + media.error.code}`);
@@ -793,6 +828,10 @@
       rtt: st.rtt,
       drift: st.drift,
       connected: st.connected,
+      stationPosition: stationPosition(),
+      status: $("station-status").textContent,
+      title: $("np-title").textContent,
+      artist: $("np-artist").textContent,
       now: performance.timeOrigin + performance.now(),
     }),
   };

@@ -89,14 +89,17 @@ impl State {
     }
 }
 
-/// What a broadcaster chooses in an `update`: the rest of a `sync` (station,
-/// `seq`, server time, cause) is the server's to stamp.
+/// What a broadcaster chooses in an `update`, with what the server's library
+/// says of its track (filled once, where the update is stamped): the rest of
+/// a `sync` (station, `seq`, server time, cause) is the server's to stamp.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Playback {
     pub track: String,
     pub position_ms: u64,
     pub playing: bool,
     pub duration_ms: Option<u64>,
+    pub title: Option<String>,
+    pub artist: Option<String>,
 }
 
 impl Playback {
@@ -109,19 +112,23 @@ impl Playback {
             position_ms: self.position_ms,
             playing: self.playing,
             duration_ms: self.duration_ms,
+            title: self.title,
+            artist: self.artist,
             server_time_ms: protocol::now_ms(),
             cause,
         }
     }
 
-    /// A heartbeat's playback: `last`'s track and duration at a new position
-    /// (and play state, when given).
+    /// A heartbeat's playback: `last`'s track, duration, title and artist at
+    /// a new position (and play state, when given).
     pub fn carried(last: &Sync, position_ms: u64, playing: Option<bool>) -> Self {
         Self {
             track: last.track.clone(),
             position_ms,
             playing: playing.unwrap_or(last.playing),
             duration_ms: last.duration_ms,
+            title: last.title.clone(),
+            artist: last.artist.clone(),
         }
     }
 }
@@ -160,6 +167,8 @@ mod tests {
             position_ms: 5,
             playing: true,
             duration_ms: Some(9),
+            title: Some("A".into()),
+            artist: None,
         };
         let state = State::new(playback.stamp(name("s"), 3, SyncCause::Update));
         let back = State::from_frame(state.frame.as_str()).expect("a sync frame");

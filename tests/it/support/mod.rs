@@ -7,8 +7,10 @@
 //! - [`redis`]: a real `redis-server` for the cluster tests;
 //! - [`fixtures`]: temporary directories and generated media;
 //! - [`poll`]: waiting for something to happen, bounded;
-//! - [`process`]: the `radio` binary and child processes.
+//! - [`process`]: the `radio` binary and child processes;
+//! - [`cli`]: the shell clients as processes, and reading what they print.
 
+pub mod cli;
 pub mod fixtures;
 pub mod http;
 pub mod poll;

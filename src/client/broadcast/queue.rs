@@ -1,0 +1,216 @@
+//! What the station plays and what comes next: a query turned into a
+//! [`Choice`], and the order `next`, `prev` and a track's end follow (the
+//! library's, as `/api/library` lists it, or the playlist's), wrapping.
+
+use super::library::{LibTrack, Library};
+use super::player::Choice;
+
+/// The order tracks follow.
+#[derive(Debug)]
+pub enum Order {
+    /// The library's order, by id.
+    Library,
+    /// The playlist's entries, resolved.
+    Playlist(Vec<Choice>),
+}
+
+/// The station's tracks: the library, the order, and where in it we are.
+#[derive(Debug)]
+pub struct Queue {
+    library: Option<Library>,
+    order: Order,
+    /// `--free-tracks`: queries are sent as written.
+    free: bool,
+    /// Where the current (or last) track is in the order; `None` for a
+    /// track the order does not hold.
+    at: Option<usize>,
+}
+
+impl Queue {
+    pub fn new(library: Option<Library>, order: Order, free: bool) -> Self {
+        Self {
+            library,
+            order,
+            free,
+            at: None,
+        }
+    }
+
+    pub fn library(&self) -> Option<&Library> {
+        self.library.as_ref()
+    }
+
+    /// A fresh copy of the library (fetched again after a reconnect).
+    pub fn set_library(&mut self, library: Library) {
+        self.library = Some(library);
+    }
+
+    /// What the library knows of `track`.
+    pub fn known(&self, track: &str) -> Option<&LibTrack> {
+        self.library.as_ref()?.find(track)
+    }
+
+    fn len(&self) -> usize {
+        match &self.order {
+            Order::Library => self.library.as_ref().map_or(0, Library::len),
+            Order::Playlist(p) => p.len(),
+        }
+    }
+
+    /// The order's track at `i`.
+    fn choice_at(&self, i: usize) -> Option<Choice> {
+        match &self.order {
+            Order::Playlist(p) => p.get(i).cloned(),
+            Order::Library => self.library.as_ref()?.get(i).map(|t| Choice {
+                track: t.id.clone(),
+                duration_ms: t.duration_ms,
+                title: None,
+            }),
+        }
+    }
+
+    /// Where `track` is in the order: the first place at or after the
+    /// current one, wrapping.
+    fn place_of(&self, track: &str) -> Option<usize> {
+        let n = self.len();
+        let from = self.at.unwrap_or(0);
+        (0..n)
+            .map(|k| (from + k) % n)
+            .find(|&i| self.choice_at(i).is_some_and(|c| c.track == track))
+    }
+
+    /// The track `query` names (`play QUERY`, `track QUERY`), with
+    /// `duration_ms` when given, else the library's. `Err` is the refusal.
+    pub fn choose(&mut self, query: &str, duration_ms: Option<u64>) -> Result<Choice, String> {
+        let choice = if self.free {
+            Choice {
+                duration_ms: duration_ms.or_else(|| self.known(query)?.duration_ms),
+                track: query.to_owned(),
+                title: None,
+            }
+        } else {
+            let Some(lib) = &self.library else {
+                return Err("the server's library is not available; pass --free-tracks to send track names as written".into());
+            };
+            let t = lib.get(lib.resolve(query)?).ok_or("the library changed")?;
+            Choice {
+                track: t.id.clone(),
+                duration_ms: duration_ms.or(t.duration_ms),
+                title: None,
+            }
+        };
+        match self.place_of(&choice.track) {
+            Some(i) => self.at = Some(i),
+            // A playlist goes on after a track it does not hold from where
+            // it was; the library's order has no place for a free track.
+            None if matches!(self.order, Order::Library) => self.at = None,
+            None => {}
+        }
+        Ok(choice)
+    }
+
+    /// The next (`forward`) or previous track in the order, wrapping.
+    pub fn step(&mut self, forward: bool) -> Result<Choice, String> {
+        let n = self.len();
+        if n == 0 {
+            return Err(match &self.library {
+                Some(_) => "the server's library is empty; there is no next track".into(),
+                None => "no library and no playlist to take the next track from".into(),
+            });
+        }
+        let i = match (self.at, forward) {
+            (Some(i), true) => (i + 1) % n,
+            (Some(i), false) => (i + n - 1) % n,
+            (None, true) => 0,
+            (None, false) => n - 1,
+        };
+        self.at = Some(i);
+        self.choice_at(i)
+            .ok_or_else(|| "the library changed".into())
+    }
+
+    /// The first track of a playlist.
+    pub fn start(&mut self) -> Option<Choice> {
+        matches!(self.order, Order::Playlist(_)).then(|| self.step(true).ok())?
+    }
+
+    /// What plays after the current track ends: `None` when nothing
+    /// follows it (a track outside the library's order).
+    pub fn after_end(&mut self) -> Option<Choice> {
+        self.at?;
+        self.step(true).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lib() -> Library {
+        Library::new(
+            ["a.mp3", "b.mp3", "c.mp3"]
+                .iter()
+                .map(|id| LibTrack {
+                    id: (*id).into(),
+                    title: id.trim_end_matches(".mp3").to_uppercase(),
+                    artist: None,
+                    duration_ms: Some(4_000),
+                })
+                .collect(),
+        )
+    }
+
+    fn choice(track: &str, ms: u64) -> Choice {
+        Choice {
+            track: track.into(),
+            duration_ms: Some(ms),
+            title: None,
+        }
+    }
+
+    #[test]
+    fn library_order_wraps() {
+        let mut q = Queue::new(Some(lib()), Order::Library, false);
+        assert_eq!(q.choose("C", None).unwrap(), choice("c.mp3", 4_000));
+        assert_eq!(q.after_end().unwrap().track, "a.mp3", "wraps");
+        assert_eq!(q.step(false).unwrap().track, "c.mp3");
+        assert_eq!(q.choose("b", Some(9_000)).unwrap(), choice("b.mp3", 9_000));
+        assert!(q.choose("zzz", None).is_err());
+        assert_eq!(
+            q.step(true).unwrap().track,
+            "c.mp3",
+            "a refusal keeps the place"
+        );
+        assert!(q.start().is_none(), "only a playlist starts on its own");
+    }
+
+    #[test]
+    fn playlist_order_and_tracks_outside_it() {
+        let list = vec![choice("b.mp3", 1_000), choice("a.mp3", 2_000)];
+        let mut q = Queue::new(Some(lib()), Order::Playlist(list), false);
+        assert_eq!(q.start().unwrap().track, "b.mp3");
+        assert_eq!(q.after_end().unwrap(), choice("a.mp3", 2_000));
+        // A track not in the playlist, then the playlist goes on.
+        assert_eq!(q.choose("c", None).unwrap().track, "c.mp3");
+        assert_eq!(q.after_end().unwrap().track, "b.mp3");
+        assert_eq!(q.step(false).unwrap().track, "a.mp3");
+    }
+
+    #[test]
+    fn free_tracks_go_as_written() {
+        let mut q = Queue::new(Some(lib()), Order::Library, true);
+        let c = q.choose("my own.ogg", Some(5_000)).unwrap();
+        assert_eq!(c, choice("my own.ogg", 5_000));
+        assert!(q.after_end().is_none(), "nothing follows a free track");
+        // An exact id still gets the library's duration and place.
+        assert_eq!(q.choose("a.mp3", None).unwrap(), choice("a.mp3", 4_000));
+        assert_eq!(q.after_end().unwrap().track, "b.mp3");
+        let mut none = Queue::new(None, Order::Library, false);
+        assert!(
+            none.choose("a", None)
+                .unwrap_err()
+                .contains("--free-tracks")
+        );
+        assert!(none.step(true).is_err());
+    }
+}
