@@ -85,7 +85,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__broadcast)
-            opts="-h -V --url --station --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --help --version"
+            opts="-u -s -k -p -h -V --url --station --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -95,7 +95,15 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -u)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --station)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -103,7 +111,15 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --playlist)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -259,7 +275,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__listen)
-            opts="-h -V --url --station --json --player --player-arg --help --version"
+            opts="-u -s -v -h -V --url --station --json --verbose --player --player-arg --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,7 +285,15 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -u)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --station)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -289,13 +313,17 @@ _radio() {
             return 0
             ;;
         radio__subcmd__loadtest)
-            opts="-h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --workers --source-addrs --station-prefix --key --json --max-p99 --min-delivery --server-pid --help --version"
+            opts="-u -h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --workers --source-addrs --station-prefix --key --json --max-p99 --min-delivery --server-pid --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -u)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -391,13 +419,17 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --log-format --redis --node-id --lease --reuse-port --media --rescan-interval --session-ttl --session-sweep --max-sessions --help --version"
+            opts="-l -m -h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --log-format --redis --node-id --lease --reuse-port --media --rescan-interval --session-ttl --session-sweep --max-sessions --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -l)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -458,6 +490,10 @@ _radio() {
                     return 0
                     ;;
                 --media)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

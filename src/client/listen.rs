@@ -199,8 +199,10 @@ impl Listener {
                             return Ok(End::Lost(None));
                         }
                     };
+                    // Pongs answer our own clock pings: noise, unless asked.
+                    let shown = self.args.verbose || !matches!(frame.msg, ServerMessage::Pong { .. });
                     // A closed stdout (`| head`) means nobody is listening.
-                    if self.args.json && client::emit(&frame.text).is_err() {
+                    if self.args.json && shown && client::emit(&frame.text).is_err() {
                         return Ok(End::Quit);
                     }
                     let changed = matches!(

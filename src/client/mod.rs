@@ -24,32 +24,36 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Turns what a person types into the WebSocket URL: `http(s)://` becomes
 /// `ws(s)://`, a bare `host:port` gets `ws://`, and a missing path gets `/ws`.
+/// Parsed as a URL (the `url` crate), so what is wrong is said exactly.
 pub fn ws_url(input: &str) -> anyhow::Result<String> {
     let input = input.trim();
-    let (scheme, rest) = match input.split_once("://") {
-        Some((s, rest)) => (s.to_ascii_lowercase(), rest),
-        None => ("ws".to_owned(), input),
+    let example = "write it like ws://127.0.0.1:8080 or https://radio.example.org";
+    if !input.is_empty() && input.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("{input:?} is a port, not a server; {example} (or 127.0.0.1:{input})");
+    }
+    let full = if input.contains("://") {
+        input.to_owned()
+    } else {
+        format!("ws://{input}")
     };
-    let scheme = match scheme.as_str() {
+    let mut url = url::Url::parse(&full).map_err(|e| anyhow::anyhow!("{input:?} is not a URL ({e}); {example}"))?;
+    let scheme = match url.scheme() {
         "ws" | "http" => "ws",
         "wss" | "https" => "wss",
         other => bail!(
             "unsupported URL scheme {other:?} in {input:?}; use ws://, wss://, http:// or https://"
         ),
     };
-    if rest.is_empty() || rest.starts_with('/') {
-        bail!("the URL {input:?} has no host; write it like ws://127.0.0.1:8080/ws");
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("the URL {input:?} has no host; {example}");
     }
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let path = if path.is_empty() || path == "/" {
-        "/ws"
-    } else {
-        path
-    };
-    Ok(format!("{scheme}://{host}{path}"))
+    if url.set_scheme(scheme).is_err() {
+        bail!("cannot use {input:?} as a WebSocket URL; {example}");
+    }
+    if url.path().is_empty() || url.path() == "/" {
+        url.set_path("/ws");
+    }
+    Ok(url.to_string())
 }
 
 /// The client side's WebSocket limits: small buffers, since a client reads
@@ -311,6 +315,10 @@ mod tests {
         assert_eq!(ws_url("wss://h/custom").unwrap(), "wss://h/custom");
         assert!(ws_url("ftp://h").is_err());
         assert!(ws_url("ws://").is_err());
+        let port = ws_url("38835").unwrap_err().to_string();
+        assert!(port.contains("is a port") && port.contains("127.0.0.1:38835"), "{port}");
+        let bad = ws_url("http://[::1").unwrap_err().to_string();
+        assert!(bad.contains("not a URL"), "{bad}");
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Default for ServerConfig {
                 broadcast_key: None,
             },
             handshake_timeout: Duration::from_secs(10),
-            max_connections: 100_000,
+            max_connections: crate::cli::DEFAULT_MAX_CONNECTIONS,
             shutdown_timeout: Duration::from_secs(5),
             backend: BackendConfig::Local {
                 grace: Duration::from_secs(10),
@@ -107,7 +107,9 @@ impl From<ServeArgs> for ServerConfig {
                 broadcast_key: args.broadcast_key,
             },
             handshake_timeout: args.handshake_timeout,
-            max_connections: args.max_connections,
+            max_connections: args
+                .max_connections
+                .unwrap_or(crate::cli::DEFAULT_MAX_CONNECTIONS),
             shutdown_timeout: args.shutdown_timeout,
             backend,
             media: MediaConfig {

@@ -21,4 +21,5 @@ mod media;
 mod metadata;
 mod metrics;
 mod mpv;
+mod operate;
 mod protocol;
