@@ -71,12 +71,16 @@ _radio() {
 
     case "${cmd}" in
         radio)
-            opts="-h -V --help --version serve broadcast listen loadtest completions man loadtest-worker help"
+            opts="-h -V --color --help --version serve broadcast listen loadtest completions man loadtest-worker help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -85,7 +89,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__broadcast)
-            opts="-u -s -k -p -h -V --url --station --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --help --version"
+            opts="-u -s -k -p -h -V --url --station --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,6 +131,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -135,12 +143,16 @@ _radio() {
             return 0
             ;;
         radio__subcmd__completions)
-            opts="-h -V --help --version bash elvish fish powershell zsh"
+            opts="-h -V --color --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -275,7 +287,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__listen)
-            opts="-u -s -v -h -V --url --station --json --verbose --player --player-arg --help --version"
+            opts="-u -s -v -h -V --url --station --json --verbose --player --player-arg --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -305,6 +317,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -313,7 +329,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__loadtest)
-            opts="-u -h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --workers --source-addrs --station-prefix --key --json --max-p99 --min-delivery --server-pid --help --version"
+            opts="-u -h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --workers --source-addrs --station-prefix --key --json --max-p99 --min-delivery --server-pid --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -383,6 +399,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -391,12 +411,16 @@ _radio() {
             return 0
             ;;
         radio__subcmd__loadtest__subcmd__worker)
-            opts="-h -V --help --version"
+            opts="-h -V --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -405,12 +429,16 @@ _radio() {
             return 0
             ;;
         radio__subcmd__man)
-            opts="-h -V --help --version"
+            opts="-h -V --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -419,7 +447,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-l -m -h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --log-format --redis --node-id --lease --reuse-port --media --rescan-interval --session-ttl --session-sweep --max-sessions --help --version"
+            opts="-l -m -h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --log-format --redis --node-id --lease --reuse-port --media --rescan-interval --session-ttl --session-sweep --max-sessions --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -511,6 +539,10 @@ _radio() {
                     ;;
                 --max-sessions)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)

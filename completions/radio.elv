@@ -18,8 +18,9 @@ set edit:completion:arg-completer[radio] = {|@words|
     }
     var completions = [
         &'radio'= {
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
             cand serve 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
@@ -54,6 +55,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --session-ttl 'Private player sessions idle this long are removed'
             cand --session-sweep 'How often idle sessions are swept'
             cand --max-sessions 'Most private sessions kept; the least recently used is evicted beyond it'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand --reuse-port 'Share the listening port with other processes (SO_REUSEPORT)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -70,11 +72,12 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand -p 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist''s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station'
             cand --playlist 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist''s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station'
             cand --heartbeat-interval 'How often to send a heartbeat while playing'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand --free-tracks 'Send tracks as written instead of resolving them in the server''s library (for stations whose listeners play their own files); needed when the server has no library to read'
             cand --stop-at-end 'At a track''s end, pause there instead of playing the next track'
             cand --json 'Print each state as one JSON line instead of a sentence'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
@@ -85,6 +88,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
             cand --player 'Play the station''s sound through this player, kept on the station''s position (it must be installed: `apt-get install mpv`)'
             cand --player-arg 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player''s control socket is that path instead of a private one'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand --json 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second. Pongs are printed only with --verbose'
             cand -v 'With --json, also print the pongs of the clock''s pings'
             cand --verbose 'With --json, also print the pongs of the clock''s pings'
@@ -110,26 +114,30 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --max-p99 'Fail (exit 1) when fan-out p99 exceeds this'
             cand --min-delivery 'Fail (exit 1) when final-state delivery is below this percentage'
             cand --server-pid 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
         &'radio;completions'= {
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
         &'radio;man'= {
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
         &'radio;loadtest-worker'= {
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_radio_global_optspecs
-    string join \n h/help V/version
+    string join \n color= h/help V/version
 end
 
 function __fish_radio_needs_command
@@ -24,7 +24,10 @@ function __fish_radio_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c radio -n "__fish_radio_needs_command" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_needs_command" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_needs_command" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_needs_command" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
 complete -c radio -n "__fish_radio_needs_command" -f -a "broadcast" -d 'Run a station of the server\'s library from a shell: commands on stdin, or a playlist'
@@ -55,6 +58,9 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l rescan-interval -d
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Private player sessions idle this long are removed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d 'How often idle sessions are swept' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l reuse-port -d 'Share the listening port with other processes (SO_REUSEPORT)'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'Print version'
@@ -63,15 +69,21 @@ complete -c radio -n "__fish_radio_using_subcommand broadcast" -s s -l station -
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s k -l key -d 'Broadcast key, when the server requires one' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s p -l playlist -d 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist\'s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l free-tracks -d 'Send tracks as written instead of resolving them in the server\'s library (for stations whose listeners play their own files); needed when the server has no library to read'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l stop-at-end -d 'At a track\'s end, pause there instead of playing the next track'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l json -d 'Print each state as one JSON line instead of a sentence'
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player -d 'Play the station\'s sound through this player, kept on the station\'s position (it must be installed: `apt-get install mpv`)' -r -f -a "mpv\t'mpv, over its JSON IPC'"
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player-arg -d 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player\'s control socket is that path instead of a private one' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
 complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second. Pongs are printed only with --verbose'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s v -l verbose -d 'With --json, also print the pongs of the clock\'s pings'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -91,13 +103,25 @@ complete -c radio -n "__fish_radio_using_subcommand loadtest" -l json -d 'Write 
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l max-p99 -d 'Fail (exit 1) when fan-out p99 exceeds this' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l min-delivery -d 'Fail (exit 1) when final-state delivery is below this percentage' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l server-pid -d 'Measure this server process\'s memory and CPU (repeat for several, or list them: 12,34)' -r
-complete -c radio -n "__fish_radio_using_subcommand loadtest" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand completions" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand man" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand man" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand man" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "broadcast" -d 'Run a station of the server\'s library from a shell: commands on stdin, or a playlist'

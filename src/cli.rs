@@ -19,6 +19,35 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Colour in logs and messages: auto (when writing to a terminal and
+    /// NO_COLOR is not set), always or never.
+    #[arg(long, global = true, env = "RADIO_COLOR", value_name = "WHEN", value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// On a terminal, unless NO_COLOR is set (to anything but empty).
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour what goes to stderr.
+    pub fn on_stderr(self) -> bool {
+        use std::io::IsTerminal as _;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,7 +95,9 @@ fn parse_listen(s: &str) -> Result<String, String> {
         return Err(format!("{port:?} is not a port (0-65535); {hint}"));
     }
     if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
-        return Err(format!("no host in {s:?}; {hint} (an IPv6 address in brackets)"));
+        return Err(format!(
+            "no host in {s:?}; {hint} (an IPv6 address in brackets)"
+        ));
     }
     Ok(s.to_owned())
 }
@@ -166,7 +197,12 @@ pub struct ServeArgs {
     pub shutdown_timeout: Duration,
 
     /// Require this key in `start_broadcasting` (listeners need none).
-    #[arg(long, env = "RADIO_BROADCAST_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RADIO_BROADCAST_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub broadcast_key: Option<String>,
 
     /// Log format.
@@ -211,7 +247,12 @@ pub struct ServeArgs {
     pub session_sweep: Duration,
 
     /// Most private sessions kept; the least recently used is evicted beyond it.
-    #[arg(long, env = "RADIO_MAX_SESSIONS", value_name = "N", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "RADIO_MAX_SESSIONS",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
     pub max_sessions: usize,
 }
 
@@ -233,7 +274,13 @@ pub struct BroadcastArgs {
     pub client: ClientArgs,
 
     /// Broadcast key, when the server requires one.
-    #[arg(short, long, env = "RADIO_BROADCAST_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        short,
+        long,
+        env = "RADIO_BROADCAST_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub key: Option<String>,
 
     /// Play this M3U playlist in order, looping. Each entry (a path relative to
@@ -304,7 +351,14 @@ pub enum PlayerKind {
 #[derive(Debug, Clone, Args)]
 pub struct LoadtestArgs {
     /// Server to load; repeat to spread listeners over several nodes.
-    #[arg(short = 'u', long = "url", env = "RADIO_LOADTEST_URL", value_name = "URL", value_delimiter = ',', required = true)]
+    #[arg(
+        short = 'u',
+        long = "url",
+        env = "RADIO_LOADTEST_URL",
+        value_name = "URL",
+        value_delimiter = ',',
+        required = true
+    )]
     pub urls: Vec<String>,
 
     /// Listeners to connect in total.
@@ -312,7 +366,12 @@ pub struct LoadtestArgs {
     pub listeners: usize,
 
     /// Stations (one broadcaster each); listeners are spread evenly.
-    #[arg(long, env = "RADIO_LOADTEST_STATIONS", value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        env = "RADIO_LOADTEST_STATIONS",
+        value_name = "N",
+        default_value_t = 1
+    )]
     pub stations: usize,
 
     /// How long to run once every listener is connected.
@@ -328,11 +387,21 @@ pub struct LoadtestArgs {
     pub heartbeat_interval: Option<Duration>,
 
     /// New connections per second, over all workers (0: as fast as accepted).
-    #[arg(long, env = "RADIO_LOADTEST_CONNECT_RATE", value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "RADIO_LOADTEST_CONNECT_RATE",
+        value_name = "N",
+        default_value_t = 0
+    )]
     pub connect_rate: u32,
 
     /// Worker processes, or `auto` (one per 15,000 connections).
-    #[arg(long, env = "RADIO_LOADTEST_WORKERS", value_name = "N", default_value = "auto")]
+    #[arg(
+        long,
+        env = "RADIO_LOADTEST_WORKERS",
+        value_name = "N",
+        default_value = "auto"
+    )]
     pub workers: String,
 
     /// Local addresses to bind client sockets to: a range `A-B` or a list `A,B`
@@ -341,11 +410,21 @@ pub struct LoadtestArgs {
     pub source_addrs: Option<String>,
 
     /// Prefix of the station names used.
-    #[arg(long, env = "RADIO_LOADTEST_STATION_PREFIX", value_name = "PREFIX", default_value = "loadtest")]
+    #[arg(
+        long,
+        env = "RADIO_LOADTEST_STATION_PREFIX",
+        value_name = "PREFIX",
+        default_value = "loadtest"
+    )]
     pub station_prefix: String,
 
     /// Broadcast key, when the server requires one.
-    #[arg(long, env = "RADIO_BROADCAST_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RADIO_BROADCAST_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub key: Option<String>,
 
     /// Write the report as JSON to this file.
@@ -362,43 +441,18 @@ pub struct LoadtestArgs {
 
     /// Measure this server process's memory and CPU (repeat for several, or
     /// list them: 12,34).
-    #[arg(long = "server-pid", env = "RADIO_LOADTEST_SERVER_PID", value_name = "PID", value_delimiter = ',')]
+    #[arg(
+        long = "server-pid",
+        env = "RADIO_LOADTEST_SERVER_PID",
+        value_name = "PID",
+        value_delimiter = ','
+    )]
     pub server_pids: Vec<u32>,
 }
 
 /// The clap command tree, for completions and man pages.
 pub fn command() -> clap::Command {
     Cli::command()
-}
-
-/// Writes the man page of radio, or of one of its subcommands.
-pub fn write_man(subcommand: Option<&str>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let cmd = command();
-    // The page names the version alone: a commit in it would make every
-    // commit change the generated pages.
-    let cmd = cmd.version(crate::version::VERSION);
-    let page = match subcommand {
-        None => cmd,
-        Some(name) => {
-            let Some(sub) = cmd.find_subcommand(name).filter(|c| !c.is_hide_set()) else {
-                anyhow::bail!(
-                    "no subcommand {name:?}; try one of: serve, broadcast, listen, loadtest"
-                );
-            };
-            sub.clone().name(format!("radio-{name}"))
-        }
-    };
-    clap_mangen::Man::new(page).render(out)?;
-    Ok(())
-}
-
-/// The subcommands that get a man page of their own.
-pub fn man_subcommands() -> Vec<String> {
-    command()
-        .get_subcommands()
-        .filter(|c| !c.is_hide_set())
-        .map(|c| c.get_name().to_owned())
-        .collect()
 }
 
 #[cfg(test)]
@@ -436,7 +490,12 @@ mod tests {
 
     #[test]
     fn listen_addresses_are_host_and_port() {
-        for ok in ["127.0.0.1:8080", "localhost:0", "[::]:8080", "radio.example:443"] {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:0",
+            "[::]:8080",
+            "radio.example:443",
+        ] {
             assert_eq!(parse_listen(ok).as_deref(), Ok(ok));
         }
         for bad in ["localhost", "localhost:x", ":8080", "::1:80", "h:70000"] {

@@ -8,8 +8,10 @@
 
 pub mod cli;
 pub mod client;
+pub mod errors;
 pub mod loadtest;
 pub mod logging;
+pub mod man;
 pub mod protocol;
 pub mod server;
 pub mod signals;

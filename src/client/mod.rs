@@ -36,7 +36,8 @@ pub fn ws_url(input: &str) -> anyhow::Result<String> {
     } else {
         format!("ws://{input}")
     };
-    let mut url = url::Url::parse(&full).map_err(|e| anyhow::anyhow!("{input:?} is not a URL ({e}); {example}"))?;
+    let mut url = url::Url::parse(&full)
+        .map_err(|e| anyhow::anyhow!("{input:?} is not a URL ({e}); {example}"))?;
     let scheme = match url.scheme() {
         "ws" | "http" => "ws",
         "wss" | "https" => "wss",
@@ -70,10 +71,14 @@ pub fn client_config() -> WebSocketConfig {
 /// session id.
 pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true);
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("cannot connect to {url}: no answer within 10s"))?
-        .with_context(|| format!("cannot connect to {url}"))?;
+    let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Err(_) => bail!("cannot connect to {url}: no answer within 10s"),
+        Ok(Ok(connected)) => connected,
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res))) if res.status() == 503 => {
+            return Err(ServerFull::from_headers(res.headers()).into());
+        }
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
+    };
     let welcome = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ws))
         .await
         .context("the server sent no welcome within 10s")??;
@@ -94,6 +99,51 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
         Some(other) => bail!("expected welcome, got {other:?}"),
         None => bail!("the server closed the connection before its welcome"),
     }
+}
+
+/// The server answered 503 before the upgrade: it holds all the
+/// connections it may (`--max-connections`).
+#[derive(Debug, thiserror::Error)]
+#[error("the server is full (it holds all the connections it may)")]
+pub struct ServerFull {
+    /// Its `Retry-After`, or 5 s.
+    pub retry_after: Duration,
+}
+
+impl ServerFull {
+    fn from_headers(headers: &::http::HeaderMap) -> Self {
+        let secs = headers
+            .get(::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(5);
+        Self {
+            retry_after: Duration::from_secs(secs.clamp(1, 300)),
+        }
+    }
+}
+
+/// After a failed connection attempt: how long to wait and what to say, or
+/// the error that ends the client. A full server is waited for (its
+/// `Retry-After`, plus up to a second so that its clients do not all come
+/// back at once), even on the first attempt; another failure on the first
+/// attempt ends the client (most likely a wrong `--url`); later ones are
+/// retried with `backoff`.
+pub fn after_failed_connect(
+    e: &anyhow::Error,
+    first: bool,
+    backoff: &mut Backoff,
+) -> anyhow::Result<(Duration, String)> {
+    if let Some(full) = e.downcast_ref::<ServerFull>() {
+        let delay = full.retry_after + Duration::from_millis(fastrand::u64(0..1_000));
+        return Ok((delay, format!("{full}; retrying in {}s", delay.as_secs())));
+    }
+    let text = crate::errors::text(e);
+    if first {
+        bail!("{text}\nIs `radio serve` running there? Check --url.");
+    }
+    let delay = backoff.next_delay();
+    Ok((delay, format!("{text}; retrying in {delay:.1?}")))
 }
 
 /// Sends one request.
@@ -316,7 +366,10 @@ mod tests {
         assert!(ws_url("ftp://h").is_err());
         assert!(ws_url("ws://").is_err());
         let port = ws_url("38835").unwrap_err().to_string();
-        assert!(port.contains("is a port") && port.contains("127.0.0.1:38835"), "{port}");
+        assert!(
+            port.contains("is a port") && port.contains("127.0.0.1:38835"),
+            "{port}"
+        );
         let bad = ws_url("http://[::1").unwrap_err().to_string();
         assert!(bad.contains("not a URL"), "{bad}");
     }

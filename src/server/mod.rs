@@ -88,7 +88,10 @@ pub async fn run_all(
     for listener in listeners {
         let local = listener.local_addr()?;
         tracing::info!("listening on http://{local}");
-        accepting.push(tokio::spawn(listener::accept_loop(listener, shared.clone())));
+        accepting.push(tokio::spawn(listener::accept_loop(
+            listener,
+            shared.clone(),
+        )));
     }
     drop(shared);
     for a in accepting {

@@ -153,7 +153,10 @@ fn clients_explain_bad_arguments() {
         .expect("run radio");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is a port") && err.contains("127.0.0.1:38835"), "{err}");
+    assert!(
+        err.contains("is a port") && err.contains("127.0.0.1:38835"),
+        "{err}"
+    );
 
     let out = Command::new(radio_bin())
         .args(["listen", "--station", "ok", "--url", "ws://127.0.0.1:9/ws"])

@@ -23,3 +23,4 @@ mod metrics;
 mod mpv;
 mod operate;
 mod protocol;
+mod shell;

@@ -12,7 +12,11 @@ async fn listens_on_a_host_name() {
     // each address is bound and logged.
     assert!(server.addr.ip().is_loopback(), "{}", server.addr);
     assert_eq!(server.get("/healthz").await.status, 200);
-    assert!(server.log().contains("listening on http://"), "{}", server.log());
+    assert!(
+        server.log().contains("listening on http://"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]
@@ -28,7 +32,10 @@ fn a_bad_listen_address_is_a_usage_error() {
             .expect("run radio serve");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{arg}: {err}");
-        assert!(err.contains(says) && err.contains("HOST:PORT"), "{arg}: {err}");
+        assert!(
+            err.contains(says) && err.contains("HOST:PORT"),
+            "{arg}: {err}"
+        );
     }
     let out = Command::new(radio_bin())
         .args(["serve", "--listen", "no-such-host.invalid:8080"])
@@ -36,7 +43,10 @@ fn a_bad_listen_address_is_a_usage_error() {
         .expect("run radio serve");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot resolve --listen no-such-host.invalid:8080"), "{err}");
+    assert!(
+        err.contains("cannot resolve --listen no-such-host.invalid:8080"),
+        "{err}"
+    );
 }
 
 #[test]
