@@ -98,7 +98,8 @@ function fmt(v, unit) {
   const scaled = (v, steps, names) => {
     let i = 0;
     while (Math.abs(v) >= steps && i < names.length - 1) { v /= steps; i++; }
-    return (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2)).replace(/\\.?0+$/, '') + names[i];
+    const text = Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
+    return text.replace(/(\\.\\d*?)0+$/, '$1').replace(/\\.$/, '') + names[i];
   };
   switch (unit) {
     case 'bytes': return scaled(v, 1024, [' B', ' KiB', ' MiB', ' GiB']);
@@ -153,7 +154,7 @@ for (const p of panels) {
   }
   for (let i = 0; i <= 5; i++) {
     const t = start + (end - start) * i / 5;
-    svg += '<text x="' + X(t) + '" y="' + (ch - 4) + '" text-anchor="middle">' + clock(t).slice(0, 5 + (end - start < 600 ? 3 : 0)) + '</text>';
+    svg += '<text x="' + X(t) + '" y="' + (ch - 4) + '" text-anchor="' + (i === 5 ? 'end' : i === 0 ? 'start' : 'middle') + '">' + clock(t).slice(0, 5 + (end - start < 600 ? 3 : 0)) + '</text>';
   }
   p.series.forEach((s, i) => {
     const color = palette[i % palette.length];

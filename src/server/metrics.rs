@@ -356,10 +356,12 @@ fn counters<const N: usize>(
     std::array::from_fn(|i| family.get_or_create(&vec![(label, value(i))]).clone())
 }
 
-/// A latency histogram from 10 µs to 1 s.
+/// A latency histogram from 10 µs to 1 s, in steps of 1, 2.5 and 5 (so a
+/// quantile interpolated within a bucket is off by at most 2.5 times).
 fn histogram(registry: &mut Registry, name: &str, help: &str) -> AtomicHistogram {
     let h = AtomicHistogram::new(&[
-        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+        0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     ]);
     registry.register(name, help, h.clone());
     h

@@ -25,6 +25,14 @@ fn serve_log(args: &[&str], env: &[(&str, &str)]) -> String {
     line
 }
 
+/// `radio listen --json` tuned to station `s` of `server`.
+fn listen_json(server: &Server) -> Command {
+    let mut cmd = Command::new(radio_bin());
+    cmd.args(["listen", "--json", "--station", "s", "--url"])
+        .arg(server.ws_url());
+    cmd
+}
+
 #[test]
 fn colour_follows_the_flag_and_no_color() {
     assert!(serve_log(&["--color", "always"], &[]).contains("\x1b["));
@@ -81,6 +89,16 @@ fn exit_statuses_and_errors_said_once() {
         &["serve", "--grace-period", "ten"],
         &["man", "nosuch"],
         &["loadtest", "--url", "127.0.0.1:1"],
+        &["loadtest", "--url", "127.0.0.1:1", "--listeners", "0"],
+        &[
+            "loadtest",
+            "--url",
+            "127.0.0.1:1",
+            "--listeners",
+            "5",
+            "--workers",
+            "many",
+        ],
     ] {
         let (code, err) = run(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
@@ -98,15 +116,7 @@ fn exit_statuses_and_errors_said_once() {
 async fn a_full_server_is_waited_for() {
     let server = Server::spawn_process(&["--max-connections", "1"]);
     let holder = Client::connect(&server).await;
-    let mut listen = Command::new(radio_bin())
-        .args([
-            "listen",
-            "--json",
-            "--station",
-            "s",
-            "--url",
-            &server.ws_url(),
-        ])
+    let mut listen = listen_json(&server)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -130,15 +140,7 @@ async fn a_full_server_is_waited_for() {
 async fn listen_json_prints_pongs_only_when_verbose() {
     let server = Server::spawn_process(&[]);
     let frames = |verbose: bool| {
-        let mut cmd = Command::new(radio_bin());
-        cmd.args([
-            "listen",
-            "--json",
-            "--station",
-            "s",
-            "--url",
-            &server.ws_url(),
-        ]);
+        let mut cmd = listen_json(&server);
         if verbose {
             cmd.arg("--verbose");
         }
