@@ -28,6 +28,15 @@ pub fn text(e: &anyhow::Error) -> String {
     out
 }
 
+/// Whether `e` is only a closed stdout (`radio man serve | head`): the
+/// reader had what it wanted, so that is no failure and nothing to say.
+pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The exit status for `e`.
 pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     if e.downcast_ref::<Usage>().is_some() {

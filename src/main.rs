@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if radio::errors::is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("radio: {}", radio::errors::text(&e));
             radio::errors::exit_code(&e)
