@@ -105,11 +105,21 @@ fn exit_statuses_and_errors_said_once() {
     }
     // A reader that stops reading (`| head`) is no failure.
     let out = Command::new("bash")
-        .args(["-c", &format!("{} man serve | head -c 1 >/dev/null; exit ${{PIPESTATUS[0]}}", radio_bin())])
+        .args([
+            "-c",
+            &format!(
+                "{} man serve | head -c 1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+                radio_bin()
+            ),
+        ])
         .output()
         .expect("run bash");
     assert_eq!(out.status.code(), Some(0));
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A runtime failure: 1, and the cause said once.
     let port = free_port();
     let url = format!("ws://127.0.0.1:{port}/ws");
