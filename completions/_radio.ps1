@@ -21,8 +21,9 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
 
     $completions = @(switch ($command) {
         'radio' {
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics')
@@ -36,13 +37,14 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             break
         }
         'radio;serve' {
-            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on; port 0 picks a free port (the bound address is logged)')
+            [CompletionResult]::new('-l', '-l', [CompletionResultType]::ParameterName, 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)')
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)')
             [CompletionResult]::new('--grace-period', '--grace-period', [CompletionResultType]::ParameterName, 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token')
             [CompletionResult]::new('--max-message-bytes', '--max-message-bytes', [CompletionResultType]::ParameterName, 'Largest inbound WebSocket message; larger ones close the connection (1009)')
             [CompletionResult]::new('--keepalive-interval', '--keepalive-interval', [CompletionResultType]::ParameterName, 'How often the server pings each connection')
             [CompletionResult]::new('--keepalive-timeout', '--keepalive-timeout', [CompletionResultType]::ParameterName, 'A connection silent for this long (no frame, no pong) is closed')
             [CompletionResult]::new('--write-timeout', '--write-timeout', [CompletionResultType]::ParameterName, 'A client that accepts no bytes for this long is closed (1008)')
-            [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503')
+            [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503 [default: 100000]. Given explicitly, the server warns at start when its open-files limit cannot hold that many')
             [CompletionResult]::new('--max-connections-per-ip', '--max-connections-per-ip', [CompletionResultType]::ParameterName, 'Most concurrent connections from one client address (0: no limit); more are answered 429')
             [CompletionResult]::new('--max-stations', '--max-stations', [CompletionResultType]::ParameterName, 'Most stations live or in their grace period at once; beyond it `start_broadcasting` is refused (`unsupported`)')
             [CompletionResult]::new('--max-list', '--max-list', [CompletionResultType]::ParameterName, 'Most stations in one `stations` answer (and GET /api/stations); the most listened are kept and the answer says `truncated`')
@@ -61,6 +63,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--redis-ca-cert', '--redis-ca-cert', [CompletionResultType]::ParameterName, 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system''s roots)')
             [CompletionResult]::new('--node-id', '--node-id', [CompletionResultType]::ParameterName, 'This node''s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis')
             [CompletionResult]::new('--lease', '--lease', [CompletionResultType]::ParameterName, 'Cluster mode: how long a station''s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served')
             [CompletionResult]::new('--media', '--media', [CompletionResultType]::ParameterName, 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served')
             [CompletionResult]::new('--rescan-interval', '--rescan-interval', [CompletionResultType]::ParameterName, 'Rescan the media library this often (it is also rescanned on SIGHUP)')
             [CompletionResult]::new('--follow-symlinks', '--follow-symlinks', [CompletionResultType]::ParameterName, 'Follow symbolic links in the media directory when scanning (true or false). Either way a file swapped after the scan is not served until a rescan')
@@ -68,6 +71,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--session-sweep', '--session-sweep', [CompletionResultType]::ParameterName, 'How often idle sessions are swept')
             [CompletionResult]::new('--max-sessions', '--max-sessions', [CompletionResultType]::ParameterName, 'Most private sessions kept; the least recently used is evicted beyond it')
             [CompletionResult]::new('--session-rate', '--session-rate', [CompletionResultType]::ParameterName, 'New private sessions one client address may create per minute (0: no limit); more are answered 429')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
             [CompletionResult]::new('--reuse-port', '--reuse-port', [CompletionResultType]::ParameterName, 'Share the listening port with other processes (SO_REUSEPORT)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -76,28 +80,38 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             break
         }
         'radio;broadcast' {
+            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
+            [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate')
+            [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Broadcast key, when the server requires one')
             [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'Broadcast key, when the server requires one')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist''s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station')
             [CompletionResult]::new('--playlist', '--playlist', [CompletionResultType]::ParameterName, 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist''s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station')
             [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'How often to send a heartbeat while playing')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
             [CompletionResult]::new('--free-tracks', '--free-tracks', [CompletionResultType]::ParameterName, 'Send tracks as written instead of resolving them in the server''s library (for stations whose listeners play their own files); needed when the server has no library to read')
             [CompletionResult]::new('--stop-at-end', '--stop-at-end', [CompletionResultType]::ParameterName, 'At a track''s end, pause there instead of playing the next track')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print each state as one JSON line instead of a sentence')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'radio;listen' {
+            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
+            [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate')
             [CompletionResult]::new('--player', '--player', [CompletionResultType]::ParameterName, 'Play the station''s sound through this player, kept on the station''s position (it must be installed: `apt-get install mpv`)')
             [CompletionResult]::new('--player-arg', '--player-arg', [CompletionResultType]::ParameterName, 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player''s control socket is that path instead of a private one')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second. Pongs are printed only with --verbose')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'With --json, also print the pongs of the clock''s pings')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'With --json, also print the pongs of the clock''s pings')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -105,6 +119,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             break
         }
         'radio;loadtest' {
+            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'Server to load; repeat to spread listeners over several nodes')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to load; repeat to spread listeners over several nodes')
             [CompletionResult]::new('--listeners', '--listeners', [CompletionResultType]::ParameterName, 'Listeners to connect in total')
             [CompletionResult]::new('--stations', '--stations', [CompletionResultType]::ParameterName, 'Stations (one broadcaster each); listeners are spread evenly')
@@ -119,30 +134,34 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Write the report as JSON to this file')
             [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail (exit 1) when fan-out p99 exceeds this')
             [CompletionResult]::new('--min-delivery', '--min-delivery', [CompletionResultType]::ParameterName, 'Fail (exit 1) when final-state delivery is below this percentage')
-            [CompletionResult]::new('--server-pid', '--server-pid', [CompletionResultType]::ParameterName, 'Measure this server process''s memory and CPU (repeat for several)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--server-pid', '--server-pid', [CompletionResultType]::ParameterName, 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'radio;completions' {
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'radio;man' {
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'radio;loadtest-worker' {
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break

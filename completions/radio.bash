@@ -71,12 +71,16 @@ _radio() {
 
     case "${cmd}" in
         radio)
-            opts="-h -V --help --version serve broadcast listen loadtest completions man loadtest-worker help"
+            opts="-h -V --color --help --version serve broadcast listen loadtest completions man loadtest-worker help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -85,7 +89,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__broadcast)
-            opts="-h -V --url --station --ca-cert --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --help --version"
+            opts="-u -s -k -p -h -V --url --station --ca-cert --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -95,7 +99,15 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -u)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --station)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -107,12 +119,24 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --playlist)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --heartbeat-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -123,12 +147,16 @@ _radio() {
             return 0
             ;;
         radio__subcmd__completions)
-            opts="-h -V --help --version bash elvish fish powershell zsh"
+            opts="-h -V --color --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -263,7 +291,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__listen)
-            opts="-h -V --url --station --ca-cert --json --player --player-arg --help --version"
+            opts="-u -s -v -h -V --url --station --ca-cert --json --verbose --player --player-arg --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,7 +301,15 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -u)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --station)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -289,6 +325,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -297,13 +337,17 @@ _radio() {
             return 0
             ;;
         radio__subcmd__loadtest)
-            opts="-h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --workers --source-addrs --station-prefix --key --json --max-p99 --min-delivery --server-pid --help --version"
+            opts="-u -h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --workers --source-addrs --station-prefix --key --json --max-p99 --min-delivery --server-pid --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -u)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -363,6 +407,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -371,12 +419,16 @@ _radio() {
             return 0
             ;;
         radio__subcmd__loadtest__subcmd__worker)
-            opts="-h -V --help --version"
+            opts="-h -V --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -385,12 +437,16 @@ _radio() {
             return 0
             ;;
         radio__subcmd__man)
-            opts="-h -V --help --version"
+            opts="-h -V --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -399,13 +455,17 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-list --allowed-origins --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --node-id --lease --reuse-port --media --rescan-interval --follow-symlinks --session-ttl --session-sweep --max-sessions --session-rate --help --version"
+            opts="-l -m -h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-list --allowed-origins --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --node-id --lease --reuse-port --media --rescan-interval --follow-symlinks --session-ttl --session-sweep --max-sessions --session-rate --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -l)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -509,6 +569,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --rescan-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -531,6 +595,10 @@ _radio() {
                     ;;
                 --session-rate)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_radio_global_optspecs
-    string join \n h/help V/version
+    string join \n color= h/help V/version
 end
 
 function __fish_radio_needs_command
@@ -24,7 +24,10 @@ function __fish_radio_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c radio -n "__fish_radio_needs_command" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_needs_command" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_needs_command" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_needs_command" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
 complete -c radio -n "__fish_radio_needs_command" -f -a "broadcast" -d 'Run a station of the server\'s library from a shell: commands on stdin, or a playlist'
@@ -34,13 +37,13 @@ complete -c radio -n "__fish_radio_needs_command" -f -a "completions" -d 'Print 
 complete -c radio -n "__fish_radio_needs_command" -f -a "man" -d 'Print the man page of radio (or of one subcommand) to stdout'
 complete -c radio -n "__fish_radio_needs_command" -f -a "loadtest-worker" -d 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
 complete -c radio -n "__fish_radio_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c radio -n "__fish_radio_using_subcommand serve" -l listen -d 'Address to listen on; port 0 picks a free port (the bound address is logged)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -s l -l listen -d 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l grace-period -d 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-message-bytes -d 'Largest inbound WebSocket message; larger ones close the connection (1009)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval -d 'How often the server pings each connection' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-timeout -d 'A connection silent for this long (no frame, no pong) is closed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l write-timeout -d 'A client that accepts no bytes for this long is closed (1008)' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503 [default: 100000]. Given explicitly, the server warns at start when its open-files limit cannot hold that many' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections-per-ip -d 'Most concurrent connections from one client address (0: no limit); more are answered 429' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-stations -d 'Most stations live or in their grace period at once; beyond it `start_broadcasting` is refused (`unsupported`)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-list -d 'Most stations in one `stations` answer (and GET /api/stations); the most listened are kept and the answer says `truncated`' -r
@@ -60,7 +63,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a c
 complete -c radio -n "__fish_radio_using_subcommand serve" -l redis-ca-cert -d 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system\'s roots)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l node-id -d 'This node\'s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l lease -d 'Cluster mode: how long a station\'s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l media -d 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -s m -l media -d 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rescan-interval -d 'Rescan the media library this often (it is also rescanned on SIGHUP)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l follow-symlinks -d 'Follow symbolic links in the media directory when scanning (true or false). Either way a file swapped after the scan is not served until a rescan' -r -f -a "true\t''
 false\t''"
@@ -68,29 +71,39 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Pr
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d 'How often idle sessions are swept' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-rate -d 'New private sessions one client address may create per minute (0: no limit); more are answered 429' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l reuse-port -d 'Share the listening port with other processes (SO_REUSEPORT)'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate' -r -F
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key -d 'Broadcast key, when the server requires one' -r
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l playlist -d 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist\'s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station' -r -F
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s k -l key -d 'Broadcast key, when the server requires one' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s p -l playlist -d 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist\'s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l free-tracks -d 'Send tracks as written instead of resolving them in the server\'s library (for stations whose listeners play their own files); needed when the server has no library to read'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l stop-at-end -d 'At a track\'s end, pause there instead of playing the next track'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l json -d 'Print each state as one JSON line instead of a sentence'
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand listen" -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
-complete -c radio -n "__fish_radio_using_subcommand listen" -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player -d 'Play the station\'s sound through this player, kept on the station\'s position (it must be installed: `apt-get install mpv`)' -r -f -a "mpv\t'mpv, over its JSON IPC'"
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player-arg -d 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player\'s control socket is that path instead of a private one' -r
-complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second'
+complete -c radio -n "__fish_radio_using_subcommand listen" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand listen" -l json -d 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second. Pongs are printed only with --verbose'
+complete -c radio -n "__fish_radio_using_subcommand listen" -s v -l verbose -d 'With --json, also print the pongs of the clock\'s pings'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand loadtest" -l url -d 'Server to load; repeat to spread listeners over several nodes' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -s u -l url -d 'Server to load; repeat to spread listeners over several nodes' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l listeners -d 'Listeners to connect in total' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l stations -d 'Stations (one broadcaster each); listeners are spread evenly' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l duration -d 'How long to run once every listener is connected' -r
@@ -104,14 +117,26 @@ complete -c radio -n "__fish_radio_using_subcommand loadtest" -l key -d 'Broadca
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l json -d 'Write the report as JSON to this file' -r -F
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l max-p99 -d 'Fail (exit 1) when fan-out p99 exceeds this' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l min-delivery -d 'Fail (exit 1) when final-state delivery is below this percentage' -r
-complete -c radio -n "__fish_radio_using_subcommand loadtest" -l server-pid -d 'Measure this server process\'s memory and CPU (repeat for several)' -r
-complete -c radio -n "__fish_radio_using_subcommand loadtest" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l server-pid -d 'Measure this server process\'s memory and CPU (repeat for several, or list them: 12,34)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand completions" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand man" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand man" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand man" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s h -l help -d 'Print help'
+complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
+always\t''
+never\t''"
+complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand loadtest-worker" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "serve" -d 'Run the server: the WebSocket sync protocol at /ws, the media library, the web player at /, health and metrics'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "broadcast" -d 'Run a station of the server\'s library from a shell: commands on stdin, or a playlist'

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: Redis (the
-# cluster tests start a real redis-server), Chromium and its driver (the web
-# player's browser tests), mpv (`radio listen --player mpv` drives a real
-# one), and the browser tests' npm packages. Idempotent:
+# cluster tests start a real redis-server), Prometheus and promtool (the
+# metrics tests), Chromium and its driver (the web player's browser tests),
+# mpv (`radio listen --player mpv` drives a real one), and the browser tests'
+# npm packages. Idempotent:
 # installs only what is missing. Debian/Ubuntu; runs apt-get as root or via sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ command -v mpv >/dev/null 2>&1 || need+=(mpv)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The metrics tests: promtool lints /metrics, a Prometheus server scrapes it.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -8,9 +8,12 @@
 
 pub mod cli;
 pub mod client;
+pub mod errors;
 pub mod loadtest;
 pub mod logging;
+pub mod man;
 pub mod pem;
 pub mod protocol;
 pub mod server;
 pub mod signals;
+pub mod version;

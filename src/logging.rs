@@ -1,6 +1,5 @@
-//! Logging setup: `RUST_LOG` filters, `--log-format` picks pretty or JSON.
-
-use std::io::IsTerminal;
+//! Logging setup: `RUST_LOG` filters, `--log-format` picks pretty or JSON,
+//! `--color` (and NO_COLOR) whether the pretty lines are coloured.
 
 use tracing_subscriber::EnvFilter;
 
@@ -8,11 +7,11 @@ use crate::cli::LogFormat;
 
 /// Installs the global subscriber. Logs go to stderr so stdout stays free
 /// for the clients' output. `default` is the filter used without `RUST_LOG`.
-pub fn init(format: LogFormat, default: &str) {
+pub fn init(format: LogFormat, default: &str, ansi: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Pretty => builder.try_init(),

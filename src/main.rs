@@ -9,31 +9,32 @@ fn main() -> ExitCode {
     // The clients reach wss:// servers; pick rustls' ring provider once.
     // Err only means a provider is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let ansi = cli.color.on_stderr();
     let result = match cli.command {
         Command::Serve(args) => {
-            radio::logging::init(args.log_format, "info");
+            radio::logging::init(args.log_format, "info", ansi);
             runtime()
                 .and_then(|rt| rt.block_on(radio::server::serve(*args)))
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Broadcast(args) => {
-            radio::logging::init(LogFormat::Pretty, "warn");
+            radio::logging::init(LogFormat::Pretty, "warn", ansi);
             radio::client::trust_ca(args.client.ca_cert.as_deref())
                 .and_then(|()| runtime())
                 .and_then(|rt| rt.block_on(radio::client::broadcast::run(args)))
         }
         Command::Listen(args) => {
-            radio::logging::init(LogFormat::Pretty, "warn");
+            radio::logging::init(LogFormat::Pretty, "warn", ansi);
             radio::client::trust_ca(args.client.ca_cert.as_deref())
                 .and_then(|()| runtime())
                 .and_then(|rt| rt.block_on(radio::client::listen::run(args)))
         }
         Command::Loadtest(args) => {
-            radio::logging::init(LogFormat::Pretty, "warn");
+            radio::logging::init(LogFormat::Pretty, "warn", ansi);
             runtime().and_then(|rt| rt.block_on(radio::loadtest::run(args)))
         }
         Command::LoadtestWorker => {
-            radio::logging::init(LogFormat::Pretty, "warn");
+            radio::logging::init(LogFormat::Pretty, "warn", ansi);
             runtime().and_then(|rt| rt.block_on(radio::loadtest::worker_main()))
         }
         Command::Completions { shell } => {
@@ -42,15 +43,16 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { subcommand } => {
-            radio::cli::write_man(subcommand.as_deref(), &mut std::io::stdout())
+            radio::man::write(subcommand.as_deref(), &mut std::io::stdout())
                 .map(|()| ExitCode::SUCCESS)
         }
     };
     match result {
         Ok(code) => code,
+        Err(e) if radio::errors::is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("radio: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("radio: {}", radio::errors::text(&e));
+            radio::errors::exit_code(&e)
         }
     }
 }

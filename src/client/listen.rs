@@ -98,10 +98,9 @@ impl Listener {
         loop {
             let ws = match client::connect(&self.url).await {
                 Ok((ws, _)) => ws,
-                Err(e) if first => bail!("{e:#}\nIs `radio serve` running there? Check --url."),
                 Err(e) => {
-                    let delay = backoff.next_delay();
-                    self.note(&format!("{e:#}; retrying in {delay:.1?}"));
+                    let (delay, why) = client::after_failed_connect(&e, first, &mut backoff)?;
+                    self.note(&why);
                     if self.wait_or_quit(delay).await? {
                         return Ok(ExitCode::SUCCESS);
                     }
@@ -199,8 +198,10 @@ impl Listener {
                             return Ok(End::Lost(None));
                         }
                     };
+                    // Pongs answer our own clock pings: noise, unless asked.
+                    let shown = self.args.verbose || !matches!(frame.msg, ServerMessage::Pong { .. });
                     // A closed stdout (`| head`) means nobody is listening.
-                    if self.args.json && client::emit(&frame.text).is_err() {
+                    if self.args.json && shown && client::emit(&frame.text).is_err() {
                         return Ok(End::Quit);
                     }
                     let changed = matches!(

@@ -24,32 +24,37 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Turns what a person types into the WebSocket URL: `http(s)://` becomes
 /// `ws(s)://`, a bare `host:port` gets `ws://`, and a missing path gets `/ws`.
+/// Parsed as a URL (the `url` crate), so what is wrong is said exactly.
 pub fn ws_url(input: &str) -> anyhow::Result<String> {
     let input = input.trim();
-    let (scheme, rest) = match input.split_once("://") {
-        Some((s, rest)) => (s.to_ascii_lowercase(), rest),
-        None => ("ws".to_owned(), input),
+    let example = "write it like ws://127.0.0.1:8080 or https://radio.example.org";
+    if !input.is_empty() && input.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("{input:?} is a port, not a server; {example} (or 127.0.0.1:{input})");
+    }
+    let full = if input.contains("://") {
+        input.to_owned()
+    } else {
+        format!("ws://{input}")
     };
-    let scheme = match scheme.as_str() {
+    let mut url = url::Url::parse(&full)
+        .map_err(|e| anyhow::anyhow!("{input:?} is not a URL ({e}); {example}"))?;
+    let scheme = match url.scheme() {
         "ws" | "http" => "ws",
         "wss" | "https" => "wss",
         other => bail!(
             "unsupported URL scheme {other:?} in {input:?}; use ws://, wss://, http:// or https://"
         ),
     };
-    if rest.is_empty() || rest.starts_with('/') {
-        bail!("the URL {input:?} has no host; write it like ws://127.0.0.1:8080/ws");
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("the URL {input:?} has no host; {example}");
     }
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let path = if path.is_empty() || path == "/" {
-        "/ws"
-    } else {
-        path
-    };
-    Ok(format!("{scheme}://{host}{path}"))
+    if url.set_scheme(scheme).is_err() {
+        bail!("cannot use {input:?} as a WebSocket URL; {example}");
+    }
+    if url.path().is_empty() || url.path() == "/" {
+        url.set_path("/ws");
+    }
+    Ok(url.to_string())
 }
 
 /// The client side's WebSocket limits: small buffers, since a client reads
@@ -100,10 +105,14 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
         true,
         connector,
     );
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("cannot connect to {url}: no answer within 10s"))?
-        .with_context(|| format!("cannot connect to {url}"))?;
+    let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Err(_) => bail!("cannot connect to {url}: no answer within 10s"),
+        Ok(Ok(connected)) => connected,
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res))) if res.status() == 503 => {
+            return Err(ServerFull::from_headers(res.headers()).into());
+        }
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
+    };
     let welcome = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ws))
         .await
         .context("the server sent no welcome within 10s")??;
@@ -124,6 +133,51 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
         Some(other) => bail!("expected welcome, got {other:?}"),
         None => bail!("the server closed the connection before its welcome"),
     }
+}
+
+/// The server answered 503 before the upgrade: it holds all the
+/// connections it may (`--max-connections`).
+#[derive(Debug, thiserror::Error)]
+#[error("the server is full (it holds all the connections it may)")]
+pub struct ServerFull {
+    /// Its `Retry-After`, or 5 s.
+    pub retry_after: Duration,
+}
+
+impl ServerFull {
+    fn from_headers(headers: &::http::HeaderMap) -> Self {
+        let secs = headers
+            .get(::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(5);
+        Self {
+            retry_after: Duration::from_secs(secs.clamp(1, 300)),
+        }
+    }
+}
+
+/// After a failed connection attempt: how long to wait and what to say, or
+/// the error that ends the client. A full server is waited for (its
+/// `Retry-After`, plus up to a second so that its clients do not all come
+/// back at once), even on the first attempt; another failure on the first
+/// attempt ends the client (most likely a wrong `--url`); later ones are
+/// retried with `backoff`.
+pub fn after_failed_connect(
+    e: &anyhow::Error,
+    first: bool,
+    backoff: &mut Backoff,
+) -> anyhow::Result<(Duration, String)> {
+    if let Some(full) = e.downcast_ref::<ServerFull>() {
+        let delay = full.retry_after + Duration::from_millis(fastrand::u64(0..1_000));
+        return Ok((delay, format!("{full}; retrying in {}s", delay.as_secs())));
+    }
+    let text = crate::errors::text(e);
+    if first {
+        bail!("{text}\nIs `radio serve` running there? Check --url.");
+    }
+    let delay = backoff.next_delay();
+    Ok((delay, format!("{text}; retrying in {delay:.1?}")))
 }
 
 /// Sends one request.
@@ -345,6 +399,13 @@ mod tests {
         assert_eq!(ws_url("wss://h/custom").unwrap(), "wss://h/custom");
         assert!(ws_url("ftp://h").is_err());
         assert!(ws_url("ws://").is_err());
+        let port = ws_url("38835").unwrap_err().to_string();
+        assert!(
+            port.contains("is a port") && port.contains("127.0.0.1:38835"),
+            "{port}"
+        );
+        let bad = ws_url("http://[::1").unwrap_err().to_string();
+        assert!(bad.contains("not a URL"), "{bad}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::report::{self, Generator, Parameters, ParentFigures, ProcSample, Serv
 use super::worker::{self, Target};
 use crate::cli::LoadtestArgs;
 use crate::client;
+use crate::errors::Usage;
 use crate::protocol::{self, StationName};
 
 /// Time one listener has for TCP connect, upgrade and `welcome`.
@@ -48,19 +49,22 @@ pub(super) struct RunPlan {
 
 impl RunPlan {
     pub(super) async fn new(args: &LoadtestArgs) -> anyhow::Result<RunPlan> {
-        validate(args)?;
+        // Arguments no run can be made of are usage errors (exit 2).
+        let usage = |e: anyhow::Error| anyhow::Error::new(Usage(e.to_string()));
+        validate(args).map_err(usage)?;
         let urls = args
             .urls
             .iter()
             .map(|u| client::ws_url(u))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(usage)?;
         let mut targets = Vec::with_capacity(urls.len());
         for u in &urls {
             targets.push(worker::resolve(u).await?);
         }
-        let workers = plan::parse_workers(&args.workers, args.listeners)?;
+        let workers = plan::parse_workers(&args.workers, args.listeners).map_err(usage)?;
         check_open_files(args.listeners, workers)?;
-        let source_addrs = source_addrs(args, &targets)?;
+        let source_addrs = source_addrs(args, &targets).map_err(usage)?;
         check_server_pids(&args.server_pids)?;
         let run_id = protocol::random_token(3);
         let station_names = station_names(args, &run_id)?;

@@ -102,7 +102,7 @@ impl Default for ServerConfig {
                 keys: KeySources::default(),
             },
             handshake_timeout: Duration::from_secs(10),
-            max_connections: 100_000,
+            max_connections: crate::cli::DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: 256,
             max_stations: 10_000,
             max_list: 200,
@@ -155,7 +155,9 @@ impl From<ServeArgs> for ServerConfig {
                 },
             },
             handshake_timeout: args.handshake_timeout,
-            max_connections: args.max_connections,
+            max_connections: args
+                .max_connections
+                .unwrap_or(crate::cli::DEFAULT_MAX_CONNECTIONS),
             max_connections_per_ip: args.max_connections_per_ip,
             max_stations: args.max_stations,
             max_list: args.max_list,

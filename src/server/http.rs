@@ -13,7 +13,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -23,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::server::admission::{Admission, Held};
 use crate::server::backend::Backend as _;
+use crate::server::metrics::Route;
 use crate::server::outlet::{Outlet, OutletIo};
 use crate::server::response::{Body, json_bytes, method_not_allowed, text};
 use crate::server::shared::Shared;
@@ -81,7 +81,11 @@ where
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
         let held = held.clone();
-        async move { Ok::<_, Infallible>(route(req, peer, held, shared).await) }
+        async move {
+            let (kind, head) = (route_of(req.uri().path()), req.method() == Method::HEAD);
+            let res = route(req, peer, held, shared.clone()).await;
+            Ok::<_, Infallible>(shared.metrics.http.count(kind, head, res))
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -135,14 +139,7 @@ async fn route(
             Ok(page) => json_bytes(StatusCode::OK, page.json.clone()),
             Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         },
-        (&Method::GET, "/metrics") => {
-            let mut res = text(StatusCode::OK, shared.metrics.render());
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            res
-        }
+        (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
         (_, p) if media::Library::serves(p) => shared.media.route(&req).await,
@@ -189,4 +186,19 @@ fn note_refused(shared: &Shared, res: &Response<Body>, client: SocketAddr) {
     shared
         .warnings
         .note_with(reason, || client.ip().to_string());
+}
+
+/// A path's `radio_http_requests_total` route.
+fn route_of(path: &str) -> Route {
+    match path {
+        "/ws" => Route::Ws,
+        "/healthz" | "/readyz" => Route::Health,
+        "/metrics" => Route::Metrics,
+        "/api/stations" => Route::Stations,
+        "/api/library" => Route::Library,
+        sessions::PATH => Route::Session,
+        p if media::Library::serves(p) => Route::Media,
+        p if player::serves(p) => Route::Player,
+        _ => Route::Other,
+    }
 }

@@ -127,22 +127,57 @@ async fn refuse(
     }
 }
 
-/// Raises the open-files soft limit to the hard limit and says so.
-pub fn raise_open_files_limit(max_connections: usize) {
+/// Raises the open-files soft limit to the hard limit, and says how many
+/// connections that holds: a warning when the operator asked for more
+/// (`explicit`: `--max-connections` given), at info otherwise (the default
+/// is a cap, not a request).
+pub fn raise_open_files_limit(explicit: Option<usize>) {
     match rlimit::getrlimit(rlimit::Resource::NOFILE) {
         Ok((soft, hard)) => {
             let raised = rlimit::increase_nofile_limit(hard).unwrap_or(soft);
-            tracing::info!(soft = raised, hard, was = soft, "open files limit");
             // Each connection is one file; keep some for listeners, logs, media.
             let usable = raised.saturating_sub(64);
-            if usable < max_connections as u64 {
-                tracing::warn!(
+            match explicit {
+                Some(asked) if usable < asked as u64 => tracing::warn!(
                     "this process may open {raised} files, so it can hold about {usable} \
-                     connections, fewer than --max-connections {max_connections}; raise the \
-                     hard limit (ulimit -Hn, LimitNOFILE=) or run several nodes"
-                );
+                     connections, fewer than --max-connections {asked}; raise the hard limit \
+                     (ulimit -Hn, LimitNOFILE=) or run several nodes"
+                ),
+                _ => tracing::info!(
+                    open_files = raised,
+                    was = soft,
+                    hard,
+                    "room for about {usable} connections"
+                ),
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
     }
+}
+
+/// Resolves `--listen` (HOST:PORT; a host name may give several addresses)
+/// and binds every address. Addresses that cannot be bound are skipped with
+/// a warning (`localhost` on a host without IPv6), unless none can be.
+pub async fn bind_all(listen: &str, reuse_port: bool) -> anyhow::Result<Vec<TcpListener>> {
+    use anyhow::Context as _;
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("cannot resolve --listen {listen}"))?
+        .collect();
+    addrs.dedup();
+    let mut bound = Vec::new();
+    let mut failed = Vec::new();
+    for addr in addrs {
+        match bind(addr, reuse_port) {
+            Ok(l) => bound.push(l),
+            Err(e) => failed.push(format!("{addr}: {e}")),
+        }
+    }
+    if bound.is_empty() {
+        anyhow::bail!("cannot listen on {listen}: {}", failed.join("; "));
+    }
+    for f in failed {
+        tracing::warn!("not listening on {f}");
+    }
+    Ok(bound)
 }

@@ -1,25 +1,108 @@
-//! Prometheus metrics at `GET /metrics`.
+//! Prometheus metrics at `GET /metrics`, in OpenMetrics or the classic text
+//! format as the scraper asks ([`exposition`]); docs/metrics.md lists them.
 //!
 //! Every metric handle is created once at start and shared; the per-message
 //! paths only touch atomics. Labelled families are resolved up front into
-//! arrays indexed by request type and error code, so no map (and no lock) is
-//! consulted per message. The handling-time histogram is our own lock-free
-//! [`AtomicHistogram`] because the client library's histogram takes a lock on
-//! every observation.
+//! arrays indexed by request type, error code, disconnect reason, and HTTP
+//! route and status class ([`traffic`]), so no map (and no lock) is consulted
+//! per message. The histograms are our own lock-free [`AtomicHistogram`]
+//! because the client library's takes a lock on every observation.
+//!
+//! What is cheaper to read than to track (the process's figures, the
+//! library, the sessions, each station's listeners, the Redis link) is read
+//! when scraped: the caller hands [`Metrics::page`] a [`Scrape`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+pub mod exposition;
+mod histogram;
+mod process;
+pub mod traffic;
 
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use std::sync::Mutex;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::protocol::{ErrorCode, RequestType};
+use crate::server::response::{Body, text};
+use crate::version;
+use exposition::Format;
+pub use histogram::AtomicHistogram;
+pub use traffic::{Route, Traffic};
 
 type Labels = Vec<(&'static str, &'static str)>;
+
+/// Stations given a `radio_station_listeners` series, the most listened
+/// first; the rest are in `radio_listeners` only.
+pub const STATION_SERIES: usize = 20;
+
+/// Why a WebSocket connection ended (`radio_disconnects_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The client closed, or the socket failed.
+    Closed,
+    /// The server shut down.
+    Shutdown,
+    /// The client accepted no bytes for the write timeout.
+    SlowClient,
+    /// The client answered no ping for the keepalive timeout.
+    KeepaliveTimeout,
+    /// The client kept flooding past the rate limit.
+    RateLimit,
+    /// A message over `--max-message-bytes`.
+    TooBig,
+    /// More than 5 wrong broadcast keys in a minute.
+    KeyLockout,
+}
+
+impl Disconnect {
+    const ALL: [Disconnect; 7] = [
+        Disconnect::Closed,
+        Disconnect::Shutdown,
+        Disconnect::SlowClient,
+        Disconnect::KeepaliveTimeout,
+        Disconnect::RateLimit,
+        Disconnect::TooBig,
+        Disconnect::KeyLockout,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::Closed => "closed",
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::SlowClient => "slow_client",
+            Disconnect::KeepaliveTimeout => "keepalive_timeout",
+            Disconnect::RateLimit => "rate_limit",
+            Disconnect::TooBig => "message_too_big",
+            Disconnect::KeyLockout => "key_lockout",
+        }
+    }
+}
+
+/// Figures read when `/metrics` is scraped.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// This node's stations with listeners, and how many.
+    pub stations: Vec<(String, u64)>,
+    /// Private player sessions kept.
+    pub sessions: usize,
+    /// Tracks in the media library, and their bytes.
+    pub library_tracks: usize,
+    pub library_bytes: u64,
+    /// Cluster mode: whether the link to Redis is up.
+    pub redis_up: Option<bool>,
+}
+
+/// Cluster mode's metrics.
+pub struct RedisMetrics {
+    up: Gauge,
+    /// Times the link to Redis came back after being lost.
+    pub reconnects: Counter,
+}
 
 /// All of the server's metrics.
 pub struct Metrics {
@@ -34,8 +117,6 @@ pub struct Metrics {
     pub connections_refused_per_ip: Counter,
     /// Requests refused for a page of another origin (`--allowed-origins`).
     pub origin_refused: Counter,
-    /// Connections closed after too many wrong broadcast keys.
-    pub key_lockouts: Counter,
     /// Stations with a broadcaster (including those in their grace period).
     pub stations: Gauge,
     /// Connections tuned to a station.
@@ -49,105 +130,155 @@ pub struct Metrics {
     /// would block, a write was cut short, or it was writing itself).
     pub fanout_skipped: Counter,
     errors: [Counter; ErrorCode::ALL.len()],
-    /// Clients closed because they accepted no bytes for the write timeout.
-    pub slow_client_disconnects: Counter,
-    /// Clients closed because they did not answer keepalive pings.
-    pub keepalive_timeouts: Counter,
-    /// Clients closed for flooding past the rate limit.
-    pub rate_limit_disconnects: Counter,
+    disconnects: [Counter; Disconnect::ALL.len()],
     /// Time to handle one inbound request.
     pub handling_seconds: AtomicHistogram,
+    /// Time from a state's publication on this node until a fan-out shard
+    /// has written it to all of its listeners (one observation per shard).
+    pub fanout_seconds: AtomicHistogram,
+    /// HTTP requests and bytes by route and status class.
+    pub http: Traffic,
+    /// Cluster mode only.
+    pub redis: Option<RedisMetrics>,
+    sessions: Gauge,
+    library_tracks: Gauge,
+    library_bytes: Gauge,
+    station_listeners: Family<Vec<(&'static str, String)>, Gauge>,
+    /// One scrape at a time sets the scraped figures and encodes them.
+    scraping: Mutex<()>,
 }
 
 impl Metrics {
+    /// A single node's metrics.
     pub fn new() -> Self {
-        let mut r = Registry::with_prefix("radio");
+        Self::with_redis(false)
+    }
+
+    /// A node's metrics, with the Redis link's when `cluster`.
+    pub fn with_redis(cluster: bool) -> Self {
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::Process::new()));
+        let r = root.sub_registry_with_prefix("radio");
+        r.register(
+            "build",
+            "The version and commit of this server",
+            Info::new(vec![
+                ("version", version::VERSION),
+                ("commit", version::COMMIT),
+            ]),
+        );
         // Registered in the order /metrics lists them.
+        let connections = metric(r, "connections", "Open WebSocket connections");
+        let connections_total = metric(
+            r,
+            "connections_accepted",
+            "WebSocket connections accepted since start",
+        );
+        let connections_refused = metric(
+            r,
+            "connections_refused",
+            "Connections refused with 503 at --max-connections",
+        );
+        let connections_refused_per_ip = metric(
+            r,
+            "connections_refused_per_ip",
+            "Connections refused with 429 at --max-connections-per-ip",
+        );
+        let origin_refused = metric(
+            r,
+            "origin_refused",
+            "Requests refused with 403 for a page of another origin",
+        );
+        let disconnects = counters(
+            r,
+            "disconnects",
+            "WebSocket connections ended, by reason",
+            "reason",
+            |i| Disconnect::ALL[i].as_str(),
+        );
+        let stations = metric(
+            r,
+            "stations",
+            "Stations with a broadcaster, including those in their grace period",
+        );
+        let listeners = metric(r, "listeners", "Connections tuned to a station");
+        let station_listeners = Family::default();
+        r.register(
+            "station_listeners",
+            format!(
+                "Connections of this node tuned to a station, for the {STATION_SERIES} \
+                 most listened stations"
+            ),
+            station_listeners.clone(),
+        );
+        let inbound = counters(
+            r,
+            "inbound_messages",
+            "Inbound requests by type",
+            "type",
+            |i| RequestType::ALL[i].as_str(),
+        );
+        let inbound_invalid = metric(
+            r,
+            "inbound_invalid",
+            "Inbound frames that were not a valid request",
+        );
+        let syncs_sent = metric(r, "syncs_sent", "sync frames written to listeners");
+        let fanout_skipped = metric(
+            r,
+            "fanout_skipped",
+            "Deliveries the fan-out left to the listener's own task (socket full or busy)",
+        );
+        let errors = counters(r, "errors", "error frames sent, by code", "code", |i| {
+            ErrorCode::ALL[i].as_str()
+        });
+        let handling_seconds = histogram(
+            r,
+            "message_handling_seconds",
+            "Time to handle one inbound request",
+        );
+        let fanout_seconds = histogram(
+            r,
+            "fanout_seconds",
+            "Time from a state's publication on this node until a fan-out shard \
+             has written it to its listeners, one observation per shard",
+        );
+        let http = Traffic::new(r);
+        let sessions = metric(r, "sessions", "Private player sessions kept");
+        let library_tracks = metric(r, "library_tracks", "Tracks in the media library");
+        let library_bytes = metric(r, "library_bytes", "Bytes of the media library's tracks");
+        let redis = cluster.then(|| RedisMetrics {
+            up: metric(r, "redis_up", "1 while the link to Redis is up, else 0"),
+            reconnects: metric(
+                r,
+                "redis_reconnects",
+                "Times the link to Redis came back after being lost",
+            ),
+        });
         Self {
-            connections: metric(&mut r, "connections", "Open WebSocket connections"),
-            connections_total: metric(
-                &mut r,
-                "connections_accepted",
-                "WebSocket connections accepted since start",
-            ),
-            connections_refused: metric(
-                &mut r,
-                "connections_refused",
-                "Connections refused with 503 at --max-connections",
-            ),
-            connections_refused_per_ip: metric(
-                &mut r,
-                "connections_refused_per_ip",
-                "Connections refused with 429 at --max-connections-per-ip",
-            ),
-            origin_refused: metric(
-                &mut r,
-                "origin_refused",
-                "Requests refused with 403 for a page of another origin",
-            ),
-            key_lockouts: metric(
-                &mut r,
-                "key_lockouts",
-                "Connections closed (1008) after more than 5 wrong broadcast keys in a minute",
-            ),
-            stations: metric(
-                &mut r,
-                "stations",
-                "Stations with a broadcaster, including those in their grace period",
-            ),
-            listeners: metric(&mut r, "listeners", "Connections tuned to a station"),
-            inbound: counters(
-                &mut r,
-                "inbound_messages",
-                "Inbound requests by type",
-                "type",
-                |i| RequestType::ALL[i].as_str(),
-            ),
-            inbound_invalid: metric(
-                &mut r,
-                "inbound_invalid",
-                "Inbound frames that were not a valid request",
-            ),
-            syncs_sent: metric(&mut r, "syncs_sent", "sync frames written to listeners"),
-            fanout_skipped: metric(
-                &mut r,
-                "fanout_skipped",
-                "Deliveries the fan-out left to the listener's own task (socket full or busy)",
-            ),
-            errors: counters(
-                &mut r,
-                "errors",
-                "error frames sent, by code",
-                "code",
-                |i| ErrorCode::ALL[i].as_str(),
-            ),
-            slow_client_disconnects: metric(
-                &mut r,
-                "slow_client_disconnects",
-                "Clients closed (1008) after accepting no bytes for the write timeout",
-            ),
-            keepalive_timeouts: metric(
-                &mut r,
-                "keepalive_timeouts",
-                "Clients closed after not answering pings for the keepalive timeout",
-            ),
-            rate_limit_disconnects: metric(
-                &mut r,
-                "rate_limit_disconnects",
-                "Clients closed (1008) for flooding past the rate limit",
-            ),
-            handling_seconds: {
-                let h = AtomicHistogram::new(&[
-                    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-                ]);
-                r.register(
-                    "message_handling_seconds",
-                    "Time to handle one inbound request",
-                    h.clone(),
-                );
-                h
-            },
-            registry: r,
+            registry: root,
+            connections,
+            connections_total,
+            connections_refused,
+            connections_refused_per_ip,
+            origin_refused,
+            stations,
+            listeners,
+            inbound,
+            inbound_invalid,
+            syncs_sent,
+            fanout_skipped,
+            errors,
+            disconnects,
+            handling_seconds,
+            fanout_seconds,
+            http,
+            redis,
+            sessions,
+            library_tracks,
+            library_bytes,
+            station_listeners,
+            scraping: Mutex::new(()),
         }
     }
 
@@ -164,13 +295,59 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// Counts one WebSocket connection ended.
+    pub fn disconnect(&self, why: Disconnect) {
+        self.disconnects[why as usize].inc();
+    }
+
+    /// `GET /metrics`: every metric, in the format `headers` accept.
+    pub fn page(&self, headers: &HeaderMap, scrape: Scrape) -> Response<Body> {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        let format = Format::negotiate(accept);
+        let mut res = text(StatusCode::OK, self.render(format, scrape));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        res
+    }
+
+    /// Every metric in `format`, with `scrape`'s figures.
+    pub fn render(&self, format: Format, scrape: Scrape) -> String {
+        let _one = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_scraped(scrape);
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Classic => exposition::to_classic(&out),
+        }
+    }
+
+    fn set_scraped(&self, mut scrape: Scrape) {
+        let gauge = |g: &Gauge, n: u64| g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        gauge(&self.sessions, scrape.sessions as u64);
+        gauge(&self.library_tracks, scrape.library_tracks as u64);
+        gauge(&self.library_bytes, scrape.library_bytes);
+        if let (Some(redis), Some(up)) = (&self.redis, scrape.redis_up) {
+            redis.up.set(i64::from(up));
+        }
+        // The most listened first; ties by name, so the same ones stay.
+        scrape
+            .stations
+            .sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        scrape.stations.truncate(STATION_SERIES);
+        self.station_listeners.clear();
+        for (name, n) in scrape.stations {
+            gauge(
+                &self
+                    .station_listeners
+                    .get_or_create(&vec![("station", name)]),
+                n,
+            );
+        }
     }
 }
 
@@ -199,98 +376,78 @@ fn counters<const N: usize>(
     std::array::from_fn(|i| family.get_or_create(&vec![(label, value(i))]).clone())
 }
 
+/// A latency histogram from 10 µs to 1 s, in steps of 1, 2.5 and 5 (so a
+/// quantile interpolated within a bucket is off by at most 2.5 times).
+fn histogram(registry: &mut Registry, name: &str, help: &str) -> AtomicHistogram {
+    let h = AtomicHistogram::new(&[
+        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+        0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ]);
+    registry.register(name, help, h.clone());
+    h
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// A histogram whose observations are a few relaxed atomic adds.
-#[derive(Clone, Debug)]
-pub struct AtomicHistogram(std::sync::Arc<HistogramInner>);
-
-#[derive(Debug)]
-pub struct HistogramInner {
-    bounds: Vec<f64>,
-    /// One count per bound, plus the +Inf bucket (not cumulative).
-    counts: Vec<AtomicU64>,
-    sum_nanos: AtomicU64,
-}
-
-impl AtomicHistogram {
-    pub fn new(bounds: &[f64]) -> Self {
-        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        Self(std::sync::Arc::new(HistogramInner {
-            bounds: bounds.to_vec(),
-            counts,
-            sum_nanos: AtomicU64::new(0),
-        }))
-    }
-
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = self
-            .0
-            .bounds
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(self.0.bounds.len());
-        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-impl TypedMetric for AtomicHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for AtomicHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut cumulative = 0u64;
-        let mut buckets = Vec::with_capacity(self.0.counts.len());
-        for (i, c) in self.0.counts.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
-            let bound = self.0.bounds.get(i).copied().unwrap_or(f64::MAX);
-            buckets.push((bound, cumulative));
-        }
-        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn renders_every_family() {
         let m = Metrics::new();
         m.inbound(RequestType::Ping);
         m.error(ErrorCode::NotOwner);
+        m.disconnect(Disconnect::RateLimit);
         m.handling_seconds.observe(Duration::from_micros(30));
         m.handling_seconds.observe(Duration::from_secs(3));
-        let text = m.render();
-        assert!(
-            text.contains("radio_inbound_messages_total{type=\"ping\"} 1"),
-            "{text}"
+        let text = m.render(Format::OpenMetrics, Scrape::default());
+        for line in [
+            "radio_inbound_messages_total{type=\"ping\"} 1",
+            "radio_errors_total{code=\"not_owner\"} 1",
+            "radio_disconnects_total{reason=\"rate_limit\"} 1",
+            "radio_disconnects_total{reason=\"slow_client\"} 0",
+            "radio_message_handling_seconds_count 2",
+            "radio_message_handling_seconds_bucket{le=\"0.00001\"} 0",
+            "radio_message_handling_seconds_bucket{le=\"0.00005\"} 1",
+            // Cumulative: the 30 µs observation is in every later bucket once.
+            "radio_message_handling_seconds_bucket{le=\"1.0\"} 1",
+            "radio_message_handling_seconds_bucket{le=\"+Inf\"} 2",
+            "radio_connections 0",
+            "radio_http_requests_total{route=\"media\",status=\"2xx\"} 0",
+            "# TYPE radio_build info",
+            "# TYPE process_cpu_seconds counter",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} not in:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
+        assert!(!text.contains("radio_redis_up"));
+    }
+
+    #[test]
+    fn keeps_the_most_listened_stations() {
+        let m = Metrics::with_redis(true);
+        let stations = (0..30).map(|i| (format!("s{i:02}"), i)).collect();
+        let text = m.render(
+            Format::Classic,
+            Scrape {
+                stations,
+                redis_up: Some(true),
+                ..Scrape::default()
+            },
         );
-        assert!(
-            text.contains("radio_errors_total{code=\"not_owner\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("radio_message_handling_seconds_count 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("radio_message_handling_seconds_bucket{le=\"0.00005\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("radio_connections 0"), "{text}");
+        assert!(text.contains("radio_station_listeners{station=\"s29\"} 29\n"));
+        assert!(text.contains("radio_station_listeners{station=\"s10\"} 10\n"));
+        assert!(!text.contains("station=\"s09\""), "{text}");
+        assert!(text.contains("radio_redis_up 1\n"));
+        assert!(text.contains("# TYPE radio_redis_reconnects_total counter\n"));
     }
 }

@@ -44,7 +44,6 @@ pub mod warnings;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,13 +56,11 @@ use shared::Shared;
 /// SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     listener::raise_open_files_limit(args.max_connections);
-    let (addr, reuse_port) = (args.listen, args.reuse_port);
+    let listeners = listener::bind_all(&args.listen, args.reuse_port).await?;
     let config = ServerConfig::from(args);
-    let listener =
-        listener::bind(addr, reuse_port).with_context(|| format!("cannot listen on {addr}"))?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let result = run(listener, config, shutdown.clone()).await;
+    let result = run_all(listeners, config, shutdown.clone()).await;
     shutdown.cancel();
     signals.abort();
     result
@@ -73,6 +70,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// closes every connection, bounded by the config's shutdown timeout.
 pub async fn run(
     listener: TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_all(vec![listener], config, shutdown).await
+}
+
+/// [`run`] on several listening sockets (a host name's addresses).
+pub async fn run_all(
+    listeners: Vec<TcpListener>,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -86,14 +92,26 @@ pub async fn run(
             return Err(e);
         }
     };
-    let local = listener.local_addr()?;
-    let scheme = if shared.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    tracing::info!("listening on {scheme}://{local}");
-    listener::accept_loop(listener, shared).await;
+    let mut accepting = Vec::new();
+    for listener in listeners {
+        let local = listener.local_addr()?;
+        let scheme = if shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("listening on {scheme}://{local}");
+        accepting.push(tokio::spawn(listener::accept_loop(
+            listener,
+            shared.clone(),
+        )));
+    }
+    drop(shared);
+    for a in accepting {
+        if let Err(e) = a.await {
+            tracing::error!(error = %e, "an accept loop failed");
+        }
+    }
 
     tracing::info!("shutting down: no new connections, closing the open ones");
     tasks.close();

@@ -9,12 +9,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::server::admission::Gate;
-use crate::server::backend::any::AnyBackend;
+use crate::server::backend::Backend as _;
+use crate::server::backend::any::{AnyBackend, BackendConfig};
 use crate::server::config::{ConnConfig, MediaConfig, ServerConfig};
 use crate::server::keys::Keys;
 use crate::server::listing::Listing;
 use crate::server::media::{self, Library};
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Metrics, Scrape};
 use crate::server::origin::AllowedOrigins;
 use crate::server::peer::TrustedProxies;
 use crate::server::reload::{self, Reloader};
@@ -62,7 +63,8 @@ impl Shared {
     ) -> anyhow::Result<Self> {
         let keys = Arc::new(Keys::load(config.conn.keys.clone())?);
         let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
-        let metrics = Arc::new(Metrics::new());
+        let cluster = matches!(config.backend, BackendConfig::Redis(_));
+        let metrics = Arc::new(Metrics::with_redis(cluster));
         let backend = AnyBackend::start(
             config.backend,
             config.max_stations,
@@ -115,6 +117,24 @@ impl Shared {
             warnings: Warnings::new(),
             tls,
         })
+    }
+}
+
+impl Shared {
+    /// What `/metrics` reads when scraped: each station's listeners, the
+    /// sessions, the library, the Redis link.
+    pub fn scrape(&self) -> Scrape {
+        let index = self.media.index();
+        Scrape {
+            stations: (self.backend.local_listeners().into_iter())
+                .map(|(name, n)| (name.to_string(), n))
+                .collect(),
+            sessions: self.sessions.len(),
+            library_tracks: index.len(),
+            library_bytes: index.tracks().map(|t| t.size).sum(),
+            redis_up: matches!(self.backend, AnyBackend::Redis(_))
+                .then(|| self.backend.readiness().is_ok()),
+        }
     }
 }
 

@@ -4,6 +4,13 @@
 // A's tab closes, B shows the station offline. Then, on a server without
 // --media (DEMO_URL), the demo library plays: a track's time advances.
 //
+// A listener's page explains itself: "press to listen" until sound plays,
+// mute, volume and "leave the station" instead of a disabled pause button,
+// the sync figures behind a "Sync details" disclosure, the station's
+// listener count and title and artist, a library track played only after
+// "leave the station to play this", and on a phone the stations before
+// "Go live". Screenshots at 1280 px and 390 px.
+//
 // Then a shell station (RADIO_BIN broadcast) plays the 4 s "Short tone" by
 // its title: page E follows it, shows its title and artist, moves to the
 // next track within a second of the end, and never starts the ended file
@@ -145,7 +152,7 @@ try {
       "--disable-background-networking",
       "--autoplay-policy=no-user-gesture-required",
     ],
-    viewport: { width: 1100, height: 800 },
+    viewport: { width: 1280, height: 800 },
   });
   const pageErrors = [];
   const watch = (page, name) => {
@@ -235,15 +242,70 @@ try {
     const t = await a.textContent("#live-listeners");
     return { ok: t.startsWith("1 listener"), t };
   });
+
+  // --- what B, a listener, sees and can do ---
+  for (const hidden of ["#play", "#seek"]) {
+    if (await b.isVisible(hidden)) throw new Error(`a listener sees ${hidden}`);
+  }
+  if ((await b.textContent("#tune-out")).trim() !== "Leave the station") {
+    throw new Error(`the leave button says ${await b.textContent("#tune-out")}`);
+  }
+  await until("B says it plays in sync, with its listener count, title and artist", 10000, async () => {
+    const s = await state(b);
+    return {
+      ok: s.status === "live; playing in sync" && s.listeners.startsWith("1 listener")
+        && s.title === "First tone" && s.artist === "Browser test",
+      s,
+    };
+  });
+  await b.click("#mute");
+  if (!(await state(b)).muted || (await b.getAttribute("#mute", "aria-pressed")) !== "true") {
+    throw new Error("mute did not mute");
+  }
+  await b.click("#mute");
+  if ((await state(b)).muted) throw new Error("mute did not unmute");
+  await b.$eval("#volume", (v) => { v.value = "0.4"; v.dispatchEvent(new Event("input")); });
+  if (Math.abs((await state(b)).volume - 0.4) > 0.01) throw new Error("the volume did not move");
+  await b.$eval("#volume", (v) => { v.value = "1"; v.dispatchEvent(new Event("input")); });
+  // The sync figures are behind a disclosure, closed at first.
+  if (await b.isVisible("#offset")) throw new Error("the sync details are open from the start");
+  await b.click("#sync-details summary");
+  await until("the sync details show the clock offset", 5000, async () => {
+    const t = await b.textContent("#offset");
+    return { ok: (await b.isVisible("#offset")) && / ms$/.test(t), t };
+  });
+  await b.click("#sync-details summary");
+  // A library track while tuned: asked first, and staying changes nothing.
+  await b.click(`#track-list button[data-id="${ids[1]}"]`);
+  const asked = await b.textContent("#leave-text");
+  if (!(await b.isVisible("#leave-confirm")) || !/Leave the station to play “Second tone”/.test(asked)) {
+    throw new Error(`no "leave the station to play this" question: ${asked}`);
+  }
+  await b.click("#leave-stay");
+  const stayed = await state(b);
+  if (stayed.mode !== "listening" || stayed.tuned !== STATION || stayed.track !== ids[0]) {
+    throw new Error(`staying tuned left the station: ${JSON.stringify(stayed)}`);
+  }
+  log("B: mute, volume, sync details, listener count, title and artist, leave asked");
   mkdirSync(dirname(screenshot), { recursive: true });
   await a.screenshot({ path: screenshot, fullPage: true });
   await b.screenshot({ path: screenshot.replace(/\.png$/, "-listener.png"), fullPage: true });
-  // Usable on a phone: nothing wider than a 390 px screen.
+  // Usable on a phone: nothing wider than a 390 px screen, and listening
+  // comes first (the stations above "Go live").
   await b.setViewportSize({ width: 390, height: 844 });
   const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 0) throw new Error(`the page is ${overflow} px wider than a phone screen`);
   await b.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
-  await b.setViewportSize({ width: 1100, height: 800 });
+  await b.setViewportSize({ width: 1280, height: 800 });
+  await a.setViewportSize({ width: 390, height: 844 });
+  const order = await a.evaluate(() => {
+    const top = (q) => document.querySelector(q).getBoundingClientRect().top;
+    return { now: top(".now"), stations: top(".stations"), golive: top("#live-panel") };
+  });
+  if (!(order.now < order.stations && order.stations < order.golive)) {
+    throw new Error(`on a phone the stations do not come before "Go live": ${JSON.stringify(order)}`);
+  }
+  await a.setViewportSize({ width: 1280, height: 800 });
   log("screenshots saved:", screenshot);
 
   // --- C: another browser with the default autoplay rules needs a click ---
@@ -253,7 +315,7 @@ try {
       executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
       headless: true,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-      viewport: { width: 1100, height: 800 },
+      viewport: { width: 1280, height: 800 },
     });
     try {
       const c = ctxC.pages()[0] ?? (await ctxC.newPage());
@@ -284,7 +346,13 @@ try {
       if (!waiting.paused || !(await c.isVisible("#gate-button"))) {
         throw new Error(`C played or dropped the click-to-listen step without a click: ${JSON.stringify(waiting)}`);
       }
-      log("C shows the click-to-listen step");
+      // Nothing plays yet, and the page says so: no "playing in sync", no drift.
+      const told = await until("C says to press to listen", 5000, async () => {
+        const s = await state(c);
+        const drift = await c.textContent("#drift");
+        return { ok: /press/.test(s.status) && drift === "–" && s.gate, status: s.status, drift };
+      });
+      log("C shows the press-to-listen step and says:", told.status);
       await c.click("#gate-button");
       streak = 0;
       const cs = await until(`C within ${TOLERANCE_MS} ms of A after the click`, 15000, async () => {
@@ -294,6 +362,10 @@ try {
         return { ok: streak >= 3, diff: Math.round(g.diff), c: g.b };
       });
       log(`C (another browser) in sync after the click: ${cs.diff} ms`);
+      await until("C says it plays in sync once sound runs", 5000, async () => {
+        const s = await state(c);
+        return { ok: s.status === "live; playing in sync", status: s.status };
+      });
     } finally {
       await ctxC.close().catch(() => {});
       rmSync(dirC, { recursive: true, force: true });
@@ -351,6 +423,17 @@ try {
   const after = await state(b);
   if (!after.paused) throw new Error("B still plays after the station went offline");
   log("B shows:", await b.textContent("#station-status"));
+
+  // --- leaving the station to play a library track, once asked ---
+  await b.click(`#track-list button[data-id="${ids[1]}"]`);
+  await b.click("#leave-play");
+  await until("B left the station and plays the track", 10000, async () => {
+    const s = await state(b);
+    return { ok: s.mode === "private" && s.track === ids[1] && !s.paused, s };
+  });
+  if (await b.isVisible("#leave-confirm")) throw new Error("the question stays after leaving");
+  if (!(await b.isVisible("#play"))) throw new Error("B, no longer a listener, has no play button");
+  log("B left the station to play", ids[1]);
 
   // --- a shell station: by title, to the next track at its end ---
   await shellStation(context, watch);

@@ -142,8 +142,21 @@ fn clients_explain_bad_arguments() {
         .args(["listen", "--station", "no spaces allowed"])
         .output()
         .expect("run radio");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --station"));
+    // A usage error: exit 2, naming the flag and what a name may hold.
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--station") && err.contains("A-Z"), "{err}");
+
+    let out = Command::new(radio_bin())
+        .args(["listen", "--station", "ok", "--url", "38835"])
+        .output()
+        .expect("run radio");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a port") && err.contains("127.0.0.1:38835"),
+        "{err}"
+    );
 
     let out = Command::new(radio_bin())
         .args(["listen", "--station", "ok", "--url", "ws://127.0.0.1:9/ws"])

@@ -29,11 +29,11 @@ fn expected() -> Vec<(PathBuf, Vec<u8>)> {
         files.push((root.join("completions").join(name), out));
     }
     let mut out = Vec::new();
-    radio::cli::write_man(None, &mut out).expect("write radio.1");
+    radio::man::write(None, &mut out).expect("write radio.1");
     files.push((root.join("man/radio.1"), out));
-    for sub in radio::cli::man_subcommands() {
+    for sub in radio::man::subcommands() {
         let mut out = Vec::new();
-        radio::cli::write_man(Some(&sub), &mut out).expect("write a subcommand's page");
+        radio::man::write(Some(&sub), &mut out).expect("write a subcommand's page");
         files.push((root.join(format!("man/radio-{sub}.1")), out));
     }
     files
@@ -58,4 +58,41 @@ fn completions_and_man_pages_are_fresh() {
         stale.is_empty(),
         "stale generated files (run `RADIO_REGENERATE=1 cargo test --test it generated`): {stale:?}"
     );
+}
+
+/// Each page has the synopsis as typed, the sections a reader looks for,
+/// and no page it names is missing.
+#[test]
+fn man_pages_read_as_man_pages() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    for sub in radio::man::subcommands() {
+        let page = std::fs::read_to_string(root.join(format!("radio-{sub}.1"))).expect("a page");
+        assert!(
+            page.contains(&format!(".SH SYNOPSIS\n\\fBradio {sub}\\fR")),
+            "radio-{sub}.1's synopsis"
+        );
+        for section in [
+            "DESCRIPTION",
+            "OPTIONS",
+            "ENVIRONMENT",
+            "\"EXIT STATUS\"",
+            "EXAMPLES",
+            "\"SEE ALSO\"",
+        ] {
+            assert!(
+                page.contains(&format!(".SH {section}\n")),
+                "radio-{sub}.1: {section}"
+            );
+        }
+    }
+    let broadcast = std::fs::read_to_string(root.join("radio-broadcast.1")).expect("a page");
+    assert!(broadcast.contains(".SH COMMANDS\n"), "the command language");
+    for page in std::fs::read_dir(&root).expect("man/") {
+        let text = std::fs::read_to_string(page.expect("a page").path()).expect("read");
+        for named in text.split("\\fB").filter_map(|s| s.split_once("\\fR(1)")) {
+            let file = root.join(format!("{}.1", named.0.replace("\\-", "-")));
+            assert!(file.exists(), "{} names a missing page", file.display());
+        }
+        assert!(!text.contains("radio\\-help"), "no radio-help(1)");
+    }
 }

@@ -356,7 +356,7 @@ async fn rate_limit_answers_then_closes_a_flooder() {
     // is read, so the code is not asserted.)
     c.expect_closed().await;
     server
-        .wait_metric("radio_rate_limit_disconnects_total", 1.0)
+        .wait_metric("radio_disconnects_total{reason=\"rate_limit\"}", 1.0)
         .await;
     // Others are unaffected.
     let mut ok = Client::connect(&server).await;
@@ -493,7 +493,9 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
         flood(&mut b, "w", "", 200).await;
         let last = b.update("w", "mark", 0, true).await;
         sync_with_seq(&mut healthy, last).await;
-        let closed = server.metric("radio_slow_client_disconnects_total").await;
+        let closed = server
+            .metric("radio_disconnects_total{reason=\"slow_client\"}")
+            .await;
         if closed >= 1.0 { Ok(()) } else { Err(closed) }
     })
     .await;
@@ -570,7 +572,7 @@ async fn half_open_connections_are_reaped() {
     server.wait_metric("radio_connections", 1.0).await;
     read_until_closed(&mut s, "the server closes the silent connection").await;
     server
-        .wait_metric("radio_keepalive_timeouts_total", 1.0)
+        .wait_metric("radio_disconnects_total{reason=\"keepalive_timeout\"}", 1.0)
         .await;
     server.wait_metric("radio_connections", 0.0).await;
 }
@@ -634,7 +636,7 @@ async fn health_and_metrics() {
         "radio_inbound_messages_total{type=\"update\"} 1",
         "radio_syncs_sent_total 1",
         "radio_message_handling_seconds_count",
-        "radio_slow_client_disconnects_total 0",
+        "radio_disconnects_total{reason=\"slow_client\"} 0",
         "radio_errors_total{code=\"bad_message\"} 0",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");

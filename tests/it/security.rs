@@ -147,7 +147,7 @@ async fn a_pipelined_flood_receives_its_1008_close_frame() {
         c.expect_close(1008).await;
     }
     server
-        .wait_metric("radio_rate_limit_disconnects_total", 3.0)
+        .wait_metric("radio_disconnects_total{reason=\"rate_limit\"}", 3.0)
         .await;
 }
 
@@ -165,7 +165,7 @@ async fn a_ping_flood_is_closed_1008() {
     c.ws.flush().await.expect("send the pings");
     c.expect_close(1008).await;
     server
-        .wait_metric("radio_rate_limit_disconnects_total", 1.0)
+        .wait_metric("radio_disconnects_total{reason=\"rate_limit\"}", 1.0)
         .await;
 }
 
@@ -239,7 +239,9 @@ async fn per_station_keys_and_the_lockout() {
     g.send(json!({"type":"start_broadcasting","station":"jazz","key":"guess"}))
         .await;
     g.expect_close(1008).await;
-    server.wait_metric("radio_key_lockouts_total", 1.0).await;
+    server
+        .wait_metric("radio_disconnects_total{reason=\"key_lockout\"}", 1.0)
+        .await;
     let log = server.log();
     let lines: Vec<&str> = log
         .lines()

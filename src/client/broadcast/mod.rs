@@ -140,12 +140,9 @@ impl Broadcaster {
         loop {
             let ws = match client::connect(&self.url).await {
                 Ok((ws, _)) => ws,
-                Err(e) if first => {
-                    bail!("{e:#}\nIs `radio serve` running there? Check --url.");
-                }
                 Err(e) => {
-                    let delay = backoff.next_delay();
-                    eprintln!("radio: {e:#}; retrying in {delay:.1?}");
+                    let (delay, why) = client::after_failed_connect(&e, first, &mut backoff)?;
+                    eprintln!("radio: {why}");
                     if self.pause(delay).await {
                         return Ok(self.exit_code());
                     }
@@ -635,7 +632,8 @@ pub fn explain(code: ErrorCode, message: &str, station: &StationName) -> String 
             "the server refused the station name {station} ({message}). Use 1-64 of A-Z a-z 0-9 . _ -"
         ),
         ErrorCode::Unavailable => {
-            format!("the server cannot take the station right now ({message}). Try again shortly.")
+            // The server's message says what to do (try again shortly).
+            format!("the server cannot take the station right now: {message}")
         }
         other => format!("the server refused: {message} ({other})"),
     }

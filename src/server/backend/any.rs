@@ -81,6 +81,13 @@ impl Backend for AnyBackend {
         }
     }
 
+    fn local_listeners(&self) -> Vec<(StationName, u64)> {
+        match self {
+            AnyBackend::Local(b) => b.local_listeners(),
+            AnyBackend::Redis(b) => b.local_listeners(),
+        }
+    }
+
     async fn claim(
         &self,
         conn: u64,

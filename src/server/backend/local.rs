@@ -24,7 +24,7 @@ use super::{Backend, OwnedStation, summary};
 use crate::protocol::{self, OfflineReason, StationName, StationSummary, Sync, SyncCause};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
-use crate::server::station::{Listeners, Playback, State, Station, Tuned};
+use crate::server::station::{self, Listeners, Playback, State, Station, Tuned};
 
 /// Who holds a station.
 #[derive(Debug)]
@@ -241,6 +241,10 @@ impl Backend for Local {
 
     fn readiness(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn local_listeners(&self) -> Vec<(StationName, u64)> {
+        station::listened(self.map().values().map(|e| &*e.station))
     }
 
     async fn claim(

@@ -63,6 +63,10 @@ pub trait Backend {
 
     /// Whether someone broadcasts `name` (tells `not_owner` from `not_live`).
     fn is_live(&self, name: &StationName) -> impl Future<Output = bool> + Send;
+
+    /// This node's stations with local listeners, and how many each has
+    /// (`radio_station_listeners`). Never waits on I/O.
+    fn local_listeners(&self) -> Vec<(StationName, u64)>;
 }
 
 /// A broadcaster's hold on one station. Dropping it releases the station:

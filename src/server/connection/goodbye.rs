@@ -27,7 +27,7 @@ use super::{Conn, Exit};
 impl Conn {
     /// Says goodbye in the way `exit` calls for; bounded by the write timeout.
     pub(super) async fn finish(mut self, exit: Exit) {
-        let metrics = &self.shared.metrics;
+        self.shared.metrics.disconnect(exit.reason());
         let close = match exit {
             Exit::Closed => None,
             Exit::Shutdown => {
@@ -39,17 +39,14 @@ impl Conn {
                 Some((CloseCode::Away, "server shutting down"))
             }
             Exit::SlowClient => {
-                metrics.slow_client_disconnects.inc();
                 self.note(Reason::SlowClient);
                 Some((CloseCode::Policy, "write timeout"))
             }
             Exit::KeepaliveTimeout => {
-                metrics.keepalive_timeouts.inc();
                 self.note(Reason::KeepaliveTimeout);
                 Some((CloseCode::Policy, "keepalive timeout"))
             }
             Exit::Flood => {
-                metrics.rate_limit_disconnects.inc();
                 self.note(Reason::Flood);
                 Some((CloseCode::Policy, "rate limit exceeded"))
             }
@@ -58,7 +55,6 @@ impl Conn {
                 Some((CloseCode::Size, "message too big"))
             }
             Exit::KeyLockout => {
-                metrics.key_lockouts.inc();
                 self.note(Reason::KeyLockout);
                 Some((CloseCode::Policy, "too many wrong broadcast keys"))
             }

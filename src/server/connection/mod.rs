@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::protocol::{self, ClientMessage, PROTOCOL_VERSION, RequestType, ServerMessage};
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyOwned;
+use crate::server::metrics::Disconnect;
 use crate::server::outlet::{self, ConnIo, Outlet};
 use crate::server::ratelimit::{RateLimiter, Verdict};
 use crate::server::refusal::Refusal;
@@ -72,6 +73,21 @@ enum Exit {
 /// Wrong broadcast keys one connection may send in a minute; one more
 /// closes it (1008).
 pub const MAX_WRONG_KEYS: u32 = 5;
+
+impl Exit {
+    /// Its `radio_disconnects_total` reason.
+    fn reason(&self) -> Disconnect {
+        match self {
+            Exit::Closed => Disconnect::Closed,
+            Exit::Shutdown => Disconnect::Shutdown,
+            Exit::SlowClient => Disconnect::SlowClient,
+            Exit::KeepaliveTimeout => Disconnect::KeepaliveTimeout,
+            Exit::Flood => Disconnect::RateLimit,
+            Exit::TooBig => Disconnect::TooBig,
+            Exit::KeyLockout => Disconnect::KeyLockout,
+        }
+    }
+}
 
 /// What woke the connection.
 enum Event {

@@ -73,6 +73,7 @@
     lastSeekAt: 0,
     lastPlayingAt: 0,
     seekCheck: false,
+    leaveFor: null,          // the track to play once the station is left
     // private
     lastSave: 0,
   };
@@ -200,6 +201,19 @@
     markCurrent();
   }
 
+  // A listener's page shows the station's controls only: mute, volume and
+  // leaving the station (body.listening hides play and seek).
+  function showMode() {
+    document.body.classList.toggle("listening", st.mode === "listening");
+    if (st.mode !== "listening") $("leave-confirm").hidden = true;
+  }
+
+  function setMuted(muted) {
+    media.muted = muted;
+    $("mute").textContent = muted ? "Unmute" : "Mute";
+    $("mute").setAttribute("aria-pressed", String(muted));
+  }
+
   async function play() {
     try {
       await media.play();
@@ -209,6 +223,7 @@
       if (e.name === "NotAllowedError") {
         $("gate").hidden = false;
         $("gate-button").focus();
+        listenStatus();
       } else if (e.name !== "AbortError") {
         message(`Cannot play: ${e.message}`);
       }
@@ -216,9 +231,19 @@
     }
   }
 
+  // While tuned to a station, a library track is played only after asking:
+  // playing it means leaving the station.
   function chooseTrack(id) {
+    if (st.mode === "listening") {
+      const t = st.byId.get(id);
+      st.leaveFor = id;
+      $("leave-text").textContent =
+        `You are listening to ${st.tuned}. Leave the station to play “${t ? t.title : id}”?`;
+      $("leave-confirm").hidden = false;
+      $("leave-play").focus();
+      return;
+    }
     $("resume-note").hidden = true;
-    if (st.mode === "listening") tuneOut();
     loadTrack(id, 0);
     play();
     if (st.mode === "live") sendUpdate();
@@ -458,6 +483,10 @@
       b.append(left, el("span", "d", `${n} listener${n === 1 ? "" : "s"}`));
       const mine = st.mode === "live" && s.station === st.station;
       const tuned = st.mode === "listening" && s.station === st.tuned;
+      if (tuned) {
+        $("tuned-listeners").textContent = `${n} listener${n === 1 ? "" : "s"} (you included)`;
+        showStationTrack(s);
+      }
       if (mine) {
         b.disabled = true;
         b.setAttribute("aria-label", `${s.station}: your station, ${n} listeners`);
@@ -586,6 +615,8 @@
     st.tuned = name;
     st.sync = null;
     st.drift = null;
+    showMode();
+    $("tuned-listeners").textContent = "";
     $("mode-badge").textContent = "listening";
     $("mode-badge").className = "badge listening";
     $("tuned-panel").hidden = false;
@@ -604,6 +635,7 @@
     if (st.mode !== "listening") return;
     send({ type: "tune_out" });
     st.mode = "private";
+    showMode();
     st.tuned = null;
     st.sync = null;
     st.drift = null;
@@ -652,6 +684,7 @@
   // What the station plays, by its own title and artist (the server's
   // library fills them), else by the library's, else by the track id.
   function showStationTrack(s) {
+    if (!s.track) return;
     const t = st.byId.get(s.track);
     $("np-title").textContent = s.title ?? t?.title ?? s.track;
     $("np-artist").textContent = t ? (s.artist ?? t.artist ?? "") : "not in this server's library";
@@ -667,11 +700,11 @@
     }
     showStationTrack(s);
     if (s.playing) {
-      setStationStatus(st.byId.has(s.track) ? "live; playing in sync" : `live; playing “${s.track}”, which this library lacks`, "ok");
+      listenStatus();
       // Past the end, an ended file must not start again (play() on an
       // ended element plays it from 0): wait for the station's next state.
       if (pastEnd()) { showEnded(); return; }
-      // While "Click to listen" is up, wait for the click: retrying on every
+      // While "Press to listen" is up, wait for the press: retrying on every
       // sync would only be refused again.
       if (!$("gate").hidden) return;
       if (media.paused && media.readyState >= 1) {
@@ -687,6 +720,23 @@
     }
   }
 
+  // What a listener is told while the station plays: "playing in sync" only
+  // once sound really plays; "press to listen" while the browser waits for
+  // a press; "starting" while the first frames load.
+  function listenStatus() {
+    const s = st.sync;
+    if (st.mode !== "listening" || !s || !s.playing || pastEnd()) return;
+    if (!$("gate").hidden) {
+      setStationStatus("live; press to listen", "warn");
+    } else if (media.paused || st.waiting) {
+      setStationStatus("live; starting…", "warn");
+    } else if (!st.byId.has(s.track)) {
+      setStationStatus(`live; playing “${s.track}”, which this library lacks`, "ok");
+    } else {
+      setStationStatus("live; playing in sync", "ok");
+    }
+  }
+
   // One step of the sync engine. `hard` seeks whatever the drift.
   function correct(hard) {
     if (st.mode !== "listening" || !st.sync) return;
@@ -696,7 +746,9 @@
     if (pastEnd()) { showEnded(); return; } // wait for the station's next track
     const drift = media.currentTime * 1000 - target;
     st.drift = drift;
-    $("drift").textContent = `${drift >= 0 ? "+" : ""}${Math.round(drift)} ms`;
+    // Nothing plays yet (waiting for a press, or loading): no drift to show.
+    const sounding = !media.paused || !st.sync.playing;
+    $("drift").textContent = sounding ? `${drift >= 0 ? "+" : ""}${Math.round(drift)} ms` : "–";
     if (!st.sync.playing) {
       if (Math.abs(drift) > NUDGE_OVER_MS) media.currentTime = target / 1000;
       setRate(1);
@@ -745,6 +797,7 @@
     st.waiting = false;
     st.lastPlayingAt = performance.now();
     sendUpdate();
+    listenStatus();
   });
   media.addEventListener("pause", () => { updateControls(); sendUpdate(); saveSession(true); });
   // Dragging the seek bar seeks many times a second: one update per 150 ms.
@@ -754,6 +807,7 @@
   });
   media.addEventListener("waiting", () => {
     if (!st.waiting) { st.waiting = true; sendUpdate(); }
+    listenStatus();
   });
   media.addEventListener("loadedmetadata", updateControls);
   media.addEventListener("timeupdate", () => { updateControls(); saveSession(false); });
@@ -771,7 +825,18 @@
     if (st.mode === "listening") return;
     media.currentTime = Number(e.target.value);
   });
-  $("volume").addEventListener("input", (e) => { media.volume = Number(e.target.value); });
+  $("volume").addEventListener("input", (e) => {
+    media.volume = Number(e.target.value);
+    if (media.volume > 0 && media.muted) setMuted(false);
+  });
+  $("mute").addEventListener("click", () => setMuted(!media.muted));
+  $("leave-play").addEventListener("click", () => {
+    const id = st.leaveFor;
+    $("leave-confirm").hidden = true;
+    tuneOut();
+    if (id) chooseTrack(id);
+  });
+  $("leave-stay").addEventListener("click", () => { $("leave-confirm").hidden = true; });
   $("library-search").addEventListener("input", renderLibrary);
   $("live-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -801,6 +866,8 @@
     if (e.key === "/" && !typing) {
       e.preventDefault();
       $("library-search").focus();
+    } else if (e.key === "m" && !typing) {
+      setMuted(!media.muted);
     } else if ((e.key === " " || e.key === "k") && !typing && tag !== "button") {
       e.preventDefault();
       togglePlay();
@@ -830,6 +897,10 @@
       connected: st.connected,
       stationPosition: stationPosition(),
       status: $("station-status").textContent,
+      muted: media.muted,
+      volume: media.volume,
+      gate: !$("gate").hidden,
+      listeners: $("tuned-listeners").textContent,
       title: $("np-title").textContent,
       artist: $("np-artist").textContent,
       now: performance.timeOrigin + performance.now(),

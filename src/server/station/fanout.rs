@@ -180,5 +180,11 @@ impl Shard {
         }
         self.metrics.syncs_sent.inc_by(syncs);
         self.metrics.fanout_skipped.inc_by(skipped);
+        // Once per pass that had a state to deliver, not per delivery.
+        if let Some(state) = view.state.as_ref().filter(|_| syncs + skipped > 0) {
+            self.metrics
+                .fanout_seconds
+                .observe(state.published.elapsed());
+        }
     }
 }

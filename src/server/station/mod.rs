@@ -96,6 +96,14 @@ impl Station {
     }
 }
 
+/// The stations of `stations` with local listeners, and how many each has.
+pub fn listened<'a>(stations: impl Iterator<Item = &'a Station>) -> Vec<(StationName, u64)> {
+    stations
+        .map(|s| (s.name.clone(), s.listener_count()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 /// Called with a station's name when its last local listener leaves.
 pub type IdleHook = Box<dyn Fn(&StationName) + Send + std::marker::Sync>;
 

@@ -49,6 +49,8 @@ pub struct State {
     pub frame: Utf8Bytes,
     /// The whole WebSocket frame: header and `frame`.
     pub wire: Bytes,
+    /// When it was published on this node (`radio_fanout_seconds`).
+    pub published: std::time::Instant,
 }
 
 impl State {
@@ -78,7 +80,12 @@ impl State {
         let body = wire.slice(wire.len() - json.len()..);
         // The body is `json`'s bytes, so it is UTF-8; the fallback copies.
         let frame = Utf8Bytes::try_from(body).unwrap_or_else(|_| Utf8Bytes::from(json));
-        Self { sync, frame, wire }
+        Self {
+            sync,
+            frame,
+            wire,
+            published: std::time::Instant::now(),
+        }
     }
 }
 

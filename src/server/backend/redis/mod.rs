@@ -58,7 +58,7 @@ use super::{Backend, summary};
 use crate::protocol::{self, StationName, StationSummary};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
-use crate::server::station::{Listeners, State, Station, Tuned};
+use crate::server::station::{self, Listeners, State, Station, Tuned};
 use keys::{LIVE_SET, PREFIX, millis};
 use node::{BusCmd, Entry, Node, OP_TIMEOUT, lock, unavailable};
 use scripts::Scripts;
@@ -160,6 +160,10 @@ impl Backend for Redis {
         } else {
             Err("cannot reach the cluster's Redis".into())
         }
+    }
+
+    fn local_listeners(&self) -> Vec<(StationName, u64)> {
+        station::listened(lock(&self.0.stations).values().map(|e| &*e.station))
     }
 
     async fn claim(

@@ -94,6 +94,8 @@ impl Bus {
     pub async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         let mut warned = false;
+        // Whether a link was up before: the next one is a reconnect.
+        let mut was_up = false;
         loop {
             let connected = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -103,6 +105,12 @@ impl Bus {
                 Ok(Ok(link)) => {
                     backoff = Duration::from_millis(100);
                     warned = false;
+                    if was_up {
+                        if let Some(redis) = &self.node.metrics.redis {
+                            redis.reconnects.inc();
+                        }
+                    }
+                    was_up = true;
                     let end = self.serve(link).await;
                     self.node.up.store(false, Ordering::Relaxed);
                     match end {

@@ -1,0 +1,68 @@
+//! Running `radio serve` as an operator would: the address it is told to
+//! listen on, and what it says at start about the open-files limit.
+
+use std::process::Command;
+
+use crate::support::{Server, radio_bin};
+
+#[tokio::test]
+async fn listens_on_a_host_name() {
+    let server = Server::spawn_process(&["--listen", "localhost:0"]);
+    // localhost resolves to 127.0.0.1 (and ::1 where the host has IPv6):
+    // each address is bound and logged.
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_eq!(server.get("/healthz").await.status, 200);
+    assert!(
+        server.log().contains("listening on http://"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_bad_listen_address_is_a_usage_error() {
+    for (arg, says) in [
+        ("localhost", "no port"),
+        ("localhost:http", "is not a port"),
+        ("::1:8080", "IPv6 address in brackets"),
+    ] {
+        let out = Command::new(radio_bin())
+            .args(["serve", "--listen", arg])
+            .output()
+            .expect("run radio serve");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{arg}: {err}");
+        assert!(
+            err.contains(says) && err.contains("HOST:PORT"),
+            "{arg}: {err}"
+        );
+    }
+    let out = Command::new(radio_bin())
+        .args(["serve", "--listen", "no-such-host.invalid:8080"])
+        .output()
+        .expect("run radio serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot resolve --listen no-such-host.invalid:8080"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_open_files_limit_warns_only_below_what_was_asked() {
+    // The default --max-connections is a cap: the capacity is told at info.
+    let server = Server::spawn_process(&[]);
+    let log = server.log();
+    assert!(log.contains("room for about"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+    drop(server);
+    // Asked for more than the limit holds: a warning that says what to do.
+    let server = Server::spawn_process(&["--max-connections", "100000000"]);
+    let log = server.log();
+    assert!(
+        log.contains("WARN") && log.contains("fewer than --max-connections 100000000"),
+        "{log}"
+    );
+    assert!(log.contains("LimitNOFILE="), "{log}");
+}

@@ -1,0 +1,178 @@
+//! The command line as a person at a shell meets it: colour and NO_COLOR,
+//! exit statuses, error text that says each thing once, a full server
+//! waited for, and `listen --json`'s output.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::cli::{drain, json_lines, lines, wait_for};
+use crate::support::process::{free_port, kill};
+use crate::support::{Client, Server, radio_bin};
+
+/// `radio serve` on a free port until it logs its address; its stderr.
+fn serve_log(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(radio_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start radio serve");
+    let err = lines(child.stderr.take().expect("stderr"));
+    let line = wait_for(&err, "listening", |l| l.contains("listening on"));
+    kill(&mut child);
+    line
+}
+
+/// `radio listen --json` tuned to station `s` of `server`.
+fn listen_json(server: &Server) -> Command {
+    let mut cmd = Command::new(radio_bin());
+    cmd.args(["listen", "--json", "--station", "s", "--url"])
+        .arg(server.ws_url());
+    cmd
+}
+
+#[test]
+fn colour_follows_the_flag_and_no_color() {
+    assert!(serve_log(&["--color", "always"], &[]).contains("\x1b["));
+    assert!(!serve_log(&["--color", "never"], &[]).contains("\x1b["));
+    // Not a terminal: no colour by default.
+    assert!(!serve_log(&[], &[]).contains("\x1b["));
+    assert!(!serve_log(&[], &[("RADIO_COLOR", "never")]).contains("\x1b["));
+}
+
+/// On a terminal (a pseudo-terminal from `script`): coloured by default,
+/// plain when NO_COLOR is set.
+#[test]
+fn no_color_is_honoured_on_a_terminal() {
+    // A server that logs, then exits at once: its port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let serve_on_tty = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("{} serve --listen {addr}", radio_bin()),
+            "/dev/null",
+        ])
+        .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().expect("run script (util-linux)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = serve_on_tty(None);
+    assert!(coloured.contains("\x1b["), "{coloured:?}");
+    let plain = serve_on_tty(Some("1"));
+    assert!(plain.contains("room for about"), "{plain:?}");
+    assert!(!plain.contains("\x1b["), "{plain:?}");
+}
+
+#[test]
+fn exit_statuses_and_errors_said_once() {
+    let run = |args: &[&str]| {
+        let out = Command::new(radio_bin())
+            .args(args)
+            .output()
+            .expect("run radio");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Usage errors: 2.
+    for args in [
+        &["listen", "--station", "bad name"][..],
+        &["broadcast", "--station", "x", "--url", "ftp://h"],
+        &["serve", "--grace-period", "ten"],
+        &["man", "nosuch"],
+        &["loadtest", "--url", "127.0.0.1:1"],
+        &["loadtest", "--url", "127.0.0.1:1", "--listeners", "0"],
+        &[
+            "loadtest",
+            "--url",
+            "127.0.0.1:1",
+            "--listeners",
+            "5",
+            "--workers",
+            "many",
+        ],
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+    }
+    // A reader that stops reading (`| head`) is no failure.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{} man serve | head -c 1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+                radio_bin()
+            ),
+        ])
+        .output()
+        .expect("run bash");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A runtime failure: 1, and the cause said once.
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let (code, err) = run(&["listen", "--station", "s", "--url", &url]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(err.contains("Is `radio serve` running there?"), "{err}");
+}
+
+#[tokio::test]
+async fn a_full_server_is_waited_for() {
+    let server = Server::spawn_process(&["--max-connections", "1"]);
+    let holder = Client::connect(&server).await;
+    let mut listen = listen_json(&server)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start radio listen");
+    let out = json_lines(listen.stdout.take().expect("stdout"));
+    let err = lines(listen.stderr.take().expect("stderr"));
+    let said = wait_for(&err, "the wait", |l| l.contains("full"));
+    assert!(
+        said.contains("the server is full") && said.contains("retrying in"),
+        "{said}"
+    );
+    assert!(!said.contains("radio serve` running"), "{said}");
+    assert!(listen.try_wait().expect("poll").is_none(), "listen gave up");
+    drop(holder);
+    // Retry-After is 5 s: it gets in once the place is free.
+    wait_for(&out, "tuned after the wait", |v| v["type"] == "tuned");
+    kill(&mut listen);
+}
+
+#[tokio::test]
+async fn listen_json_prints_pongs_only_when_verbose() {
+    let server = Server::spawn_process(&[]);
+    let frames = |verbose: bool| {
+        let mut cmd = listen_json(&server);
+        if verbose {
+            cmd.arg("--verbose");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start radio listen");
+        let rx = json_lines(child.stdout.take().expect("stdout"));
+        wait_for(&rx, "tuned", |v| v["type"] == "tuned");
+        // The clock pings at once and then every second or so.
+        let seen = drain(&rx, Duration::from_secs(3));
+        kill(&mut child);
+        seen.iter().filter(|v| v["type"] == "pong").count()
+    };
+    assert_eq!(frames(false), 0);
+    assert!(frames(true) > 0);
+}
