@@ -153,10 +153,7 @@ impl Listener {
             },
         )
         .await?;
-        // A quick burst of pings for a good first estimate, then one a second.
-        let mut ping = tokio::time::interval(Duration::from_millis(200));
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pings = 0u32;
+        let mut ping = PingSchedule::new();
         let mut repaint = tokio::time::interval(Duration::from_millis(250));
         repaint.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut correct = tokio::time::interval(follow::EVERY);
@@ -173,13 +170,6 @@ impl Listener {
                     return Ok(End::Quit);
                 }
                 _ = ping.tick() => {
-                    pings += 1;
-                    if pings == 5 {
-                        ping = tokio::time::interval_at(
-                            tokio::time::Instant::now() + Duration::from_secs(1),
-                            Duration::from_secs(1),
-                        );
-                    }
                     client::send(&mut ws, &ClientMessage::Ping {
                         id: None,
                         client_time_ms: Some(protocol::now_ms()),
@@ -198,30 +188,39 @@ impl Listener {
                             return Ok(End::Lost(None));
                         }
                     };
-                    // Pongs answer our own clock pings: noise, unless asked.
-                    let shown = self.args.verbose || !matches!(frame.msg, ServerMessage::Pong { .. });
-                    // A closed stdout (`| head`) means nobody is listening.
-                    if self.args.json && shown && client::emit(&frame.text).is_err() {
-                        return Ok(End::Quit);
-                    }
-                    let changed = matches!(
-                        frame.msg,
-                        ServerMessage::Sync(_)
-                            | ServerMessage::BroadcasterOffline { .. }
-                            | ServerMessage::Tuned { live: false, .. }
-                    );
-                    if let Some(end) = self.on_message(frame.msg)? {
+                    if let Some(end) = self.on_frame(frame).await? {
                         return Ok(end);
-                    }
-                    if changed {
-                        self.follow_station().await?;
-                    }
-                    if !self.args.json && !self.tty {
-                        self.paint();
                     }
                 }
             }
         }
+    }
+
+    /// Prints (with `--json`), takes in and shows one frame from the
+    /// server; `Some` when the session ends with it.
+    async fn on_frame(&mut self, frame: client::Frame) -> anyhow::Result<Option<End>> {
+        // Pongs answer our own clock pings: noise, unless asked.
+        let shown = self.args.verbose || !matches!(frame.msg, ServerMessage::Pong { .. });
+        // A closed stdout (`| head`) means nobody is listening.
+        if self.args.json && shown && client::emit(&frame.text).is_err() {
+            return Ok(Some(End::Quit));
+        }
+        let changed = matches!(
+            frame.msg,
+            ServerMessage::Sync(_)
+                | ServerMessage::BroadcasterOffline { .. }
+                | ServerMessage::Tuned { live: false, .. }
+        );
+        if let Some(end) = self.on_message(frame.msg)? {
+            return Ok(Some(end));
+        }
+        if changed {
+            self.follow_station().await?;
+        }
+        if !self.args.json && !self.tty {
+            self.paint();
+        }
+        Ok(None)
     }
 
     fn on_message(&mut self, msg: ServerMessage) -> anyhow::Result<Option<End>> {
@@ -465,6 +464,35 @@ async fn player_news(player: &mut Option<Follow>) -> News {
     match player {
         Some(p) => p.mpv.news().await,
         None => std::future::pending().await,
+    }
+}
+
+/// When to ping for the clock estimate: a quick burst of five, 200 ms apart,
+/// for a good first estimate, then one a second.
+struct PingSchedule {
+    every: tokio::time::Interval,
+    sent: u32,
+}
+
+impl PingSchedule {
+    const BURST: u32 = 5;
+
+    fn new() -> Self {
+        let mut every = tokio::time::interval(Duration::from_millis(200));
+        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        PingSchedule { every, sent: 0 }
+    }
+
+    /// Waits for the next ping's time (cancel-safe, like `Interval::tick`).
+    async fn tick(&mut self) {
+        self.every.tick().await;
+        self.sent += 1;
+        if self.sent == Self::BURST {
+            self.every = tokio::time::interval_at(
+                tokio::time::Instant::now() + Duration::from_secs(1),
+                Duration::from_secs(1),
+            );
+        }
     }
 }
 

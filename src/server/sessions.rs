@@ -238,79 +238,98 @@ impl Sessions {
                 let position = cookie.and_then(|id| self.get(&id)).unwrap_or_default();
                 json(StatusCode::OK, &position)
             }
-            Method::PUT => {
-                if !self.knows(cookie.as_deref()) && !self.may_create(limits.client) {
-                    let mut res = text(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        format!(
-                            "too many new sessions from your address (at most {} a minute); \
-                             keep the session cookie, or try again in a minute",
-                            self.rate
-                        ),
-                    );
-                    res.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-                    return res;
-                }
-                let read = Limited::new(req.into_body(), MAX_BODY).collect();
-                let body = match tokio::time::timeout(limits.body_timeout, read).await {
-                    Ok(Ok(b)) => b.to_bytes(),
-                    Ok(Err(e)) => {
-                        return text(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
-                        );
-                    }
-                    Err(_) => {
-                        let mut res = text(
-                            StatusCode::REQUEST_TIMEOUT,
-                            format!(
-                                "the body did not arrive within {:?}; send it with the request",
-                                limits.body_timeout
-                            ),
-                        );
-                        res.headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        return res;
-                    }
-                };
-                let position: Position = match serde_json::from_slice(&body) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return text(
-                            StatusCode::BAD_REQUEST,
-                            format!(
-                                "expected JSON {{\"track\": string or null, \"position_ms\": \
-                                 non-negative integer}}: {e}"
-                            ),
-                        );
-                    }
-                };
-                if position
-                    .track
-                    .as_ref()
-                    .is_some_and(|t| t.len() > MAX_TRACK_BYTES)
-                {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        format!("track is longer than {MAX_TRACK_BYTES} bytes"),
-                    );
-                }
-                let (id, _new) = self.put(cookie.as_deref(), position.clone());
-                let mut res = json(StatusCode::OK, &position);
-                // Sent on every save so the cookie's lifetime follows use.
-                let cookie = format!(
-                    "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-                    self.ttl.as_secs().max(1)
-                );
-                if let Ok(v) = HeaderValue::from_str(&cookie) {
-                    res.headers_mut().insert(header::SET_COOKIE, v);
-                }
-                res
-            }
+            Method::PUT => self.save(req, cookie, limits).await,
             _ => method_not_allowed("GET, PUT"),
         }
     }
+
+    /// `PUT`: saves the position in the body under the cookie's session (a
+    /// new one, rate limited per address, without a known cookie).
+    async fn save(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        cookie: Option<String>,
+        limits: Limits,
+    ) -> Response<Body> {
+        if !self.knows(cookie.as_deref()) && !self.may_create(limits.client) {
+            let mut res = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many new sessions from your address (at most {} a minute); \
+                     keep the session cookie, or try again in a minute",
+                    self.rate
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return res;
+        }
+        let position = match read_position(req, limits).await {
+            Ok(p) => p,
+            Err(refused) => return refused,
+        };
+        let (id, _new) = self.put(cookie.as_deref(), position.clone());
+        let mut res = json(StatusCode::OK, &position);
+        // Sent on every save so the cookie's lifetime follows use.
+        let cookie = format!(
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+            self.ttl.as_secs().max(1)
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        res
+    }
+}
+
+/// The [`Position`] a `PUT` carries, read within the body timeout and size
+/// limit; or the response that says why not (413, 408, 400).
+async fn read_position(
+    req: Request<hyper::body::Incoming>,
+    limits: Limits,
+) -> Result<Position, Response<Body>> {
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
+            ));
+        }
+        Err(_) => {
+            let mut res = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {:?}; send it with the request",
+                    limits.body_timeout
+                ),
+            );
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(res);
+        }
+    };
+    let position: Position = serde_json::from_slice(&body).map_err(|e| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "expected JSON {{\"track\": string or null, \"position_ms\": \
+                 non-negative integer}}: {e}"
+            ),
+        )
+    })?;
+    if position
+        .track
+        .as_ref()
+        .is_some_and(|t| t.len() > MAX_TRACK_BYTES)
+    {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("track is longer than {MAX_TRACK_BYTES} bytes"),
+        ));
+    }
+    Ok(position)
 }
 
 /// The session cookie's value, when it has the shape of an id we issue.

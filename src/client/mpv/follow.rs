@@ -257,20 +257,45 @@ impl Follow {
             self.doing = Doing::Ended;
             return self.set_speed(1.0).await;
         }
-        if !s.playing {
-            if self.paused_at.is_none() {
-                self.recent.clear();
-            }
-            self.doing = Doing::Paused;
-            self.pause(true).await?;
-            self.set_speed(1.0).await?;
-            let target = s.position_ms;
-            if hard || (self.paused_at != Some(target) && reading.abs() > NUDGE_OVER_MS) {
-                self.seek(expected).await?;
-            }
-            self.paused_at = Some(target);
-            return Ok(());
+        if s.playing {
+            self.keep_playing(expected, reading, drift, hard).await
+        } else {
+            self.hold_paused(s.position_ms, expected, reading, hard)
+                .await
         }
+    }
+
+    /// The station is paused at `target`: pause there too, seeking only when
+    /// it moved or we are off by more than a nudge.
+    async fn hold_paused(
+        &mut self,
+        target: u64,
+        expected: f64,
+        reading: f64,
+        hard: bool,
+    ) -> anyhow::Result<()> {
+        if self.paused_at.is_none() {
+            self.recent.clear();
+        }
+        self.doing = Doing::Paused;
+        self.pause(true).await?;
+        self.set_speed(1.0).await?;
+        if hard || (self.paused_at != Some(target) && reading.abs() > NUDGE_OVER_MS) {
+            self.seek(expected).await?;
+        }
+        self.paused_at = Some(target);
+        Ok(())
+    }
+
+    /// The station plays: seek when far off (a second), else nudge the speed
+    /// towards it while the median drift is over [`NUDGE_OVER_MS`].
+    async fn keep_playing(
+        &mut self,
+        expected: f64,
+        reading: f64,
+        drift: f64,
+        hard: bool,
+    ) -> anyhow::Result<()> {
         self.doing = Doing::Playing;
         let resumed = self.paused_at.take().is_some();
         let at_eof = self.get_bool("eof-reached").await?;

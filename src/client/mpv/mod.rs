@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 pub use ipc::Ipc;
@@ -39,7 +39,7 @@ pub struct Mpv {
     /// named the socket with `--input-ipc-server`).
     own_dir: Option<PathBuf>,
     /// mpv's last lines of output (errors only).
-    said: Arc<Mutex<VecDeque<String>>>,
+    said: Said,
     exited: Option<ExitStatus>,
 }
 
@@ -48,95 +48,30 @@ impl Mpv {
     /// them), and connects to its IPC socket: ours, in a private folder,
     /// unless `user_args` name one with `--input-ipc-server=PATH`.
     pub async fn start(user_args: &[String]) -> anyhow::Result<Mpv> {
-        let theirs = user_args
-            .iter()
-            .rev()
-            .find_map(|a| a.strip_prefix("--input-ipc-server="))
-            .map(PathBuf::from);
-        let (socket, own_dir) = match theirs {
+        let (socket, own_dir) = match user_socket(user_args) {
             Some(path) => (path, None),
             None => {
                 let dir = private_dir()?;
                 (dir.join("mpv.sock"), Some(dir))
             }
         };
-        let mut cmd = Command::new("mpv");
-        cmd.args([
-            "--idle=yes",
-            "--no-video",
-            "--force-window=no",
-            // At a file's end mpv pauses on its last frame instead of
-            // unloading it; it never starts a file again on its own.
-            "--keep-open=yes",
-            "--loop-file=no",
-            "--resume-playback=no",
-            "--save-position-on-quit=no",
-            "--input-terminal=no",
-            "--msg-level=all=error",
-        ]);
-        if own_dir.is_some() {
-            cmd.arg(format!("--input-ipc-server={}", socket.display()));
-        }
-        cmd.args(user_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a Ctrl-C in the terminal is ours to
-            // handle (we quit mpv), not mpv's.
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
+        let mut child = match command(&socket, own_dir.is_some(), user_args).spawn() {
             Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                remove_dir(own_dir.as_deref());
-                bail!(
-                    "--player mpv needs mpv, and there is no `mpv` on PATH; install it \
-                     (Debian/Ubuntu: sudo apt-get install mpv; macOS: brew install mpv), \
-                     or listen without --player"
-                );
-            }
             Err(e) => {
                 remove_dir(own_dir.as_deref());
-                bail!("cannot start mpv: {e}");
+                return Err(spawn_error(e));
             }
         };
-        let said = Arc::new(Mutex::new(VecDeque::new()));
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let said = said.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut said = lock(&said);
-                    if said.len() == KEEP_LINES {
-                        said.pop_front();
-                    }
-                    said.push_back(line);
-                }
-            });
-        }
+        let said = Said::default();
+        said.keep_output(&mut child);
         let ipc = match connect(&mut child, &socket).await {
             Ok(ipc) => ipc,
             Err(e) => {
                 remove_dir(own_dir.as_deref());
-                let said = lock(&said).iter().cloned().collect::<Vec<_>>().join("; ");
-                let said = if said.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (mpv said: {said})")
-                };
-                bail!("{e}{said}");
+                match said.joined() {
+                    Some(said) => bail!("{e} (mpv said: {said})"),
+                    None => return Err(e),
+                }
             }
         };
         Ok(Mpv {
@@ -167,17 +102,10 @@ impl Mpv {
 
     /// Why mpv ended, as a sentence (with the last thing it said).
     pub fn exit_note(&self, status: ExitStatus) -> String {
-        let said = lock(&self.said)
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ");
-        let said = if said.is_empty() {
-            String::new()
-        } else {
-            format!("; it said: {said}")
-        };
-        format!("mpv exited ({status}){said}")
+        match self.said.joined() {
+            Some(said) => format!("mpv exited ({status}); it said: {said}"),
+            None => format!("mpv exited ({status})"),
+        }
     }
 
     /// Asks mpv to quit and waits for it (killing it after 3 s).
@@ -234,6 +162,97 @@ impl Drop for Mpv {
             tracing::debug!(error = %e, "cannot reap mpv");
         }
         remove_dir(self.own_dir.as_deref());
+    }
+}
+
+/// The socket `user_args` name with `--input-ipc-server=PATH` (the last one
+/// wins, as in mpv).
+fn user_socket(user_args: &[String]) -> Option<PathBuf> {
+    user_args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("--input-ipc-server="))
+        .map(PathBuf::from)
+}
+
+/// mpv with our options, our socket unless the user named one, then theirs.
+fn command(socket: &Path, own_socket: bool, user_args: &[String]) -> Command {
+    let mut cmd = Command::new("mpv");
+    cmd.args([
+        "--idle=yes",
+        "--no-video",
+        "--force-window=no",
+        // At a file's end mpv pauses on its last frame instead of
+        // unloading it; it never starts a file again on its own.
+        "--keep-open=yes",
+        "--loop-file=no",
+        "--resume-playback=no",
+        "--save-position-on-quit=no",
+        "--input-terminal=no",
+        "--msg-level=all=error",
+    ]);
+    if own_socket {
+        cmd.arg(format!("--input-ipc-server={}", socket.display()));
+    }
+    cmd.args(user_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C in the terminal is ours to
+        // handle (we quit mpv), not mpv's.
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Why mpv could not be started, and what to do.
+fn spawn_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        anyhow::anyhow!(
+            "--player mpv needs mpv, and there is no `mpv` on PATH; install it \
+             (Debian/Ubuntu: sudo apt-get install mpv; macOS: brew install mpv), \
+             or listen without --player"
+        )
+    } else {
+        anyhow::anyhow!("cannot start mpv: {e}")
+    }
+}
+
+/// mpv's last few lines of output, kept to explain a failure.
+#[derive(Clone, Default)]
+struct Said(Arc<Mutex<VecDeque<String>>>);
+
+impl Said {
+    /// Reads the child's stdout and stderr until they close, keeping the
+    /// last [`KEEP_LINES`].
+    fn keep_output(&self, child: &mut Child) {
+        let stdout = child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>);
+        for out in [stdout, stderr].into_iter().flatten() {
+            let said = self.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut kept = lock(&said.0);
+                    if kept.len() == KEEP_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            });
+        }
+    }
+
+    /// The kept lines joined with "; ", if any.
+    fn joined(&self) -> Option<String> {
+        let kept = lock(&self.0);
+        (!kept.is_empty()).then(|| kept.iter().cloned().collect::<Vec<_>>().join("; "))
     }
 }
 

@@ -28,47 +28,62 @@ impl Conn {
     /// Says goodbye in the way `exit` calls for; bounded by the write timeout.
     pub(super) async fn finish(mut self, exit: Exit) {
         self.shared.metrics.disconnect(exit.reason());
-        let close = match exit {
-            Exit::Closed => None,
-            Exit::Shutdown => {
-                // Spread reconnects so a restart is not a thundering herd.
-                let reconnect_after_ms = 1_000 + fastrand::u64(0..4_000);
-                self.out.push(Message::Text(protocol::encode(
-                    &ServerMessage::ServerShutdown { reconnect_after_ms },
-                )));
-                Some((CloseCode::Away, "server shutting down"))
-            }
-            Exit::SlowClient => {
-                self.note(Reason::SlowClient);
-                Some((CloseCode::Policy, "write timeout"))
-            }
-            Exit::KeepaliveTimeout => {
-                self.note(Reason::KeepaliveTimeout);
-                Some((CloseCode::Policy, "keepalive timeout"))
-            }
-            Exit::Flood => {
-                self.note(Reason::Flood);
-                Some((CloseCode::Policy, "rate limit exceeded"))
-            }
-            Exit::TooBig => {
-                self.note(Reason::TooBig);
-                Some((CloseCode::Size, "message too big"))
-            }
-            Exit::KeyLockout => {
-                self.note(Reason::KeyLockout);
-                Some((CloseCode::Policy, "too many wrong broadcast keys"))
-            }
-        };
+        let close = self.close_for(&exit);
         // Release stations and subscriptions before the goodbye, which may
         // wait on a slow socket; from here on only this task writes.
         self.handed_off |= self.outlet.close();
         self.owned.clear();
         self.tuned = None;
         let Some((code, reason)) = close else { return };
+        // A stalled client gets no more of our time.
+        let limit = match exit {
+            Exit::SlowClient | Exit::KeepaliveTimeout => Duration::from_millis(100),
+            _ => self.shared.conn.write_timeout.min(Duration::from_secs(2)),
+        };
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
+        if self.send_close(frame, limit).await {
+            self.drain().await;
+        }
+    }
+
+    /// The close code and reason `exit` calls for (none when the peer is
+    /// gone); queues `server_shutdown` first on shutdown, and counts a
+    /// client-caused close in the warnings.
+    fn close_for(&mut self, exit: &Exit) -> Option<(CloseCode, &'static str)> {
+        let (code, reason, note) = match exit {
+            Exit::Closed => return None,
+            Exit::Shutdown => {
+                // Spread reconnects so a restart is not a thundering herd.
+                let reconnect_after_ms = 1_000 + fastrand::u64(0..4_000);
+                self.out.push(Message::Text(protocol::encode(
+                    &ServerMessage::ServerShutdown { reconnect_after_ms },
+                )));
+                return Some((CloseCode::Away, "server shutting down"));
+            }
+            Exit::SlowClient => (CloseCode::Policy, "write timeout", Reason::SlowClient),
+            Exit::KeepaliveTimeout => (
+                CloseCode::Policy,
+                "keepalive timeout",
+                Reason::KeepaliveTimeout,
+            ),
+            Exit::Flood => (CloseCode::Policy, "rate limit exceeded", Reason::Flood),
+            Exit::TooBig => (CloseCode::Size, "message too big", Reason::TooBig),
+            Exit::KeyLockout => (
+                CloseCode::Policy,
+                "too many wrong broadcast keys",
+                Reason::KeyLockout,
+            ),
+        };
+        self.note(note);
+        Some((code, reason))
+    }
+
+    /// Writes what is still owed (the rest of a handed-over frame, queued
+    /// frames), then the close frame, within `limit`; true if it went out.
+    async fn send_close(&mut self, frame: CloseFrame, limit: Duration) -> bool {
         let rest = match self.handed_off {
             true => self.outlet.handed_over(),
             false => None,
@@ -85,21 +100,19 @@ impl Conn {
             }
             ws.close(Some(frame)).await
         };
-        // A stalled client gets no more of our time.
-        let limit = match exit {
-            Exit::SlowClient | Exit::KeepaliveTimeout => Duration::from_millis(100),
-            _ => self.shared.conn.write_timeout.min(Duration::from_secs(2)),
-        };
         match tokio::time::timeout(limit, bye).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "close failed");
-                return;
+                false
             }
-            Err(_) => return,
+            Err(_) => false,
         }
-        // The close frame is out: read (and drop) what the peer still
-        // sends until its own close, so that no reset overtakes ours.
+    }
+
+    /// The close frame is out: reads (and drops) what the peer still sends
+    /// until its own close, so that no reset overtakes ours.
+    async fn drain(&mut self) {
         let ws = &mut self.ws;
         let drain = async move {
             while let Some(Ok(msg)) = ws.next().await {
