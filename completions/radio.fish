@@ -40,8 +40,8 @@ complete -c radio -n "__fish_radio_needs_command" -f -a "help" -d 'Print this me
 complete -c radio -n "__fish_radio_using_subcommand serve" -s l -l listen -d 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l grace-period -d 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-message-bytes -d 'Largest inbound WebSocket message; larger ones close the connection (1009)' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval -d 'How often the server pings each connection' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-timeout -d 'A connection silent for this long (no frame, no pong) is closed' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval -d 'How often the server checks each connection: a ping, unless it was written states since the last check and acknowledged them all' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-timeout -d 'A connection silent for this long (no frame, no pong, no acknowledged state) is closed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l write-timeout -d 'A client that accepts no bytes for this long is closed (1008)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503 [default: 100000]. Given explicitly, the server warns at start when its open-files limit cannot hold that many' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections-per-ip -d 'Most concurrent connections from one client address (0: no limit); more are answered 429' -r

@@ -165,11 +165,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_MAX_MESSAGE_BYTES", value_name = "BYTES", default_value_t = crate::protocol::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
-    /// How often the server pings each connection.
+    /// How often the server checks each connection: a ping, unless it was
+    /// written states since the last check and acknowledged them all.
     #[arg(long, env = "RADIO_KEEPALIVE_INTERVAL", default_value = "15s", value_name = "DURATION", value_parser = parse_duration)]
     pub keepalive_interval: Duration,
 
-    /// A connection silent for this long (no frame, no pong) is closed.
+    /// A connection silent for this long (no frame, no pong, no acknowledged
+    /// state) is closed.
     #[arg(long, env = "RADIO_KEEPALIVE_TIMEOUT", default_value = "45s", value_name = "DURATION", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
 

@@ -577,6 +577,134 @@ async fn half_open_connections_are_reaped() {
     server.wait_metric("radio_connections", 0.0).await;
 }
 
+/// A listener whose TCP acknowledges the states written to it needs no ping
+/// (src/server/connection/keepalive.rs): this one never answers a ping yet
+/// stays connected for several keepalive timeouts while states flow; once
+/// they stop, it is pinged, and closed when it does not answer.
+#[tokio::test]
+async fn a_listener_taking_its_states_is_not_pinged_until_they_stop() {
+    let server = Server::with(|c| {
+        c.conn.keepalive_interval = Duration::from_millis(300);
+        c.conn.keepalive_timeout = Duration::from_millis(1200);
+    });
+    let mut b = Client::connect(&server).await;
+    b.start("acks").await;
+    b.update("acks", "t", 0, true).await;
+    let mut s = send(server.addr, "GET", "/ws", &UPGRADE, None).await;
+    let mut raw = RawFrames::after_upgrade(&mut s).await;
+    s.write_all(&masked_text(r#"{"type":"tune_in","station":"acks"}"#))
+        .await
+        .expect("send tune_in");
+    // Four keepalive timeouts of states every 100 ms, never a pong.
+    let until = tokio::time::Instant::now() + Duration::from_millis(4800);
+    let updates = async {
+        let mut i = 0;
+        while tokio::time::Instant::now() < until {
+            i += 1;
+            b.update("acks", "t", i, true).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (mut syncs, mut pings) = (0, 0);
+    let reads = async {
+        while let Ok(frame) = tokio::time::timeout_at(until, raw.next(&mut s)).await {
+            match frame {
+                Some((0x1, text))
+                    if String::from_utf8_lossy(&text).contains(r#""type":"sync""#) =>
+                {
+                    syncs += 1
+                }
+                Some((0x9, _)) => pings += 1,
+                Some((0x1, _)) => {}
+                other => panic!("the listener taking its states was closed: {other:?}"),
+            }
+        }
+    };
+    tokio::join!(updates, reads);
+    eprintln!("{syncs} syncs, {pings} pings while states flowed");
+    assert!(syncs >= 20, "{syncs} syncs");
+    assert!(pings <= 4, "{pings} pings in 16 checks while states flowed");
+    // The states stop: pinged, no answer, closed for keepalive.
+    let mut pinged = false;
+    let close = loop {
+        match raw.next(&mut s).await {
+            Some((0x9, _)) => pinged = true,
+            Some((0x8, payload)) => break payload,
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert!(pinged, "no ping once the states stopped");
+    assert_eq!(
+        close.get(..2),
+        Some(&1008u16.to_be_bytes()[..]),
+        "{close:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&close[2..]), "keepalive timeout");
+}
+
+/// A text frame as a client must send it (masked).
+fn masked_text(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    assert!(payload.len() < 126, "a short frame");
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// The server's frames off a raw socket, which answers nothing by itself
+/// (tungstenite answers pings while it reads).
+struct RawFrames(Vec<u8>);
+
+impl RawFrames {
+    /// Reads the 101 response; what followed it is the first frames' bytes.
+    async fn after_upgrade(s: &mut tokio::net::TcpStream) -> RawFrames {
+        let mut buf = Vec::new();
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                assert!(buf.starts_with(b"HTTP/1.1 101"), "{buf:?}");
+                return RawFrames(buf.split_off(end + 4));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.expect("read the 101");
+            assert!(n > 0, "closed before the 101");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next frame's opcode and payload; `None` once the socket closed.
+    async fn next(&mut self, s: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Some((head, len)) = self.header() {
+                if self.0.len() >= head + len {
+                    let frame: Vec<u8> = self.0.drain(..head + len).collect();
+                    return Some((frame[0] & 0x0f, frame[head..].to_vec()));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.0.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The buffered frame's header length and payload length, once whole.
+    fn header(&self) -> Option<(usize, usize)> {
+        let b = &self.0;
+        match *b.get(1)? & 0x7f {
+            126 => Some((4, u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize)),
+            127 => {
+                let len: [u8; 8] = b.get(2..10)?.try_into().ok()?;
+                Some((10, u64::from_be_bytes(len) as usize))
+            }
+            n => Some((2, n as usize)),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_responsive_client_is_kept_alive() {
     let server = Server::with(|c| {

@@ -20,6 +20,7 @@
 //! frames never interleave (the rule is in [`crate::server::outlet`]).
 
 mod goodbye;
+mod keepalive;
 mod requests;
 
 use std::sync::Arc;
@@ -113,7 +114,11 @@ struct Conn {
     /// The fan-out handed over the rest of a frame it could not finish.
     handed_off: bool,
     limiter: RateLimiter,
+    /// When the peer last sent anything, or was last found to have
+    /// acknowledged the states written to it (`on_keepalive`).
     last_seen: Instant,
+    /// The newest `seq` written to this socket at the last keepalive check.
+    seq_at_check: u64,
     /// A ping arrived; tungstenite's queued pong goes out with the next flush.
     pong_pending: bool,
     /// Wrong broadcast keys in the current minute: (since, count). Boxed:
@@ -144,6 +149,7 @@ pub fn run(
         handed_off: false,
         limiter,
         last_seen: Instant::now(),
+        seq_at_check: 0,
         pong_pending: false,
         wrong_keys: None,
     };
@@ -165,7 +171,7 @@ impl Conn {
             server_time_ms: protocol::now_ms(),
         });
         let period = self.shared.conn.keepalive_interval;
-        let first = first_ping(self.shared.started, Instant::now(), period);
+        let first = keepalive::first_ping(self.shared.started, Instant::now(), period);
         let mut keepalive = tokio::time::interval_at(first, period);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Registered once: a `cancelled()` made afresh in every iteration
@@ -342,7 +348,16 @@ impl Conn {
         }
     }
 
+    /// The keepalive check (`keepalive`): the peer that took the states
+    /// written to it since the last check is alive; any other is pinged,
+    /// and closed when silent for the keepalive timeout.
     fn on_keepalive(&mut self) -> Result<(), Exit> {
+        let (seq, _) = self.outlet.sent();
+        let fresh = std::mem::replace(&mut self.seq_at_check, seq) != seq;
+        if fresh && keepalive::all_acknowledged(self.outlet.stream()) {
+            self.last_seen = Instant::now();
+            return Ok(());
+        }
         if self.last_seen.elapsed() > self.shared.conn.keepalive_timeout {
             return Err(Exit::KeepaliveTimeout);
         }
@@ -472,25 +487,6 @@ impl Conn {
     }
 }
 
-/// Keepalive pings go out in slots of this width, at most: a slot's pings
-/// are handled in one burst of work instead of waking the server for each
-/// (which cost about twice as much CPU per ping, measured), while spread
-/// over the interval so that connections that joined in the same second do
-/// not all ping in the same second.
-const PING_SLOT: Duration = Duration::from_millis(1000);
-
-/// When a connection that starts `now` pings first: a random point of its
-/// interval, moved to the next slot boundary counted from `base`.
-fn first_ping(base: Instant, now: Instant, period: Duration) -> Instant {
-    let slot = PING_SLOT.min(period).max(Duration::from_millis(1));
-    let at = now + period.mul_f64(fastrand::f64());
-    let since = at.saturating_duration_since(base).as_nanos();
-    let slot_ns = slot.as_nanos();
-    let slots = since.div_ceil(slot_ns);
-    let offset = u64::try_from(slots * slot_ns).unwrap_or(u64::MAX);
-    (base + Duration::from_nanos(offset)).max(now + Duration::from_millis(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,21 +507,5 @@ mod tests {
             size <= CONNECTION_TASK_BYTES,
             "connection task is {size} bytes"
         );
-    }
-
-    #[test]
-    fn first_pings_fall_on_slots_within_the_interval() {
-        let base = Instant::now();
-        let now = base + Duration::from_millis(1234);
-        let period = Duration::from_secs(15);
-        for _ in 0..100 {
-            let first = first_ping(base, now, period);
-            let since = first.duration_since(base);
-            assert_eq!(since.as_nanos() % PING_SLOT.as_nanos(), 0, "{since:?}");
-            assert!(
-                first > now && first <= now + period + PING_SLOT,
-                "{since:?}"
-            );
-        }
     }
 }
