@@ -89,7 +89,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__broadcast)
-            opts="-u -s -k -p -h -V --url --station --ca-cert --key --playlist --free-tracks --stop-at-end --heartbeat-interval --json --color --help --version"
+            opts="-u -s -k -p -h -V --url --station --ca-cert --key --key-file --playlist --free-tracks --stop-at-end --heartbeat-interval --json --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -120,6 +120,10 @@ _radio() {
                     return 0
                     ;;
                 -k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -82,6 +82,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --ca-cert 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate'
             cand -k 'Broadcast key, when the server requires one'
             cand --key 'Broadcast key, when the server requires one'
+            cand --key-file 'Read the broadcast key from this file (its first line), so that it is in neither argv, which every local user can read, nor the environment'
             cand -p 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist''s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station'
             cand --playlist 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist''s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station'
             cand --heartbeat-interval 'How often to send a heartbeat while playing'

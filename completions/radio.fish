@@ -81,6 +81,7 @@ complete -c radio -n "__fish_radio_using_subcommand broadcast" -s u -l url -d 'S
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s k -l key -d 'Broadcast key, when the server requires one' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key-file -d 'Read the broadcast key from this file (its first line), so that it is in neither argv, which every local user can read, nor the environment' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s p -l playlist -d 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist\'s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'

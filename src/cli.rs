@@ -392,6 +392,16 @@ pub struct BroadcastArgs {
     )]
     pub key: Option<String>,
 
+    /// Read the broadcast key from this file (its first line), so that it is
+    /// in neither argv, which every local user can read, nor the environment.
+    #[arg(
+        long,
+        env = "RADIO_BROADCAST_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "key"
+    )]
+    pub key_file: Option<PathBuf>,
+
     /// Play this M3U playlist in order, looping. Each entry (a path relative to
     /// the playlist's folder, or absolute) resolves to a library track; stdin
     /// still takes commands, and its end does not stop the station.

@@ -205,6 +205,36 @@ fn without_a_library_free_tracks_is_needed() {
     );
 }
 
+/// `--key-file`: the key read from a file, so it is in neither argv nor the
+/// environment; a wrong or missing one ends the broadcaster with what to do.
+#[tokio::test]
+async fn the_key_comes_from_a_file() {
+    let dir = TempDir::new("key-file");
+    dir.write("server", "s3cret\n");
+    dir.write("right", "s3cret\n");
+    dir.write("wrong", "guess\n");
+    let server = Server::with(|c| c.conn.keys.key_file = Some(dir.path().join("server")));
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let mut l = Client::connect(&server).await;
+    l.tune("keyed").await;
+    let right = file("right");
+    let mut b = broadcast(&server, "keyed", &["--free-tracks", "--key-file", &right]);
+    b.say("play song.ogg");
+    assert_eq!(l.expect("sync").await["track"], "song.ogg");
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(0));
+
+    let wrong = file("wrong");
+    let mut b = broadcast(&server, "keyed", &["--free-tracks", "--key-file", &wrong]);
+    b.err_line("refused the broadcast key");
+    assert_eq!(b.exit().code(), Some(1));
+
+    let missing = file("missing");
+    let mut b = broadcast(&server, "keyed", &["--free-tracks", "--key-file", &missing]);
+    b.err_line("cannot read --key-file");
+    assert_eq!(b.exit().code(), Some(1));
+}
+
 #[tokio::test]
 async fn free_tracks_go_as_written() {
     let server = Server::start();

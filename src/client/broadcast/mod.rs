@@ -74,7 +74,10 @@ struct Broadcaster {
     refused: bool,
 }
 
-pub async fn run(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.key_file {
+        args.key = Some(read_key_file(path)?);
+    }
     let station = StationName::new(&args.client.station)
         .map_err(|why| anyhow::anyhow!("invalid --station: {why}"))?;
     let url = client::ws_url(&args.client.url)?;
@@ -105,6 +108,19 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         refused: false,
     };
     b.run().await
+}
+
+/// The key in `--key-file`: its first line, trimmed.
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read --key-file {}: {e}", path.display()))?;
+    match text.lines().next().map(str::trim) {
+        Some(key) if !key.is_empty() => Ok(key.to_owned()),
+        _ => anyhow::bail!(
+            "--key-file {} is empty; put the broadcast key on its first line",
+            path.display()
+        ),
+    }
 }
 
 /// Reads stdin on a thread of its own (a blocking read must not hold the
@@ -625,8 +641,8 @@ pub fn explain(code: ErrorCode, message: &str, station: &StationName) -> String 
              Pick another name with --station, or wait until it stops."
         ),
         ErrorCode::Unauthorized => format!(
-            "the server refused the broadcast key ({message}). Pass the right one with --key \
-             or RADIO_BROADCAST_KEY."
+            "the server refused the broadcast key ({message}). Pass the right one with --key, \
+             --key-file or RADIO_BROADCAST_KEY."
         ),
         ErrorCode::InvalidStation => format!(
             "the server refused the station name {station} ({message}). Use 1-64 of A-Z a-z 0-9 . _ -"
