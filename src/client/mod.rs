@@ -108,8 +108,10 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
     let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
         Err(_) => bail!("cannot connect to {url}: no answer within 10s"),
         Ok(Ok(connected)) => connected,
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res))) if res.status() == 503 => {
-            return Err(ServerFull::from_headers(res.headers()).into());
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res)))
+            if res.status() == 503 || res.status() == 429 =>
+        {
+            return Err(ServerFull::from_response(&res).into());
         }
         Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
     };
@@ -135,41 +137,58 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
     }
 }
 
-/// The server answered 503 before the upgrade: it holds all the
-/// connections it may (`--max-connections`).
+/// The server refused the upgrade for want of room: it holds all the
+/// connections it may (`--max-connections`, 503), or all it allows from
+/// this address (`--max-connections-per-ip`, 429).
 #[derive(Debug, thiserror::Error)]
-#[error("the server is full (it holds all the connections it may)")]
-pub struct ServerFull {
-    /// Its `Retry-After`, or 5 s.
-    pub retry_after: Duration,
+pub enum ServerFull {
+    #[error("the server is full (it holds all the connections it may)")]
+    Server { retry_after: Duration },
+    #[error(
+        "the server holds all the connections it allows from this address \
+         (its --max-connections-per-ip)"
+    )]
+    ThisAddress { retry_after: Duration },
 }
 
 impl ServerFull {
-    fn from_headers(headers: &::http::HeaderMap) -> Self {
-        let secs = headers
+    /// Its `Retry-After`, or 5 s.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            ServerFull::Server { retry_after } | ServerFull::ThisAddress { retry_after } => {
+                *retry_after
+            }
+        }
+    }
+
+    fn from_response<B>(res: &::http::Response<B>) -> Self {
+        let secs = res
+            .headers()
             .get(::http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(5);
-        Self {
-            retry_after: Duration::from_secs(secs.clamp(1, 300)),
+        let retry_after = Duration::from_secs(secs.clamp(1, 300));
+        match res.status().as_u16() {
+            429 => ServerFull::ThisAddress { retry_after },
+            _ => ServerFull::Server { retry_after },
         }
     }
 }
 
 /// After a failed connection attempt: how long to wait and what to say, or
-/// the error that ends the client. A full server is waited for (its
-/// `Retry-After`, plus up to a second so that its clients do not all come
-/// back at once), even on the first attempt; another failure on the first
-/// attempt ends the client (most likely a wrong `--url`); later ones are
-/// retried with `backoff`.
+/// the error that ends the client. A full server or address is waited for
+/// (its `Retry-After`, plus up to a second so that its clients do not all
+/// come back at once), even on the first attempt; another failure on the
+/// first attempt ends the client (most likely a wrong `--url`); later ones
+/// are retried with `backoff`.
 pub fn after_failed_connect(
     e: &anyhow::Error,
     first: bool,
     backoff: &mut Backoff,
 ) -> anyhow::Result<(Duration, String)> {
     if let Some(full) = e.downcast_ref::<ServerFull>() {
-        let delay = full.retry_after + Duration::from_millis(fastrand::u64(0..1_000));
+        let delay = full.retry_after() + Duration::from_millis(fastrand::u64(0..1_000));
         return Ok((delay, format!("{full}; retrying in {}s", delay.as_secs())));
     }
     let text = crate::errors::text(e);

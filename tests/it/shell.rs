@@ -131,7 +131,24 @@ fn exit_statuses_and_errors_said_once() {
 
 #[tokio::test]
 async fn a_full_server_is_waited_for() {
-    let server = Server::spawn_process(&["--max-connections", "1"]);
+    waits_for_room(&["--max-connections", "1"], "the server is full").await;
+}
+
+/// The listener and the holder share 127.0.0.1, so the listener meets the
+/// per-address cap (429), which is waited for the same way.
+#[tokio::test]
+async fn a_full_address_is_waited_for() {
+    waits_for_room(
+        &["--max-connections-per-ip", "1"],
+        "all the connections it allows from this address",
+    )
+    .await;
+}
+
+/// With one connection held, `radio listen` says `full` and waits (no
+/// "is radio serve running" hint, no exit), and tunes in once it is closed.
+async fn waits_for_room(flags: &[&str], full: &str) {
+    let server = Server::spawn_process(flags);
     let holder = Client::connect(&server).await;
     let mut listen = listen_json(&server)
         .stdout(Stdio::piped())
@@ -140,9 +157,9 @@ async fn a_full_server_is_waited_for() {
         .expect("start radio listen");
     let out = json_lines(listen.stdout.take().expect("stdout"));
     let err = lines(listen.stderr.take().expect("stderr"));
-    let said = wait_for(&err, "the wait", |l| l.contains("full"));
+    let said = wait_for(&err, "the wait", |l| l.contains("retrying"));
     assert!(
-        said.contains("the server is full") && said.contains("retrying in"),
+        said.contains(full) && said.contains("retrying in"),
         "{said}"
     );
     assert!(!said.contains("radio serve` running"), "{said}");
