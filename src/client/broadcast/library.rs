@@ -303,14 +303,14 @@ fn likeness(a: &str, b: &str) -> f64 {
 
 /// An entry's path as components, made absolute against `base` and with
 /// `.` and `..` taken out (the files are the server's, so nothing is read
-/// here). A URL keeps the path after its host; `\` separates like `/`.
+/// here). A URL keeps the path after its host, decoded; `\` separates
+/// like `/`.
 fn entry_components(entry: &str, base: &Path) -> Vec<String> {
-    let (relative_to_base, path) = match entry.split_once("://") {
-        Some((_, rest)) => (false, rest.split_once('/').map_or("", |(_, p)| p)),
-        None => (!is_absolute(entry), entry),
-    };
+    if entry.contains("://") {
+        return url_components(entry);
+    }
     let mut parts: Vec<String> = Vec::new();
-    if relative_to_base {
+    if !is_absolute(entry) {
         for c in base.components() {
             match c {
                 Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
@@ -321,14 +321,40 @@ fn entry_components(entry: &str, base: &Path) -> Vec<String> {
             }
         }
     }
-    for piece in path.split(['/', '\\']) {
-        match piece {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p.to_owned()),
+    for piece in entry.split(['/', '\\']) {
+        step(&mut parts, piece);
+    }
+    parts
+}
+
+/// One piece of a path: `.` stays, `..` goes up, any other goes in.
+fn step(parts: &mut Vec<String>, piece: &str) {
+    match piece {
+        "" | "." => {}
+        ".." => {
+            parts.pop();
         }
+        p => parts.push(p.to_owned()),
+    }
+}
+
+/// The path of an entry written as a URL, segment by segment, decoded
+/// (`file:///music/Side%20A.mp3` is `music`, `Side A.mp3`); no query.
+fn url_components(entry: &str) -> Vec<String> {
+    let path = match url::Url::parse(entry) {
+        Ok(u) => u.path().to_owned(),
+        // Not a URL after all: what follows the host, as written.
+        Err(_) => entry
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map_or(String::new(), |(_, p)| p.to_owned()),
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for piece in path.split('/') {
+        step(
+            &mut parts,
+            &percent_encoding::percent_decode_str(piece).decode_utf8_lossy(),
+        );
     }
     parts
 }
@@ -463,11 +489,19 @@ mod tests {
         // Absolute, and Windows separators.
         assert_eq!(id("/srv/music/x/y/song.mp3").unwrap(), "x/y/song.mp3");
         assert_eq!(id("C:\\Music\\z\\song.mp3").unwrap(), "z/song.mp3");
-        // A URL by its path.
+        // A URL by its path, decoded, without its query.
         assert_eq!(
             id("http://host:8080/media/x/y/song.mp3").unwrap(),
             "x/y/song.mp3"
         );
+        assert_eq!(
+            id("file:///home/me/Music/x/y/song.mp3?t=3").unwrap(),
+            "x/y/song.mp3"
+        );
+        let spaced = Library::new(vec![track("a/Side A.mp3", "Side A", None)]);
+        let entry = "file:///srv/music/a/Side%20A.mp3";
+        let i = spaced.resolve_entry(entry, base).unwrap();
+        assert_eq!(spaced.get(i).unwrap().id, "a/Side A.mp3");
         // No suffix matches: the file name, when one track has it.
         assert_eq!(id("elsewhere/ONE.FLAC").unwrap(), "one.flac");
         let e = id("q/song.mp3").unwrap_err();
