@@ -79,7 +79,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -s h -l help -d 'Prin
 complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate' -r -F
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server\'s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s k -l key -d 'Broadcast key, when the server requires one' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key-file -d 'Read the broadcast key from this file (its first line), so that it is in neither argv, which every local user can read, nor the environment' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s p -l playlist -d 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist\'s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station' -r -F
@@ -94,7 +94,7 @@ complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d '
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand listen" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
-complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla roots: for a server with a private CA or a self-signed certificate' -r -F
+complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server\'s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player -d 'Play the station\'s sound through this player, kept on the station\'s position (it must be installed: `apt-get install mpv`)' -r -f -a "mpv\t'mpv, over its JSON IPC'"
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player-arg -d 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player\'s control socket is that path instead of a private one' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'

@@ -370,8 +370,9 @@ pub struct ClientArgs {
     #[arg(short, long, env = "RADIO_STATION", value_name = "NAME", value_parser = parse_station)]
     pub station: String,
 
-    /// Trust this CA certificate (PEM) for wss:// servers instead of the Mozilla
-    /// roots: for a server with a private CA or a self-signed certificate.
+    /// Trust this CA certificate (PEM) instead of the Mozilla roots, for the
+    /// server's wss:// and https:// (its library, its media; mpv too): for a
+    /// server with a private CA or a self-signed certificate.
     #[arg(long, env = "RADIO_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 }

@@ -3,7 +3,6 @@
 //! --player mpv`). One request per connection over hyper's HTTP/1 client,
 //! through rustls for `https://`, bounded in time and size.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -144,14 +143,10 @@ impl Endpoint {
         &self,
         tcp: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = crate::client::tls_config().map_err(|e| format!("TLS: {e}"))?;
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| format!("{:?} is not a TLS server name: {e}", self.host))?;
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS: {e}"))

@@ -67,7 +67,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal() && !args.json;
     let player = match args.player {
         Some(PlayerKind::Mpv) => Some(Follow::new(
-            Mpv::start(&args.player_args).await?,
+            Mpv::start(&mpv_args(&args)).await?,
             Endpoint::of_ws_url(&url)?,
         )),
         None => None,
@@ -465,6 +465,20 @@ async fn player_news(player: &mut Option<Follow>) -> News {
         Some(p) => p.mpv.news().await,
         None => std::future::pending().await,
     }
+}
+
+/// mpv's arguments: with `--ca-cert`, mpv fetches `https://` media trusting
+/// that CA, and checks it (mpv checks nothing by default); then the user's
+/// `--player-arg`s, which may override ours.
+fn mpv_args(args: &ListenArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(ca) = &args.client.ca_cert {
+        let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.clone());
+        out.push("--tls-verify=yes".to_owned());
+        out.push(format!("--tls-ca-file={}", ca.display()));
+    }
+    out.extend(args.player_args.iter().cloned());
+    out
 }
 
 /// When to ping for the clock estimate: a quick burst of five, 200 ms apart,

@@ -83,22 +83,38 @@ pub fn trust_ca(path: Option<&std::path::Path>) -> anyhow::Result<()> {
             .add(cert)
             .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
     }
+    // Set once per process; a second call keeps the first.
+    TRUSTED_CA.set(std::sync::Arc::new(trusting(roots)?)).ok();
+    Ok(())
+}
+
+/// The TLS settings of every client connection, `wss://` and `https://`
+/// alike: the `--ca-cert` CA when one was given, else the Mozilla roots.
+pub fn tls_config() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    static ROOTS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    if let Some(config) = TRUSTED_CA.get().or(ROOTS.get()) {
+        return Ok(config.clone());
+    }
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = std::sync::Arc::new(trusting(roots)?);
+    Ok(ROOTS.get_or_init(|| config).clone())
+}
+
+/// A client configuration that trusts `roots` (ring, the safe protocol
+/// versions, no client certificate).
+fn trusting(roots: rustls::RootCertStore) -> anyhow::Result<rustls::ClientConfig> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    // Set once per process; a second call keeps the first.
-    TRUSTED_CA.set(std::sync::Arc::new(config)).ok();
-    Ok(())
+        .with_no_client_auth())
 }
 
 /// Connects and reads the `welcome`. Returns the socket and the welcome's
 /// session id.
 pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
-    let connector = TRUSTED_CA
-        .get()
-        .map(|c| tokio_tungstenite::Connector::Rustls(c.clone()));
+    let connector = Some(tokio_tungstenite::Connector::Rustls(tls_config()?));
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
         url,
         Some(client_config()),

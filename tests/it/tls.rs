@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::cli::{Broadcast, json_lines, wait_for};
+use crate::support::process::kill;
 use crate::support::tls::Certs;
 use crate::support::{Server, radio_bin};
 
@@ -95,6 +97,77 @@ async fn the_cli_listens_over_wss_with_ca_cert() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("over-tls"));
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
+/// `radio broadcast` over wss reads the library over https with the same
+/// `--ca-cert`, so a query resolves and listeners get its title; without
+/// the CA it stops at the certificate, saying so.
+#[tokio::test]
+async fn the_cli_broadcasts_the_library_over_https() {
+    let certs = Certs::new("localhost");
+    let server = tls_server(&certs);
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let mut l = certs.ws(server.addr).await;
+    l.tune("tls-lib").await;
+    let ca = certs.arg("ca.pem");
+    let mut b = Broadcast::spawn(&["--url", &url, "--station", "tls-lib", "--ca-cert", &ca]);
+    b.say("play arpeggio");
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "demo/1-a-minor-arpeggio.wav", "{s}");
+    assert_eq!(s["title"], "A minor arpeggio", "{s}");
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(0));
+
+    let mut b = Broadcast::spawn(&["--url", &url, "--station", "tls-lib"]);
+    let said = b.err_line("certificate");
+    assert!(said.starts_with("radio:"), "{said}");
+    assert_eq!(b.exit().code(), Some(1));
+}
+
+/// `radio listen --player mpv` over wss: the media check and mpv's own
+/// https fetch trust `--ca-cert`, and mpv checks the certificate (by
+/// default it checks none): with another CA file it plays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_plays_over_https_trusting_ca_cert() {
+    let certs = Certs::new("localhost");
+    let server = tls_server(&certs);
+    let mut b = certs.ws(server.addr).await;
+    b.start("tls-mpv").await;
+    b.update("tls-mpv", "demo/1-a-minor-arpeggio.wav", 0, true)
+        .await;
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let ca = certs.arg("ca.pem");
+    let listen = |extra: &[&str]| {
+        let mut child = Command::new(radio_bin())
+            .args(["listen", "--json", "--url", &url, "--station", "tls-mpv"])
+            .args([
+                "--ca-cert",
+                &ca,
+                "--player",
+                "mpv",
+                "--player-arg=--ao=null",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start radio listen --player mpv");
+        let out = json_lines(child.stdout.take().expect("stdout"));
+        (child, out)
+    };
+    let (mut child, out) = listen(&[]);
+    wait_for(&out, "mpv playing over https", |v| {
+        v["type"] == "player"
+            && v["state"] == "playing"
+            && v["position_ms"].as_u64().is_some_and(|p| p > 500)
+    });
+    kill(&mut child);
+
+    let (mut child, out) = listen(&["--player-arg=--tls-ca-file=/dev/null"]);
+    wait_for(&out, "mpv refusing the certificate", |v| {
+        v["type"] == "player" && v["state"] == "failed"
+    });
+    kill(&mut child);
 }
 
 /// SIGHUP reads the certificate again: new handshakes get the new one,
