@@ -265,6 +265,34 @@ async fn mpv_plays_the_station_in_sync() {
     );
 }
 
+/// `radio listen` killed outright (SIGKILL: no handler or drop of ours
+/// runs) takes its mpv with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_ends_when_listen_is_killed() {
+    let mut setup = station_with_mpv("killed", "alpha.wav", 0).await;
+    let pid = tokio::task::block_in_place(|| setup.mpv.get("pid").as_u64().expect("mpv's pid"));
+    kill(&mut setup.listen);
+    // Reparented when listen died, it may linger as a zombie: that is gone.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mpv (pid {pid}) outlived a killed listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mpv_waits_at_a_tracks_end_and_skips_what_the_server_lacks() {
     // Two seconds before the end of a 4 s track, and no next state yet.

@@ -202,8 +202,33 @@ fn command(socket: &Path, own_socket: bool, user_args: &[String]) -> Command {
         // handle (we quit mpv), not mpv's.
         .process_group(0)
         .kill_on_drop(true);
+    end_with_us(&mut cmd);
     cmd
 }
+
+/// Has the kernel end mpv (SIGTERM) when this process dies, even by
+/// SIGKILL, when no drop or signal handler of ours runs.
+#[cfg(target_os = "linux")]
+fn end_with_us(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // calls only prctl and getppid, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // We died before the prctl: no signal will come; do not start.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::other("radio listen is gone"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn end_with_us(_cmd: &mut Command) {}
 
 /// Why mpv could not be started, and what to do.
 fn spawn_error(e: std::io::Error) -> anyhow::Error {
