@@ -342,6 +342,8 @@ async fn rate_limit_answers_then_closes_a_flooder() {
     assert!(pongs >= 10, "{pongs} pongs");
     assert!(limited >= 1, "{limited} refused");
     assert_eq!(pongs + limited, 15);
+    // A refused message was dropped, not handled too: no more pongs.
+    c.expect_none("pong", Duration::from_millis(300)).await;
     // Keep flooding: the server closes the connection.
     for _ in 0..200 {
         if c.ws

@@ -385,7 +385,9 @@ impl Conn {
         self.last_seen = Instant::now();
         match msg {
             Message::Text(text) => {
-                self.rate_check()?;
+                if !self.rate_check()? {
+                    return Ok(None);
+                }
                 let started = std::time::Instant::now();
                 let (request_type, deferred) = self.on_text(text.as_str());
                 if deferred.is_none() {
@@ -394,9 +396,10 @@ impl Conn {
                 return Ok(deferred);
             }
             Message::Binary(_) => {
-                self.rate_check()?;
-                self.shared.metrics.inbound_invalid.inc();
-                self.refuse(Refusal::Binary, None);
+                if self.rate_check()? {
+                    self.shared.metrics.inbound_invalid.inc();
+                    self.refuse(Refusal::Binary, None);
+                }
             }
             // tungstenite queues the pong; the next flush sends it. Pings
             // and pongs count against the rate limit like any message, but
@@ -419,13 +422,15 @@ impl Conn {
         Ok(None)
     }
 
-    fn rate_check(&mut self) -> Result<(), Exit> {
+    /// Whether a message may be handled: over the rate it is dropped and
+    /// answered `rate_limited` (false); far over it, the connection closes.
+    fn rate_check(&mut self) -> Result<bool, Exit> {
         match self.limiter.check() {
-            Verdict::Allow => Ok(()),
+            Verdict::Allow => Ok(true),
             Verdict::Disconnect => Err(Exit::Flood),
             Verdict::Refuse => {
                 self.refuse(Refusal::RateLimited(self.shared.conn.rate_limit), None);
-                Ok(())
+                Ok(false)
             }
         }
     }
