@@ -69,7 +69,8 @@ pub struct Outlet {
     waker: AtomicWaker,
     /// The rest of a fan-out write cut short, while `HANDOFF`.
     partial: Mutex<Option<Bytes>>,
-    /// Where this outlet sits in its fan-out shard's list.
+    /// Where this outlet sits in its fan-out shard's list: a hint, checked
+    /// before use (while a listener re-tunes, two shards may write it).
     slot: AtomicUsize,
     /// Bumped on every attach and detach: a shard writes only to an outlet
     /// still attached under the generation it joined with.
@@ -304,7 +305,7 @@ impl Outlet {
         self.waker.wake();
     }
 
-    /// This outlet's index in its shard's list.
+    /// This outlet's index in its shard's list, as last set (a hint).
     pub fn slot(&self) -> usize {
         self.slot.load(Ordering::Relaxed)
     }

@@ -159,3 +159,48 @@ async fn no_state_follows_tuned_out_or_a_new_station() {
     c.update("second", "after", 0, true).await;
     l.expect_none("sync", Duration::from_millis(300)).await;
 }
+
+/// A listener that re-tunes joins its new shard while its old shard, on
+/// another thread, may not have taken its leave yet; both must still let
+/// go of it once it leaves, or its socket stays open in the server for as
+/// long as the station lives (found by review: a slot set by the new shard
+/// made the old one drop the leave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_tuning_listeners_leave_no_socket_behind() {
+    let mut server = Server::spawn_process(&["--max-connections-per-ip", "0"]);
+    let pid = server.pid();
+    let open_files = move || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .expect("the server's open files")
+    };
+    let mut b = Client::connect(&server).await;
+    b.start("one").await;
+    b.start("two").await;
+    b.update("one", "a", 0, true).await;
+    b.update("two", "b", 0, true).await;
+    let before = open_files();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url = server.ws_url();
+        tasks.push(tokio::spawn(async move {
+            let mut l = Client::connect_url(&url).await;
+            for i in 0..100 {
+                l.tune(if i % 2 == 0 { "one" } else { "two" }).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a re-tuning listener");
+    }
+    crate::support::eventually("every listener's socket closed", async || {
+        let now = open_files();
+        if now <= before {
+            Ok(())
+        } else {
+            Err(format!("{now} open files, {before} before the listeners"))
+        }
+    })
+    .await;
+    drop(b);
+}

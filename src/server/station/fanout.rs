@@ -144,12 +144,22 @@ impl Shard {
                 self.outlets.push((outlet, generation));
             }
             Membership::Leave(outlet) => {
-                let i = outlet.slot();
-                if self
+                // The slot is a hint: a listener that re-tunes joins its new
+                // shard (which sets the slot) while its old one may not have
+                // taken the leave yet, on another thread.
+                let hinted = outlet.slot();
+                let i = if self
                     .outlets
-                    .get(i)
+                    .get(hinted)
                     .is_some_and(|(o, _)| Arc::ptr_eq(o, &outlet))
                 {
+                    Some(hinted)
+                } else {
+                    self.outlets
+                        .iter()
+                        .position(|(o, _)| Arc::ptr_eq(o, &outlet))
+                };
+                if let Some(i) = i {
                     self.outlets.swap_remove(i);
                     if let Some((moved, _)) = self.outlets.get(i) {
                         moved.set_slot(i);
