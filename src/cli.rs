@@ -85,6 +85,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
 
+/// A duration that paces something: more than zero.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0 (like 1s or 500ms)".to_owned()),
+        d => Ok(d),
+    }
+}
+
 /// Checks `--listen`'s shape, HOST:PORT (the host is resolved at start).
 fn parse_listen(s: &str) -> Result<String, String> {
     let hint = "write HOST:PORT, like 127.0.0.1:8080, [::]:8080 or localhost:8080";
@@ -167,12 +175,12 @@ pub struct ServeArgs {
 
     /// How often the server checks each connection: a ping, unless it was
     /// written states since the last check and acknowledged them all.
-    #[arg(long, env = "RADIO_KEEPALIVE_INTERVAL", default_value = "15s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_KEEPALIVE_INTERVAL", default_value = "15s", value_name = "DURATION", value_parser = parse_interval)]
     pub keepalive_interval: Duration,
 
     /// A connection silent for this long (no frame, no pong, no acknowledged
     /// state) is closed.
-    #[arg(long, env = "RADIO_KEEPALIVE_TIMEOUT", default_value = "45s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_KEEPALIVE_TIMEOUT", default_value = "45s", value_name = "DURATION", value_parser = parse_interval)]
     pub keepalive_timeout: Duration,
 
     /// A client that accepts no bytes for this long is closed (1008).
@@ -337,7 +345,7 @@ pub struct ServeArgs {
     pub session_ttl: Duration,
 
     /// How often idle sessions are swept.
-    #[arg(long, env = "RADIO_SESSION_SWEEP", default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_SESSION_SWEEP", default_value = "5m", value_name = "DURATION", value_parser = parse_interval)]
     pub session_sweep: Duration,
 
     /// Most private sessions kept; the least recently used is evicted beyond it.
@@ -420,7 +428,7 @@ pub struct BroadcastArgs {
     pub stop_at_end: bool,
 
     /// How often to send a heartbeat while playing.
-    #[arg(long, env = "RADIO_HEARTBEAT_INTERVAL", default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_HEARTBEAT_INTERVAL", default_value = "2s", value_name = "DURATION", value_parser = parse_interval)]
     pub heartbeat_interval: Duration,
 
     /// Print each state as one JSON line instead of a sentence.
@@ -499,11 +507,11 @@ pub struct LoadtestArgs {
     pub duration: Duration,
 
     /// Each broadcaster sends an `update` this often.
-    #[arg(long, env = "RADIO_LOADTEST_UPDATE_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_LOADTEST_UPDATE_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     pub update_interval: Duration,
 
     /// Each broadcaster also sends a `heartbeat` this often (off by default).
-    #[arg(long, env = "RADIO_LOADTEST_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_LOADTEST_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_interval)]
     pub heartbeat_interval: Option<Duration>,
 
     /// New connections per second, over all workers (0: as fast as accepted).

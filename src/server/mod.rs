@@ -55,6 +55,14 @@ use shared::Shared;
 /// `radio serve`: binds the configured address and runs until SIGINT or
 /// SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.keepalive_timeout <= args.keepalive_interval {
+        return Err(crate::errors::Usage(format!(
+            "--keepalive-timeout ({:?}) must be longer than --keepalive-interval ({:?}), \
+             or connections that answer every ping are closed; make it 3 intervals",
+            args.keepalive_timeout, args.keepalive_interval
+        ))
+        .into());
+    }
     listener::raise_open_files_limit(args.max_connections);
     let listeners = listener::bind_all(&args.listen, args.reuse_port).await?;
     let config = ServerConfig::from(args);

@@ -87,6 +87,16 @@ fn exit_statuses_and_errors_said_once() {
         &["listen", "--station", "bad name"][..],
         &["broadcast", "--station", "x", "--url", "ftp://h"],
         &["serve", "--grace-period", "ten"],
+        // A zero interval would be a timer that never waits.
+        &["serve", "--keepalive-interval", "0s"],
+        &[
+            "serve",
+            "--keepalive-interval",
+            "10s",
+            "--keepalive-timeout",
+            "5s",
+        ],
+        &["broadcast", "--station", "x", "--heartbeat-interval", "0s"],
         &["man", "nosuch"],
         &["loadtest", "--url", "127.0.0.1:1"],
         &["loadtest", "--url", "127.0.0.1:1", "--listeners", "0"],
