@@ -28,13 +28,35 @@ pub fn text(e: &anyhow::Error) -> String {
     out
 }
 
-/// Whether `e` is only a closed stdout (`radio man serve | head`): the
-/// reader had what it wanted, so that is no failure and nothing to say.
+/// Stdout's reader went away (`radio man serve | head`): it had what it
+/// wanted, so that is no failure and nothing to say. Only writes to stdout
+/// are marked so; a broken pipe elsewhere (a WebSocket) is a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout is closed")]
+pub struct ClosedStdout;
+
+/// Whether `e` is only a closed stdout.
 pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.downcast_ref::<ClosedStdout>().is_some()
+}
+
+/// What a write to stdout failed with: [`ClosedStdout`] for a reader that
+/// went away, else the error.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        ClosedStdout.into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to stdout")
+    }
+}
+
+/// Writes `bytes` to stdout, whole.
+pub fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
 }
 
 /// The exit status for `e`.

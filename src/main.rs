@@ -37,13 +37,17 @@ fn main() -> ExitCode {
             radio::logging::init(LogFormat::Pretty, "warn", ansi);
             runtime().and_then(|rt| rt.block_on(radio::loadtest::worker_main()))
         }
+        // Made whole, then written: a reader that goes away is no panic.
         Command::Completions { shell } => {
             let mut cmd = radio::cli::command();
-            clap_complete::generate(shell, &mut cmd, "radio", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "radio", &mut text);
+            radio::errors::to_stdout(&text).map(|()| ExitCode::SUCCESS)
         }
         Command::Man { subcommand } => {
-            radio::man::write(subcommand.as_deref(), &mut std::io::stdout())
+            let mut text = Vec::new();
+            radio::man::write(subcommand.as_deref(), &mut text)
+                .and_then(|()| radio::errors::to_stdout(&text))
                 .map(|()| ExitCode::SUCCESS)
         }
     };

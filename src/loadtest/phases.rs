@@ -403,7 +403,10 @@ impl Session {
     ) -> anyhow::Result<ExitCode> {
         let mut report = report::build(self.parent_figures(outcomes, reports), reports);
         report::check(&mut report);
-        print!("{}", report::human(&report));
+        // As the progress: a closed stdout does not change the verdict.
+        if let Err(e) = crate::errors::to_stdout(report::human(&report).as_bytes()) {
+            tracing::debug!(error = %e, "cannot write the report");
+        }
         if let Some(w) = &report.generator.warning {
             eprintln!("radio loadtest: warning: {w}");
         }

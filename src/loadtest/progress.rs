@@ -51,7 +51,7 @@ impl Ui {
     pub fn note(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(msg),
-            None => println!("{msg}"),
+            None => say(msg),
         }
     }
 
@@ -127,7 +127,7 @@ impl Ui {
     fn plain(&mut self, line: String) {
         if self.last_plain.elapsed() >= PLAIN_EVERY {
             self.last_plain = Instant::now();
-            println!("{line}");
+            say(&line);
         }
     }
 
@@ -141,5 +141,13 @@ impl Ui {
 impl Default for Ui {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A line to stdout. A reader that went away (`| head`) stops seeing the
+/// progress, and the run goes on: its exit status is what a pipeline gates.
+fn say(line: &str) {
+    if let Err(e) = crate::client::emit(line) {
+        tracing::debug!(error = %e, "cannot write the progress line");
     }
 }

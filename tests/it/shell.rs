@@ -203,3 +203,23 @@ async fn listen_json_prints_pongs_only_when_verbose() {
     assert_eq!(frames(false), 0);
     assert!(frames(true) > 0);
 }
+
+/// A reader that goes away early (`radio man serve | head -1`, a pager
+/// quit) is no failure: exit 0, nothing said, no panic.
+#[test]
+fn a_closed_stdout_is_no_failure() {
+    for args in [&["man", "serve"][..], &["completions", "zsh"]] {
+        let mut child = Command::new(radio_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start radio");
+        // Closed before it writes a byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("its exit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}

@@ -90,10 +90,11 @@ async fn clock_task(ctx: Arc<Ctx>, node: usize, mut ws: client::Ws, mut clock: C
 async fn emit(out: &mut tokio::io::Stdout, msg: &WorkerMsg) -> anyhow::Result<()> {
     let mut line = serde_json::to_vec(msg).context("cannot encode a worker message")?;
     line.push(b'\n');
+    // The parent gone (its end of the pipe closed) ends the worker quietly.
     out.write_all(&line)
         .await
-        .context("cannot write to the parent (did radio loadtest exit?)")?;
-    out.flush().await?;
+        .map_err(crate::errors::stdout_error)?;
+    out.flush().await.map_err(crate::errors::stdout_error)?;
     Ok(())
 }
 
