@@ -579,37 +579,46 @@ async fn half_open_connections_are_reaped() {
     server.wait_metric("radio_connections", 0.0).await;
 }
 
-/// A listener whose TCP acknowledges the states written to it needs no ping
-/// (src/server/connection/keepalive.rs): this one never answers a ping yet
-/// stays connected for several keepalive timeouts while states flow; once
-/// they stop, it is pinged, and closed when it does not answer.
-#[tokio::test]
-async fn a_listener_taking_its_states_is_not_pinged_until_they_stop() {
+/// Keepalive every 300 ms, closed after 1.2 s of silence; a station with a
+/// state; and a raw listener tuned to it, which never answers a ping.
+async fn unanswering_listener(station: &str) -> (Server, Client, tokio::net::TcpStream, RawFrames) {
     let server = Server::with(|c| {
         c.conn.keepalive_interval = Duration::from_millis(300);
         c.conn.keepalive_timeout = Duration::from_millis(1200);
     });
     let mut b = Client::connect(&server).await;
-    b.start("acks").await;
-    b.update("acks", "t", 0, true).await;
+    b.start(station).await;
+    b.update(station, "t", 0, true).await;
     let mut s = send(server.addr, "GET", "/ws", &UPGRADE, None).await;
-    let mut raw = RawFrames::after_upgrade(&mut s).await;
-    s.write_all(&masked_text(r#"{"type":"tune_in","station":"acks"}"#))
+    let raw = RawFrames::after_upgrade(&mut s).await;
+    let tune = format!(r#"{{"type":"tune_in","station":"{station}"}}"#);
+    s.write_all(&masked_text(&tune))
         .await
         .expect("send tune_in");
-    // Four keepalive timeouts of states every 100 ms, never a pong.
-    let until = tokio::time::Instant::now() + Duration::from_millis(4800);
+    (server, b, s, raw)
+}
+
+/// States every 100 ms from `b` until `until`, while reading the raw
+/// listener; returns (syncs, pings) seen, or the close frame's payload if
+/// it was closed meanwhile.
+async fn states_until(
+    b: &mut Client,
+    station: &str,
+    s: &mut tokio::net::TcpStream,
+    raw: &mut RawFrames,
+    until: tokio::time::Instant,
+) -> Result<(u32, u32), Vec<u8>> {
     let updates = async {
         let mut i = 0;
         while tokio::time::Instant::now() < until {
             i += 1;
-            b.update("acks", "t", i, true).await;
+            b.update(station, "t", i, true).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let (mut syncs, mut pings) = (0, 0);
     let reads = async {
-        while let Ok(frame) = tokio::time::timeout_at(until, raw.next(&mut s)).await {
+        let (mut syncs, mut pings) = (0, 0);
+        while let Ok(frame) = tokio::time::timeout_at(until, raw.next(s)).await {
             match frame {
                 Some((0x1, text))
                     if String::from_utf8_lossy(&text).contains(r#""type":"sync""#) =>
@@ -617,32 +626,83 @@ async fn a_listener_taking_its_states_is_not_pinged_until_they_stop() {
                     syncs += 1
                 }
                 Some((0x9, _)) => pings += 1,
-                Some((0x1, _)) => {}
-                other => panic!("the listener taking its states was closed: {other:?}"),
+                Some((0x8, payload)) => return Err(payload),
+                Some(_) => {}
+                None => panic!("closed without a close frame"),
             }
         }
+        Ok((syncs, pings))
     };
-    tokio::join!(updates, reads);
-    eprintln!("{syncs} syncs, {pings} pings while states flowed");
-    assert!(syncs >= 20, "{syncs} syncs");
-    assert!(pings <= 4, "{pings} pings in 16 checks while states flowed");
-    // The states stop: pinged, no answer, closed for keepalive.
+    // The reads end at `until` or at the close, whichever comes first.
+    let mut reads = std::pin::pin!(reads);
+    tokio::select! {
+        r = &mut reads => r,
+        () = updates => reads.await,
+    }
+}
+
+/// Reads the raw listener until its close frame; whether it was pinged
+/// first, and the close frame's payload.
+async fn until_closed(s: &mut tokio::net::TcpStream, raw: &mut RawFrames) -> (bool, Vec<u8>) {
     let mut pinged = false;
-    let close = loop {
-        match raw.next(&mut s).await {
+    loop {
+        match raw.next(s).await {
             Some((0x9, _)) => pinged = true,
-            Some((0x8, payload)) => break payload,
+            Some((0x8, payload)) => return (pinged, payload),
             Some(_) => {}
             None => panic!("closed without a close frame"),
         }
-    };
-    assert!(pinged, "no ping once the states stopped");
+    }
+}
+
+fn assert_keepalive_close(close: &[u8]) {
     assert_eq!(
         close.get(..2),
         Some(&1008u16.to_be_bytes()[..]),
         "{close:?}"
     );
     assert_eq!(String::from_utf8_lossy(&close[2..]), "keepalive timeout");
+}
+
+/// A listener whose TCP acknowledges the states written to it needs no ping
+/// (src/server/connection/keepalive.rs): this one never answers a ping yet
+/// stays connected for three keepalive timeouts while states flow; once
+/// they stop, it is pinged, and closed when it does not answer.
+#[tokio::test]
+async fn a_listener_taking_its_states_is_not_pinged_until_they_stop() {
+    let (_server, mut b, mut s, mut raw) = unanswering_listener("acks").await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(3600);
+    let (syncs, pings) = states_until(&mut b, "acks", &mut s, &mut raw, until)
+        .await
+        .unwrap_or_else(|close| panic!("closed while taking its states: {close:?}"));
+    eprintln!("{syncs} syncs, {pings} pings while states flowed");
+    assert!(syncs >= 15, "{syncs} syncs");
+    assert!(pings <= 3, "{pings} pings in 12 checks while states flowed");
+    // The states stop: pinged, no answer, closed for keepalive.
+    let (pinged, close) = until_closed(&mut s, &mut raw).await;
+    assert!(pinged, "no ping once the states stopped");
+    assert_keepalive_close(&close);
+}
+
+/// An acknowledgement proves a TCP peer, not the client behind it (a proxy,
+/// a hung application): a peer that has sent no frame for four keepalive
+/// timeouts is pinged even while it takes its states, and closed when it
+/// does not answer.
+#[tokio::test]
+async fn a_listener_that_never_answers_is_closed_even_while_taking_states() {
+    let (_server, mut b, mut s, mut raw) = unanswering_listener("hung").await;
+    let started = tokio::time::Instant::now();
+    let until = started + Duration::from_secs(15);
+    let close = states_until(&mut b, "hung", &mut s, &mut raw, until)
+        .await
+        .expect_err("never closed while it answered nothing");
+    let after = started.elapsed();
+    // Four timeouts without a frame (4.8 s), then one more unanswered.
+    assert!(
+        after >= Duration::from_millis(4800),
+        "closed after {after:?}"
+    );
+    assert_keepalive_close(&close);
 }
 
 /// A text frame as a client must send it (masked).

@@ -13,11 +13,21 @@
 //! would otherwise keep a peer alive that never answers one. A listener
 //! that stops reading is not kept alive this way either: its
 //! unacknowledged bytes fail the check, and the write timeout closes it.
+//! An acknowledgement proves a TCP peer, which may be a proxy in front of
+//! the client, or a client whose application hangs while its kernel still
+//! takes bytes; so a peer must also have sent a frame (a pong will do)
+//! within [`HEARD_WITHIN_TIMEOUTS`] keepalive timeouts, or it is pinged
+//! again, and closed if it does not answer: a pong every 3 minutes by
+//! default, instead of every 15 s.
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+/// A peer that acknowledges its states is still pinged once it has sent no
+/// frame for this many keepalive timeouts.
+pub const HEARD_WITHIN_TIMEOUTS: u32 = 4;
 
 /// Keepalive pings go out in slots of this width, at most: a slot's pings
 /// are handled in one burst of work instead of waking the server for each

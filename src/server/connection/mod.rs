@@ -117,6 +117,8 @@ struct Conn {
     /// When the peer last sent anything, or was last found to have
     /// acknowledged the states written to it (`on_keepalive`).
     last_seen: Instant,
+    /// When the peer last sent a frame (a pong included).
+    last_heard: Instant,
     /// The newest `seq` written to this socket at the last keepalive check.
     seq_at_check: u64,
     /// A ping arrived; tungstenite's queued pong goes out with the next flush.
@@ -149,6 +151,7 @@ pub fn run(
         handed_off: false,
         limiter,
         last_seen: Instant::now(),
+        last_heard: Instant::now(),
         seq_at_check: 0,
         pong_pending: false,
         wrong_keys: None,
@@ -354,11 +357,15 @@ impl Conn {
     fn on_keepalive(&mut self) -> Result<(), Exit> {
         let (seq, _) = self.outlet.sent();
         let fresh = std::mem::replace(&mut self.seq_at_check, seq) != seq;
-        if fresh && keepalive::all_acknowledged(self.outlet.stream()) {
+        let timeout = self.shared.conn.keepalive_timeout;
+        if fresh
+            && self.last_heard.elapsed() < timeout * keepalive::HEARD_WITHIN_TIMEOUTS
+            && keepalive::all_acknowledged(self.outlet.stream())
+        {
             self.last_seen = Instant::now();
             return Ok(());
         }
-        if self.last_seen.elapsed() > self.shared.conn.keepalive_timeout {
+        if self.last_seen.elapsed() > timeout {
             return Err(Exit::KeepaliveTimeout);
         }
         self.push(Message::Ping(Default::default()));
@@ -383,6 +390,7 @@ impl Conn {
             }
         };
         self.last_seen = Instant::now();
+        self.last_heard = self.last_seen;
         match msg {
             Message::Text(text) => {
                 if !self.rate_check()? {
