@@ -175,7 +175,11 @@ impl Listener {
                         client_time_ms: Some(protocol::now_ms()),
                     }).await?;
                 }
-                _ = repaint.tick(), if self.tty => self.paint(),
+                _ = repaint.tick(), if self.tty => {
+                    if self.paint() {
+                        return Ok(End::Quit);
+                    }
+                }
                 _ = correct.tick(), if playing => self.correct_player().await?,
                 _ = report.tick(), if playing && self.args.json => self.report_player(),
                 news = player_news(&mut self.player) => self.on_player_news(news).await?,
@@ -217,8 +221,8 @@ impl Listener {
         if changed {
             self.follow_station().await?;
         }
-        if !self.args.json && !self.tty {
-            self.paint();
+        if !self.args.json && !self.tty && self.paint() {
+            return Ok(Some(End::Quit));
         }
         Ok(None)
     }
@@ -366,11 +370,13 @@ impl Listener {
         )
     }
 
-    fn paint(&mut self) {
+    /// Shows the status line; true when stdout's reader is gone
+    /// (`radio listen | head -1`), which ends the session as Ctrl-C does.
+    fn paint(&mut self) -> bool {
         if self.args.json {
-            return;
+            return false;
         }
-        let line = self.line();
+        let line = client::printable(&self.line()).into_owned();
         let mut out = std::io::stdout().lock();
         let written = if self.tty {
             write!(out, "\r\x1b[2K{line}").and_then(|()| out.flush())
@@ -383,13 +389,18 @@ impl Listener {
                 self.status.live, self.status.connected, self.status.frozen_at
             );
             if stable == self.last_line {
-                return;
+                return false;
             }
             self.last_line = stable;
             writeln!(out, "{line}")
         };
-        if let Err(e) = written {
-            tracing::debug!(error = %e, "cannot write the status line");
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot write the status line");
+                false
+            }
+            Ok(()) => false,
         }
     }
 
@@ -398,7 +409,7 @@ impl Listener {
         if self.tty {
             eprint!("\r\x1b[2K");
         }
-        eprintln!("radio: {text}");
+        eprintln!("radio: {}", client::printable(text));
     }
 }
 

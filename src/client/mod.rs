@@ -409,6 +409,19 @@ pub fn emit(line: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// `text` fit for a terminal: control characters (escape sequences a
+/// broadcaster could put in a title, say) become spaces.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 /// Formats milliseconds as `m:ss.t`.
 pub fn clock(ms: u64) -> String {
     let total_tenths = ms / 100;

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::cli::{drain, json_lines, lines, wait_for};
+use crate::support::cli::{drain, exit_status, json_lines, lines, wait_for};
 use crate::support::process::{free_port, kill};
 use crate::support::{Client, Server, radio_bin};
 
@@ -222,4 +222,43 @@ fn a_closed_stdout_is_no_failure() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?}: {err}");
     }
+}
+
+/// `radio listen | head -1`: once the reader has its line and goes, the
+/// next status line fails to write and listen exits 0 (it kept running);
+/// a title with a terminal escape in it is shown without the escape.
+#[tokio::test]
+async fn listen_ends_when_its_reader_goes() {
+    let server = Server::spawn_process(&[]);
+    let mut b = Client::connect(&server).await;
+    b.start("s").await;
+    b.send(
+        serde_json::json!({"type":"update","station":"s","track":"x.ogg",
+        "title":"evil\u{1b}[2Jtitle","position_ms":0,"playing":true,"ack":true}),
+    )
+    .await;
+    b.expect("ack").await;
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--station", "s", "--url"])
+        .arg(server.ws_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start radio listen");
+    let out = lines(listen.stdout.take().expect("stdout"));
+    let first = wait_for(&out, "a status line", |l| l.contains("title"));
+    assert!(first.contains("evil [2Jtitle"), "{first}");
+    drop(out);
+    // A change to show: its line finds the pipe closed.
+    for i in 1..20 {
+        b.update("s", "x.ogg", i * 1000, true).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if listen.try_wait().expect("poll").is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        exit_status(&mut listen, "listen after its reader went").code(),
+        Some(0)
+    );
 }

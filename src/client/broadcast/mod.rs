@@ -473,7 +473,10 @@ impl Broadcaster {
                 }
                 // Lost the station (cluster lease): claim it again.
                 ErrorCode::NotOwner | ErrorCode::NotLive => {
-                    eprintln!("radio: the server says: {message}; reclaiming the station");
+                    eprintln!(
+                        "radio: the server says: {}; reclaiming the station",
+                        client::printable(&message)
+                    );
                     return Ok(Some(End::Lost(Some(Duration::from_millis(100)))));
                 }
                 _ => {
