@@ -53,7 +53,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l rate-limit -d 'Inb
 complete -c radio -n "__fish_radio_using_subcommand serve" -l handshake-timeout -d 'Time a client has to send its HTTP request and complete the WebSocket upgrade' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l shutdown-timeout -d 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key in `start_broadcasting` (listeners need none). Prefer --broadcast-key-file: a key in argv is visible to every local user' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key-file -d 'Read the one broadcast key from this file (instead of --broadcast-key)' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key-file -d 'Read the one broadcast key from this file (it wins over --broadcast-key, so a RADIO_BROADCAST_KEY left in the environment does not get in its way)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-keys -d 'Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob like `team-*`; first match wins); stations no line matches may not be broadcast. Read again on SIGHUP' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-cert -d 'Serve https and wss with this certificate chain (PEM); needs --tls-key. Read again on SIGHUP' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-key -d 'The private key (PEM) of --tls-cert' -r -F
@@ -81,7 +81,7 @@ complete -c radio -n "__fish_radio_using_subcommand broadcast" -s u -l url -d 'S
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server\'s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s k -l key -d 'Broadcast key, when the server requires one' -r
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key-file -d 'Read the broadcast key from this file (its first line), so that it is in neither argv, which every local user can read, nor the environment' -r -F
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -l key-file -d 'Read the broadcast key from this file (its first line), so that it is in neither argv, which every local user can read, nor the environment; it wins over --key' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s p -l playlist -d 'Play this M3U playlist in order, looping. Each entry (a path relative to the playlist\'s folder, or absolute) resolves to a library track; stdin still takes commands, and its end does not stop the station' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l heartbeat-interval -d 'How often to send a heartbeat while playing' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'

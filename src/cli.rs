@@ -261,13 +261,9 @@ pub struct ServeArgs {
     )]
     pub broadcast_key: Option<String>,
 
-    /// Read the one broadcast key from this file (instead of --broadcast-key).
-    #[arg(
-        long,
-        env = "RADIO_BROADCAST_KEY_FILE",
-        value_name = "FILE",
-        conflicts_with = "broadcast_key"
-    )]
+    /// Read the one broadcast key from this file (it wins over --broadcast-key,
+    /// so a RADIO_BROADCAST_KEY left in the environment does not get in its way).
+    #[arg(long, env = "RADIO_BROADCAST_KEY_FILE", value_name = "FILE")]
     pub broadcast_key_file: Option<PathBuf>,
 
     /// Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob
@@ -402,13 +398,9 @@ pub struct BroadcastArgs {
     pub key: Option<String>,
 
     /// Read the broadcast key from this file (its first line), so that it is
-    /// in neither argv, which every local user can read, nor the environment.
-    #[arg(
-        long,
-        env = "RADIO_BROADCAST_KEY_FILE",
-        value_name = "FILE",
-        conflicts_with = "key"
-    )]
+    /// in neither argv, which every local user can read, nor the environment;
+    /// it wins over --key.
+    #[arg(long, env = "RADIO_BROADCAST_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
     /// Play this M3U playlist in order, looping. Each entry (a path relative to

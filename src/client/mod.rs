@@ -209,10 +209,22 @@ pub fn after_failed_connect(
     }
     let text = crate::errors::text(e);
     if first {
-        bail!("{text}\nIs `radio serve` running there? Check --url.");
+        bail!("{text}\n{}", first_failure_hint(&text));
     }
     let delay = backoff.next_delay();
     Ok((delay, format!("{text}; retrying in {delay:.1?}")))
+}
+
+/// What to do when the first attempt to reach the server failed with
+/// `text`: trust its certificate, or check that it runs at `--url`.
+pub fn first_failure_hint(text: &str) -> &'static str {
+    let lower = text.to_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        "The server's certificate is not trusted: for a private CA or a self-signed \
+         certificate, pass --ca-cert FILE (its CA, PEM)."
+    } else {
+        "Is `radio serve` running there? Check --url."
+    }
 }
 
 /// Sends one request.

@@ -245,6 +245,9 @@ async fn free_tracks_go_as_written() {
     let s = l.expect("sync").await;
     assert_eq!(s["track"], "my own.ogg");
     assert!(s.get("title").is_none(), "{s}");
+    // A line that is not UTF-8 is a line, not the end of the script.
+    b.say_bytes(b"play caf\xe9.ogg\n");
+    assert_eq!(l.expect("sync").await["track"], "caf\u{fffd}.ogg");
     b.say("stop");
     assert_eq!(b.exit().code(), Some(0));
 }

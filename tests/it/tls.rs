@@ -97,6 +97,7 @@ async fn the_cli_listens_over_wss_with_ca_cert() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("over-tls"));
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(stderr.contains("pass --ca-cert FILE"), "{stderr}");
 }
 
 /// `radio broadcast` over wss reads the library over https with the same
@@ -121,6 +122,7 @@ async fn the_cli_broadcasts_the_library_over_https() {
     let mut b = Broadcast::spawn(&["--url", &url, "--station", "tls-lib"]);
     let said = b.err_line("certificate");
     assert!(said.starts_with("radio:"), "{said}");
+    b.err_line("pass --ca-cert FILE");
     assert_eq!(b.exit().code(), Some(1));
 }
 

@@ -102,7 +102,10 @@ pub async fn at_start(endpoint: &Endpoint, free: bool) -> anyhow::Result<Option<
     match fetch(endpoint).await {
         Ok(lib) => Ok(Some(lib)),
         Err(FetchError::Unreachable(e)) if !free => {
-            bail!("{e}\nIs `radio serve` running there? Check --url.")
+            bail!("{e}\n{}", crate::client::first_failure_hint(&e.to_string()))
+        }
+        Err(FetchError::NoLibrary(why)) if !free && why.to_lowercase().contains("certificate") => {
+            bail!("{why}\n{}", crate::client::first_failure_hint(&why))
         }
         Err(FetchError::NoLibrary(why)) if !free => bail!(
             "the server has no library to play from ({why}); pass --free-tracks to send \

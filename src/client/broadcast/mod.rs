@@ -128,14 +128,18 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<String> {
 fn spawn_stdin_reader() -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(16);
     std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut line = String::new();
+        use std::io::BufRead as _;
+        let mut stdin = std::io::stdin().lock();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            match stdin.read_line(&mut line) {
+            match stdin.read_until(b'\n', &mut line) {
                 Ok(0) => return,
+                // A line that is not UTF-8 is still a line (its command is
+                // then refused, or its query matches nothing), not the end.
                 Ok(_) => {
-                    if tx.blocking_send(line.clone()).is_err() {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    if tx.blocking_send(text).is_err() {
                         return;
                     }
                 }

@@ -125,6 +125,12 @@ impl Broadcast {
         writeln!(stdin, "{line}").expect("write to radio broadcast");
     }
 
+    /// Writes raw bytes to its stdin (a line that is not UTF-8, say).
+    pub fn say_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(bytes).expect("write to radio broadcast");
+    }
+
     /// Ends its stdin (the end of a script).
     pub fn close_stdin(&mut self) {
         self.stdin = None;
