@@ -34,7 +34,9 @@ impl Conn {
         self.handed_off |= self.outlet.close();
         self.owned.clear();
         self.tuned = None;
-        let Some((code, reason)) = close else { return };
+        let Some((code, reason)) = close.filter(|_| !self.torn) else {
+            return;
+        };
         // A stalled client gets no more of our time.
         let limit = match exit {
             Exit::SlowClient | Exit::KeepaliveTimeout => Duration::from_millis(100),

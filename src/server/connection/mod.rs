@@ -113,6 +113,10 @@ struct Conn {
     holding: bool,
     /// The fan-out handed over the rest of a frame it could not finish.
     handed_off: bool,
+    /// A frame is half on the wire and its rest was lost (its write failed
+    /// or timed out): nothing more may be written, not even a close frame,
+    /// which the client would read as the torn frame's payload.
+    torn: bool,
     limiter: RateLimiter,
     /// When the peer last sent anything, or was last found to have
     /// acknowledged the states written to it (`on_keepalive`).
@@ -121,8 +125,6 @@ struct Conn {
     last_heard: Instant,
     /// The newest `seq` written to this socket at the last keepalive check.
     seq_at_check: u64,
-    /// A ping arrived; tungstenite's queued pong goes out with the next flush.
-    pong_pending: bool,
     /// Wrong broadcast keys in the current minute: (since, count). Boxed:
     /// most connections never send a key.
     wrong_keys: Option<Box<(Instant, u32)>>,
@@ -149,11 +151,11 @@ pub fn run(
         tuned: None,
         holding: false,
         handed_off: false,
+        torn: false,
         limiter,
         last_seen: Instant::now(),
         last_heard: Instant::now(),
         seq_at_check: 0,
-        pong_pending: false,
         wrong_keys: None,
     };
     async move {
@@ -182,7 +184,6 @@ impl Conn {
         let mut shutdown = std::pin::pin!(self.shared.shutdown.clone().cancelled_owned());
         loop {
             if self.holding {
-                self.pong_pending = false;
                 if let Err(exit) = self.flush().await {
                     return exit;
                 }
@@ -345,9 +346,13 @@ impl Conn {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "write failed");
+                self.torn = true;
                 Err(Exit::Closed)
             }
-            Err(_) => Err(Exit::SlowClient),
+            Err(_) => {
+                self.torn = true;
+                Err(Exit::SlowClient)
+            }
         }
     }
 
@@ -417,7 +422,6 @@ impl Conn {
                     return Err(Exit::Flood);
                 }
                 self.hold();
-                self.pong_pending = true;
             }
             Message::Pong(_) => {
                 if self.limiter.check() == Verdict::Disconnect {
