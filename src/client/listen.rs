@@ -110,7 +110,13 @@ impl Listener {
             first = false;
             backoff.reset();
             self.status.connected = true;
-            let end = self.session(ws).await?;
+            let end = match self.session(ws).await {
+                Err(e) if client::is_connection_error(&e) => {
+                    tracing::debug!(error = %e, "connection failed");
+                    End::Lost(None)
+                }
+                end => end?,
+            };
             self.status.connected = false;
             match end {
                 End::Quit => {
@@ -161,6 +167,7 @@ impl Listener {
         let mut report = tokio::time::interval(Duration::from_secs(1));
         report.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let playing = self.player.is_some();
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = self.quit.cancelled() => {
@@ -170,6 +177,11 @@ impl Listener {
                     return Ok(End::Quit);
                 }
                 _ = ping.tick() => {
+                    // It pings every second: a live server answers.
+                    if heard.elapsed() > client::SILENT_FOR {
+                        self.note(&format!("the server has said nothing for {:?}", client::SILENT_FOR));
+                        return Ok(End::Lost(None));
+                    }
                     client::send(&mut ws, &ClientMessage::Ping {
                         id: None,
                         client_time_ms: Some(protocol::now_ms()),
@@ -184,6 +196,7 @@ impl Listener {
                 _ = report.tick(), if playing && self.args.json => self.report_player(),
                 news = player_news(&mut self.player) => self.on_player_news(news).await?,
                 frame = client::next_frame(&mut ws) => {
+                    heard = tokio::time::Instant::now();
                     let frame = match frame {
                         Ok(Some(f)) => f,
                         Ok(None) => return Ok(End::Lost(None)),

@@ -227,6 +227,19 @@ pub fn first_failure_hint(text: &str) -> &'static str {
     }
 }
 
+/// A connection whose server has said nothing (not even a pong) for this
+/// long is taken for lost, and made again.
+pub const SILENT_FOR: Duration = Duration::from_secs(15);
+
+/// Whether `e` is the WebSocket failing (a send or a read), which a
+/// client answers by reconnecting, unlike a refusal or a player's end.
+pub fn is_connection_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+            .is_some()
+    })
+}
+
 /// Sends one request.
 pub async fn send(ws: &mut Ws, msg: &ClientMessage) -> anyhow::Result<()> {
     ws.send(Message::Text(protocol::encode(msg)))

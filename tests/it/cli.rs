@@ -278,3 +278,42 @@ fn listen_follows_a_new_broadcast_after_the_server_restarts() {
     );
     kill(&mut listen);
 }
+
+/// A server that stops answering without closing (a half-open connection:
+/// a laptop that slept, a NAT that forgot) shows no error on the socket;
+/// `radio listen` notices the silence and connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_leaves_a_server_gone_silent() {
+    use futures_util::SinkExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ws://{}/ws", listener.local_addr().expect("address"));
+    let welcome = serde_json::json!({"type":"welcome","protocol":radio::protocol::PROTOCOL_VERSION,
+        "session_id":"silent","server_time_ms":radio::protocol::now_ms()});
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--json", "--station", "s", "--url", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start radio listen");
+    let err = lines(listen.stderr.take().expect("stderr"));
+    // First connection: welcomed, then never a word, never closed.
+    let (tcp, _) = listener.accept().await.expect("the first connection");
+    let mut first = tokio_tungstenite::accept_async(tcp)
+        .await
+        .expect("the upgrade");
+    first
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            welcome.to_string().into(),
+        ))
+        .await
+        .expect("send welcome");
+    let again = tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept()).await;
+    assert!(again.is_ok(), "listen never left the silent server");
+    let said =
+        tokio::task::block_in_place(|| wait_for(&err, "why", |l| l.contains("has said nothing")));
+    assert!(said.contains("15s"), "{said}");
+    drop(first);
+    kill(&mut listen);
+}

@@ -48,6 +48,9 @@ use crate::protocol::{
 pub use playlist::{Entry as PlaylistEntry, parse_m3u};
 
 /// How a connection ended.
+/// How long the server may take to accept or refuse the station.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+
 enum End {
     /// Stopped on purpose.
     Done,
@@ -173,7 +176,14 @@ impl Broadcaster {
                 self.refresh_library().await;
             }
             first = false;
-            match self.session(ws, &mut backoff).await? {
+            let end = match self.session(ws, &mut backoff).await {
+                Err(e) if client::is_connection_error(&e) => {
+                    tracing::debug!(error = %e, "connection failed");
+                    End::Lost(None)
+                }
+                end => end?,
+            };
+            match end {
                 End::Done => return Ok(self.exit_code()),
                 End::Lost(after) => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
@@ -275,8 +285,24 @@ impl Broadcaster {
     /// server that connects but refuses (`unavailable`) is not hammered.
     async fn session(&mut self, mut ws: Ws, backoff: &mut Backoff) -> anyhow::Result<End> {
         self.pending.clear();
-        if !self.claim(&mut ws).await? {
-            return Ok(End::Lost(None));
+        // A server that never answers is left, and Ctrl-C is heard meanwhile.
+        let quit = self.quit.clone();
+        let claimed = tokio::select! {
+            claimed = tokio::time::timeout(CLAIM_TIMEOUT, self.claim(&mut ws)) => claimed,
+            () = quit.cancelled() => return Ok(End::Done),
+        };
+        match claimed {
+            Ok(claimed) => {
+                if !claimed? {
+                    return Ok(End::Lost(None));
+                }
+            }
+            Err(_) => {
+                eprintln!(
+                    "radio: the server did not answer start_broadcasting within {CLAIM_TIMEOUT:?}"
+                );
+                return Ok(End::Lost(None));
+            }
         }
         backoff.reset();
         // Re-send the current state after a reconnect (or the playlist's first).
@@ -288,6 +314,7 @@ impl Broadcaster {
         heartbeat.reset();
         let mut ping = tokio::time::interval(Duration::from_secs(5));
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut heard = tokio::time::Instant::now();
         loop {
             let track_end = self.player.remaining();
             tokio::select! {
@@ -308,8 +335,17 @@ impl Broadcaster {
                 _ = heartbeat.tick(), if self.player.playing => {
                     self.send_heartbeat(&mut ws).await?;
                 }
-                _ = ping.tick() => send_ping(&mut ws).await?,
+                _ = ping.tick() => {
+                    // Pinged every 5 s, a live server answers: silence is a
+                    // dead connection (a half-open TCP one shows no error).
+                    if heard.elapsed() > client::SILENT_FOR {
+                        eprintln!("radio: the server has said nothing for {:?}", client::SILENT_FOR);
+                        return Ok(End::Lost(None));
+                    }
+                    send_ping(&mut ws).await?;
+                }
                 frame = client::next_message(&mut ws) => {
+                    heard = tokio::time::Instant::now();
                     if let Some(end) = self.on_frame(frame)? {
                         return Ok(end);
                     }
