@@ -277,7 +277,7 @@ impl Listener {
             }
             ServerMessage::ServerShutdown { reconnect_after_ms } => {
                 self.note("the server is shutting down");
-                return Ok(Some(End::Lost(Some(Duration::from_millis(
+                return Ok(Some(End::Lost(Some(client::reconnect_after(
                     reconnect_after_ms,
                 )))));
             }

@@ -227,6 +227,12 @@ pub fn first_failure_hint(text: &str) -> &'static str {
     }
 }
 
+/// The wait a shutting-down server asks for, kept between 100 ms and a
+/// minute: a server cannot make its clients spin, nor stall them for days.
+pub fn reconnect_after(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(100, 60_000))
+}
+
 /// A connection whose server has said nothing (not even a pong) for this
 /// long is taken for lost, and made again.
 pub const SILENT_FOR: Duration = Duration::from_secs(15);

@@ -503,7 +503,7 @@ impl Broadcaster {
             } => self.clock.record(sent, server_time_ms, protocol::now_ms()),
             ServerMessage::ServerShutdown { reconnect_after_ms } => {
                 eprintln!("radio: the server is shutting down");
-                return Ok(Some(End::Lost(Some(Duration::from_millis(
+                return Ok(Some(End::Lost(Some(client::reconnect_after(
                     reconnect_after_ms,
                 )))));
             }
