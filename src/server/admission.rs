@@ -133,6 +133,7 @@ impl PerIp {
     }
 
     fn take(self: Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let ip = crate::server::peer::limit_key(ip);
         if self.max > 0 {
             let mut open = self.lock();
             let n = open.entry(ip).or_insert(0);

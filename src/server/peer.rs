@@ -78,6 +78,19 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What per-address limits count `ip` as: itself for IPv4, its /64 for
+/// IPv6, since one host is routinely given a whole /64 and could otherwise
+/// be 2^64 addresses to `--max-connections-per-ip` and `--session-rate`.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// The proxies whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<Cidr>);
@@ -96,17 +109,19 @@ impl TrustedProxies {
     }
 
     /// The client's address: `peer`, or, when `peer` is a trusted proxy,
-    /// the nearest untrusted address it forwards for (`Forwarded` first,
-    /// then `X-Forwarded-For`). A trusted peer that names nobody is itself
-    /// the client.
+    /// the nearest untrusted address it forwards for (`X-Forwarded-For`,
+    /// which nginx and Caddy write, else `Forwarded`: a proxy that writes
+    /// the one passes the other through as the client sent it, so the one
+    /// proxies write wins). A trusted peer that names nobody is itself the
+    /// client.
     pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         let peer = canonical(peer);
         if !self.trusts(peer) {
             return peer;
         }
-        let chain = forwarded_for(headers);
+        let chain = x_forwarded_for(headers);
         let chain = if chain.is_empty() {
-            x_forwarded_for(headers)
+            forwarded_for(headers)
         } else {
             chain
         };
@@ -185,6 +200,21 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_host_is_its_slash_64() {
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            limit_key(ip("2001:db8:1:2:ffff::9")),
+            limit_key(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            limit_key(ip("2001:db8:1:3::1")),
+            limit_key(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(limit_key(ip("192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(limit_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[test]
     fn blocks() {
         assert!(cidr("10.0.0.0/8").contains(ip("10.1.2.3")));
         assert!(!cidr("10.0.0.0/8").contains(ip("11.0.0.1")));
@@ -219,6 +249,10 @@ mod tests {
             proxies.client_ip(&f, ip("10.9.9.9")),
             ip("2001:db8:cafe::17")
         );
+        // A proxy that writes X-Forwarded-For passes a client's own
+        // Forwarded through: X-Forwarded-For wins.
+        f.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        assert_eq!(proxies.client_ip(&f, ip("10.9.9.9")), ip("198.51.100.7"));
         // Nothing forwarded: the proxy is the client.
         assert_eq!(
             proxies.client_ip(&HeaderMap::new(), ip("10.0.0.1")),

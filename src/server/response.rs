@@ -33,6 +33,12 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // Messages may repeat what the request said (a path): never sniffed
+    // as anything but text.
+    res.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }
 

@@ -131,6 +131,7 @@ impl Sessions {
         if self.rate == 0 {
             return true;
         }
+        let client = crate::server::peer::limit_key(client);
         let now = Instant::now();
         let rate = f64::from(self.rate);
         let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());

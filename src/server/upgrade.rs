@@ -183,6 +183,10 @@ fn refused(shared: &Shared, client: SocketAddr, full: Full) -> Response<Body> {
     let mut res = text(full.status(), full.message());
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    // The connection's admission is gone with the refusal: it may not stay
+    // open for more requests, uncounted.
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
 }
 

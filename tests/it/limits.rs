@@ -210,6 +210,32 @@ async fn a_file_swapped_for_a_symlink_is_not_served() {
     assert_eq!(server.get("/media/song.wav").await.status, 404);
 }
 
+/// A scanned file replaced by a FIFO: opening it used to block until a
+/// writer came, holding a blocking thread per request; about 512 requests
+/// later no media request was answered at all. Now it is opened without
+/// blocking and refused like any swapped file.
+#[tokio::test]
+async fn a_file_swapped_for_a_fifo_is_refused_at_once() {
+    let lib = TempDir::new("fifo-lib");
+    lib.write("song.wav", tone_wav(1, &[440.0], None, None));
+    lib.write("other.wav", tone_wav(1, &[330.0], None, None));
+    let server = Server::with(|c| c.media.dir = Some(lib.path().to_owned()));
+    assert_eq!(server.get("/media/song.wav").await.status, 200);
+    let song = lib.path().join("song.wav");
+    std::fs::remove_file(&song).expect("remove");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&song)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    // More requests than the blocking pool has threads.
+    for _ in 0..600 {
+        let r = server.get("/media/song.wav").await;
+        assert_eq!(r.status, 404, "{}", r.text());
+    }
+    assert_eq!(server.get("/media/other.wav").await.status, 200);
+}
+
 /// Finding 8: 20 connections produced 830 INFO lines a second while under
 /// the rate limit, and every refused upgrade was a WARN. Now per-connection
 /// events are debug, and client-caused warnings are one line per reason per

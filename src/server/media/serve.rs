@@ -57,7 +57,12 @@ async fn serve_file(
     path: &Path,
     scanned: (u64, u64),
 ) -> Response<Body> {
-    let file = match tokio::fs::File::open(path).await {
+    // Non-blocking: a FIFO swapped in for the file would block the open
+    // (and a blocking thread) until a writer came; on a regular file the
+    // flag does nothing. The inode check below then refuses it.
+    let mut options = tokio::fs::OpenOptions::new();
+    options.read(true).custom_flags(libc::O_NONBLOCK);
+    let file = match options.open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return text(
