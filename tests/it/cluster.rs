@@ -674,3 +674,33 @@ async fn nodes_share_stations_through_a_tls_redis() {
     let (syncs, _) = syncs_until(&mut l, seq).await;
     assert_eq!(syncs.last().expect("a sync")["track"], "via-tls");
 }
+
+/// An update whose reply was lost may have been stored: Redis is then one
+/// seq ahead of the node. The next update proposes exactly that seq; it
+/// was taken for stored (acked, yet never published). Now the node moves
+/// past it, and listeners get the state.
+#[tokio::test]
+async fn an_update_after_a_lost_reply_is_published() {
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis, "a", DEFAULTS), node(&redis, "b", DEFAULTS));
+    all_ready(&[&a, &b]).await;
+    let (mut l, _) = listener(&b, "lost").await;
+    let mut bc = Client::connect(&a).await;
+    bc.start("lost").await;
+    let first = bc.update("lost", "one.mp3", 0, true).await;
+    assert_eq!(l.expect("sync").await["seq"], first);
+    // What a stored update whose reply never came leaves behind.
+    let ahead = (first + 1).to_string();
+    let set = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "HSET"])
+        .arg(radio::server::backend::redis::keys::station("lost"))
+        .args(["seq", &ahead])
+        .output()
+        .expect("run redis-cli");
+    assert!(set.status.success(), "{set:?}");
+    let next = bc.update("lost", "two.mp3", 0, true).await;
+    assert!(next > first + 1, "acked seq {next} is Redis's own");
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "two.mp3", "{s}");
+    assert_eq!(s["seq"], next);
+}

@@ -68,7 +68,7 @@ impl RedisOwned {
         // data); follow it, a bounded number of times.
         for _ in 0..3 {
             let state = State::new(sync);
-            let r: i64 = self
+            let (outcome, r): (i64, i64) = self
                 .node
                 .call(
                     self.node
@@ -82,11 +82,11 @@ impl RedisOwned {
                         .arg(keys::channel(name)),
                 )
                 .await?;
-            if r == -1 {
+            if outcome == -1 {
                 self.lost();
                 return Err(Refusal::TakenOver(hold.name.clone()));
             }
-            if u64::try_from(r).ok() == Some(seq) {
+            if outcome == 1 {
                 let mut st = lock(&hold.state);
                 st.seq = seq;
                 st.last = Some(state);
