@@ -138,7 +138,7 @@ impl OwnedStation for RedisOwned {
 
     async fn stop(&mut self) -> Result<(), Refusal> {
         let name = self.hold.name.as_str();
-        let _: i64 = self
+        let stopped: i64 = self
             .node
             .call(
                 self.node
@@ -153,6 +153,11 @@ impl OwnedStation for RedisOwned {
                     .arg(KEEP_OFFLINE_MS),
             )
             .await?;
+        if stopped == 0 {
+            // Another holder has it: this broadcaster stopped nothing.
+            self.lost();
+            return Err(Refusal::TakenOver(self.hold.name.clone()));
+        }
         if !self.released {
             self.released = true;
             lock(&self.hold.state).ended = true;

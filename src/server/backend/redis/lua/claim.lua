@@ -19,6 +19,9 @@ if ARGV[2] ~= '' and st[2] and ARGV[2] == st[2] and (held or live) then
   redis.call('SADD', KEYS[3], ARGV[6])
   return {'1', st[2], seq, st[4] or ''}
 end
+-- Held by this very caller: an earlier try of this claim ran, but its
+-- reply was lost. It has the station.
+if held == ARGV[1] then return {'2', st[2], seq, st[4] or ''} end
 if held then
   if string.sub(held, 1, 6) == 'grace:' then return {'-2'} end
   return {'-1'}
