@@ -349,11 +349,13 @@ fn parse_range(value: &str, size: u64) -> RangeSpec {
     let Some((first, last)) = set.trim().split_once('-') else {
         return RangeSpec::Ignore;
     };
+    // A number past u64 is as good as u64::MAX: `bytes=0-99999999999999999999`
+    // is the whole file from 0, not a malformed range.
     let digits = |s: &str| -> Option<u64> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        s.parse().ok()
+        Some(s.parse().unwrap_or(u64::MAX))
     };
     if first.is_empty() {
         // -suffix: the last N bytes.
@@ -436,6 +438,15 @@ mod tests {
         assert_eq!(parse_range("bytes=+1-2", 100), Ignore);
         assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
         assert_eq!(parse_range("bytes=-5", 0), Ignore);
+        // Numbers past u64: as large as can be, not malformed.
+        assert_eq!(
+            parse_range("bytes=0-99999999999999999999999", 1000),
+            Bytes { start: 0, end: 999 }
+        );
+        assert_eq!(
+            parse_range("bytes=99999999999999999999999-", 1000),
+            Unsatisfiable
+        );
     }
 
     #[test]
