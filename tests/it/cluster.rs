@@ -704,3 +704,41 @@ async fn an_update_after_a_lost_reply_is_published() {
     assert_eq!(s["track"], "two.mp3", "{s}");
     assert_eq!(s["seq"], next);
 }
+
+/// A station stops; Redis restarts with nothing; a new broadcaster starts
+/// it again. Listeners who stayed tuned hold the old seq, so the new states
+/// must be numbered above it: the node that serves them teaches the empty
+/// Redis the highest seq it sent, even for a station gone offline (it
+/// taught 0, and listeners got no state until seq passed the old one).
+#[tokio::test]
+async fn a_station_started_again_after_redis_lost_everything_reaches_its_listeners() {
+    let mut redis = Redis::start().await;
+    let (a, b) = (node(&redis, "a", DEFAULTS), node(&redis, "b", DEFAULTS));
+    all_ready(&[&a, &b]).await;
+    let (mut l, _) = listener(&b, "again").await;
+    let mut first = Client::connect(&a).await;
+    first.start("again").await;
+    let mut last = 0;
+    for i in 0..5 {
+        last = first.update("again", &format!("old{i}.mp3"), 0, true).await;
+    }
+    syncs_until(&mut l, last).await;
+    first
+        .send(json!({"type":"stop_broadcasting","station":"again"}))
+        .await;
+    l.expect("broadcaster_offline").await;
+
+    redis.kill();
+    wait_ready(&b, 503).await;
+    redis.restart().await;
+    all_ready(&[&a, &b]).await;
+    let mut second = Client::connect(&a).await;
+    second.start("again").await;
+    let seq = update_retrying(&mut second, "again", "new.mp3", 0).await;
+    assert!(
+        seq > last,
+        "new seq {seq} not above the {last} listeners hold"
+    );
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "new.mp3", "{s}");
+}

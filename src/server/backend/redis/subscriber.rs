@@ -38,6 +38,19 @@ struct Sub {
     /// Since when Redis has not known this station (it lost its data and no
     /// owner re-asserted it).
     unknown_since: Option<Instant>,
+    /// The highest `seq` this node's listeners were sent, kept after the
+    /// station goes offline (its view then has no state): the floor a
+    /// restarted Redis is taught, so a new broadcaster's states are newer
+    /// than what listeners who stayed tuned hold.
+    high_seq: u64,
+}
+
+impl Sub {
+    /// The seq floor to teach Redis.
+    fn floor(&self) -> u64 {
+        let now = self.station.view().state.as_ref().map_or(0, |s| s.sync.seq);
+        now.max(self.high_seq)
+    }
 }
 
 /// The two connections to Redis while it is reachable.
@@ -283,8 +296,7 @@ impl Bus {
         let floor = self
             .subs
             .get(&keys::channel(name.as_str()))
-            .and_then(|s| s.station.view().state.as_ref().map(|st| st.sync.seq))
-            .unwrap_or(0);
+            .map_or(0, Sub::floor);
         let _: i64 = tokio::time::timeout(
             OP_TIMEOUT,
             self.node
@@ -323,6 +335,7 @@ impl Bus {
                         station,
                         ready,
                         unknown_since: None,
+                        high_seq: 0,
                     },
                 );
                 if let Some(link) = link {
@@ -374,6 +387,9 @@ impl Bus {
         }
         sub.unknown_since = None;
         if let Some(view) = next_view(&sub.station.view(), msg) {
+            if let Some(st) = &view.state {
+                sub.high_seq = sub.high_seq.max(st.sync.seq);
+            }
             sub.station.set_view(view);
         }
     }
@@ -462,7 +478,7 @@ impl Bus {
                     continue;
                 };
                 let name = sub.station.name.as_str();
-                let floor = sub.station.view().state.as_ref().map_or(0, |s| s.sync.seq);
+                let floor = sub.floor();
                 inv.key(keys::lease(name))
                     .key(keys::station(name))
                     .arg(name)
@@ -484,6 +500,7 @@ impl Bus {
                 let since = *sub.unknown_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= lease.max(SETTLE) && sub.station.view().live {
                     tracing::info!(station = %sub.station.name, "station unknown to Redis; offline");
+                    sub.high_seq = sub.floor();
                     sub.station.set_view(View {
                         live: false,
                         offline_reason: Some(OfflineReason::Timeout),
