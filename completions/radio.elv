@@ -50,7 +50,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --handshake-timeout 'Time a client has to send its HTTP request and complete the WebSocket upgrade'
             cand --shutdown-timeout 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting'
             cand --broadcast-key 'Require this key in `start_broadcasting` (listeners need none). Prefer --broadcast-key-file: a key in argv is visible to every local user'
-            cand --broadcast-key-file 'Read the one broadcast key from this file (it wins over --broadcast-key, so a RADIO_BROADCAST_KEY left in the environment does not get in its way)'
+            cand --broadcast-key-file 'Read the one broadcast key from this file''s first line (it wins over --broadcast-key, so a RADIO_BROADCAST_KEY left in the environment does not get in its way)'
             cand --broadcast-keys 'Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob like `team-*`; first match wins); stations no line matches may not be broadcast. Read again on SIGHUP'
             cand --tls-cert 'Serve https and wss with this certificate chain (PEM); needs --tls-key. Read again on SIGHUP'
             cand --tls-key 'The private key (PEM) of --tls-cert'

@@ -85,6 +85,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
 
+/// The key in the file a flag (`flag`) names: its first line, trimmed, not
+/// empty. Keys come from files so that they are in neither argv nor the
+/// environment (`--broadcast-key-file`, `radio broadcast --key-file`).
+pub fn read_key_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", path.display()))?;
+    match text.lines().next().map(str::trim) {
+        Some(key) if !key.is_empty() => Ok(key.to_owned()),
+        _ => anyhow::bail!(
+            "{flag} {} is empty; put the broadcast key on its first line",
+            path.display()
+        ),
+    }
+}
+
 /// A duration that paces something: more than zero.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
@@ -261,7 +276,7 @@ pub struct ServeArgs {
     )]
     pub broadcast_key: Option<String>,
 
-    /// Read the one broadcast key from this file (it wins over --broadcast-key,
+    /// Read the one broadcast key from this file's first line (it wins over --broadcast-key,
     /// so a RADIO_BROADCAST_KEY left in the environment does not get in its way).
     #[arg(long, env = "RADIO_BROADCAST_KEY_FILE", value_name = "FILE")]
     pub broadcast_key_file: Option<PathBuf>,

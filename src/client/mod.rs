@@ -218,13 +218,18 @@ pub fn after_failed_connect(
 /// What to do when the first attempt to reach the server failed with
 /// `text`: trust its certificate, or check that it runs at `--url`.
 pub fn first_failure_hint(text: &str) -> &'static str {
-    let lower = text.to_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") {
+    if untrusted_certificate(text) {
         "The server's certificate is not trusted: for a private CA or a self-signed \
          certificate, pass --ca-cert FILE (its CA, PEM)."
     } else {
         "Is `radio serve` running there? Check --url."
     }
+}
+
+/// Whether a failure's text is a TLS certificate we do not trust.
+pub fn untrusted_certificate(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    lower.contains("certificate") || lower.contains("unknownissuer")
 }
 
 /// The wait a shutting-down server asks for, kept between 100 ms and a

@@ -119,7 +119,7 @@ fn read(sources: &KeySources) -> anyhow::Result<Rules> {
         lines = parse_keys_file(path)?;
     }
     let one = match &sources.key_file {
-        Some(path) => Some(read_key_file(path)?),
+        Some(path) => Some(crate::cli::read_key_file(path, "--broadcast-key-file")?),
         None => sources.key.clone(),
     };
     let closed = sources.keys_file.is_some();
@@ -130,12 +130,6 @@ fn read(sources: &KeySources) -> anyhow::Result<Rules> {
         lines.push(("*".to_owned(), key));
     }
     Ok(Rules { lines, closed })
-}
-
-fn read_key_file(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read --broadcast-key-file {}: {e}", path.display()))?;
-    Ok(text.trim().to_owned())
 }
 
 /// Parses `PATTERN KEY` lines; names the line of an error, never its key.

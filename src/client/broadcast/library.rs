@@ -104,7 +104,7 @@ pub async fn at_start(endpoint: &Endpoint, free: bool) -> anyhow::Result<Option<
         Err(FetchError::Unreachable(e)) if !free => {
             bail!("{e}\n{}", crate::client::first_failure_hint(&e.to_string()))
         }
-        Err(FetchError::NoLibrary(why)) if !free && why.to_lowercase().contains("certificate") => {
+        Err(FetchError::NoLibrary(why)) if !free && crate::client::untrusted_certificate(&why) => {
             bail!("{why}\n{}", crate::client::first_failure_hint(&why))
         }
         Err(FetchError::NoLibrary(why)) if !free => bail!(

@@ -79,7 +79,7 @@ struct Broadcaster {
 
 pub async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.key_file {
-        args.key = Some(read_key_file(path)?);
+        args.key = Some(crate::cli::read_key_file(path, "--key-file")?);
     }
     let station = StationName::new(&args.client.station)
         .map_err(|why| anyhow::anyhow!("invalid --station: {why}"))?;
@@ -111,19 +111,6 @@ pub async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         refused: false,
     };
     b.run().await
-}
-
-/// The key in `--key-file`: its first line, trimmed.
-fn read_key_file(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read --key-file {}: {e}", path.display()))?;
-    match text.lines().next().map(str::trim) {
-        Some(key) if !key.is_empty() => Ok(key.to_owned()),
-        _ => anyhow::bail!(
-            "--key-file {} is empty; put the broadcast key on its first line",
-            path.display()
-        ),
-    }
 }
 
 /// Reads stdin on a thread of its own (a blocking read must not hold the

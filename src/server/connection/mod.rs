@@ -118,11 +118,12 @@ struct Conn {
     /// which the client would read as the torn frame's payload.
     torn: bool,
     limiter: RateLimiter,
-    /// When the peer last sent anything, or was last found to have
-    /// acknowledged the states written to it (`on_keepalive`).
-    last_seen: Instant,
     /// When the peer last sent a frame (a pong included).
     last_heard: Instant,
+    /// When the peer was last found to have acknowledged the states
+    /// written to it (`on_keepalive`); its last sign of life is the later
+    /// of the two.
+    last_acked: Instant,
     /// The newest `seq` written to this socket at the last keepalive check.
     seq_at_check: u64,
     /// Wrong broadcast keys in the current minute: (since, count). Boxed:
@@ -153,8 +154,8 @@ pub fn run(
         handed_off: false,
         torn: false,
         limiter,
-        last_seen: Instant::now(),
         last_heard: Instant::now(),
+        last_acked: Instant::now(),
         seq_at_check: 0,
         wrong_keys: None,
     };
@@ -367,10 +368,10 @@ impl Conn {
             && self.last_heard.elapsed() < timeout * keepalive::HEARD_WITHIN_TIMEOUTS
             && keepalive::all_acknowledged(self.outlet.stream())
         {
-            self.last_seen = Instant::now();
+            self.last_acked = Instant::now();
             return Ok(());
         }
-        if self.last_seen.elapsed() > timeout {
+        if self.last_heard.max(self.last_acked).elapsed() > timeout {
             return Err(Exit::KeepaliveTimeout);
         }
         self.push(Message::Ping(Default::default()));
@@ -394,8 +395,7 @@ impl Conn {
                 return Err(Exit::Closed);
             }
         };
-        self.last_seen = Instant::now();
-        self.last_heard = self.last_seen;
+        self.last_heard = Instant::now();
         match msg {
             Message::Text(text) => {
                 if !self.rate_check()? {

@@ -38,19 +38,12 @@ struct Sub {
     /// Since when Redis has not known this station (it lost its data and no
     /// owner re-asserted it).
     unknown_since: Option<Instant>,
-    /// The highest `seq` this node's listeners were sent, kept after the
-    /// station goes offline (its view then has no state): the floor a
-    /// restarted Redis is taught, so a new broadcaster's states are newer
-    /// than what listeners who stayed tuned hold.
+    /// The highest `seq` this node's listeners were sent (every state comes
+    /// through `on_message`), kept after the station goes offline (its view
+    /// then has no state): the floor a restarted Redis is taught, so a new
+    /// broadcaster's states are newer than what listeners who stayed tuned
+    /// hold.
     high_seq: u64,
-}
-
-impl Sub {
-    /// The seq floor to teach Redis.
-    fn floor(&self) -> u64 {
-        let now = self.station.view().state.as_ref().map_or(0, |s| s.sync.seq);
-        now.max(self.high_seq)
-    }
 }
 
 /// The two connections to Redis while it is reachable.
@@ -296,7 +289,7 @@ impl Bus {
         let floor = self
             .subs
             .get(&keys::channel(name.as_str()))
-            .map_or(0, Sub::floor);
+            .map_or(0, |s| s.high_seq);
         let _: i64 = tokio::time::timeout(
             OP_TIMEOUT,
             self.node
@@ -329,13 +322,16 @@ impl Bus {
             BusCmd::Subscribe { station, ready } => {
                 let ch = keys::channel(station.name.as_str());
                 let name = station.name.clone();
+                // The station may have been followed before (its states
+                // are kept while local listeners hold it).
+                let high_seq = station.view().state.as_ref().map_or(0, |s| s.sync.seq);
                 self.subs.insert(
                     ch.clone(),
                     Sub {
                         station,
                         ready,
                         unknown_since: None,
-                        high_seq: 0,
+                        high_seq,
                     },
                 );
                 if let Some(link) = link {
@@ -478,7 +474,7 @@ impl Bus {
                     continue;
                 };
                 let name = sub.station.name.as_str();
-                let floor = sub.floor();
+                let floor = sub.high_seq;
                 inv.key(keys::lease(name))
                     .key(keys::station(name))
                     .arg(name)
@@ -500,7 +496,6 @@ impl Bus {
                 let since = *sub.unknown_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= lease.max(SETTLE) && sub.station.view().live {
                     tracing::info!(station = %sub.station.name, "station unknown to Redis; offline");
-                    sub.high_seq = sub.floor();
                     sub.station.set_view(View {
                         live: false,
                         offline_reason: Some(OfflineReason::Timeout),
