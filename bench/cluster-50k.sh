@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cluster benchmark (issue 4): one Redis, three `radio serve --redis`
+# The cluster benchmark: one Redis, three `radio serve --redis`
 # nodes sharing one port with --reuse-port, and `radio loadtest` with 50,000
 # listeners on one station, one update a second, for 60 s, everything on this
 # machine. Then what the Redis hop costs: 18,000 listeners on one node without

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Single-node benchmarks of `radio serve`, measured with `radio loadtest`
-# (issue 3). Both are release builds on this machine, over loopback.
+# Single-node benchmarks of `radio serve`, measured with `radio loadtest`.
+# Both are release builds on this machine, over loopback.
 #
 #   bench/single-node.sh                 # every scenario, 3 runs each
 #   bench/single-node.sh one-18k storm   # only these scenarios

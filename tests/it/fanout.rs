@@ -163,7 +163,7 @@ async fn no_state_follows_tuned_out_or_a_new_station() {
 /// A listener that re-tunes joins its new shard while its old shard, on
 /// another thread, may not have taken its leave yet; both must still let
 /// go of it once it leaves, or its socket stays open in the server for as
-/// long as the station lives (found by review: a slot set by the new shard
+/// long as the station lives (a slot set by the new shard
 /// made the old one drop the leave).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_tuning_listeners_leave_no_socket_behind() {

@@ -1,4 +1,4 @@
-//! Issue 11, over HTTP and the process: caps, timeouts, proxies, sessions,
+//! Over HTTP and the process: caps, timeouts, proxies, sessions,
 //! stations, the media library, logs and secrets. Each test is one finding
 //! of the review and fails on the code before its fix (the reason is in
 //! each test's comment).
@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use crate::support::http::{UPGRADE, read_until_closed, send};
 use crate::support::{Client, Resp, Server, TempDir, radio_bin, request, tone_wav};
 
-/// Finding 3: a `PUT /api/session` whose body never came held its
+/// A `PUT /api/session` whose body never came held its
 /// connection forever (headers time out, bodies never).
 #[tokio::test]
 async fn a_body_that_never_arrives_is_answered_408() {
@@ -38,7 +38,7 @@ async fn a_body_that_never_arrives_is_answered_408() {
     );
 }
 
-/// Finding 3: plain HTTP connections had no cap at all (270 stalled
+/// Plain HTTP connections had no cap at all (270 stalled
 /// requests made /ws and /healthz time out) and WebSockets none per
 /// address. Now every connection counts against --max-connections (503),
 /// and one address gets --max-connections-per-ip (429) before any upgrade.
@@ -78,7 +78,7 @@ async fn connections_are_capped_in_all_and_per_address() {
     .await;
 }
 
-/// Finding 14: behind a proxy every peer was the proxy. Now only a
+/// Behind a proxy every peer was the proxy. Now only a
 /// `--trusted-proxy` has its `X-Forwarded-For` believed, and per-address
 /// caps count the client it names; anyone else's header is ignored.
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn a_trusted_proxys_clients_are_told_apart() {
     assert_eq!(forged.status, 429, "{}", forged.text());
 }
 
-/// Finding 4: connect, claim 16, drop, repeat made 9,600 stations in 0.6 s,
+/// Connect, claim 16, drop, repeat made 9,600 stations in 0.6 s,
 /// each squatted for the grace period. Now --max-stations bounds live and
 /// grace stations together.
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn max_stations_bounds_live_and_grace_stations() {
     b.start("four").await;
 }
 
-/// Finding 12: cookieless `PUT /api/session` could evict everyone's saved
+/// Cookieless `PUT /api/session` could evict everyone's saved
 /// positions (the LRU) as fast as one client could send. Now new sessions
 /// are limited per client address; saving to one's own session is not.
 #[tokio::test]
@@ -178,7 +178,7 @@ async fn new_sessions_are_rate_limited_per_address() {
     );
 }
 
-/// Finding 11: a scanned file replaced by a symlink was followed at request
+/// A scanned file replaced by a symlink was followed at request
 /// time, serving any file the server user could read, with no rescan. Now
 /// the file opened must be the one scanned (device and inode): 404 until a
 /// rescan, which applies `--follow-symlinks`.
@@ -236,7 +236,7 @@ async fn a_file_swapped_for_a_fifo_is_refused_at_once() {
     assert_eq!(server.get("/media/other.wav").await.status, 200);
 }
 
-/// Finding 8: 20 connections produced 830 INFO lines a second while under
+/// 20 connections produced 830 INFO lines a second while under
 /// the rate limit, and every refused upgrade was a WARN. Now per-connection
 /// events are debug, and client-caused warnings are one line per reason per
 /// 10 s with a count.
@@ -288,7 +288,7 @@ async fn logs_stay_quiet_whatever_clients_do() {
     );
 }
 
-/// Finding 10: the Redis password showed in `radio serve --help`
+/// The Redis password showed in `radio serve --help`
 /// (`[env: RADIO_REDIS=...]`) and in the error for a malformed URL.
 #[test]
 fn redis_passwords_are_never_printed() {

@@ -1,4 +1,4 @@
-//! Issue 11, on the WebSocket: no way for one client to hurt the rest. Each
+//! On the WebSocket: no way for one client to hurt the rest. Each
 //! test is one finding of the review, over real sockets against a real
 //! server, and fails on the code before its fix (the reason is in each
 //! test's comment).
@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::http::{Resp, UPGRADE};
 use crate::support::{Client, Server, TempDir, request};
 
-/// Finding 1: 600 live stations with 500-byte track names made a `stations`
+/// 600 live stations with 500-byte track names made a `stations`
 /// frame larger than the 64 KiB a connection may have waiting, and the
 /// server dropped the connection that asked (no close frame), so every web
 /// player (which asks on connect and every 3 s) looped.
@@ -68,7 +68,7 @@ async fn six_hundred_stations_never_fail_the_list() {
     assert!(api["stations"].as_array().is_some_and(|s| s.len() <= 200));
 }
 
-/// Finding 2: nothing checked `Origin`, so any web page could open /ws in
+/// Nothing checked `Origin`, so any web page could open /ws in
 /// its visitors' browsers and broadcast (cross-site WebSocket hijacking).
 #[tokio::test]
 async fn a_page_of_another_origin_cannot_open_the_websocket() {
@@ -126,7 +126,7 @@ async fn upgrade_with_host(server: &Server, host: &str, extra: &[(&str, &str)]) 
     Resp::parse(&buf)
 }
 
-/// Finding 6: after a policy close the socket was dropped with unread
+/// After a policy close the socket was dropped with unread
 /// input; the kernel answered with a reset and the client never saw its
 /// 1008 (3 of 3 runs with 2,000 pipelined frames). Now the server reads
 /// until the client's close before it shuts the socket.
@@ -151,7 +151,7 @@ async fn a_pipelined_flood_receives_its_1008_close_frame() {
         .await;
 }
 
-/// Finding 7: WebSocket pings bypassed the rate limit (213,000 a second on
+/// WebSocket pings bypassed the rate limit (213,000 a second on
 /// one connection, each answered with a pong, never closed).
 #[tokio::test]
 async fn a_ping_flood_is_closed_1008() {
@@ -169,7 +169,7 @@ async fn a_ping_flood_is_closed_1008() {
         .await;
 }
 
-/// Finding 13: `at_server_ms` near `i64::MIN`/`MAX` overflowed
+/// `at_server_ms` near `i64::MIN`/`MAX` overflowed
 /// `now - at_server_ms`: in this debug build the connection's task
 /// panicked and the broadcaster was cut off.
 #[tokio::test]
@@ -193,7 +193,7 @@ async fn extreme_at_server_ms_is_carried_safely() {
     assert!((1000..3000).contains(&pos), "{sync}");
 }
 
-/// Finding 9: one global key compared with `!=`, in argv, never throttled,
+/// One global key compared with `!=`, in argv, never throttled,
 /// never logged. Now: per-station keys from a file (first match wins,
 /// globs), and more than five wrong keys in a minute close the connection
 /// (1008) with one aggregated warning naming the peer.
@@ -255,7 +255,7 @@ async fn per_station_keys_and_the_lockout() {
     b.expect("pong").await;
 }
 
-/// Finding 9, continued: `--broadcast-keys` is read again on SIGHUP (a bad
+/// `--broadcast-keys` is read again on SIGHUP (a bad
 /// file keeps the keys in force), and `--broadcast-key-file` keeps the one
 /// key out of argv.
 #[tokio::test]

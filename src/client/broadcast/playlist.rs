@@ -41,7 +41,7 @@ pub fn parse_m3u(text: &str) -> anyhow::Result<Vec<Entry>> {
                 .ok()
                 .filter(|s| s.is_finite() && *s > 0.0);
             let title = (!title.trim().is_empty()).then(|| title.trim().to_owned());
-            // Rounded to whole ms, a tiny duration is none (found by fuzz/m3u).
+            // Rounded to whole ms, a tiny duration is none.
             let ms = secs
                 .map(|s| (s * 1000.0).round() as u64)
                 .filter(|ms| *ms > 0);
@@ -69,7 +69,7 @@ pub fn parse_m3u(text: &str) -> anyhow::Result<Vec<Entry>> {
 
 /// Reads and parses the playlist file at `path`; returns its entries and
 /// its folder (absolute), which relative entries are relative to.
-pub fn load_playlist(path: &Path) -> anyhow::Result<(Vec<Entry>, PathBuf)> {
+pub(super) fn load_playlist(path: &Path) -> anyhow::Result<(Vec<Entry>, PathBuf)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the playlist {}", path.display()))?;
     let entries = parse_m3u(&text).with_context(|| format!("in {}", path.display()))?;
@@ -82,7 +82,7 @@ pub fn load_playlist(path: &Path) -> anyhow::Result<(Vec<Entry>, PathBuf)> {
 
 /// Reads and resolves `--playlist`, saying how many entries resolved and
 /// which did not; with none to play, the error lists them.
-pub fn order(
+pub(super) fn order(
     path: &std::path::Path,
     library: Option<&Library>,
     free: bool,
@@ -121,7 +121,7 @@ pub fn order(
 
 /// A playlist's entries made playable.
 #[derive(Debug, Default)]
-pub struct Resolved {
+pub(super) struct Resolved {
     /// What plays, in order.
     pub choices: Vec<Choice>,
     /// Entries that resolved to a library track.
@@ -134,7 +134,7 @@ pub struct Resolved {
 /// [`Library::resolve_entry`]). A duration comes from `#EXTINF` when it is
 /// positive, else from the library. With `free` (`--free-tracks`) an entry
 /// the library lacks is kept as written, with its `#EXTINF` title.
-pub fn resolve(
+pub(super) fn resolve(
     entries: &[Entry],
     library: Option<&Library>,
     folder: &Path,
