@@ -16,7 +16,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
     propagate_version = true,
     max_term_width = 100
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
@@ -28,7 +28,7 @@ pub struct Cli {
 
 /// `--color`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Color {
+pub(crate) enum Color {
     /// On a terminal, unless NO_COLOR is set (to anything but empty).
     Auto,
     Always,
@@ -37,7 +37,7 @@ pub enum Color {
 
 impl Color {
     /// Whether to colour what goes to stderr.
-    pub fn on_stderr(self) -> bool {
+    pub(crate) fn on_stderr(self) -> bool {
         use std::io::IsTerminal as _;
         match self {
             Color::Always => true,
@@ -51,7 +51,7 @@ impl Color {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the server: the WebSocket sync protocol at /ws, the media library,
     /// the web player at /, health and metrics.
     Serve(Box<ServeArgs>),
@@ -81,14 +81,14 @@ pub enum Command {
 }
 
 /// Parses durations written like `10s`, `500ms`, `1m 30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
 
 /// The key in the file a flag (`flag`) names: its first line, trimmed, not
 /// empty. Keys come from files so that they are in neither argv nor the
 /// environment (`--broadcast-key-file`, `radio broadcast --key-file`).
-pub fn read_key_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+pub(crate) fn read_key_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", path.display()))?;
     match text.lines().next().map(str::trim) {
@@ -101,7 +101,7 @@ pub fn read_key_file(path: &std::path::Path, flag: &str) -> anyhow::Result<Strin
 }
 
 /// A duration that paces something: more than zero.
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err("must be more than 0 (like 1s or 500ms)".to_owned()),
         d => Ok(d),
@@ -136,7 +136,7 @@ fn parse_url(s: &str) -> Result<String, String> {
 }
 
 /// `--max-connections` when not given.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
 fn parse_lease(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
@@ -380,7 +380,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing).
     #[arg(short, long, env = "RADIO_URL", value_name = "URL", default_value = "ws://127.0.0.1:8080/ws", value_parser = parse_url)]
     pub url: String,
@@ -398,7 +398,7 @@ pub struct ClientArgs {
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = crate::client::broadcast::commands::HELP)]
-pub struct BroadcastArgs {
+pub(crate) struct BroadcastArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 
@@ -444,7 +444,7 @@ pub struct BroadcastArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 
@@ -478,13 +478,13 @@ pub struct ListenArgs {
 
 /// The players `radio listen --player` can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlayerKind {
+pub(crate) enum PlayerKind {
     /// mpv, over its JSON IPC.
     Mpv,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct LoadtestArgs {
+pub(crate) struct LoadtestArgs {
     /// Server to load; repeat to spread listeners over several nodes.
     #[arg(
         short = 'u',

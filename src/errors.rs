@@ -8,12 +8,12 @@ use std::process::ExitCode;
 /// work): exit status 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Usage(pub String);
+pub(crate) struct Usage(pub String);
 
 /// The message of `e` and its causes, each said once: a cause whose text
 /// its parent already carries (`IO error: Connection refused` over
 /// `Connection refused`) is left out.
-pub fn text(e: &anyhow::Error) -> String {
+pub(crate) fn text(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let part = cause.to_string();
@@ -33,16 +33,16 @@ pub fn text(e: &anyhow::Error) -> String {
 /// are marked so; a broken pipe elsewhere (a WebSocket) is a failure.
 #[derive(Debug, thiserror::Error)]
 #[error("stdout is closed")]
-pub struct ClosedStdout;
+pub(crate) struct ClosedStdout;
 
 /// Whether `e` is only a closed stdout.
-pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
+pub(crate) fn is_closed_stdout(e: &anyhow::Error) -> bool {
     e.downcast_ref::<ClosedStdout>().is_some()
 }
 
 /// What a write to stdout failed with: [`ClosedStdout`] for a reader that
 /// went away, else the error.
-pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+pub(crate) fn stdout_error(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         ClosedStdout.into()
     } else {
@@ -51,7 +51,7 @@ pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
 }
 
 /// Writes `bytes` to stdout, whole.
-pub fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
@@ -60,7 +60,7 @@ pub fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The exit status for `e`.
-pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+pub(crate) fn exit_code(e: &anyhow::Error) -> ExitCode {
     if e.downcast_ref::<Usage>().is_some() {
         ExitCode::from(2)
     } else {

@@ -7,7 +7,7 @@ use crate::cli::LogFormat;
 
 /// Installs the global subscriber. Logs go to stderr so stdout stays free
 /// for the clients' output. `default` is the filter used without `RUST_LOG`.
-pub fn init(format: LogFormat, default: &str, ansi: bool) {
+pub(crate) fn init(format: LogFormat, default: &str, ansi: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -2,7 +2,7 @@
 
 /// Waits for SIGINT or SIGTERM and names the one that came. A signal that
 /// cannot be watched is logged, and only the other one is waited for.
-pub async fn terminate() -> &'static str {
+pub(crate) async fn terminate() -> &'static str {
     #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -3,13 +3,13 @@
 //! when neither is there, as in a source tarball).
 
 /// The package version, like `0.1.0`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The commit built, abbreviated, or `unknown`.
-pub const COMMIT: &str = env!("RADIO_COMMIT");
+pub(crate) const COMMIT: &str = env!("RADIO_COMMIT");
 
 /// What `radio --version` prints after the name: `0.1.0 (commit 1a2b3c4d5e6f)`.
-pub const LONG: &str = concat!(
+pub(crate) const LONG: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("RADIO_COMMIT"),

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
             headers.append(COOKIE, v);
         }
     }
-    if let Some(id) = radio::server::sessions::session_cookie(&headers) {
+    if let Some(id) = radio::session_cookie(&headers) {
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
     }

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Ok(entries) = radio::client::broadcast::parse_m3u(&text) {
+    if let Ok(entries) = radio::parse_m3u(&text) {
         for e in entries {
             assert!(e.duration_ms.is_none_or(|d| d > 0), "{e:?}");
             assert!(!e.track.trim().is_empty(), "{e:?}");

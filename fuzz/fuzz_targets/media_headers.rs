@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         };
         headers.append(HeaderName::from_static(NAMES[i % NAMES.len()]), value);
     }
-    let (status, start, len) = radio::server::media::answer_for(&headers, size, modified);
+    let (status, start, len) = radio::answer_for(&headers, size, modified);
     match status {
         StatusCode::OK => assert_eq!((start, len), (0, size)),
         StatusCode::PARTIAL_CONTENT => {

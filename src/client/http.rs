@@ -19,7 +19,7 @@ const MAX_BODY: usize = 64 << 20;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// No connection: nothing listens there, or the name does not resolve.
     #[error("cannot connect to {url}: {why}")]
     Unreachable { url: String, why: String },
@@ -30,7 +30,7 @@ pub enum HttpError {
 
 /// The server's HTTP side, from the `--url` a client was given.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     tls: bool,
     /// `host:port` as written (the `Host` header).
     authority: String,
@@ -43,7 +43,7 @@ impl Endpoint {
     /// The HTTP side of a WebSocket URL (as [`super::ws_url`] returns it):
     /// same host and port, `http` for `ws` and `https` for `wss`; the path is
     /// not kept (the library is at `/api/library` on that host).
-    pub fn of_ws_url(ws_url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn of_ws_url(ws_url: &str) -> anyhow::Result<Self> {
         let (tls, rest) = if let Some(rest) = ws_url.strip_prefix("wss://") {
             (true, rest)
         } else if let Some(rest) = ws_url.strip_prefix("ws://") {
@@ -84,18 +84,18 @@ impl Endpoint {
     }
 
     /// The full URL of `path` (which starts with `/`) on this server.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.authority)
     }
 
     /// `GET path`: the status and the body (at most 64 MiB).
-    pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), HttpError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), HttpError> {
         self.request(Method::GET, path).await
     }
 
     /// `HEAD path`: the status.
-    pub async fn head(&self, path: &str) -> Result<StatusCode, HttpError> {
+    pub(crate) async fn head(&self, path: &str) -> Result<StatusCode, HttpError> {
         Ok(self.request(Method::HEAD, path).await?.0)
     }
 
@@ -191,7 +191,7 @@ impl Endpoint {
 
 /// `id` as a URL path below `/media/`: every byte but unreserved ones and
 /// `/` percent-encoded (the server decodes it back).
-pub fn media_path(id: &str) -> String {
+pub(crate) fn media_path(id: &str) -> String {
     let mut out = String::from("/media/");
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {

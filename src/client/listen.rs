@@ -20,13 +20,13 @@ use crate::client::http::Endpoint;
 use crate::client::mpv::follow::{self, Doing, Follow};
 use crate::client::mpv::{Mpv, News};
 use crate::client::{self, Backoff, ClockOffset, Ws};
-use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, StationName, Sync};
+use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, StationName, SyncState};
 
 /// What the listener knows.
 #[derive(Debug, Default)]
 struct Status {
     live: Option<bool>,
-    sync: Option<Sync>,
+    sync: Option<SyncState>,
     /// The station went offline at this server time: its position stops.
     frozen_at: Option<i64>,
     /// Our clock when the last sync arrived.
@@ -36,7 +36,7 @@ struct Status {
 
 impl Status {
     /// The state to play: none while offline.
-    fn playable(&self) -> Option<&Sync> {
+    fn playable(&self) -> Option<&SyncState> {
         self.sync.as_ref().filter(|_| self.frozen_at.is_none())
     }
 }
@@ -60,7 +60,7 @@ struct Listener {
     last_line: String,
 }
 
-pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let station = StationName::new(&args.client.station)
         .map_err(|why| anyhow::anyhow!("invalid --station: {why}"))?;
     let url = client::ws_url(&args.client.url)?;
@@ -475,7 +475,7 @@ fn status_line(
 
 /// What plays, for people: `Artist - Title`, the title alone, or the
 /// track as sent when the server names none.
-fn shown(sync: &Sync) -> String {
+fn shown(sync: &SyncState) -> String {
     match (&sync.title, &sync.artist) {
         (Some(t), Some(a)) => format!("{a} - {t}"),
         (Some(t), None) => t.clone(),
@@ -542,7 +542,7 @@ mod tests {
     fn status(title: Option<&str>, artist: Option<&str>) -> Status {
         Status {
             live: Some(true),
-            sync: Some(Sync {
+            sync: Some(SyncState {
                 station: StationName::new("s").unwrap(),
                 seq: 4,
                 track: "a/b.mp3".into(),

@@ -2,10 +2,10 @@
 //! rustls), the clock-offset estimate, reconnect backoff, and typed frames.
 //! `radio broadcast`, `radio listen` and `radio loadtest` are built on it.
 
-pub mod broadcast;
-pub mod http;
-pub mod listen;
-pub mod mpv;
+pub(crate) mod broadcast;
+pub(crate) mod http;
+pub(crate) mod listen;
+pub(crate) mod mpv;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -20,12 +20,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::protocol::{self, ClientMessage, ServerMessage};
 
 /// A client's WebSocket.
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Turns what a person types into the WebSocket URL: `http(s)://` becomes
 /// `ws(s)://`, a bare `host:port` gets `ws://`, and a missing path gets `/ws`.
 /// Parsed as a URL (the `url` crate), so what is wrong is said exactly.
-pub fn ws_url(input: &str) -> anyhow::Result<String> {
+pub(crate) fn ws_url(input: &str) -> anyhow::Result<String> {
     let input = input.trim();
     let example = "write it like ws://127.0.0.1:8080 or https://radio.example.org";
     if !input.is_empty() && input.bytes().all(|b| b.is_ascii_digit()) {
@@ -59,7 +59,7 @@ pub fn ws_url(input: &str) -> anyhow::Result<String> {
 
 /// The client side's WebSocket limits: small buffers, since a client reads
 /// small frames (a listener in `radio loadtest` is one of thousands).
-pub fn client_config() -> WebSocketConfig {
+pub(crate) fn client_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
@@ -75,7 +75,7 @@ static TRUSTED_CA: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
 /// Makes `wss://` connections trust the CA certificate(s) in the PEM file
 /// at `path` (`--ca-cert`) instead of the Mozilla roots: for a server with a
 /// private CA or a self-signed certificate. `None` leaves the roots.
-pub fn trust_ca(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub(crate) fn trust_ca(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
     let mut roots = rustls::RootCertStore::empty();
     for cert in crate::pem::read_certs(path).context("--ca-cert")? {
@@ -90,7 +90,7 @@ pub fn trust_ca(path: Option<&std::path::Path>) -> anyhow::Result<()> {
 
 /// The TLS settings of every client connection, `wss://` and `https://`
 /// alike: the `--ca-cert` CA when one was given, else the Mozilla roots.
-pub fn tls_config() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_config() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
     static ROOTS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
         std::sync::OnceLock::new();
     if let Some(config) = TRUSTED_CA.get().or(ROOTS.get()) {
@@ -113,7 +113,7 @@ fn trusting(roots: rustls::RootCertStore) -> anyhow::Result<rustls::ClientConfig
 
 /// Connects and reads the `welcome`. Returns the socket and the welcome's
 /// session id.
-pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
     let connector = Some(tokio_tungstenite::Connector::Rustls(tls_config()?));
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
         url,
@@ -157,7 +157,7 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
 /// connections it may (`--max-connections`, 503), or all it allows from
 /// this address (`--max-connections-per-ip`, 429).
 #[derive(Debug, thiserror::Error)]
-pub enum ServerFull {
+pub(crate) enum ServerFull {
     #[error("the server is full (it holds all the connections it may)")]
     Server { retry_after: Duration },
     #[error(
@@ -169,7 +169,7 @@ pub enum ServerFull {
 
 impl ServerFull {
     /// Its `Retry-After`, or 5 s.
-    pub fn retry_after(&self) -> Duration {
+    pub(crate) fn retry_after(&self) -> Duration {
         match self {
             ServerFull::Server { retry_after } | ServerFull::ThisAddress { retry_after } => {
                 *retry_after
@@ -198,7 +198,7 @@ impl ServerFull {
 /// come back at once), even on the first attempt; another failure on the
 /// first attempt ends the client (most likely a wrong `--url`); later ones
 /// are retried with `backoff`.
-pub fn after_failed_connect(
+pub(crate) fn after_failed_connect(
     e: &anyhow::Error,
     first: bool,
     backoff: &mut Backoff,
@@ -217,7 +217,7 @@ pub fn after_failed_connect(
 
 /// What to do when the first attempt to reach the server failed with
 /// `text`: trust its certificate, or check that it runs at `--url`.
-pub fn first_failure_hint(text: &str) -> &'static str {
+pub(crate) fn first_failure_hint(text: &str) -> &'static str {
     if untrusted_certificate(text) {
         "The server's certificate is not trusted: for a private CA or a self-signed \
          certificate, pass --ca-cert FILE (its CA, PEM)."
@@ -227,24 +227,24 @@ pub fn first_failure_hint(text: &str) -> &'static str {
 }
 
 /// Whether a failure's text is a TLS certificate we do not trust.
-pub fn untrusted_certificate(text: &str) -> bool {
+pub(crate) fn untrusted_certificate(text: &str) -> bool {
     let lower = text.to_lowercase();
     lower.contains("certificate") || lower.contains("unknownissuer")
 }
 
 /// The wait a shutting-down server asks for, kept between 100 ms and a
 /// minute: a server cannot make its clients spin, nor stall them for days.
-pub fn reconnect_after(ms: u64) -> Duration {
+pub(crate) fn reconnect_after(ms: u64) -> Duration {
     Duration::from_millis(ms.clamp(100, 60_000))
 }
 
 /// A connection whose server has said nothing (not even a pong) for this
 /// long is taken for lost, and made again.
-pub const SILENT_FOR: Duration = Duration::from_secs(15);
+pub(crate) const SILENT_FOR: Duration = Duration::from_secs(15);
 
 /// Whether `e` is the WebSocket failing (a send or a read), which a
 /// client answers by reconnecting, unlike a refusal or a player's end.
-pub fn is_connection_error(e: &anyhow::Error) -> bool {
+pub(crate) fn is_connection_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
             .is_some()
@@ -252,7 +252,7 @@ pub fn is_connection_error(e: &anyhow::Error) -> bool {
 }
 
 /// Sends one request.
-pub async fn send(ws: &mut Ws, msg: &ClientMessage) -> anyhow::Result<()> {
+pub(crate) async fn send(ws: &mut Ws, msg: &ClientMessage) -> anyhow::Result<()> {
     ws.send(Message::Text(protocol::encode(msg)))
         .await
         .context("cannot send to the server")
@@ -260,7 +260,7 @@ pub async fn send(ws: &mut Ws, msg: &ClientMessage) -> anyhow::Result<()> {
 
 /// One frame from the server, decoded.
 #[derive(Debug)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// The text as received (what `--json` prints).
     pub text: String,
     pub msg: ServerMessage,
@@ -269,7 +269,7 @@ pub struct Frame {
 /// Reads the next server frame; `Ok(None)` when the connection closed.
 /// Frames this client cannot decode are reported and skipped, so a newer
 /// server's additions do not break an older client.
-pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<Option<Frame>> {
+pub(crate) async fn next_frame(ws: &mut Ws) -> anyhow::Result<Option<Frame>> {
     loop {
         match ws.next().await {
             None => return Ok(None),
@@ -293,7 +293,7 @@ pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<Option<Frame>> {
 }
 
 /// [`next_frame`] without the text.
-pub async fn next_message(ws: &mut Ws) -> anyhow::Result<Option<ServerMessage>> {
+pub(crate) async fn next_message(ws: &mut Ws) -> anyhow::Result<Option<ServerMessage>> {
     Ok(next_frame(ws).await?.map(|f| f.msg))
 }
 
@@ -301,7 +301,7 @@ pub async fn next_message(ws: &mut Ws) -> anyhow::Result<Option<ServerMessage>> 
 /// trusting the samples with the smallest round trip (their midpoint
 /// assumption errs least), in the manner of NTP's clock filter.
 #[derive(Debug, Default, Clone)]
-pub struct ClockOffset {
+pub(crate) struct ClockOffset {
     /// Recent `(rtt_ms, offset_ms)` samples, newest last.
     samples: VecDeque<(i64, f64)>,
 }
@@ -312,7 +312,7 @@ impl ClockOffset {
 
     /// Records a pong: we sent at `sent_ms` (our clock), the server stamped
     /// `server_ms`, we received at `received_ms`.
-    pub fn record(&mut self, sent_ms: i64, server_ms: i64, received_ms: i64) {
+    pub(crate) fn record(&mut self, sent_ms: i64, server_ms: i64, received_ms: i64) {
         let rtt = (received_ms - sent_ms).max(0);
         let offset = server_ms as f64 - (sent_ms as f64 + rtt as f64 / 2.0);
         if self.samples.len() == Self::KEEP {
@@ -329,7 +329,7 @@ impl ClockOffset {
     }
 
     /// Server clock minus ours, in ms: the mean of the lowest-RTT samples.
-    pub fn offset_ms(&self) -> Option<f64> {
+    pub(crate) fn offset_ms(&self) -> Option<f64> {
         let best = self.best();
         if best.is_empty() {
             return None;
@@ -338,16 +338,16 @@ impl ClockOffset {
     }
 
     /// The smallest round trip seen recently.
-    pub fn rtt_ms(&self) -> Option<i64> {
+    pub(crate) fn rtt_ms(&self) -> Option<i64> {
         self.samples.iter().map(|s| s.0).min()
     }
 
-    pub fn samples(&self) -> usize {
+    pub(crate) fn samples(&self) -> usize {
         self.samples.len()
     }
 
     /// The server's clock now, by our estimate.
-    pub fn server_now_ms(&self) -> i64 {
+    pub(crate) fn server_now_ms(&self) -> i64 {
         protocol::now_ms() + self.offset_ms().unwrap_or(0.0).round() as i64
     }
 }
@@ -356,7 +356,7 @@ impl ClockOffset {
 /// watched from the start, so one that arrives while the client is busy
 /// elsewhere (sending, reconnecting) is never missed, and every later wait on
 /// the token returns at once.
-pub fn quit_signal() -> tokio_util::sync::CancellationToken {
+pub(crate) fn quit_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let quit = token.clone();
     tokio::spawn(async move {
@@ -369,7 +369,7 @@ pub fn quit_signal() -> tokio_util::sync::CancellationToken {
 /// Sends a `ping` stamped with our clock, waits for its `pong` and records
 /// the sample. Other frames arriving meanwhile are skipped, so use it on a
 /// connection that is not tuned in (or before tuning).
-pub async fn sample_clock(ws: &mut Ws, clock: &mut ClockOffset) -> anyhow::Result<()> {
+pub(crate) async fn sample_clock(ws: &mut Ws, clock: &mut ClockOffset) -> anyhow::Result<()> {
     let sent = protocol::now_ms();
     send(
         ws,
@@ -402,14 +402,14 @@ pub async fn sample_clock(ws: &mut Ws, clock: &mut ClockOffset) -> anyhow::Resul
 
 /// Exponential backoff with full jitter, for reconnects.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     attempt: u32,
     base: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
+    pub(crate) fn new(base: Duration, max: Duration) -> Self {
         Self {
             attempt: 0,
             base,
@@ -418,14 +418,14 @@ impl Backoff {
     }
 
     /// The next delay: up to `base * 2^attempt`, capped at `max`, at least half of it.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
         let cap = exp.min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         cap.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }
@@ -438,7 +438,7 @@ impl Default for Backoff {
 
 /// Writes one line to stdout. Unlike `println!`, a reader that went away
 /// (`radio listen --json | head`) is an error to act on, not a panic.
-pub fn emit(line: &str) -> std::io::Result<()> {
+pub(crate) fn emit(line: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
@@ -447,7 +447,7 @@ pub fn emit(line: &str) -> std::io::Result<()> {
 
 /// `text` fit for a terminal: control characters (escape sequences a
 /// broadcaster could put in a title, say) become spaces.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if text.chars().any(char::is_control) {
         text.chars()
             .map(|c| if c.is_control() { ' ' } else { c })
@@ -459,7 +459,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Formats milliseconds as `m:ss.t`.
-pub fn clock(ms: u64) -> String {
+pub(crate) fn clock(ms: u64) -> String {
     let total_tenths = ms / 100;
     let tenths = total_tenths % 10;
     let secs = (total_tenths / 10) % 60;

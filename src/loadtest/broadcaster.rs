@@ -28,7 +28,7 @@ const TRACK: &str = "radio-loadtest.ogg";
 
 /// What a broadcaster did during the run.
 #[derive(Debug, Default, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub updates_sent: u64,
     pub heartbeats_sent: u64,
     /// The newest `seq` the server acknowledged.
@@ -43,14 +43,14 @@ pub struct Outcome {
 
 /// Timing of the run phase.
 #[derive(Debug, Clone, Copy)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     pub duration: Duration,
     pub update_interval: Duration,
     pub heartbeat_interval: Option<Duration>,
 }
 
 /// A connected broadcaster task.
-pub struct Handle {
+pub(crate) struct Handle {
     start: Option<oneshot::Sender<Instant>>,
     done: Option<oneshot::Receiver<Outcome>>,
     stop: Option<oneshot::Sender<()>>,
@@ -59,7 +59,7 @@ pub struct Handle {
 
 impl Handle {
     /// Starts the run phase now.
-    pub fn start(&mut self, at: Instant) {
+    pub(crate) fn start(&mut self, at: Instant) {
         if let Some(tx) = self.start.take() {
             // A task that already ended reports that through `done`.
             let _ = tx.send(at);
@@ -67,7 +67,7 @@ impl Handle {
     }
 
     /// Waits for the run phase to end (all acks in, or given up on).
-    pub async fn outcome(&mut self) -> Outcome {
+    pub(crate) async fn outcome(&mut self) -> Outcome {
         match self.done.take() {
             Some(rx) => rx.await.unwrap_or_else(|_| Outcome {
                 lost: Some("the broadcaster task ended unexpectedly".into()),
@@ -78,7 +78,7 @@ impl Handle {
     }
 
     /// Stops broadcasting (`stop_broadcasting`) and closes the connection.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -92,7 +92,7 @@ impl Handle {
 }
 
 /// Connects, claims `station` and sends its first update.
-pub async fn connect(
+pub(crate) async fn connect(
     url: &str,
     station: StationName,
     key: Option<String>,

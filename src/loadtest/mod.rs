@@ -19,25 +19,25 @@
 //! Numbers are only as honest as the generator is idle, so it also measures
 //! its own CPU and warns when it used most of the machine.
 
-pub mod broadcaster;
+pub(crate) mod broadcaster;
 mod fleet;
 mod phases;
-pub mod plan;
-pub mod progress;
-pub mod report;
-pub mod stats;
-pub mod worker;
+pub(crate) mod plan;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod stats;
+pub(crate) mod worker;
 
 use std::process::ExitCode;
 
-pub use worker::worker_main;
+pub(crate) use worker::worker_main;
 
 use crate::cli::LoadtestArgs;
 use phases::{RunPlan, Session};
 
 /// Runs `radio loadtest`: plans the run, starts the broadcasters and the
 /// workers, ramps, runs, finishes, and reports.
-pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     let plan = RunPlan::new(&args).await?;
     let mut session = Session::start(args, plan).await?;
     let after_ramp = session.ramp().await?;

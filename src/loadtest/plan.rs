@@ -18,21 +18,21 @@ use super::stats::HistData;
 /// Connections one worker process holds at most under `--workers auto`:
 /// well inside the 20,000 open files a process may have here, leaving room
 /// for the runtime's own descriptors.
-pub const AUTO_CONNECTIONS_PER_WORKER: usize = 15_000;
+pub(crate) const AUTO_CONNECTIONS_PER_WORKER: usize = 15_000;
 
 /// Connections per source address before the next address is used: below
 /// the ~28,000 ephemeral ports of one address, leaving room for sockets in
 /// TIME_WAIT from an earlier run.
-pub const CONNECTIONS_PER_SOURCE_ADDR: usize = 10_000;
+pub(crate) const CONNECTIONS_PER_SOURCE_ADDR: usize = 10_000;
 
 /// Handshakes in flight per worker when `--connect-rate` is 0 ("as fast as
 /// accepted"): enough to keep the server's accept queue full, few enough
 /// not to time out waiting in it.
-pub const MAX_INFLIGHT_HANDSHAKES: usize = 256;
+pub(crate) const MAX_INFLIGHT_HANDSHAKES: usize = 256;
 
 /// Everything one worker process needs; the first line on its stdin.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WorkerPlan {
+pub(crate) struct WorkerPlan {
     pub worker: usize,
     /// WebSocket URLs of the nodes, normalized.
     pub urls: Vec<String>,
@@ -54,15 +54,15 @@ pub struct WorkerPlan {
 
 impl WorkerPlan {
     /// The node (index into `urls`) of global listener `i`.
-    pub fn url_of(&self, i: usize) -> usize {
+    pub(crate) fn url_of(&self, i: usize) -> usize {
         i % self.urls.len()
     }
     /// The station (index into `stations`) of global listener `i`.
-    pub fn station_of(&self, i: usize) -> usize {
+    pub(crate) fn station_of(&self, i: usize) -> usize {
         i % self.stations.len()
     }
     /// The source address of global listener `i`, if any.
-    pub fn source_of(&self, i: usize) -> Option<IpAddr> {
+    pub(crate) fn source_of(&self, i: usize) -> Option<IpAddr> {
         if self.source_addrs.is_empty() {
             None
         } else {
@@ -71,13 +71,8 @@ impl WorkerPlan {
     }
 }
 
-/// How many listeners station `s` gets out of `total` spread over `stations`.
-pub fn listeners_of_station(s: usize, total: usize, stations: usize) -> usize {
-    total / stations + usize::from(s < total % stations)
-}
-
 /// Splits `total` listeners over `workers` processes: contiguous ranges.
-pub fn split(total: usize, workers: usize) -> Vec<(usize, usize)> {
+pub(crate) fn split(total: usize, workers: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::with_capacity(workers);
     let mut first = 0;
     for w in 0..workers {
@@ -89,7 +84,7 @@ pub fn split(total: usize, workers: usize) -> Vec<(usize, usize)> {
 }
 
 /// Reads `--workers`: a positive number or `auto`.
-pub fn parse_workers(s: &str, listeners: usize) -> anyhow::Result<usize> {
+pub(crate) fn parse_workers(s: &str, listeners: usize) -> anyhow::Result<usize> {
     let n = if s.eq_ignore_ascii_case("auto") {
         listeners.div_ceil(AUTO_CONNECTIONS_PER_WORKER)
     } else {
@@ -102,7 +97,7 @@ pub fn parse_workers(s: &str, listeners: usize) -> anyhow::Result<usize> {
 }
 
 /// Reads `--source-addrs`: `A-B` (IPv4, inclusive) or `A,B,C`.
-pub fn parse_source_addrs(s: &str) -> anyhow::Result<Vec<IpAddr>> {
+pub(crate) fn parse_source_addrs(s: &str) -> anyhow::Result<Vec<IpAddr>> {
     let s = s.trim();
     if let Some((a, b)) = s.split_once('-') {
         let a: Ipv4Addr = a.trim().parse().with_context(|| {
@@ -136,7 +131,7 @@ pub fn parse_source_addrs(s: &str) -> anyhow::Result<Vec<IpAddr>> {
 
 /// The default source addresses for a loopback target: 127.0.0.1 onward, one
 /// per [`CONNECTIONS_PER_SOURCE_ADDR`] connections (at most 127.0.0.254).
-pub fn default_loopback_sources(connections: usize) -> Vec<IpAddr> {
+pub(crate) fn default_loopback_sources(connections: usize) -> Vec<IpAddr> {
     let n = connections
         .div_ceil(CONNECTIONS_PER_SOURCE_ADDR)
         .clamp(1, 254);
@@ -148,7 +143,7 @@ pub fn default_loopback_sources(connections: usize) -> Vec<IpAddr> {
 /// A command from the parent, after the plan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum ParentCmd {
+pub(crate) enum ParentCmd {
     /// The broadcasters have stopped: wait (up to `drain_ms`) until every
     /// listener holds its station's newest `seq`, then report and exit.
     Finish { final_seqs: Vec<u64>, drain_ms: u64 },
@@ -157,7 +152,7 @@ pub enum ParentCmd {
 /// A line from a worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     /// Every half second.
     Progress(Progress),
     /// Every listener of this worker has been attempted.
@@ -167,7 +162,7 @@ pub enum WorkerMsg {
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub attempted: u64,
     pub connected: u64,
     pub failed: u64,
@@ -181,7 +176,7 @@ pub struct Progress {
 
 /// One update as seen by one worker's listeners.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct UpdateSeen {
+pub(crate) struct UpdateSeen {
     pub station: u32,
     pub seq: u64,
     /// Listeners that received it.
@@ -192,7 +187,7 @@ pub struct UpdateSeen {
 
 /// What a worker measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct WorkerReport {
+pub(crate) struct WorkerReport {
     pub progress: Progress,
     /// Failed connections by reason.
     pub failed_by_reason: BTreeMap<String, u64>,
@@ -235,14 +230,6 @@ mod tests {
         let parts = split(2_001, 2);
         assert_eq!(parts, vec![(0, 1_001), (1_001, 1_000)]);
         assert_eq!(split(3, 3), vec![(0, 1), (1, 1), (2, 1)]);
-    }
-
-    #[test]
-    fn stations_are_spread_evenly() {
-        let total: usize = (0..7).map(|s| listeners_of_station(s, 100, 7)).sum();
-        assert_eq!(total, 100);
-        assert_eq!(listeners_of_station(0, 100, 7), 15);
-        assert_eq!(listeners_of_station(6, 100, 7), 14);
     }
 
     #[test]

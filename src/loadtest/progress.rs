@@ -14,7 +14,7 @@ const PLAIN_EVERY: Duration = Duration::from_secs(2);
 /// The window over which messages per second are averaged.
 const RATE_WINDOW: Duration = Duration::from_secs(3);
 
-pub struct Ui {
+pub(crate) struct Ui {
     bar: Option<ProgressBar>,
     last_plain: Instant,
     last_syncs: u64,
@@ -31,7 +31,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Ui {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let now = Instant::now();
         Self {
             bar: None,
@@ -48,14 +48,14 @@ impl Ui {
     }
 
     /// A line above the bars (or a plain line).
-    pub fn note(&self, msg: &str) {
+    pub(crate) fn note(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(msg),
             None => say(msg),
         }
     }
 
-    pub fn start_ramp(&mut self, total: u64) {
+    pub(crate) fn start_ramp(&mut self, total: u64) {
         if Self::tty() {
             let b = ProgressBar::new(total)
                 .with_style(style("ramp {elapsed:>4} [{bar:30}] {pos}/{len} {msg}"));
@@ -64,7 +64,7 @@ impl Ui {
         }
     }
 
-    pub fn ramp(&mut self, p: &Progress) {
+    pub(crate) fn ramp(&mut self, p: &Progress) {
         let msg = format!("connected {} failed {}", p.connected, p.failed);
         match &self.bar {
             Some(b) => {
@@ -79,7 +79,7 @@ impl Ui {
         }
     }
 
-    pub fn start_run(&mut self, duration: Duration, syncs: u64) {
+    pub(crate) fn start_run(&mut self, duration: Duration, syncs: u64) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
@@ -94,7 +94,7 @@ impl Ui {
         }
     }
 
-    pub fn run(&mut self, p: &Progress, elapsed: Duration) {
+    pub(crate) fn run(&mut self, p: &Progress, elapsed: Duration) {
         let now = Instant::now();
         let dt = now.duration_since(self.last_at).as_secs_f64();
         // Updates arrive in bursts (one a second per station), so average
@@ -131,7 +131,7 @@ impl Ui {
         }
     }
 
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }

@@ -15,13 +15,13 @@ const CLOCK_TICKS: f64 = 100.0;
 
 /// One reading of a process from /proc.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ProcSample {
+pub(crate) struct ProcSample {
     pub rss_bytes: u64,
     pub cpu_seconds: f64,
 }
 
 /// Reads RSS and CPU time of `pid` from /proc.
-pub fn sample_proc(pid: u32) -> std::io::Result<ProcSample> {
+pub(crate) fn sample_proc(pid: u32) -> std::io::Result<ProcSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
@@ -49,7 +49,7 @@ pub fn sample_proc(pid: u32) -> std::io::Result<ProcSample> {
 }
 
 /// The sum over several processes; processes that are gone count as zero.
-pub fn sample_all(pids: &[u32]) -> ProcSample {
+pub(crate) fn sample_all(pids: &[u32]) -> ProcSample {
     let mut total = ProcSample::default();
     for &pid in pids {
         if let Ok(s) = sample_proc(pid) {
@@ -61,7 +61,7 @@ pub fn sample_all(pids: &[u32]) -> ProcSample {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Parameters {
+pub(crate) struct Parameters {
     pub urls: Vec<String>,
     pub listeners: usize,
     pub stations: usize,
@@ -79,7 +79,7 @@ pub struct Parameters {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub attempted: u64,
     pub connected: u64,
     pub failed: u64,
@@ -93,7 +93,7 @@ pub struct Listeners {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub updates_sent: u64,
     pub heartbeats_sent: u64,
     /// Fan-out syncs owed: each state sent times its station's listeners.
@@ -111,7 +111,7 @@ pub struct Delivery {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct ServerCost {
+pub(crate) struct ServerCost {
     pub pids: Vec<u32>,
     pub rss_before_bytes: u64,
     pub rss_after_connect_bytes: u64,
@@ -125,7 +125,7 @@ pub struct ServerCost {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Generator {
+pub(crate) struct Generator {
     /// CPU seconds of radio loadtest and its workers while the listeners connected.
     pub cpu_seconds_ramp: f64,
     /// CPU seconds of radio loadtest and its workers during the run.
@@ -142,13 +142,13 @@ pub struct Generator {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     pub passed: bool,
     pub failures: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub parameters: Parameters,
     pub listeners: Listeners,
     /// TCP connect to `welcome`, ms.
@@ -177,7 +177,7 @@ pub struct Report {
 }
 
 /// What the parent measured itself.
-pub struct ParentFigures {
+pub(crate) struct ParentFigures {
     pub parameters: Parameters,
     pub ramp_s: f64,
     pub run_s: f64,
@@ -307,7 +307,7 @@ fn with_rss_per_connection(mut server: Option<ServerCost>, connected: u64) -> Op
 }
 
 /// Merges the workers' reports with the parent's figures.
-pub fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
+pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
     let mut t = Totals::new(&parent);
     for w in workers {
         t.add(w);
@@ -354,7 +354,7 @@ pub fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
 
 /// Applies `--max-p99`, `--min-delivery` and the checks that always hold:
 /// some listener connected, and no `seq` went backwards.
-pub fn check(report: &mut Report) {
+pub(crate) fn check(report: &mut Report) {
     let mut failures = Vec::new();
     if report.listeners.connected == 0 {
         failures.push("no listener connected".to_owned());
@@ -406,7 +406,7 @@ fn map_line(m: &BTreeMap<String, u64>) -> String {
 }
 
 /// The summary a person reads.
-pub fn human(r: &Report) -> String {
+pub(crate) fn human(r: &Report) -> String {
     let mut s = String::new();
     human_listeners(&mut s, r);
     human_latency(&mut s, r);

@@ -11,11 +11,11 @@ const HIGHEST: u64 = 3_600_000_000;
 
 /// A histogram's recorded values as `(value, count)` pairs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct HistData(pub Vec<(u64, u64)>);
+pub(crate) struct HistData(pub Vec<(u64, u64)>);
 
 /// An HDR histogram of non-negative integers.
 #[derive(Clone, Debug)]
-pub struct Hist(Histogram<u64>);
+pub(crate) struct Hist(Histogram<u64>);
 
 impl Default for Hist {
     fn default() -> Self {
@@ -24,7 +24,7 @@ impl Default for Hist {
 }
 
 impl Hist {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // The bounds and digits are constants that hdrhistogram accepts.
         match Histogram::new_with_bounds(1, HIGHEST, 3) {
             Ok(h) => Self(h),
@@ -32,7 +32,7 @@ impl Hist {
         }
     }
 
-    pub fn record(&mut self, value: u64) {
+    pub(crate) fn record(&mut self, value: u64) {
         self.0.saturating_record(value.min(HIGHEST));
     }
 
@@ -44,19 +44,19 @@ impl Hist {
         }
     }
 
-    pub fn add(&mut self, other: &Hist) {
+    pub(crate) fn add(&mut self, other: &Hist) {
         if self.0.add(&other.0).is_err() {
             tracing::warn!("histograms of different shape; samples dropped");
         }
     }
 
-    pub fn merge_data(&mut self, data: &HistData) {
+    pub(crate) fn merge_data(&mut self, data: &HistData) {
         for &(v, c) in &data.0 {
             self.record_n(v, c);
         }
     }
 
-    pub fn data(&self) -> HistData {
+    pub(crate) fn data(&self) -> HistData {
         HistData(
             self.0
                 .iter_recorded()
@@ -65,21 +65,21 @@ impl Hist {
         )
     }
 
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn quantile(&self, q: f64) -> Option<u64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<u64> {
         (!self.is_empty()).then(|| self.0.value_at_quantile(q))
     }
 
     /// The usual percentiles, scaled by `1 / divisor` (1000 turns
     /// microseconds into milliseconds).
-    pub fn percentiles(&self, divisor: f64) -> Percentiles {
+    pub(crate) fn percentiles(&self, divisor: f64) -> Percentiles {
         let q = |q: f64| self.quantile(q).map(|v| round3(v as f64 / divisor));
         Percentiles {
             count: self.len(),
@@ -95,7 +95,7 @@ impl Hist {
 
 /// Percentiles as they appear in the report; `null` when nothing was recorded.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub count: u64,
     pub p50: Option<f64>,
     pub p90: Option<f64>,

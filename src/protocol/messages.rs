@@ -113,7 +113,7 @@ pub enum SyncCause {
 
 /// A station's whole playback state, as carried by `sync`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Sync {
+pub struct SyncState {
     pub station: StationName,
     pub seq: u64,
     pub track: String,
@@ -132,7 +132,7 @@ pub struct Sync {
     pub cause: SyncCause,
 }
 
-impl Sync {
+impl SyncState {
     /// The position at server time `at_ms`: advanced by the elapsed time while
     /// playing, unchanged while paused. A playing station never runs past its
     /// track's end: with a known `duration_ms` its position stops there (until
@@ -213,7 +213,7 @@ pub enum ServerMessage {
         live: bool,
     },
     TunedOut,
-    Sync(Sync),
+    Sync(SyncState),
     BroadcasterOnline {
         station: StationName,
     },
@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn server_messages_round_trip() {
-        let sync = ServerMessage::Sync(Sync {
+        let sync = ServerMessage::Sync(SyncState {
             station: StationName::new("s").unwrap(),
             seq: 3,
             track: "t".into(),
@@ -443,14 +443,17 @@ mod tests {
             r#"{"type":"sync","station":"s","seq":1,"track":"t","position_ms":0,"playing":true,"server_time_ms":1,"cause":"update"}"#,
         )
         .unwrap();
-        assert!(matches!(old, ServerMessage::Sync(Sync { title: None, .. })));
+        assert!(matches!(
+            old,
+            ServerMessage::Sync(SyncState { title: None, .. })
+        ));
         let tuned_out = encode(&ServerMessage::TunedOut);
         assert_eq!(tuned_out.as_str(), r#"{"type":"tuned_out"}"#);
     }
 
     /// A sync at `position_ms` stamped at server time 10 s.
-    fn sync_at(position_ms: u64, duration_ms: Option<u64>) -> Sync {
-        Sync {
+    fn sync_at(position_ms: u64, duration_ms: Option<u64>) -> SyncState {
+        SyncState {
             station: StationName::new("s").unwrap(),
             seq: 1,
             track: "t".into(),

@@ -19,11 +19,11 @@ use crate::server::metrics::Metrics;
 use crate::server::warnings::{Reason, Warnings};
 
 /// A connection's admission, until its WebSocket upgrade takes it.
-pub type Held = Arc<Mutex<Option<Admission>>>;
+pub(crate) type Held = Arc<Mutex<Option<Admission>>>;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
+pub(crate) enum Full {
     /// `--max-connections` (503).
     Server,
     /// `--max-connections-per-ip` (429).
@@ -32,7 +32,7 @@ pub enum Full {
 
 impl Full {
     /// The HTTP status that refuses it.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Full::Server => StatusCode::SERVICE_UNAVAILABLE,
             Full::ThisAddress => StatusCode::TOO_MANY_REQUESTS,
@@ -40,7 +40,7 @@ impl Full {
     }
 
     /// The sentence the client reads.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Full::Server => "server full: too many connections; try again later or another node",
             Full::ThisAddress => {
@@ -51,7 +51,7 @@ impl Full {
     }
 
     /// Counts the refusal of a connection from `client`.
-    pub fn count(self, metrics: &Metrics, warnings: &Warnings, client: IpAddr) {
+    pub(crate) fn count(self, metrics: &Metrics, warnings: &Warnings, client: IpAddr) {
         let reason = match self {
             Full::Server => {
                 metrics.connections_refused.inc();
@@ -67,7 +67,7 @@ impl Full {
 }
 
 /// The connection limits and their counts.
-pub struct Gate {
+pub(crate) struct Gate {
     permits: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
 }
@@ -79,7 +79,7 @@ struct PerIp {
 }
 
 /// One admitted connection's place; given back on drop.
-pub struct Admission {
+pub(crate) struct Admission {
     _permit: OwnedSemaphorePermit,
     ip: Option<IpSlot>,
 }
@@ -92,7 +92,7 @@ struct IpSlot {
 
 impl Gate {
     /// `max_per_ip` 0 means no per-address limit.
-    pub fn new(max_connections: usize, max_per_ip: usize) -> Self {
+    pub(crate) fn new(max_connections: usize, max_per_ip: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_connections)),
             per_ip: Arc::new(PerIp {
@@ -104,7 +104,7 @@ impl Gate {
 
     /// Admits a connection from `ip` (`None`: a trusted proxy, counted
     /// later with [`Admission::count_client`]).
-    pub fn admit(&self, ip: Option<IpAddr>) -> Result<Admission, Full> {
+    pub(crate) fn admit(&self, ip: Option<IpAddr>) -> Result<Admission, Full> {
         let permit = self
             .permits
             .clone()
@@ -168,7 +168,7 @@ impl Admission {
     /// Counts a proxied connection against its client's address, once its
     /// request has named it; `Err` when that address is at its limit. A
     /// connection counted at accept is left as it is.
-    pub fn count_client(&mut self, gate: &Gate, ip: IpAddr) -> Result<(), Full> {
+    pub(crate) fn count_client(&mut self, gate: &Gate, ip: IpAddr) -> Result<(), Full> {
         if self.ip.is_none() {
             self.ip = Some(gate.per_ip.clone().take(ip).ok_or(Full::ThisAddress)?);
         }

@@ -34,7 +34,7 @@ use crate::server::{media, player, sessions, upgrade};
 /// over TLS first when the server has a certificate. `admission` is the
 /// connection's place under the connection limits; an upgrade takes it to
 /// the WebSocket, otherwise it is given back when the connection ends.
-pub async fn serve_connection(
+pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     admission: Admission,

@@ -41,7 +41,7 @@ impl std::fmt::Debug for KeySources {
 
 /// What a station needs to be broadcast.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// No key is needed, or the right one was given.
     Allowed,
     /// A key is needed and none was given.
@@ -61,14 +61,14 @@ struct Rules {
 }
 
 /// The broadcast keys, reloadable.
-pub struct Keys {
+pub(crate) struct Keys {
     sources: KeySources,
     rules: RwLock<Arc<Rules>>,
 }
 
 impl Keys {
     /// Reads the key files; `Err` says which file and why.
-    pub fn load(sources: KeySources) -> anyhow::Result<Self> {
+    pub(crate) fn load(sources: KeySources) -> anyhow::Result<Self> {
         let rules = read(&sources)?;
         Ok(Self {
             sources,
@@ -81,7 +81,7 @@ impl Keys {
     }
 
     /// Reads the files again (SIGHUP); keeps the keys in force on error.
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         if self.sources.key_file.is_none() && self.sources.keys_file.is_none() {
             return;
         }
@@ -96,7 +96,7 @@ impl Keys {
     }
 
     /// Checks `given` for `station`.
-    pub fn check(&self, station: &str, given: Option<&str>) -> Verdict {
+    pub(crate) fn check(&self, station: &str, given: Option<&str>) -> Verdict {
         let rules = self.current();
         let Some((_, key)) = rules.lines.iter().find(|(p, _)| glob(p, station)) else {
             return if rules.closed {
@@ -140,7 +140,7 @@ fn parse_keys_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// Parses the text of a keys file.
-pub fn parse_keys(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn parse_keys(text: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -170,7 +170,7 @@ pub fn parse_keys(text: &str) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// Matches `name` against a glob of `*` (any run) and `?` (one character).
-pub fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

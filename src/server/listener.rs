@@ -36,7 +36,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
 }
 
 /// Accepts connections until shutdown, each served by its own task.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -131,7 +131,7 @@ async fn refuse(
 /// connections that holds: a warning when the operator asked for more
 /// (`explicit`: `--max-connections` given), at info otherwise (the default
 /// is a cap, not a request).
-pub fn raise_open_files_limit(explicit: Option<usize>) {
+pub(crate) fn raise_open_files_limit(explicit: Option<usize>) {
     match rlimit::getrlimit(rlimit::Resource::NOFILE) {
         Ok((soft, hard)) => {
             let raised = rlimit::increase_nofile_limit(hard).unwrap_or(soft);
@@ -158,7 +158,7 @@ pub fn raise_open_files_limit(explicit: Option<usize>) {
 /// Resolves `--listen` (HOST:PORT; a host name may give several addresses)
 /// and binds every address. Addresses that cannot be bound are skipped with
 /// a warning (`localhost` on a host without IPv6), unless none can be.
-pub async fn bind_all(listen: &str, reuse_port: bool) -> anyhow::Result<Vec<TcpListener>> {
+pub(crate) async fn bind_all(listen: &str, reuse_port: bool) -> anyhow::Result<Vec<TcpListener>> {
     use anyhow::Context as _;
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
         .await

@@ -23,15 +23,15 @@ use crate::server::backend::any::AnyBackend;
 use crate::server::refusal::Refusal;
 
 /// How long one listing answers every request.
-pub const MAX_AGE: Duration = Duration::from_secs(1);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Most bytes of entries in one answer: with the frame's own fields, well
 /// under the 64 KiB a connection may have waiting to be written.
-pub const MAX_LIST_BYTES: usize = 48 * 1024;
+pub(crate) const MAX_LIST_BYTES: usize = 48 * 1024;
 
 /// One listing, ready to send.
 #[derive(Debug)]
-pub struct Page {
+pub(crate) struct Page {
     pub stations: Vec<StationSummary>,
     pub total: usize,
     pub truncated: bool,
@@ -41,7 +41,7 @@ pub struct Page {
 
 impl Page {
     /// The `stations` frame of this page.
-    pub fn message(&self) -> ServerMessage {
+    pub(crate) fn message(&self) -> ServerMessage {
         ServerMessage::Stations {
             stations: self.stations.clone(),
             total: self.total,
@@ -51,13 +51,13 @@ impl Page {
 }
 
 /// The cached listing.
-pub struct Listing {
+pub(crate) struct Listing {
     max: usize,
     cached: Mutex<Option<(Instant, Arc<Page>)>>,
 }
 
 impl Listing {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             max,
             cached: Mutex::new(None),
@@ -66,7 +66,7 @@ impl Listing {
 
     /// The newest listing, made afresh when the cached one is older than
     /// [`MAX_AGE`].
-    pub async fn get(&self, backend: &AnyBackend) -> Result<Arc<Page>, Refusal> {
+    pub(crate) async fn get(&self, backend: &AnyBackend) -> Result<Arc<Page>, Refusal> {
         if let Some((at, page)) = &*self.lock() {
             if at.elapsed() < MAX_AGE {
                 return Ok(page.clone());
@@ -85,7 +85,7 @@ impl Listing {
 
 /// Keeps at most `max` stations and [`MAX_LIST_BYTES`], the most listened
 /// first, listed by name.
-pub fn bound(mut all: Vec<StationSummary>, max: usize) -> Page {
+pub(crate) fn bound(mut all: Vec<StationSummary>, max: usize) -> Page {
     let total = all.len();
     all.sort_by(|a, b| {
         b.listeners

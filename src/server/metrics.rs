@@ -12,10 +12,10 @@
 //! library, the sessions, each station's listeners, the Redis link) is read
 //! when scraped: the caller hands [`Metrics::page`] a [`Scrape`].
 
-pub mod exposition;
+pub(crate) mod exposition;
 mod histogram;
 mod process;
-pub mod traffic;
+pub(crate) mod traffic;
 
 use std::sync::Mutex;
 
@@ -31,18 +31,18 @@ use crate::protocol::{ErrorCode, RequestType};
 use crate::server::response::{Body, text};
 use crate::version;
 use exposition::Format;
-pub use histogram::AtomicHistogram;
-pub use traffic::{Route, Traffic};
+pub(crate) use histogram::AtomicHistogram;
+pub(crate) use traffic::{Route, Traffic};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Stations given a `radio_station_listeners` series, the most listened
 /// first; the rest are in `radio_listeners` only.
-pub const STATION_SERIES: usize = 20;
+pub(crate) const STATION_SERIES: usize = 20;
 
 /// Why a WebSocket connection ended (`radio_disconnects_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Disconnect {
+pub(crate) enum Disconnect {
     /// The client closed, or the socket failed.
     Closed,
     /// The server shut down.
@@ -85,7 +85,7 @@ impl Disconnect {
 
 /// Figures read when `/metrics` is scraped.
 #[derive(Debug, Default)]
-pub struct Scrape {
+pub(crate) struct Scrape {
     /// This node's stations with listeners, and how many.
     pub stations: Vec<(String, u64)>,
     /// Private player sessions kept.
@@ -98,14 +98,14 @@ pub struct Scrape {
 }
 
 /// Cluster mode's metrics.
-pub struct RedisMetrics {
+pub(crate) struct RedisMetrics {
     up: Gauge,
     /// Times the link to Redis came back after being lost.
     pub reconnects: Counter,
 }
 
 /// All of the server's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Open WebSocket connections (moved by the connection guard).
     pub connections: Gauge,
@@ -150,12 +150,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// A single node's metrics.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_redis(false)
     }
 
     /// A node's metrics, with the Redis link's when `cluster`.
-    pub fn with_redis(cluster: bool) -> Self {
+    pub(crate) fn with_redis(cluster: bool) -> Self {
         let mut root = Registry::default();
         root.register_collector(Box::new(process::Process::new()));
         let r = root.sub_registry_with_prefix("radio");
@@ -283,25 +283,25 @@ impl Metrics {
     }
 
     /// Counts one inbound request.
-    pub fn inbound(&self, ty: RequestType) {
+    pub(crate) fn inbound(&self, ty: RequestType) {
         // `ALL` lists the variants in declaration order.
         self.inbound[ty as usize].inc();
     }
 
     /// Counts one `error` frame sent.
-    pub fn error(&self, code: ErrorCode) {
+    pub(crate) fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
             self.errors[i].inc();
         }
     }
 
     /// Counts one WebSocket connection ended.
-    pub fn disconnect(&self, why: Disconnect) {
+    pub(crate) fn disconnect(&self, why: Disconnect) {
         self.disconnects[why as usize].inc();
     }
 
     /// `GET /metrics`: every metric, in the format `headers` accept.
-    pub fn page(&self, headers: &HeaderMap, scrape: Scrape) -> Response<Body> {
+    pub(crate) fn page(&self, headers: &HeaderMap, scrape: Scrape) -> Response<Body> {
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
         let format = Format::negotiate(accept);
         let mut res = text(StatusCode::OK, self.render(format, scrape));
@@ -313,7 +313,7 @@ impl Metrics {
     }
 
     /// Every metric in `format`, with `scrape`'s figures.
-    pub fn render(&self, format: Format, scrape: Scrape) -> String {
+    pub(crate) fn render(&self, format: Format, scrape: Scrape) -> String {
         let _one = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
         self.set_scraped(scrape);
         let mut out = String::new();

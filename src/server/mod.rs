@@ -16,31 +16,31 @@
 //! - [`media`], [`sessions`] and [`player`] answer their own HTTP paths;
 //! - [`shared`] holds what every handler needs, [`config`] what it was told.
 
-pub mod admission;
-pub mod backend;
-pub mod config;
-pub mod connection;
-pub mod http;
-pub mod keys;
-pub mod listener;
-pub mod listing;
-pub mod media;
-pub mod metrics;
-pub mod origin;
-pub mod outlet;
-pub mod peer;
-pub mod player;
-pub mod ratelimit;
-pub mod refusal;
-pub mod reload;
-pub mod response;
-pub mod sessions;
-pub mod shared;
-pub mod station;
-pub mod timed_io;
-pub mod tls;
-pub mod upgrade;
-pub mod warnings;
+pub(crate) mod admission;
+pub(crate) mod backend;
+pub(crate) mod config;
+pub(crate) mod connection;
+pub(crate) mod http;
+pub(crate) mod keys;
+pub(crate) mod listener;
+pub(crate) mod listing;
+pub(crate) mod media;
+pub(crate) mod metrics;
+pub(crate) mod origin;
+pub(crate) mod outlet;
+pub(crate) mod peer;
+pub(crate) mod player;
+pub(crate) mod ratelimit;
+pub(crate) mod refusal;
+pub(crate) mod reload;
+pub(crate) mod response;
+pub(crate) mod sessions;
+pub(crate) mod shared;
+pub(crate) mod station;
+pub(crate) mod timed_io;
+pub(crate) mod tls;
+pub(crate) mod upgrade;
+pub(crate) mod warnings;
 
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ use shared::Shared;
 
 /// `radio serve`: binds the configured address and runs until SIGINT or
 /// SIGTERM.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.keepalive_timeout <= args.keepalive_interval {
         return Err(crate::errors::Usage(format!(
             "--keepalive-timeout ({:?}) must be longer than --keepalive-interval ({:?}), \
@@ -85,7 +85,7 @@ pub async fn run(
 }
 
 /// [`run`] on several listening sockets (a host name's addresses).
-pub async fn run_all(
+pub(crate) async fn run_all(
     listeners: Vec<TcpListener>,
     config: ServerConfig,
     shutdown: CancellationToken,

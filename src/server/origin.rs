@@ -13,14 +13,14 @@ use http::header;
 
 /// The origins allowed besides the server's own.
 #[derive(Debug, Clone, Default)]
-pub struct AllowedOrigins {
+pub(crate) struct AllowedOrigins {
     any: bool,
     /// Normalized: lower case, no trailing slash, no default port.
     list: Vec<String>,
 }
 
 impl AllowedOrigins {
-    pub fn new(origins: &[String]) -> Self {
+    pub(crate) fn new(origins: &[String]) -> Self {
         let any = origins.iter().any(|o| o.trim() == "*");
         let list = origins
             .iter()
@@ -32,7 +32,7 @@ impl AllowedOrigins {
 
     /// `Err` with the sentence for a 403 when a browser page of another
     /// origin sent the request.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), String> {
         let Some(value) = headers.get(header::ORIGIN) else {
             return Ok(());
         };

@@ -53,7 +53,7 @@ const CLOSED: u8 = 4;
 
 /// One WebSocket's socket, its writer state, and what its listener has been
 /// sent (by either writer).
-pub struct Outlet {
+pub(crate) struct Outlet {
     stream: TcpStream,
     /// A TLS socket: only its owner writes to it.
     tls: bool,
@@ -80,7 +80,7 @@ pub struct Outlet {
 /// What a listener lacks, as [`Outlet::deliver`] asks of its caller: up to
 /// two frames to write in one go, and the `seq` and liveness it will then
 /// have been sent.
-pub struct Wanted<'a> {
+pub(crate) struct Wanted<'a> {
     pub frames: [&'a [u8]; 2],
     pub seq: u64,
     pub live: bool,
@@ -88,7 +88,7 @@ pub struct Wanted<'a> {
 
 /// What the fan-out did with one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Written whole.
     Written,
     /// Nothing was missing.
@@ -98,12 +98,12 @@ pub enum Delivery {
 }
 
 impl Outlet {
-    pub fn new(stream: TcpStream) -> Arc<Self> {
+    pub(crate) fn new(stream: TcpStream) -> Arc<Self> {
         Self::with(stream, false)
     }
 
     /// An outlet for a TLS connection: the fan-out never writes to it.
-    pub fn new_tls(stream: TcpStream) -> Arc<Self> {
+    pub(crate) fn new_tls(stream: TcpStream) -> Arc<Self> {
         Self::with(stream, true)
     }
 
@@ -122,7 +122,7 @@ impl Outlet {
         })
     }
 
-    pub fn stream(&self) -> &TcpStream {
+    pub(crate) fn stream(&self) -> &TcpStream {
         &self.stream
     }
 
@@ -132,7 +132,7 @@ impl Outlet {
     /// progress (one non-blocking system call). `true` when a fan-out frame
     /// was cut short: its rest ([`Outlet::handed_over`]) must be written
     /// before anything else.
-    pub fn take(&self) -> bool {
+    pub(crate) fn take(&self) -> bool {
         let mut spins = 0u32;
         loop {
             match self.state.compare_exchange_weak(
@@ -167,7 +167,7 @@ impl Outlet {
     }
 
     /// The rest of a fan-out frame cut short, after [`Outlet::take`] said so.
-    pub fn handed_over(&self) -> Option<Bytes> {
+    pub(crate) fn handed_over(&self) -> Option<Bytes> {
         self.partial
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -175,7 +175,7 @@ impl Outlet {
     }
 
     /// Gives the socket back once everything the owner queued is written.
-    pub fn give_back(&self) {
+    pub(crate) fn give_back(&self) {
         // Only an outlet the owner holds is given back (never a closed one).
         self.state
             .compare_exchange(OWNER, IDLE, Ordering::Release, Ordering::Relaxed)
@@ -184,14 +184,14 @@ impl Outlet {
 
     /// The owner's goodbye: nobody writes to this socket again but the
     /// owner. `true` as for [`Outlet::take`].
-    pub fn close(&self) -> bool {
+    pub(crate) fn close(&self) -> bool {
         let handed_off = self.take();
         self.state.store(CLOSED, Ordering::Release);
         handed_off
     }
 
     /// Waits until the fan-out skipped this outlet since the last call.
-    pub fn missed(&self) -> impl std::future::Future<Output = ()> + '_ {
+    pub(crate) fn missed(&self) -> impl std::future::Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
             if self.missed.swap(false, Ordering::Acquire) {
                 return Poll::Ready(());
@@ -208,7 +208,7 @@ impl Outlet {
     /// What the listener has been sent: the highest `seq` and whether it was
     /// last told the station is live. Read and written by whoever holds the
     /// socket.
-    pub fn sent(&self) -> (u64, bool) {
+    pub(crate) fn sent(&self) -> (u64, bool) {
         (
             self.sent_seq.load(Ordering::Relaxed),
             self.told_live.load(Ordering::Relaxed),
@@ -216,7 +216,7 @@ impl Outlet {
     }
 
     /// Records what was just queued or written for the listener.
-    pub fn set_sent(&self, seq: u64, live: bool) {
+    pub(crate) fn set_sent(&self, seq: u64, live: bool) {
         self.sent_seq.store(seq, Ordering::Relaxed);
         self.told_live.store(live, Ordering::Relaxed);
     }
@@ -225,20 +225,20 @@ impl Outlet {
 
     /// A new attachment (the owner holds the outlet): returns the
     /// generation a shard must see to write here.
-    pub fn attach(&self) -> u64 {
+    pub(crate) fn attach(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Ends the attachment (the owner holds the outlet): no shard writes
     /// here again under the old generation.
-    pub fn detach(&self) {
+    pub(crate) fn detach(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes what the listener lacks, in one non-blocking write, if the
     /// socket is free and still attached under `generation`. `lacks` is
     /// asked, with what the listener has been sent, once the socket is held.
-    pub fn deliver<'a>(
+    pub(crate) fn deliver<'a>(
         &self,
         generation: u64,
         lacks: impl FnOnce(u64, bool) -> Option<Wanted<'a>>,
@@ -306,25 +306,25 @@ impl Outlet {
     }
 
     /// This outlet's index in its shard's list, as last set (a hint).
-    pub fn slot(&self) -> usize {
+    pub(crate) fn slot(&self) -> usize {
         self.slot.load(Ordering::Relaxed)
     }
 
-    pub fn set_slot(&self, slot: usize) {
+    pub(crate) fn set_slot(&self, slot: usize) {
         self.slot.store(slot, Ordering::Relaxed);
     }
 }
 
 /// The owner's I/O over an [`Outlet`]: what its `WebSocketStream` reads and
 /// writes through.
-pub struct OutletIo(Arc<Outlet>);
+pub(crate) struct OutletIo(Arc<Outlet>);
 
 impl OutletIo {
-    pub fn new(outlet: Arc<Outlet>) -> Self {
+    pub(crate) fn new(outlet: Arc<Outlet>) -> Self {
         Self(outlet)
     }
 
-    pub fn outlet(&self) -> &Arc<Outlet> {
+    pub(crate) fn outlet(&self) -> &Arc<Outlet> {
         &self.0
     }
 }
@@ -385,14 +385,14 @@ impl AsyncWrite for OutletIo {
 }
 
 /// The connection task's I/O: the plain socket, or TLS over it.
-pub enum ConnIo {
+pub(crate) enum ConnIo {
     Plain(OutletIo),
     /// Boxed: rare, and large beside the plain arm.
     Tls(Box<tokio_rustls::server::TlsStream<OutletIo>>),
 }
 
 impl ConnIo {
-    pub fn outlet(&self) -> &Arc<Outlet> {
+    pub(crate) fn outlet(&self) -> &Arc<Outlet> {
         match self {
             ConnIo::Plain(io) => io.outlet(),
             ConnIo::Tls(tls) => tls.get_ref().0.outlet(),
@@ -442,7 +442,7 @@ impl AsyncWrite for ConnIo {
 
 /// Writes `bytes` whole to the owner's socket (the rest of a fan-out frame
 /// cut short), waiting for room as needed.
-pub async fn write_all(outlet: &Outlet, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(outlet: &Outlet, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         outlet.stream.writable().await?;
         match outlet.stream.try_write(bytes) {

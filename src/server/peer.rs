@@ -71,7 +71,7 @@ impl std::fmt::Display for Cidr {
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -81,7 +81,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// What per-address limits count `ip` as: itself for IPv4, its /64 for
 /// IPv6, since one host is routinely given a whole /64 and could otherwise
 /// be 2^64 addresses to `--max-connections-per-ip` and `--session-rate`.
-pub fn limit_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match canonical(ip) {
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -93,18 +93,14 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
 
 /// The proxies whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<Cidr>);
+pub(crate) struct TrustedProxies(Vec<Cidr>);
 
 impl TrustedProxies {
-    pub fn new(blocks: Vec<Cidr>) -> Self {
+    pub(crate) fn new(blocks: Vec<Cidr>) -> Self {
         Self(blocks)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn trusts(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|c| c.contains(ip))
     }
 
@@ -114,7 +110,7 @@ impl TrustedProxies {
     /// the one passes the other through as the client sent it, so the one
     /// proxies write wins). A trusted peer that names nobody is itself the
     /// client.
-    pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    pub(crate) fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         let peer = canonical(peer);
         if !self.trusts(peer) {
             return peer;

@@ -15,15 +15,15 @@ const APP_JS: &str = include_str!("player/app.js");
 const STYLE_CSS: &str = include_str!("player/style.css");
 
 /// The paths the player's assets are served at.
-pub const PATHS: [&str; 4] = ["/", "/index.html", "/player/app.js", "/player/style.css"];
+pub(crate) const PATHS: [&str; 4] = ["/", "/index.html", "/player/app.js", "/player/style.css"];
 
 /// Whether `path` is one of the player's ([`PATHS`]).
-pub fn serves(path: &str) -> bool {
+pub(crate) fn serves(path: &str) -> bool {
     PATHS.contains(&path)
 }
 
 /// Answers a request for one of the player's paths.
-pub fn route(method: &Method, path: &str) -> Response<Body> {
+pub(crate) fn route(method: &Method, path: &str) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed("GET");
     }

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 /// What to do with one inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within the limit: handle it.
     Allow,
     /// Over the limit: answer `rate_limited` and drop it.
@@ -18,7 +18,7 @@ pub enum Verdict {
 
 /// Token bucket over inbound messages: `rate` a second, bursts of `2 * rate`.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     capacity: f64,
     tokens: f64,
@@ -28,7 +28,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(rate: u32) -> Self {
+    pub(crate) fn new(rate: u32) -> Self {
         let rate = f64::from(rate.max(1));
         Self {
             rate,
@@ -40,7 +40,7 @@ impl RateLimiter {
     }
 
     /// Takes one message's token.
-    pub fn check(&mut self) -> Verdict {
+    pub(crate) fn check(&mut self) -> Verdict {
         let now = Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
         self.last = now;

@@ -7,7 +7,7 @@ use crate::protocol::{ErrorCode, StationName};
 /// A refused request: answered with an `error` frame of [`Refusal::code`]
 /// whose message is this value's `Display`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("station {0} is live from another connection")]
     Taken(StationName),
     #[error(
@@ -50,7 +50,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The `error` frame's code.
-    pub fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             Refusal::Taken(_) | Refusal::InGrace(_) => ErrorCode::StationTaken,
             Refusal::TakenOver(_) | Refusal::NotOwner(_) => ErrorCode::NotOwner,

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 /// A reload to run on every SIGHUP (reading a few small files: it runs on
 /// the signal's task).
-pub type Reloader = Box<dyn Fn() + Send + Sync>;
+pub(crate) type Reloader = Box<dyn Fn() + Send + Sync>;
 
 /// Claims SIGHUP. Returns the task that runs `reloaders` on each one and
 /// then bumps the returned counter (which the media rescan watches).
-pub fn hangups(
+pub(crate) fn hangups(
     reloaders: Vec<Reloader>,
     shutdown: CancellationToken,
 ) -> (impl Future<Output = ()> + Send, watch::Receiver<u64>) {

@@ -12,17 +12,17 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
 /// Every response body: small ones in memory, media streamed from disk.
-pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A complete body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|e| match e {})
         .boxed_unsync()
 }
 
 /// A plain-text response, for errors and simple answers.
-pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut body = message.into();
     if !body.ends_with('\n') {
         body.push('\n');
@@ -43,7 +43,7 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 }
 
 /// A JSON response, never cached.
-pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(bytes) => json_bytes(status, bytes),
         Err(e) => text(
@@ -54,7 +54,7 @@ pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body
 }
 
 /// A JSON response from bytes encoded earlier, never cached.
-pub fn json_bytes(status: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn json_bytes(status: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> {
     let mut res = Response::new(full(bytes));
     *res.status_mut() = status;
     let h = res.headers_mut();
@@ -67,7 +67,7 @@ pub fn json_bytes(status: StatusCode, bytes: impl Into<Bytes>) -> Response<Body>
 }
 
 /// 405 with the `Allow` header: `allow` lists the methods, like `"GET, PUT"`.
-pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut res = text(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method not allowed; use {}", allow.replace(", ", " or ")),

@@ -37,9 +37,9 @@ use crate::protocol::{MAX_TRACK_BYTES, random_token};
 use crate::server::response::{Body, json, method_not_allowed, text};
 
 /// The path sessions are served at.
-pub const PATH: &str = "/api/session";
+pub(crate) const PATH: &str = "/api/session";
 /// The session cookie's name.
-pub const COOKIE: &str = "radio_session";
+pub(crate) const COOKIE: &str = "radio_session";
 /// Random bytes in a session id (hex-encoded in the cookie).
 const ID_BYTES: usize = 16;
 /// Largest `PUT /api/session` body.
@@ -47,7 +47,7 @@ const MAX_BODY: usize = 2048;
 
 /// What a session remembers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
+pub(crate) struct Position {
     pub track: Option<String>,
     #[serde(default)]
     pub position_ms: u64,
@@ -94,7 +94,7 @@ impl Inner {
 
 /// What a request may do, from the router: who sent it and how long its
 /// body may take.
-pub struct Limits {
+pub(crate) struct Limits {
     pub client: IpAddr,
     pub body_timeout: Duration,
 }
@@ -104,7 +104,7 @@ pub struct Limits {
 const MAX_TRACKED: usize = 65_536;
 
 /// Every private session.
-pub struct Sessions {
+pub(crate) struct Sessions {
     inner: Mutex<Inner>,
     ttl: Duration,
     max: usize,
@@ -115,7 +115,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(ttl: Duration, max: usize, rate_per_minute: u32) -> Self {
+    pub(crate) fn new(ttl: Duration, max: usize, rate_per_minute: u32) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             ttl,
@@ -165,16 +165,17 @@ impl Sessions {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().by_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The session's position, if `id` names a live session (and marks it used).
-    pub fn get(&self, id: &str) -> Option<Position> {
+    pub(crate) fn get(&self, id: &str) -> Option<Position> {
         self.lock()
             .touch(id, Instant::now())
             .map(|e| e.position.clone())
@@ -182,7 +183,7 @@ impl Sessions {
 
     /// Saves `position` under `id` when it names a session; otherwise creates
     /// a session with a new id. Returns the id used and whether it is new.
-    pub fn put(&self, id: Option<&str>, position: Position) -> (String, bool) {
+    pub(crate) fn put(&self, id: Option<&str>, position: Position) -> (String, bool) {
         let now = Instant::now();
         let mut inner = self.lock();
         if let Some(id) = id {
@@ -208,7 +209,7 @@ impl Sessions {
     }
 
     /// Removes sessions idle longer than the TTL; returns how many.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut inner = self.lock();
         let mut removed = 0;
@@ -228,7 +229,7 @@ impl Sessions {
     }
 
     /// `GET`/`PUT /api/session` ([`PATH`]).
-    pub async fn route(
+    pub(crate) async fn route(
         &self,
         req: Request<hyper::body::Incoming>,
         limits: Limits,
@@ -348,7 +349,11 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Sweeps idle sessions every `every` until shutdown.
-pub async fn sweep_task(sessions: Arc<Sessions>, every: Duration, shutdown: CancellationToken) {
+pub(crate) async fn sweep_task(
+    sessions: Arc<Sessions>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let every = every.max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -24,7 +24,7 @@ use crate::server::tls::Tls;
 use crate::server::warnings::Warnings;
 
 /// State shared by every connection and request handler.
-pub struct Shared {
+pub(crate) struct Shared {
     pub conn: ConnConfig,
     pub handshake_timeout: Duration,
     pub backend: AnyBackend,
@@ -56,7 +56,7 @@ pub struct Shared {
 impl Shared {
     /// Loads the media library, starts the backend and the background
     /// tasks (rescans, the session sweep) in `tasks`, stopped by `shutdown`.
-    pub async fn start(
+    pub(crate) async fn start(
         config: ServerConfig,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
@@ -123,7 +123,7 @@ impl Shared {
 impl Shared {
     /// What `/metrics` reads when scraped: each station's listeners, the
     /// sessions, the library, the Redis link.
-    pub fn scrape(&self) -> Scrape {
+    pub(crate) fn scrape(&self) -> Scrape {
         let index = self.media.index();
         Scrape {
             stations: (self.backend.local_listeners().into_iter())

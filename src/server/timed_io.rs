@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-pub struct TimedStream<T = TcpStream> {
+pub(crate) struct TimedStream<T = TcpStream> {
     inner: T,
     timeout: Duration,
     /// Set while a write is blocked; reset by any progress.
@@ -27,7 +27,7 @@ pub struct TimedStream<T = TcpStream> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> TimedStream<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
         Self {
             inner,
             timeout,
@@ -35,7 +35,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TimedStream<T> {
         }
     }
 
-    pub fn into_inner(self) -> T {
+    pub(crate) fn into_inner(self) -> T {
         self.inner
     }
 

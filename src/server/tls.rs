@@ -25,7 +25,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use crate::server::config::TlsFiles;
 
 /// The server's TLS: its acceptor and the certificate it presents.
-pub struct Tls {
+pub(crate) struct Tls {
     acceptor: TlsAcceptor,
     current: Arc<Current>,
     files: TlsFiles,
@@ -47,7 +47,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 impl Tls {
     /// Reads the certificate and key; `Err` names the file and the fix.
-    pub fn load(files: TlsFiles) -> anyhow::Result<Self> {
+    pub(crate) fn load(files: TlsFiles) -> anyhow::Result<Self> {
         let key = read(&files)?;
         let current = Arc::new(Current(RwLock::new(Arc::new(key))));
         let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider())
@@ -63,12 +63,12 @@ impl Tls {
         })
     }
 
-    pub fn acceptor(&self) -> &TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
 
     /// Reads the files again (SIGHUP); keeps the certificate in force on error.
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         match read(&self.files) {
             Ok(key) => {
                 *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);

@@ -141,7 +141,7 @@ async fn finish_upgrade(
 
 /// Answers `GET /ws` from `client` (the peer, or whom a trusted proxy
 /// forwards for) on a connection whose admission is `held`.
-pub fn upgrade(
+pub(crate) fn upgrade(
     mut req: Request<Incoming>,
     client: SocketAddr,
     held: &Held,

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One line per reason per this long, at most.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
 /// Why a client was refused or closed: one aggregated line each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Reason {
+pub(crate) enum Reason {
     ServerFull,
     AddressFull,
     Origin,
@@ -87,7 +87,7 @@ struct Slot {
 }
 
 /// The server's aggregated warnings.
-pub struct Warnings {
+pub(crate) struct Warnings {
     start: Instant,
     slots: [Slot; Reason::ALL.len()],
 }
@@ -99,7 +99,7 @@ impl Default for Warnings {
 }
 
 impl Warnings {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             start: Instant::now(),
             slots: std::array::from_fn(|_| Slot {
@@ -111,13 +111,13 @@ impl Warnings {
     }
 
     /// Counts one event; writes the line when the reason's window is over.
-    pub fn note(&self, reason: Reason) {
+    pub(crate) fn note(&self, reason: Reason) {
         self.note_with(reason, String::new);
     }
 
     /// Like [`Warnings::note`], with a detail (such as the peer) that the
     /// line names as the latest; made only when it is needed.
-    pub fn note_with(&self, reason: Reason, detail: impl FnOnce() -> String) {
+    pub(crate) fn note_with(&self, reason: Reason, detail: impl FnOnce() -> String) {
         let slot = &self.slots[reason as usize];
         slot.count.fetch_add(1, Ordering::Relaxed);
         let now = self.start.elapsed().as_millis() as u64;

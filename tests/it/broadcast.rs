@@ -9,8 +9,8 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use radio::server::backend::any::BackendConfig;
-use radio::server::backend::redis;
+use radio::BackendConfig;
+use radio::RedisConfig;
 use serde_json::Value;
 
 use crate::support::cli::{Broadcast, drain, exit_status, listen_json, wait_for};
@@ -362,7 +362,7 @@ fn a_station_moves_on_at_its_tracks_end() {
 async fn the_backoff_holds_while_the_server_refuses() {
     let redis_down = Redis::not_started();
     let server = Server::with(|c| {
-        c.backend = BackendConfig::Redis(redis::Config {
+        c.backend = BackendConfig::Redis(RedisConfig {
             redis_url: redis_down.url(),
             node_id: "lonely".into(),
             lease: Duration::from_secs(5),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use radio::server::backend::any::BackendConfig;
+use radio::BackendConfig;
 
 use crate::support::process::exit_within;
 use crate::support::{Server, TempDir, radio_bin, tone_wav};

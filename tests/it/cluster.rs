@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use radio::server::backend::any::BackendConfig;
-use radio::server::backend::redis;
+use radio::BackendConfig;
+use radio::RedisConfig;
 use serde_json::{Value, json};
 
 use crate::support::process::{free_port, radio_bin};
@@ -32,7 +32,7 @@ const fn secs(s: u64) -> Duration {
 /// A node of the cluster behind `redis`, in this process.
 fn node(redis: &Redis, id: &str, t: Timing) -> Server {
     Server::with(|c| {
-        c.backend = BackendConfig::Redis(redis::Config {
+        c.backend = BackendConfig::Redis(RedisConfig {
             redis_url: redis.url(),
             node_id: id.to_owned(),
             lease: t.lease,
@@ -224,7 +224,7 @@ async fn metadata_comes_from_the_node_that_stamps_the_update() {
     );
     let a = Server::with(|c| {
         c.media.dir = Some(media.path().to_owned());
-        c.backend = BackendConfig::Redis(redis::Config {
+        c.backend = BackendConfig::Redis(RedisConfig {
             redis_url: redis.url(),
             node_id: "a".into(),
             lease: DEFAULTS.lease,
@@ -589,7 +589,7 @@ async fn a_node_with_subscriptions_keeps_its_redis_link() {
     assert!(!a.log().contains("lost Redis"), "{}", a.log());
 }
 
-/// Issue 11, finding 5: a station whose node died while nobody listened
+/// A station whose node died while nobody listened
 /// stayed live in Redis for ever (its hash `PERSIST`ed, its name in the live
 /// set, walked by every `list_stations`): only nodes with listeners reaped.
 /// Now every node sweeps the live set: the station goes offline, leaves
@@ -645,7 +645,7 @@ async fn an_abandoned_station_expires_in_redis() {
     assert_eq!(listed["total"], 0, "{listed}");
 }
 
-/// Issue 11: `rediss://` with `--redis-ca-cert`, against a redis-server that
+/// `rediss://` with `--redis-ca-cert`, against a redis-server that
 /// speaks TLS only: two nodes share a station through it.
 #[tokio::test]
 async fn nodes_share_stations_through_a_tls_redis() {
@@ -653,7 +653,7 @@ async fn nodes_share_stations_through_a_tls_redis() {
     let redis = Redis::start_tls(&certs).await;
     let tls_node = |id: &str| {
         Server::with(|c| {
-            c.backend = BackendConfig::Redis(redis::Config {
+            c.backend = BackendConfig::Redis(RedisConfig {
                 redis_url: redis.url(),
                 node_id: id.to_owned(),
                 lease: DEFAULTS.lease,
@@ -693,7 +693,7 @@ async fn an_update_after_a_lost_reply_is_published() {
     let ahead = (first + 1).to_string();
     let set = std::process::Command::new("redis-cli")
         .args(["-u", &redis.url(), "HSET"])
-        .arg(radio::server::backend::redis::keys::station("lost"))
+        .arg(radio::redis_station_key("lost"))
         .args(["seq", &ahead])
         .output()
         .expect("run redis-cli");

@@ -17,7 +17,7 @@ fn expected() -> Vec<(PathBuf, Vec<u8>)> {
         Shell::Elvish,
     ] {
         let mut out = Vec::new();
-        let mut cmd = radio::cli::command();
+        let mut cmd = radio::command();
         clap_complete::generate(shell, &mut cmd, "radio", &mut out);
         let name = match shell {
             Shell::Bash => "radio.bash",
@@ -29,11 +29,11 @@ fn expected() -> Vec<(PathBuf, Vec<u8>)> {
         files.push((root.join("completions").join(name), out));
     }
     let mut out = Vec::new();
-    radio::man::write(None, &mut out).expect("write radio.1");
+    radio::write_man(None, &mut out).expect("write radio.1");
     files.push((root.join("man/radio.1"), out));
-    for sub in radio::man::subcommands() {
+    for sub in radio::man_subcommands() {
         let mut out = Vec::new();
-        radio::man::write(Some(&sub), &mut out).expect("write a subcommand's page");
+        radio::write_man(Some(&sub), &mut out).expect("write a subcommand's page");
         files.push((root.join(format!("man/radio-{sub}.1")), out));
     }
     files
@@ -65,7 +65,7 @@ fn completions_and_man_pages_are_fresh() {
 #[test]
 fn man_pages_read_as_man_pages() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
-    for sub in radio::man::subcommands() {
+    for sub in radio::man_subcommands() {
         let page = std::fs::read_to_string(root.join(format!("radio-{sub}.1"))).expect("a page");
         assert!(
             page.contains(&format!(".SH SYNOPSIS\n\\fBradio {sub}\\fR")),

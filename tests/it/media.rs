@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use radio::server::ServerConfig;
+use radio::ServerConfig;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::support::process::{free_port, kill};
 use crate::support::{Client, Redis, Server, TempDir, eventually, radio_bin, request, tone_wav};
-use radio::server::backend::any::BackendConfig;
-use radio::server::backend::redis;
+use radio::BackendConfig;
+use radio::RedisConfig;
 
 /// What Prometheus 2.42 sends when it scrapes.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
@@ -381,7 +381,7 @@ async fn listeners_per_station_sessions_and_fanout_time() {
 async fn the_redis_link_and_its_reconnects() {
     let mut redis = Redis::start().await;
     let node = Server::with(|c| {
-        c.backend = BackendConfig::Redis(redis::Config {
+        c.backend = BackendConfig::Redis(RedisConfig {
             redis_url: redis.url(),
             node_id: "m".to_owned(),
             lease: std::time::Duration::from_secs(5),

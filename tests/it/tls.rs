@@ -1,4 +1,4 @@
-//! Issue 11, finding 14's other half: TLS in the server (https and wss on
+//! TLS in the server (https and wss on
 //! `--listen` with `--tls-cert`/`--tls-key`, reloaded on SIGHUP) and
 //! `--ca-cert` for the CLI clients. Real certificates from openssl, real
 //! TLS on both ends. Before, `radio serve` had no TLS at all.
@@ -15,14 +15,14 @@ use crate::support::{Server, radio_bin};
 
 fn tls_server(certs: &Certs) -> Server {
     Server::with(|c| {
-        c.tls = Some(radio::server::config::TlsFiles {
+        c.tls = Some(radio::TlsFiles {
             cert: certs.path("server.pem"),
             key: certs.path("server.key"),
         })
     })
 }
 
-/// https answers, wss carries the whole protocol, and the station's states
+/// HTTPS answers, wss carries the whole protocol, and the station's states
 /// reach a TLS listener (the fan-out leaves TLS sockets to their own task:
 /// a raw frame written under TLS would break the stream).
 #[tokio::test]

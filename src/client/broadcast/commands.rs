@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 /// A line of input, parsed. Queries are resolved against the server's
 /// library by the session, not here.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     Play {
         query: Option<String>,
         position_ms: Option<u64>,
@@ -28,7 +28,7 @@ pub enum Command {
 
 /// Every command, as `help`, `radio broadcast --help` and its man page list
 /// them.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 Commands (one a line on stdin; quote words with spaces):
   play [QUERY] [SECONDS]  play a track from SECONDS, or resume
   track QUERY [SECONDS]   switch track, keeping play or pause
@@ -62,7 +62,7 @@ fn seconds(word: &str, what: &str) -> anyhow::Result<u64> {
 
 /// Parses one input line; `Ok(None)` for blank lines and `#` comments.
 /// Words may be quoted as in a shell: `track "Side A.mp3" 181`.
-pub fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
+pub(crate) fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);

@@ -20,7 +20,7 @@ const CANDIDATES: usize = 5;
 
 /// One track of `/api/library`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LibTrack {
+pub(super) struct LibTrack {
     pub id: String,
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,7 +31,7 @@ pub struct LibTrack {
 
 impl LibTrack {
     /// "Artist - Title", or the title alone.
-    pub fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         match &self.artist {
             Some(a) => format!("{a} - {}", self.title),
             None => self.title.clone(),
@@ -62,14 +62,14 @@ impl LibTrack {
     }
 
     /// `"Artist - Title" (id)`, as refusals and listings show a track.
-    pub fn shown(&self) -> String {
+    pub(super) fn shown(&self) -> String {
         format!("{:?} ({})", self.name(), self.id)
     }
 }
 
 /// Why the library could not be had.
 #[derive(Debug)]
-pub enum FetchError {
+pub(super) enum FetchError {
     /// Nothing answers at that address.
     Unreachable(HttpError),
     /// Something answered, but no library of this protocol's shape.
@@ -78,12 +78,12 @@ pub enum FetchError {
 
 /// The server's tracks, in the order `/api/library` lists them (by id).
 #[derive(Debug, Clone, Default)]
-pub struct Library {
+pub(super) struct Library {
     tracks: Vec<LibTrack>,
 }
 
 /// `GET /api/library` from the server at `endpoint`.
-pub async fn fetch(endpoint: &Endpoint) -> Result<Library, FetchError> {
+pub(super) async fn fetch(endpoint: &Endpoint) -> Result<Library, FetchError> {
     let url = endpoint.url("/api/library");
     let (status, body) = endpoint.get("/api/library").await.map_err(|e| match e {
         HttpError::Unreachable { .. } => FetchError::Unreachable(e),
@@ -98,7 +98,7 @@ pub async fn fetch(endpoint: &Endpoint) -> Result<Library, FetchError> {
 }
 
 /// The library at start: required unless `--free-tracks`.
-pub async fn at_start(endpoint: &Endpoint, free: bool) -> anyhow::Result<Option<Library>> {
+pub(super) async fn at_start(endpoint: &Endpoint, free: bool) -> anyhow::Result<Option<Library>> {
     match fetch(endpoint).await {
         Ok(lib) => Ok(Some(lib)),
         Err(FetchError::Unreachable(e)) if !free => {
@@ -123,36 +123,36 @@ pub async fn at_start(endpoint: &Endpoint, free: bool) -> anyhow::Result<Option<
 }
 
 impl Library {
-    pub fn new(tracks: Vec<LibTrack>) -> Self {
+    pub(super) fn new(tracks: Vec<LibTrack>) -> Self {
         Self { tracks }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.tracks.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.tracks.is_empty()
     }
 
     /// The track at `i` of the library's order.
-    pub fn get(&self, i: usize) -> Option<&LibTrack> {
+    pub(super) fn get(&self, i: usize) -> Option<&LibTrack> {
         self.tracks.get(i)
     }
 
     /// Where the track with this id is in the library's order.
-    pub fn position(&self, id: &str) -> Option<usize> {
+    pub(super) fn position(&self, id: &str) -> Option<usize> {
         self.tracks.iter().position(|t| t.id == id)
     }
 
     /// The track with this id.
-    pub fn find(&self, id: &str) -> Option<&LibTrack> {
+    pub(super) fn find(&self, id: &str) -> Option<&LibTrack> {
         self.position(id).and_then(|i| self.get(i))
     }
 
     /// Resolves what a person typed to one track (see the module's rules);
     /// `Err` is the one-line refusal to print.
-    pub fn resolve(&self, query: &str) -> Result<usize, String> {
+    pub(super) fn resolve(&self, query: &str) -> Result<usize, String> {
         if let Some(i) = self.position(query) {
             return Ok(i);
         }
@@ -227,7 +227,7 @@ impl Library {
 
     /// Tracks whose id, title or artist holds every word (case-insensitive),
     /// in library order.
-    pub fn search(&self, words: &str) -> Vec<usize> {
+    pub(super) fn search(&self, words: &str) -> Vec<usize> {
         let words: Vec<String> = words.split_whitespace().map(str::to_lowercase).collect();
         (0..self.tracks.len())
             .filter(|&i| {
@@ -247,7 +247,7 @@ impl Library {
     /// Resolves a playlist entry: its path (relative to `base`, the
     /// playlist's folder, or absolute; a URL by its path) is matched by its
     /// longest suffix against the library's ids, then by file name.
-    pub fn resolve_entry(&self, entry: &str, base: &Path) -> Result<usize, String> {
+    pub(super) fn resolve_entry(&self, entry: &str, base: &Path) -> Result<usize, String> {
         let parts = entry_components(entry, base);
         let suffix = self
             .tracks

@@ -16,7 +16,7 @@
 //! is in `commands`, the M3U playlist in `playlist`, the playback state in
 //! `player`.
 
-pub mod commands;
+pub(crate) mod commands;
 mod library;
 mod output;
 mod player;
@@ -45,7 +45,7 @@ use crate::protocol::{
     self, ClientMessage, ErrorCode, Heartbeat, ServerMessage, StationName, Update,
 };
 /// The M3U parser, public for its fuzz target (`fuzz/`, docs/security.md).
-pub use playlist::{Entry as PlaylistEntry, parse_m3u};
+pub use playlist::parse_m3u;
 
 /// How a connection ended.
 /// How long the server may take to accept or refuse the station.
@@ -77,7 +77,7 @@ struct Broadcaster {
     refused: bool,
 }
 
-pub async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.key_file {
         args.key = Some(crate::cli::read_key_file(path, "--key-file")?);
     }
@@ -664,7 +664,7 @@ async fn sleep_opt(d: Option<Duration>) {
 }
 
 /// A server error as a sentence that says what to do.
-pub fn explain(code: ErrorCode, message: &str, station: &StationName) -> String {
+pub(crate) fn explain(code: ErrorCode, message: &str, station: &StationName) -> String {
     match code {
         ErrorCode::StationTaken => format!(
             "station {station} is already live from another broadcaster ({message}). \

@@ -13,7 +13,7 @@ const SEARCH_LISTED: usize = 50;
 
 /// A state sent with `ack`, waiting for its `seq`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sent {
+pub(super) struct Sent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     pub station: String,
@@ -55,7 +55,7 @@ impl Sent {
 
     /// The line an acknowledged state prints (`None`: a heartbeat, printed
     /// only as JSON).
-    pub fn line(&self, json: bool) -> Option<String> {
+    pub(super) fn line(&self, json: bool) -> Option<String> {
         if json {
             return Some(encode(self));
         }
@@ -64,7 +64,7 @@ impl Sent {
     }
 
     /// `now`'s answer; `last_seq` is the newest state the server acknowledged.
-    pub fn now(&self, last_seq: Option<u64>, json: bool) -> String {
+    pub(super) fn now(&self, last_seq: Option<u64>, json: bool) -> String {
         if json {
             let mut v = serde_json::to_value(self).unwrap_or_default();
             v["type"] = json!("now");
@@ -77,7 +77,7 @@ impl Sent {
 }
 
 /// `now`'s answer before anything plays.
-pub fn nothing_yet(station: &str, json: bool) -> String {
+pub(super) fn nothing_yet(station: &str, json: bool) -> String {
     if json {
         json!({"type": "now", "station": station, "track": null}).to_string()
     } else {
@@ -86,7 +86,7 @@ pub fn nothing_yet(station: &str, json: bool) -> String {
 }
 
 /// `search`'s answer: the tracks at `found`, in library order.
-pub fn search(lib: &Library, words: &str, found: &[usize], json: bool) -> Vec<String> {
+pub(super) fn search(lib: &Library, words: &str, found: &[usize], json: bool) -> Vec<String> {
     let tracks: Vec<&LibTrack> = found.iter().filter_map(|&i| lib.get(i)).collect();
     let more = tracks.len().saturating_sub(SEARCH_LISTED);
     let listed = &tracks[..tracks.len() - more];

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 /// A track ready to play: what goes on the wire, and what is known of it.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Choice {
+pub(super) struct Choice {
     /// The `update`'s `track`: a library id (or, with `--free-tracks`, any text).
     pub track: String,
     pub duration_ms: Option<u64>,
@@ -20,7 +20,7 @@ pub struct Choice {
 
 /// The station's playback state, as this broadcaster knows it.
 #[derive(Debug, Clone, Default)]
-pub struct Player {
+pub(super) struct Player {
     pub track: Option<Choice>,
     pub playing: bool,
     pub(super) position_ms: u64,
@@ -29,7 +29,7 @@ pub struct Player {
 
 impl Player {
     /// The position now (never past the track's end when that is known).
-    pub fn position_ms(&self) -> u64 {
+    pub(super) fn position_ms(&self) -> u64 {
         let now = match (self.playing, self.since) {
             (true, Some(since)) => self
                 .position_ms
@@ -42,7 +42,7 @@ impl Player {
         }
     }
 
-    pub fn duration_ms(&self) -> Option<u64> {
+    pub(super) fn duration_ms(&self) -> Option<u64> {
         self.track.as_ref().and_then(|c| c.duration_ms)
     }
 

@@ -7,7 +7,7 @@ use super::player::Choice;
 
 /// The order tracks follow.
 #[derive(Debug)]
-pub enum Order {
+pub(super) enum Order {
     /// The library's order, by id.
     Library,
     /// The playlist's entries, resolved.
@@ -16,7 +16,7 @@ pub enum Order {
 
 /// The station's tracks: the library, the order, and where in it we are.
 #[derive(Debug)]
-pub struct Queue {
+pub(super) struct Queue {
     library: Option<Library>,
     order: Order,
     /// `--free-tracks`: queries are sent as written.
@@ -27,7 +27,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(library: Option<Library>, order: Order, free: bool) -> Self {
+    pub(super) fn new(library: Option<Library>, order: Order, free: bool) -> Self {
         Self {
             library,
             order,
@@ -36,17 +36,17 @@ impl Queue {
         }
     }
 
-    pub fn library(&self) -> Option<&Library> {
+    pub(super) fn library(&self) -> Option<&Library> {
         self.library.as_ref()
     }
 
     /// A fresh copy of the library (fetched again after a reconnect).
-    pub fn set_library(&mut self, library: Library) {
+    pub(super) fn set_library(&mut self, library: Library) {
         self.library = Some(library);
     }
 
     /// What the library knows of `track`.
-    pub fn known(&self, track: &str) -> Option<&LibTrack> {
+    pub(super) fn known(&self, track: &str) -> Option<&LibTrack> {
         self.library.as_ref()?.find(track)
     }
 
@@ -81,7 +81,11 @@ impl Queue {
 
     /// The track `query` names (`play QUERY`, `track QUERY`), with
     /// `duration_ms` when given, else the library's. `Err` is the refusal.
-    pub fn choose(&mut self, query: &str, duration_ms: Option<u64>) -> Result<Choice, String> {
+    pub(super) fn choose(
+        &mut self,
+        query: &str,
+        duration_ms: Option<u64>,
+    ) -> Result<Choice, String> {
         let choice = if self.free {
             Choice {
                 duration_ms: duration_ms.or_else(|| self.known(query)?.duration_ms),
@@ -110,7 +114,7 @@ impl Queue {
     }
 
     /// The next (`forward`) or previous track in the order, wrapping.
-    pub fn step(&mut self, forward: bool) -> Result<Choice, String> {
+    pub(super) fn step(&mut self, forward: bool) -> Result<Choice, String> {
         let n = self.len();
         if n == 0 {
             return Err(match &self.library {
@@ -130,13 +134,13 @@ impl Queue {
     }
 
     /// The first track of a playlist.
-    pub fn start(&mut self) -> Option<Choice> {
+    pub(super) fn start(&mut self) -> Option<Choice> {
         matches!(self.order, Order::Playlist(_)).then(|| self.step(true).ok())?
     }
 
     /// What plays after the current track ends: `None` when nothing
     /// follows it (a track outside the library's order).
-    pub fn after_end(&mut self) -> Option<Choice> {
+    pub(super) fn after_end(&mut self) -> Option<Choice> {
         self.at?;
         self.step(true).ok()
     }

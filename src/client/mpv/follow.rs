@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 
 use super::Mpv;
 use crate::client::http::{Endpoint, media_path};
-use crate::protocol::Sync;
+use crate::protocol::SyncState;
 
 /// How often the drift is measured.
-pub const EVERY: Duration = Duration::from_millis(500);
+pub(crate) const EVERY: Duration = Duration::from_millis(500);
 /// Drift beyond this: seek.
 const SEEK_OVER_MS: f64 = 1_000.0;
 /// Drift beyond this: nudge the speed, until back within it.
@@ -37,7 +37,7 @@ const MAX_LEAD_MS: f64 = 500.0;
 /// What the player is doing, as the status line and `--json` say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Doing {
+pub(crate) enum Doing {
     /// Nothing to play (no state yet, or the station is offline).
     Idle,
     Loading,
@@ -53,7 +53,7 @@ pub enum Doing {
 
 impl Doing {
     /// For the status line.
-    pub fn words(self) -> &'static str {
+    pub(crate) fn words(self) -> &'static str {
         match self {
             Doing::Idle => "idle",
             Doing::Loading => "loading",
@@ -68,7 +68,7 @@ impl Doing {
 
 /// What `--json` prints about the player once a second.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub state: Doing,
@@ -78,11 +78,11 @@ pub struct Report {
 }
 
 /// mpv, following one station.
-pub struct Follow {
+pub(crate) struct Follow {
     pub mpv: Mpv,
     endpoint: Endpoint,
     /// The state to follow; `None` while there is none (mpv pauses).
-    sync: Option<Sync>,
+    sync: Option<SyncState>,
     /// The track given to mpv (or found missing).
     loaded: Option<String>,
     /// Its URL, to know a `file-loaded` event is for it and not for the
@@ -111,7 +111,7 @@ pub struct Follow {
 }
 
 impl Follow {
-    pub fn new(mpv: Mpv, endpoint: Endpoint) -> Self {
+    pub(crate) fn new(mpv: Mpv, endpoint: Endpoint) -> Self {
         Self {
             mpv,
             endpoint,
@@ -132,15 +132,15 @@ impl Follow {
         }
     }
 
-    pub fn doing(&self) -> Doing {
+    pub(crate) fn doing(&self) -> Doing {
         self.doing
     }
 
-    pub fn drift_ms(&self) -> Option<f64> {
+    pub(crate) fn drift_ms(&self) -> Option<f64> {
         self.drift_ms.filter(|_| self.doing == Doing::Playing)
     }
 
-    pub fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Report {
         Report {
             kind: "player",
             state: self.doing,
@@ -151,7 +151,11 @@ impl Follow {
     }
 
     /// The station's state changed (`None`: it has none, or is offline).
-    pub async fn follow(&mut self, sync: Option<&Sync>, server_now: i64) -> anyhow::Result<()> {
+    pub(crate) async fn follow(
+        &mut self,
+        sync: Option<&SyncState>,
+        server_now: i64,
+    ) -> anyhow::Result<()> {
         self.sync = sync.cloned();
         let Some(s) = sync else {
             if self.ready {
@@ -207,7 +211,7 @@ impl Follow {
     }
 
     /// One of mpv's events.
-    pub async fn on_event(&mut self, event: &Value, server_now: i64) -> anyhow::Result<()> {
+    pub(crate) async fn on_event(&mut self, event: &Value, server_now: i64) -> anyhow::Result<()> {
         match event.get("event").and_then(Value::as_str) {
             Some("file-loaded") if self.url.is_some() => {
                 // A track replaced while loading may still report in.
@@ -229,7 +233,7 @@ impl Follow {
     }
 
     /// One step of the drift loop; `hard` seeks whatever the drift.
-    pub async fn correct(&mut self, server_now: i64, hard: bool) -> anyhow::Result<()> {
+    pub(crate) async fn correct(&mut self, server_now: i64, hard: bool) -> anyhow::Result<()> {
         let Some(s) = self.sync.clone() else {
             return Ok(());
         };

@@ -22,7 +22,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
 /// A connection to mpv's IPC socket.
-pub struct Ipc {
+pub(crate) struct Ipc {
     writer: OwnedWriteHalf,
     waiting: Waiting,
     events: mpsc::UnboundedReceiver<Value>,
@@ -32,7 +32,7 @@ pub struct Ipc {
 
 impl Ipc {
     /// Connects to the socket at `path`.
-    pub async fn connect(path: &Path) -> std::io::Result<Ipc> {
+    pub(crate) async fn connect(path: &Path) -> std::io::Result<Ipc> {
         let stream = UnixStream::connect(path).await?;
         let (read, writer) = stream.into_split();
         let waiting: Waiting = Arc::default();
@@ -69,7 +69,7 @@ impl Ipc {
 
     /// Runs a command (its arguments as a JSON array, or an object with
     /// named arguments) and returns its `data`; mpv's `error` otherwise.
-    pub async fn command(&mut self, command: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn command(&mut self, command: Value) -> anyhow::Result<Value> {
         let id = self.next_id;
         self.next_id += 1;
         let (tx, rx) = oneshot::channel();
@@ -96,7 +96,7 @@ impl Ipc {
     }
 
     /// A property's value; `None` while it is unavailable (no file loaded).
-    pub async fn get(&mut self, property: &str) -> anyhow::Result<Option<Value>> {
+    pub(crate) async fn get(&mut self, property: &str) -> anyhow::Result<Option<Value>> {
         match self.command(json!(["get_property", property])).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.to_string().ends_with("property unavailable") => Ok(None),
@@ -104,14 +104,14 @@ impl Ipc {
         }
     }
 
-    pub async fn set(&mut self, property: &str, value: Value) -> anyhow::Result<()> {
+    pub(crate) async fn set(&mut self, property: &str, value: Value) -> anyhow::Result<()> {
         self.command(json!(["set_property", property, value]))
             .await
             .map(drop)
     }
 
     /// The next event; `None` once mpv closed the socket.
-    pub async fn event(&mut self) -> Option<Value> {
+    pub(crate) async fn event(&mut self) -> Option<Value> {
         self.events.recv().await
     }
 }

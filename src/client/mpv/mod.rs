@@ -3,7 +3,7 @@
 //! players. This file starts and ends the process; `ipc` speaks to it;
 //! `follow` keeps it on the station's position (the drift loop).
 
-pub mod follow;
+pub(crate) mod follow;
 mod ipc;
 
 use std::collections::VecDeque;
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
-pub use ipc::Ipc;
+pub(crate) use ipc::Ipc;
 use ipc::lock;
 
 /// How long mpv may take to open its IPC socket.
@@ -26,13 +26,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_LINES: usize = 8;
 
 /// What mpv did.
-pub enum News {
+pub(crate) enum News {
     Event(Value),
     Exited(ExitStatus),
 }
 
 /// A running mpv and our connection to it; the process is ended on drop.
-pub struct Mpv {
+pub(crate) struct Mpv {
     child: Child,
     pub ipc: Ipc,
     /// Our private socket folder, removed on drop (none when the user
@@ -47,7 +47,7 @@ impl Mpv {
     /// Starts `mpv` with our options, then `user_args` (which may override
     /// them), and connects to its IPC socket: ours, in a private folder,
     /// unless `user_args` name one with `--input-ipc-server=PATH`.
-    pub async fn start(user_args: &[String]) -> anyhow::Result<Mpv> {
+    pub(crate) async fn start(user_args: &[String]) -> anyhow::Result<Mpv> {
         let (socket, own_dir) = match user_socket(user_args) {
             Some(path) => (path, None),
             None => {
@@ -84,7 +84,7 @@ impl Mpv {
     }
 
     /// Waits until mpv exits, and says how (cancel-safe).
-    pub async fn exited(&mut self) -> ExitStatus {
+    pub(crate) async fn exited(&mut self) -> ExitStatus {
         if let Some(status) = self.exited {
             return status;
         }
@@ -101,7 +101,7 @@ impl Mpv {
     }
 
     /// Why mpv ended, as a sentence (with the last thing it said).
-    pub fn exit_note(&self, status: ExitStatus) -> String {
+    pub(crate) fn exit_note(&self, status: ExitStatus) -> String {
         match self.said.joined() {
             Some(said) => format!("mpv exited ({status}); it said: {said}"),
             None => format!("mpv exited ({status})"),
@@ -109,7 +109,7 @@ impl Mpv {
     }
 
     /// Asks mpv to quit and waits for it (killing it after 3 s).
-    pub async fn quit(mut self) {
+    pub(crate) async fn quit(mut self) {
         if self.exited.is_some() {
             return;
         }
@@ -128,7 +128,7 @@ impl Mpv {
     }
 
     /// mpv's next event, or its exit, whichever comes first.
-    pub async fn news(&mut self) -> News {
+    pub(crate) async fn news(&mut self) -> News {
         if let Some(status) = self.exited {
             return News::Exited(status);
         }

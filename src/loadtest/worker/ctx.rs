@@ -30,14 +30,14 @@ pub(super) const DROPPED: u8 = 3;
 
 /// A node to connect to.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     pub url: String,
     pub addr: SocketAddr,
     pub tls: bool,
 }
 
 /// Resolves a normalized `ws(s)://host:port/path` URL.
-pub async fn resolve(url: &str) -> anyhow::Result<Target> {
+pub(crate) async fn resolve(url: &str) -> anyhow::Result<Target> {
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("{url:?} is not a valid URL"))?;

@@ -24,7 +24,7 @@
 mod connection;
 mod ctx;
 
-pub use ctx::{Target, resolve};
+pub(crate) use ctx::{Target, resolve};
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -102,7 +102,7 @@ async fn emit(out: &mut tokio::io::Stdout, msg: &WorkerMsg) -> anyhow::Result<()
 type Input = tokio::io::Lines<BufReader<tokio::io::Stdin>>;
 
 /// The worker process's entry point.
-pub async fn worker_main() -> anyhow::Result<ExitCode> {
+pub(crate) async fn worker_main() -> anyhow::Result<ExitCode> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let plan = read_plan(&mut stdin).await?;
     raise_open_files_limit();

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Backend, OwnedStation, local, redis};
-use crate::protocol::{StationName, StationSummary, Sync};
+use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Tuned};
@@ -25,13 +25,13 @@ pub enum BackendConfig {
 
 /// The backend this node runs.
 #[derive(Clone)]
-pub enum AnyBackend {
+pub(crate) enum AnyBackend {
     Local(local::Local),
     Redis(redis::Redis),
 }
 
 /// A hold on a station of [`AnyBackend`].
-pub enum AnyOwned {
+pub(crate) enum AnyOwned {
     Local(local::LocalOwned),
     Redis(redis::RedisOwned),
 }
@@ -41,7 +41,7 @@ impl AnyBackend {
     /// stopped by `shutdown`).
     /// `max_stations` bounds the stations live or in grace at once (in
     /// cluster mode, over the cluster).
-    pub fn start(
+    pub(crate) fn start(
         config: BackendConfig,
         max_stations: usize,
         metrics: Arc<Metrics>,
@@ -139,7 +139,7 @@ impl OwnedStation for AnyOwned {
         }
     }
 
-    fn current(&self) -> Option<Sync> {
+    fn current(&self) -> Option<SyncState> {
         match self {
             AnyOwned::Local(o) => o.current(),
             AnyOwned::Redis(o) => o.current(),

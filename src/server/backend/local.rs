@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Backend, OwnedStation, summary};
-use crate::protocol::{self, OfflineReason, StationName, StationSummary, Sync, SyncCause};
+use crate::protocol::{self, OfflineReason, StationName, StationSummary, SyncCause, SyncState};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
 use crate::server::station::{self, Listeners, Playback, State, Station, Tuned};
@@ -84,7 +84,7 @@ impl Entry {
 
 /// The in-memory backend; cheap to clone.
 #[derive(Clone)]
-pub struct Local(Arc<Inner>);
+pub(crate) struct Local(Arc<Inner>);
 
 struct Inner {
     stations: Mutex<HashMap<StationName, Arc<Entry>>>,
@@ -98,7 +98,7 @@ struct Inner {
 }
 
 impl Local {
-    pub fn new(
+    pub(crate) fn new(
         grace: Duration,
         max_stations: usize,
         metrics: Arc<Metrics>,
@@ -151,12 +151,9 @@ impl Local {
     }
 
     /// Number of station entries (held, in grace, or with listeners).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn claim_now(
@@ -272,7 +269,7 @@ impl Backend for Local {
 
 /// A broadcaster's hold on a station of this node. Dropping it without
 /// [`OwnedStation::stop`] starts the grace period.
-pub struct LocalOwned {
+pub(crate) struct LocalOwned {
     entry: Arc<Entry>,
     registry: Weak<Inner>,
     conn: u64,
@@ -315,7 +312,7 @@ impl OwnedStation for LocalOwned {
         &self.token
     }
 
-    fn current(&self) -> Option<Sync> {
+    fn current(&self) -> Option<SyncState> {
         self.entry
             .station
             .view()
@@ -389,7 +386,7 @@ async fn grace_timer(
     };
     if expired {
         let name = &entry.station.name;
-        // Per station, and clients choose how many: debug (issue 11).
+        // Per station, and clients choose how many: debug.
         tracing::debug!(station = %name, "grace period over, station offline");
         entry.station.set_offline(OfflineReason::Disconnected);
         if let Some(inner) = registry.upgrade() {
@@ -474,10 +471,10 @@ mod tests {
         let tuned = local.tune_in(&s).await.expect("tune in");
         assert_eq!(local.len(), 1);
         drop(tuned);
-        assert!(local.is_empty());
+        assert_eq!(local.len(), 0);
         let mut owned = local.claim(1, &s, None).await.expect("claim");
         owned.stop().await.expect("stop");
-        assert!(local.is_empty());
+        assert_eq!(local.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

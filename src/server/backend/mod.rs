@@ -22,18 +22,18 @@
 //! [`any::AnyBackend`] and [`any::AnyOwned`], and its construction in
 //! [`any::AnyBackend::start`] from a new [`any::BackendConfig`] variant.
 
-pub mod any;
-pub mod local;
-pub mod redis;
+pub(crate) mod any;
+pub(crate) mod local;
+pub(crate) mod redis;
 
 use std::future::Future;
 
-use crate::protocol::{StationName, StationSummary, Sync};
+use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Tuned};
 
 /// What a backend must do for the connections of this node.
-pub trait Backend {
+pub(crate) trait Backend {
     /// A broadcaster's hold on one station.
     type Owned: OwnedStation;
 
@@ -72,14 +72,14 @@ pub trait Backend {
 /// A broadcaster's hold on one station. Dropping it releases the station:
 /// listeners keep it live for the grace period, during which the
 /// broadcaster may resume it with [`OwnedStation::token`].
-pub trait OwnedStation: Send {
+pub(crate) trait OwnedStation: Send {
     fn name(&self) -> &StationName;
 
     /// The resume token.
     fn token(&self) -> &str;
 
     /// The newest state this broadcaster published, if any.
-    fn current(&self) -> Option<Sync>;
+    fn current(&self) -> Option<SyncState>;
 
     /// Publishes a full state (`update`); returns its `seq`. A hold may have
     /// been taken over ([`Refusal::TakenOver`]: forget it) or be unable to
@@ -103,7 +103,7 @@ pub trait OwnedStation: Send {
 pub(crate) fn summary(
     station: StationName,
     listeners: u64,
-    sync: Option<&Sync>,
+    sync: Option<&SyncState>,
     now: i64,
 ) -> StationSummary {
     StationSummary {

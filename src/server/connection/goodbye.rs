@@ -136,4 +136,4 @@ impl Conn {
 }
 
 /// How long a closed connection keeps reading for the peer's close frame.
-pub const DRAIN: Duration = Duration::from_secs(2);
+pub(super) const DRAIN: Duration = Duration::from_secs(2);

@@ -27,18 +27,18 @@ use tokio::time::Instant;
 
 /// A peer that acknowledges its states is still pinged once it has sent no
 /// frame for this many keepalive timeouts.
-pub const HEARD_WITHIN_TIMEOUTS: u32 = 4;
+pub(super) const HEARD_WITHIN_TIMEOUTS: u32 = 4;
 
 /// Keepalive pings go out in slots of this width, at most: a slot's pings
 /// are handled in one burst of work instead of waking the server for each
 /// (which cost about twice as much CPU per ping, measured), while spread
 /// over the interval so that connections that joined in the same second do
 /// not all ping in the same second.
-pub const PING_SLOT: Duration = Duration::from_millis(1000);
+pub(super) const PING_SLOT: Duration = Duration::from_millis(1000);
 
 /// When a connection that starts `now` pings first: a random point of its
 /// interval, moved to the next slot boundary counted from `base`.
-pub fn first_ping(base: Instant, now: Instant, period: Duration) -> Instant {
+pub(super) fn first_ping(base: Instant, now: Instant, period: Duration) -> Instant {
     let slot = PING_SLOT.min(period).max(Duration::from_millis(1));
     let at = now + period.mul_f64(fastrand::f64());
     let since = at.saturating_duration_since(base).as_nanos();
@@ -52,7 +52,7 @@ pub fn first_ping(base: Instant, now: Instant, period: Duration) -> Instant {
 /// (`SIOCOUTQ`: written but not yet acknowledged, is 0). False when it
 /// cannot be told, so the caller pings.
 #[cfg(target_os = "linux")]
-pub fn all_acknowledged(stream: &TcpStream) -> bool {
+pub(super) fn all_acknowledged(stream: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut outstanding: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one int to the pointer

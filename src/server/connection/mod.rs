@@ -42,7 +42,7 @@ use crate::server::shared::Shared;
 use crate::server::station::Tuned;
 
 /// Upper bound on [`run`]'s future in a test build, pinned by a test: it
-/// measured 1,296 bytes before the fan-out (2026-12-02) and 920 since its
+/// measured 1,296 bytes before the fan-out and 920 since its
 /// state is built before the future (it held both the state and the
 /// arguments it was built from); the bound leaves room for a field, not
 /// for a future.
@@ -50,7 +50,7 @@ use crate::server::station::Tuned;
 const CONNECTION_TASK_BYTES: usize = 1_000;
 
 /// Most stations one connection may broadcast at once.
-pub const MAX_OWNED_STATIONS: usize = 16;
+pub(crate) const MAX_OWNED_STATIONS: usize = 16;
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ enum Exit {
 
 /// Wrong broadcast keys one connection may send in a minute; one more
 /// closes it (1008).
-pub const MAX_WRONG_KEYS: u32 = 5;
+pub(crate) const MAX_WRONG_KEYS: u32 = 5;
 
 impl Exit {
     /// Its `radio_disconnects_total` reason.
@@ -135,7 +135,7 @@ struct Conn {
 ///
 /// The connection's state is built before the returned future, so the
 /// future holds it once (not also the arguments it was built from).
-pub fn run(
+pub(crate) fn run(
     ws: WebSocketStream<ConnIo>,
     shared: Arc<Shared>,
     id: u64,

@@ -235,7 +235,7 @@ impl Conn {
 fn carried_position(position_ms: u64, playing: bool, at_server_ms: Option<i64>) -> u64 {
     match at_server_ms {
         Some(at) if playing => {
-            // Saturating: `at` is the client's, any i64 (issue 11, finding 13).
+            // Saturating: `at` is the client's, any i64.
             let delta = protocol::now_ms().saturating_sub(at);
             if delta.unsigned_abs() <= protocol::MAX_AT_SERVER_SKEW_MS.unsigned_abs() {
                 protocol::advance(position_ms, delta)

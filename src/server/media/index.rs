@@ -11,7 +11,7 @@ use serde::Serialize;
 
 /// One playable file.
 #[derive(Debug, Clone, Serialize)]
-pub struct Track {
+pub(crate) struct Track {
     /// Relative path below the library root, `/`-separated.
     pub id: String,
     pub title: String,
@@ -39,7 +39,7 @@ pub(super) enum Source {
 
 /// One scan's result: every track, by id, and the encoded `/api/library`.
 #[derive(Debug, Default)]
-pub struct Index {
+pub(crate) struct Index {
     by_id: HashMap<String, Arc<Track>>,
     /// `GET /api/library`'s body, encoded once per scan.
     json: Bytes,
@@ -70,37 +70,33 @@ impl Index {
         Self { by_id, json }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Arc<Track>> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Track>> {
         self.by_id.get(id)
     }
 
     /// Every track's id.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &str> {
         self.by_id.keys().map(String::as_str)
     }
 
     /// Every track.
-    pub fn tracks(&self) -> impl Iterator<Item = &Arc<Track>> {
+    pub(crate) fn tracks(&self) -> impl Iterator<Item = &Arc<Track>> {
         self.by_id.values()
     }
 
     /// `GET /api/library`'s body.
-    pub fn json(&self) -> Bytes {
+    pub(crate) fn json(&self) -> Bytes {
         self.json.clone()
     }
 }
 
 /// The MIME type browsers expect for a playable extension, `None` for files
 /// the library does not serve.
-pub fn mime_for(path: &Path) -> Option<&'static str> {
+pub(crate) fn mime_for(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     Some(match ext.as_str() {
         "mp3" => "audio/mpeg",

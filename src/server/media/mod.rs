@@ -50,17 +50,18 @@ use tokio_util::sync::CancellationToken;
 use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
-pub use index::{Index, Track, mime_for};
-pub use serve::{answer_for, percent_decode};
+pub(crate) use index::Index;
+pub use serve::answer_for;
+pub(crate) use serve::percent_decode;
 
 /// hyper's per-connection buffer limit (`max_buf_size`): with a body chunk
 /// ([`serve::CHUNK`]), a
 /// stream holds at most about 100 KiB however slowly its client reads
 /// (measured in docs/player.md). Also the limit of a request's headers.
-pub const HTTP_BUFFER: usize = 64 * 1024;
+pub(crate) const HTTP_BUFFER: usize = 64 * 1024;
 
 /// The library: a root directory (or the demo) and its current index.
-pub struct Library {
+pub(crate) struct Library {
     root: Option<PathBuf>,
     /// `--follow-symlinks`: whether scans follow symbolic links.
     follow_symlinks: bool,
@@ -71,7 +72,7 @@ pub struct Library {
 
 impl Library {
     /// Scans `root` (blocking: call it off the async threads).
-    pub fn scan(
+    pub(crate) fn scan(
         root: PathBuf,
         follow_symlinks: bool,
         cancel: &CancellationToken,
@@ -98,7 +99,7 @@ impl Library {
     }
 
     /// The built-in demo library: a few short tones generated in memory.
-    pub fn demo() -> Self {
+    pub(crate) fn demo() -> Self {
         let tracks = demo::demo_tracks();
         Self {
             root: None,
@@ -109,7 +110,7 @@ impl Library {
     }
 
     /// The current index (a pointer copy under a short lock).
-    pub fn index(&self) -> Arc<Index> {
+    pub(crate) fn index(&self) -> Arc<Index> {
         match self.index.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -117,7 +118,7 @@ impl Library {
     }
 
     /// Scans again and swaps the index (blocking). The demo never changes.
-    pub fn rescan(&self, cancel: &CancellationToken) {
+    pub(crate) fn rescan(&self, cancel: &CancellationToken) {
         let Some(root) = &self.root else { return };
         let started = Instant::now();
         let old = self.index();
@@ -151,12 +152,12 @@ impl Library {
     }
 
     /// Whether `path` is one of the library's: `/api/library`, `/media/{id}`.
-    pub fn serves(path: &str) -> bool {
+    pub(crate) fn serves(path: &str) -> bool {
         path == "/api/library" || path.starts_with("/media/")
     }
 
     /// Answers a request for one of the library's paths ([`Library::serves`]).
-    pub async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
+    pub(crate) async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
         let path = req.uri().path();
         let method = req.method();
         let Some(encoded_id) = path.strip_prefix("/media/") else {
@@ -180,7 +181,7 @@ impl Library {
 
 /// Rescans on every SIGHUP (`hangups` counts them; the server's reload
 /// task owns the signal) and every `interval`, until shutdown.
-pub async fn rescan_task(
+pub(crate) async fn rescan_task(
     library: Arc<Library>,
     interval: Option<Duration>,
     shutdown: CancellationToken,

@@ -16,7 +16,7 @@ use super::index::{Source, Track};
 use crate::server::response::{Body, full, text};
 
 /// Bytes read from disk per body chunk.
-pub const CHUNK: usize = 32 * 1024;
+pub(super) const CHUNK: usize = 32 * 1024;
 
 pub(super) fn not_found() -> Response<Body> {
     text(
@@ -396,7 +396,7 @@ fn parse_range(value: &str, size: u64) -> RangeSpec {
 }
 
 /// Decodes `%XX` escapes; `None` for a broken escape or non-UTF-8 result.
-pub fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -10,7 +10,7 @@
 
 /// A text exposition format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     OpenMetrics,
     Classic,
 }
@@ -20,7 +20,7 @@ impl Format {
     /// `application/openmetrics-text` with a quality at least that of the
     /// best text range (`text/plain`, `text/*`, `*/*`); classic otherwise,
     /// and when there is no header.
-    pub fn negotiate(accept: Option<&str>) -> Self {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Self {
         let Some(accept) = accept else {
             return Self::Classic;
         };
@@ -46,7 +46,7 @@ impl Format {
     }
 
     /// The `Content-Type` of a body in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Self::Classic => "text/plain; version=0.0.4; charset=utf-8",
@@ -55,7 +55,7 @@ impl Format {
 }
 
 /// The classic text format (0.0.4) of an OpenMetrics exposition.
-pub fn to_classic(openmetrics: &str) -> String {
+pub(crate) fn to_classic(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     // `# HELP` comes before `# TYPE`, which may rename the family.
     let mut help: Option<(&str, &str)> = None;

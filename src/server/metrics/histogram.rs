@@ -10,7 +10,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// A lock-free histogram of durations, in seconds; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct AtomicHistogram(Arc<Inner>);
+pub(crate) struct AtomicHistogram(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
@@ -21,7 +21,7 @@ struct Inner {
 }
 
 impl AtomicHistogram {
-    pub fn new(bounds: &[f64]) -> Self {
+    pub(crate) fn new(bounds: &[f64]) -> Self {
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
         Self(Arc::new(Inner {
             bounds: bounds.to_vec(),
@@ -30,7 +30,7 @@ impl AtomicHistogram {
         }))
     }
 
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = self
             .0

@@ -13,13 +13,13 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Registered once; reads the process's figures at each scrape.
 #[derive(Debug)]
-pub struct Process {
+pub(super) struct Process {
     /// Seconds since the Unix epoch when this process started.
     start_time: f64,
 }
 
 impl Process {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             start_time: start_time().unwrap_or_else(now),
         }

@@ -17,7 +17,7 @@ use crate::server::response::Body;
 
 /// What a request asked for, as its metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// The WebSocket upgrade (`/ws`).
     Ws,
     /// `/healthz` and `/readyz`.
@@ -71,13 +71,13 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 type Grid = [[Counter; CLASSES.len()]; Route::ALL.len()];
 
 /// `radio_http_requests_total` and `radio_http_response_bytes_total`.
-pub struct Traffic {
+pub(crate) struct Traffic {
     requests: Grid,
     bytes: Grid,
 }
 
 impl Traffic {
-    pub fn new(registry: &mut Registry) -> Self {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         Self {
             requests: grid(
                 registry,
@@ -96,7 +96,7 @@ impl Traffic {
     /// Counts `res` as an answer on `route`, and its body's bytes as they
     /// are sent (a download cut short counts what went out; the answer to a
     /// `HEAD` request has no body).
-    pub fn count(&self, route: Route, head: bool, res: Response<Body>) -> Response<Body> {
+    pub(crate) fn count(&self, route: Route, head: bool, res: Response<Body>) -> Response<Body> {
         let r = route as usize;
         let class = usize::from(res.status().as_u16() / 100).clamp(1, CLASSES.len()) - 1;
         self.requests[r][class].inc();

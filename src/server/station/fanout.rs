@@ -30,7 +30,7 @@ use crate::server::metrics::Metrics;
 use crate::server::outlet::{Delivery, Outlet, Wanted};
 
 /// A change to a shard's listeners.
-pub enum Membership {
+pub(crate) enum Membership {
     /// Write to this outlet while it is attached under this generation.
     Join(Arc<Outlet>, u64),
     Leave(Arc<Outlet>),
@@ -87,7 +87,7 @@ impl Frames {
 }
 
 /// One shard: its listeners, and the station's cell it watches.
-pub struct Shard {
+pub(crate) struct Shard {
     station: StationName,
     view: watch::Receiver<Arc<View>>,
     members: mpsc::UnboundedReceiver<Membership>,
@@ -97,7 +97,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(
+    pub(crate) fn new(
         station: StationName,
         view: watch::Receiver<Arc<View>>,
         members: mpsc::UnboundedReceiver<Membership>,
@@ -113,7 +113,7 @@ impl Shard {
     }
 
     /// Serves until the station is gone or the server stops.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 biased;

@@ -19,7 +19,7 @@
 //!   listener in the station and in the metrics, and its `Drop` undoes both
 //!   and tells the backend when a station's last listener left.
 
-pub mod fanout;
+pub(crate) mod fanout;
 mod view;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,11 +34,11 @@ use crate::server::metrics::Metrics;
 use crate::server::outlet::Outlet;
 use fanout::{Membership, Shard};
 
-pub use view::{Playback, State, View, wire_frame};
+pub(crate) use view::{Playback, State, View};
 
 /// One station's cell, its local listener count, and its fan-out.
 #[derive(Debug)]
-pub struct Station {
+pub(crate) struct Station {
     pub name: StationName,
     tx: watch::Sender<Arc<View>>,
     listeners: AtomicU64,
@@ -50,7 +50,7 @@ pub struct Station {
 }
 
 impl Station {
-    pub fn new(name: StationName) -> Self {
+    pub(crate) fn new(name: StationName) -> Self {
         let (tx, _) = watch::channel(Arc::new(View::default()));
         Self {
             name,
@@ -62,32 +62,32 @@ impl Station {
     }
 
     /// The newest view.
-    pub fn view(&self) -> Arc<View> {
+    pub(crate) fn view(&self) -> Arc<View> {
         self.tx.borrow().clone()
     }
 
     /// Connections of this process tuned to the station.
-    pub fn listener_count(&self) -> u64 {
+    pub(crate) fn listener_count(&self) -> u64 {
         self.listeners.load(Ordering::Relaxed)
     }
 
     /// Replaces the view; every listener wakes once and reads the newest.
-    pub fn set_view(&self, view: View) {
+    pub(crate) fn set_view(&self, view: View) {
         self.tx.send_replace(Arc::new(view));
     }
 
     /// Publishes a new state: the station is live with it.
-    pub fn publish(&self, state: State) {
+    pub(crate) fn publish(&self, state: State) {
         self.set_view(View::live(Some(state)));
     }
 
     /// Goes offline for `reason`, forgetting the state.
-    pub fn set_offline(&self, reason: OfflineReason) {
+    pub(crate) fn set_offline(&self, reason: OfflineReason) {
         self.set_view(View::offline(reason));
     }
 
     /// Goes live (with no state yet) unless it already is.
-    pub fn set_online(&self) {
+    pub(crate) fn set_online(&self) {
         self.tx.send_modify(|view| {
             if !view.live {
                 *view = Arc::new(View::live(None));
@@ -97,7 +97,7 @@ impl Station {
 }
 
 /// The stations of `stations` with local listeners, and how many each has.
-pub fn listened<'a>(stations: impl Iterator<Item = &'a Station>) -> Vec<(StationName, u64)> {
+pub(crate) fn listened<'a>(stations: impl Iterator<Item = &'a Station>) -> Vec<(StationName, u64)> {
     stations
         .map(|s| (s.name.clone(), s.listener_count()))
         .filter(|(_, n)| *n > 0)
@@ -105,13 +105,13 @@ pub fn listened<'a>(stations: impl Iterator<Item = &'a Station>) -> Vec<(Station
 }
 
 /// Called with a station's name when its last local listener leaves.
-pub type IdleHook = Box<dyn Fn(&StationName) + Send + std::marker::Sync>;
+pub(crate) type IdleHook = Box<dyn Fn(&StationName) + Send + std::marker::Sync>;
 
 /// A backend's listener bookkeeping: hands out [`Tuned`] guards, keeps the
 /// `radio_listeners` gauge, starts stations' fan-out shards (in the server's
 /// task tracker) and tells the backend when a station has no local listener
 /// left (so it can drop the entry or unsubscribe).
-pub struct Listeners {
+pub(crate) struct Listeners {
     metrics: Arc<Metrics>,
     on_idle: IdleHook,
     tasks: TaskTracker,
@@ -119,7 +119,7 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub fn new(
+    pub(crate) fn new(
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
@@ -136,7 +136,7 @@ impl Listeners {
     /// Counts one more listener of `station`. A backend whose entries can be
     /// removed calls this under the lock that guards removal, so a
     /// concurrent removal sees the count.
-    pub fn tune(self: &Arc<Self>, station: Arc<Station>) -> Tuned {
+    pub(crate) fn tune(self: &Arc<Self>, station: Arc<Station>) -> Tuned {
         station.listeners.fetch_add(1, Ordering::Relaxed);
         self.metrics.listeners.inc();
         Tuned {
@@ -168,7 +168,7 @@ impl Listeners {
 }
 
 /// A listener's subscription to one station; dropping it tunes out.
-pub struct Tuned {
+pub(crate) struct Tuned {
     pub station: Arc<Station>,
     listeners: Weak<Listeners>,
     /// The socket written by the station's fan-out, and its shard.
@@ -179,7 +179,7 @@ impl Tuned {
     /// Joins the station's fan-out: from now on the station's shards write
     /// its states to `outlet` directly. The caller holds the outlet
     /// ([`Outlet::take`]) and has recorded what the listener was sent.
-    pub fn attach(&mut self, outlet: Arc<Outlet>) {
+    pub(crate) fn attach(&mut self, outlet: Arc<Outlet>) {
         let Some(listeners) = self.listeners.upgrade() else {
             return;
         };

@@ -6,11 +6,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::{self, OfflineReason, ServerMessage, StationName, Sync, SyncCause};
+use crate::protocol::{self, OfflineReason, ServerMessage, StationName, SyncCause, SyncState};
 
 /// What listeners of a station see: replaced whole on every change.
 #[derive(Debug, Default)]
-pub struct View {
+pub(crate) struct View {
     /// A broadcaster holds the station (also during its grace period).
     pub live: bool,
     /// Why it last went offline, when it is not live.
@@ -21,7 +21,7 @@ pub struct View {
 
 impl View {
     /// Offline for `reason`, with no state.
-    pub fn offline(reason: OfflineReason) -> Self {
+    pub(crate) fn offline(reason: OfflineReason) -> Self {
         Self {
             live: false,
             offline_reason: Some(reason),
@@ -30,7 +30,7 @@ impl View {
     }
 
     /// Live, with `state` if there is one yet.
-    pub fn live(state: Option<State>) -> Self {
+    pub(crate) fn live(state: Option<State>) -> Self {
         Self {
             live: true,
             offline_reason: None,
@@ -43,8 +43,8 @@ impl View {
 /// listener: as the WebSocket frame the fan-out writes, and as the message
 /// text inside it that a connection's own task writes through tungstenite.
 #[derive(Debug, Clone)]
-pub struct State {
-    pub sync: Sync,
+pub(crate) struct State {
+    pub sync: SyncState,
     /// `sync`'s JSON (a view into `wire`).
     pub frame: Utf8Bytes,
     /// The whole WebSocket frame: header and `frame`.
@@ -55,7 +55,7 @@ pub struct State {
 
 impl State {
     /// Encodes `sync`'s frame, once.
-    pub fn new(sync: Sync) -> Self {
+    pub(crate) fn new(sync: SyncState) -> Self {
         let msg = ServerMessage::Sync(sync);
         let json = protocol::encode(&msg);
         match msg {
@@ -65,7 +65,7 @@ impl State {
     }
 
     /// A state from a frame another process encoded (a cluster node's).
-    pub fn from_frame(frame: &str) -> Option<Self> {
+    pub(crate) fn from_frame(frame: &str) -> Option<Self> {
         match serde_json::from_str::<ServerMessage>(frame) {
             Ok(ServerMessage::Sync(sync)) => Some(Self::framed(sync, frame)),
             _ => {
@@ -75,7 +75,7 @@ impl State {
         }
     }
 
-    fn framed(sync: Sync, json: &str) -> Self {
+    fn framed(sync: SyncState, json: &str) -> Self {
         let wire = wire_frame(json.as_bytes());
         let body = wire.slice(wire.len() - json.len()..);
         // The body is `json`'s bytes, so it is UTF-8; the fallback copies.
@@ -93,7 +93,7 @@ impl State {
 /// says of its track (filled once, where the update is stamped): the rest of
 /// a `sync` (station, `seq`, server time, cause) is the server's to stamp.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Playback {
+pub(crate) struct Playback {
     pub track: String,
     pub position_ms: u64,
     pub playing: bool,
@@ -104,8 +104,8 @@ pub struct Playback {
 
 impl Playback {
     /// The `sync` this playback becomes, stamped now.
-    pub fn stamp(self, station: StationName, seq: u64, cause: SyncCause) -> Sync {
-        Sync {
+    pub(crate) fn stamp(self, station: StationName, seq: u64, cause: SyncCause) -> SyncState {
+        SyncState {
             station,
             seq,
             track: self.track,
@@ -121,7 +121,7 @@ impl Playback {
 
     /// A heartbeat's playback: `last`'s track, duration, title and artist at
     /// a new position (and play state, when given).
-    pub fn carried(last: &Sync, position_ms: u64, playing: Option<bool>) -> Self {
+    pub(crate) fn carried(last: &SyncState, position_ms: u64, playing: Option<bool>) -> Self {
         Self {
             track: last.track.clone(),
             position_ms,
@@ -135,7 +135,7 @@ impl Playback {
 
 /// One text frame as it goes on the wire from a server: FIN and opcode,
 /// the length, then the payload (unmasked).
-pub fn wire_frame(payload: &[u8]) -> Bytes {
+pub(crate) fn wire_frame(payload: &[u8]) -> Bytes {
     let len = payload.len();
     let mut out = BytesMut::with_capacity(len + 10);
     out.put_u8(0x81);

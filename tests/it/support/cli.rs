@@ -12,10 +12,10 @@ use serde_json::Value;
 use super::process::{exit_within, kill, radio_bin};
 
 /// How long a client's line or exit may take.
-pub const CLIENT_LIMIT: Duration = Duration::from_secs(15);
+pub(crate) const CLIENT_LIMIT: Duration = Duration::from_secs(15);
 
 /// Reads lines from `reader` on a thread, so a test can wait with a limit.
-pub fn lines(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
+pub(crate) fn lines(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
@@ -29,7 +29,7 @@ pub fn lines(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
 }
 
 /// Reads JSON lines from `reader` on a thread (other lines are skipped).
-pub fn json_lines(reader: impl std::io::Read + Send + 'static) -> Receiver<Value> {
+pub(crate) fn json_lines(reader: impl std::io::Read + Send + 'static) -> Receiver<Value> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
@@ -46,7 +46,7 @@ pub fn json_lines(reader: impl std::io::Read + Send + 'static) -> Receiver<Value
 
 /// The next item from `rx` that `pred` accepts, within [`CLIENT_LIMIT`];
 /// fails the test naming `what` and the items seen instead.
-pub fn wait_for<T: Debug>(rx: &Receiver<T>, what: &str, pred: impl Fn(&T) -> bool) -> T {
+pub(crate) fn wait_for<T: Debug>(rx: &Receiver<T>, what: &str, pred: impl Fn(&T) -> bool) -> T {
     let deadline = Instant::now() + CLIENT_LIMIT;
     let mut seen = Vec::new();
     loop {
@@ -60,7 +60,7 @@ pub fn wait_for<T: Debug>(rx: &Receiver<T>, what: &str, pred: impl Fn(&T) -> boo
 }
 
 /// Everything `rx` holds now and receives within `d`.
-pub fn drain<T>(rx: &Receiver<T>, d: Duration) -> Vec<T> {
+pub(crate) fn drain<T>(rx: &Receiver<T>, d: Duration) -> Vec<T> {
     let deadline = Instant::now() + d;
     let mut out = Vec::new();
     while let Ok(v) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -70,13 +70,13 @@ pub fn drain<T>(rx: &Receiver<T>, d: Duration) -> Vec<T> {
 }
 
 /// Waits for a client to exit; kills it and fails the test if it does not.
-pub fn exit_status(child: &mut Child, what: &str) -> ExitStatus {
+pub(crate) fn exit_status(child: &mut Child, what: &str) -> ExitStatus {
     exit_within(child, CLIENT_LIMIT, what)
 }
 
 /// Starts `radio listen --json` and waits until it is tuned; returns the
 /// process and its frames.
-pub fn listen_json(url: &str, station: &str) -> (Child, Receiver<Value>) {
+pub(crate) fn listen_json(url: &str, station: &str) -> (Child, Receiver<Value>) {
     let mut listen = Command::new(radio_bin())
         .args(["listen", "--json", "--url", url, "--station", station])
         .stdout(Stdio::piped())
@@ -90,7 +90,7 @@ pub fn listen_json(url: &str, station: &str) -> (Child, Receiver<Value>) {
 
 /// A `radio broadcast` process: lines go to its stdin; its stdout and
 /// stderr are read line by line. Killed on drop.
-pub struct Broadcast {
+pub(crate) struct Broadcast {
     pub child: Child,
     stdin: Option<ChildStdin>,
     pub out: Receiver<String>,
@@ -99,7 +99,7 @@ pub struct Broadcast {
 
 impl Broadcast {
     /// `radio broadcast ARGS...`.
-    pub fn spawn(args: &[&str]) -> Broadcast {
+    pub(crate) fn spawn(args: &[&str]) -> Broadcast {
         let mut child = Command::new(radio_bin())
             .arg("broadcast")
             .args(args)
@@ -120,36 +120,36 @@ impl Broadcast {
     }
 
     /// Writes one line to its stdin.
-    pub fn say(&mut self, line: &str) {
+    pub(crate) fn say(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
         writeln!(stdin, "{line}").expect("write to radio broadcast");
     }
 
     /// Writes raw bytes to its stdin (a line that is not UTF-8, say).
-    pub fn say_bytes(&mut self, bytes: &[u8]) {
+    pub(crate) fn say_bytes(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
         stdin.write_all(bytes).expect("write to radio broadcast");
     }
 
     /// Ends its stdin (the end of a script).
-    pub fn close_stdin(&mut self) {
+    pub(crate) fn close_stdin(&mut self) {
         self.stdin = None;
     }
 
     /// Waits for it to exit.
-    pub fn exit(&mut self) -> ExitStatus {
+    pub(crate) fn exit(&mut self) -> ExitStatus {
         exit_status(&mut self.child, "radio broadcast")
     }
 
     /// Its next stderr line holding `text`.
-    pub fn err_line(&self, text: &str) -> String {
+    pub(crate) fn err_line(&self, text: &str) -> String {
         wait_for(&self.err, &format!("a stderr line with {text:?}"), |l| {
             l.contains(text)
         })
     }
 
     /// Its next stdout line holding `text`.
-    pub fn out_line(&self, text: &str) -> String {
+    pub(crate) fn out_line(&self, text: &str) -> String {
         wait_for(&self.out, &format!("a stdout line with {text:?}"), |l| {
             l.contains(text)
         })

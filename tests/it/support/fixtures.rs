@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
@@ -22,17 +22,17 @@ impl TempDir {
         TempDir(dir)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
     /// The path as a `&str` for command lines.
-    pub fn arg(&self) -> &str {
+    pub(crate) fn arg(&self) -> &str {
         self.0.to_str().expect("utf-8 temp path")
     }
 
     /// Writes `bytes` to `name` (relative, parent directories created).
-    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) {
+    pub(crate) fn write(&self, name: &str, bytes: impl AsRef<[u8]>) {
         let path = self.0.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("create a fixture's directory");
@@ -50,9 +50,14 @@ impl Drop for TempDir {
 
 /// A WAV file of `seconds` of a tone, tagged with a RIFF INFO title and
 /// artist when given (read back by the server's tag reader).
-pub fn tone_wav(seconds: u32, notes: &[f32], title: Option<&str>, artist: Option<&str>) -> Vec<u8> {
+pub(crate) fn tone_wav(
+    seconds: u32,
+    notes: &[f32],
+    title: Option<&str>,
+    artist: Option<&str>,
+) -> Vec<u8> {
     const RATE: u32 = 22_050;
-    let samples = radio::server::media::arpeggio(RATE, seconds, notes, 0.5);
+    let samples = radio::arpeggio(RATE, seconds, notes, 0.5);
     let mut tags: Vec<(&[u8; 4], &str)> = Vec::new();
     if let Some(t) = title {
         tags.push((b"INAM", t));
@@ -60,5 +65,5 @@ pub fn tone_wav(seconds: u32, notes: &[f32], title: Option<&str>, artist: Option
     if let Some(a) = artist {
         tags.push((b"IART", a));
     }
-    radio::server::media::encode_wav(RATE, &samples, &tags)
+    radio::encode_wav(RATE, &samples, &tags)
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The upgrade request of a WebSocket client, as raw headers.
-pub const UPGRADE: [(&str, &str); 4] = [
+pub(crate) const UPGRADE: [(&str, &str); 4] = [
     ("Upgrade", "websocket"),
     ("Connection", "Upgrade"),
     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
@@ -19,7 +19,7 @@ pub const UPGRADE: [(&str, &str); 4] = [
 
 /// A whole HTTP response read off a raw socket.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     /// Header names lower-cased, in order.
     pub headers: Vec<(String, String)>,
@@ -28,7 +28,7 @@ pub struct Resp {
 
 impl Resp {
     /// Splits a raw HTTP/1.1 response into status, headers and body.
-    pub fn parse(buf: &[u8]) -> Resp {
+    pub(crate) fn parse(buf: &[u8]) -> Resp {
         let split = buf
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -56,18 +56,18 @@ impl Resp {
         }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
@@ -76,7 +76,7 @@ impl Resp {
 /// One request over a fresh socket with `Connection: close`: `method` and
 /// `path` as given, then `headers`, then `body` with its `Content-Length`;
 /// the whole response read back.
-pub async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -90,7 +90,7 @@ pub async fn request(
 
 /// Connects and sends one request (`Host: x`, then `headers`, then `body`
 /// with its `Content-Length`); the response is the caller's to read.
-pub async fn send(
+pub(crate) async fn send(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -119,7 +119,7 @@ pub async fn send(
 /// Reads until the peer closes the connection (or resets it), for at most
 /// 20 s; returns everything read. Fails the test, naming `what`, if the
 /// connection stays open.
-pub async fn read_until_closed(s: &mut TcpStream, what: &str) -> Vec<u8> {
+pub(crate) async fn read_until_closed(s: &mut TcpStream, what: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let read = tokio::time::timeout(Duration::from_secs(20), async {

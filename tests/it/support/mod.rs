@@ -11,20 +11,20 @@
 //! - [`process`]: the `radio` binary and child processes;
 //! - [`cli`]: the shell clients as processes, and reading what they print.
 
-pub mod cli;
-pub mod fixtures;
-pub mod http;
-pub mod poll;
-pub mod process;
-pub mod redis;
-pub mod server;
-pub mod tls;
-pub mod ws;
+pub(crate) mod cli;
+pub(crate) mod fixtures;
+pub(crate) mod http;
+pub(crate) mod poll;
+pub(crate) mod process;
+pub(crate) mod redis;
+pub(crate) mod server;
+pub(crate) mod tls;
+pub(crate) mod ws;
 
-pub use fixtures::{TempDir, tone_wav};
-pub use http::{Resp, request};
-pub use poll::eventually;
-pub use process::radio_bin;
-pub use redis::Redis;
-pub use server::Server;
-pub use ws::Client;
+pub(crate) use fixtures::{TempDir, tone_wav};
+pub(crate) use http::{Resp, request};
+pub(crate) use poll::eventually;
+pub(crate) use process::radio_bin;
+pub(crate) use redis::Redis;
+pub(crate) use server::Server;
+pub(crate) use ws::Client;

@@ -4,12 +4,12 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 /// How long anything may take to happen before a test gives up.
-pub const LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs `check` every 20 ms until it returns `Ok`, for at most [`LIMIT`];
 /// then fails the test with `what` and the last `Err` (what was seen
 /// instead).
-pub async fn eventually<T, E: Debug>(
+pub(crate) async fn eventually<T, E: Debug>(
     what: &str,
     mut check: impl AsyncFnMut() -> Result<T, E>,
 ) -> T {

@@ -4,13 +4,13 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// The radio binary under test.
-pub fn radio_bin() -> &'static str {
+pub(crate) fn radio_bin() -> &'static str {
     env!("CARGO_BIN_EXE_radio")
 }
 
 /// Waits up to `limit` for `child` to exit and returns how; if it does not,
 /// kills it and fails the test, naming `what`.
-pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+pub(crate) fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("poll a child's exit") {
@@ -25,7 +25,7 @@ pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus
 }
 
 /// Sends `SIG<name>` to process `pid`.
-pub fn signal(pid: u32, name: &str) {
+pub(crate) fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
         .status()
@@ -34,7 +34,7 @@ pub fn signal(pid: u32, name: &str) {
 }
 
 /// Kills `child` at once (SIGKILL) and reaps it; a child already gone is fine.
-pub fn kill(child: &mut Child) {
+pub(crate) fn kill(child: &mut Child) {
     // An error here means the child has exited already.
     let _ = child.kill();
     child.wait().expect("reap a killed child");
@@ -42,7 +42,7 @@ pub fn kill(child: &mut Child) {
 
 /// A free loopback TCP port (bound, read and released; the caller's server
 /// takes it next).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind a free port")
         .local_addr()

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::poll::eventually;
 use super::process::{free_port, kill};
 
-pub struct Redis {
+pub(crate) struct Redis {
     pub port: u16,
     child: Option<Child>,
     /// `Some` for a TLS-only Redis: its certificate and key, and the CA.
@@ -19,14 +19,14 @@ pub struct Redis {
 
 impl Redis {
     /// A running Redis, ready (it answers PING).
-    pub async fn start() -> Redis {
+    pub(crate) async fn start() -> Redis {
         let mut r = Redis::not_started();
         r.spawn().await;
         r
     }
 
     /// A port for a Redis that is not running yet; [`Redis::spawn`] starts it.
-    pub fn not_started() -> Redis {
+    pub(crate) fn not_started() -> Redis {
         Redis {
             port: free_port(),
             child: None,
@@ -36,7 +36,7 @@ impl Redis {
 
     /// A running Redis that speaks TLS only (`--tls-port`), with the server
     /// certificate of `certs`, not asking clients for certificates.
-    pub async fn start_tls(certs: &super::tls::Certs) -> Redis {
+    pub(crate) async fn start_tls(certs: &super::tls::Certs) -> Redis {
         let mut r = Redis::not_started();
         r.tls = Some([
             certs.arg("server.pem"),
@@ -47,7 +47,7 @@ impl Redis {
         r
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self.tls {
             Some(_) => format!("rediss://localhost:{}/0", self.port),
             None => format!("redis://127.0.0.1:{}/0", self.port),
@@ -55,7 +55,7 @@ impl Redis {
     }
 
     /// Starts the server and waits until it answers PING.
-    pub async fn spawn(&mut self) {
+    pub(crate) async fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
         let port = self.port.to_string();
         match &self.tls {
@@ -107,14 +107,14 @@ impl Redis {
     }
 
     /// Kills the server (its data is gone: no persistence).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             kill(&mut c);
         }
     }
 
     /// Starts it again on the same port, empty.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
     }

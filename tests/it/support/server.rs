@@ -2,7 +2,7 @@
 //! `radio serve` process when what the test checks only a process shows.
 //!
 //! In process, a thread owns a two-worker tokio runtime that runs
-//! [`radio::server::run`] on a listener bound to 127.0.0.1:0 beforehand, so
+//! [`radio::run`] on a listener bound to 127.0.0.1:0 beforehand, so
 //! the address is known at once; the server's log is captured per server.
 //! Dropping the server cancels its shutdown token and joins the thread,
 //! bounded. As a process, `radio serve --listen 127.0.0.1:0` is started and
@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use radio::server::ServerConfig;
+use radio::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::dispatcher::{self, DefaultGuard, Dispatch};
 
@@ -26,7 +26,7 @@ use super::poll::eventually;
 use super::process::{exit_within, kill, radio_bin, signal};
 
 /// A running server; stopped on drop.
-pub struct Server {
+pub(crate) struct Server {
     pub addr: SocketAddr,
     log: Log,
     run: Run,
@@ -46,20 +46,20 @@ enum Run {
 
 impl Server {
     /// `radio serve` with no flags, in this process.
-    pub fn start() -> Server {
+    pub(crate) fn start() -> Server {
         Self::in_process(ServerConfig::default())
     }
 
     /// The defaults changed by `edit`, in this process:
     /// `Server::with(|c| c.conn.rate_limit = 5)`.
-    pub fn with(edit: impl FnOnce(&mut ServerConfig)) -> Server {
+    pub(crate) fn with(edit: impl FnOnce(&mut ServerConfig)) -> Server {
         let mut config = ServerConfig::default();
         edit(&mut config);
         Self::in_process(config)
     }
 
     /// Runs `config` on 127.0.0.1:0 in this process.
-    pub fn in_process(config: ServerConfig) -> Server {
+    pub(crate) fn in_process(config: ServerConfig) -> Server {
         let log = Log::default();
         let dispatch = log.dispatch();
         let shutdown = CancellationToken::new();
@@ -81,13 +81,12 @@ impl Server {
                     .expect("build the server's runtime");
                 let listener = {
                     let _in_runtime = runtime.enter();
-                    radio::server::listener::bind(([127, 0, 0, 1], 0).into(), false)
-                        .expect("bind 127.0.0.1:0")
+                    radio::bind(([127, 0, 0, 1], 0).into(), false).expect("bind 127.0.0.1:0")
                 };
                 addr_tx
                     .send(listener.local_addr().expect("bound address"))
                     .expect("report the address");
-                let result = runtime.block_on(radio::server::run(listener, config, token));
+                let result = runtime.block_on(radio::run(listener, config, token));
                 runtime.shutdown_timeout(Duration::from_secs(1));
                 result
             })
@@ -109,7 +108,7 @@ impl Server {
 
     /// Starts `radio serve --listen 127.0.0.1:0 ARGS...` (or with the
     /// `--listen` in `args`) and waits until it logs its bound address.
-    pub fn spawn_process(args: &[&str]) -> Server {
+    pub(crate) fn spawn_process(args: &[&str]) -> Server {
         let mut cmd = Command::new(radio_bin());
         cmd.arg("serve");
         if !args.contains(&"--listen") {
@@ -150,26 +149,26 @@ impl Server {
         }
     }
 
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 
-    pub fn http_url(&self, path: &str) -> String {
+    pub(crate) fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     /// Everything the server logged so far (info and up).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.text()
     }
 
     /// `GET path`.
-    pub async fn get(&self, path: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str) -> Resp {
         request(self.addr, "GET", path, &[], None).await
     }
 
     /// A metric's value from `/metrics` (the first sample line that starts with `name`).
-    pub async fn metric(&self, name: &str) -> f64 {
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
         let text = self.get("/metrics").await.text();
         text.lines()
             .find(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -180,7 +179,7 @@ impl Server {
 
     /// Waits until a metric reaches `value` (counters and gauges move a
     /// moment after what a client can see).
-    pub async fn wait_metric(&self, name: &str, value: f64) {
+    pub(crate) async fn wait_metric(&self, name: &str, value: f64) {
         eventually(&format!("{name} reaches {value}"), async || {
             let now = self.metric(name).await;
             if now == value { Ok(()) } else { Err(now) }
@@ -190,7 +189,7 @@ impl Server {
 
     /// Begins stopping an in-process server, as SIGTERM begins stopping
     /// `radio serve` (its shutdown token); [`Server::shutdown`] waits.
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         match &self.run {
             Run::InProcess { shutdown, .. } => shutdown.cancel(),
             Run::Process(_) => panic!("cancel() is for in-process servers; signal a process"),
@@ -198,8 +197,8 @@ impl Server {
     }
 
     /// Stops an in-process server as SIGTERM stops `radio serve` (its
-    /// shutdown token), and returns what [`radio::server::run`] returned.
-    pub fn shutdown(&mut self) -> anyhow::Result<()> {
+    /// shutdown token), and returns what [`radio::run`] returned.
+    pub(crate) fn shutdown(&mut self) -> anyhow::Result<()> {
         assert!(
             matches!(self.run, Run::InProcess { .. }),
             "shutdown() is for in-process servers; signal a process"
@@ -250,24 +249,24 @@ impl Server {
     }
 
     /// The server process's id.
-    pub fn pid(&mut self) -> u32 {
+    pub(crate) fn pid(&mut self) -> u32 {
         self.child().id()
     }
 
     /// Sends `SIG<name>` to the server process.
-    pub fn signal(&mut self, name: &str) {
+    pub(crate) fn signal(&mut self, name: &str) {
         let pid = self.pid();
         signal(pid, name);
     }
 
     /// Waits up to `limit` for the server process to exit and returns how
     /// (fails the test if it does not).
-    pub fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn exit_within(&mut self, limit: Duration) -> ExitStatus {
         exit_within(self.child(), limit, "radio serve")
     }
 
     /// Kills the server process at once (SIGKILL), as a crashed node.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         kill(self.child());
     }
 }

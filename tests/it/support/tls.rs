@@ -17,7 +17,7 @@ use super::http::Resp;
 use super::ws::{Client, Ws};
 
 /// A CA and the server certificates it signed, as files.
-pub struct Certs {
+pub(crate) struct Certs {
     pub dir: TempDir,
 }
 
@@ -50,7 +50,7 @@ fn req_with_new_key(args: &[&str], dir: &TempDir) {
 impl Certs {
     /// A new CA and a server certificate `server.pem` / `server.key` with
     /// common name `cn`.
-    pub fn new(cn: &str) -> Certs {
+    pub(crate) fn new(cn: &str) -> Certs {
         let dir = TempDir::new("tls");
         req_with_new_key(
             &[
@@ -77,7 +77,7 @@ impl Certs {
 
     /// Signs a new server certificate (and key) with common name `cn`,
     /// replacing `server.pem` and `server.key`.
-    pub fn issue(&self, cn: &str) {
+    pub(crate) fn issue(&self, cn: &str) {
         self.dir.write(
             "ext.cnf",
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
@@ -113,12 +113,12 @@ impl Certs {
         std::fs::rename(self.path("new.pem"), self.path("server.pem")).expect("cert in place");
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `name`'s path as a command-line argument.
-    pub fn arg(&self, name: &str) -> String {
+    pub(crate) fn arg(&self, name: &str) -> String {
         self.path(name)
             .to_str()
             .expect("utf-8 temp path")
@@ -126,9 +126,9 @@ impl Certs {
     }
 
     /// rustls client settings that trust this CA only.
-    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in radio::pem::read_certs(&self.path("ca.pem")).expect("the CA") {
+        for cert in radio::read_certs(&self.path("ca.pem")).expect("the CA") {
             roots.add(cert).expect("a root");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -142,14 +142,13 @@ impl Certs {
     }
 
     /// The server certificate's DER bytes, as the server should present them.
-    pub fn server_der(&self) -> Vec<u8> {
-        radio::pem::read_certs(&self.path("server.pem")).expect("the server certificate")[0]
-            .to_vec()
+    pub(crate) fn server_der(&self) -> Vec<u8> {
+        radio::read_certs(&self.path("server.pem")).expect("the server certificate")[0].to_vec()
     }
 
     /// A TLS connection to `addr` trusting this CA, and the certificate
     /// the server presented.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         addr: std::net::SocketAddr,
     ) -> (
@@ -167,7 +166,7 @@ impl Certs {
     }
 
     /// `GET path` over https, trusting this CA; the whole response.
-    pub async fn get(&self, addr: std::net::SocketAddr, path: &str) -> Resp {
+    pub(crate) async fn get(&self, addr: std::net::SocketAddr, path: &str) -> Resp {
         let (mut tls, _) = self.connect(addr).await;
         let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         tls.write_all(req.as_bytes()).await.expect("send");
@@ -178,7 +177,7 @@ impl Certs {
     }
 
     /// A protocol client over wss, trusting this CA.
-    pub async fn ws(&self, addr: std::net::SocketAddr) -> Client {
+    pub(crate) async fn ws(&self, addr: std::net::SocketAddr) -> Client {
         let url = format!("wss://localhost:{}/ws", addr.port());
         let connector = tokio_tungstenite::Connector::Rustls(self.client_config());
         let (ws, _): (Ws, _) =

@@ -10,13 +10,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::server::Server;
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a frame the test waits for may take.
-pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A protocol client over a real WebSocket.
-pub struct Client {
+pub(crate) struct Client {
     pub ws: Ws,
     pub session_id: String,
 }
@@ -33,18 +33,18 @@ enum Next {
 
 impl Client {
     /// Connects and consumes the `welcome`.
-    pub async fn connect(server: &Server) -> Client {
+    pub(crate) async fn connect(server: &Server) -> Client {
         Self::connect_url(&server.ws_url()).await
     }
 
-    pub async fn connect_url(url: &str) -> Client {
+    pub(crate) async fn connect_url(url: &str) -> Client {
         Self::try_connect(url).await.expect("websocket connect")
     }
 
     /// Connects with a receive buffer of about `bytes` (the kernel's
     /// minimum allows), so that the server's writes to a client that stops
     /// reading would block after little.
-    pub async fn connect_small_buffer(server: &Server, bytes: u32) -> Client {
+    pub(crate) async fn connect_small_buffer(server: &Server, bytes: u32) -> Client {
         let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
         socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let stream = socket.connect(server.addr).await.expect("connect");
@@ -56,13 +56,13 @@ impl Client {
     }
 
     /// Connects and consumes the `welcome`; the upgrade may be refused.
-    pub async fn try_connect(url: &str) -> Result<Client, tungstenite::Error> {
+    pub(crate) async fn try_connect(url: &str) -> Result<Client, tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         Ok(Self::welcomed(ws).await)
     }
 
     /// Consumes the `welcome` of a fresh connection.
-    pub async fn welcomed(ws: Ws) -> Client {
+    pub(crate) async fn welcomed(ws: Ws) -> Client {
         let mut c = Client {
             ws,
             session_id: String::new(),
@@ -77,11 +77,11 @@ impl Client {
         c
     }
 
-    pub async fn send(&mut self, v: Value) {
+    pub(crate) async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
     }
 
-    pub async fn send_text(&mut self, t: &str) {
+    pub(crate) async fn send_text(&mut self, t: &str) {
         self.ws
             .send(Message::Text(t.to_owned().into()))
             .await
@@ -111,7 +111,7 @@ impl Client {
     }
 
     /// The next JSON frame; fails the test on a close or after [`RECV_TIMEOUT`].
-    pub async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         match self.next_within(RECV_TIMEOUT).await {
             Next::Frame(v) => v,
             Next::Closed(code) => panic!("the connection closed ({code:?}) awaiting a frame"),
@@ -120,7 +120,7 @@ impl Client {
     }
 
     /// Skips frames until one of type `ty` arrives.
-    pub async fn expect(&mut self, ty: &str) -> Value {
+    pub(crate) async fn expect(&mut self, ty: &str) -> Value {
         let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -135,7 +135,7 @@ impl Client {
 
     /// Asserts that for `limit` the connection stays open and no frame of
     /// type `ty` arrives; returns the other frames that did, in order.
-    pub async fn expect_none(&mut self, ty: &str, limit: Duration) -> Vec<Value> {
+    pub(crate) async fn expect_none(&mut self, ty: &str, limit: Duration) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut others = Vec::new();
         loop {
@@ -154,7 +154,7 @@ impl Client {
     /// Skips frames until the server ends the connection, for at most 30 s;
     /// returns the close frame's code, `None` if the stream ended without
     /// one (a server giving up on a stalled socket cannot send it).
-    pub async fn expect_closed(&mut self) -> Option<u16> {
+    pub(crate) async fn expect_closed(&mut self) -> Option<u16> {
         let limit = Duration::from_secs(30);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -169,12 +169,12 @@ impl Client {
 
     /// Asserts that the server closes the connection with a close frame of
     /// `code` (frames before it skipped).
-    pub async fn expect_close(&mut self, code: u16) {
+    pub(crate) async fn expect_close(&mut self, code: u16) {
         assert_eq!(self.expect_closed().await, Some(code), "close code");
     }
 
     /// Sends `v` and returns the next frame, which must be an `error` with `code`.
-    pub async fn expect_error(&mut self, v: Value, code: &str) -> Value {
+    pub(crate) async fn expect_error(&mut self, v: Value, code: &str) -> Value {
         self.send(v).await;
         let e = self.recv().await;
         assert_eq!(e["type"], "error", "expected error {code}, got {e}");
@@ -184,7 +184,7 @@ impl Client {
     }
 
     /// `start_broadcasting` that must succeed; returns the resume token.
-    pub async fn start(&mut self, station: &str) -> String {
+    pub(crate) async fn start(&mut self, station: &str) -> String {
         self.send(json!({"type":"start_broadcasting","station":station}))
             .await;
         let r = self.recv().await;
@@ -196,7 +196,7 @@ impl Client {
     }
 
     /// An acknowledged `update`; returns its seq.
-    pub async fn update(
+    pub(crate) async fn update(
         &mut self,
         station: &str,
         track: &str,
@@ -211,7 +211,7 @@ impl Client {
     }
 
     /// `tune_in` that must succeed; returns `live`.
-    pub async fn tune(&mut self, station: &str) -> bool {
+    pub(crate) async fn tune(&mut self, station: &str) -> bool {
         self.send(json!({"type":"tune_in","station":station})).await;
         let t = self.expect("tuned").await;
         assert_eq!(t["station"], station);

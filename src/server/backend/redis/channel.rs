@@ -18,7 +18,7 @@ use crate::protocol::OfflineReason;
 
 /// One message of a station's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelMsg<'a> {
+pub(crate) enum ChannelMsg<'a> {
     /// `S`: a new state's encoded `sync` frame.
     State(&'a str),
     /// `L`: live, no state yet.
@@ -32,7 +32,7 @@ pub enum ChannelMsg<'a> {
 
 /// The station in a `Z` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Snapshot<'a> {
+pub(crate) enum Snapshot<'a> {
     /// `Z1`: live, with its newest frame if it has one.
     Live(Option<&'a str>),
     /// `Z0`: offline, and why.
@@ -43,7 +43,7 @@ pub enum Snapshot<'a> {
 
 /// A channel message this node cannot read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     #[error("an empty message")]
     Empty,
     #[error("unknown message kind {0:?}")]
@@ -54,7 +54,7 @@ pub enum ParseError {
 
 impl<'a> ChannelMsg<'a> {
     /// Parses one payload as published by the scripts.
-    pub fn parse(payload: &'a [u8]) -> Result<Self, ParseError> {
+    pub(crate) fn parse(payload: &'a [u8]) -> Result<Self, ParseError> {
         let (&kind, rest) = payload.split_first().ok_or(ParseError::Empty)?;
         Ok(match kind {
             b'S' => ChannelMsg::State(std::str::from_utf8(rest).map_err(|_| ParseError::NotUtf8)?),

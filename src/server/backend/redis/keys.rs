@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 /// Every key and channel starts with this.
-pub const PREFIX: &str = "radio:";
+pub(crate) const PREFIX: &str = "radio:";
 /// The set of stations that are live somewhere in the cluster.
-pub const LIVE_SET: &str = "radio:live";
+pub(crate) const LIVE_SET: &str = "radio:live";
 /// How long an offline station's hash (and so its `seq`) is kept.
-pub const KEEP_OFFLINE_MS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const KEEP_OFFLINE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The lease of a station: its owner's holder id, or `grace:` and it.
-pub fn lease(name: &str) -> String {
+pub(crate) fn lease(name: &str) -> String {
     format!("{PREFIX}lease:{name}")
 }
 
@@ -21,21 +21,21 @@ pub fn station(name: &str) -> String {
 }
 
 /// A station's listener counts, one field per node.
-pub fn listeners(name: &str) -> String {
+pub(crate) fn listeners(name: &str) -> String {
     format!("{PREFIX}listeners:{name}")
 }
 
 /// A node's liveness marker.
-pub fn node(node: &str) -> String {
+pub(crate) fn node(node: &str) -> String {
     format!("{PREFIX}node:{node}")
 }
 
 /// A station's pub/sub channel (messages: [`super::channel::ChannelMsg`]).
-pub fn channel(name: &str) -> String {
+pub(crate) fn channel(name: &str) -> String {
     format!("{PREFIX}ch:{name}")
 }
 
 /// A duration as Redis milliseconds (at least 1: `PX 0` is an error).
-pub fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

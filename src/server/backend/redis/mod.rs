@@ -39,12 +39,12 @@
 //! owns the pub/sub link), [`channel`] (the channel messages), [`keys`] and
 //! [`scripts`] (`lua/`, one file per script).
 
-pub mod channel;
-pub mod keys;
-pub mod node;
-pub mod owned;
-pub mod scripts;
-pub mod subscriber;
+pub(crate) mod channel;
+pub(crate) mod keys;
+pub(crate) mod node;
+pub(crate) mod owned;
+pub(crate) mod scripts;
+pub(crate) mod subscriber;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,17 +65,17 @@ use scripts::Scripts;
 use subscriber::Bus;
 
 pub use node::Config;
-pub use owned::RedisOwned;
+pub(crate) use owned::RedisOwned;
 
 /// The Redis backend; cheap to clone.
 #[derive(Clone)]
-pub struct Redis(Arc<Node>);
+pub(crate) struct Redis(Arc<Node>);
 
 impl Redis {
     /// Checks the URL and starts the node's subscriber task; it connects (and
     /// keeps reconnecting) in the background, and `/readyz` says 503 until
     /// it has.
-    pub fn start(
+    pub(crate) fn start(
         cfg: Config,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,

@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::scripts::Scripts;
-use crate::protocol::{StationName, Sync};
+use crate::protocol::{StationName, SyncState};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Listeners, State, Station};
 
 /// Every Redis request gives up after this; the client gets `unavailable`.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Cluster settings from `radio serve`'s flags.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Config {
 /// The Redis client for `cfg`: `redis://`, or `rediss://` (TLS through
 /// rustls) trusting `--redis-ca-cert` when given. Errors name the URL with
 /// its password masked.
-pub fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
+pub(crate) fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
     let shown = masked(&cfg.redis_url);
     let url = cfg.redis_url.as_str();
     let result = match &cfg.ca_cert {
@@ -90,7 +90,7 @@ pub fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
 /// A Redis URL fit to print: its password (everything of the user info
 /// after the user name, or all of it when it has no `:`) replaced by `***`.
 /// Works on malformed URLs too, which is when they are printed.
-pub fn masked(url: &str) -> String {
+pub(crate) fn masked(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
     let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
@@ -105,7 +105,7 @@ pub fn masked(url: &str) -> String {
 }
 
 /// What this node shares between its connections and its subscriber task.
-pub struct Node {
+pub(crate) struct Node {
     pub cfg: Config,
     /// `node:boot`: every lease this process takes is `node:boot:conn`, so a
     /// node restarted under the same id never mistakes an old lease for its own.
@@ -131,14 +131,14 @@ pub struct Node {
 }
 
 /// A station with local listeners.
-pub struct Entry {
+pub(crate) struct Entry {
     pub station: Arc<Station>,
     /// Becomes true when the station's first snapshot has arrived.
     pub ready: watch::Receiver<bool>,
 }
 
 /// What the facade asks of the subscriber task.
-pub enum BusCmd {
+pub(crate) enum BusCmd {
     /// A station got its first local listener.
     Subscribe {
         station: Arc<Station>,
@@ -149,14 +149,14 @@ pub enum BusCmd {
 }
 
 /// One station broadcast from this node.
-pub struct Hold {
+pub(crate) struct Hold {
     pub name: StationName,
     pub holder: String,
     pub token: String,
     pub state: Mutex<HoldState>,
 }
 
-pub struct HoldState {
+pub(crate) struct HoldState {
     /// Last seq published (or found in Redis when claimed).
     pub seq: u64,
     /// The newest state published, for heartbeats and re-asserting.
@@ -168,30 +168,33 @@ pub struct HoldState {
 }
 
 impl HoldState {
-    pub fn last_sync(&self) -> Option<&Sync> {
+    pub(crate) fn last_sync(&self) -> Option<&SyncState> {
         self.last.as_ref().map(|s| &s.sync)
     }
 }
 
 /// Locks a node mutex. A poisoned lock only means a panic elsewhere
 /// mid-update of plain data.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The refusal for anything that needs Redis while it is away.
-pub fn unavailable() -> Refusal {
+pub(crate) fn unavailable() -> Refusal {
     Refusal::Unavailable("the cluster's Redis is unreachable right now")
 }
 
 impl Node {
     /// The command connection, while Redis is reachable.
-    pub fn conn(&self) -> Result<MultiplexedConnection, Refusal> {
+    pub(crate) fn conn(&self) -> Result<MultiplexedConnection, Refusal> {
         lock(&self.conn).clone().ok_or_else(unavailable)
     }
 
     /// Runs a script on the command connection, bounded by [`OP_TIMEOUT`].
-    pub async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Refusal> {
+    pub(crate) async fn call<T: FromRedisValue>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T, Refusal> {
         let mut conn = self.conn()?;
         match tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
@@ -218,7 +221,7 @@ impl Node {
     }
 
     /// Forgets `hold` if it is still this node's hold of its station.
-    pub fn forget_hold(&self, hold: &Arc<Hold>) {
+    pub(crate) fn forget_hold(&self, hold: &Arc<Hold>) {
         let mut holds = lock(&self.holds);
         if holds.get(&hold.name).is_some_and(|h| Arc::ptr_eq(h, hold)) {
             holds.remove(&hold.name);

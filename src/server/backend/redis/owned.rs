@@ -10,13 +10,13 @@ use tokio::time::Instant;
 
 use super::keys::{self, KEEP_OFFLINE_MS, LIVE_SET, millis};
 use super::node::{Hold, HoldState, Node, lock, unavailable};
-use crate::protocol::{StationName, Sync, SyncCause};
+use crate::protocol::{StationName, SyncCause, SyncState};
 use crate::server::backend::OwnedStation;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, State};
 
 /// A broadcaster's hold on a cluster station.
-pub struct RedisOwned {
+pub(crate) struct RedisOwned {
     hold: Arc<Hold>,
     node: Arc<Node>,
     /// Stopped or lost: nothing to release on drop.
@@ -120,7 +120,7 @@ impl OwnedStation for RedisOwned {
         &self.hold.token
     }
 
-    fn current(&self) -> Option<Sync> {
+    fn current(&self) -> Option<SyncState> {
         lock(&self.hold.state).last_sync().cloned()
     }
 

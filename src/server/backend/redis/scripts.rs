@@ -6,7 +6,7 @@
 use redis::Script;
 
 /// Every script of the cluster, loaded once per node.
-pub struct Scripts {
+pub(crate) struct Scripts {
     /// Claims a station or resumes it with its token.
     pub claim: Script,
     /// Checks the lease, stores and publishes a state.
@@ -30,7 +30,7 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             claim: Script::new(include_str!("lua/claim.lua")),
             update: Script::new(include_str!("lua/update.lua")),

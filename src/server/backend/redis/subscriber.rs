@@ -74,7 +74,7 @@ impl From<tokio::time::error::Elapsed> for End {
 /// The node's one subscriber: owns the pub/sub connection, writes every
 /// subscribed station's view, renews leases, reaps expired ones and keeps
 /// this node's listener counts in Redis.
-pub struct Bus {
+pub(crate) struct Bus {
     node: Arc<Node>,
     rx: mpsc::UnboundedReceiver<BusCmd>,
     /// Keyed by channel name, as messages arrive.
@@ -85,7 +85,7 @@ pub struct Bus {
 }
 
 impl Bus {
-    pub fn new(node: Arc<Node>, rx: mpsc::UnboundedReceiver<BusCmd>) -> Self {
+    pub(crate) fn new(node: Arc<Node>, rx: mpsc::UnboundedReceiver<BusCmd>) -> Self {
         let shutdown = node.shutdown.clone();
         Self {
             node,
@@ -97,7 +97,7 @@ impl Bus {
     }
 
     /// Serves until shutdown, reconnecting to Redis whenever it is lost.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         let mut warned = false;
         // Whether a link was up before: the next one is a reconnect.
