@@ -56,10 +56,7 @@ pub fn main() -> ExitCode {
             crate::errors::to_stdout(&text).map(|()| ExitCode::SUCCESS)
         }
         Command::Man { subcommand } => {
-            let mut text = Vec::new();
-            crate::man::write(subcommand.as_deref(), &mut text)
-                .and_then(|()| crate::errors::to_stdout(&text))
-                .map(|()| ExitCode::SUCCESS)
+            crate::man::show(subcommand.as_deref()).map(|()| ExitCode::SUCCESS)
         }
     };
     match result {

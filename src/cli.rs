@@ -1,6 +1,6 @@
 //! The command line: one source of truth for the flags, their environment
 //! variables, `--help`, the shell completions in `completions/` and the man
-//! pages in `man/` (both generated from [`command`], kept fresh by a test).
+//! pages in `man/man1/` (both generated from [`command`], kept fresh by a test).
 //!
 //! The top of the crate: it names the server, the clients and the protocol,
 //! and none of them names it back. `radio serve`'s flags become a
@@ -83,7 +83,8 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page of radio (or of one subcommand) to stdout.
+    /// Show the man page of radio (or of one subcommand): through man on a
+    /// terminal, its roff source to a file or a pipe.
     Man {
         /// A subcommand whose page to print instead of the top-level one.
         subcommand: Option<String>,
