@@ -116,6 +116,16 @@ pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
 /// Checks `--listen`'s shape, HOST:PORT (the host is resolved at start).
 fn parse_listen(s: &str) -> Result<String, String> {
     let hint = "write HOST:PORT, like 127.0.0.1:8080, [::]:8080 or localhost:8080";
+    // A port alone (`--listen 8080`): say which address to write.
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(match s.parse::<u16>() {
+            Ok(port) => format!(
+                "{s:?} is a port, not an address; write HOST:PORT: --listen 127.0.0.1:{port} \
+                 (this machine only) or --listen 0.0.0.0:{port} (every interface)"
+            ),
+            Err(_) => format!("{s:?} is not a port (0-65535); {hint}"),
+        });
+    }
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("no port in {s:?}; {hint}"));
     };
@@ -634,9 +644,22 @@ mod tests {
         ] {
             assert_eq!(parse_listen(ok).as_deref(), Ok(ok));
         }
-        for bad in ["localhost", "localhost:x", ":8080", "::1:80", "h:70000"] {
+        for bad in [
+            "localhost",
+            "localhost:x",
+            ":8080",
+            "::1:80",
+            "h:70000",
+            "99999",
+        ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
+        // A port alone is told the addresses to write.
+        let why = parse_listen("8080").expect_err("a port is not an address");
+        assert!(
+            why.contains("is a port") && why.contains("--listen 127.0.0.1:8080"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -49,6 +49,22 @@ fn a_bad_listen_address_is_a_usage_error() {
     );
 }
 
+/// `--listen 8080`, a port alone, is told the HOST:PORT to write.
+#[test]
+fn a_port_alone_is_told_the_address_to_write() {
+    let out = Command::new(radio_bin())
+        .args(["serve", "--listen", "8080"])
+        .output()
+        .expect("run radio serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"8080\" is a port"), "{err}");
+    assert!(
+        err.contains("--listen 127.0.0.1:8080") && err.contains("--listen 0.0.0.0:8080"),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_open_files_limit_warns_only_below_what_was_asked() {
     // The default --max-connections is a cap: the capacity is told at info.
