@@ -57,11 +57,13 @@ use shared::Shared;
 /// `radio serve`: binds where `startup` says and runs until SIGINT or
 /// SIGTERM.
 pub(crate) async fn serve(startup: Startup, config: ServerConfig) -> anyhow::Result<()> {
-    listener::raise_open_files_limit(startup.max_connections_asked);
     let listeners = listener::bind_all(&startup.listen, startup.reuse_port).await?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let result = run_all(listeners, config, shutdown.clone()).await;
+    // The capacity is told once everything started: a failure to start is
+    // the first thing an operator reads, not the last under a line of INFO.
+    let started = || listener::raise_open_files_limit(startup.max_connections_asked);
+    let result = run_all(listeners, config, shutdown.clone(), started).await;
     shutdown.cancel();
     signals.abort();
     result
@@ -74,14 +76,16 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_all(vec![listener], config, shutdown).await
+    run_all(vec![listener], config, shutdown, || {}).await
 }
 
-/// [`run`] on several listening sockets (a host name's addresses).
-pub(crate) async fn run_all(
+/// [`run`] on several listening sockets (a host name's addresses); calls
+/// `started` once the server has started, before it accepts.
+async fn run_all(
     listeners: Vec<TcpListener>,
     config: ServerConfig,
     shutdown: CancellationToken,
+    started: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let shutdown_timeout = config.shutdown_timeout;
@@ -93,6 +97,7 @@ pub(crate) async fn run_all(
             return Err(e);
         }
     };
+    started();
     let mut accepting = Vec::new();
     for listener in listeners {
         let local = listener.local_addr()?;
