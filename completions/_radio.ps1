@@ -31,7 +31,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it')
             [CompletionResult]::new('loadtest', 'loadtest', [CompletionResultType]::ParameterValue, 'Generate load against one or more servers and report fan-out latency, delivery and server cost')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
-            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page of radio (or of one subcommand) to stdout')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Show the man page of radio (or of one subcommand): through man on a terminal, its roff source to a file or a pipe')
             [CompletionResult]::new('loadtest-worker', 'loadtest-worker', [CompletionResultType]::ParameterValue, 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -173,7 +173,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it')
             [CompletionResult]::new('loadtest', 'loadtest', [CompletionResultType]::ParameterValue, 'Generate load against one or more servers and report fan-out latency, delivery and server cost')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
-            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page of radio (or of one subcommand) to stdout')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Show the man page of radio (or of one subcommand): through man on a terminal, its roff source to a file or a pipe')
             [CompletionResult]::new('loadtest-worker', 'loadtest-worker', [CompletionResultType]::ParameterValue, 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break

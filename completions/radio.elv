@@ -28,7 +28,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand listen 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it'
             cand loadtest 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
             cand completions 'Print a shell completion script to stdout'
-            cand man 'Print the man page of radio (or of one subcommand) to stdout'
+            cand man 'Show the man page of radio (or of one subcommand): through man on a terminal, its roff source to a file or a pipe'
             cand loadtest-worker 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -162,7 +162,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand listen 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it'
             cand loadtest 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
             cand completions 'Print a shell completion script to stdout'
-            cand man 'Print the man page of radio (or of one subcommand) to stdout'
+            cand man 'Show the man page of radio (or of one subcommand): through man on a terminal, its roff source to a file or a pipe'
             cand loadtest-worker 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }

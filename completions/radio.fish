@@ -34,7 +34,7 @@ complete -c radio -n "__fish_radio_needs_command" -f -a "broadcast" -d 'Run a st
 complete -c radio -n "__fish_radio_needs_command" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it'
 complete -c radio -n "__fish_radio_needs_command" -f -a "loadtest" -d 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
 complete -c radio -n "__fish_radio_needs_command" -f -a "completions" -d 'Print a shell completion script to stdout'
-complete -c radio -n "__fish_radio_needs_command" -f -a "man" -d 'Print the man page of radio (or of one subcommand) to stdout'
+complete -c radio -n "__fish_radio_needs_command" -f -a "man" -d 'Show the man page of radio (or of one subcommand): through man on a terminal, its roff source to a file or a pipe'
 complete -c radio -n "__fish_radio_needs_command" -f -a "loadtest-worker" -d 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
 complete -c radio -n "__fish_radio_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s l -l listen -d 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)' -r
@@ -144,6 +144,6 @@ complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_su
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "listen" -d 'Tune in from a terminal and show what plays and how well it is in sync; with --player mpv, hear it'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "loadtest" -d 'Generate load against one or more servers and report fan-out latency, delivery and server cost'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "completions" -d 'Print a shell completion script to stdout'
-complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "man" -d 'Print the man page of radio (or of one subcommand) to stdout'
+complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "man" -d 'Show the man page of radio (or of one subcommand): through man on a terminal, its roff source to a file or a pipe'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "loadtest-worker" -d 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
 complete -c radio -n "__fish_radio_using_subcommand help; and not __fish_seen_subcommand_from serve broadcast listen loadtest completions man loadtest-worker help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

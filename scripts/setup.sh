@@ -2,8 +2,8 @@
 # Installs what the test suite needs beyond the Rust toolchain: Redis (the
 # cluster tests start a real redis-server), Prometheus and promtool (the
 # metrics tests), Chromium and its driver (the web player's browser tests),
-# mpv (`radio listen --player mpv` drives a real one), and the browser tests'
-# npm packages. Idempotent:
+# mpv (`radio listen --player mpv` drives a real one), man (the man pages
+# are looked up and shown through it), and the browser tests' npm packages. Idempotent:
 # installs only what is missing. Debian/Ubuntu; runs apt-get as root or via sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v mpv >/dev/null 2>&1 || need+=(mpv)
+command -v man >/dev/null 2>&1 || need+=(man-db)
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command};
+use crate::logging::LogFormat;
+use crate::server::ServerConfig;
+use crate::server::config::Startup;
 
 /// `radio`'s `main`: everything the binary does.
 pub fn main() -> ExitCode {
@@ -17,8 +20,12 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             crate::logging::init(args.log_format, "info", ansi);
-            runtime()
-                .and_then(|rt| rt.block_on(crate::server::serve(*args)))
+            let startup = Startup::from(&*args);
+            ServerConfig::try_from(*args)
+                .map_err(anyhow::Error::from)
+                .and_then(|config| {
+                    runtime().and_then(|rt| rt.block_on(crate::server::serve(startup, config)))
+                })
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Broadcast(args) => {
@@ -49,10 +56,7 @@ pub fn main() -> ExitCode {
             crate::errors::to_stdout(&text).map(|()| ExitCode::SUCCESS)
         }
         Command::Man { subcommand } => {
-            let mut text = Vec::new();
-            crate::man::write(subcommand.as_deref(), &mut text)
-                .and_then(|()| crate::errors::to_stdout(&text))
-                .map(|()| ExitCode::SUCCESS)
+            crate::man::show(subcommand.as_deref()).map(|()| ExitCode::SUCCESS)
         }
     };
     match result {

@@ -1,11 +1,24 @@
 //! The command line: one source of truth for the flags, their environment
 //! variables, `--help`, the shell completions in `completions/` and the man
-//! pages in `man/` (both generated from [`command`], kept fresh by a test).
+//! pages in `man/man1/` (both generated from [`command`], kept fresh by a test).
+//!
+//! The top of the crate: it names the server, the clients and the protocol,
+//! and none of them names it back. `radio serve`'s flags become a
+//! `ServerConfig` in [`serve`], where every check between flags is made;
+//! their defaults are the server's ([`defaults`]).
+
+mod serve;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::logging::LogFormat;
+use crate::server::config::defaults;
+
+/// The one key-file reader, for `radio broadcast --key-file`.
+pub(crate) use crate::key_file::read as read_key_file;
 
 /// Synchronized internet radio: everyone tuned to a station hears the same
 /// moment of the same track.
@@ -70,7 +83,8 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page of radio (or of one subcommand) to stdout.
+    /// Show the man page of radio (or of one subcommand): through man on a
+    /// terminal, its roff source to a file or a pipe.
     Man {
         /// A subcommand whose page to print instead of the top-level one.
         subcommand: Option<String>,
@@ -85,19 +99,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
 
-/// The key in the file a flag (`flag`) names: its first line, trimmed, not
-/// empty. Keys come from files so that they are in neither argv nor the
-/// environment (`--broadcast-key-file`, `radio broadcast --key-file`).
-pub(crate) fn read_key_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", path.display()))?;
-    match text.lines().next().map(str::trim) {
-        Some(key) if !key.is_empty() => Ok(key.to_owned()),
-        _ => anyhow::bail!(
-            "{flag} {} is empty; put the broadcast key on its first line",
-            path.display()
-        ),
-    }
+/// A default duration as `--help` shows it and [`parse_duration`] reads it
+/// back (`10s`, `1h`).
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 /// A duration that paces something: more than zero.
@@ -111,6 +116,16 @@ pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
 /// Checks `--listen`'s shape, HOST:PORT (the host is resolved at start).
 fn parse_listen(s: &str) -> Result<String, String> {
     let hint = "write HOST:PORT, like 127.0.0.1:8080, [::]:8080 or localhost:8080";
+    // A port alone (`--listen 8080`): say which address to write.
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(match s.parse::<u16>() {
+            Ok(port) => format!(
+                "{s:?} is a port, not an address; write HOST:PORT: --listen 127.0.0.1:{port} \
+                 (this machine only) or --listen 0.0.0.0:{port} (every interface)"
+            ),
+            Err(_) => format!("{s:?} is not a port (0-65535); {hint}"),
+        });
+    }
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("no port in {s:?}; {hint}"));
     };
@@ -134,9 +149,6 @@ fn parse_station(s: &str) -> Result<String, String> {
 fn parse_url(s: &str) -> Result<String, String> {
     crate::client::ws_url(s).map_err(|e| e.to_string())
 }
-
-/// `--max-connections` when not given.
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
 fn parse_lease(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
@@ -163,25 +175,20 @@ fn parse_node_id(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
+// `radio serve`'s flags. `pub` (as its field types) only because
+// `ServerConfig: TryFrom<ServeArgs>` is a public impl; nothing outside can
+// reach it. (A `///` comment here would become clap's help text.)
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on, HOST:PORT: an IP address or a host name (every
     /// address it resolves to is bound, like 127.0.0.1 and ::1 for
     /// localhost); port 0 picks a free port (the bound address is logged).
-    #[arg(short, long, env = "RADIO_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    #[arg(short, long, env = "RADIO_LISTEN", value_name = "ADDR", default_value = defaults::LISTEN, value_parser = parse_listen)]
     pub listen: String,
 
     /// How long a station stays live after its broadcaster disconnects, waiting
     /// for it to resume with its token.
-    #[arg(long, env = "RADIO_GRACE_PERIOD", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_GRACE_PERIOD", default_value = duration(defaults::GRACE_PERIOD), value_name = "DURATION", value_parser = parse_duration)]
     pub grace_period: Duration,
 
     /// Largest inbound WebSocket message; larger ones close the connection (1009).
@@ -190,22 +197,26 @@ pub struct ServeArgs {
 
     /// How often the server checks each connection: a ping, unless it was
     /// written states since the last check and acknowledged them all.
-    #[arg(long, env = "RADIO_KEEPALIVE_INTERVAL", default_value = "15s", value_name = "DURATION", value_parser = parse_interval)]
+    #[arg(long, env = "RADIO_KEEPALIVE_INTERVAL", default_value = duration(defaults::KEEPALIVE_INTERVAL), value_name = "DURATION", value_parser = parse_interval)]
     pub keepalive_interval: Duration,
 
     /// A connection silent for this long (no frame, no pong, no acknowledged
     /// state) is closed.
-    #[arg(long, env = "RADIO_KEEPALIVE_TIMEOUT", default_value = "45s", value_name = "DURATION", value_parser = parse_interval)]
+    #[arg(long, env = "RADIO_KEEPALIVE_TIMEOUT", default_value = duration(defaults::KEEPALIVE_TIMEOUT), value_name = "DURATION", value_parser = parse_interval)]
     pub keepalive_timeout: Duration,
 
     /// A client that accepts no bytes for this long is closed (1008).
-    #[arg(long, env = "RADIO_WRITE_TIMEOUT", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_WRITE_TIMEOUT", default_value = duration(defaults::WRITE_TIMEOUT), value_name = "DURATION", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
-    /// Most concurrent connections, HTTP and WebSocket alike; more are answered
-    /// 503 [default: 100000]. Given explicitly, the server warns at start
-    /// when its open-files limit cannot hold that many.
-    #[arg(long, env = "RADIO_MAX_CONNECTIONS", value_name = "N")]
+    // Not `default_value_t`: the server warns only about a number given
+    // explicitly, so the default is applied in the conversion and shown here.
+    #[arg(long, env = "RADIO_MAX_CONNECTIONS", value_name = "N", help = format!(
+        "Most concurrent connections, HTTP and WebSocket alike; more are answered \
+         503 [default: {}]. Given explicitly, the server warns at start when its \
+         open-files limit cannot hold that many",
+        defaults::MAX_CONNECTIONS
+    ))]
     pub max_connections: Option<usize>,
 
     /// Most concurrent connections from one client address (0: no limit);
@@ -214,7 +225,7 @@ pub struct ServeArgs {
         long,
         env = "RADIO_MAX_CONNECTIONS_PER_IP",
         value_name = "N",
-        default_value_t = 256
+        default_value_t = defaults::MAX_CONNECTIONS_PER_IP
     )]
     pub max_connections_per_ip: usize,
 
@@ -224,13 +235,13 @@ pub struct ServeArgs {
         long,
         env = "RADIO_MAX_STATIONS",
         value_name = "N",
-        default_value_t = 10_000
+        default_value_t = defaults::MAX_STATIONS
     )]
     pub max_stations: usize,
 
     /// Most stations in one `stations` answer (and GET /api/stations); the
     /// most listened are kept and the answer says `truncated`.
-    #[arg(long, env = "RADIO_MAX_LIST", value_name = "N", default_value_t = 200)]
+    #[arg(long, env = "RADIO_MAX_LIST", value_name = "N", default_value_t = defaults::MAX_LIST)]
     pub max_list: usize,
 
     /// Web origins besides the server's own whose pages may open /ws and save
@@ -255,15 +266,15 @@ pub struct ServeArgs {
 
     /// Inbound messages a connection may send per second (bursts up to twice
     /// that); beyond it `rate_limited`, and a client that keeps on is closed (1008).
-    #[arg(long, env = "RADIO_RATE_LIMIT", value_name = "N", default_value_t = 50)]
+    #[arg(long, env = "RADIO_RATE_LIMIT", value_name = "N", default_value_t = defaults::RATE_LIMIT)]
     pub rate_limit: u32,
 
     /// Time a client has to send its HTTP request and complete the WebSocket upgrade.
-    #[arg(long, env = "RADIO_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_HANDSHAKE_TIMEOUT", default_value = duration(defaults::HANDSHAKE_TIMEOUT), value_name = "DURATION", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close before exiting.
-    #[arg(long, env = "RADIO_SHUTDOWN_TIMEOUT", default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_SHUTDOWN_TIMEOUT", default_value = duration(defaults::SHUTDOWN_TIMEOUT), value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Require this key in `start_broadcasting` (listeners need none). Prefer
@@ -329,7 +340,7 @@ pub struct ServeArgs {
     /// node dies, listeners elsewhere are told its stations went offline
     /// (reason "timeout") about this long after, unless the broadcaster
     /// resumed on another node first.
-    #[arg(long, env = "RADIO_LEASE", default_value = "5s", value_name = "DURATION", value_parser = parse_lease)]
+    #[arg(long, env = "RADIO_LEASE", default_value = duration(defaults::LEASE), value_name = "DURATION", value_parser = parse_lease)]
     pub lease: Duration,
 
     /// Share the listening port with other processes (SO_REUSEPORT).
@@ -348,15 +359,15 @@ pub struct ServeArgs {
     /// Follow symbolic links in the media directory when scanning (true or
     /// false). Either way a file swapped after the scan is not served until a
     /// rescan.
-    #[arg(long, env = "RADIO_FOLLOW_SYMLINKS", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "RADIO_FOLLOW_SYMLINKS", value_name = "BOOL", default_value_t = defaults::FOLLOW_SYMLINKS, action = clap::ArgAction::Set)]
     pub follow_symlinks: bool,
 
     /// Private player sessions idle this long are removed.
-    #[arg(long, env = "RADIO_SESSION_TTL", default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "RADIO_SESSION_TTL", default_value = duration(defaults::SESSION_TTL), value_name = "DURATION", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
     /// How often idle sessions are swept.
-    #[arg(long, env = "RADIO_SESSION_SWEEP", default_value = "5m", value_name = "DURATION", value_parser = parse_interval)]
+    #[arg(long, env = "RADIO_SESSION_SWEEP", default_value = duration(defaults::SESSION_SWEEP), value_name = "DURATION", value_parser = parse_interval)]
     pub session_sweep: Duration,
 
     /// Most private sessions kept; the least recently used is evicted beyond it.
@@ -364,7 +375,7 @@ pub struct ServeArgs {
         long,
         env = "RADIO_MAX_SESSIONS",
         value_name = "N",
-        default_value_t = 100_000
+        default_value_t = defaults::MAX_SESSIONS
     )]
     pub max_sessions: usize,
 
@@ -374,7 +385,7 @@ pub struct ServeArgs {
         long,
         env = "RADIO_SESSION_RATE",
         value_name = "N",
-        default_value_t = 10
+        default_value_t = defaults::SESSION_RATE
     )]
     pub session_rate: u32,
 }
@@ -633,9 +644,22 @@ mod tests {
         ] {
             assert_eq!(parse_listen(ok).as_deref(), Ok(ok));
         }
-        for bad in ["localhost", "localhost:x", ":8080", "::1:80", "h:70000"] {
+        for bad in [
+            "localhost",
+            "localhost:x",
+            ":8080",
+            "::1:80",
+            "h:70000",
+            "99999",
+        ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
+        // A port alone is told the addresses to write.
+        let why = parse_listen("8080").expect_err("a port is not an address");
+        assert!(
+            why.contains("is a port") && why.contains("--listen 127.0.0.1:8080"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use std::process::ExitCode;
 
 /// A usage error found after parsing (an argument that parses but cannot
-/// work): exit status 2.
+/// work): exit status 2. `pub` only because the command line's conversion
+/// into the public `ServerConfig` names it; nothing outside can reach it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct Usage(pub String);
+pub struct Usage(pub String);
 
 /// The message of `e` and its causes, each said once: a cause whose text
 /// its parent already carries (`IO error: Connection refused` over

@@ -14,6 +14,7 @@ mod app;
 mod cli;
 mod client;
 mod errors;
+mod key_file;
 mod loadtest;
 mod logging;
 mod man;

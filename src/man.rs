@@ -1,11 +1,14 @@
-//! The man pages in `man/` (and `radio man`): clap_mangen's title, name,
+//! The man pages in `man/man1/` (and `radio man`): clap_mangen's title, name,
 //! synopsis, description and options from the clap definitions, then the
 //! sections a reader of a man page looks for, written here: the broadcast
 //! command language, ENVIRONMENT (every `RADIO_*` variable, from the same
 //! definitions), EXIT STATUS, EXAMPLES and SEE ALSO. A subcommand's page is
 //! `radio-serve(1)` and its synopsis `radio serve`, as it is typed.
+//! `radio man` on a terminal shows the page through `man`; to a file or a
+//! pipe it writes the roff, which is what `man/man1/` holds.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
+use std::process::{Command, Stdio};
 
 use clap_mangen::Man;
 
@@ -18,6 +21,49 @@ pub fn subcommands() -> Vec<String> {
         .filter(|c| !c.is_hide_set())
         .map(|c| c.get_name().to_owned())
         .collect()
+}
+
+/// `radio man [SUBCOMMAND]`: the page read through `man -l -` when stdout
+/// is a terminal and `man` is installed, else its roff on stdout
+/// (`radio man > radio.1`, `radio man | less`).
+pub(crate) fn show(subcommand: Option<&str>) -> anyhow::Result<()> {
+    let mut page = Vec::new();
+    write(subcommand, &mut page)?;
+    if std::io::stdout().is_terminal() && read_through_man(&page)? {
+        return Ok(());
+    }
+    crate::errors::to_stdout(&page)
+}
+
+/// Shows `page` (roff) with `man -l -`, which formats it for the terminal
+/// and pages it. False when there is no `man` to run.
+fn read_through_man(page: &[u8]) -> anyhow::Result<bool> {
+    let spawned = Command::new("man")
+        .args(["-l", "-"])
+        .stdin(Stdio::piped())
+        .spawn();
+    let mut man = match spawned {
+        Ok(man) => man,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => anyhow::bail!("cannot run man to show the page: {e}"),
+    };
+    if let Some(mut stdin) = man.stdin.take() {
+        // A reader who quits the pager early closes man's input: no failure.
+        if let Err(e) = stdin.write_all(page)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            anyhow::bail!("cannot give the page to man: {e}");
+        }
+    }
+    let status = man
+        .wait()
+        .map_err(|e| anyhow::anyhow!("cannot wait for man: {e}"))?;
+    if !status.success() {
+        anyhow::bail!(
+            "man -l - could not show the page ({status}); `radio man | less` shows its source"
+        );
+    }
+    Ok(true)
 }
 
 /// Writes the page of radio, or of one of its subcommands.
@@ -211,7 +257,11 @@ Every frame as JSON, for a script:
             "    radio completions bash > /usr/share/bash-completion/completions/radio
     radio completions zsh > /usr/share/zsh/vendor-completions/_radio"
         }
-        "man" => "    radio man serve | man -l -",
+        "man" => {
+            "Read a page on a terminal (through man), or save its source:
+    radio man serve
+    radio man serve > radio-serve.1"
+        }
         _ => {
             "    radio serve &
     radio broadcast -s lofi

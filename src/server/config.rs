@@ -1,17 +1,75 @@
 //! The server's configuration, as the server sees it: plain values grouped
-//! by the part that uses them. The command line ([`ServeArgs`], clap) is
-//! turned into this once, in [`ServerConfig::from`]; nothing past that point
-//! sees clap, so tests and embedders build a [`ServerConfig`] directly.
+//! by the part that uses them, and the defaults of `radio serve`
+//! ([`defaults`]). The command line (`crate::cli`, above the server) turns
+//! its flags into a [`ServerConfig`] and checks them against each other;
+//! the server never sees clap, so tests and embedders build a
+//! [`ServerConfig`] directly.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::ServeArgs;
 use crate::protocol;
 use crate::server::backend::any::BackendConfig;
-use crate::server::backend::redis;
 use crate::server::keys::KeySources;
 use crate::server::peer::Cidr;
+
+/// The defaults of `radio serve`, each written once: [`ServerConfig::default`]
+/// is made of them, and the command line shows and applies them
+/// (`[default: ...]` in `--help`, the man page and the completions).
+pub(crate) mod defaults {
+    use std::time::Duration;
+
+    /// `--listen`.
+    pub(crate) const LISTEN: &str = "127.0.0.1:8080";
+    /// `--grace-period`.
+    pub(crate) const GRACE_PERIOD: Duration = Duration::from_secs(10);
+    /// `--keepalive-interval`.
+    pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+    /// `--keepalive-timeout`: three intervals.
+    pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(45);
+    /// `--write-timeout`.
+    pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `--max-connections`.
+    pub(crate) const MAX_CONNECTIONS: usize = 100_000;
+    /// `--max-connections-per-ip`.
+    pub(crate) const MAX_CONNECTIONS_PER_IP: usize = 256;
+    /// `--max-stations`.
+    pub(crate) const MAX_STATIONS: usize = 10_000;
+    /// `--max-list`.
+    pub(crate) const MAX_LIST: usize = 200;
+    /// `--rate-limit`: messages per second per connection.
+    pub(crate) const RATE_LIMIT: u32 = 50;
+    /// `--handshake-timeout`.
+    pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `--shutdown-timeout`.
+    pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+    /// `--lease` (cluster mode).
+    pub(crate) const LEASE: Duration = Duration::from_secs(5);
+    /// `--follow-symlinks`.
+    pub(crate) const FOLLOW_SYMLINKS: bool = true;
+    /// `--session-ttl`.
+    pub(crate) const SESSION_TTL: Duration = Duration::from_secs(3600);
+    /// `--session-sweep`.
+    pub(crate) const SESSION_SWEEP: Duration = Duration::from_secs(300);
+    /// `--max-sessions`.
+    pub(crate) const MAX_SESSIONS: usize = 100_000;
+    /// `--session-rate`: new sessions per minute per client address.
+    pub(crate) const SESSION_RATE: u32 = 10;
+}
+
+/// What `radio serve` does besides what [`ServerConfig`] says: the address
+/// it binds (a test binds its own listener and calls `server::run`), and
+/// `--max-connections` as given, to warn when the open-files limit cannot
+/// hold that many.
+#[derive(Clone, Debug)]
+pub(crate) struct Startup {
+    /// HOST:PORT; every address the host resolves to is bound.
+    pub(crate) listen: String,
+    /// SO_REUSEPORT on the listening sockets.
+    pub(crate) reuse_port: bool,
+    /// `--max-connections` when given explicitly.
+    pub(crate) max_connections_asked: Option<usize>,
+}
 
 /// Everything `radio serve` needs besides its listening socket.
 #[derive(Clone, Debug)]
@@ -84,7 +142,7 @@ impl Default for MediaConfig {
         Self {
             dir: None,
             rescan_interval: None,
-            follow_symlinks: true,
+            follow_symlinks: defaults::FOLLOW_SYMLINKS,
         }
     }
 }
@@ -95,111 +153,31 @@ impl Default for ServerConfig {
         Self {
             conn: ConnConfig {
                 max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
-                keepalive_interval: Duration::from_secs(15),
-                keepalive_timeout: Duration::from_secs(45),
-                write_timeout: Duration::from_secs(10),
-                rate_limit: 50,
+                keepalive_interval: defaults::KEEPALIVE_INTERVAL,
+                keepalive_timeout: defaults::KEEPALIVE_TIMEOUT,
+                write_timeout: defaults::WRITE_TIMEOUT,
+                rate_limit: defaults::RATE_LIMIT,
                 keys: KeySources::default(),
             },
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: crate::cli::DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: 256,
-            max_stations: 10_000,
-            max_list: 200,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
+            max_stations: defaults::MAX_STATIONS,
+            max_list: defaults::MAX_LIST,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             tls: None,
-            shutdown_timeout: Duration::from_secs(5),
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             backend: BackendConfig::Local {
-                grace: Duration::from_secs(10),
+                grace: defaults::GRACE_PERIOD,
             },
             media: MediaConfig::default(),
             sessions: SessionConfig {
-                ttl: Duration::from_secs(3600),
-                sweep: Duration::from_secs(300),
-                max: 100_000,
-                rate_per_minute: 10,
+                ttl: defaults::SESSION_TTL,
+                sweep: defaults::SESSION_SWEEP,
+                max: defaults::MAX_SESSIONS,
+                rate_per_minute: defaults::SESSION_RATE,
             },
         }
-    }
-}
-
-impl From<ServeArgs> for ServerConfig {
-    fn from(args: ServeArgs) -> Self {
-        let backend = match args.redis {
-            None => BackendConfig::Local {
-                grace: args.grace_period,
-            },
-            Some(redis_url) => BackendConfig::Redis(redis::Config {
-                redis_url,
-                node_id: args
-                    .node_id
-                    .unwrap_or_else(|| format!("node-{}", protocol::random_token(4))),
-                lease: args.lease,
-                grace: args.grace_period,
-                ca_cert: args.redis_ca_cert,
-                max_stations: args.max_stations,
-            }),
-        };
-        Self {
-            conn: ConnConfig {
-                max_message_bytes: args.max_message_bytes,
-                keepalive_interval: args.keepalive_interval,
-                keepalive_timeout: args.keepalive_timeout,
-                write_timeout: args.write_timeout,
-                rate_limit: args.rate_limit,
-                keys: KeySources {
-                    key: args.broadcast_key,
-                    key_file: args.broadcast_key_file,
-                    keys_file: args.broadcast_keys,
-                },
-            },
-            handshake_timeout: args.handshake_timeout,
-            max_connections: args
-                .max_connections
-                .unwrap_or(crate::cli::DEFAULT_MAX_CONNECTIONS),
-            max_connections_per_ip: args.max_connections_per_ip,
-            max_stations: args.max_stations,
-            max_list: args.max_list,
-            allowed_origins: args.allowed_origins,
-            trusted_proxies: args.trusted_proxies,
-            tls: match (args.tls_cert, args.tls_key) {
-                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-                _ => None,
-            },
-            shutdown_timeout: args.shutdown_timeout,
-            backend,
-            media: MediaConfig {
-                dir: args.media,
-                rescan_interval: args.rescan_interval,
-                follow_symlinks: args.follow_symlinks,
-            },
-            sessions: SessionConfig {
-                ttl: args.session_ttl,
-                sweep: args.session_sweep,
-                max: args.max_sessions,
-                rate_per_minute: args.session_rate,
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser as _;
-
-    /// The defaults written here agree with the command line's.
-    #[test]
-    fn defaults_match_the_command_line() {
-        let cli = crate::cli::Cli::parse_from(["radio", "serve"]);
-        let crate::cli::Command::Serve(args) = cli.command else {
-            panic!("parsed as serve");
-        };
-        let from_cli = ServerConfig::from(*args);
-        assert_eq!(
-            format!("{from_cli:?}"),
-            format!("{:?}", ServerConfig::default())
-        );
     }
 }

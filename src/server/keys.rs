@@ -119,7 +119,7 @@ fn read(sources: &KeySources) -> anyhow::Result<Rules> {
         lines = parse_keys_file(path)?;
     }
     let one = match &sources.key_file {
-        Some(path) => Some(crate::cli::read_key_file(path, "--broadcast-key-file")?),
+        Some(path) => Some(crate::key_file::read(path, "--broadcast-key-file")?),
         None => sources.key.clone(),
     };
     let closed = sources.keys_file.is_some();

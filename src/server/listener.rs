@@ -170,14 +170,48 @@ pub(crate) async fn bind_all(listen: &str, reuse_port: bool) -> anyhow::Result<V
     for addr in addrs {
         match bind(addr, reuse_port) {
             Ok(l) => bound.push(l),
-            Err(e) => failed.push(format!("{addr}: {e}")),
+            Err(e) => failed.push((addr, e)),
         }
     }
     if bound.is_empty() {
-        anyhow::bail!("cannot listen on {listen}: {}", failed.join("; "));
+        anyhow::bail!(cannot_listen(listen, &failed));
     }
-    for f in failed {
-        tracing::warn!("not listening on {f}");
+    for (addr, e) in failed {
+        tracing::warn!("not listening on {addr}: {e}");
     }
     Ok(bound)
+}
+
+/// Why `--listen` could not be bound at all, each address said once: the
+/// addresses a host name resolved to are named only when they differ from
+/// what was written. An address in use gets what to do about it.
+fn cannot_listen(listen: &str, failed: &[(SocketAddr, std::io::Error)]) -> String {
+    let literal = matches!(failed, [(addr, _)] if addr.to_string() == listen);
+    let reasons: Vec<String> = failed
+        .iter()
+        .map(|(addr, e)| {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "another process is listening there (address in use)".to_owned()
+            } else {
+                e.to_string()
+            };
+            if literal {
+                why
+            } else {
+                format!("{addr}: {why}")
+            }
+        })
+        .collect();
+    let mut text = format!("cannot listen on {listen}: {}", reasons.join("; "));
+    if failed
+        .iter()
+        .any(|(_, e)| e.kind() == std::io::ErrorKind::AddrInUse)
+    {
+        let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
+        text.push_str(&format!(
+            "; stop that process, or listen elsewhere: --listen {host}:0 takes any free \
+             port (the log says which), or choose another port"
+        ));
+    }
+    text
 }

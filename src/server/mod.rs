@@ -4,6 +4,8 @@
 //! [`ServerConfig`] and a shutdown token, so a test (or any embedder) can run
 //! a server in its own process; [`serve`] is the command line's way in, which
 //! binds the configured address and turns SIGINT/SIGTERM into that token.
+//! The server never names the command line: `crate::cli` makes its
+//! [`ServerConfig`].
 //! Every task the server spawns is owned by one [`TaskTracker`], so shutdown
 //! waits for all of them, bounded by `--shutdown-timeout`.
 //!
@@ -48,27 +50,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::ServeArgs;
 pub use config::ServerConfig;
+use config::Startup;
 use shared::Shared;
 
-/// `radio serve`: binds the configured address and runs until SIGINT or
+/// `radio serve`: binds where `startup` says and runs until SIGINT or
 /// SIGTERM.
-pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.keepalive_timeout <= args.keepalive_interval {
-        return Err(crate::errors::Usage(format!(
-            "--keepalive-timeout ({:?}) must be longer than --keepalive-interval ({:?}), \
-             or connections that answer every ping are closed; make it 3 intervals",
-            args.keepalive_timeout, args.keepalive_interval
-        ))
-        .into());
-    }
-    listener::raise_open_files_limit(args.max_connections);
-    let listeners = listener::bind_all(&args.listen, args.reuse_port).await?;
-    let config = ServerConfig::from(args);
+pub(crate) async fn serve(startup: Startup, config: ServerConfig) -> anyhow::Result<()> {
+    let listeners = listener::bind_all(&startup.listen, startup.reuse_port).await?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let result = run_all(listeners, config, shutdown.clone()).await;
+    // The capacity is told once everything started: a failure to start is
+    // the first thing an operator reads, not the last under a line of INFO.
+    let started = || listener::raise_open_files_limit(startup.max_connections_asked);
+    let result = run_all(listeners, config, shutdown.clone(), started).await;
     shutdown.cancel();
     signals.abort();
     result
@@ -81,14 +76,16 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_all(vec![listener], config, shutdown).await
+    run_all(vec![listener], config, shutdown, || {}).await
 }
 
-/// [`run`] on several listening sockets (a host name's addresses).
-pub(crate) async fn run_all(
+/// [`run`] on several listening sockets (a host name's addresses); calls
+/// `started` once the server has started, before it accepts.
+async fn run_all(
     listeners: Vec<TcpListener>,
     config: ServerConfig,
     shutdown: CancellationToken,
+    started: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let shutdown_timeout = config.shutdown_timeout;
@@ -100,6 +97,7 @@ pub(crate) async fn run_all(
             return Err(e);
         }
     };
+    started();
     let mut accepting = Vec::new();
     for listener in listeners {
         let local = listener.local_addr()?;

@@ -1,5 +1,6 @@
-//! The source tree's shape, checked: no module cycle in `src/` and no file
-//! over the size a reader can hold in mind (docs/architecture.md).
+//! The source tree's shape, checked: no module cycle in `src/`, no file
+//! over the size a reader can hold in mind, and the top-level modules named
+//! only from above them ([`LAYERS`]; docs/architecture.md draws them).
 //!
 //! A module's dependencies are the modules its `use` declarations and inline
 //! `crate::`/`super::` paths name, resolved to the longest module path that
@@ -141,8 +142,41 @@ fn parse_tree(s: &[char], mut at: usize) -> (Vec<Vec<String>>, usize) {
     }
 }
 
-#[test]
-fn no_module_cycles_and_no_long_files() {
+/// Modules that name no other module of the crate: anything may use them.
+const LEAVES: &[&str] = &["errors", "key_file", "logging", "pem", "signals", "version"];
+
+/// Which top-level modules each top-level module may name, besides itself
+/// and the [`LEAVES`]: dependencies point down, from the program to the
+/// command line to the server and the clients to the wire contract. The
+/// crate root (`lib.rs`: declarations and re-exports) may name anything.
+const LAYERS: &[(&str, &[&str])] = &[
+    // Parses the command line, sets up logging, dispatches.
+    (
+        "app",
+        &["cli", "man", "server", "client", "loadtest", "protocol"],
+    ),
+    // The flags, and `radio serve`'s conversion into a ServerConfig.
+    ("cli", &["server", "client", "loadtest", "protocol"]),
+    // The man pages: the clap tree, and `radio broadcast`'s command language.
+    ("man", &["cli", "client"]),
+    // The server never names the command line: cli makes its ServerConfig.
+    ("server", &["protocol"]),
+    // The clients take their subcommand's clap arguments (cli's `*Args`)
+    // as they are: they are the clients' whole configuration.
+    ("client", &["cli", "protocol"]),
+    ("loadtest", &["cli", "client", "protocol"]),
+    // The wire contract stands alone.
+    ("protocol", &[]),
+];
+
+/// What the test reads: every module of `src/`, the modules each names, and
+/// the files over [`MAX_LINES`].
+struct Tree {
+    deps: BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+    too_long: Vec<String>,
+}
+
+fn tree() -> Tree {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
@@ -197,6 +231,12 @@ fn no_module_cycles_and_no_long_files() {
         }
         deps.insert(module.clone(), edges);
     }
+    Tree { deps, too_long }
+}
+
+#[test]
+fn no_module_cycles_and_no_long_files() {
+    let Tree { deps, too_long } = tree();
 
     // Depth-first search for a back edge.
     fn visit(
@@ -237,5 +277,94 @@ fn no_module_cycles_and_no_long_files() {
         cycles.is_empty() && too_long.is_empty(),
         "module cycles in src/:\n{}\nfiles over {MAX_LINES} lines: {too_long:?}",
         cycles.join("\n")
+    );
+}
+
+/// The edges of the top-level graph that [`LAYERS`] does not allow, as
+/// `from -> to (file module)` lines; and the top-level modules it lacks.
+fn layer_violations(deps: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (module, edges) in deps {
+        let Some(from) = module.first() else {
+            continue; // the crate root
+        };
+        let allowed: &[&str] = if LEAVES.contains(&from.as_str()) {
+            &[]
+        } else if let Some((_, to)) = LAYERS.iter().find(|(m, _)| m == from) {
+            to
+        } else {
+            out.push(format!(
+                "crate::{from} is in neither LAYERS nor LEAVES (tests/it/layout.rs): \
+                 say what it may name"
+            ));
+            continue;
+        };
+        for edge in edges {
+            let Some(to) = edge.first() else {
+                out.push(format!("crate::{} names the crate root", module.join("::")));
+                continue;
+            };
+            let fine = to == from
+                || (LEAVES.contains(&to.as_str()) && !LEAVES.contains(&from.as_str()))
+                || allowed.contains(&to.as_str());
+            if !fine {
+                out.push(format!(
+                    "crate::{} names crate::{}",
+                    module.join("::"),
+                    edge.join("::")
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn top_level_modules_are_named_only_from_above() {
+    let violations = layer_violations(&tree().deps);
+    assert!(
+        violations.is_empty(),
+        "dependencies that point up or sideways (LAYERS in tests/it/layout.rs says \
+         which top-level module may name which):\n{}",
+        violations.join("\n")
+    );
+}
+
+/// The check itself: a server file naming the command line, or a leaf
+/// naming anything, is caught; the allowed direction is not.
+#[test]
+fn a_layer_violation_is_caught() {
+    let path = |p: &str| p.split("::").map(str::to_owned).collect::<Vec<_>>();
+    let graph = |edges: &[(&str, &str)]| {
+        let mut deps: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+        for (from, to) in edges {
+            deps.entry(path(from)).or_default().insert(path(to));
+        }
+        deps
+    };
+    assert!(
+        layer_violations(&graph(&[
+            ("cli", "server::config"),
+            ("server::http", "protocol")
+        ]))
+        .is_empty()
+    );
+    assert_eq!(
+        layer_violations(&graph(&[("server::config", "cli")])),
+        ["crate::server::config names crate::cli"]
+    );
+    assert_eq!(
+        layer_violations(&graph(&[("protocol::ids", "server::peer")])),
+        ["crate::protocol::ids names crate::server::peer"]
+    );
+    assert_eq!(
+        layer_violations(&graph(&[("logging", "cli")])),
+        ["crate::logging names crate::cli"]
+    );
+    assert_eq!(
+        layer_violations(&graph(&[("newcomer", "protocol")])).len(),
+        1
     );
 }

@@ -46,17 +46,24 @@ fn colour_follows_the_flag_and_no_color() {
 /// plain when NO_COLOR is set.
 #[test]
 fn no_color_is_honoured_on_a_terminal() {
-    // A server that logs, then exits at once: its port is taken.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = taken.local_addr().expect("addr").to_string();
+    // A server that starts (it has logged its capacity once it answers
+    // HTTP) and is then stopped with SIGINT. A server that cannot start
+    // logs nothing before its error.
     let serve_on_tty = |no_color: Option<&str>| {
+        let port = free_port();
+        let session = format!(
+            "{bin} serve --listen 127.0.0.1:{port} & pid=$!
+             for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.05; done
+             exec 3<>/dev/tcp/127.0.0.1/{port}
+             printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3
+             read -r -t 30 status <&3
+             kill -INT $pid; wait $pid",
+            bin = radio_bin()
+        );
         let mut cmd = Command::new("script");
-        cmd.args([
-            "-qec",
-            &format!("{} serve --listen {addr}", radio_bin()),
-            "/dev/null",
-        ])
-        .env_remove("NO_COLOR");
+        cmd.args(["-qec", &session, "/dev/null"])
+            .env("SHELL", "/bin/bash")
+            .env_remove("NO_COLOR");
         if let Some(v) = no_color {
             cmd.env("NO_COLOR", v);
         }
