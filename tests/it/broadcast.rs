@@ -107,6 +107,45 @@ async fn queries_resolve_and_refused_lines_fail_the_script() {
     assert_eq!(b.exit().code(), Some(1), "refused lines fail the script");
 }
 
+/// Positions and durations are typed as they print (`0:30.0`): seconds,
+/// m:ss or h:mm:ss, for `play`, `seek` and `track`.
+#[tokio::test]
+async fn positions_are_typed_as_they_print() {
+    let media = library();
+    let server = serve(&media);
+    let mut l = Client::connect(&server).await;
+    l.tune("pos").await;
+    let mut b = broadcast(&server, "pos", &[]);
+    b.say("play \"side a\" 0:05.5");
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "a/Side A.wav");
+    assert!(
+        (5_500..6_500).contains(&s["position_ms"].as_u64().unwrap()),
+        "{s}"
+    );
+    b.out_line("at 0:05");
+    b.say("pause");
+    l.expect("sync").await;
+    b.say("seek 0:20");
+    let s = l.expect("sync").await;
+    assert_eq!(s["position_ms"], 20_000, "{s}");
+    b.out_line("paused \"The Band - Side A\" (a/Side A.wav) at 0:20.0 of 0:30.0");
+    // Beyond the end, in the form the lengths print.
+    b.say("seek 1:30");
+    let e = b.err_line("only");
+    assert!(e.contains("the track is only 0:30.0 long"), "{e}");
+    b.say("seek 1:75");
+    let e = b.err_line("1:75");
+    assert!(e.contains("more than 59 seconds after a colon"), "{e}");
+    b.say("track walk 1:02:03");
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "d/Sidewalk.wav");
+    assert_eq!(s["duration_ms"], 3_723_000, "{s}");
+    b.out_line("of 1:02:03.0");
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(1), "two lines were refused");
+}
+
 #[tokio::test]
 async fn next_prev_help_and_a_clean_script() {
     let media = library();

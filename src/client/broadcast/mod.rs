@@ -404,8 +404,8 @@ impl Broadcaster {
                 let at = position_ms.unwrap_or(0);
                 if let Some(end) = choice.duration_ms.filter(|end| at >= *end) {
                     return Err(format!(
-                        "{q:?} is only {:.1} s long; play it from earlier",
-                        end as f64 / 1000.0
+                        "{q:?} is only {} long; play it from earlier",
+                        client::clock(end)
                     ));
                 }
                 p.load(choice, at, true);
