@@ -146,6 +146,36 @@ async fn positions_are_typed_as_they_print() {
     assert_eq!(b.exit().code(), Some(1), "two lines were refused");
 }
 
+/// Case and accents need not match: `search hoppipolla` finds
+/// "Hoppípolla", and a query plays it.
+#[tokio::test]
+async fn accents_need_not_match() {
+    let media = TempDir::new("accents");
+    media.write(
+        "Sigur Rós/Hoppípolla.wav",
+        tone_wav(5, &[330.0], Some("Hoppípolla"), Some("Sigur Rós")),
+    );
+    media.write(
+        "Sigur Rós/Glósóli.wav",
+        tone_wav(5, &[440.0], Some("Glósóli"), Some("Sigur Rós")),
+    );
+    let server = serve(&media);
+    let mut l = Client::connect(&server).await;
+    l.tune("acc").await;
+    let mut b = broadcast(&server, "acc", &[]);
+    b.say("search hoppipolla");
+    b.out_line("1 track matches \"hoppipolla\":");
+    b.out_line("Sigur Rós/Hoppípolla.wav");
+    b.say("search SIGUR ROS");
+    b.out_line("2 tracks match");
+    b.say("play \"sigur ros - glosoli\"");
+    assert_eq!(l.expect("sync").await["track"], "Sigur Rós/Glósóli.wav");
+    b.say("play hoppipolla");
+    assert_eq!(l.expect("sync").await["track"], "Sigur Rós/Hoppípolla.wav");
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(0));
+}
+
 #[tokio::test]
 async fn next_prev_help_and_a_clean_script() {
     let media = library();
