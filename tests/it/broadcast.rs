@@ -176,6 +176,38 @@ async fn accents_need_not_match() {
     assert_eq!(b.exit().code(), Some(0));
 }
 
+/// A taken station is told in one sentence: the server's reason (live, or
+/// waiting for its broadcaster to resume), then what to do.
+#[tokio::test]
+async fn a_taken_station_is_one_sentence() {
+    let server = Server::with(|c| {
+        c.backend = BackendConfig::Local {
+            grace: Duration::from_secs(30),
+        }
+    });
+    let mut owner = Client::connect(&server).await;
+    owner.start("busy").await;
+    let mut b = broadcast(&server, "busy", &[]);
+    let e = b.err_line("busy");
+    assert_eq!(
+        e,
+        "radio: station busy is live from another connection; \
+         pick another name with --station, or wait until it stops"
+    );
+    assert_eq!(b.exit().code(), Some(1));
+    // Its broadcaster gone, the station waits for it within the grace period.
+    drop(owner);
+    let mut b = broadcast(&server, "busy", &[]);
+    let e = b.err_line("busy");
+    assert_eq!(
+        e,
+        "radio: station busy is waiting for its broadcaster to resume (with its \
+         resume_token) until its grace period ends; pick another name with \
+         --station, or wait until it stops"
+    );
+    assert_eq!(b.exit().code(), Some(1));
+}
+
 #[tokio::test]
 async fn next_prev_help_and_a_clean_script() {
     let media = library();

@@ -666,9 +666,11 @@ async fn sleep_opt(d: Option<Duration>) {
 /// A server error as a sentence that says what to do.
 pub(crate) fn explain(code: ErrorCode, message: &str, station: &StationName) -> String {
     match code {
+        // The server's sentence says why (live, or waiting to be resumed);
+        // this adds what to do.
         ErrorCode::StationTaken => format!(
-            "station {station} is already live from another broadcaster ({message}). \
-             Pick another name with --station, or wait until it stops."
+            "{}; pick another name with --station, or wait until it stops",
+            client::printable(message)
         ),
         ErrorCode::Unauthorized => format!(
             "the server refused the broadcast key ({message}). Pass the right one with --key, \
