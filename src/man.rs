@@ -188,8 +188,10 @@ fn exit_status(name: &str) -> &'static str {
 2  a usage error: a flag or argument that cannot work"
         }
         "broadcast" => {
-            "0  stopped (the stop command, the end of stdin, Ctrl-C)
-1  the server refused the station or the key, a command was refused,
+            "0  stopped (the stop command, the end of stdin, Ctrl-C); lines
+   refused at a terminal (stdin a terminal) do not count
+1  the server refused the station or the key, a line from a script
+   (stdin a pipe or a file) was refused (the last line says how many),
    or the first connection failed (is radio serve running there?)
 2  a usage error: a flag or argument that cannot work, a bad station
    name or URL"

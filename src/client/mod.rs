@@ -6,6 +6,9 @@ pub(crate) mod broadcast;
 pub(crate) mod http;
 pub(crate) mod listen;
 pub(crate) mod mpv;
+pub(crate) mod position;
+
+pub(crate) use position::clock;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -458,15 +461,6 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Formats milliseconds as `m:ss.t`.
-pub(crate) fn clock(ms: u64) -> String {
-    let total_tenths = ms / 100;
-    let tenths = total_tenths % 10;
-    let secs = (total_tenths / 10) % 60;
-    let mins = total_tenths / 600;
-    format!("{mins}:{secs:02}.{tenths}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,11 +509,5 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn clock_format() {
-        assert_eq!(clock(0), "0:00.0");
-        assert_eq!(clock(61_250), "1:01.2");
     }
 }

@@ -11,8 +11,8 @@ pub(crate) enum Refusal {
     #[error("station {0} is live from another connection")]
     Taken(StationName),
     #[error(
-        "station {0} is waiting for its broadcaster to resume; \
-         resume with its resume_token or wait for the grace period to end"
+        "station {0} is waiting for its broadcaster to resume (with its resume_token) \
+         until its grace period ends"
     )]
     InGrace(StationName),
     #[error(

@@ -9,7 +9,8 @@
 // the sync figures behind a "Sync details" disclosure, the station's
 // listener count and title and artist, a library track played only after
 // "leave the station to play this", and on a phone the stations before
-// "Go live". Screenshots at 1280 px and 390 px.
+// "Go live". Its library search matches across case and accents.
+// Screenshots at 1280 px and 390 px.
 //
 // Then a shell station (RADIO_BIN broadcast) plays the 4 s "Short tone" by
 // its title: page E follows it, shows its title and artist, moves to the
@@ -176,6 +177,16 @@ try {
   const ids = await a.$$eval("#track-list button[data-id]", (bs) => bs.map((b) => b.dataset.id));
   if (ids.length < 2) throw new Error(`need two tracks, library has ${JSON.stringify(ids)}`);
   log("library:", ids.join(", "));
+  // The search folds case and accents, on both sides.
+  for (const q of ["hoppipolla", "SIGUR ROS", "Hoppípolla", "hoppi\u0301polla"]) {
+    await a.fill("#library-search", q);
+    const found = await a.$$eval("#track-list button[data-id]", (bs) => bs.map((b) => b.dataset.id));
+    if (found.length !== 1 || found[0] !== "x/Hoppípolla.wav") {
+      throw new Error(`searching ${JSON.stringify(q)} lists ${JSON.stringify(found)}, not x/Hoppípolla.wav`);
+    }
+  }
+  await a.fill("#library-search", "");
+  log("the library search matches across case and accents");
   // --- private play resumes from the session after a reload ---
   await a.click(`#track-list button[data-id="${ids[1]}"]`);
   await until("A plays privately", 10000, async () => {

@@ -107,6 +107,107 @@ async fn queries_resolve_and_refused_lines_fail_the_script() {
     assert_eq!(b.exit().code(), Some(1), "refused lines fail the script");
 }
 
+/// Positions and durations are typed as they print (`0:30.0`): seconds,
+/// m:ss or h:mm:ss, for `play`, `seek` and `track`.
+#[tokio::test]
+async fn positions_are_typed_as_they_print() {
+    let media = library();
+    let server = serve(&media);
+    let mut l = Client::connect(&server).await;
+    l.tune("pos").await;
+    let mut b = broadcast(&server, "pos", &[]);
+    b.say("play \"side a\" 0:05.5");
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "a/Side A.wav");
+    assert!(
+        (5_500..6_500).contains(&s["position_ms"].as_u64().unwrap()),
+        "{s}"
+    );
+    b.out_line("at 0:05");
+    b.say("pause");
+    l.expect("sync").await;
+    b.say("seek 0:20");
+    let s = l.expect("sync").await;
+    assert_eq!(s["position_ms"], 20_000, "{s}");
+    b.out_line("paused \"The Band - Side A\" (a/Side A.wav) at 0:20.0 of 0:30.0");
+    // Beyond the end, in the form the lengths print.
+    b.say("seek 1:30");
+    let e = b.err_line("only");
+    assert!(e.contains("the track is only 0:30.0 long"), "{e}");
+    b.say("seek 1:75");
+    let e = b.err_line("1:75");
+    assert!(e.contains("more than 59 seconds after a colon"), "{e}");
+    b.say("track walk 1:02:03");
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "d/Sidewalk.wav");
+    assert_eq!(s["duration_ms"], 3_723_000, "{s}");
+    b.out_line("of 1:02:03.0");
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(1), "two lines were refused");
+}
+
+/// Case and accents need not match: `search hoppipolla` finds
+/// "Hoppípolla", and a query plays it.
+#[tokio::test]
+async fn accents_need_not_match() {
+    let media = TempDir::new("accents");
+    media.write(
+        "Sigur Rós/Hoppípolla.wav",
+        tone_wav(5, &[330.0], Some("Hoppípolla"), Some("Sigur Rós")),
+    );
+    media.write(
+        "Sigur Rós/Glósóli.wav",
+        tone_wav(5, &[440.0], Some("Glósóli"), Some("Sigur Rós")),
+    );
+    let server = serve(&media);
+    let mut l = Client::connect(&server).await;
+    l.tune("acc").await;
+    let mut b = broadcast(&server, "acc", &[]);
+    b.say("search hoppipolla");
+    b.out_line("1 track matches \"hoppipolla\":");
+    b.out_line("Sigur Rós/Hoppípolla.wav");
+    b.say("search SIGUR ROS");
+    b.out_line("2 tracks match");
+    b.say("play \"sigur ros - glosoli\"");
+    assert_eq!(l.expect("sync").await["track"], "Sigur Rós/Glósóli.wav");
+    b.say("play hoppipolla");
+    assert_eq!(l.expect("sync").await["track"], "Sigur Rós/Hoppípolla.wav");
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(0));
+}
+
+/// A taken station is told in one sentence: the server's reason (live, or
+/// waiting for its broadcaster to resume), then what to do.
+#[tokio::test]
+async fn a_taken_station_is_one_sentence() {
+    let server = Server::with(|c| {
+        c.backend = BackendConfig::Local {
+            grace: Duration::from_secs(30),
+        }
+    });
+    let mut owner = Client::connect(&server).await;
+    owner.start("busy").await;
+    let mut b = broadcast(&server, "busy", &[]);
+    let e = b.err_line("busy");
+    assert_eq!(
+        e,
+        "radio: station busy is live from another connection; \
+         pick another name with --station, or wait until it stops"
+    );
+    assert_eq!(b.exit().code(), Some(1));
+    // Its broadcaster gone, the station waits for it within the grace period.
+    drop(owner);
+    let mut b = broadcast(&server, "busy", &[]);
+    let e = b.err_line("busy");
+    assert_eq!(
+        e,
+        "radio: station busy is waiting for its broadcaster to resume (with its \
+         resume_token) until its grace period ends; pick another name with \
+         --station, or wait until it stops"
+    );
+    assert_eq!(b.exit().code(), Some(1));
+}
+
 #[tokio::test]
 async fn next_prev_help_and_a_clean_script() {
     let media = library();

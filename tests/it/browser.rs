@@ -95,6 +95,12 @@ fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
             Some("Browser test"),
         ),
     );
+    // An accented title and artist for the library search (last by id, so
+    // the first two tracks stay the first two).
+    media.write(
+        "x/Hoppípolla.wav",
+        tone_wav(20, &[261.63], Some("Hoppípolla"), Some("Sigur Rós")),
+    );
     // A 4 s track, for a shell station that must move on at its end.
     media.write(
         "short.wav",

@@ -92,7 +92,7 @@ async fn broadcast_explains_a_taken_station() {
         .expect("run radio broadcast");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already live"), "{err}");
+    assert!(err.contains("is live from another connection"), "{err}");
     assert!(err.contains("--station"), "says what to do: {err}");
 }
 

@@ -269,3 +269,141 @@ async fn listen_ends_when_its_reader_goes() {
         Some(0)
     );
 }
+
+/// A program on a pseudo-terminal (through `script`, util-linux): the test
+/// types into it and reads the terminal as it shows (stdout and stderr as
+/// one, prompts without a newline included).
+struct OnTerminal {
+    child: std::process::Child,
+    keys: std::process::ChildStdin,
+    screen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl OnTerminal {
+    fn spawn(command: &str) -> OnTerminal {
+        let mut child = Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run script (util-linux)");
+        let keys = child.stdin.take().expect("script's stdin");
+        let mut out = child.stdout.take().expect("script's stdout");
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shown = std::sync::Arc::clone(&screen);
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]);
+                shown.lock().expect("screen").push_str(&text);
+            }
+        });
+        OnTerminal {
+            child,
+            keys,
+            screen,
+        }
+    }
+
+    /// Keys typed, as is (`\x03` is Ctrl-C).
+    fn press(&mut self, keys: &str) {
+        use std::io::Write as _;
+        self.keys
+            .write_all(keys.as_bytes())
+            .and_then(|()| self.keys.flush())
+            .expect("type into script");
+    }
+
+    /// Waits until the terminal's text since `from` holds `text`; gives
+    /// where it ends.
+    fn shows(&self, from: usize, text: &str) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen.lock().expect("screen").clone();
+            if let Some(i) = screen.get(from..).and_then(|s| s.find(text)) {
+                return from + i + text.len();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the terminal never showed {text:?}; it shows {screen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().expect("screen").clone()
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// `radio broadcast` typed into at a terminal: one line says how to get
+/// help, a prompt awaits each line (and is erased before output), and a
+/// line refused there does not fail the exit status (the person saw it).
+#[tokio::test]
+async fn broadcast_at_a_terminal_prompts_and_forgives() {
+    let server = Server::start();
+    let mut t = OnTerminal::spawn(&format!(
+        "'{}' broadcast --url {} --station tty",
+        radio_bin(),
+        server.ws_url()
+    ));
+    let at = t.shows(0, "radio: type help for commands\r\n> ");
+    t.press("dance\n");
+    let at = t.shows(at, "dance\r\nradio: unknown command \"dance\"");
+    let at = t.shows(at, "\n> ");
+    t.press("play arpeggio 0:02\n");
+    // The acknowledged state erases the prompt shown meanwhile, and a
+    // prompt follows it.
+    let at = t.shows(at, "\r\x1b[Kseq 1: playing");
+    let at = t.shows(at, "\n> ");
+    t.press("\x03");
+    t.shows(at, "radio: stopped station tty");
+    let status = crate::support::cli::exit_status(&mut t.child, "radio broadcast on a terminal");
+    assert_eq!(status.code(), Some(0), "{:?}", t.screen());
+    assert!(!t.screen().contains("exit status 1"), "{:?}", t.screen());
+}
+
+/// From a script, nothing of that: no hint, no prompt; Ctrl-C after a
+/// refused line exits 1 and says why.
+#[tokio::test]
+async fn a_script_with_a_refused_line_exits_1_and_says_why() {
+    let server = Server::start();
+    let mut b =
+        crate::support::cli::Broadcast::spawn(&["--url", &server.ws_url(), "--station", "piped"]);
+    b.say("dance");
+    b.say("dance again");
+    b.say("play arpeggio");
+    b.out_line("seq 1: playing");
+    crate::support::process::signal(b.child.id(), "INT");
+    assert_eq!(b.exit().code(), Some(1));
+    let said = drain(&b.err, Duration::from_millis(200));
+    assert_eq!(
+        said.iter()
+            .filter(|l| l.contains("unknown command"))
+            .count(),
+        2,
+        "{said:?}"
+    );
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("radio: exit status 1: 2 lines were refused (see above)"),
+        "{said:?}"
+    );
+    assert!(
+        !said
+            .iter()
+            .any(|l| l.contains("type help") || l.contains("> ")),
+        "{said:?}"
+    );
+}

@@ -4,6 +4,8 @@
 
 use anyhow::{Context as _, bail};
 
+use crate::client::position;
+
 /// A line of input, parsed. Queries are resolved against the server's
 /// library by the session, not here.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,11 +32,11 @@ pub(crate) enum Command {
 /// them.
 pub(crate) const HELP: &str = "\
 Commands (one a line on stdin; quote words with spaces):
-  play [QUERY] [SECONDS]  play a track from SECONDS, or resume
-  track QUERY [SECONDS]   switch track, keeping play or pause
-                          (SECONDS: its duration)
+  play [QUERY] [AT]       play a track from AT, or resume
+  track QUERY [LENGTH]    switch track, keeping play or pause
+                          (LENGTH: its duration)
   pause                   pause
-  seek SECONDS            jump to a position in the track
+  seek AT                 jump to a position in the track
   next, prev              the next or previous track
   search WORDS            list the tracks whose id, title or
                           artist hold every word
@@ -42,22 +44,21 @@ Commands (one a line on stdin; quote words with spaces):
   stop                    stop the station and exit
   help                    this list
 
-A QUERY is a library id, or a file name, file stem, title or
-\"artist - title\" (any case), or a part of one that only one
-track has. At a track's end the next track plays (the library's
-order, or the playlist's); --stop-at-end pauses instead. The end
-of stdin stops the station, except with --playlist.";
+AT and LENGTH are seconds (90, 12.5), m:ss (1:30, 1:30.5) or
+h:mm:ss (1:02:30), as positions are printed. A QUERY is a
+library id, or a file name, file stem, title or \"artist -
+title\", or a part of one that only one track has; case and
+accents need not match. At a track's end the next track plays
+(the library's order, or the playlist's); --stop-at-end pauses
+instead. The end of stdin stops the station, except with
+--playlist.";
 
 /// The one-line reminder a refused line ends with.
 const USAGE: &str = "commands: play, track, pause, seek, next, prev, search, now, stop, help";
 
-fn seconds(word: &str, what: &str) -> anyhow::Result<u64> {
-    let secs: f64 = word
-        .parse()
-        .ok()
-        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-        .with_context(|| format!("{what} must be a number of seconds, not {word:?}"))?;
-    Ok((secs * 1000.0).round() as u64)
+/// A typed position or duration, in milliseconds (see [`position::parse`]).
+fn time(word: &str, what: &str) -> anyhow::Result<u64> {
+    position::parse(word).map_err(|why| anyhow::anyhow!("{what} {word:?} {why}"))
 }
 
 /// Parses one input line; `Ok(None)` for blank lines and `#` comments.
@@ -83,10 +84,7 @@ pub(crate) fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
             too_many(2)?;
             Command::Play {
                 query: args.first().cloned(),
-                position_ms: args
-                    .get(1)
-                    .map(|w| seconds(w, "the position"))
-                    .transpose()?,
+                position_ms: args.get(1).map(|w| time(w, "the position")).transpose()?,
             }
         }
         "pause" => {
@@ -96,19 +94,16 @@ pub(crate) fn parse_command(line: &str) -> anyhow::Result<Option<Command>> {
         "seek" => {
             too_many(1)?;
             let Some(w) = args.first() else {
-                bail!("seek needs a position in seconds, like: seek 42");
+                bail!("seek needs a position, like: seek 1:30 or seek 90");
             };
-            Command::Seek(seconds(w, "the position")?)
+            Command::Seek(time(w, "the position")?)
         }
         "track" => {
             too_many(2)?;
             let Some(query) = args.first() else {
-                bail!("track needs a track, like: track \"Side B\" or track side-b.mp3 180");
+                bail!("track needs a track, like: track \"Side B\" or track side-b.mp3 3:00");
             };
-            let duration_ms = args
-                .get(1)
-                .map(|w| seconds(w, "the duration"))
-                .transpose()?;
+            let duration_ms = args.get(1).map(|w| time(w, "the duration")).transpose()?;
             if duration_ms == Some(0) {
                 bail!("a track's duration must be more than 0 seconds");
             }
@@ -192,5 +187,46 @@ mod tests {
         );
         assert!(parse_command("pause now").is_err());
         assert!(parse_command("play \"unterminated").is_err());
+    }
+
+    /// Positions and durations are typed as they print: seconds, m:ss or
+    /// h:mm:ss.
+    #[test]
+    fn times_as_they_print() {
+        assert_eq!(
+            parse_command("seek 1:30").unwrap(),
+            Some(Command::Seek(90_000))
+        );
+        assert_eq!(
+            parse_command("seek 0:30.0").unwrap(),
+            Some(Command::Seek(30_000))
+        );
+        assert_eq!(
+            parse_command("play b.ogg 1:02:03.5").unwrap(),
+            Some(Command::Play {
+                query: Some("b.ogg".into()),
+                position_ms: Some(3_723_500)
+            })
+        );
+        assert_eq!(
+            parse_command("track b.ogg 3:05").unwrap(),
+            Some(Command::Track {
+                query: "b.ogg".into(),
+                duration_ms: Some(185_000)
+            })
+        );
+        let e = parse_command("seek 1:75").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the position \"1:75\" has more than 59 seconds after a colon; \
+             write m:ss with ss from 00 to 59"
+        );
+        let e = parse_command("track b.ogg soon").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the duration \"soon\" is not a time; \
+             write seconds (90), m:ss (1:30) or h:mm:ss (1:02:30)"
+        );
+        assert!(parse_command("track x 0:00").is_err());
     }
 }

@@ -3,15 +3,17 @@
 //! playlist's path) into one library id.
 //!
 //! A query resolves, in this order, to: the track whose id it is; else the
-//! one track whose file name, file stem, title or "artist - title" it is
-//! (case-insensitively); else the one track with the query inside one of
-//! those. No track, or several, is a refusal that names up to five
-//! candidates.
+//! one track whose file name, file stem, title or "artist - title" it is;
+//! else the one track with the query inside one of those. Past the exact
+//! id, case and accents do not count (see [`fold`]). No track, or several,
+//! is a refusal that names up to five candidates.
 
 use std::path::{Component, Path};
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_normalization::char::is_combining_mark;
 
 use crate::client::http::{Endpoint, HttpError};
 
@@ -50,14 +52,14 @@ impl LibTrack {
         }
     }
 
-    /// What a query is compared with, lower-cased: file name, stem, title,
+    /// What a query is compared with, folded: file name, stem, title,
     /// "artist - title".
     fn keys(&self) -> [String; 4] {
         [
-            self.file_name().to_lowercase(),
-            self.stem().to_lowercase(),
-            self.title.to_lowercase(),
-            self.name().to_lowercase(),
+            fold(self.file_name()),
+            fold(self.stem()),
+            fold(&self.title),
+            fold(&self.name()),
         ]
     }
 
@@ -161,7 +163,7 @@ impl Library {
                 "no track matches {query:?}: the server's library is empty"
             ));
         }
-        let q = query.to_lowercase();
+        let q = fold(query);
         let keyed: Vec<[String; 4]> = self.tracks.iter().map(LibTrack::keys).collect();
         for matches in [|k: &str, q: &str| k == q, |k: &str, q: &str| k.contains(q)] {
             let found: Vec<usize> = (0..keyed.len())
@@ -225,20 +227,19 @@ impl Library {
             .collect()
     }
 
-    /// Tracks whose id, title or artist holds every word (case-insensitive),
-    /// in library order.
+    /// Tracks whose id, title or artist holds every word (case and accents
+    /// aside), in library order.
     pub(super) fn search(&self, words: &str) -> Vec<usize> {
-        let words: Vec<String> = words.split_whitespace().map(str::to_lowercase).collect();
+        let words: Vec<String> = words.split_whitespace().map(fold).collect();
         (0..self.tracks.len())
             .filter(|&i| {
                 let t = &self.tracks[i];
-                let hay = format!(
+                let hay = fold(&format!(
                     "{} {} {}",
                     t.id,
                     t.title,
                     t.artist.as_deref().unwrap_or_default()
-                )
-                .to_lowercase();
+                ));
                 words.iter().all(|w| hay.contains(w.as_str()))
             })
             .collect()
@@ -265,11 +266,11 @@ impl Library {
         if let Some((i, _)) = suffix {
             return Ok(i);
         }
-        let Some(name) = parts.last().map(|n| n.to_lowercase()) else {
+        let Some(name) = parts.last().map(|n| fold(n)) else {
             return Err("an empty path".to_owned());
         };
         let named: Vec<usize> = (0..self.tracks.len())
-            .filter(|&i| self.tracks[i].file_name().to_lowercase() == name)
+            .filter(|&i| fold(self.tracks[i].file_name()) == name)
             .collect();
         match named.len() {
             0 => Err("no library track has this path or file name".to_owned()),
@@ -280,6 +281,16 @@ impl Library {
             )),
         }
     }
+}
+
+/// Text as queries compare it: lower case, decomposed (Unicode NFKD) and
+/// without combining marks, so "hoppipolla" finds "Hoppípolla", "cafe" finds
+/// "CAFÉ" whichever way its é is encoded, and "ﬁ" finds "fi".
+fn fold(text: &str) -> String {
+    text.to_lowercase()
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .collect()
 }
 
 /// How alike two strings are, from 0 to 1: the Sørensen-Dice coefficient of
@@ -510,6 +521,29 @@ mod tests {
         let e = id("q/song.mp3").unwrap_err();
         assert!(e.starts_with("2 library tracks have this file name"), "{e}");
         assert!(id("missing.mp3").unwrap_err().contains("no library track"));
+    }
+
+    #[test]
+    fn case_and_accents_do_not_count() {
+        assert_eq!(fold("Hoppípolla"), "hoppipolla");
+        // The same é precomposed and decomposed, and a compatibility ligature.
+        assert_eq!(fold("CAF\u{e9}"), fold("cafe\u{301}"));
+        assert_eq!(fold("\u{fb01}n"), "fin");
+        assert_eq!(fold("Ångström İstanbul"), "angstrom istanbul");
+        let lib = Library::new(vec![
+            track("s/Hoppípolla.flac", "Hoppípolla", Some("Sigur Rós")),
+            track("s/Glósóli.flac", "Glósóli", Some("Sigur Rós")),
+            track("x/cafe\u{301}.mp3", "Café", None),
+        ]);
+        assert_eq!(lib.search("hoppipolla"), vec![0]);
+        assert_eq!(lib.search("SIGUR ROS"), vec![0, 1]);
+        assert_eq!(lib.search("glòsoli"), vec![1]);
+        assert_eq!(lib.search("caf\u{e9}"), vec![2]);
+        assert_eq!(id(&lib, "hoppipolla").unwrap(), "s/Hoppípolla.flac");
+        assert_eq!(id(&lib, "sigur ros - glosoli").unwrap(), "s/Glósóli.flac");
+        assert!(id(&lib, "hopip").unwrap_err().contains("did you mean"));
+        let base = Path::new("/m");
+        assert_eq!(lib.resolve_entry("elsewhere/glosoli.FLAC", base), Ok(1));
     }
 
     #[test]

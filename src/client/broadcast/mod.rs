@@ -10,13 +10,15 @@
 //! retried with backoff and the station resumed with its `resume_token`,
 //! then the current state re-sent. `stop`, the end of stdin (without
 //! `--playlist`) and Ctrl-C stop the station; the exit status is 1 when a
-//! line was refused.
+//! script's line was refused (`console`: a person at a terminal gets a
+//! hint and a prompt instead).
 //!
 //! This file is the connection and its session loop; the command language
 //! is in `commands`, the M3U playlist in `playlist`, the playback state in
 //! `player`.
 
 pub(crate) mod commands;
+mod console;
 mod library;
 mod output;
 mod player;
@@ -32,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use commands::{Command, HELP, parse_command};
+use console::Console;
 use library::FetchError;
 use output::Sent;
 use player::Player;
@@ -73,8 +76,8 @@ struct Broadcaster {
     pending: VecDeque<Sent>,
     /// The newest `seq` the server acknowledged.
     last_seq: Option<u64>,
-    /// A line was refused: the exit status is 1.
-    refused: bool,
+    /// Who types: the prompt, and the refused lines.
+    console: Console,
 }
 
 pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
@@ -95,6 +98,7 @@ pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     if let Some(first) = queue.start() {
         player.load(first, 0, true);
     }
+    let console = Console::new(args.json);
     let mut b = Broadcaster {
         args,
         quit: client::quit_signal(),
@@ -103,44 +107,14 @@ pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         station,
         player,
         queue,
-        stdin: Some(spawn_stdin_reader()),
+        stdin: Some(console::spawn_stdin_reader()),
         token: None,
         clock: ClockOffset::default(),
         pending: VecDeque::new(),
         last_seq: None,
-        refused: false,
+        console,
     };
     b.run().await
-}
-
-/// Reads stdin on a thread of its own (a blocking read must not hold the
-/// runtime open at exit); the channel closes at end of input.
-fn spawn_stdin_reader() -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel(16);
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        let mut stdin = std::io::stdin().lock();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match stdin.read_until(b'\n', &mut line) {
-                Ok(0) => return,
-                // A line that is not UTF-8 is still a line (its command is
-                // then refused, or its query matches nothing), not the end.
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    if tx.blocking_send(text).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    eprintln!("radio: cannot read stdin: {e}");
-                    return;
-                }
-            }
-        }
-    });
-    rx
 }
 
 impl Broadcaster {
@@ -163,7 +137,10 @@ impl Broadcaster {
                 self.refresh_library().await;
             }
             first = false;
-            let end = match self.session(ws, &mut backoff).await {
+            let end = self.session(ws, &mut backoff).await;
+            // What follows (a reconnect's messages, an error) starts a line.
+            self.console.erase();
+            let end = match end {
                 Err(e) if client::is_connection_error(&e) => {
                     tracing::debug!(error = %e, "connection failed");
                     End::Lost(None)
@@ -183,13 +160,9 @@ impl Broadcaster {
         }
     }
 
-    /// 1 when a line was refused, so a script's mistakes fail its caller.
+    /// 1 when a script's line was refused, so its mistakes fail its caller.
     fn exit_code(&self) -> ExitCode {
-        if self.refused {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        }
+        self.console.exit_code()
     }
 
     /// Reads the library again after a reconnect (the server may have
@@ -244,6 +217,7 @@ impl Broadcaster {
                         self.url
                     );
                     self.token = Some(resume_token);
+                    self.console.greet();
                     return Ok(true);
                 }
                 // The cluster's Redis is down: worth retrying, not fatal.
@@ -304,6 +278,9 @@ impl Broadcaster {
         let mut heard = tokio::time::Instant::now();
         loop {
             let track_end = self.player.remaining();
+            if self.stdin.is_some() {
+                self.console.prompt();
+            }
             tokio::select! {
                 _ = self.quit.cancelled() => {
                     self.stop(&mut ws).await;
@@ -326,7 +303,7 @@ impl Broadcaster {
                     // Pinged every 5 s, a live server answers: silence is a
                     // dead connection (a half-open TCP one shows no error).
                     if heard.elapsed() > client::SILENT_FOR {
-                        eprintln!("radio: the server has said nothing for {:?}", client::SILENT_FOR);
+                        self.console.say(&format!("the server has said nothing for {:?}", client::SILENT_FOR));
                         return Ok(End::Lost(None));
                     }
                     send_ping(&mut ws).await?;
@@ -349,6 +326,7 @@ impl Broadcaster {
         line: Option<String>,
         heartbeat: &mut Interval,
     ) -> anyhow::Result<Option<End>> {
+        self.console.typed();
         let Some(line) = line else {
             // A playlist plays on without stdin; a script is over.
             self.stdin = None;
@@ -385,11 +363,10 @@ impl Broadcaster {
         Ok(None)
     }
 
-    /// A refused line: said on stderr, and the exit status will be 1. The
+    /// A refused line: said on stderr, and counted (see `console`). The
     /// station plays on as it did.
     fn refuse(&mut self, why: &str) {
-        eprintln!("radio: {why}");
-        self.refused = true;
+        self.console.refuse(why);
     }
 
     /// Applies a command that changes what plays.
@@ -404,8 +381,8 @@ impl Broadcaster {
                 let at = position_ms.unwrap_or(0);
                 if let Some(end) = choice.duration_ms.filter(|end| at >= *end) {
                     return Err(format!(
-                        "{q:?} is only {:.1} s long; play it from earlier",
-                        end as f64 / 1000.0
+                        "{q:?} is only {} long; play it from earlier",
+                        client::clock(end)
                     ));
                 }
                 p.load(choice, at, true);
@@ -435,7 +412,8 @@ impl Broadcaster {
         } else {
             let next = self.queue.after_end();
             if next.is_none() {
-                eprintln!("radio: the track ended and nothing follows it; paused at its end");
+                self.console
+                    .say("the track ended and nothing follows it; paused at its end");
             }
             next
         };
@@ -489,7 +467,7 @@ impl Broadcaster {
                 ..
             } => self.clock.record(sent, server_time_ms, protocol::now_ms()),
             ServerMessage::ServerShutdown { reconnect_after_ms } => {
-                eprintln!("radio: the server is shutting down");
+                self.console.say("the server is shutting down");
                 return Ok(Some(End::Lost(Some(client::reconnect_after(
                     reconnect_after_ms,
                 )))));
@@ -500,10 +478,10 @@ impl Broadcaster {
                 }
                 // Lost the station (cluster lease): claim it again.
                 ErrorCode::NotOwner | ErrorCode::NotLive => {
-                    eprintln!(
-                        "radio: the server says: {}; reclaiming the station",
+                    self.console.say(&format!(
+                        "the server says: {}; reclaiming the station",
                         client::printable(&message)
-                    );
+                    ));
                     return Ok(Some(End::Lost(Some(Duration::from_millis(100)))));
                 }
                 _ => {
@@ -597,6 +575,7 @@ impl Broadcaster {
 
     /// Prints a line; a closed stdout does not stop the station.
     fn emit(&self, line: &str) {
+        self.console.erase();
         if let Err(e) = client::emit(line) {
             tracing::debug!(error = %e, "cannot write to stdout");
         }
@@ -623,10 +602,11 @@ impl Broadcaster {
         .await
         .unwrap_or(false);
         if confirmed {
-            eprintln!("radio: stopped station {}", self.station);
+            self.console
+                .say(&format!("stopped station {}", self.station));
         } else {
-            eprintln!(
-                "radio: the server did not confirm the stop; it frees the station after its grace period"
+            self.console.say(
+                "the server did not confirm the stop; it frees the station after its grace period",
             );
         }
         // Best effort: the server frees everything when the socket closes.
@@ -666,9 +646,11 @@ async fn sleep_opt(d: Option<Duration>) {
 /// A server error as a sentence that says what to do.
 pub(crate) fn explain(code: ErrorCode, message: &str, station: &StationName) -> String {
     match code {
+        // The server's sentence says why (live, or waiting to be resumed);
+        // this adds what to do.
         ErrorCode::StationTaken => format!(
-            "station {station} is already live from another broadcaster ({message}). \
-             Pick another name with --station, or wait until it stops."
+            "{}; pick another name with --station, or wait until it stops",
+            client::printable(message)
         ),
         ErrorCode::Unauthorized => format!(
             "the server refused the broadcast key ({message}). Pass the right one with --key, \

@@ -97,8 +97,8 @@ impl Player {
         }
         if let Some(end) = self.duration_ms().filter(|end| ms > *end) {
             bail!(
-                "the track is only {:.1} s long; seek to a position within it",
-                end as f64 / 1000.0
+                "the track is only {} long; seek to a position within it",
+                crate::client::clock(end)
             );
         }
         self.set_position(ms);

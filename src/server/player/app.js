@@ -130,13 +130,18 @@
     renderLibrary();
   }
 
+  // Text as the search compares it: lower case, decomposed (NFKD) and without
+  // combining marks, so "hoppipolla" finds "Hoppípolla" (as radio broadcast's
+  // search does).
+  const fold = (text) => text.toLowerCase().normalize("NFKD").replace(/\p{M}/gu, "");
+
   function renderLibrary() {
-    const q = $("library-search").value.trim().toLowerCase();
+    const q = fold($("library-search").value.trim());
     const list = $("track-list");
     list.replaceChildren();
     let shown = 0, matched = 0;
     for (const t of st.library) {
-      const hay = `${t.title} ${t.artist ?? ""} ${t.id}`.toLowerCase();
+      const hay = fold(`${t.title} ${t.artist ?? ""} ${t.id}`);
       if (q && !q.split(/\s+/).every((w) => hay.includes(w))) continue;
       matched++;
       // A big library renders its first matches only; searching narrows it.
