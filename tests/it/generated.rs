@@ -1,5 +1,6 @@
 //! completions/ and man/man1/ are generated from the clap definitions and
-//! checked in (man/ is a MANPATH entry: `man` looks for section 1 in man1/). This test fails when they are stale; regenerate them with
+//! checked in (man/ is a MANPATH entry: `man` looks for section 1 in
+//! man1/). This test fails when they are stale; regenerate them with
 //! `RADIO_REGENERATE=1 cargo test --test it generated`.
 
 use std::path::{Path, PathBuf};
