@@ -1,13 +1,15 @@
 //! A track listeners cannot play: `cannot_play` over real sockets (counted,
 //! refused when it names another station, rate-limited like any request),
 //! `track_failed` to the broadcaster once every listener has said so (and
-//! only the listeners still tuned count), and the metrics.
+//! only the listeners still tuned count), the metrics, and a real
+//! `radio broadcast` that skips to its next track when told.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Client, Server};
+use crate::support::cli::Broadcast;
+use crate::support::{Client, Server, TempDir, tone_wav};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -166,4 +168,70 @@ async fn a_report_on_another_station_is_refused_and_floods_are_limited() {
     }
     let limited = l.expect("error").await;
     assert_eq!(limited["code"], "rate_limited", "{limited}");
+}
+
+/// A shell station whose playlist starts with a track no listener can
+/// play moves on to the next when its listener says so, and says why; with
+/// no other track it pauses, and says why.
+#[tokio::test]
+async fn radio_broadcast_skips_a_track_every_listener_failed() {
+    let media = TempDir::new("skip-lib");
+    media.write("good.wav", tone_wav(30, &[330.0], Some("Good"), None));
+    let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
+    let lists = TempDir::new("skip-lists");
+    lists.write(
+        "list.m3u",
+        "#EXTINF:60,Not here\nmissing.mp3\n#EXTINF:30,Good\ngood.wav\n",
+    );
+    let mut l = Client::connect(&server).await;
+    l.tune("skip").await;
+    let list = lists.path().join("list.m3u");
+    let url = server.ws_url();
+    let b = Broadcast::spawn(&[
+        "--url",
+        &url,
+        "--station",
+        "skip",
+        "--free-tracks",
+        "--heartbeat-interval",
+        "200ms",
+        "--playlist",
+        list.to_str().expect("a UTF-8 path"),
+    ]);
+    let s = l.expect("sync").await;
+    assert_eq!(s["track"], "missing.mp3");
+    l.send(
+        json!({"type":"cannot_play","station":"skip","track":"missing.mp3",
+        "reason":"404"}),
+    )
+    .await;
+    let said = b.err_line("could not play");
+    assert!(
+        said.contains("the station's one listener could not play \"missing.mp3\" (404); skipping to \"good.wav\""),
+        "{said}"
+    );
+    loop {
+        let s = l.expect("sync").await;
+        if s["track"] == "good.wav" {
+            assert_eq!(s["playing"], true);
+            assert_eq!(s["cause"], "update");
+            break;
+        }
+    }
+
+    // Now the good track fails too: nothing is left, so the station pauses.
+    l.send(json!({"type":"cannot_play","station":"skip","track":"good.wav"}))
+        .await;
+    let said = b.err_line("could not play \"good.wav\"");
+    assert!(
+        said.contains("paused: no track of the order can play"),
+        "{said}"
+    );
+    loop {
+        let s = l.expect("sync").await;
+        if s["playing"] == false {
+            assert_eq!(s["track"], "good.wav");
+            break;
+        }
+    }
 }

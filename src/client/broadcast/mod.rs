@@ -22,6 +22,7 @@ mod output;
 mod player;
 mod playlist;
 mod queue;
+mod skip;
 
 use std::collections::VecDeque;
 use std::process::ExitCode;
@@ -75,6 +76,8 @@ struct Broadcaster {
     last_seq: Option<u64>,
     /// A line was refused: the exit status is 1.
     refused: bool,
+    /// The state changed on the server's word: send it.
+    resend: bool,
 }
 
 pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
@@ -109,6 +112,7 @@ pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         pending: VecDeque::new(),
         last_seq: None,
         refused: false,
+        resend: false,
     };
     b.run().await
 }
@@ -336,6 +340,10 @@ impl Broadcaster {
                     if let Some(end) = self.on_frame(frame)? {
                         return Ok(end);
                     }
+                    if std::mem::take(&mut self.resend) {
+                        self.send_update(&mut ws).await?;
+                        heartbeat.reset();
+                    }
                 }
             }
         }
@@ -488,6 +496,7 @@ impl Broadcaster {
                 server_time_ms,
                 ..
             } => self.clock.record(sent, server_time_ms, protocol::now_ms()),
+            msg @ ServerMessage::TrackFailed { .. } => self.track_failed(msg),
             ServerMessage::ServerShutdown { reconnect_after_ms } => {
                 eprintln!("radio: the server is shutting down");
                 return Ok(Some(End::Lost(Some(client::reconnect_after(
