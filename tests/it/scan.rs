@@ -88,6 +88,8 @@ async fn a_rescan_warns_only_of_new_files_that_do_not_play() {
         c.media.dir = Some(dir.path().to_owned());
         c.media.rescan_interval = Some(std::time::Duration::from_millis(200));
     });
+    // Answered once the first scan is over.
+    assert_eq!(durations(&server).await.len(), 1);
     dir.write("also broken.ogg", "not ogg");
     crate::support::eventually("the rescan finds the new broken file", async || {
         let log = server.log();
