@@ -3,7 +3,8 @@
 # cluster tests start a real redis-server), Prometheus and promtool (the
 # metrics tests), Chromium and its driver (the web player's browser tests),
 # mpv (`radio listen --player mpv` drives a real one), man (the man pages
-# are looked up and shown through it), and the browser tests' npm packages. Idempotent:
+# are looked up and shown through it), ffmpeg (the media tests encode their
+# fixtures), and the browser tests' npm packages. Idempotent:
 # installs only what is missing. Debian/Ubuntu; runs apt-get as root or via sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ command -v script >/dev/null 2>&1 || need+=(bsdutils)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The media tests encode real MP3, Ogg, Opus, FLAC, M4A and raw AAC files.
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 # The metrics tests: promtool lints /metrics, a Prometheus server scrapes it.
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 

@@ -16,6 +16,14 @@ pub enum LogFormat {
 /// for the clients' output. `default` is the filter used without `RUST_LOG`.
 pub(crate) fn init(format: LogFormat, default: &str, ansi: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The decoder's own lines (a probe that fails on a file that is not
+    // audio is an "error" to it) are noise beside the scan's one warning;
+    // RUST_LOG=symphonia=debug still shows them.
+    let filter = match (std::env::var("RUST_LOG"), "symphonia=off".parse()) {
+        (Ok(v), _) if v.contains("symphonia") => filter,
+        (_, Ok(quiet)) => filter.add_directive(quiet),
+        (_, Err(_)) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

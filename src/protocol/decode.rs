@@ -47,21 +47,28 @@ pub fn decode_request(text: &str) -> Result<ClientMessage, DecodeError> {
 }
 
 fn validate(msg: ClientMessage) -> Result<ClientMessage, DecodeError> {
-    if let ClientMessage::Update(u) = &msg {
-        let fields = [
+    // Text fields a server keeps or passes on: at most MAX_TRACK_BYTES each.
+    let texts = match &msg {
+        ClientMessage::Update(u) => [
             ("track", Some(&u.track)),
             ("title", u.title.as_ref()),
             ("artist", u.artist.as_ref()),
-        ];
-        for (name, value) in fields {
-            let len = value.map_or(0, String::len);
-            if len > MAX_TRACK_BYTES {
-                return Err(DecodeError::new(
-                    ErrorCode::BadMessage,
-                    format!("{name} is {len} bytes long; the limit is {MAX_TRACK_BYTES}"),
-                    Some("update"),
-                ));
-            }
+        ],
+        ClientMessage::CannotPlay { track, reason, .. } => [
+            ("track", Some(track)),
+            ("reason", reason.as_ref()),
+            ("", None),
+        ],
+        _ => [("", None), ("", None), ("", None)],
+    };
+    for (name, value) in texts {
+        let len = value.map_or(0, String::len);
+        if len > MAX_TRACK_BYTES {
+            return Err(DecodeError::new(
+                ErrorCode::BadMessage,
+                format!("{name} is {len} bytes long; the limit is {MAX_TRACK_BYTES}"),
+                Some(msg.type_name()),
+            ));
         }
     }
     if let ClientMessage::Ping { id: Some(id), .. } = &msg {
@@ -138,6 +145,7 @@ mod tests {
             r#"{"type":"tune_in","station":"s","extra":[1,2]}"#,
             r#"{"type":"tune_out"}"#,
             r#"{"type":"list_stations"}"#,
+            r#"{"type":"cannot_play","station":"s","track":"t","reason":"404"}"#,
         ];
         for (case, ty) in cases.iter().zip(
             [
@@ -150,6 +158,7 @@ mod tests {
                 "tune_in",
                 "tune_out",
                 "list_stations",
+                "cannot_play",
             ]
             .iter(),
         ) {
@@ -186,6 +195,16 @@ mod tests {
                 r#"{{"type":"update","station":"s","track":"t","title":"{long}","position_ms":1,"playing":true}}"#
             )),
             ErrorCode::BadMessage
+        );
+        let refused = decode_request(&format!(
+            r#"{{"type":"cannot_play","station":"s","track":"t","reason":"{long}"}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::BadMessage);
+        assert_eq!(refused.request_type.as_deref(), Some("cannot_play"));
+        assert!(
+            refused.message.starts_with("reason is 513 bytes"),
+            "{refused:?}"
         );
         assert_eq!(
             code(r#"{"type":"ping","id":{"a":1}}"#),

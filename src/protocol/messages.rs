@@ -156,6 +156,15 @@ impl SyncState {
     }
 }
 
+/// Whether a track may be chosen by an automatic order: the library's
+/// order, a playlist, a station the server runs. Only a track whose
+/// duration is known: without one its end never comes, so a station that
+/// moves on at each track's end would sit on it for ever. (A person may
+/// still play such a track by name.)
+pub fn schedulable(duration_ms: Option<u64>) -> bool {
+    duration_ms.is_some_and(|ms| ms > 0)
+}
+
 /// `position + delta`, saturating at zero and `u64::MAX`.
 pub fn advance(position_ms: u64, delta_ms: i64) -> u64 {
     if delta_ms >= 0 {
@@ -243,6 +252,17 @@ pub enum ServerMessage {
     ServerShutdown {
         reconnect_after_ms: u64,
     },
+    /// To a broadcaster: every listener of its station (at least one)
+    /// reported that it cannot play `track`, the station's current track.
+    TrackFailed {
+        station: StationName,
+        track: String,
+        /// How many listeners reported it: all of the station's.
+        listeners: u64,
+        /// The first report's reason, if it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Encodes a server frame once; the result can be written to many sockets.
@@ -322,6 +342,14 @@ pub enum ClientMessage {
     },
     TuneOut,
     ListStations,
+    /// A listener's player cannot play `track` of the station it is tuned to.
+    CannotPlay {
+        station: StationName,
+        track: String,
+        /// What the player said, for the broadcaster and the logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Declares [`RequestType`] and [`ClientMessage::request_type`] from one
@@ -376,6 +404,7 @@ request_types! {
     TuneIn => "tune_in",
     TuneOut => "tune_out",
     ListStations => "list_stations",
+    CannotPlay => "cannot_play",
 }
 
 impl ClientMessage {
@@ -408,7 +437,7 @@ mod tests {
             assert_eq!(msg.request_type(), t);
             assert_eq!(RequestType::from_wire(t.as_str()), Some(t));
         }
-        assert_eq!(RequestType::ALL.len(), 8);
+        assert_eq!(RequestType::ALL.len(), 9);
         // Metrics index their counters by `as usize`.
         for (i, &t) in RequestType::ALL.iter().enumerate() {
             assert_eq!(t as usize, i);

@@ -40,6 +40,10 @@ type Labels = Vec<(&'static str, &'static str)>;
 /// first; the rest are in `radio_listeners` only.
 pub(crate) const STATION_SERIES: usize = 20;
 
+/// Tracks given a `radio_track_unplayable_reports` series, the most
+/// reported first; every report is in `radio_cannot_play` too.
+pub(crate) const TRACK_SERIES: usize = 20;
+
 /// Why a WebSocket connection ended (`radio_disconnects_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Disconnect {
@@ -93,6 +97,10 @@ pub(crate) struct Scrape {
     /// Tracks in the media library, and their bytes.
     pub library_tracks: usize,
     pub library_bytes: u64,
+    /// Files the last scan left out of the library (they do not play).
+    pub library_unplayable: usize,
+    /// The most reported unplayable tracks, and their reports.
+    pub unplayable_tracks: Vec<(String, u64)>,
     /// Cluster mode: whether the link to Redis is up.
     pub redis_up: Option<bool>,
 }
@@ -129,6 +137,10 @@ pub(crate) struct Metrics {
     /// Deliveries the fan-out left to the listener's own task (its socket
     /// would block, a write was cut short, or it was writing itself).
     pub fanout_skipped: Counter,
+    /// `cannot_play` reports accepted from listeners.
+    pub cannot_play: Counter,
+    /// `track_failed` frames sent to broadcasters.
+    pub tracks_failed: Counter,
     errors: [Counter; ErrorCode::ALL.len()],
     disconnects: [Counter; Disconnect::ALL.len()],
     /// Time to handle one inbound request.
@@ -143,6 +155,8 @@ pub(crate) struct Metrics {
     sessions: Gauge,
     library_tracks: Gauge,
     library_bytes: Gauge,
+    library_unplayable: Gauge,
+    track_reports: Family<Vec<(&'static str, String)>, Gauge>,
     station_listeners: Family<Vec<(&'static str, String)>, Gauge>,
     /// One scrape at a time sets the scraped figures and encodes them.
     scraping: Mutex<()>,
@@ -229,6 +243,25 @@ impl Metrics {
             "fanout_skipped",
             "Deliveries the fan-out left to the listener's own task (socket full or busy)",
         );
+        let cannot_play = metric(
+            r,
+            "cannot_play",
+            "cannot_play reports accepted from listeners whose player cannot play a track",
+        );
+        let tracks_failed = metric(
+            r,
+            "tracks_failed",
+            "track_failed frames sent: every listener of a station could not play its track",
+        );
+        let track_reports = Family::default();
+        r.register(
+            "track_unplayable_reports",
+            format!(
+                "Listeners that reported they cannot play a track, since start, for the \
+                 {TRACK_SERIES} most reported tracks"
+            ),
+            track_reports.clone(),
+        );
         let errors = counters(r, "errors", "error frames sent, by code", "code", |i| {
             ErrorCode::ALL[i].as_str()
         });
@@ -247,6 +280,11 @@ impl Metrics {
         let sessions = metric(r, "sessions", "Private player sessions kept");
         let library_tracks = metric(r, "library_tracks", "Tracks in the media library");
         let library_bytes = metric(r, "library_bytes", "Bytes of the media library's tracks");
+        let library_unplayable = metric(
+            r,
+            "library_unplayable",
+            "Files the last scan left out of the library: they do not decode or have no duration",
+        );
         let redis = cluster.then(|| RedisMetrics {
             up: metric(r, "redis_up", "1 while the link to Redis is up, else 0"),
             reconnects: metric(
@@ -268,6 +306,8 @@ impl Metrics {
             inbound_invalid,
             syncs_sent,
             fanout_skipped,
+            cannot_play,
+            tracks_failed,
             errors,
             disconnects,
             handling_seconds,
@@ -277,6 +317,8 @@ impl Metrics {
             sessions,
             library_tracks,
             library_bytes,
+            library_unplayable,
+            track_reports,
             station_listeners,
             scraping: Mutex::new(()),
         }
@@ -331,6 +373,15 @@ impl Metrics {
         gauge(&self.sessions, scrape.sessions as u64);
         gauge(&self.library_tracks, scrape.library_tracks as u64);
         gauge(&self.library_bytes, scrape.library_bytes);
+        gauge(&self.library_unplayable, scrape.library_unplayable as u64);
+        // Already the most reported, at most TRACK_SERIES of them.
+        self.track_reports.clear();
+        for (track, n) in scrape.unplayable_tracks.into_iter().take(TRACK_SERIES) {
+            gauge(
+                &self.track_reports.get_or_create(&vec![("track", track)]),
+                n,
+            );
+        }
         if let (Some(redis), Some(up)) = (&self.redis, scrape.redis_up) {
             redis.up.set(i64::from(up));
         }

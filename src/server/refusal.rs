@@ -26,6 +26,8 @@ pub(crate) enum Refusal {
     NotLive(StationName),
     #[error("the station has no track yet: send an update before heartbeats")]
     NoTrackYet,
+    #[error("this connection is not tuned to station {0}; a listener reports on its own station")]
+    NotTuned(StationName),
     #[error("a connection may broadcast at most {0} stations")]
     TooManyStations(usize),
     #[error(
@@ -55,7 +57,7 @@ impl Refusal {
             Refusal::Taken(_) | Refusal::InGrace(_) => ErrorCode::StationTaken,
             Refusal::TakenOver(_) | Refusal::NotOwner(_) => ErrorCode::NotOwner,
             Refusal::NotLive(_) => ErrorCode::NotLive,
-            Refusal::NoTrackYet => ErrorCode::BadMessage,
+            Refusal::NoTrackYet | Refusal::NotTuned(_) => ErrorCode::BadMessage,
             Refusal::TooManyStations(_) | Refusal::ServerStationsFull(_) | Refusal::Binary => {
                 ErrorCode::Unsupported
             }

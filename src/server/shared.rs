@@ -15,11 +15,12 @@ use crate::server::config::{ConnConfig, MediaConfig, ServerConfig};
 use crate::server::keys::Keys;
 use crate::server::listing::Listing;
 use crate::server::media::{self, Library};
-use crate::server::metrics::{Metrics, Scrape};
+use crate::server::metrics::{Metrics, Scrape, TRACK_SERIES};
 use crate::server::origin::AllowedOrigins;
 use crate::server::peer::TrustedProxies;
 use crate::server::reload::{self, Reloader};
 use crate::server::sessions::{self, Sessions};
+use crate::server::station::Unplayable;
 use crate::server::tls::Tls;
 use crate::server::warnings::Warnings;
 
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub warnings: Warnings,
     /// `--tls-cert`: serve https and wss (reloaded on SIGHUP).
     pub tls: Option<Arc<Tls>>,
+    /// Tracks listeners cannot play: for broadcasters, and `/metrics`.
+    pub unplayable: Unplayable,
 }
 
 impl Shared {
@@ -116,6 +119,7 @@ impl Shared {
             listing: Listing::new(config.max_list),
             warnings: Warnings::new(),
             tls,
+            unplayable: Unplayable::default(),
         })
     }
 }
@@ -132,6 +136,8 @@ impl Shared {
             sessions: self.sessions.len(),
             library_tracks: index.len(),
             library_bytes: index.tracks().map(|t| t.size).sum(),
+            library_unplayable: index.unplayable(),
+            unplayable_tracks: self.unplayable.most_reported(TRACK_SERIES),
             redis_up: matches!(self.backend, AnyBackend::Redis(_))
                 .then(|| self.backend.readiness().is_ok()),
         }

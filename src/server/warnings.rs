@@ -29,10 +29,11 @@ pub(crate) enum Reason {
     BodyTimeout,
     SlowHandling,
     TlsHandshake,
+    UnplayableTrack,
 }
 
 impl Reason {
-    const ALL: [Reason; 12] = [
+    const ALL: [Reason; 13] = [
         Reason::ServerFull,
         Reason::AddressFull,
         Reason::Origin,
@@ -45,6 +46,7 @@ impl Reason {
         Reason::BodyTimeout,
         Reason::SlowHandling,
         Reason::TlsHandshake,
+        Reason::UnplayableTrack,
     ];
 
     fn sentence(self) -> &'static str {
@@ -73,6 +75,10 @@ impl Reason {
             }
             Reason::SlowHandling => "requests took over 100 ms to handle",
             Reason::TlsHandshake => "TLS handshakes failed or timed out",
+            Reason::UnplayableTrack => {
+                "tracks every listener of a station could not play; its broadcaster is told \
+                 (track_failed)"
+            }
         }
     }
 }

@@ -17,11 +17,18 @@
 // next track within a second of the end, and never starts the ended file
 // again, also while a longer station duration keeps it waiting.
 //
+// Then a shell station whose playlist starts with a track the server does
+// not have: page F cannot play it, says so and tells the server
+// (`cannot_play`); F being its every listener, the server tells the
+// station (`track_failed`), which skips to the next track; F plays that,
+// and its "Cannot play" message goes at the track change, not seconds
+// later.
+//
 // usage: node sync.mjs SERVER_URL SCREENSHOT_PATH DEMO_URL RADIO_BIN
 // Run by tests/it/browser.rs (so `cargo test` runs it); exits non-zero with
 // a message on the first failed expectation.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
+import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { chromium } from "playwright-core";
@@ -137,6 +144,47 @@ async function shellStation(context, watch) {
   } finally {
     shell.stdin.end();
     shell.kill();
+  }
+}
+
+async function unplayableStation(context, watch) {
+  const station = "unplayable-test";
+  const dir = mkdtempSync(join(tmpdir(), "radio-playlist-"));
+  const list = join(dir, "list.m3u");
+  writeFileSync(list, "#EXTM3U\n#EXTINF:60,Not on the server\nmissing.mp3\n#EXTINF:4,Short\nshort.wav\n");
+  const shell = spawn(radioBin, [
+    "broadcast", "--url", base, "--station", station, "--free-tracks",
+    "--playlist", list, "--heartbeat-interval", "500ms",
+  ], { stdio: ["pipe", "ignore", "pipe"] });
+  let shellErr = "";
+  shell.stderr.on("data", (d) => { shellErr += d; });
+  try {
+    const f = await context.newPage();
+    watch(f, "F");
+    await f.goto(`${base}/?station=${station}`);
+    const failed = await until("F cannot play the missing track and says so", 10000, async () => {
+      const s = await state(f);
+      return { ok: s.track === "missing.mp3" && /Cannot play missing\.mp3/.test(s.message ?? ""), s };
+    });
+    log("F says:", failed.s.message, "/", failed.s.status);
+    const moved = await until("the station skips to the next track and F plays it", 10000, async () => {
+      const s = await state(f);
+      return { ok: s.track === "short.wav" && !s.paused && s.currentTime > 0, s };
+    });
+    if (moved.s.message !== null) {
+      throw new Error(`F still shows "${moved.s.message}" while the next track plays`);
+    }
+    if (!/could not play "missing\.mp3".*skipping to "short\.wav"/.test(shellErr)) {
+      throw new Error("radio broadcast did not say why it skipped");
+    }
+    log("the station skipped the track F could not play; F's message went at the change");
+    await f.close();
+  } catch (err) {
+    throw new Error(`${err.message}\nradio broadcast said: ${shellErr}`);
+  } finally {
+    shell.stdin.end();
+    shell.kill();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -448,6 +496,9 @@ try {
 
   // --- a shell station: by title, to the next track at its end ---
   await shellStation(context, watch);
+
+  // --- a track no listener can play: reported, skipped, message cleared ---
+  await unplayableStation(context, watch);
 
   // --- the demo library of a server without --media plays ---
   const d = await context.newPage();

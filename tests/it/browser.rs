@@ -2,7 +2,7 @@
 //! playwright-core from tests/browser/) against two servers in this process:
 //! one with tracks this test generates (tune-in sync, pause, track switch,
 //! the broadcaster going offline, a `radio broadcast` station moving on at
-//! a track's end) and one on `radio serve`'s defaults, whose demo library
+//! a track's end, and one skipping a track its listener cannot play) and one on `radio serve`'s defaults, whose demo library
 //! must play. One Node and Chromium run does both (tests/browser/sync.mjs
 //! says how).
 //!

@@ -24,6 +24,8 @@ mod metrics;
 mod mpv;
 mod operate;
 mod protocol;
+mod scan;
 mod security;
 mod shell;
 mod tls;
+mod unplayable;

@@ -24,6 +24,7 @@ mod output;
 mod player;
 mod playlist;
 mod queue;
+mod skip;
 
 use std::collections::VecDeque;
 use std::process::ExitCode;
@@ -78,6 +79,8 @@ struct Broadcaster {
     last_seq: Option<u64>,
     /// Who types: the prompt, and the refused lines.
     console: Console,
+    /// The state changed on the server's word: send it.
+    resend: bool,
 }
 
 pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
@@ -113,6 +116,7 @@ pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         pending: VecDeque::new(),
         last_seq: None,
         console,
+        resend: false,
     };
     b.run().await
 }
@@ -313,6 +317,10 @@ impl Broadcaster {
                     if let Some(end) = self.on_frame(frame)? {
                         return Ok(end);
                     }
+                    if std::mem::take(&mut self.resend) {
+                        self.send_update(&mut ws).await?;
+                        heartbeat.reset();
+                    }
                 }
             }
         }
@@ -466,6 +474,7 @@ impl Broadcaster {
                 server_time_ms,
                 ..
             } => self.clock.record(sent, server_time_ms, protocol::now_ms()),
+            msg @ ServerMessage::TrackFailed { .. } => self.track_failed(msg),
             ServerMessage::ServerShutdown { reconnect_after_ms } => {
                 self.console.say("the server is shutting down");
                 return Ok(Some(End::Lost(Some(client::reconnect_after(

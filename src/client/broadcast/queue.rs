@@ -1,9 +1,15 @@
 //! What the station plays and what comes next: a query turned into a
 //! [`Choice`], and the order `next`, `prev` and a track's end follow (the
 //! library's, as `/api/library` lists it, or the playlist's), wrapping.
+//! The order passes over a track with no known duration (its end would
+//! never come: [`protocol::schedulable`]) and one that every listener
+//! failed to play; a person may still play either by name.
+
+use std::collections::HashSet;
 
 use super::library::{LibTrack, Library};
 use super::player::Choice;
+use crate::protocol;
 
 /// The order tracks follow.
 #[derive(Debug)]
@@ -24,6 +30,8 @@ pub(super) struct Queue {
     /// Where the current (or last) track is in the order; `None` for a
     /// track the order does not hold.
     at: Option<usize>,
+    /// Tracks every listener failed to play (`track_failed`).
+    failed: HashSet<String>,
 }
 
 impl Queue {
@@ -33,7 +41,19 @@ impl Queue {
             order,
             free,
             at: None,
+            failed: HashSet::new(),
         }
+    }
+
+    /// Every listener failed to play `track`: the order passes over it
+    /// from now on.
+    pub(super) fn mark_failed(&mut self, track: &str) {
+        self.failed.insert(track.to_owned());
+    }
+
+    /// Whether the order may choose `c`.
+    fn in_order(&self, c: &Choice) -> bool {
+        protocol::schedulable(c.duration_ms) && !self.failed.contains(&c.track)
     }
 
     pub(super) fn library(&self) -> Option<&Library> {
@@ -113,7 +133,8 @@ impl Queue {
         Ok(choice)
     }
 
-    /// The next (`forward`) or previous track in the order, wrapping.
+    /// The next (`forward`) or previous track in the order, wrapping,
+    /// passing over those the order may not choose.
     pub(super) fn step(&mut self, forward: bool) -> Result<Choice, String> {
         let n = self.len();
         if n == 0 {
@@ -122,15 +143,22 @@ impl Queue {
                 None => "no library and no playlist to take the next track from".into(),
             });
         }
-        let i = match (self.at, forward) {
-            (Some(i), true) => (i + 1) % n,
-            (Some(i), false) => (i + n - 1) % n,
-            (None, true) => 0,
-            (None, false) => n - 1,
-        };
-        self.at = Some(i);
-        self.choice_at(i)
-            .ok_or_else(|| "the library changed".into())
+        for k in 1..=n {
+            let i = match (self.at, forward) {
+                (Some(i), true) => (i + k) % n,
+                (Some(i), false) => (i + n * 2 - k) % n,
+                (None, true) => k - 1,
+                (None, false) => n - k,
+            };
+            let Some(choice) = self.choice_at(i) else {
+                return Err("the library changed".into());
+            };
+            if self.in_order(&choice) {
+                self.at = Some(i);
+                return Ok(choice);
+            }
+        }
+        Err("no track of the order can play: each has no known duration or failed for every listener".into())
     }
 
     /// The first track of a playlist.
@@ -198,6 +226,36 @@ mod tests {
         assert_eq!(q.choose("c", None).unwrap().track, "c.mp3");
         assert_eq!(q.after_end().unwrap().track, "b.mp3");
         assert_eq!(q.step(false).unwrap().track, "a.mp3");
+    }
+
+    #[test]
+    fn the_order_passes_over_untimed_and_failed_tracks() {
+        let mut tracks: Vec<LibTrack> = ["a.mp3", "b.mp3", "c.mp3", "d.mp3"]
+            .iter()
+            .map(|id| LibTrack {
+                id: (*id).into(),
+                title: id.to_uppercase(),
+                artist: None,
+                duration_ms: Some(4_000),
+            })
+            .collect();
+        tracks[1].duration_ms = None;
+        let mut q = Queue::new(Some(Library::new(tracks)), Order::Library, false);
+        assert_eq!(q.step(true).unwrap().track, "a.mp3");
+        assert_eq!(q.after_end().unwrap().track, "c.mp3", "b has no duration");
+        assert_eq!(q.step(false).unwrap().track, "a.mp3");
+        // Played by name, it plays; the order still passes over it.
+        assert_eq!(q.choose("b.mp3", None).unwrap().duration_ms, None);
+        assert_eq!(q.after_end().unwrap().track, "c.mp3");
+        q.mark_failed("d.mp3");
+        assert_eq!(q.after_end().unwrap().track, "a.mp3", "d failed");
+        q.mark_failed("a.mp3");
+        q.mark_failed("c.mp3");
+        assert!(
+            q.step(true)
+                .unwrap_err()
+                .contains("no track of the order can play")
+        );
     }
 
     #[test]

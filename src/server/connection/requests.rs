@@ -1,6 +1,7 @@
 //! The requests a connection answers: broadcasting (start, stop, update,
-//! heartbeat) through the backend, and tuning in, which attaches the
-//! listener's socket to its station's fan-out.
+//! heartbeat) through the backend, tuning in, which attaches the
+//! listener's socket to its station's fan-out, and a listener's report
+//! that it cannot play its station's track.
 
 use crate::protocol::{
     self, ClientMessage, Heartbeat, RequestType, ServerMessage, StationName, SyncCause, Update,
@@ -9,10 +10,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::server::backend::any::AnyBackend;
 use crate::server::backend::{Backend as _, OwnedStation as _};
 use crate::server::keys;
 use crate::server::refusal::Refusal;
-use crate::server::station::Playback;
+use crate::server::station::{Playback, Reported};
+use crate::server::warnings::Reason;
 
 use super::{Conn, MAX_OWNED_STATIONS};
 
@@ -47,6 +50,54 @@ impl Conn {
                     Err(refusal) => self.refuse(refusal, Some(ty)),
                 }
             }
+            ClientMessage::CannotPlay {
+                station,
+                track,
+                reason,
+            } => self.cannot_play(station, track, reason),
+        }
+    }
+
+    /// A listener's player cannot play `track`: counted, and when every
+    /// listener of the station now says so about what it plays, its
+    /// broadcaster is told at its next update or heartbeat
+    /// ([`Conn::tell_failed`]). Only on a single node: in cluster mode a
+    /// node knows its own listeners only, so it cannot tell that all of
+    /// them failed.
+    fn cannot_play(&mut self, station: StationName, track: String, reason: Option<String>) {
+        let Some(tuned) = self.tuned.as_mut().filter(|t| t.station.name == station) else {
+            return self.refuse(Refusal::NotTuned(station), Some(RequestType::CannotPlay));
+        };
+        self.shared.metrics.cannot_play.inc();
+        match tuned.cannot_play(&track, reason.as_deref()) {
+            Reported::Stale | Reported::Again => {}
+            Reported::Counted => self.shared.unplayable.count(&track),
+            Reported::EveryListener { listeners, reason } => {
+                self.shared.unplayable.count(&track);
+                if matches!(self.shared.backend, AnyBackend::Local(_)) {
+                    self.shared.warnings.note_with(Reason::UnplayableTrack, || {
+                        format!("station {station}, track {track:?}")
+                    });
+                    (self.shared.unplayable).failed(&station, &track, listeners, reason);
+                }
+            }
+        }
+    }
+
+    /// After an owner's update or heartbeat of `owned[i]`: tells it the
+    /// track it plays failed for every listener, if it did.
+    fn tell_failed(&mut self, i: usize) {
+        // One atomic load on this per-message path when nothing waits.
+        if !self.shared.unplayable.any_waiting() {
+            return;
+        }
+        let owned = &self.owned[i];
+        let current = owned.current();
+        let told =
+            (self.shared.unplayable).take(owned.name(), current.as_ref().map(|s| s.track.as_str()));
+        if let Some(msg) = told {
+            self.shared.metrics.tracks_failed.inc();
+            self.send(&msg);
         }
     }
 
@@ -167,11 +218,15 @@ impl Conn {
         };
         drop(index);
         match self.owned[i].update(playback).await {
-            Ok(seq) if u.ack => self.send(&ServerMessage::Ack {
-                station: u.station,
-                seq,
-            }),
-            Ok(_) => {}
+            Ok(seq) => {
+                if u.ack {
+                    self.send(&ServerMessage::Ack {
+                        station: u.station,
+                        seq,
+                    });
+                }
+                self.tell_failed(i);
+            }
             Err(refusal) => self.refused(i, refusal, REQ),
         }
     }
@@ -187,11 +242,15 @@ impl Conn {
             .unwrap_or(false);
         let position = carried_position(h.position_ms, playing, h.at_server_ms);
         match self.owned[i].heartbeat(position, h.playing).await {
-            Ok(seq) if h.ack => self.send(&ServerMessage::Ack {
-                station: h.station,
-                seq,
-            }),
-            Ok(_) => {}
+            Ok(seq) => {
+                if h.ack {
+                    self.send(&ServerMessage::Ack {
+                        station: h.station,
+                        seq,
+                    });
+                }
+                self.tell_failed(i);
+            }
             Err(refusal) => self.refused(i, refusal, REQ),
         }
     }

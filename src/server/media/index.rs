@@ -37,15 +37,40 @@ pub(super) enum Source {
     Memory(Bytes),
 }
 
-/// One scan's result: every track, by id, and the encoded `/api/library`.
+/// A file of a playable type that the scan left out: it does not play.
+#[derive(Debug, Clone)]
+pub(super) struct Rejected {
+    /// What its track id would be.
+    pub id: String,
+    pub path: PathBuf,
+    /// (device, inode), size and mtime at the scan: an unchanged file is
+    /// not checked again at the next.
+    pub key: (u64, u64),
+    pub size: u64,
+    pub modified: SystemTime,
+    /// Why it does not play.
+    pub reason: String,
+}
+
+/// One scan's result: every track, by id, and the encoded `/api/library`;
+/// and the files left out.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     by_id: HashMap<String, Arc<Track>>,
     /// `GET /api/library`'s body, encoded once per scan.
     json: Bytes,
+    rejected: Vec<Rejected>,
 }
 
 impl Index {
+    /// An index of `tracks`, with the files a scan left out.
+    pub(super) fn scanned(tracks: Vec<Track>, rejected: Vec<Rejected>) -> Self {
+        Self {
+            rejected,
+            ..Self::new(tracks)
+        }
+    }
+
     pub(super) fn new(mut tracks: Vec<Track>) -> Self {
         tracks.sort_by(|a, b| a.id.cmp(&b.id));
         // Two file names that are not UTF-8 can map to one id; keep the first.
@@ -67,7 +92,11 @@ impl Index {
             .into_iter()
             .map(|t| (t.id.clone(), Arc::new(t)))
             .collect();
-        Self { by_id, json }
+        Self {
+            by_id,
+            json,
+            rejected: Vec::new(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -88,6 +117,16 @@ impl Index {
         self.by_id.values()
     }
 
+    /// The files left out because they do not play.
+    pub(super) fn rejected(&self) -> &[Rejected] {
+        &self.rejected
+    }
+
+    /// How many files were left out because they do not play.
+    pub(crate) fn unplayable(&self) -> usize {
+        self.rejected.len()
+    }
+
     /// `GET /api/library`'s body.
     pub(crate) fn json(&self) -> Bytes {
         self.json.clone()
@@ -98,16 +137,22 @@ impl Index {
 /// the library does not serve.
 pub(crate) fn mime_for(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    Some(match ext.as_str() {
-        "mp3" => "audio/mpeg",
-        "ogg" | "oga" | "opus" => "audio/ogg",
-        "m4a" | "m4b" => "audio/mp4",
-        "aac" => "audio/aac",
-        "flac" => "audio/flac",
-        "wav" => "audio/wav",
-        "weba" => "audio/webm",
-        "mp4" | "m4v" => "video/mp4",
-        "webm" => "video/webm",
-        _ => return None,
-    })
+    TYPES.iter().find(|(e, _)| *e == ext).map(|(_, mime)| *mime)
 }
+
+/// Every extension the library serves, and its MIME type.
+pub(super) const TYPES: [(&str, &str); 13] = [
+    ("mp3", "audio/mpeg"),
+    ("ogg", "audio/ogg"),
+    ("oga", "audio/ogg"),
+    ("opus", "audio/ogg"),
+    ("m4a", "audio/mp4"),
+    ("m4b", "audio/mp4"),
+    ("aac", "audio/aac"),
+    ("flac", "audio/flac"),
+    ("wav", "audio/wav"),
+    ("weba", "audio/webm"),
+    ("mp4", "video/mp4"),
+    ("m4v", "video/mp4"),
+    ("webm", "video/webm"),
+];

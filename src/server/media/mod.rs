@@ -34,8 +34,10 @@
 //!   range, which cannot be expressed as a 206 either; so `bytes=-N` on an empty
 //!   file is answered 200 with the empty body and any other range 416.
 
+mod adts;
 mod demo;
 mod index;
+mod probe;
 mod scan;
 mod serve;
 mod tags;
@@ -90,6 +92,9 @@ impl Library {
             );
         }
         let index = scan::scan_root(&root, &Index::default(), follow_symlinks, cancel);
+        if index.len() == 0 && !cancel.is_cancelled() {
+            warn_empty(&root, &index);
+        }
         Ok(Self {
             root: Some(root),
             follow_symlinks,
@@ -125,6 +130,9 @@ impl Library {
         let new = scan::scan_root(root, &old, self.follow_symlinks, cancel);
         if cancel.is_cancelled() {
             return;
+        }
+        if new.len() == 0 && old.len() > 0 {
+            warn_empty(root, &new);
         }
         let added = new.ids().filter(|k| old.get(k).is_none()).count();
         let removed = old.ids().filter(|k| new.get(k).is_none()).count();
@@ -177,6 +185,26 @@ impl Library {
         };
         serve::serve_track(method, req.headers(), &track, self.started).await
     }
+}
+
+/// Says that a scan of `root` found nothing to play: a wrong or empty
+/// `--media` would otherwise serve an empty library without a word.
+fn warn_empty(root: &std::path::Path, index: &Index) {
+    let served: Vec<String> = index::TYPES
+        .iter()
+        .map(|(ext, _)| format!(".{ext}"))
+        .collect();
+    let left_out = match index.unplayable() {
+        0 => String::new(),
+        1 => " (1 file there does not play: see above)".to_owned(),
+        n => format!(" ({n} files there do not play: see above)"),
+    };
+    tracing::warn!(
+        "no audio files found in {}{left_out}: the library is empty. It serves {} files, \
+         in subfolders too; pass the folder that holds your music to --media",
+        root.display(),
+        served.join(" ")
+    );
 }
 
 /// Rescans on every SIGHUP (`hangups` counts them; the server's reload

@@ -2,7 +2,9 @@
 //! followed with loop detection (or skipped, `--follow-symlinks false`),
 //! hidden entries skipped, tags reused for unchanged files. Each track
 //! records the (device, inode) of the file it found, which a request must
-//! find again ([`file_key`]).
+//! find again ([`file_key`]). A new or changed file becomes a track only
+//! if it plays ([`probe::check`]); one that does not is left out, and the
+//! scan says so in one warning for all of them.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
@@ -11,7 +13,8 @@ use std::time::UNIX_EPOCH;
 
 use tokio_util::sync::CancellationToken;
 
-use super::index::{Index, Source, Track, mime_for};
+use super::index::{Index, Rejected, Source, Track, mime_for};
+use super::probe;
 use super::tags::{read_tags_file, title_from_name};
 use crate::protocol::MAX_TRACK_BYTES;
 
@@ -19,8 +22,12 @@ use crate::protocol::MAX_TRACK_BYTES;
 /// pathological trees; loops are caught earlier by the inode check).
 const MAX_DEPTH: usize = 64;
 
-/// Scans `root` recursively into a new index, reusing `old`'s tags for files
-/// whose size and mtime are unchanged.
+/// Files named in the warning about the files left out; the rest are counted.
+const NAMED: usize = 5;
+
+/// Scans `root` recursively into a new index, reusing `old`'s tags (and
+/// verdicts on files that do not play) for files whose size and mtime are
+/// unchanged.
 pub(super) fn scan_root(
     root: &Path,
     old: &Index,
@@ -34,10 +41,18 @@ pub(super) fn scan_root(
             Source::Memory(_) => None,
         })
         .collect();
+    let rejected_before = old
+        .rejected()
+        .iter()
+        .map(|r| (r.path.as_path(), r))
+        .collect();
     let mut scan = Scan {
         visited: HashSet::new(),
         tracks: Vec::new(),
+        rejected: Vec::new(),
+        fresh_rejects: 0,
         reuse,
+        rejected_before,
         follow_symlinks,
         cancel,
     };
@@ -45,14 +60,43 @@ pub(super) fn scan_root(
         scan.visited.insert(dir_key(&meta));
     }
     scan.walk(root, "", 0);
-    Index::new(scan.tracks)
+    warn_rejected(&scan.rejected[scan.rejected.len() - scan.fresh_rejects..]);
+    Index::scanned(scan.tracks, scan.rejected)
+}
+
+/// One warning for the files newly left out: how many, the first few and why.
+fn warn_rejected(fresh: &[Rejected]) {
+    if fresh.is_empty() {
+        return;
+    }
+    let mut named: Vec<String> = fresh
+        .iter()
+        .take(NAMED)
+        .map(|r| format!("{:?} ({})", r.id, r.reason))
+        .collect();
+    if fresh.len() > NAMED {
+        named.push(format!("and {} more", fresh.len() - NAMED));
+    }
+    let n = fresh.len();
+    tracing::warn!(
+        files = n,
+        "{n} media file{} left out of the library, which do{} not play: {}",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "es" } else { "" },
+        named.join(", ")
+    );
 }
 
 struct Scan<'a> {
     /// Directories entered, by (device, inode): a loop cannot recurse.
     visited: HashSet<(u64, u64)>,
     tracks: Vec<Track>,
+    /// Files left out: those of the last scan first, then new ones.
+    rejected: Vec<Rejected>,
+    /// How many at the end of `rejected` this scan found (not reused).
+    fresh_rejects: usize,
     reuse: HashMap<&'a Path, &'a Track>,
+    rejected_before: HashMap<&'a Path, &'a Rejected>,
     follow_symlinks: bool,
     cancel: &'a CancellationToken,
 }
@@ -76,41 +120,59 @@ fn dir_key(_meta: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Scan<'_> {
-    /// The track a playable file is, its tags reused when unchanged; `None`
-    /// for files the library does not serve.
-    fn track(&self, path: PathBuf, name: &str, id: String, meta: &Metadata) -> Option<Track> {
-        let mime = mime_for(&path)?;
+    /// Adds a file of a type the library serves: as a track, its tags
+    /// reused when unchanged, if it plays; else to the files left out.
+    fn file(&mut self, path: PathBuf, name: &str, id: String, meta: &Metadata) {
+        let Some(mime) = mime_for(&path) else {
+            return;
+        };
         if id.len() > MAX_TRACK_BYTES {
             tracing::warn!(path = %path.display(), "path longer than {MAX_TRACK_BYTES} bytes; skipped");
-            return None;
+            return;
         }
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         let size = meta.len();
         let key = file_key(meta);
         let same_file = |t: &Track| matches!(t.source, Source::File(_, k) if k == key);
-        Some(match self.reuse.get(path.as_path()) {
-            Some(old)
-                if old.size == size
-                    && old.modified == modified
-                    && old.id == id
-                    && same_file(old) =>
-            {
-                (*old).clone()
+        if let Some(old) = self.reuse.get(path.as_path()) {
+            if old.size == size && old.modified == modified && old.id == id && same_file(old) {
+                self.tracks.push((*old).clone());
+                return;
             }
-            _ => {
-                let tags = read_tags_file(&path);
-                Track {
-                    title: tags.title.unwrap_or_else(|| title_from_name(name)),
-                    artist: tags.artist,
-                    duration_ms: tags.duration_ms,
+        }
+        if let Some(old) = self.rejected_before.get(path.as_path()) {
+            if old.size == size && old.modified == modified && old.id == id && old.key == key {
+                // Before the fresh ones, which the warning names.
+                let at = self.rejected.len() - self.fresh_rejects;
+                self.rejected.insert(at, (*old).clone());
+                return;
+            }
+        }
+        let tags = read_tags_file(&path);
+        match probe::check(&path, mime, tags.duration_ms) {
+            Ok(duration_ms) => self.tracks.push(Track {
+                title: tags.title.unwrap_or_else(|| title_from_name(name)),
+                artist: tags.artist,
+                duration_ms: Some(duration_ms),
+                id,
+                size,
+                mime,
+                source: Source::File(path, key),
+                modified,
+            }),
+            Err(reason) => {
+                tracing::debug!(path = %path.display(), reason, "left out of the library");
+                self.fresh_rejects += 1;
+                self.rejected.push(Rejected {
                     id,
+                    path,
+                    key,
                     size,
-                    mime,
-                    source: Source::File(path, key),
                     modified,
-                }
+                    reason,
+                });
             }
-        })
+        }
     }
 
     fn walk(&mut self, dir: &Path, prefix: &str, depth: usize) {
@@ -166,9 +228,7 @@ impl Scan<'_> {
                 }
                 self.walk(&path, &format!("{id}/"), depth + 1);
             } else if meta.is_file() {
-                if let Some(track) = self.track(path, &name, id, &meta) {
-                    self.tracks.push(track);
-                }
+                self.file(path, &name, id, &meta);
             }
         }
     }

@@ -8,7 +8,9 @@
 //               seek, track) and a `heartbeat` every second, both stamped
 //               with `at_server_ms` from the clock offset.
 //   listening - tuned to a station: follows its `sync` frames, keeping the
-//               media element within ~40 ms of the station's position.
+//               media element within ~40 ms of the station's position. A
+//               track this browser cannot play is reported (`cannot_play`):
+//               when every listener fails, the station moves on.
 //
 // Sync engine: the clock offset to the server comes from ping/pong, keeping
 // the samples with the smallest round trip (their offset is the least
@@ -74,6 +76,7 @@
     lastPlayingAt: 0,
     seekCheck: false,
     leaveFor: null,          // the track to play once the station is left
+    failed: null,            // the loaded track, when it cannot play here
     // private
     lastSave: 0,
   };
@@ -94,13 +97,23 @@
   const serverNow = () => Date.now() + (st.offset ?? 0);
   const posMs = () => Math.max(0, Math.round(media.currentTime * 1000));
 
-  function message(text) {
+  // Shows `text` for 8 s. A message of a `kind` ("play": a track that
+  // cannot play) can be taken back early by clearMessage(kind).
+  function message(text, kind) {
     const m = $("message");
     if (!text) { m.hidden = true; return; }
     m.textContent = text;
     m.hidden = false;
+    message.kind = kind ?? null;
     clearTimeout(message.t);
     message.t = setTimeout(() => { m.hidden = true; }, 8000);
+  }
+
+  function clearMessage(kind) {
+    if (message.kind !== kind) return;
+    clearTimeout(message.t);
+    $("message").hidden = true;
+    message.kind = null;
   }
 
   function setConn(text, ok) {
@@ -188,6 +201,9 @@
   function loadTrack(id, atMs) {
     const t = st.byId.get(id);
     st.track = id;
+    // Another track: what the last one could not do is no longer news.
+    st.failed = null;
+    clearMessage("play");
     $("np-title").textContent = t ? t.title : id;
     $("np-artist").textContent = t ? (t.artist ?? "") : "not in this server's library";
     media.hidden = !(t && t.mime.startsWith("video/"));
@@ -220,17 +236,20 @@
   }
 
   async function play() {
+    const track = st.track;
     try {
       await media.play();
       $("gate").hidden = true;
       return true;
     } catch (e) {
+      // A refusal that comes back after the track changed is old news.
+      if (st.track !== track) return false;
       if (e.name === "NotAllowedError") {
         $("gate").hidden = false;
         $("gate-button").focus();
         listenStatus();
-      } else if (e.name !== "AbortError") {
-        message(`Cannot play: ${e.message}`);
+      } else if (e.name !== "AbortError" && st.failed !== track) {
+        message(`Cannot play: ${e.message}`, "play");
       }
       return false;
     }
@@ -709,9 +728,10 @@
       // Past the end, an ended file must not start again (play() on an
       // ended element plays it from 0): wait for the station's next state.
       if (pastEnd()) { showEnded(); return; }
-      // While "Press to listen" is up, wait for the press: retrying on every
-      // sync would only be refused again.
-      if (!$("gate").hidden) return;
+      // While "Press to listen" is up, wait for the press, and a track that
+      // cannot play here waits for the next: retrying on every sync would
+      // only be refused again.
+      if (!$("gate").hidden || st.failed === st.track) return;
       if (media.paused && media.readyState >= 1) {
         correct(true);
         play();
@@ -731,7 +751,9 @@
   function listenStatus() {
     const s = st.sync;
     if (st.mode !== "listening" || !s || !s.playing || pastEnd()) return;
-    if (!$("gate").hidden) {
+    if (st.failed === st.track) {
+      setStationStatus("live; this browser cannot play the track; waiting for the next", "bad");
+    } else if (!$("gate").hidden) {
       setStationStatus("live; press to listen", "warn");
     } else if (media.paused || st.waiting) {
       setStationStatus("live; starting…", "warn");
@@ -821,8 +843,17 @@
     else if (st.mode === "private") saveSession(true);
     else if (st.mode === "listening" && st.sync) showEnded();
   });
+  // A track that cannot play: said on the page, and a listener tells the
+  // server, which moves the station on once every listener has said so.
   media.addEventListener("error", () => {
-    if (media.error && st.track) message(`Cannot play ${st.track}: ${media.error.message || "media error " + media.error.code}`);
+    if (!media.error || !st.track) return;
+    const why = media.error.message || `media error ${media.error.code}`;
+    st.failed = st.track;
+    message(`Cannot play ${st.track}: ${why}`, "play");
+    if (st.mode === "listening" && st.sync && st.sync.track === st.track) {
+      send({ type: "cannot_play", station: st.tuned, track: st.track, reason: why.slice(0, 120) });
+      listenStatus();
+    }
   });
 
   $("play").addEventListener("click", togglePlay);
@@ -902,6 +933,7 @@
       connected: st.connected,
       stationPosition: stationPosition(),
       status: $("station-status").textContent,
+      message: $("message").hidden ? null : $("message").textContent,
       muted: media.muted,
       volume: media.volume,
       gate: !$("gate").hidden,

@@ -20,6 +20,8 @@
 //!   and tells the backend when a station's last listener left.
 
 pub(crate) mod fanout;
+mod reports;
+mod unplayable;
 mod view;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,7 +35,10 @@ use crate::protocol::{OfflineReason, StationName};
 use crate::server::metrics::Metrics;
 use crate::server::outlet::Outlet;
 use fanout::{Membership, Shard};
+use reports::Reports;
 
+pub(crate) use reports::Reported;
+pub(crate) use unplayable::Unplayable;
 pub(crate) use view::{Playback, State, View};
 
 /// One station's cell, its local listener count, and its fan-out.
@@ -47,6 +52,8 @@ pub(crate) struct Station {
     shards: OnceLock<Box<[mpsc::UnboundedSender<Membership>]>>,
     /// Deals listeners to shards in turn.
     next_shard: AtomicUsize,
+    /// Listeners that cannot play the current track.
+    reports: Reports,
 }
 
 impl Station {
@@ -58,6 +65,7 @@ impl Station {
             listeners: AtomicU64::new(0),
             shards: OnceLock::new(),
             next_shard: AtomicUsize::new(0),
+            reports: Reports::default(),
         }
     }
 
@@ -143,6 +151,7 @@ impl Listeners {
             station,
             listeners: Arc::downgrade(self),
             attached: None,
+            reported: 0,
         }
     }
 
@@ -173,6 +182,9 @@ pub(crate) struct Tuned {
     listeners: Weak<Listeners>,
     /// The socket written by the station's fan-out, and its shard.
     attached: Option<(Arc<Outlet>, usize)>,
+    /// The station's tally of unplayable reports this listener counts in
+    /// (0: none), withdrawn when it tunes out.
+    reported: u64,
 }
 
 impl Tuned {
@@ -198,8 +210,22 @@ impl Tuned {
     }
 }
 
+impl Tuned {
+    /// This listener cannot play `track` (`cannot_play`): counted once in
+    /// its station's tally when `track` is what the station plays now.
+    pub(crate) fn cannot_play(&mut self, track: &str, reason: Option<&str>) -> Reported {
+        let view = self.station.view();
+        let current = view.state.as_ref().map(|s| s.sync.track.as_str());
+        let listeners = self.station.listener_count();
+        (self.station.reports).report(&mut self.reported, track, current, reason, listeners)
+    }
+}
+
 impl Drop for Tuned {
     fn drop(&mut self) {
+        if self.reported != 0 {
+            self.station.reports.withdraw(self.reported);
+        }
         if let Some((outlet, i)) = self.attached.take() {
             // The owner holds the outlet while it lets go of a station, so
             // no shard writes after what the owner writes next.

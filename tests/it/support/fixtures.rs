@@ -67,3 +67,24 @@ pub(crate) fn tone_wav(
     }
     radio::encode_wav(RATE, &samples, &tags)
 }
+
+/// Writes `name` in `dir`: `seconds` of a 440 Hz tone encoded by a real
+/// ffmpeg, the container from the name's extension, `args` (codec
+/// choices) before the output. ffmpeg is installed by scripts/setup.sh
+/// (CI runs it); without it this fails and says so.
+pub(crate) fn ffmpeg_tone(dir: &TempDir, name: &str, seconds: u32, args: &[&str]) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=44100:duration={seconds}"
+        ))
+        .args(args)
+        .arg(dir.path().join(name))
+        .output()
+        .unwrap_or_else(|e| panic!("ffmpeg is missing ({e}): run scripts/setup.sh"));
+    assert!(
+        out.status.success(),
+        "ffmpeg could not write {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
