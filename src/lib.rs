@@ -16,6 +16,7 @@ mod client;
 mod errors;
 mod loadtest;
 mod logging;
+mod m3u;
 mod man;
 mod pem;
 pub mod protocol;
@@ -37,7 +38,7 @@ pub use cli::command;
 pub use man::{subcommands as man_subcommands, write as write_man};
 
 /// Parsers of untrusted input, for the fuzz targets, and test fixtures.
-pub use client::broadcast::parse_m3u;
+pub use m3u::parse_m3u;
 pub use pem::read_certs;
 pub use server::backend::redis::keys::station as redis_station_key;
 pub use server::media::{answer_for, arpeggio, encode_wav};
