@@ -31,6 +31,7 @@ pub use server::backend::any::BackendConfig;
 pub use server::backend::redis::Config as RedisConfig;
 pub use server::config::TlsFiles;
 pub use server::listener::bind;
+pub use server::onair::StationSpec;
 pub use server::{ServerConfig, run};
 
 /// The generated documentation (completions and man pages), checked fresh.

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub backend: BackendConfig,
     pub media: MediaConfig,
     pub sessions: SessionConfig,
+    /// `--station`: the stations the server runs itself.
+    pub stations: Vec<crate::server::onair::StationSpec>,
 }
 
 /// The per-connection limits.
@@ -120,6 +122,7 @@ impl Default for ServerConfig {
                 max: 100_000,
                 rate_per_minute: 10,
             },
+            stations: Vec::new(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl From<ServeArgs> for ServerConfig {
                 max: args.max_sessions,
                 rate_per_minute: args.session_rate,
             },
+            stations: args.stations.into_iter().flat_map(|l| l.0).collect(),
         }
     }
 }

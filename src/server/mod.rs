@@ -27,6 +27,7 @@ pub(crate) mod listener;
 pub(crate) mod listing;
 pub(crate) mod media;
 pub(crate) mod metrics;
+pub(crate) mod onair;
 pub(crate) mod origin;
 pub(crate) mod outlet;
 pub(crate) mod peer;
