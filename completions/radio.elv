@@ -61,6 +61,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --lease 'Cluster mode: how long a station''s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first'
             cand -m 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served'
             cand --media 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served'
+            cand --station 'Run a station on the server itself, for ever: NAME=SOURCE[,shuffle], SOURCE an M3U playlist, a folder of the library (relative to --media) or `library` (all of it). Repeat for several; RADIO_STATIONS takes a list (commas or newlines). A broadcaster may take it over; it comes back to its SOURCE when the broadcaster stops. SIGHUP re-reads playlists'
             cand --rescan-interval 'Rescan the media library this often (it is also rescanned on SIGHUP)'
             cand --follow-symlinks 'Follow symbolic links in the media directory when scanning (true or false). Either way a file swapped after the scan is not served until a rescan'
             cand --session-ttl 'Private player sessions idle this long are removed'

@@ -352,6 +352,15 @@ pub struct ServeArgs {
     #[arg(short, long, env = "RADIO_MEDIA", value_name = "DIR")]
     pub media: Option<PathBuf>,
 
+    /// Run a station on the server itself, for ever: NAME=SOURCE[,shuffle],
+    /// SOURCE an M3U playlist, a folder of the library (relative to --media)
+    /// or `library` (all of it). Repeat for several; RADIO_STATIONS takes a
+    /// list (commas or newlines). A broadcaster may take it over; it comes
+    /// back to its SOURCE when the broadcaster stops. SIGHUP re-reads
+    /// playlists.
+    #[arg(long = "station", env = "RADIO_STATIONS", value_name = "NAME=SOURCE", value_parser = crate::server::onair::spec::parse_list)]
+    pub stations: Vec<crate::server::onair::spec::StationList>,
+
     /// Rescan the media library this often (it is also rescanned on SIGHUP).
     #[arg(long, env = "RADIO_RESCAN_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub rescan_interval: Option<Duration>,

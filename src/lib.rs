@@ -14,9 +14,11 @@ mod app;
 mod cli;
 mod client;
 mod errors;
+mod fold;
 mod key_file;
 mod loadtest;
 mod logging;
+mod m3u;
 mod man;
 mod pem;
 pub mod protocol;
@@ -31,6 +33,7 @@ pub use server::backend::any::BackendConfig;
 pub use server::backend::redis::Config as RedisConfig;
 pub use server::config::TlsFiles;
 pub use server::listener::bind;
+pub use server::onair::StationSpec;
 pub use server::{ServerConfig, run};
 
 /// The generated documentation (completions and man pages), checked fresh.
@@ -38,7 +41,7 @@ pub use cli::command;
 pub use man::{subcommands as man_subcommands, write as write_man};
 
 /// Parsers of untrusted input, for the fuzz targets, and test fixtures.
-pub use client::broadcast::parse_m3u;
+pub use m3u::parse_m3u;
 pub use pem::read_certs;
 pub use server::backend::redis::keys::station as redis_station_key;
 pub use server::media::{answer_for, arpeggio, encode_wav};

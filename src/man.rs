@@ -185,7 +185,8 @@ fn exit_status(name: &str) -> &'static str {
             "0  stopped by SIGINT or SIGTERM, after draining its connections
 1  could not start (the address is taken or cannot be resolved, the
    media folder cannot be read, ...) or failed while serving
-2  a usage error: a flag or argument that cannot work"
+2  a usage error: a flag or argument that cannot work (a --station
+   whose SOURCE has nothing to play included)"
         }
         "broadcast" => {
             "0  stopped (the stop command, the end of stdin, Ctrl-C); lines
@@ -223,6 +224,10 @@ fn examples(name: &str) -> &'static str {
         "serve" => {
             "Serve a music folder on every address, with JSON logs:
     radio serve -l 0.0.0.0:8080 -m ~/Music --log-format json
+
+Run stations around the clock, from a folder shuffled and a playlist:
+    radio serve -m ~/Music --station jazz=Jazz,shuffle \\
+        --station morning=/srv/radio/morning.m3u
 
 Two nodes of a cluster sharing one port:
     radio serve --redis redis://127.0.0.1:6379 --node-id a --reuse-port &

@@ -71,6 +71,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 max: args.max_sessions,
                 rate_per_minute: args.session_rate,
             },
+            stations: args.stations.into_iter().flat_map(|l| l.0).collect(),
         })
     }
 }

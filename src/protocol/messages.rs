@@ -102,6 +102,28 @@ pub enum OfflineReason {
     Timeout,
 }
 
+/// Who plays a live station: `broadcaster_online`'s and `tuned`'s `reason`,
+/// and a history entry's `by`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnlineReason {
+    /// A broadcaster's connection (`start_broadcasting`).
+    #[default]
+    Live,
+    /// The server itself, from the station's own source (`radio serve
+    /// --station`), while no broadcaster holds it.
+    Auto,
+}
+
+impl OnlineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnlineReason::Live => "live",
+            OnlineReason::Auto => "auto",
+        }
+    }
+}
+
 /// What caused a `sync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -220,11 +242,19 @@ pub enum ServerMessage {
     Tuned {
         station: StationName,
         live: bool,
+        /// Who plays it, when it is live (older servers send none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<OnlineReason>,
     },
     TunedOut,
     Sync(SyncState),
+    /// The station went live, or passed from one player to the other: a
+    /// broadcaster took over a server-run station, or the server took it
+    /// back (older servers send no `reason`).
     BroadcasterOnline {
         station: StationName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<OnlineReason>,
     },
     BroadcasterOffline {
         station: StationName,

@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub backend: BackendConfig,
     pub media: MediaConfig,
     pub sessions: SessionConfig,
+    /// `--station`: the stations the server runs itself.
+    pub stations: Vec<crate::server::onair::StationSpec>,
 }
 
 /// The per-connection limits.
@@ -178,6 +180,7 @@ impl Default for ServerConfig {
                 max: defaults::MAX_SESSIONS,
                 rate_per_minute: defaults::SESSION_RATE,
             },
+            stations: Vec::new(),
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::server::response::{Body, json_bytes, method_not_allowed, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
 use crate::server::warnings::Reason;
-use crate::server::{media, player, sessions, upgrade};
+use crate::server::{history, media, player, sessions, upgrade};
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade):
 /// over TLS first when the server has a certificate. `admission` is the
@@ -139,6 +139,7 @@ async fn route(
             Ok(page) => json_bytes(StatusCode::OK, page.json.clone()),
             Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         },
+        (_, p) if p.starts_with(history::PREFIX) => station_history(method, p, &shared).await,
         (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
@@ -164,6 +165,24 @@ async fn route(
         }
         (_, p) if player::serves(p) => player::route(method, p),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
+    }
+}
+
+/// `GET /api/stations/{name}/history`: the station's last plays.
+async fn station_history(method: &Method, path: &str, shared: &Shared) -> Response<Body> {
+    let Some(name) = history::station_of(path) else {
+        return text(StatusCode::NOT_FOUND, format!("no such page: {path}"));
+    };
+    if method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let name = match name {
+        Ok(name) => name,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    match shared.backend.history(&name).await {
+        Ok(plays) => history::answer(&name, plays),
+        Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
     }
 }
 
@@ -195,6 +214,7 @@ fn route_of(path: &str) -> Route {
         "/healthz" | "/readyz" => Route::Health,
         "/metrics" => Route::Metrics,
         "/api/stations" => Route::Stations,
+        p if p.starts_with(history::PREFIX) => Route::Stations,
         "/api/library" => Route::Library,
         sessions::PATH => Route::Session,
         p if media::Library::serves(p) => Route::Media,

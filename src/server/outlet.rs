@@ -60,8 +60,9 @@ pub(crate) struct Outlet {
     state: AtomicU8,
     /// The highest `seq` written to this socket.
     sent_seq: AtomicU64,
-    /// Whether the listener was last told its station is live.
-    told_live: AtomicBool,
+    /// The liveness the listener was last told of: its station view's
+    /// [`mark`](crate::server::station::View::mark) (0: offline).
+    told: AtomicU64,
     /// The fan-out skipped this outlet (or cut a write short): the owner
     /// must catch up.
     missed: AtomicBool,
@@ -78,12 +79,12 @@ pub(crate) struct Outlet {
 }
 
 /// What a listener lacks, as [`Outlet::deliver`] asks of its caller: up to
-/// two frames to write in one go, and the `seq` and liveness it will then
-/// have been sent.
+/// two frames to write in one go, and the `seq` and liveness mark it will
+/// then have been sent.
 pub(crate) struct Wanted<'a> {
     pub frames: [&'a [u8]; 2],
     pub seq: u64,
-    pub live: bool,
+    pub told: u64,
 }
 
 /// What the fan-out did with one delivery.
@@ -113,7 +114,7 @@ impl Outlet {
             tls,
             state: AtomicU8::new(IDLE),
             sent_seq: AtomicU64::new(0),
-            told_live: AtomicBool::new(false),
+            told: AtomicU64::new(0),
             missed: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             partial: Mutex::new(None),
@@ -205,20 +206,20 @@ impl Outlet {
         })
     }
 
-    /// What the listener has been sent: the highest `seq` and whether it was
-    /// last told the station is live. Read and written by whoever holds the
+    /// What the listener has been sent: the highest `seq` and the liveness
+    /// mark it was last told of. Read and written by whoever holds the
     /// socket.
-    pub(crate) fn sent(&self) -> (u64, bool) {
+    pub(crate) fn sent(&self) -> (u64, u64) {
         (
             self.sent_seq.load(Ordering::Relaxed),
-            self.told_live.load(Ordering::Relaxed),
+            self.told.load(Ordering::Relaxed),
         )
     }
 
     /// Records what was just queued or written for the listener.
-    pub(crate) fn set_sent(&self, seq: u64, live: bool) {
+    pub(crate) fn set_sent(&self, seq: u64, told: u64) {
         self.sent_seq.store(seq, Ordering::Relaxed);
-        self.told_live.store(live, Ordering::Relaxed);
+        self.told.store(told, Ordering::Relaxed);
     }
 
     // --- the fan-out's side ---
@@ -241,7 +242,7 @@ impl Outlet {
     pub(crate) fn deliver<'a>(
         &self,
         generation: u64,
-        lacks: impl FnOnce(u64, bool) -> Option<Wanted<'a>>,
+        lacks: impl FnOnce(u64, u64) -> Option<Wanted<'a>>,
     ) -> Delivery {
         // A TLS socket: its owner writes every frame, through rustls.
         if self.tls
@@ -255,9 +256,9 @@ impl Outlet {
             }
             return Delivery::Skipped;
         }
-        let (sent, told_live) = self.sent();
+        let (sent, told) = self.sent();
         let wanted = (self.generation.load(Ordering::Relaxed) == generation)
-            .then(|| lacks(sent, told_live))
+            .then(|| lacks(sent, told))
             .flatten();
         let Some(wanted) = wanted else {
             self.state.store(IDLE, Ordering::Release);
@@ -279,7 +280,7 @@ impl Outlet {
             self.skipped();
             return Delivery::Skipped;
         }
-        self.set_sent(wanted.seq, wanted.live);
+        self.set_sent(wanted.seq, wanted.told);
         if written < total {
             // A frame is half on the wire: nothing else may be written before
             // its rest, which the owner writes (it may wait; we may not).
@@ -473,7 +474,7 @@ mod tests {
         Some(Wanted {
             frames: [a, b],
             seq,
-            live: true,
+            told: 1,
         })
     }
 
@@ -488,11 +489,11 @@ mod tests {
         );
         // The owner is told, and catches up itself.
         outlet.missed().await;
-        assert_eq!(outlet.sent(), (0, false));
+        assert_eq!(outlet.sent(), (0, 0));
         outlet.give_back();
         let written = outlet.deliver(g, |_, _| wanted(b"ab", b"cd", 2));
         assert_eq!(written, Delivery::Written);
-        assert_eq!(outlet.sent(), (2, true));
+        assert_eq!(outlet.sent(), (2, 1));
         // Detached: the shard's generation is stale, nothing is written.
         outlet.take();
         outlet.detach();

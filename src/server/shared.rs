@@ -16,6 +16,7 @@ use crate::server::keys::Keys;
 use crate::server::listing::Listing;
 use crate::server::media::{self, Library};
 use crate::server::metrics::{Metrics, Scrape, TRACK_SERIES};
+use crate::server::onair;
 use crate::server::origin::AllowedOrigins;
 use crate::server::peer::TrustedProxies;
 use crate::server::reload::{self, Reloader};
@@ -64,6 +65,7 @@ impl Shared {
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
+        onair::check(&config.stations, &config.backend)?;
         let keys = Arc::new(Keys::load(config.conn.keys.clone())?);
         let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
         let cluster = matches!(config.backend, BackendConfig::Redis(_));
@@ -85,6 +87,8 @@ impl Shared {
         }
         let (hangup_task, hangups) = reload::hangups(reloaders, shutdown.clone());
         tasks.spawn(hangup_task);
+        let (dir, stations) = (config.media.dir.as_deref(), &config.stations);
+        onair::start(stations, dir, &backend, &media, &hangups, tasks, shutdown).await?;
         tasks.spawn(media::rescan_task(
             media.clone(),
             config.media.rescan_interval,

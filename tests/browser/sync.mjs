@@ -317,6 +317,14 @@ try {
       s,
     };
   });
+  const recent = async () => ({
+    shown: await b.isVisible("#recent"),
+    titles: await b.$$eval("#recent-list li .t", (ts) => ts.map((t) => t.textContent)),
+  });
+  await until("B shows the station's recently played", 5000, async () => {
+    const r = await recent();
+    return { ok: r.shown && r.titles[0] === "First tone", r };
+  });
   await b.click("#mute");
   if (!(await state(b)).muted || (await b.getAttribute("#mute", "aria-pressed")) !== "true") {
     throw new Error("mute did not mute");
@@ -450,6 +458,10 @@ try {
     return { ok: streak >= 3, diff: Math.round(g.diff), b: g.b };
   });
   log(`B follows to ${ids[1]}: ${followed.diff} ms`);
+  await until("B's recently played has the new track first", 5000, async () => {
+    const r = await recent();
+    return { ok: r.titles[0] === "Second tone" && r.titles[1] === "First tone", r };
+  });
 
   // --- A's connection drops: it reconnects (backoff with jitter) and
   // resumes its station with its token inside the grace period, so B never

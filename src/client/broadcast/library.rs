@@ -8,14 +8,14 @@
 //! id, case and accents do not count (see [`fold`]). No track, or several,
 //! is a refusal that names up to five candidates.
 
-use std::path::{Component, Path};
+use std::path::Path;
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
-use unicode_normalization::UnicodeNormalization as _;
-use unicode_normalization::char::is_combining_mark;
 
 use crate::client::http::{Endpoint, HttpError};
+use crate::fold::fold;
+use crate::m3u::{self, Match};
 
 /// Most candidates a refusal lists.
 const CANDIDATES: usize = 5;
@@ -249,48 +249,18 @@ impl Library {
     /// playlist's folder, or absolute; a URL by its path) is matched by its
     /// longest suffix against the library's ids, then by file name.
     pub(super) fn resolve_entry(&self, entry: &str, base: &Path) -> Result<usize, String> {
-        let parts = entry_components(entry, base);
-        let suffix = self
-            .tracks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| {
-                let id: Vec<&str> = t.id.split('/').collect();
-                id.len() <= parts.len()
-                    && parts[parts.len() - id.len()..]
-                        .iter()
-                        .zip(&id)
-                        .all(|(p, i)| p == i)
-            })
-            .max_by_key(|(_, t)| t.id.split('/').count());
-        if let Some((i, _)) = suffix {
-            return Ok(i);
-        }
-        let Some(name) = parts.last().map(|n| fold(n)) else {
-            return Err("an empty path".to_owned());
-        };
-        let named: Vec<usize> = (0..self.tracks.len())
-            .filter(|&i| fold(self.tracks[i].file_name()) == name)
-            .collect();
-        match named.len() {
-            0 => Err("no library track has this path or file name".to_owned()),
-            1 => Ok(named[0]),
-            n => Err(format!(
-                "{n} library tracks have this file name ({}); write more of the path",
+        let ids = self.tracks.iter().map(|t| t.id.as_str());
+        match m3u::match_entry(ids, entry, base) {
+            Match::One(i) => Ok(i),
+            Match::Empty => Err("an empty path".to_owned()),
+            Match::None => Err("no library track has this path or file name".to_owned()),
+            Match::Several(named) => Err(format!(
+                "{} library tracks have this file name ({}); write more of the path",
+                named.len(),
                 self.listed(&named)
             )),
         }
     }
-}
-
-/// Text as queries compare it: lower case, decomposed (Unicode NFKD) and
-/// without combining marks, so "hoppipolla" finds "Hoppípolla", "cafe" finds
-/// "CAFÉ" whichever way its é is encoded, and "ﬁ" finds "fi".
-fn fold(text: &str) -> String {
-    text.to_lowercase()
-        .nfkd()
-        .filter(|c| !is_combining_mark(*c))
-        .collect()
 }
 
 /// How alike two strings are, from 0 to 1: the Sørensen-Dice coefficient of
@@ -313,74 +283,6 @@ fn likeness(a: &str, b: &str) -> f64 {
         }
     }
     2.0 * shared as f64 / total
-}
-
-/// An entry's path as components, made absolute against `base` and with
-/// `.` and `..` taken out (the files are the server's, so nothing is read
-/// here). A URL keeps the path after its host, decoded; `\` separates
-/// like `/`.
-fn entry_components(entry: &str, base: &Path) -> Vec<String> {
-    if entry.contains("://") {
-        return url_components(entry);
-    }
-    let mut parts: Vec<String> = Vec::new();
-    if !is_absolute(entry) {
-        for c in base.components() {
-            match c {
-                Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
-                Component::ParentDir => {
-                    parts.pop();
-                }
-                _ => {}
-            }
-        }
-    }
-    for piece in entry.split(['/', '\\']) {
-        step(&mut parts, piece);
-    }
-    parts
-}
-
-/// One piece of a path: `.` stays, `..` goes up, any other goes in.
-fn step(parts: &mut Vec<String>, piece: &str) {
-    match piece {
-        "" | "." => {}
-        ".." => {
-            parts.pop();
-        }
-        p => parts.push(p.to_owned()),
-    }
-}
-
-/// The path of an entry written as a URL, segment by segment, decoded
-/// (`file:///music/Side%20A.mp3` is `music`, `Side A.mp3`); no query.
-fn url_components(entry: &str) -> Vec<String> {
-    let path = match url::Url::parse(entry) {
-        Ok(u) => u.path().to_owned(),
-        // Not a URL after all: what follows the host, as written.
-        Err(_) => entry
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split_once('/'))
-            .map_or(String::new(), |(_, p)| p.to_owned()),
-    };
-    let mut parts: Vec<String> = Vec::new();
-    for piece in path.split('/') {
-        step(
-            &mut parts,
-            &percent_encoding::percent_decode_str(piece).decode_utf8_lossy(),
-        );
-    }
-    parts
-}
-
-/// `/x`, `\x` or `C:\x`.
-fn is_absolute(path: &str) -> bool {
-    let b = path.as_bytes();
-    path.starts_with(['/', '\\'])
-        || (b.len() > 2
-            && b[0].is_ascii_alphabetic()
-            && b[1] == b':'
-            && matches!(b[2], b'/' | b'\\'))
 }
 
 #[cfg(test)]

@@ -48,8 +48,6 @@ use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{
     self, ClientMessage, ErrorCode, Heartbeat, ServerMessage, StationName, Update,
 };
-/// The M3U parser, public for its fuzz target (`fuzz/`, docs/security.md).
-pub use playlist::parse_m3u;
 
 /// How a connection ended.
 /// How long the server may take to accept or refuse the station.

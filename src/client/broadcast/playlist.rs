@@ -8,64 +8,7 @@ use anyhow::{Context as _, bail};
 
 use super::library::Library;
 use super::player::Choice;
-
-/// One entry of an M3U playlist, as written.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// The path (or URL) as written.
-    pub track: String,
-    /// `#EXTINF`'s title, if any.
-    pub title: Option<String>,
-    /// `#EXTINF`'s duration when positive (`-1` means unknown).
-    pub duration_ms: Option<u64>,
-    /// Its line in the file, for messages.
-    pub line: usize,
-}
-
-/// Parses an (extended) M3U playlist: every line that is not a comment is
-/// an entry, its `#EXTINF:SECONDS,TITLE` line (optional) before it.
-pub fn parse_m3u(text: &str) -> anyhow::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    let mut info: Option<(Option<u64>, Option<String>)> = None;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim().trim_start_matches('\u{feff}');
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(extinf) = line.strip_prefix("#EXTINF:") {
-            let (dur, title) = extinf.split_once(',').unwrap_or((extinf, ""));
-            // Attributes may follow the duration: `#EXTINF:123 tvg-id="x",Title`.
-            let dur = dur.split_whitespace().next().unwrap_or("");
-            let secs = dur
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0);
-            let title = (!title.trim().is_empty()).then(|| title.trim().to_owned());
-            // Rounded to whole ms, a tiny duration is none.
-            let ms = secs
-                .map(|s| (s * 1000.0).round() as u64)
-                .filter(|ms| *ms > 0);
-            info = Some((ms, title));
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let (duration_ms, title) = info.take().unwrap_or((None, None));
-        entries.push(Entry {
-            track: line.to_owned(),
-            title,
-            duration_ms,
-            line: n + 1,
-        });
-    }
-    if entries.is_empty() {
-        bail!(
-            "the playlist has no entries (one path a line, each after an optional #EXTINF:SECONDS,TITLE)"
-        );
-    }
-    Ok(entries)
-}
+use crate::m3u::{Entry, parse_m3u};
 
 /// Reads and parses the playlist file at `path`; returns its entries and
 /// its folder (absolute), which relative entries are relative to.
@@ -185,23 +128,6 @@ pub(super) fn resolve(
 mod tests {
     use super::*;
     use crate::client::broadcast::library::LibTrack;
-
-    #[test]
-    fn parses_m3u() {
-        let text = "#EXTM3U\n#EXTINF:181,Artist - One\none.mp3\n\n#EXTINF:-1,Stream\nhttp://x/stream\n#EXTINF:2.5 tvg-id=\"a\",Two\nsub/two.ogg\nbare.mp3\n";
-        let e = parse_m3u(text).unwrap();
-        assert_eq!(e.len(), 4);
-        assert_eq!(e[0].track, "one.mp3");
-        assert_eq!(e[0].title.as_deref(), Some("Artist - One"));
-        assert_eq!(e[0].duration_ms, Some(181_000));
-        assert_eq!(e[0].line, 3);
-        assert_eq!(e[1].duration_ms, None, "-1 is unknown");
-        assert_eq!(e[1].title.as_deref(), Some("Stream"));
-        assert_eq!(e[2].track, "sub/two.ogg");
-        assert_eq!(e[2].duration_ms, Some(2_500));
-        assert_eq!((e[3].duration_ms, e[3].title.as_ref()), (None, None));
-        assert!(parse_m3u("#EXTM3U\n# nothing\n").is_err());
-    }
 
     #[test]
     fn resolves_entries_against_the_library() {

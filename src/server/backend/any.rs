@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Backend, OwnedStation, local, redis};
 use crate::protocol::{StationName, StationSummary, SyncState};
+use crate::server::history::Played;
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Tuned};
@@ -122,6 +123,22 @@ impl Backend for AnyBackend {
             AnyBackend::Redis(b) => Box::pin(b.is_live(name)).await,
         }
     }
+
+    async fn claim_auto(&self, conn: u64, name: &StationName) -> Result<AnyOwned, Refusal> {
+        match self {
+            AnyBackend::Local(b) => b.claim_auto(conn, name).await.map(AnyOwned::Local),
+            AnyBackend::Redis(b) => Box::pin(b.claim_auto(conn, name))
+                .await
+                .map(AnyOwned::Redis),
+        }
+    }
+
+    async fn history(&self, name: &StationName) -> Result<Option<Vec<Played>>, Refusal> {
+        match self {
+            AnyBackend::Local(b) => b.history(name).await,
+            AnyBackend::Redis(b) => Box::pin(b.history(name)).await,
+        }
+    }
 }
 
 impl OwnedStation for AnyOwned {
@@ -164,6 +181,13 @@ impl OwnedStation for AnyOwned {
         match self {
             AnyOwned::Local(o) => o.stop().await,
             AnyOwned::Redis(o) => Box::pin(o.stop()).await,
+        }
+    }
+
+    async fn returned(&mut self) {
+        match self {
+            AnyOwned::Local(o) => o.returned().await,
+            AnyOwned::Redis(o) => o.returned().await,
         }
     }
 }

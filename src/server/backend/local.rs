@@ -11,17 +11,27 @@
 //!   vanishes as soon as it has neither a broadcaster nor a listener (when
 //!   the last [`Tuned`] or [`LocalOwned`] lets go), and the grace timers are
 //!   tasks of the server's tracker, cancelled on shutdown.
+//!
+//! A server-run station (`radio serve --station`) is held by the server's
+//! own player through the same kind of hold ([`auto`]): a broadcaster's
+//! claim takes it over, and its stop or grace end gives it back.
+
+mod auto;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Backend, OwnedStation, summary};
-use crate::protocol::{self, OfflineReason, StationName, StationSummary, SyncCause, SyncState};
+use crate::protocol::{
+    self, OfflineReason, OnlineReason, StationName, StationSummary, SyncCause, SyncState,
+};
+use crate::server::history::{self, History, Played};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
 use crate::server::station::{self, Listeners, Playback, State, Station, Tuned};
@@ -36,6 +46,19 @@ struct Ownership {
     /// start so an old timer can tell it has been superseded.
     grace_epoch: Option<u64>,
     epochs: u64,
+    /// The server's own player, when the server runs this station: it
+    /// owns the station whenever no broadcaster does.
+    seat: Option<Seat>,
+}
+
+/// The server's player's place on a station it runs (the hold and its
+/// hand-overs are in [`auto`], which names this module, never the reverse).
+#[derive(Debug)]
+struct Seat {
+    /// The id its hold owns the station with.
+    conn: u64,
+    /// Counts the times the station came back to it.
+    returns: watch::Sender<u64>,
 }
 
 /// One station of this node: its cell, its `seq` and who holds it.
@@ -46,6 +69,8 @@ struct Entry {
     /// listeners of a station that stops and restarts see `seq` keep growing.
     seq: AtomicU64,
     ownership: Mutex<Ownership>,
+    /// What it played; taken once per track, not per update.
+    history: Mutex<History>,
 }
 
 impl Entry {
@@ -58,7 +83,9 @@ impl Entry {
                 resume_token: String::new(),
                 grace_epoch: None,
                 epochs: 0,
+                seat: None,
             }),
+            history: Mutex::new(History::default()),
         }
     }
 
@@ -68,15 +95,26 @@ impl Entry {
         self.ownership.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_held(&self) -> bool {
-        let o = self.ownership();
-        o.owner.is_some() || o.grace_epoch.is_some()
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Assigns the next `seq`, stamps the state and publishes it.
-    fn publish(&self, playback: Playback, cause: SyncCause) -> u64 {
+    fn is_held(&self) -> bool {
+        let o = self.ownership();
+        o.owner.is_some() || o.grace_epoch.is_some() || o.seat.is_some()
+    }
+
+    /// Assigns the next `seq`, stamps the state and publishes it; an
+    /// `update` that starts a track is recorded as played `by`.
+    fn publish(&self, playback: Playback, cause: SyncCause, by: OnlineReason) -> u64 {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let sync = playback.stamp(self.station.name.clone(), seq, cause);
+        if cause == SyncCause::Update {
+            let before = self.station.view();
+            if history::starts_play(before.state.as_ref().map(|s| &s.sync), &sync) {
+                self.history().record(Played::of(&sync, by));
+            }
+        }
         self.station.publish(State::new(sync));
         seq
     }
@@ -173,6 +211,13 @@ impl Local {
             let mut o = entry.ownership();
             match (o.owner, o.grace_epoch) {
                 (Some(owner), _) if owner == conn => (o.resume_token.clone(), false),
+                (Some(owner), _) if o.seat.as_ref().is_some_and(|s| s.conn == owner) => {
+                    // A broadcaster takes over a station the server plays.
+                    o.owner = Some(conn);
+                    o.resume_token = protocol::random_token(16);
+                    entry.station.hand_over(OnlineReason::Live);
+                    (o.resume_token.clone(), false)
+                }
                 (Some(_), _) => return Err(Refusal::Taken(name.clone())),
                 (None, Some(_)) => {
                     if resume_token.is_none_or(|t| t != o.resume_token) {
@@ -191,7 +236,7 @@ impl Local {
         };
         if went_live {
             self.0.metrics.stations.inc();
-            entry.station.set_online();
+            entry.station.set_online(OnlineReason::Live);
         }
         Ok(LocalOwned {
             entry,
@@ -199,6 +244,7 @@ impl Local {
             conn,
             token,
             released: false,
+            returns: None,
         })
     }
 
@@ -265,6 +311,15 @@ impl Backend for Local {
         let entry = self.map().get(name).cloned();
         entry.is_some_and(|e| e.station.view().live)
     }
+
+    async fn claim_auto(&self, conn: u64, name: &StationName) -> Result<LocalOwned, Refusal> {
+        self.claim_auto_now(conn, name)
+    }
+
+    async fn history(&self, name: &StationName) -> Result<Option<Vec<Played>>, Refusal> {
+        let entry = self.map().get(name).cloned();
+        Ok(entry.map(|e| e.history().newest_first()))
+    }
 }
 
 /// A broadcaster's hold on a station of this node. Dropping it without
@@ -275,10 +330,16 @@ pub(crate) struct LocalOwned {
     conn: u64,
     token: String,
     released: bool,
+    /// The server's own hold ([`Backend::claim_auto`]): the count of the
+    /// times the station came back to it, as last seen.
+    returns: Option<watch::Receiver<u64>>,
 }
 
 impl LocalOwned {
     fn stop_now(&mut self) {
+        if self.returns.is_some() {
+            return self.unseat();
+        }
         self.released = true;
         {
             let mut o = self.entry.ownership();
@@ -287,6 +348,9 @@ impl LocalOwned {
             }
             o.owner = None;
             o.grace_epoch = None;
+            if self.entry.hand_back(&mut o) {
+                return;
+            }
         }
         self.entry.station.set_offline(OfflineReason::Stopped);
         if let Some(inner) = self.registry.upgrade() {
@@ -295,11 +359,20 @@ impl LocalOwned {
         }
     }
 
-    fn heartbeat_now(&self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
+    fn heartbeat_now(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
         let view = self.entry.station.view();
         let last = &view.state.as_ref().ok_or(Refusal::NoTrackYet)?.sync;
         let playback = Playback::carried(last, position_ms, playing);
-        Ok(self.entry.publish(playback, SyncCause::Heartbeat))
+        self.publish(playback, SyncCause::Heartbeat)
+    }
+
+    /// Publishes through this hold: a broadcaster's at once, the server's
+    /// only while the station is its own.
+    fn publish(&mut self, playback: Playback, cause: SyncCause) -> Result<u64, Refusal> {
+        if self.returns.is_some() {
+            return self.publish_auto(playback, cause);
+        }
+        Ok(self.entry.publish(playback, cause, OnlineReason::Live))
     }
 }
 
@@ -322,7 +395,7 @@ impl OwnedStation for LocalOwned {
     }
 
     async fn update(&mut self, playback: Playback) -> Result<u64, Refusal> {
-        Ok(self.entry.publish(playback, SyncCause::Update))
+        self.publish(playback, SyncCause::Update)
     }
 
     async fn heartbeat(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
@@ -333,12 +406,19 @@ impl OwnedStation for LocalOwned {
         self.stop_now();
         Ok(())
     }
+
+    async fn returned(&mut self) {
+        self.returned_now().await;
+    }
 }
 
 impl Drop for LocalOwned {
     fn drop(&mut self) {
         if self.released {
             return;
+        }
+        if self.returns.is_some() {
+            return self.unseat();
         }
         let Some(inner) = self.registry.upgrade() else {
             return;
@@ -381,6 +461,10 @@ async fn grace_timer(
         let expired = o.grace_epoch == Some(epoch);
         if expired {
             o.grace_epoch = None;
+            if entry.hand_back(&mut o) {
+                tracing::debug!(station = %entry.station.name, "grace period over, the server plays the station again");
+                return;
+            }
         }
         expired
     };
@@ -400,11 +484,11 @@ async fn grace_timer(
 mod tests {
     use super::*;
 
-    fn name(s: &str) -> StationName {
+    pub(super) fn name(s: &str) -> StationName {
         StationName::new(s).expect("a valid name")
     }
 
-    fn backend(grace: Duration) -> (Local, Arc<Metrics>) {
+    pub(super) fn backend(grace: Duration) -> (Local, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let local = Local::new(
             grace,
@@ -416,7 +500,7 @@ mod tests {
         (local, metrics)
     }
 
-    fn playback(track: &str) -> Playback {
+    pub(super) fn playback(track: &str) -> Playback {
         Playback {
             track: track.into(),
             position_ms: 0,

@@ -29,6 +29,7 @@ pub(crate) mod redis;
 use std::future::Future;
 
 use crate::protocol::{StationName, StationSummary, SyncState};
+use crate::server::history::Played;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Tuned};
 
@@ -67,6 +68,28 @@ pub(crate) trait Backend {
     /// This node's stations with local listeners, and how many each has
     /// (`radio_station_listeners`). Never waits on I/O.
     fn local_listeners(&self) -> Vec<(StationName, u64)>;
+
+    /// Seats the server's own player on a server-run station (`radio serve
+    /// --station`) for `conn` (an id no connection has): the same kind of
+    /// hold a broadcaster gets, which keeps the station live whenever no
+    /// broadcaster holds it. A broadcaster's claim takes the station over
+    /// (this hold's updates are then refused [`Refusal::TakenOver`]); when
+    /// the broadcaster stops, or its grace period ends, the station comes
+    /// back to this hold ([`OwnedStation::returned`]) instead of going
+    /// offline. Dropping the hold unseats the server's player.
+    fn claim_auto(
+        &self,
+        conn: u64,
+        name: &StationName,
+    ) -> impl Future<Output = Result<Self::Owned, Refusal>> + Send;
+
+    /// The station's last plays, newest first (`GET
+    /// /api/stations/{name}/history`); `None` for a station this backend
+    /// does not know.
+    fn history(
+        &self,
+        name: &StationName,
+    ) -> impl Future<Output = Result<Option<Vec<Played>>, Refusal>> + Send;
 }
 
 /// A broadcaster's hold on one station. Dropping it releases the station:
@@ -95,8 +118,16 @@ pub(crate) trait OwnedStation: Send {
     ) -> impl Future<Output = Result<u64, Refusal>> + Send;
 
     /// `stop_broadcasting`: frees the station now; listeners are told
-    /// `broadcaster_offline{reason:"stopped"}`. On `Err` the hold is kept.
+    /// `broadcaster_offline{reason:"stopped"}`, or, on a server-run
+    /// station, `broadcaster_online{reason:"auto"}`. On `Err` the hold is
+    /// kept.
     fn stop(&mut self) -> impl Future<Output = Result<(), Refusal>> + Send;
+
+    /// Resolves when the station comes back to this hold after a
+    /// broadcaster took it over; only the server's own hold
+    /// ([`Backend::claim_auto`]) is ever taken over and given back, so a
+    /// broadcaster's never resolves.
+    fn returned(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// Builds one `stations` entry from a station's newest state at `now`.

@@ -260,19 +260,10 @@ impl Conn {
             return;
         };
         let view = tuned.station.view();
-        let (sent, told_live) = self.outlet.sent();
-        if view.live != told_live {
-            let station = tuned.station.name.clone();
-            self.out.push(Message::Text(protocol::encode(&if view.live {
-                ServerMessage::BroadcasterOnline { station }
-            } else {
-                ServerMessage::BroadcasterOffline {
-                    station,
-                    reason: view
-                        .offline_reason
-                        .unwrap_or(protocol::OfflineReason::Disconnected),
-                }
-            })));
+        let (sent, told) = self.outlet.sent();
+        if view.mark() != told {
+            let notice = view.notice(&tuned.station.name);
+            self.out.push(Message::Text(protocol::encode(&notice)));
         }
         let mut seq = sent;
         if let Some(state) = view.state.as_ref().filter(|s| s.sync.seq > sent) {
@@ -280,7 +271,7 @@ impl Conn {
             self.shared.metrics.syncs_sent.inc();
             self.out.push(Message::Text(state.frame.clone()));
         }
-        self.outlet.set_sent(seq, view.live);
+        self.outlet.set_sent(seq, view.mark());
     }
 
     /// Answers a refused request with its `error` frame; `request` is the

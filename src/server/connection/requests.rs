@@ -269,6 +269,7 @@ impl Conn {
         self.send(&ServerMessage::Tuned {
             station,
             live: view.live,
+            reason: view.live.then_some(view.by),
         });
         let mut last_seq = 0;
         if let Some(state) = &view.state {
@@ -283,7 +284,7 @@ impl Conn {
         }
         // What this listener is sent from here on comes from the fan-out,
         // or from `catch_up` when the fan-out cannot write.
-        self.outlet.set_sent(last_seq, view.live);
+        self.outlet.set_sent(last_seq, view.mark());
         tuned.attach(self.outlet.clone());
         self.tuned = Some(tuned);
     }

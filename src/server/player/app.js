@@ -77,6 +77,8 @@
     seekCheck: false,
     leaveFor: null,          // the track to play once the station is left
     failed: null,            // the loaded track, when it cannot play here
+    by: "live",              // who plays the tuned station: "live" or "auto"
+    recent: [],              // its last plays, newest first
     // private
     lastSave: 0,
   };
@@ -420,7 +422,9 @@
         break;
       case "tuned":
         st.stationLive = m.live;
+        st.by = m.reason ?? "live";
         setStationStatus(m.live ? "live; waiting for the broadcaster's state…" : "offline; waiting for it to go live", m.live ? "warn" : "bad");
+        loadRecent(m.station);
         break;
       case "tuned_out":
         break;
@@ -431,7 +435,10 @@
         send({ type: "list_stations" });
         if (m.station === st.tuned) {
           st.stationLive = true;
-          setStationStatus("live; waiting for the broadcaster's state…", "warn");
+          st.by = m.reason ?? "live";
+          setStationStatus(st.by === "auto"
+            ? "live; the station plays its own programme again…"
+            : "live; waiting for the broadcaster's state…", "warn");
         }
         break;
       case "broadcaster_offline":
@@ -714,9 +721,63 @@
     $("np-artist").textContent = t ? (s.artist ?? t.artist ?? "") : "not in this server's library";
   }
 
+  // ---------- recently played ----------
+  // The tuned station's last plays: fetched once at tune-in, then kept up
+  // from the syncs this page gets, so a track change costs the server no
+  // request per listener.
+  const RECENT_SHOWN = 10;
+  function loadRecent(name) {
+    st.recent = [];
+    renderRecent();
+    fetch(`/api/stations/${encodeURIComponent(name)}/history`, { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((h) => {
+        if (!h || st.tuned !== name) return;
+        st.recent = h.tracks;
+        renderRecent();
+      })
+      .catch(() => {});
+  }
+
+  // A sync that starts a play the list lacks: a new track, or the same one
+  // again after its end.
+  function noteRecent(s) {
+    const started = s.server_time_ms - s.position_ms;
+    const last = st.recent[0];
+    const again = last && last.track === s.track && last.duration_ms &&
+      started >= last.started_at_ms + last.duration_ms - 1000;
+    if (last && last.track === s.track && !again) return;
+    st.recent.unshift({
+      track: s.track, title: s.title, artist: s.artist, duration_ms: s.duration_ms,
+      started_at_ms: started, by: st.by,
+    });
+    st.recent.length = Math.min(st.recent.length, 50);
+    renderRecent();
+  }
+
+  function renderRecent() {
+    const ol = $("recent-list");
+    ol.replaceChildren();
+    // On a station the server runs, what a broadcaster played is marked.
+    const mixed = st.recent.some((p) => p.by === "auto");
+    for (const p of st.recent.slice(0, RECENT_SHOWN)) {
+      const li = el("li");
+      const left = el("span");
+      const t = st.byId.get(p.track);
+      left.append(el("span", "t", p.title ?? t?.title ?? p.track));
+      const who = mixed && p.by === "live" ? " · live" : "";
+      left.append(el("span", "a", `${p.artist ?? t?.artist ?? ""}${who}`));
+      const at = new Date(p.started_at_ms - (st.offset ?? 0));
+      li.append(left, el("span", "d", at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+      ol.append(li);
+    }
+    $("recent").hidden = st.recent.length === 0;
+  }
+
   function applySync(s) {
     st.sync = s;
     st.stationLive = true;
+    if (s.cause === "update" || s.cause === "tune_in") noteRecent(s);
     if (s.track !== st.track) {
       send({ type: "list_stations" });
       loadTrack(s.track, 0);

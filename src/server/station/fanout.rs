@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::view::{View, wire_frame};
-use crate::protocol::{self, ServerMessage, StationName};
+use crate::protocol::{self, StationName};
 use crate::server::metrics::Metrics;
 use crate::server::outlet::{Delivery, Outlet, Wanted};
 
@@ -39,7 +39,8 @@ pub(crate) enum Membership {
 /// The frames of one view, built once per shard: the notice of the
 /// station's going live or offline, and the newest `sync`.
 struct Frames {
-    live: bool,
+    /// The view's liveness mark ([`View::mark`]).
+    mark: u64,
     seq: u64,
     notice: Bytes,
     sync: Option<Bytes>,
@@ -47,33 +48,18 @@ struct Frames {
 
 impl Frames {
     fn of(station: &StationName, view: &View) -> Self {
-        let notice = if view.live {
-            ServerMessage::BroadcasterOnline {
-                station: station.clone(),
-            }
-        } else {
-            ServerMessage::BroadcasterOffline {
-                station: station.clone(),
-                reason: view
-                    .offline_reason
-                    .unwrap_or(protocol::OfflineReason::Disconnected),
-            }
-        };
+        let notice = view.notice(station);
         Self {
-            live: view.live,
+            mark: view.mark(),
             seq: view.state.as_ref().map_or(0, |s| s.sync.seq),
             notice: wire_frame(protocol::encode(&notice).as_bytes()),
             sync: view.state.as_ref().map(|s| s.wire.clone()),
         }
     }
 
-    /// What a listener that was sent `sent` and told `told_live` lacks.
-    fn lacks(&self, sent: u64, told_live: bool) -> Option<Wanted<'_>> {
-        let notice: &[u8] = if told_live != self.live {
-            &self.notice
-        } else {
-            &[]
-        };
+    /// What a listener that was sent `sent` and told mark `told` lacks.
+    fn lacks(&self, sent: u64, told: u64) -> Option<Wanted<'_>> {
+        let notice: &[u8] = if told != self.mark { &self.notice } else { &[] };
         let sync: &[u8] = match &self.sync {
             Some(s) if self.seq > sent => s,
             _ => &[],
@@ -81,7 +67,7 @@ impl Frames {
         (!notice.is_empty() || !sync.is_empty()).then_some(Wanted {
             frames: [notice, sync],
             seq: if sync.is_empty() { sent } else { self.seq },
-            live: self.live,
+            told: self.mark,
         })
     }
 }
@@ -177,8 +163,8 @@ impl Shard {
         let (mut syncs, mut skipped) = (0u64, 0u64);
         for (outlet, generation) in &self.outlets {
             let mut wrote_sync = false;
-            let delivery = outlet.deliver(*generation, |sent, told_live| {
-                let wanted = frames.lacks(sent, told_live)?;
+            let delivery = outlet.deliver(*generation, |sent, told| {
+                let wanted = frames.lacks(sent, told)?;
                 wrote_sync = !wanted.frames[1].is_empty();
                 Some(wanted)
             });

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::{OfflineReason, StationName};
+use crate::protocol::{OfflineReason, OnlineReason, StationName};
 use crate::server::metrics::Metrics;
 use crate::server::outlet::Outlet;
 use fanout::{Membership, Shard};
@@ -84,21 +84,52 @@ impl Station {
         self.tx.send_replace(Arc::new(view));
     }
 
-    /// Publishes a new state: the station is live with it.
+    /// Publishes a new state: the station is live with it, played by
+    /// whoever played it (a hand-over is [`Station::hand_over`]).
     pub(crate) fn publish(&self, state: State) {
-        self.set_view(View::live(Some(state)));
+        self.tx.send_modify(|view| {
+            *view = Arc::new(View {
+                by: view.by,
+                turn: view.turn,
+                ..View::live(Some(state))
+            });
+        });
     }
 
-    /// Goes offline for `reason`, forgetting the state.
+    /// Passes the live station to another player (`by`), keeping its state
+    /// until the new player publishes: listeners are told
+    /// `broadcaster_online` with the new player.
+    pub(crate) fn hand_over(&self, by: OnlineReason) {
+        self.tx.send_modify(|view| {
+            *view = Arc::new(View {
+                by,
+                turn: view.turn.wrapping_add(1),
+                state: view.state.clone(),
+                ..View::live(None)
+            });
+        });
+    }
+
+    /// Goes offline for `reason`, forgetting the state. The turn moves on,
+    /// so a listener that missed this view still hears of the next player.
     pub(crate) fn set_offline(&self, reason: OfflineReason) {
-        self.set_view(View::offline(reason));
+        self.tx.send_modify(|view| {
+            *view = Arc::new(View {
+                turn: view.turn.wrapping_add(1),
+                ..View::offline(reason)
+            });
+        });
     }
 
-    /// Goes live (with no state yet) unless it already is.
-    pub(crate) fn set_online(&self) {
+    /// Goes live (with no state yet), played by `by`, unless it already is.
+    pub(crate) fn set_online(&self, by: OnlineReason) {
         self.tx.send_modify(|view| {
             if !view.live {
-                *view = Arc::new(View::live(None));
+                *view = Arc::new(View {
+                    by,
+                    turn: view.turn,
+                    ..View::live(None)
+                });
             }
         });
     }

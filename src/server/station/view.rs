@@ -6,7 +6,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::{self, OfflineReason, ServerMessage, StationName, SyncCause, SyncState};
+use crate::protocol::{
+    self, OfflineReason, OnlineReason, ServerMessage, StationName, SyncCause, SyncState,
+};
 
 /// What listeners of a station see: replaced whole on every change.
 #[derive(Debug, Default)]
@@ -15,6 +17,12 @@ pub(crate) struct View {
     pub live: bool,
     /// Why it last went offline, when it is not live.
     pub offline_reason: Option<OfflineReason>,
+    /// Who plays it while live: a broadcaster, or the server itself (a
+    /// server-run station, `radio serve --station`).
+    pub by: OnlineReason,
+    /// Bumped at every hand-over between the two while live, so that a
+    /// listener told of one player is told of the next ([`View::mark`]).
+    pub turn: u32,
     /// The newest state, from the broadcaster's last `update`/`heartbeat`.
     pub state: Option<State>,
 }
@@ -26,6 +34,7 @@ impl View {
             live: false,
             offline_reason: Some(reason),
             state: None,
+            ..Self::default()
         }
     }
 
@@ -35,6 +44,35 @@ impl View {
             live: true,
             offline_reason: None,
             state,
+            ..Self::default()
+        }
+    }
+
+    /// What a listener must have been told to be up to date with this
+    /// view's liveness: 0 offline, else one number per player's turn. A
+    /// listener told another mark is sent the notice ([`View::notice`]).
+    pub(crate) fn mark(&self) -> u64 {
+        if self.live {
+            u64::from(self.turn) + 1
+        } else {
+            0
+        }
+    }
+
+    /// The notice of this view's liveness: `broadcaster_online` with who
+    /// plays, or `broadcaster_offline` with why.
+    pub(crate) fn notice(&self, station: &StationName) -> ServerMessage {
+        let station = station.clone();
+        if self.live {
+            ServerMessage::BroadcasterOnline {
+                station,
+                reason: Some(self.by),
+            }
+        } else {
+            ServerMessage::BroadcasterOffline {
+                station,
+                reason: self.offline_reason.unwrap_or(OfflineReason::Disconnected),
+            }
         }
     }
 }

@@ -20,6 +20,11 @@ pub fn station(name: &str) -> String {
     format!("{PREFIX}station:{name}")
 }
 
+/// A station's last plays, newest first (JSON, [`crate::server::history`]).
+pub(crate) fn history(name: &str) -> String {
+    format!("{PREFIX}history:{name}")
+}
+
 /// A station's listener counts, one field per node.
 pub(crate) fn listeners(name: &str) -> String {
     format!("{PREFIX}listeners:{name}")

@@ -56,6 +56,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Backend, summary};
 use crate::protocol::{self, StationName, StationSummary};
+use crate::server::history::{self, Played};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
 use crate::server::station::{self, Listeners, State, Station, Tuned};
@@ -257,6 +258,43 @@ impl Backend for Redis {
         }
         out.sort_by(|a, b| a.station.cmp(&b.station));
         Ok(out)
+    }
+
+    /// Server-run stations need one node to drive each, through a lease of
+    /// its own that another node takes over when it dies (docs/cluster.md);
+    /// until that exists, `radio serve` refuses `--station` with `--redis`
+    /// at start, so this is never reached.
+    async fn claim_auto(&self, _conn: u64, _name: &StationName) -> Result<RedisOwned, Refusal> {
+        Err(Refusal::Unavailable(
+            "server-run stations are not supported in cluster mode yet",
+        ))
+    }
+
+    /// The plays every node pushed for the station, from Redis, so every
+    /// node answers the same list.
+    async fn history(&self, name: &StationName) -> Result<Option<Vec<Played>>, Refusal> {
+        let mut conn = self.0.conn()?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("LRANGE")
+            .arg(keys::history(name.as_str()))
+            .arg(0)
+            .arg(history::LEN - 1)
+            .cmd("EXISTS")
+            .arg(keys::station(name.as_str()));
+        let (plays, known): (Vec<String>, bool) =
+            match tokio::time::timeout(OP_TIMEOUT, pipe.query_async(&mut conn)).await {
+                Ok(Ok(v)) => v,
+                _ => return Err(unavailable()),
+            };
+        if plays.is_empty() && !known {
+            return Ok(None);
+        }
+        Ok(Some(
+            plays
+                .iter()
+                .filter_map(|p| serde_json::from_str(p).ok())
+                .collect(),
+        ))
     }
 
     async fn is_live(&self, name: &StationName) -> bool {

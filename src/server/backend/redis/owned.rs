@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use super::keys::{self, KEEP_OFFLINE_MS, LIVE_SET, millis};
 use super::node::{Hold, HoldState, Node, lock, unavailable};
-use crate::protocol::{StationName, SyncCause, SyncState};
+use crate::protocol::{self, OnlineReason, StationName, SyncCause, SyncState};
 use crate::server::backend::OwnedStation;
+use crate::server::history::{self, Played};
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, State};
 
@@ -61,8 +62,15 @@ impl RedisOwned {
     /// lease, store it and publish it, all in one script.
     async fn publish(&mut self, playback: Playback, cause: SyncCause) -> Result<u64, Refusal> {
         let hold = self.hold.clone();
-        let mut seq = lock(&hold.state).seq + 1;
-        let mut sync = playback.stamp(hold.name.clone(), seq, cause);
+        let (mut seq, mut sync, play) = {
+            let st = lock(&hold.state);
+            let seq = st.seq + 1;
+            let sync = playback.stamp(hold.name.clone(), seq, cause);
+            let play = (cause == SyncCause::Update && history::starts_play(st.last_sync(), &sync))
+                .then(|| protocol::encode(&Played::of(&sync, OnlineReason::Live)));
+            (seq, sync, play)
+        };
+        let play = play.as_ref().map_or("", |p| p.as_str());
         let name = hold.name.as_str();
         // Redis may be ahead of this hold (it was raised after losing its
         // data); follow it, a bounded number of times.
@@ -76,10 +84,14 @@ impl RedisOwned {
                         .update
                         .key(keys::lease(name))
                         .key(keys::station(name))
+                        .key(keys::history(name))
                         .arg(&hold.holder)
                         .arg(seq)
                         .arg(state.frame.as_str())
-                        .arg(keys::channel(name)),
+                        .arg(keys::channel(name))
+                        .arg(play)
+                        .arg(history::LEN)
+                        .arg(KEEP_OFFLINE_MS),
                 )
                 .await?;
             if outcome == -1 {
@@ -165,6 +177,11 @@ impl OwnedStation for RedisOwned {
             self.node.metrics.stations.dec();
         }
         Ok(())
+    }
+
+    /// A broadcaster's hold is never given a station back.
+    async fn returned(&mut self) {
+        std::future::pending().await
     }
 }
 

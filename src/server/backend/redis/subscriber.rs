@@ -496,11 +496,7 @@ impl Bus {
                 let since = *sub.unknown_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= lease.max(SETTLE) && sub.station.view().live {
                     tracing::info!(station = %sub.station.name, "station unknown to Redis; offline");
-                    sub.station.set_view(View {
-                        live: false,
-                        offline_reason: Some(OfflineReason::Timeout),
-                        state: None,
-                    });
+                    sub.station.set_view(View::offline(OfflineReason::Timeout));
                 }
             }
         }
