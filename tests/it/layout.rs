@@ -144,7 +144,7 @@ fn parse_tree(s: &[char], mut at: usize) -> (Vec<Vec<String>>, usize) {
 
 /// Modules that name no other module of the crate: anything may use them.
 const LEAVES: &[&str] = &[
-    "errors", "fold", "key_file", "logging", "m3u", "pem", "signals", "version",
+    "errors", "fold", "key_file", "logging", "pem", "signals", "version",
 ];
 
 /// Which top-level modules each top-level module may name, besides itself
@@ -162,11 +162,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The man pages: the clap tree, and `radio broadcast`'s command language.
     ("man", &["cli", "client"]),
     // The server never names the command line: cli makes its ServerConfig.
-    ("server", &["protocol"]),
+    ("server", &["protocol", "m3u"]),
     // The clients take their subcommand's clap arguments (cli's `*Args`)
     // as they are: they are the clients' whole configuration.
-    ("client", &["cli", "protocol"]),
+    ("client", &["cli", "protocol", "m3u"]),
     ("loadtest", &["cli", "client", "protocol"]),
+    // Playlists as written (M3U) and how an entry names a library track:
+    // read by the server's own stations and by `radio broadcast`.
+    ("m3u", &[]),
     // The wire contract stands alone.
     ("protocol", &[]),
 ];
