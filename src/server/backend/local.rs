@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Backend, OwnedStation, summary};
 use crate::protocol::{self, OfflineReason, StationName, StationSummary, SyncCause, SyncState};
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Link, Metrics};
 use crate::server::refusal::Refusal;
 use crate::server::station::{self, Listeners, Playback, State, Station, Tuned};
 
@@ -238,6 +238,10 @@ impl Backend for Local {
 
     fn readiness(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn link(&self) -> Option<Link> {
+        None
     }
 
     fn local_listeners(&self) -> Vec<(StationName, u64)> {

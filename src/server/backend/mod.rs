@@ -29,6 +29,7 @@ pub(crate) mod redis;
 use std::future::Future;
 
 use crate::protocol::{StationName, StationSummary, SyncState};
+use crate::server::metrics::Link;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Tuned};
 
@@ -44,6 +45,13 @@ pub(crate) trait Backend {
     /// `Ok` when the backend can serve every request (`GET /readyz`), or the
     /// reason it cannot.
     fn readiness(&self) -> Result<(), String>;
+
+    /// The link to the service this backend stands on (Redis, say): up or
+    /// not, and how often it came back; `None` for a backend without one.
+    /// Read when `/metrics` is scraped, which shows it as
+    /// `radio_{name}_up` and `radio_{name}_reconnects_total`. Never waits
+    /// on I/O.
+    fn link(&self) -> Option<Link>;
 
     /// `start_broadcasting` for connection `conn`: claims a free station, or
     /// resumes one in its grace period when `resume_token` is its token.
