@@ -21,6 +21,9 @@
 //! To add a backend: a module here implementing both traits, an arm in
 //! [`any::AnyBackend`] and [`any::AnyOwned`], and its construction in
 //! [`any::AnyBackend::start`] from a new [`any::BackendConfig`] variant.
+//! What it reports of itself ([`Backend::readiness`], [`Backend::link`]) is
+//! all `/readyz` and `/metrics` know of it. `tests/it/backend.rs` runs the
+//! contract's tests on every backend: a new one is a line in its list.
 
 pub(crate) mod any;
 pub(crate) mod local;
