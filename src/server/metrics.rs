@@ -9,11 +9,12 @@
 //! because the client library's takes a lock on every observation.
 //!
 //! What is cheaper to read than to track (the process's figures, the
-//! library, the sessions, each station's listeners, the Redis link) is read
-//! when scraped: the caller hands [`Metrics::page`] a [`Scrape`].
+//! library, the sessions, each station's listeners, the backend's link) is
+//! read when scraped: the caller hands [`Metrics::page`] a [`Scrape`].
 
 pub(crate) mod exposition;
 mod histogram;
+mod link;
 mod process;
 pub(crate) mod traffic;
 
@@ -32,6 +33,7 @@ use crate::server::response::{Body, text};
 use crate::version;
 use exposition::Format;
 pub(crate) use histogram::AtomicHistogram;
+pub(crate) use link::Link;
 pub(crate) use traffic::{Route, Traffic};
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -101,15 +103,8 @@ pub(crate) struct Scrape {
     pub library_unplayable: usize,
     /// The most reported unplayable tracks, and their reports.
     pub unplayable_tracks: Vec<(String, u64)>,
-    /// Cluster mode: whether the link to Redis is up.
-    pub redis_up: Option<bool>,
-}
-
-/// Cluster mode's metrics.
-pub(crate) struct RedisMetrics {
-    up: Gauge,
-    /// Times the link to Redis came back after being lost.
-    pub reconnects: Counter,
+    /// The backend's link to the service it stands on, if it has one.
+    pub link: Option<Link>,
 }
 
 /// All of the server's metrics.
@@ -150,8 +145,8 @@ pub(crate) struct Metrics {
     pub fanout_seconds: AtomicHistogram,
     /// HTTP requests and bytes by route and status class.
     pub http: Traffic,
-    /// Cluster mode only.
-    pub redis: Option<RedisMetrics>,
+    /// The backend's link, as the latest scrape found it.
+    link: link::LinkSeries,
     sessions: Gauge,
     library_tracks: Gauge,
     library_bytes: Gauge,
@@ -163,13 +158,8 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// A single node's metrics.
+    /// The server's metrics, registered once.
     pub(crate) fn new() -> Self {
-        Self::with_redis(false)
-    }
-
-    /// A node's metrics, with the Redis link's when `cluster`.
-    pub(crate) fn with_redis(cluster: bool) -> Self {
         let mut root = Registry::default();
         root.register_collector(Box::new(process::Process::new()));
         let r = root.sub_registry_with_prefix("radio");
@@ -285,14 +275,9 @@ impl Metrics {
             "library_unplayable",
             "Files the last scan left out of the library: they do not decode or have no duration",
         );
-        let redis = cluster.then(|| RedisMetrics {
-            up: metric(r, "redis_up", "1 while the link to Redis is up, else 0"),
-            reconnects: metric(
-                r,
-                "redis_reconnects",
-                "Times the link to Redis came back after being lost",
-            ),
-        });
+        // Last: a backend's link series, when it has a link, follow the rest.
+        let link = link::LinkSeries::default();
+        r.register_collector(Box::new(link.clone()));
         Self {
             registry: root,
             connections,
@@ -313,7 +298,7 @@ impl Metrics {
             handling_seconds,
             fanout_seconds,
             http,
-            redis,
+            link,
             sessions,
             library_tracks,
             library_bytes,
@@ -382,9 +367,7 @@ impl Metrics {
                 n,
             );
         }
-        if let (Some(redis), Some(up)) = (&self.redis, scrape.redis_up) {
-            redis.up.set(i64::from(up));
-        }
+        self.link.set(scrape.link);
         // The most listened first; ties by name, so the same ones stay.
         scrape
             .stations
@@ -480,25 +463,60 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"));
-        assert!(!text.contains("radio_redis_up"));
+        // No link, no link series.
+        assert!(!text.contains("_up"), "{text}");
+        assert!(!text.contains("reconnects"), "{text}");
     }
 
     #[test]
     fn keeps_the_most_listened_stations() {
-        let m = Metrics::with_redis(true);
+        let m = Metrics::new();
         let stations = (0..30).map(|i| (format!("s{i:02}"), i)).collect();
         let text = m.render(
             Format::Classic,
             Scrape {
                 stations,
-                redis_up: Some(true),
                 ..Scrape::default()
             },
         );
         assert!(text.contains("radio_station_listeners{station=\"s29\"} 29\n"));
         assert!(text.contains("radio_station_listeners{station=\"s10\"} 10\n"));
         assert!(!text.contains("station=\"s09\""), "{text}");
-        assert!(text.contains("radio_redis_up 1\n"));
-        assert!(text.contains("# TYPE radio_redis_reconnects_total counter\n"));
+    }
+
+    /// A backend's link is two series named by the backend, last before
+    /// the end, with the values of the scrape.
+    #[test]
+    fn shows_the_link_the_backend_reports() {
+        let m = Metrics::new();
+        let link = |up| Link {
+            name: "store",
+            service: "the store",
+            up,
+            reconnects: 3,
+        };
+        let scrape = |up| Scrape {
+            link: Some(link(up)),
+            ..Scrape::default()
+        };
+        let text = m.render(Format::OpenMetrics, scrape(true));
+        assert!(
+            text.ends_with(
+                "# HELP radio_store_up 1 while the link to the store is up, else 0.\n\
+                 # TYPE radio_store_up gauge\n\
+                 radio_store_up 1\n\
+                 # HELP radio_store_reconnects Times the link to the store came back after being lost.\n\
+                 # TYPE radio_store_reconnects counter\n\
+                 radio_store_reconnects_total 3\n\
+                 # EOF\n"
+            ),
+            "{text}"
+        );
+        let text = m.render(Format::Classic, scrape(false));
+        assert!(text.contains("radio_store_up 0\n"), "{text}");
+        assert!(text.contains("# TYPE radio_store_reconnects_total counter\n"));
+        // A scrape without a link shows none.
+        let text = m.render(Format::Classic, Scrape::default());
+        assert!(!text.contains("radio_store"), "{text}");
     }
 }

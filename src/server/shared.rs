@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::server::admission::Gate;
 use crate::server::backend::Backend as _;
-use crate::server::backend::any::{AnyBackend, BackendConfig};
+use crate::server::backend::any::AnyBackend;
 use crate::server::config::{ConnConfig, MediaConfig, ServerConfig};
 use crate::server::keys::Keys;
 use crate::server::listing::Listing;
@@ -68,8 +68,7 @@ impl Shared {
         onair::check(&config.stations, &config.backend)?;
         let keys = Arc::new(Keys::load(config.conn.keys.clone())?);
         let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
-        let cluster = matches!(config.backend, BackendConfig::Redis(_));
-        let metrics = Arc::new(Metrics::with_redis(cluster));
+        let metrics = Arc::new(Metrics::new());
         let backend = AnyBackend::start(
             config.backend,
             config.max_stations,
@@ -130,7 +129,7 @@ impl Shared {
 
 impl Shared {
     /// What `/metrics` reads when scraped: each station's listeners, the
-    /// sessions, the library, the Redis link.
+    /// sessions, the library, the backend's link.
     pub(crate) fn scrape(&self) -> Scrape {
         let index = self.media.index();
         Scrape {
@@ -142,8 +141,7 @@ impl Shared {
             library_bytes: index.tracks().map(|t| t.size).sum(),
             library_unplayable: index.unplayable(),
             unplayable_tracks: self.unplayable.most_reported(TRACK_SERIES),
-            redis_up: matches!(self.backend, AnyBackend::Redis(_))
-                .then(|| self.backend.readiness().is_ok()),
+            link: self.backend.link(),
         }
     }
 }

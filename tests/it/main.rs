@@ -8,6 +8,7 @@
 
 mod support;
 
+mod backend;
 mod broadcast;
 mod browser;
 mod cli;

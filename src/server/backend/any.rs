@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use super::{Backend, OwnedStation, local, redis};
 use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::history::Played;
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Link, Metrics};
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Tuned};
 
@@ -79,6 +79,13 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Local(b) => b.readiness(),
             AnyBackend::Redis(b) => b.readiness(),
+        }
+    }
+
+    fn link(&self) -> Option<Link> {
+        match self {
+            AnyBackend::Local(b) => b.link(),
+            AnyBackend::Redis(b) => b.link(),
         }
     }
 

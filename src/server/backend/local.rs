@@ -32,7 +32,7 @@ use crate::protocol::{
     self, OfflineReason, OnlineReason, StationName, StationSummary, SyncCause, SyncState,
 };
 use crate::server::history::{self, History, Played};
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Link, Metrics};
 use crate::server::refusal::Refusal;
 use crate::server::station::{self, Listeners, Playback, State, Station, Tuned};
 
@@ -284,6 +284,10 @@ impl Backend for Local {
 
     fn readiness(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn link(&self) -> Option<Link> {
+        None
     }
 
     fn local_listeners(&self) -> Vec<(StationName, u64)> {

@@ -21,6 +21,9 @@
 //! To add a backend: a module here implementing both traits, an arm in
 //! [`any::AnyBackend`] and [`any::AnyOwned`], and its construction in
 //! [`any::AnyBackend::start`] from a new [`any::BackendConfig`] variant.
+//! What it reports of itself ([`Backend::readiness`], [`Backend::link`]) is
+//! all `/readyz` and `/metrics` know of it. `tests/it/backend.rs` runs the
+//! contract's tests on every backend: a new one is a line in its list.
 
 pub(crate) mod any;
 pub(crate) mod local;
@@ -30,6 +33,7 @@ use std::future::Future;
 
 use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::history::Played;
+use crate::server::metrics::Link;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Tuned};
 
@@ -45,6 +49,13 @@ pub(crate) trait Backend {
     /// `Ok` when the backend can serve every request (`GET /readyz`), or the
     /// reason it cannot.
     fn readiness(&self) -> Result<(), String>;
+
+    /// The link to the service this backend stands on (Redis, say): up or
+    /// not, and how often it came back; `None` for a backend without one.
+    /// Read when `/metrics` is scraped, which shows it as
+    /// `radio_{name}_up` and `radio_{name}_reconnects_total`. Never waits
+    /// on I/O.
+    fn link(&self) -> Option<Link>;
 
     /// `start_broadcasting` for connection `conn`: claims a free station, or
     /// resumes one in its grace period when `resume_token` is its token.

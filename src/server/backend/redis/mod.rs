@@ -47,7 +47,7 @@ pub(crate) mod scripts;
 pub(crate) mod subscriber;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -57,7 +57,7 @@ use tokio_util::task::TaskTracker;
 use super::{Backend, summary};
 use crate::protocol::{self, StationName, StationSummary};
 use crate::server::history::{self, Played};
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Link, Metrics};
 use crate::server::refusal::Refusal;
 use crate::server::station::{self, Listeners, State, Station, Tuned};
 use keys::{LIVE_SET, PREFIX, millis};
@@ -103,6 +103,7 @@ impl Redis {
             client,
             conn: Mutex::new(None),
             up: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
             stations: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
             bus,
@@ -161,6 +162,15 @@ impl Backend for Redis {
         } else {
             Err("cannot reach the cluster's Redis".into())
         }
+    }
+
+    fn link(&self) -> Option<Link> {
+        Some(Link {
+            name: "redis",
+            service: "Redis",
+            up: self.0.up.load(Ordering::Relaxed),
+            reconnects: self.0.reconnects.load(Ordering::Relaxed),
+        })
     }
 
     fn local_listeners(&self) -> Vec<(StationName, u64)> {

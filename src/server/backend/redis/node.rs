@@ -4,7 +4,7 @@
 //! requests reach Redis ([`Node::call`], bounded by [`OP_TIMEOUT`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -114,6 +114,9 @@ pub(crate) struct Node {
     /// The command connection while Redis is reachable.
     pub conn: Mutex<Option<MultiplexedConnection>>,
     pub up: AtomicBool,
+    /// Times the link to Redis came back after being lost
+    /// (`radio_redis_reconnects_total`).
+    pub reconnects: AtomicU64,
     /// Stations with local listeners, and whether their first snapshot arrived.
     pub stations: Mutex<HashMap<StationName, Entry>>,
     /// Stations broadcast from this node.

@@ -112,9 +112,7 @@ impl Bus {
                     backoff = Duration::from_millis(100);
                     warned = false;
                     if was_up {
-                        if let Some(redis) = &self.node.metrics.redis {
-                            redis.reconnects.inc();
-                        }
+                        self.node.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                     was_up = true;
                     let end = self.serve(link).await;
