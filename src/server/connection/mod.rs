@@ -219,34 +219,27 @@ impl Conn {
     }
 
     /// Queues what the listener lacks of its station's newest view (the
-    /// fan-out could not write it): a notice if the station went live or
-    /// offline since the listener was last told, and the newest `sync`.
+    /// fan-out could not write it), as the fan-out would have written it
+    /// (`Sent::lacks`): a notice if the station went live or offline since
+    /// the listener was last told, and the newest `sync`.
     fn catch_up(&mut self) {
         let Some(tuned) = &self.tuned else {
             return;
         };
         let view = tuned.station.view();
-        let (sent, told_live) = self.outlet.sent();
-        if view.live != told_live {
-            let station = tuned.station.name.clone();
-            self.out.push(Message::Text(protocol::encode(&if view.live {
-                ServerMessage::BroadcasterOnline { station }
-            } else {
-                ServerMessage::BroadcasterOffline {
-                    station,
-                    reason: view
-                        .offline_reason
-                        .unwrap_or(protocol::OfflineReason::Disconnected),
-                }
-            })));
+        let newest = view.state.as_ref().map(|s| (s.sync.seq, s));
+        let Some(lack) = self.outlet.sent().lacks(view.live, newest) else {
+            return;
+        };
+        if lack.notice {
+            let notice = view.notice(&tuned.station.name);
+            self.out.push(Message::Text(protocol::encode(&notice)));
         }
-        let mut seq = sent;
-        if let Some(state) = view.state.as_ref().filter(|s| s.sync.seq > sent) {
-            seq = state.sync.seq;
+        if let Some(state) = lack.sync {
             self.shared.metrics.syncs_sent.inc();
             self.out.push(Message::Text(state.frame.clone()));
         }
-        self.outlet.set_sent(seq, view.live);
+        self.outlet.set_sent(lack.then);
     }
 
     /// Answers a refused request with its `error` frame; `request` is the
@@ -327,7 +320,7 @@ impl Conn {
     /// written to it since the last check is alive; any other is pinged,
     /// and closed when silent for the keepalive timeout.
     fn on_keepalive(&mut self) -> Result<(), Disconnect> {
-        let (seq, _) = self.outlet.sent();
+        let seq = self.outlet.sent().seq;
         let fresh = std::mem::replace(&mut self.seq_at_check, seq) != seq;
         let timeout = self.shared.conn.keepalive_timeout;
         if fresh

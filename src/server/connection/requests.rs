@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::server::backend::{Backend as _, OwnedStation as _};
 use crate::server::keys;
+use crate::server::outlet::Sent;
 use crate::server::refusal::Refusal;
 use crate::server::station::Playback;
 
@@ -224,7 +225,10 @@ impl Conn {
         }
         // What this listener is sent from here on comes from the fan-out,
         // or from `catch_up` when the fan-out cannot write.
-        self.outlet.set_sent(last_seq, view.live);
+        self.outlet.set_sent(Sent {
+            seq: last_seq,
+            live: view.live,
+        });
         tuned.attach(self.outlet.clone());
         self.tuned = Some(tuned);
     }

@@ -37,6 +37,20 @@ impl View {
             state,
         }
     }
+
+    /// What a listener of `station` is told when it learns the station is
+    /// live, or offline and why.
+    pub(crate) fn notice(&self, station: &StationName) -> ServerMessage {
+        let station = station.clone();
+        if self.live {
+            ServerMessage::BroadcasterOnline { station }
+        } else {
+            ServerMessage::BroadcasterOffline {
+                station,
+                reason: self.offline_reason.unwrap_or(OfflineReason::Disconnected),
+            }
+        }
+    }
 }
 
 /// One published state and its `sync` frame, encoded once for every
