@@ -40,6 +40,13 @@
 //! so its owner is its only writer. The owner's I/O is a [`ConnIo`]: plain
 //! (the socket itself) or TLS (boxed, so the plain connection's task does
 //! not grow).
+//!
+//! The state machine is checked in every interleaving of the two writers
+//! (`outlet/model.rs`, driven by the scheduler in `outlet/schedule.rs`): a
+//! test build marks each access to what they share (`interleave!`), and
+//! the fan-out writes through [`Socket`], which the model replaces with a
+//! recorded stream. Outside tests the marks are nothing and [`Socket`] is
+//! the `TcpStream`, so the delivery path is the code it was.
 
 use std::io;
 use std::pin::Pin;
@@ -52,16 +59,49 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// A point where the model test (`outlet/model.rs`) may let the other
+/// writer run, before code that touches what both writers share (the
+/// `schedule::touch` bits named, up to the next point). Nothing outside
+/// tests.
+macro_rules! interleave {
+    ($($touch:ident)|+) => {
+        #[cfg(test)]
+        schedule::point(0 $(| schedule::touch::$touch)+);
+    };
+}
+
 const IDLE: u8 = 0;
 const FANOUT: u8 = 1;
 const OWNER: u8 = 2;
 const HANDOFF: u8 = 3;
 const CLOSED: u8 = 4;
 
+/// What the fan-out writes to: a WebSocket's TCP socket; in the model test
+/// (`outlet/model.rs`), a recorded stream that chooses how much of each
+/// write it takes.
+pub(crate) trait Socket {
+    /// One non-blocking write: how much of `buf` was taken.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// One non-blocking write of `bufs`, in order.
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Socket for TcpStream {
+    #[inline]
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+
+    #[inline]
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+}
+
 /// One WebSocket's socket, its writer state, and what its listener has been
 /// sent (by either writer).
-pub(crate) struct Outlet {
-    stream: TcpStream,
+pub(crate) struct Outlet<S = TcpStream> {
+    stream: S,
     /// A TLS socket: only its owner writes to it.
     tls: bool,
     state: AtomicU8,
@@ -158,6 +198,8 @@ pub(crate) enum Delivery {
 /// non-blocking system call).
 #[inline]
 fn wait_out(spins: u32) {
+    #[cfg(test)]
+    schedule::spin();
     if spins % 64 == 0 {
         std::thread::yield_now();
     } else {
@@ -176,8 +218,8 @@ impl Outlet {
     }
 }
 
-impl Outlet {
-    fn with(stream: TcpStream, tls: bool) -> Arc<Self> {
+impl<S: Socket> Outlet<S> {
+    fn with(stream: S, tls: bool) -> Arc<Self> {
         Arc::new(Self {
             stream,
             tls,
@@ -192,7 +234,7 @@ impl Outlet {
         })
     }
 
-    pub(crate) fn stream(&self) -> &TcpStream {
+    pub(crate) fn stream(&self) -> &S {
         &self.stream
     }
 
@@ -205,6 +247,7 @@ impl Outlet {
     pub(crate) fn take(&self) -> bool {
         let mut spins = 0u32;
         loop {
+            interleave!(STATE);
             match self.state.compare_exchange_weak(
                 IDLE,
                 OWNER,
@@ -234,6 +277,7 @@ impl Outlet {
 
     /// The rest of a fan-out frame cut short, after [`Outlet::take`] said so.
     pub(crate) fn handed_over(&self) -> Option<Bytes> {
+        interleave!(PARTIAL);
         self.partial
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,6 +286,7 @@ impl Outlet {
 
     /// Gives the socket back once everything the owner queued is written.
     pub(crate) fn give_back(&self) {
+        interleave!(STATE);
         // Only an outlet the owner holds is given back (never a closed one).
         self.state
             .compare_exchange(OWNER, IDLE, Ordering::Release, Ordering::Relaxed)
@@ -252,6 +297,7 @@ impl Outlet {
     /// owner. `true` as for [`Outlet::take`].
     pub(crate) fn close(&self) -> bool {
         let handed_off = self.take();
+        interleave!(STATE);
         self.state.store(CLOSED, Ordering::Release);
         handed_off
     }
@@ -265,6 +311,7 @@ impl Outlet {
     /// Whether the fan-out skipped this outlet since the last call (and
     /// forgets it).
     pub(crate) fn was_skipped(&self) -> bool {
+        interleave!(MISSED);
         self.missed.swap(false, Ordering::Acquire)
     }
 
@@ -286,6 +333,7 @@ impl Outlet {
     /// What the listener has been sent. Read and written by whoever holds
     /// the socket.
     pub(crate) fn sent(&self) -> Sent {
+        interleave!(SENT);
         Sent {
             seq: self.sent_seq.load(Ordering::Relaxed),
             live: self.told_live.load(Ordering::Relaxed),
@@ -294,6 +342,7 @@ impl Outlet {
 
     /// Records what was just queued or written for the listener.
     pub(crate) fn set_sent(&self, sent: Sent) {
+        interleave!(SENT);
         self.sent_seq.store(sent.seq, Ordering::Relaxed);
         self.told_live.store(sent.live, Ordering::Relaxed);
     }
@@ -303,12 +352,14 @@ impl Outlet {
     /// A new attachment (the owner holds the outlet): returns the
     /// generation a shard must see to write here.
     pub(crate) fn attach(&self) -> u64 {
+        interleave!(GENERATION);
         self.generation.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Ends the attachment (the owner holds the outlet): no shard writes
     /// here again under the old generation.
     pub(crate) fn detach(&self) {
+        interleave!(GENERATION);
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -316,6 +367,7 @@ impl Outlet {
     /// non-blocking write, if the socket is free and still attached under
     /// `generation`.
     pub(crate) fn deliver(&self, generation: u64, frames: &Frames<'_>) -> Delivery {
+        interleave!(STATE | GENERATION);
         // A TLS socket: its owner writes every frame, through rustls.
         if self.tls
             || self
@@ -332,12 +384,14 @@ impl Outlet {
             .then(|| self.sent().lacks(frames.live, frames.newest))
             .flatten();
         let Some(lack) = lack else {
+            interleave!(STATE);
             self.state.store(IDLE, Ordering::Release);
             return Delivery::Nothing;
         };
         let notice: &[u8] = if lack.notice { frames.notice } else { &[] };
         let sync: &[u8] = lack.sync.unwrap_or_default();
         let total = notice.len() + sync.len();
+        interleave!(SOCKET);
         // An error (a reset peer) is the owner's to find on its own write.
         let written = match (notice.is_empty(), sync.is_empty()) {
             (true, _) => self.stream.try_write(sync),
@@ -348,6 +402,7 @@ impl Outlet {
         }
         .unwrap_or(0);
         if written == 0 {
+            interleave!(STATE);
             self.state.store(IDLE, Ordering::Release);
             self.skipped();
             return Delivery::Skipped;
@@ -368,11 +423,14 @@ impl Outlet {
                 total,
                 "fan-out write cut short; the listener's task writes the rest"
             );
+            interleave!(PARTIAL);
             *self.partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(Bytes::from(rest));
+            interleave!(STATE);
             self.state.store(HANDOFF, Ordering::Release);
             self.skipped();
             return Delivery::Skipped;
         }
+        interleave!(STATE);
         self.state.store(IDLE, Ordering::Release);
         Delivery::Written {
             sync: !sync.is_empty(),
@@ -381,6 +439,7 @@ impl Outlet {
 
     /// Tells the owner the fan-out could not deliver here.
     fn skipped(&self) {
+        interleave!(MISSED);
         self.missed.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -534,6 +593,12 @@ pub(crate) async fn write_all(outlet: &Outlet, mut bytes: &[u8]) -> io::Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod schedule;
+
+#[cfg(test)]
+mod model;
 
 #[cfg(test)]
 mod tests;
