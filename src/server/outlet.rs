@@ -27,12 +27,26 @@
 //! also writes on its read path, but only a reply it queued while reading a
 //! ping or a close; the owner flushes those before it reads again.)
 //!
+//! What a listener lacks is one answer for both writers, [`Sent::lacks`]:
+//! from what the outlet records it was sent (by either writer) and the
+//! station's newest view, a notice if the station went live or offline
+//! since, and the newest state if it is newer. The fan-out writes that as
+//! prebuilt frames; the owner, woken because the fan-out could not write,
+//! queues the same through tungstenite (`Conn::catch_up`).
+//!
 //! A TLS socket cannot take prebuilt plain frames: an outlet made with
 //! [`Outlet::new_tls`] is never written by the fan-out ([`Outlet::deliver`]
 //! always leaves the delivery to the owner, which writes through rustls),
 //! so its owner is its only writer. The owner's I/O is a [`ConnIo`]: plain
 //! (the socket itself) or TLS (boxed, so the plain connection's task does
 //! not grow).
+//!
+//! The state machine is checked in every interleaving of the two writers
+//! (`outlet/model.rs`, driven by the scheduler in `outlet/schedule.rs`): a
+//! test build marks each access to what they share (`interleave!`), and
+//! the fan-out writes through [`Socket`], which the model replaces with a
+//! recorded stream. Outside tests the marks are nothing and [`Socket`] is
+//! the `TcpStream`, so the delivery path is the code it was.
 
 use std::io;
 use std::pin::Pin;
@@ -45,16 +59,49 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// A point where the model test (`outlet/model.rs`) may let the other
+/// writer run, before code that touches what both writers share (the
+/// `schedule::touch` bits named, up to the next point). Nothing outside
+/// tests.
+macro_rules! interleave {
+    ($($touch:ident)|+) => {
+        #[cfg(test)]
+        schedule::point(0 $(| schedule::touch::$touch)+);
+    };
+}
+
 const IDLE: u8 = 0;
 const FANOUT: u8 = 1;
 const OWNER: u8 = 2;
 const HANDOFF: u8 = 3;
 const CLOSED: u8 = 4;
 
+/// What the fan-out writes to: a WebSocket's TCP socket; in the model test
+/// (`outlet/model.rs`), a recorded stream that chooses how much of each
+/// write it takes.
+pub(crate) trait Socket {
+    /// One non-blocking write: how much of `buf` was taken.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// One non-blocking write of `bufs`, in order.
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Socket for TcpStream {
+    #[inline]
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+
+    #[inline]
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+}
+
 /// One WebSocket's socket, its writer state, and what its listener has been
 /// sent (by either writer).
-pub(crate) struct Outlet {
-    stream: TcpStream,
+pub(crate) struct Outlet<S = TcpStream> {
+    stream: S,
     /// A TLS socket: only its owner writes to it.
     tls: bool,
     state: AtomicU8,
@@ -78,24 +125,91 @@ pub(crate) struct Outlet {
     generation: AtomicU64,
 }
 
-/// What a listener lacks, as [`Outlet::deliver`] asks of its caller: up to
-/// two frames to write in one go, and the `seq` and liveness mark it will
-/// then have been sent.
-pub(crate) struct Wanted<'a> {
-    pub frames: [&'a [u8]; 2],
+/// What a listener has been sent, by either writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// The highest `seq` of its station's states written to it.
     pub seq: u64,
+    /// The liveness it was last told of: its station view's
+    /// [`mark`](crate::server::station::View::mark) (0: offline, else who
+    /// plays, so a hand-over between the server and a broadcaster is told
+    /// too).
     pub told: u64,
+}
+
+/// What a listener lacks of its station's newest view, as [`Sent::lacks`]
+/// tells it. `T` is the newest state as its writer writes it: the
+/// fan-out's whole frame, or the `State` the connection's task queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lack<T> {
+    /// The station's notice, `broadcaster_online` or `broadcaster_offline`:
+    /// the listener was last told otherwise. It goes first.
+    pub notice: bool,
+    /// The newest state: newer than any the listener was sent.
+    pub sync: Option<T>,
+    /// What the listener will have been sent once it has these.
+    pub then: Sent,
+}
+
+impl Sent {
+    /// What a listener that was sent `self` lacks of a view whose liveness
+    /// mark is `mark` and whose newest state is `newest` (its `seq`, and the state as the
+    /// caller writes it); `None` when it lacks nothing.
+    ///
+    /// The one answer for both writers: the fan-out writes it as prebuilt
+    /// frames ([`Outlet::deliver`]), the connection's task queues it when
+    /// the fan-out could not write.
+    #[inline]
+    pub(crate) fn lacks<T>(self, mark: u64, newest: Option<(u64, T)>) -> Option<Lack<T>> {
+        let notice = mark != self.told;
+        let sync = newest.filter(|(seq, _)| *seq > self.seq);
+        if !notice && sync.is_none() {
+            return None;
+        }
+        Some(Lack {
+            notice,
+            then: Sent {
+                seq: sync.as_ref().map_or(self.seq, |(seq, _)| *seq),
+                told: mark,
+            },
+            sync: sync.map(|(_, state)| state),
+        })
+    }
+}
+
+/// A station's newest view as the fan-out writes it, built once per pass
+/// for every listener of a shard: whole WebSocket frames.
+pub(crate) struct Frames<'a> {
+    /// The view's liveness mark.
+    pub mark: u64,
+    /// `broadcaster_online` or `broadcaster_offline`, as `mark` says.
+    pub notice: &'a [u8],
+    /// The newest state's `seq` and `sync` frame, if there is one.
+    pub newest: Option<(u64, &'a [u8])>,
 }
 
 /// What the fan-out did with one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
-    /// Written whole.
-    Written,
+    /// Written whole; `sync` when a state was among it.
+    Written { sync: bool },
     /// Nothing was missing.
     Nothing,
-    /// Not written now; the owner was woken to catch up.
+    /// Not written now (or cut short); the owner was woken to catch up.
     Skipped,
+}
+
+/// Waits a moment for a fan-out write in progress on another thread (one
+/// non-blocking system call).
+#[inline]
+fn wait_out(spins: u32) {
+    #[cfg(test)]
+    schedule::spin();
+    if spins % 64 == 0 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
 }
 
 impl Outlet {
@@ -107,8 +221,10 @@ impl Outlet {
     pub(crate) fn new_tls(stream: TcpStream) -> Arc<Self> {
         Self::with(stream, true)
     }
+}
 
-    fn with(stream: TcpStream, tls: bool) -> Arc<Self> {
+impl<S: Socket> Outlet<S> {
+    fn with(stream: S, tls: bool) -> Arc<Self> {
         Arc::new(Self {
             stream,
             tls,
@@ -123,7 +239,7 @@ impl Outlet {
         })
     }
 
-    pub(crate) fn stream(&self) -> &TcpStream {
+    pub(crate) fn stream(&self) -> &S {
         &self.stream
     }
 
@@ -136,6 +252,7 @@ impl Outlet {
     pub(crate) fn take(&self) -> bool {
         let mut spins = 0u32;
         loop {
+            interleave!(STATE);
             match self.state.compare_exchange_weak(
                 IDLE,
                 OWNER,
@@ -157,11 +274,7 @@ impl Outlet {
                     // IDLE (a spurious failure) or FANOUT: a write of a few
                     // microseconds is in progress on another thread.
                     spins += 1;
-                    if spins % 64 == 0 {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
-                    }
+                    wait_out(spins);
                 }
             }
         }
@@ -169,6 +282,7 @@ impl Outlet {
 
     /// The rest of a fan-out frame cut short, after [`Outlet::take`] said so.
     pub(crate) fn handed_over(&self) -> Option<Bytes> {
+        interleave!(PARTIAL);
         self.partial
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -177,6 +291,7 @@ impl Outlet {
 
     /// Gives the socket back once everything the owner queued is written.
     pub(crate) fn give_back(&self) {
+        interleave!(STATE);
         // Only an outlet the owner holds is given back (never a closed one).
         self.state
             .compare_exchange(OWNER, IDLE, Ordering::Release, Ordering::Relaxed)
@@ -187,18 +302,32 @@ impl Outlet {
     /// owner. `true` as for [`Outlet::take`].
     pub(crate) fn close(&self) -> bool {
         let handed_off = self.take();
+        interleave!(STATE);
         self.state.store(CLOSED, Ordering::Release);
         handed_off
+    }
+
+    /// Whether the owner may write: it holds the socket, or it is the only
+    /// writer (closed, or TLS).
+    pub(crate) fn owner_holds(&self) -> bool {
+        self.tls || matches!(self.state.load(Ordering::Relaxed), OWNER | CLOSED)
+    }
+
+    /// Whether the fan-out skipped this outlet since the last call (and
+    /// forgets it).
+    pub(crate) fn was_skipped(&self) -> bool {
+        interleave!(MISSED);
+        self.missed.swap(false, Ordering::Acquire)
     }
 
     /// Waits until the fan-out skipped this outlet since the last call.
     pub(crate) fn missed(&self) -> impl std::future::Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.missed.swap(false, Ordering::Acquire) {
+            if self.was_skipped() {
                 return Poll::Ready(());
             }
             self.waker.register(cx.waker());
-            if self.missed.swap(false, Ordering::Acquire) {
+            if self.was_skipped() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -206,20 +335,21 @@ impl Outlet {
         })
     }
 
-    /// What the listener has been sent: the highest `seq` and the liveness
-    /// mark it was last told of. Read and written by whoever holds the
-    /// socket.
-    pub(crate) fn sent(&self) -> (u64, u64) {
-        (
-            self.sent_seq.load(Ordering::Relaxed),
-            self.told.load(Ordering::Relaxed),
-        )
+    /// What the listener has been sent. Read and written by whoever holds
+    /// the socket.
+    pub(crate) fn sent(&self) -> Sent {
+        interleave!(SENT);
+        Sent {
+            seq: self.sent_seq.load(Ordering::Relaxed),
+            told: self.told.load(Ordering::Relaxed),
+        }
     }
 
     /// Records what was just queued or written for the listener.
-    pub(crate) fn set_sent(&self, seq: u64, told: u64) {
-        self.sent_seq.store(seq, Ordering::Relaxed);
-        self.told.store(told, Ordering::Relaxed);
+    pub(crate) fn set_sent(&self, sent: Sent) {
+        interleave!(SENT);
+        self.sent_seq.store(sent.seq, Ordering::Relaxed);
+        self.told.store(sent.told, Ordering::Relaxed);
     }
 
     // --- the fan-out's side ---
@@ -227,23 +357,22 @@ impl Outlet {
     /// A new attachment (the owner holds the outlet): returns the
     /// generation a shard must see to write here.
     pub(crate) fn attach(&self) -> u64 {
+        interleave!(GENERATION);
         self.generation.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Ends the attachment (the owner holds the outlet): no shard writes
     /// here again under the old generation.
     pub(crate) fn detach(&self) {
+        interleave!(GENERATION);
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Writes what the listener lacks, in one non-blocking write, if the
-    /// socket is free and still attached under `generation`. `lacks` is
-    /// asked, with what the listener has been sent, once the socket is held.
-    pub(crate) fn deliver<'a>(
-        &self,
-        generation: u64,
-        lacks: impl FnOnce(u64, u64) -> Option<Wanted<'a>>,
-    ) -> Delivery {
+    /// Writes what the listener lacks of `frames` ([`Sent::lacks`]), in one
+    /// non-blocking write, if the socket is free and still attached under
+    /// `generation`.
+    pub(crate) fn deliver(&self, generation: u64, frames: &Frames<'_>) -> Delivery {
+        interleave!(STATE | GENERATION);
         // A TLS socket: its owner writes every frame, through rustls.
         if self.tls
             || self
@@ -256,52 +385,66 @@ impl Outlet {
             }
             return Delivery::Skipped;
         }
-        let (sent, told) = self.sent();
-        let wanted = (self.generation.load(Ordering::Relaxed) == generation)
-            .then(|| lacks(sent, told))
+        let lack = (self.generation.load(Ordering::Relaxed) == generation)
+            .then(|| self.sent().lacks(frames.mark, frames.newest))
             .flatten();
-        let Some(wanted) = wanted else {
+        let Some(lack) = lack else {
+            interleave!(STATE);
             self.state.store(IDLE, Ordering::Release);
             return Delivery::Nothing;
         };
-        let [a, b] = wanted.frames;
-        let total = a.len() + b.len();
+        let notice: &[u8] = if lack.notice { frames.notice } else { &[] };
+        let sync: &[u8] = lack.sync.unwrap_or_default();
+        let total = notice.len() + sync.len();
+        interleave!(SOCKET);
         // An error (a reset peer) is the owner's to find on its own write.
-        let written = match (a.is_empty(), b.is_empty()) {
-            (true, _) => self.stream.try_write(b),
-            (_, true) => self.stream.try_write(a),
+        let written = match (notice.is_empty(), sync.is_empty()) {
+            (true, _) => self.stream.try_write(sync),
+            (_, true) => self.stream.try_write(notice),
             _ => self
                 .stream
-                .try_write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)]),
+                .try_write_vectored(&[io::IoSlice::new(notice), io::IoSlice::new(sync)]),
         }
         .unwrap_or(0);
         if written == 0 {
+            interleave!(STATE);
             self.state.store(IDLE, Ordering::Release);
             self.skipped();
             return Delivery::Skipped;
         }
-        self.set_sent(wanted.seq, wanted.told);
+        self.set_sent(lack.then);
         if written < total {
             // A frame is half on the wire: nothing else may be written before
             // its rest, which the owner writes (it may wait; we may not).
             let mut rest = Vec::with_capacity(total - written);
             let mut skip = written;
-            for f in wanted.frames {
+            for f in [notice, sync] {
                 let s = skip.min(f.len());
                 rest.extend_from_slice(&f[s..]);
                 skip -= s;
             }
+            tracing::debug!(
+                written,
+                total,
+                "fan-out write cut short; the listener's task writes the rest"
+            );
+            interleave!(PARTIAL);
             *self.partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(Bytes::from(rest));
+            interleave!(STATE);
             self.state.store(HANDOFF, Ordering::Release);
             self.skipped();
             return Delivery::Skipped;
         }
+        interleave!(STATE);
         self.state.store(IDLE, Ordering::Release);
-        Delivery::Written
+        Delivery::Written {
+            sync: !sync.is_empty(),
+        }
     }
 
     /// Tells the owner the fan-out could not deliver here.
     fn skipped(&self) {
+        interleave!(MISSED);
         self.missed.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -358,7 +501,7 @@ impl AsyncWrite for OutletIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         debug_assert!(
-            self.0.tls || matches!(self.0.state.load(Ordering::Relaxed), OWNER | CLOSED),
+            self.0.owner_holds(),
             "the owner wrote without holding its outlet"
         );
         let stream = &self.0.stream;
@@ -457,78 +600,10 @@ pub(crate) async fn write_all(outlet: &Outlet, mut bytes: &[u8]) -> io::Result<(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod schedule;
 
-    async fn pair() -> (Arc<Outlet>, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let client = TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        (Outlet::new(server), client)
-    }
+#[cfg(test)]
+mod model;
 
-    fn wanted<'a>(a: &'a [u8], b: &'a [u8], seq: u64) -> Option<Wanted<'a>> {
-        Some(Wanted {
-            frames: [a, b],
-            seq,
-            told: 1,
-        })
-    }
-
-    #[tokio::test]
-    async fn the_fan_out_skips_an_outlet_its_owner_holds() {
-        let (outlet, _client) = pair().await;
-        assert!(!outlet.take());
-        let g = outlet.attach();
-        assert_eq!(
-            outlet.deliver(g, |_, _| wanted(b"x", b"", 1)),
-            Delivery::Skipped
-        );
-        // The owner is told, and catches up itself.
-        outlet.missed().await;
-        assert_eq!(outlet.sent(), (0, 0));
-        outlet.give_back();
-        let written = outlet.deliver(g, |_, _| wanted(b"ab", b"cd", 2));
-        assert_eq!(written, Delivery::Written);
-        assert_eq!(outlet.sent(), (2, 1));
-        // Detached: the shard's generation is stale, nothing is written.
-        outlet.take();
-        outlet.detach();
-        outlet.give_back();
-        let stale = outlet.deliver(g, |_, _| wanted(b"ef", b"", 3));
-        assert_eq!(stale, Delivery::Nothing);
-    }
-
-    #[tokio::test]
-    async fn a_write_cut_short_is_handed_to_the_owner() {
-        let (outlet, mut client) = pair().await;
-        socket2::SockRef::from(outlet.stream())
-            .set_send_buffer_size(4096)
-            .expect("SO_SNDBUF");
-        // Fill the socket until a write is cut short or refused.
-        let frame = vec![7u8; 1000];
-        let g = outlet.attach();
-        let mut sent = 0usize;
-        while outlet.deliver(g, |_, _| wanted(&frame, b"", 1)) == Delivery::Written {
-            sent += frame.len();
-        }
-        outlet.missed().await;
-        let rest = outlet.take().then(|| outlet.handed_over()).flatten();
-        if let Some(rest) = &rest {
-            sent += frame.len();
-            let reader = tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut got = vec![0u8; sent];
-                client.read_exact(&mut got).await.expect("read");
-                got
-            });
-            write_all(&outlet, rest).await.expect("rest written");
-            let got = reader.await.expect("reader");
-            assert!(got.iter().all(|b| *b == 7), "no frame interleaved");
-        }
-        outlet.give_back();
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -46,19 +46,26 @@ async fn syncs_until(c: &mut Client, last: u64) -> (u64, Value) {
     }
 }
 
+/// A listener that stops reading, its receive buffer 4 KiB (the server's
+/// send buffer is 32 KiB): the states the fan-out writes to it fill its
+/// socket, and the write that fills it is cut short (the server logs each
+/// one; the test fails if none was), so its task must write the rest of
+/// that frame before anything else. Once the listener reads, every frame
+/// parses and the states end with the newest.
 #[tokio::test]
 async fn a_listener_that_stops_reading_gets_whole_frames_ending_with_the_newest() {
-    let server = server();
+    let server = Server::with_log("radio::server::outlet=debug", |c| {
+        c.conn.rate_limit = 100_000;
+    });
     let mut b = Client::connect(&server).await;
-    // A small receive buffer, so the server's writes to it block (and some
-    // are cut short) long before 500 states have gone by.
     let mut stalled = Client::connect_small_buffer(&server, 4096).await;
     let mut healthy = Client::connect(&server).await;
     stalled.tune("deep").await;
     healthy.tune("deep").await;
     b.start("deep").await;
-    // 500 states, each seen by the healthy listener before the next, so
-    // each is written to the stalled one too rather than conflated away.
+    // 500 states of about 540 bytes, far more than both buffers hold, each
+    // seen by the healthy listener before the next, so each is written to
+    // the stalled one too rather than conflated away.
     let pad = "p".repeat(480);
     for i in 0..500 {
         let seq = b.update("deep", &format!("{pad}-{i}"), 0, true).await;
@@ -66,10 +73,15 @@ async fn a_listener_that_stops_reading_gets_whole_frames_ending_with_the_newest(
     }
     let last = b.update("deep", "newest", 0, true).await;
     assert_eq!(syncs_until(&mut healthy, last).await.1["track"], "newest");
-    // The fan-out had to leave this listener to its own task.
+    // The fan-out had to leave this listener to its own task, with half a
+    // frame on the wire.
     assert!(
         server.metric("radio_fanout_skipped_total").await >= 1.0,
         "the stalled listener's socket never filled"
+    );
+    assert!(
+        server.log().contains("fan-out write cut short"),
+        "no fan-out write was cut short"
     );
     // Now it reads: every frame parses (tungstenite rejects a torn one and
     // the client fails on it), states skip stale ones and end with the newest.

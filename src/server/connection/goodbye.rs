@@ -1,6 +1,8 @@
-//! How a connection ends: the goodbye each [`Exit`] calls for (a close code,
-//! and `server_shutdown` on shutdown), bounded so that a stalled client gets
-//! no more of the server's time. Boxed by the caller, as it runs once.
+//! How a connection ends: the goodbye each reason to end it (a
+//! [`Disconnect`], the reason `radio_disconnects_total` counts) calls for:
+//! a close code, and `server_shutdown` on shutdown, bounded so that a
+//! stalled client gets no more of the server's time. Boxed by the caller,
+//! as it runs once.
 //!
 //! Closing properly (RFC 6455 §7.1.1): after its close frame the server
 //! writes nothing more, but keeps reading, and discarding, until the peer's
@@ -22,13 +24,13 @@ use crate::protocol::{self, ServerMessage};
 use crate::server::outlet;
 use crate::server::warnings::Reason;
 
-use super::{Conn, Exit};
+use super::{Conn, Disconnect};
 
 impl Conn {
-    /// Says goodbye in the way `exit` calls for; bounded by the write timeout.
-    pub(super) async fn finish(mut self, exit: Exit) {
-        self.shared.metrics.disconnect(exit.reason());
-        let close = self.close_for(&exit);
+    /// Says goodbye in the way `why` calls for; bounded by the write timeout.
+    pub(super) async fn finish(mut self, why: Disconnect) {
+        self.shared.metrics.disconnect(why);
+        let close = self.close_for(why);
         // Release stations and subscriptions before the goodbye, which may
         // wait on a slow socket; from here on only this task writes.
         self.handed_off |= self.outlet.close();
@@ -38,8 +40,8 @@ impl Conn {
             return;
         };
         // A stalled client gets no more of our time.
-        let limit = match exit {
-            Exit::SlowClient | Exit::KeepaliveTimeout => Duration::from_millis(100),
+        let limit = match why {
+            Disconnect::SlowClient | Disconnect::KeepaliveTimeout => Duration::from_millis(100),
             _ => self.shared.conn.write_timeout.min(Duration::from_secs(2)),
         };
         let frame = CloseFrame {
@@ -51,13 +53,13 @@ impl Conn {
         }
     }
 
-    /// The close code and reason `exit` calls for (none when the peer is
+    /// The close code and reason `why` calls for (none when the peer is
     /// gone); queues `server_shutdown` first on shutdown, and counts a
     /// client-caused close in the warnings.
-    fn close_for(&mut self, exit: &Exit) -> Option<(CloseCode, &'static str)> {
-        let (code, reason, note) = match exit {
-            Exit::Closed => return None,
-            Exit::Shutdown => {
+    fn close_for(&mut self, why: Disconnect) -> Option<(CloseCode, &'static str)> {
+        let (code, reason, note) = match why {
+            Disconnect::Closed => return None,
+            Disconnect::Shutdown => {
                 // Spread reconnects so a restart is not a thundering herd.
                 let reconnect_after_ms = 1_000 + fastrand::u64(0..4_000);
                 self.out.push(Message::Text(protocol::encode(
@@ -65,15 +67,15 @@ impl Conn {
                 )));
                 return Some((CloseCode::Away, "server shutting down"));
             }
-            Exit::SlowClient => (CloseCode::Policy, "write timeout", Reason::SlowClient),
-            Exit::KeepaliveTimeout => (
+            Disconnect::SlowClient => (CloseCode::Policy, "write timeout", Reason::SlowClient),
+            Disconnect::KeepaliveTimeout => (
                 CloseCode::Policy,
                 "keepalive timeout",
                 Reason::KeepaliveTimeout,
             ),
-            Exit::Flood => (CloseCode::Policy, "rate limit exceeded", Reason::Flood),
-            Exit::TooBig => (CloseCode::Size, "message too big", Reason::TooBig),
-            Exit::KeyLockout => (
+            Disconnect::RateLimit => (CloseCode::Policy, "rate limit exceeded", Reason::Flood),
+            Disconnect::TooBig => (CloseCode::Size, "message too big", Reason::TooBig),
+            Disconnect::KeyLockout => (
                 CloseCode::Policy,
                 "too many wrong broadcast keys",
                 Reason::KeyLockout,

@@ -52,43 +52,9 @@ const CONNECTION_TASK_BYTES: usize = 1_000;
 /// Most stations one connection may broadcast at once.
 pub(crate) const MAX_OWNED_STATIONS: usize = 16;
 
-/// Why a connection ends.
-#[derive(Debug)]
-enum Exit {
-    /// The peer closed, or the socket failed.
-    Closed,
-    /// The server is shutting down.
-    Shutdown,
-    /// The client accepted no bytes for the write timeout.
-    SlowClient,
-    /// The client answered no ping for the keepalive timeout.
-    KeepaliveTimeout,
-    /// The client kept flooding past the rate limit.
-    Flood,
-    /// A message over `--max-message-bytes`.
-    TooBig,
-    /// More than [`MAX_WRONG_KEYS`] wrong broadcast keys in a minute.
-    KeyLockout,
-}
-
 /// Wrong broadcast keys one connection may send in a minute; one more
 /// closes it (1008).
 pub(crate) const MAX_WRONG_KEYS: u32 = 5;
-
-impl Exit {
-    /// Its `radio_disconnects_total` reason.
-    fn reason(&self) -> Disconnect {
-        match self {
-            Exit::Closed => Disconnect::Closed,
-            Exit::Shutdown => Disconnect::Shutdown,
-            Exit::SlowClient => Disconnect::SlowClient,
-            Exit::KeepaliveTimeout => Disconnect::KeepaliveTimeout,
-            Exit::Flood => Disconnect::RateLimit,
-            Exit::TooBig => Disconnect::TooBig,
-            Exit::KeyLockout => Disconnect::KeyLockout,
-        }
-    }
-}
 
 /// What woke the connection.
 enum Event {
@@ -170,7 +136,7 @@ pub(crate) fn run(
 }
 
 impl Conn {
-    async fn serve(&mut self) -> Exit {
+    async fn serve(&mut self) -> Disconnect {
         self.send(&ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             session_id: protocol::random_token(8),
@@ -197,7 +163,7 @@ impl Conn {
                 _ = keepalive.tick() => Event::Keepalive,
             };
             let step = match event {
-                Event::Shutdown => Err(Exit::Shutdown),
+                Event::Shutdown => Err(Disconnect::Shutdown),
                 // The fan-out could not write here: catch up (in `flush`).
                 Event::Station => {
                     self.hold();
@@ -224,7 +190,7 @@ impl Conn {
                 .is_some_and(|w| w.1 > MAX_WRONG_KEYS)
             {
                 // The refusal that tipped it is sent with the close.
-                return Exit::KeyLockout;
+                return Disconnect::KeyLockout;
             }
         }
     }
@@ -253,25 +219,27 @@ impl Conn {
     }
 
     /// Queues what the listener lacks of its station's newest view (the
-    /// fan-out could not write it): a notice if the station went live or
-    /// offline since the listener was last told, and the newest `sync`.
+    /// fan-out could not write it), as the fan-out would have written it
+    /// (`Sent::lacks`): a notice if the station went live or offline since
+    /// the listener was last told, and the newest `sync`.
     fn catch_up(&mut self) {
         let Some(tuned) = &self.tuned else {
             return;
         };
         let view = tuned.station.view();
-        let (sent, told) = self.outlet.sent();
-        if view.mark() != told {
+        let newest = view.state.as_ref().map(|s| (s.sync.seq, s));
+        let Some(lack) = self.outlet.sent().lacks(view.mark(), newest) else {
+            return;
+        };
+        if lack.notice {
             let notice = view.notice(&tuned.station.name);
             self.out.push(Message::Text(protocol::encode(&notice)));
         }
-        let mut seq = sent;
-        if let Some(state) = view.state.as_ref().filter(|s| s.sync.seq > sent) {
-            seq = state.sync.seq;
+        if let Some(state) = lack.sync {
             self.shared.metrics.syncs_sent.inc();
             self.out.push(Message::Text(state.frame.clone()));
         }
-        self.outlet.set_sent(seq, view.mark());
+        self.outlet.set_sent(lack.then);
     }
 
     /// Answers a refused request with its `error` frame; `request` is the
@@ -290,7 +258,7 @@ impl Conn {
 
     /// Writes the queued frames (and what the fan-out could not), giving up
     /// after the write timeout, then gives the outlet back.
-    async fn flush(&mut self) -> Result<(), Exit> {
+    async fn flush(&mut self) -> Result<(), Disconnect> {
         if std::mem::take(&mut self.handed_off) {
             // Rare, so boxed: it does not size every connection's task.
             Box::pin(self.write_handed_over()).await?;
@@ -314,13 +282,13 @@ impl Conn {
             None => {
                 match Box::pin(tokio::time::timeout(self.shared.conn.write_timeout, write)).await {
                     Ok(r) => r,
-                    Err(_) => return Err(Exit::SlowClient),
+                    Err(_) => return Err(Disconnect::SlowClient),
                 }
             }
         };
         result.map_err(|e| {
             tracing::debug!(error = %e, "write failed");
-            Exit::Closed
+            Disconnect::Closed
         })?;
         self.holding = false;
         self.outlet.give_back();
@@ -329,7 +297,7 @@ impl Conn {
 
     /// Writes the rest of a fan-out frame that was cut short: it is half on
     /// the wire, so it goes before anything else.
-    async fn write_handed_over(&mut self) -> Result<(), Exit> {
+    async fn write_handed_over(&mut self) -> Result<(), Disconnect> {
         let Some(rest) = self.outlet.handed_over() else {
             return Ok(());
         };
@@ -339,11 +307,11 @@ impl Conn {
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "write failed");
                 self.torn = true;
-                Err(Exit::Closed)
+                Err(Disconnect::Closed)
             }
             Err(_) => {
                 self.torn = true;
-                Err(Exit::SlowClient)
+                Err(Disconnect::SlowClient)
             }
         }
     }
@@ -351,8 +319,8 @@ impl Conn {
     /// The keepalive check (`keepalive`): the peer that took the states
     /// written to it since the last check is alive; any other is pinged,
     /// and closed when silent for the keepalive timeout.
-    fn on_keepalive(&mut self) -> Result<(), Exit> {
-        let (seq, _) = self.outlet.sent();
+    fn on_keepalive(&mut self) -> Result<(), Disconnect> {
+        let seq = self.outlet.sent().seq;
         let fresh = std::mem::replace(&mut self.seq_at_check, seq) != seq;
         let timeout = self.shared.conn.keepalive_timeout;
         if fresh
@@ -363,7 +331,7 @@ impl Conn {
             return Ok(());
         }
         if self.last_heard.max(self.last_acked).elapsed() > timeout {
-            return Err(Exit::KeepaliveTimeout);
+            return Err(Disconnect::KeepaliveTimeout);
         }
         self.push(Message::Ping(Default::default()));
         Ok(())
@@ -373,17 +341,17 @@ impl Conn {
     fn on_frame(
         &mut self,
         frame: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<Option<Box<ClientMessage>>, Exit> {
+    ) -> Result<Option<Box<ClientMessage>>, Disconnect> {
         let msg = match frame {
-            None => return Err(Exit::Closed),
+            None => return Err(Disconnect::Closed),
             Some(Ok(msg)) => msg,
             Some(Err(tungstenite::Error::Capacity(e))) => {
                 tracing::debug!(error = %e, "message over the size limit");
-                return Err(Exit::TooBig);
+                return Err(Disconnect::TooBig);
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
-                return Err(Exit::Closed);
+                return Err(Disconnect::Closed);
             }
         };
         self.last_heard = Instant::now();
@@ -410,27 +378,27 @@ impl Conn {
             // are not answered `rate_limited` (a ping has its answer).
             Message::Ping(_) => {
                 if self.limiter.check() == Verdict::Disconnect {
-                    return Err(Exit::Flood);
+                    return Err(Disconnect::RateLimit);
                 }
                 self.hold();
             }
             Message::Pong(_) => {
                 if self.limiter.check() == Verdict::Disconnect {
-                    return Err(Exit::Flood);
+                    return Err(Disconnect::RateLimit);
                 }
             }
             Message::Frame(_) => {}
-            Message::Close(_) => return Err(Exit::Closed),
+            Message::Close(_) => return Err(Disconnect::Closed),
         }
         Ok(None)
     }
 
     /// Whether a message may be handled: over the rate it is dropped and
     /// answered `rate_limited` (false); far over it, the connection closes.
-    fn rate_check(&mut self) -> Result<bool, Exit> {
+    fn rate_check(&mut self) -> Result<bool, Disconnect> {
         match self.limiter.check() {
             Verdict::Allow => Ok(true),
-            Verdict::Disconnect => Err(Exit::Flood),
+            Verdict::Disconnect => Err(Disconnect::RateLimit),
             Verdict::Refuse => {
                 self.refuse(Refusal::RateLimited(self.shared.conn.rate_limit), None);
                 Ok(false)

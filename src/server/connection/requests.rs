@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::server::backend::any::AnyBackend;
 use crate::server::backend::{Backend as _, OwnedStation as _};
 use crate::server::keys;
+use crate::server::outlet::Sent;
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Reported};
 use crate::server::warnings::Reason;
@@ -284,7 +285,10 @@ impl Conn {
         }
         // What this listener is sent from here on comes from the fan-out,
         // or from `catch_up` when the fan-out cannot write.
-        self.outlet.set_sent(last_seq, view.mark());
+        self.outlet.set_sent(Sent {
+            seq: last_seq,
+            told: view.mark(),
+        });
         tuned.attach(self.outlet.clone());
         self.tuned = Some(tuned);
     }

@@ -20,56 +20,19 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::view::{View, wire_frame};
 use crate::protocol::{self, StationName};
 use crate::server::metrics::Metrics;
-use crate::server::outlet::{Delivery, Outlet, Wanted};
+use crate::server::outlet::{Delivery, Frames, Outlet};
 
 /// A change to a shard's listeners.
 pub(crate) enum Membership {
     /// Write to this outlet while it is attached under this generation.
     Join(Arc<Outlet>, u64),
     Leave(Arc<Outlet>),
-}
-
-/// The frames of one view, built once per shard: the notice of the
-/// station's going live or offline, and the newest `sync`.
-struct Frames {
-    /// The view's liveness mark ([`View::mark`]).
-    mark: u64,
-    seq: u64,
-    notice: Bytes,
-    sync: Option<Bytes>,
-}
-
-impl Frames {
-    fn of(station: &StationName, view: &View) -> Self {
-        let notice = view.notice(station);
-        Self {
-            mark: view.mark(),
-            seq: view.state.as_ref().map_or(0, |s| s.sync.seq),
-            notice: wire_frame(protocol::encode(&notice).as_bytes()),
-            sync: view.state.as_ref().map(|s| s.wire.clone()),
-        }
-    }
-
-    /// What a listener that was sent `sent` and told mark `told` lacks.
-    fn lacks(&self, sent: u64, told: u64) -> Option<Wanted<'_>> {
-        let notice: &[u8] = if told != self.mark { &self.notice } else { &[] };
-        let sync: &[u8] = match &self.sync {
-            Some(s) if self.seq > sent => s,
-            _ => &[],
-        };
-        (!notice.is_empty() || !sync.is_empty()).then_some(Wanted {
-            frames: [notice, sync],
-            seq: if sync.is_empty() { sent } else { self.seq },
-            told: self.mark,
-        })
-    }
 }
 
 /// One shard: its listeners, and the station's cell it watches.
@@ -159,17 +122,19 @@ impl Shard {
         if self.outlets.is_empty() {
             return;
         }
-        let frames = Frames::of(&self.station, view);
+        // The view's frames, built once for every listener of this shard;
+        // what each listener lacks of them is `Sent::lacks`, as it is for
+        // the listener's own task when it catches up.
+        let notice = wire_frame(protocol::encode(&view.notice(&self.station)).as_bytes());
+        let frames = Frames {
+            mark: view.mark(),
+            notice: &notice,
+            newest: view.state.as_ref().map(|s| (s.sync.seq, &s.wire[..])),
+        };
         let (mut syncs, mut skipped) = (0u64, 0u64);
         for (outlet, generation) in &self.outlets {
-            let mut wrote_sync = false;
-            let delivery = outlet.deliver(*generation, |sent, told| {
-                let wanted = frames.lacks(sent, told)?;
-                wrote_sync = !wanted.frames[1].is_empty();
-                Some(wanted)
-            });
-            match delivery {
-                Delivery::Written if wrote_sync => syncs += 1,
+            match outlet.deliver(*generation, &frames) {
+                Delivery::Written { sync: true } => syncs += 1,
                 Delivery::Skipped => skipped += 1,
                 _ => {}
             }

@@ -58,10 +58,25 @@ impl Server {
         Self::in_process(config)
     }
 
+    /// As [`Server::with`], with the log also taking the lines `directives`
+    /// enable (`"radio::server::outlet=debug"`), for a test that must see
+    /// what the server logs only when asked.
+    pub(crate) fn with_log(directives: &str, edit: impl FnOnce(&mut ServerConfig)) -> Server {
+        let mut config = ServerConfig::default();
+        edit(&mut config);
+        Self::logging(config, directives)
+    }
+
     /// Runs `config` on 127.0.0.1:0 in this process.
     pub(crate) fn in_process(config: ServerConfig) -> Server {
+        Self::logging(config, "")
+    }
+
+    /// Runs `config` in this process, its log taking info and up, and what
+    /// `directives` enable.
+    fn logging(config: ServerConfig, directives: &str) -> Server {
         let log = Log::default();
-        let dispatch = log.dispatch();
+        let dispatch = log.dispatch(directives);
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let shutdown_timeout = config.shutdown_timeout;
@@ -157,7 +172,8 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Everything the server logged so far (info and up).
+    /// Everything the server logged so far (info and up, and what
+    /// [`Server::with_log`] asked for).
     pub(crate) fn log(&self) -> String {
         self.log.text()
     }
@@ -297,11 +313,13 @@ impl Log {
         self.0.lock().expect("log lock").clone()
     }
 
-    /// A tracing dispatcher that writes info and up into this log.
-    fn dispatch(&self) -> Dispatch {
+    /// A tracing dispatcher that writes info and up, and what `directives`
+    /// enable, into this log.
+    fn dispatch(&self, directives: &str) -> Dispatch {
         let log = self.clone();
+        let filter = tracing_subscriber::EnvFilter::new(format!("info,{directives}"));
         let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
+            .with_env_filter(filter)
             .with_ansi(false)
             .with_writer(move || log.clone())
             .finish();
