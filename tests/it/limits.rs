@@ -121,8 +121,9 @@ async fn max_stations_bounds_live_and_grace_stations() {
     {
         let mut gone = Client::connect(&server).await;
         gone.start("three").await;
+        gone.update("three", "a.ogg", 0, true).await;
     }
-    // "three" is in its grace period: still counted.
+    // "three" is in its grace period (it had an update): still counted.
     let mut b = Client::connect(&server).await;
     let e = b
         .expect_error(
