@@ -14,6 +14,7 @@
 
 pub(crate) mod exposition;
 mod histogram;
+pub(crate) mod limits;
 mod process;
 pub(crate) mod traffic;
 
@@ -152,6 +153,8 @@ pub(crate) struct Metrics {
     pub http: Traffic,
     /// Cluster mode only.
     pub redis: Option<RedisMetrics>,
+    /// Refusals of the per-client limits on stations; listing refreshes.
+    pub limits: limits::Limits,
     sessions: Gauge,
     library_tracks: Gauge,
     library_bytes: Gauge,
@@ -277,6 +280,7 @@ impl Metrics {
              has written it to its listeners, one observation per shard",
         );
         let http = Traffic::new(r);
+        let limits = limits::Limits::new(r);
         let sessions = metric(r, "sessions", "Private player sessions kept");
         let library_tracks = metric(r, "library_tracks", "Tracks in the media library");
         let library_bytes = metric(r, "library_bytes", "Bytes of the media library's tracks");
@@ -314,6 +318,7 @@ impl Metrics {
             fanout_seconds,
             http,
             redis,
+            limits,
             sessions,
             library_tracks,
             library_bytes,

@@ -10,6 +10,7 @@ mod support;
 
 mod broadcast;
 mod browser;
+mod claims;
 mod cli;
 mod cluster;
 mod contrib;
@@ -17,6 +18,7 @@ mod fanout;
 mod generated;
 mod layout;
 mod limits;
+mod listing;
 mod loadtest;
 mod media;
 mod metadata;

@@ -181,8 +181,7 @@ async fn list_stations_and_http_stations_count_listeners() {
     assert_eq!(r.json()["stations"][0]["listeners"], 2);
     drop(l2);
     eventually("the listener count falls on disconnect", async || {
-        l1.send(json!({"type":"list_stations"})).await;
-        let list = l1.expect("stations").await;
+        let list = l1.list_stations().await;
         let listeners = &list["stations"][0]["listeners"];
         if listeners == 1 { Ok(()) } else { Err(list) }
     })
