@@ -61,7 +61,8 @@ start_redis() {
 # node answers a probe); sets NODE_PID.
 start_node() {
   local log=$1 ready=$2; shift 2
-  "$BIN" serve --listen "127.0.0.1:$PORT" --max-connections-per-ip 0 "$@" >/dev/null 2>"$log" &
+  "$BIN" serve --listen "127.0.0.1:$PORT" --max-connections-per-ip 0 \
+    --max-stations-per-ip 0 --claim-rate 0 "$@" >/dev/null 2>"$log" &
   NODE_PID=$!
   PIDS+=("$NODE_PID")
   for _ in $(seq 300); do

@@ -8,8 +8,10 @@ SERVER_PID=""
 start_radio() {
   local bin=$1 log=$2
   shift 2
-  # Every listener comes from a few loopback addresses: no per-address cap.
-  "$bin" serve --listen 127.0.0.1:0 --max-connections-per-ip 0 "$@" >/dev/null 2>"$log" &
+  # Every listener comes from a few loopback addresses, and every
+  # broadcaster from one: no per-address cap on connections or stations.
+  "$bin" serve --listen 127.0.0.1:0 --max-connections-per-ip 0 \
+    --max-stations-per-ip 0 --claim-rate 0 "$@" >/dev/null 2>"$log" &
   SERVER_PID=$!
   SERVER_ADDR=""
   for _ in $(seq 300); do

@@ -239,10 +239,28 @@ pub struct ServeArgs {
     )]
     pub max_stations: usize,
 
+    /// Most stations live or in their grace period that one client address
+    /// (its /64 for IPv6) may hold at once (0: no limit); beyond it
+    /// `start_broadcasting` is refused (`too_many_stations`). Stations the
+    /// server runs (--station) do not count.
+    #[arg(long, env = "RADIO_MAX_STATIONS_PER_IP", value_name = "N", default_value_t = defaults::MAX_STATIONS_PER_IP)]
+    pub max_stations_per_ip: usize,
+
+    /// `start_broadcasting` requests one client address may send a minute,
+    /// in bursts of that many (0: no limit); beyond it `rate_limited`.
+    #[arg(long, env = "RADIO_CLAIM_RATE", value_name = "N", default_value_t = defaults::CLAIM_RATE)]
+    pub claim_rate: u32,
+
     /// Most stations in one `stations` answer (and GET /api/stations); the
     /// most listened are kept and the answer says `truncated`.
     #[arg(long, env = "RADIO_MAX_LIST", value_name = "N", default_value_t = defaults::MAX_LIST)]
     pub max_list: usize,
+
+    /// `list_stations` requests a connection may send per second (bursts up
+    /// to twice that; 0: no limit beyond --rate-limit); beyond it
+    /// `rate_limited`.
+    #[arg(long, env = "RADIO_LIST_RATE", value_name = "N", default_value_t = defaults::LIST_RATE)]
+    pub list_rate: u32,
 
     /// Web origins besides the server's own whose pages may open /ws and save
     /// sessions (comma-separated `scheme://host[:port]`; `*` for any).

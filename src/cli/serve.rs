@@ -41,6 +41,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 keepalive_timeout: args.keepalive_timeout,
                 write_timeout: args.write_timeout,
                 rate_limit: args.rate_limit,
+                list_rate: args.list_rate,
                 keys: KeySources {
                     key: args.broadcast_key,
                     key_file: args.broadcast_key_file,
@@ -51,6 +52,8 @@ impl TryFrom<ServeArgs> for ServerConfig {
             max_connections: args.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
             max_connections_per_ip: args.max_connections_per_ip,
             max_stations: args.max_stations,
+            max_stations_per_ip: args.max_stations_per_ip,
+            claim_rate: args.claim_rate,
             max_list: args.max_list,
             allowed_origins: args.allowed_origins,
             trusted_proxies: args.trusted_proxies,

@@ -47,6 +47,10 @@ pub enum ErrorCode {
     RateLimited,
     /// A binary frame, or a request beyond what the server supports.
     Unsupported,
+    /// The client's address holds its share of the server's stations (live
+    /// or in their grace period); another station may be claimed once one
+    /// of them stops or its grace period ends.
+    TooManyStations,
     /// A broadcast key is required and was missing or wrong.
     Unauthorized,
     /// The request needs a backend (cluster mode's Redis) that is down right
@@ -55,7 +59,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::InvalidStation,
@@ -64,6 +68,7 @@ impl ErrorCode {
         ErrorCode::NotLive,
         ErrorCode::RateLimited,
         ErrorCode::Unsupported,
+        ErrorCode::TooManyStations,
         ErrorCode::Unauthorized,
         ErrorCode::Unavailable,
     ];
@@ -78,6 +83,7 @@ impl ErrorCode {
             ErrorCode::NotLive => "not_live",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::TooManyStations => "too_many_stations",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Unavailable => "unavailable",
         }

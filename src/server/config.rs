@@ -35,8 +35,14 @@ pub(crate) mod defaults {
     pub(crate) const MAX_CONNECTIONS_PER_IP: usize = 256;
     /// `--max-stations`.
     pub(crate) const MAX_STATIONS: usize = 10_000;
+    /// `--max-stations-per-ip`.
+    pub(crate) const MAX_STATIONS_PER_IP: usize = 16;
+    /// `--claim-rate`: `start_broadcasting` a minute per client address.
+    pub(crate) const CLAIM_RATE: u32 = 60;
     /// `--max-list`.
     pub(crate) const MAX_LIST: usize = 200;
+    /// `--list-rate`: `list_stations` a second per connection.
+    pub(crate) const LIST_RATE: u32 = 2;
     /// `--rate-limit`: messages per second per connection.
     pub(crate) const RATE_LIMIT: u32 = 50;
     /// `--handshake-timeout`.
@@ -83,6 +89,12 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Most stations live or in grace at once.
     pub max_stations: usize,
+    /// Most stations live or in grace claimed from one client address (its
+    /// /64 for IPv6) at once (0: no limit).
+    pub max_stations_per_ip: usize,
+    /// `start_broadcasting` one client address may send a minute, in bursts
+    /// of that many (0: no limit).
+    pub claim_rate: u32,
     /// Most stations in one `stations` answer.
     pub max_list: usize,
     /// Origins besides the server's own allowed to open /ws and save sessions.
@@ -108,6 +120,9 @@ pub struct ConnConfig {
     pub keepalive_timeout: Duration,
     pub write_timeout: Duration,
     pub rate_limit: u32,
+    /// `list_stations` a second per connection, bursts of twice that (0: no
+    /// limit beyond `rate_limit`).
+    pub list_rate: u32,
     pub keys: KeySources,
 }
 
@@ -159,12 +174,15 @@ impl Default for ServerConfig {
                 keepalive_timeout: defaults::KEEPALIVE_TIMEOUT,
                 write_timeout: defaults::WRITE_TIMEOUT,
                 rate_limit: defaults::RATE_LIMIT,
+                list_rate: defaults::LIST_RATE,
                 keys: KeySources::default(),
             },
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
             max_stations: defaults::MAX_STATIONS,
+            max_stations_per_ip: defaults::MAX_STATIONS_PER_IP,
+            claim_rate: defaults::CLAIM_RATE,
             max_list: defaults::MAX_LIST,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),

@@ -9,8 +9,14 @@
 //!   listeners are kept (ties by name), the answer still lists them by
 //!   name, and says `truncated: true` with the `total`.
 //! - **Cached for up to [`MAX_AGE`].** Every listing walks every station
-//!   (and in cluster mode runs a script over all of them in Redis), so one
+//!   (and in cluster mode reads them from Redis in bounded batches), so one
 //!   walk serves every request of the same second, from any connection.
+//! - **Made once at a time.** When the cached page is stale, one request
+//!   makes the next while every other is answered the page in hand, a
+//!   little stale; only before the first page do they wait for it (and a
+//!   listing that just failed answers its refusal to those that waited,
+//!   rather than each trying again in turn). So a flood of requests costs
+//!   the backend one listing a second, however many connections ask.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +26,7 @@ use bytes::Bytes;
 use crate::protocol::{ServerMessage, StationSummary};
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyBackend;
+use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
 
 /// How long one listing answers every request.
@@ -53,32 +60,92 @@ impl Page {
 /// The cached listing.
 pub(crate) struct Listing {
     max: usize,
-    cached: Mutex<Option<(Instant, Arc<Page>)>>,
+    metrics: Arc<Metrics>,
+    cached: Mutex<Cached>,
+    /// Held by the one request making a listing.
+    making: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Cached {
+    page: Option<(Instant, Arc<Page>)>,
+    /// The last listing's refusal, while it is recent.
+    failed: Option<(Instant, Refusal)>,
 }
 
 impl Listing {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             max,
-            cached: Mutex::new(None),
+            metrics,
+            cached: Mutex::new(Cached::default()),
+            making: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The newest listing, made afresh when the cached one is older than
-    /// [`MAX_AGE`].
+    /// The newest listing: the cached one while it is younger than
+    /// [`MAX_AGE`]; else made afresh by this request, or, when another is
+    /// making it, the page in hand.
     pub(crate) async fn get(&self, backend: &AnyBackend) -> Result<Arc<Page>, Refusal> {
-        if let Some((at, page)) = &*self.lock() {
-            if at.elapsed() < MAX_AGE {
-                return Ok(page.clone());
+        if let Some(fresh) = self.fresh() {
+            return fresh;
+        }
+        let _making = match self.making.try_lock() {
+            Ok(making) => making,
+            Err(_) => {
+                if let Some((_, page)) = &self.lock().page {
+                    return Ok(page.clone());
+                }
+                if backend.answers_at_once() {
+                    // In memory nothing is to be spared by waiting (and a
+                    // single node's request may not wait).
+                    return Ok(self.make(backend.list().await?));
+                }
+                let making = self.making.lock().await;
+                if let Some(fresh) = self.fresh() {
+                    return fresh;
+                }
+                making
+            }
+        };
+        // Made by another request since this one looked.
+        if let Some(fresh) = self.fresh() {
+            return fresh;
+        }
+        match backend.list().await {
+            Ok(all) => Ok(self.make(all)),
+            Err(refusal) => {
+                self.lock().failed = Some((Instant::now(), refusal.clone()));
+                Err(refusal)
             }
         }
-        let all = backend.list().await?;
-        let page = Arc::new(bound(all, self.max));
-        *self.lock() = Some((Instant::now(), page.clone()));
-        Ok(page)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<Page>)>> {
+    /// The cached page or refusal while younger than [`MAX_AGE`].
+    fn fresh(&self) -> Option<Result<Arc<Page>, Refusal>> {
+        let cached = self.lock();
+        if let Some((at, page)) = &cached.page {
+            if at.elapsed() < MAX_AGE {
+                return Some(Ok(page.clone()));
+            }
+        }
+        match &cached.failed {
+            Some((at, refusal)) if at.elapsed() < MAX_AGE => Some(Err(refusal.clone())),
+            _ => None,
+        }
+    }
+
+    /// Bounds a listing and caches it.
+    fn make(&self, all: Vec<StationSummary>) -> Arc<Page> {
+        self.metrics.limits.list_refreshes.inc();
+        let page = Arc::new(bound(all, self.max));
+        let mut cached = self.lock();
+        cached.page = Some((Instant::now(), page.clone()));
+        cached.failed = None;
+        page
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
         self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

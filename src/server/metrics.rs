@@ -14,6 +14,7 @@
 
 pub(crate) mod exposition;
 mod histogram;
+pub(crate) mod limits;
 mod link;
 mod process;
 pub(crate) mod traffic;
@@ -147,6 +148,8 @@ pub(crate) struct Metrics {
     pub http: Traffic,
     /// The backend's link, as the latest scrape found it.
     link: link::LinkSeries,
+    /// Refusals of the per-client limits on stations; listing refreshes.
+    pub limits: limits::Limits,
     sessions: Gauge,
     library_tracks: Gauge,
     library_bytes: Gauge,
@@ -267,6 +270,7 @@ impl Metrics {
              has written it to its listeners, one observation per shard",
         );
         let http = Traffic::new(r);
+        let limits = limits::Limits::new(r);
         let sessions = metric(r, "sessions", "Private player sessions kept");
         let library_tracks = metric(r, "library_tracks", "Tracks in the media library");
         let library_bytes = metric(r, "library_bytes", "Bytes of the media library's tracks");
@@ -299,6 +303,7 @@ impl Metrics {
             fanout_seconds,
             http,
             link,
+            limits,
             sessions,
             library_tracks,
             library_bytes,

@@ -20,6 +20,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod backend;
+pub(crate) mod claims;
 pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod history;

@@ -1,6 +1,11 @@
 //! The per-connection rate limit on inbound messages: a token bucket of
 //! `--rate-limit` a second with bursts of twice that, and a [`Verdict`] per
 //! message that also says when a client has flooded long enough to be closed.
+//! Also [`AddressBuckets`]: one token bucket per client address, for limits
+//! that a client could otherwise reset by opening a new connection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use tokio::time::Instant;
 
@@ -62,10 +67,93 @@ impl RateLimiter {
     }
 }
 
+/// A token bucket per client address: `capacity` tokens, refilled at
+/// `per_second`. At most `max_tracked` addresses are kept; a new one beyond
+/// that evicts the address used longest ago (whose bucket has refilled the
+/// longest, so forgetting it costs the least), never every budget at once.
+#[derive(Debug)]
+pub(crate) struct AddressBuckets {
+    per_second: f64,
+    capacity: f64,
+    max_tracked: usize,
+    /// Tokens left, when they were counted, and the address's place in `order`.
+    buckets: HashMap<IpAddr, (f64, Instant, u64)>,
+    /// Addresses by last use, oldest first.
+    order: BTreeMap<u64, IpAddr>,
+    uses: u64,
+}
+
+impl AddressBuckets {
+    pub(crate) fn new(per_second: f64, capacity: f64, max_tracked: usize) -> Self {
+        Self {
+            per_second,
+            capacity: capacity.max(1.0),
+            max_tracked: max_tracked.max(1),
+            buckets: HashMap::new(),
+            order: BTreeMap::new(),
+            uses: 0,
+        }
+    }
+
+    /// Takes one token from `ip`'s bucket at `now`; false when it is empty.
+    pub(crate) fn take(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.uses += 1;
+        let use_ = self.uses;
+        let (tokens, at, place) = match self.buckets.get(&ip) {
+            Some(&b) => b,
+            None => {
+                while self.buckets.len() >= self.max_tracked {
+                    let Some((_, oldest)) = self.order.pop_first() else {
+                        break;
+                    };
+                    self.buckets.remove(&oldest);
+                }
+                (self.capacity, now, use_)
+            }
+        };
+        self.order.remove(&place);
+        self.order.insert(use_, ip);
+        let refill = now.saturating_duration_since(at).as_secs_f64() * self.per_second;
+        let tokens = (tokens + refill).min(self.capacity);
+        let (left, taken) = if tokens >= 1.0 {
+            (tokens - 1.0, true)
+        } else {
+            (tokens, false)
+        };
+        self.buckets.insert(ip, (left, now, use_));
+        taken
+    }
+
+    /// Addresses tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn per_address_buckets_refill_and_evict_the_oldest() {
+        let t0 = Instant::now();
+        let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let mut b = AddressBuckets::new(1.0, 3.0, 2);
+        for _ in 0..3 {
+            assert!(b.take(ip(1), t0));
+        }
+        assert!(!b.take(ip(1), t0), "empty");
+        assert!(b.take(ip(2), t0), "another address has its own");
+        assert!(b.take(ip(1), t0 + Duration::from_secs(1)), "refilled one");
+        assert!(!b.take(ip(1), t0 + Duration::from_secs(1)));
+        // A third address evicts the one used longest ago (2), not 1.
+        assert!(b.take(ip(3), t0 + Duration::from_secs(1)));
+        assert_eq!(b.tracked(), 2);
+        assert!(!b.take(ip(1), t0 + Duration::from_secs(1)), "1 was kept");
+        assert!(b.take(ip(2), t0 + Duration::from_secs(1)), "2 starts full");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn allows_bursts_then_strikes_out() {

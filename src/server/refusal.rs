@@ -35,6 +35,21 @@ pub(crate) enum Refusal {
          try again when one stops"
     )]
     ServerStationsFull(usize),
+    #[error(
+        "your address has its most stations live or in their grace period ({0}, \
+         radio serve --max-stations-per-ip); stop one, or wait for a grace period to end"
+    )]
+    AddressStations(usize),
+    #[error(
+        "more than {0} start_broadcasting a minute from your address \
+         (radio serve --claim-rate); wait a little and try again"
+    )]
+    ClaimRate(u32),
+    #[error(
+        "more than {0} list_stations a second on this connection \
+         (radio serve --list-rate); ask less often"
+    )]
+    ListRate(u32),
     #[error("this server requires a broadcast key (\"key\") for this station")]
     KeyRequired,
     #[error("wrong broadcast key")]
@@ -64,7 +79,10 @@ impl Refusal {
             Refusal::KeyRequired | Refusal::WrongKey | Refusal::NoKeyForStation(_) => {
                 ErrorCode::Unauthorized
             }
-            Refusal::RateLimited(_) => ErrorCode::RateLimited,
+            Refusal::AddressStations(_) => ErrorCode::TooManyStations,
+            Refusal::RateLimited(_) | Refusal::ClaimRate(_) | Refusal::ListRate(_) => {
+                ErrorCode::RateLimited
+            }
             Refusal::Unavailable(_) => ErrorCode::Unavailable,
         }
     }

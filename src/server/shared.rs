@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::server::admission::Gate;
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyBackend;
+use crate::server::claims::{ClaimLimits, Claims};
 use crate::server::config::{ConnConfig, MediaConfig, ServerConfig};
 use crate::server::keys::Keys;
 use crate::server::listing::Listing;
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub proxies: TrustedProxies,
     /// The broadcast keys (reloaded on SIGHUP).
     pub keys: Arc<Keys>,
+    /// `--max-stations-per-ip` and `--claim-rate`.
+    pub claims: Claims,
     /// The `stations` answer, bounded and cached.
     pub listing: Listing,
     /// Client-caused warnings, aggregated.
@@ -69,6 +72,16 @@ impl Shared {
         let keys = Arc::new(Keys::load(config.conn.keys.clone())?);
         let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
         let metrics = Arc::new(Metrics::new());
+        let claims = Claims::new(
+            ClaimLimits {
+                max_per_ip: config.max_stations_per_ip,
+                rate_per_minute: config.claim_rate,
+                grace: config.backend.grace(),
+            },
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
         let backend = AnyBackend::start(
             config.backend,
             config.max_stations,
@@ -104,6 +117,7 @@ impl Shared {
             config.sessions.sweep,
             shutdown.clone(),
         ));
+        let listing = Listing::new(config.max_list, metrics.clone());
         Ok(Self {
             conn: config.conn,
             handshake_timeout: config.handshake_timeout,
@@ -119,7 +133,8 @@ impl Shared {
             origins: AllowedOrigins::new(&config.allowed_origins),
             proxies: TrustedProxies::new(config.trusted_proxies),
             keys,
-            listing: Listing::new(config.max_list),
+            claims,
+            listing,
             warnings: Warnings::new(),
             tls,
             unplayable: Unplayable::default(),

@@ -6,7 +6,7 @@
 //! stream over it. The admission lives in the connection's guard and is
 //! returned when it ends. (The origin was checked by the router.)
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -80,12 +80,13 @@ async fn serve_websocket(
     admission: Admission,
     shared: Arc<Shared>,
     id: u64,
+    client: IpAddr,
 ) {
     let Some(ws) = finish_upgrade(on_upgrade, config, shared.handshake_timeout).await else {
         return;
     };
     let _guard = ConnGuard::new(shared.metrics.clone(), admission);
-    connection::run(ws, shared, id).await;
+    connection::run(ws, shared, id, client).await;
 }
 
 /// Waits for hyper to hand over the upgraded socket and wraps it.
@@ -164,9 +165,17 @@ pub(crate) fn upgrade(
     let config = ws_config(shared.conn.max_message_bytes);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("conn", id, peer = %client);
-    shared
-        .tasks
-        .spawn(serve_websocket(on_upgrade, config, admission, shared.clone(), id).instrument(span));
+    shared.tasks.spawn(
+        serve_websocket(
+            on_upgrade,
+            config,
+            admission,
+            shared.clone(),
+            id,
+            client.ip(),
+        )
+        .instrument(span),
+    );
     let mut res = Response::new(full(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();

@@ -195,7 +195,9 @@ async fn a_taken_station_is_one_sentence() {
          pick another name with --station, or wait until it stops"
     );
     assert_eq!(b.exit().code(), Some(1));
-    // Its broadcaster gone, the station waits for it within the grace period.
+    // Its broadcaster gone, a station that had an update waits for it
+    // within the grace period.
+    owner.update("busy", "a.ogg", 0, true).await;
     drop(owner);
     let mut b = broadcast(&server, "busy", &[]);
     let e = b.err_line("busy");

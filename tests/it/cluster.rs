@@ -119,8 +119,7 @@ fn assert_increasing(seqs: &[u64]) {
 async fn wait_listeners(c: &mut Client, station: &str, listeners: u64) {
     let what = format!("list_stations shows {listeners} listeners of {station}");
     eventually(&what, async || {
-        c.send(json!({"type":"list_stations"})).await;
-        let s = c.expect("stations").await;
+        let s = c.list_stations().await;
         let n = s["stations"]
             .as_array()
             .expect("a list of stations")

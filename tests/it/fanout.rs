@@ -13,7 +13,10 @@ use crate::support::{Client, Server};
 
 /// A server with the rate limit out of the way of a flood.
 fn server() -> Server {
-    Server::with(|c| c.conn.rate_limit = 100_000)
+    Server::with(|c| {
+        c.conn.rate_limit = 100_000;
+        c.conn.list_rate = 0;
+    })
 }
 
 /// Sends `n` unacknowledged updates on `station` with tracks near the

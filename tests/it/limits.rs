@@ -218,6 +218,11 @@ async fn logs_stay_quiet_whatever_clients_do() {
         "5",
         "--grace-period",
         "100ms",
+        // Churn from one address beyond its share and claim rate.
+        "--max-stations-per-ip",
+        "0",
+        "--claim-rate",
+        "0",
     ]);
     let before = server.log().lines().count();
     let deadline = Instant::now() + Duration::from_secs(3);

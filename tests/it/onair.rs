@@ -493,3 +493,26 @@ async fn every_node_of_a_cluster_answers_the_same_history() {
     assert_eq!(tracks(history(&b, "shared").await), want);
     assert_eq!(b.get("/api/stations/nobody/history").await.status, 404);
 }
+
+/// The server's own stations are not a client address's: with a share of
+/// one station per address, two server-run stations play and a
+/// broadcaster still gets its one.
+#[tokio::test]
+async fn server_run_stations_take_no_address_share() {
+    let media = library(&[("1.wav", 2_000)]);
+    let server = server(&media, &["first=library", "second=library"], |c| {
+        c.max_stations_per_ip = 1;
+    });
+    let mut l = Client::connect(&server).await;
+    for s in ["first", "second"] {
+        assert_eq!(tune(&mut l, s).await["live"], true, "{s}");
+    }
+    let mut b = Client::connect(&server).await;
+    b.start("mine").await;
+    // Taking over a server-run station is a claim like any other.
+    b.expect_error(
+        json!({"type":"start_broadcasting","station":"first"}),
+        "too_many_stations",
+    )
+    .await;
+}

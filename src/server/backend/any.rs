@@ -24,6 +24,16 @@ pub enum BackendConfig {
     Redis(redis::Config),
 }
 
+impl BackendConfig {
+    /// How long a disconnected broadcaster may resume its station.
+    pub(crate) fn grace(&self) -> Duration {
+        match self {
+            Self::Local { grace } => *grace,
+            Self::Redis(cfg) => cfg.grace,
+        }
+    }
+}
+
 /// The backend this node runs.
 #[derive(Clone)]
 pub(crate) enum AnyBackend {

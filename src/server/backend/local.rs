@@ -341,6 +341,12 @@ pub(crate) struct LocalOwned {
 
 impl LocalOwned {
     fn stop_now(&mut self) {
+        self.free_now(OfflineReason::Stopped);
+    }
+
+    /// Frees the station at once (no grace period): listeners are told
+    /// `reason`, or the server's player takes its station back.
+    fn free_now(&mut self, reason: OfflineReason) {
         if self.returns.is_some() {
             return self.unseat();
         }
@@ -356,7 +362,7 @@ impl LocalOwned {
                 return;
             }
         }
-        self.entry.station.set_offline(OfflineReason::Stopped);
+        self.entry.station.set_offline(reason);
         if let Some(inner) = self.registry.upgrade() {
             inner.metrics.stations.dec();
             Local(inner).remove_if_unused(&self.entry.station.name);
@@ -423,6 +429,11 @@ impl Drop for LocalOwned {
         }
         if self.returns.is_some() {
             return self.unseat();
+        }
+        // A station that never had an update has nothing to resume: no
+        // grace period, so a claim and a disconnect hold no slot.
+        if self.entry.station.view().state.is_none() {
+            return self.free_now(OfflineReason::Disconnected);
         }
         let Some(inner) = self.registry.upgrade() else {
             return;
@@ -563,6 +574,18 @@ mod tests {
         let mut owned = local.claim(1, &s, None).await.expect("claim");
         owned.stop().await.expect("stop");
         assert_eq!(local.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_station_never_updated_has_no_grace_period() {
+        let (local, metrics) = backend(Duration::from_secs(10));
+        let s = name("s");
+        let tuned = local.tune_in(&s).await.expect("tune in");
+        drop(local.claim(1, &s, None).await.expect("claim"));
+        let view = tuned.station.view();
+        assert_eq!(view.offline_reason, Some(OfflineReason::Disconnected));
+        assert_eq!(metrics.stations.get(), 0);
+        local.claim(2, &s, None).await.expect("free at once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,6 +23,7 @@ mod goodbye;
 mod keepalive;
 mod requests;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::protocol::{self, ClientMessage, PROTOCOL_VERSION, RequestType, ServerMessage};
 use crate::server::backend::Backend as _;
-use crate::server::backend::any::AnyOwned;
+use crate::server::claims::Broadcast;
 use crate::server::metrics::Disconnect;
 use crate::server::outlet::{self, ConnIo, Outlet};
 use crate::server::ratelimit::{RateLimiter, Verdict};
@@ -72,7 +73,7 @@ struct Conn {
     outlet: Arc<Outlet>,
     /// Frames to write before waiting again.
     out: Vec<Message>,
-    owned: Vec<AnyOwned>,
+    owned: Vec<Broadcast>,
     tuned: Option<Tuned>,
     /// This task holds its outlet: the loop writes (and gives it back)
     /// before it waits again.
@@ -95,6 +96,12 @@ struct Conn {
     /// Wrong broadcast keys in the current minute: (since, count). Boxed:
     /// most connections never send a key.
     wrong_keys: Option<Box<(Instant, u32)>>,
+    /// The client's address (whom a trusted proxy forwards for): what its
+    /// claims count against.
+    client: IpAddr,
+    /// The `list_stations` rate (`--list-rate`). Boxed, made at the first
+    /// listing: many connections never ask for one.
+    lists: Option<Box<RateLimiter>>,
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -105,6 +112,7 @@ pub(crate) fn run(
     ws: WebSocketStream<ConnIo>,
     shared: Arc<Shared>,
     id: u64,
+    client: IpAddr,
 ) -> impl std::future::Future<Output = ()> + Send {
     let limiter = RateLimiter::new(shared.conn.rate_limit);
     let outlet = ws.get_ref().outlet().clone();
@@ -124,6 +132,8 @@ pub(crate) fn run(
         last_acked: Instant::now(),
         seq_at_check: 0,
         wrong_keys: None,
+        client,
+        lists: None,
     };
     async move {
         let exit = conn.serve().await;
@@ -474,10 +484,10 @@ mod tests {
     #[test]
     fn the_connection_task_stays_small() {
         /// The size of what `f` returns, without calling it.
-        fn returned<A, B, C, R>(_f: fn(A, B, C) -> R) -> usize {
+        fn returned<A, B, C, D, R>(_f: fn(A, B, C, D) -> R) -> usize {
             std::mem::size_of::<R>()
         }
-        let size = returned(run as fn(_, _, _) -> _);
+        let size = returned(run as fn(_, _, _, _) -> _);
         eprintln!("connection task: {size} bytes");
         assert!(
             size <= CONNECTION_TASK_BYTES,

@@ -12,8 +12,11 @@ use tokio::time::Instant;
 
 use crate::server::backend::any::AnyBackend;
 use crate::server::backend::{Backend as _, OwnedStation as _};
+use crate::server::claims::Broadcast;
 use crate::server::keys;
+use crate::server::metrics::limits::Limit;
 use crate::server::outlet::Sent;
+use crate::server::ratelimit::{RateLimiter, Verdict};
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, Reported};
 use crate::server::warnings::Reason;
@@ -46,6 +49,9 @@ impl Conn {
                 self.send(&ServerMessage::TunedOut);
             }
             ClientMessage::ListStations => {
+                if let Err(refusal) = self.list_rate() {
+                    return self.refuse(refusal, Some(ty));
+                }
                 match self.shared.listing.get(&self.shared.backend).await {
                     Ok(page) => self.send(&page.message()),
                     Err(refusal) => self.refuse(refusal, Some(ty)),
@@ -57,6 +63,26 @@ impl Conn {
                 reason,
             } => self.cannot_play(station, track, reason),
         }
+    }
+
+    /// Takes a token of this connection's `list_stations` rate
+    /// (`--list-rate`): a client that asks more often is answered
+    /// `rate_limited`, so no one connection keeps the listing busy.
+    fn list_rate(&mut self) -> Result<(), Refusal> {
+        let rate = self.shared.conn.list_rate;
+        if rate == 0 {
+            return Ok(());
+        }
+        let limiter = self
+            .lists
+            .get_or_insert_with(|| Box::new(RateLimiter::new(rate)));
+        // Its own flood verdict is not used: the connection's rate limit
+        // closes a flood.
+        if limiter.check() == Verdict::Allow {
+            return Ok(());
+        }
+        self.shared.metrics.limits.refused(Limit::ListRate);
+        Err(Refusal::ListRate(rate))
     }
 
     /// A listener's player cannot play `track`: counted, and when every
@@ -131,6 +157,11 @@ impl Conn {
         if self.owned.len() >= MAX_OWNED_STATIONS {
             return self.refuse(Refusal::TooManyStations(MAX_OWNED_STATIONS), REQ);
         }
+        // The address's share and claim rate, before the backend is asked.
+        let share = match self.shared.claims.admit(self.client, &station) {
+            Ok(share) => share,
+            Err(refusal) => return self.refuse(refusal, REQ),
+        };
         let claimed = self
             .shared
             .backend
@@ -140,7 +171,7 @@ impl Conn {
             Ok(owned) => {
                 tracing::debug!(%station, "broadcasting");
                 let resume_token = owned.token().to_owned();
-                self.owned.push(owned);
+                self.owned.push(Broadcast::new(owned, share));
                 self.send(&ServerMessage::Broadcasting {
                     station,
                     resume_token,
@@ -179,7 +210,7 @@ impl Conn {
         if let Some(i) = self.owned_index(&station, REQ).await {
             match self.owned[i].stop().await {
                 Ok(()) => {
-                    self.owned.swap_remove(i);
+                    self.owned.swap_remove(i).end();
                     tracing::debug!(%station, "stopped broadcasting");
                     self.send(&ServerMessage::Stopped { station });
                 }
@@ -192,7 +223,7 @@ impl Conn {
     /// that was taken over (cluster mode).
     fn refused(&mut self, i: usize, refusal: Refusal, request: RequestType) {
         if matches!(refusal, Refusal::TakenOver(_)) {
-            self.owned.swap_remove(i);
+            self.owned.swap_remove(i).end();
         }
         self.refuse(refusal, Some(request));
     }

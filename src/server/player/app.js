@@ -485,6 +485,8 @@
     } else if (m.request_type === "tune_in") {
       tuneOut();
       message(`Cannot tune in: ${m.message}`);
+    } else if (m.code === "rate_limited" && m.request_type === "list_stations") {
+      // Asked too often (--list-rate): the next refresh brings the list.
     } else if ((m.code === "not_owner" || m.code === "not_live") && st.mode === "live") {
       leaveLive();
       message(`You are no longer live: ${m.message}`);

@@ -55,6 +55,22 @@ impl Client {
         Self::welcomed(ws).await
     }
 
+    /// Connects from the loopback address `source` (any of 127.0.0.0/8),
+    /// so the server counts it as another client address.
+    pub(crate) async fn connect_from(server: &Server, source: &str) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        let ip: std::net::IpAddr = source.parse().expect("an address");
+        socket
+            .bind(std::net::SocketAddr::new(ip, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(server.addr).await.expect("connect");
+        let (ws, _) =
+            tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(stream))
+                .await
+                .expect("websocket handshake");
+        Self::welcomed(ws).await
+    }
+
     /// Connects and consumes the `welcome`; the upgrade may be refused.
     pub(crate) async fn try_connect(url: &str) -> Result<Client, tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
@@ -129,6 +145,31 @@ impl Client {
                 Next::Frame(_) => {}
                 Next::Closed(code) => panic!("the connection closed ({code:?}) awaiting {ty}"),
                 Next::Silent => panic!("no {ty} frame within {RECV_TIMEOUT:?}"),
+            }
+        }
+    }
+
+    /// `list_stations` until answered: the `stations` frame (others
+    /// skipped). A refusal for this connection's list rate (`--list-rate`)
+    /// is waited out and the request sent again, as a polite client would.
+    pub(crate) async fn list_stations(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        self.send(json!({"type":"list_stations"})).await;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Next::Frame(v) if v["type"] == "stations" => return v,
+                Next::Frame(v)
+                    if v["type"] == "error"
+                        && v["code"] == "rate_limited"
+                        && v["request_type"] == "list_stations" =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    self.send(json!({"type":"list_stations"})).await;
+                }
+                Next::Frame(_) => {}
+                Next::Closed(code) => panic!("the connection closed ({code:?}) awaiting stations"),
+                Next::Silent => panic!("no stations frame within {RECV_TIMEOUT:?}"),
             }
         }
     }

@@ -36,11 +36,13 @@
 //!
 //! The files: [`node`] (what this node's parts share, and the bounded Redis
 //! call), [`owned`] (a broadcaster's hold), [`subscriber`] (the task that
-//! owns the pub/sub link), [`channel`] (the channel messages), [`keys`] and
+//! owns the pub/sub link), [`listing`] (the live stations, read in
+//! batches), [`channel`] (the channel messages), [`keys`] and
 //! [`scripts`] (`lua/`, one file per script).
 
 pub(crate) mod channel;
 pub(crate) mod keys;
+pub(crate) mod listing;
 pub(crate) mod node;
 pub(crate) mod owned;
 pub(crate) mod scripts;
@@ -54,13 +56,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Backend, summary};
+use super::Backend;
 use crate::protocol::{self, StationName, StationSummary};
 use crate::server::history::{self, Played};
 use crate::server::metrics::{Link, Metrics};
 use crate::server::refusal::Refusal;
 use crate::server::station::{self, Listeners, State, Station, Tuned};
-use keys::{LIVE_SET, PREFIX, millis};
+use keys::{LIVE_SET, millis};
 use node::{BusCmd, Entry, Node, OP_TIMEOUT, lock, unavailable};
 use scripts::Scripts;
 use subscriber::Bus;
@@ -240,34 +242,7 @@ impl Backend for Redis {
     }
 
     async fn list(&self) -> Result<Vec<StationSummary>, Refusal> {
-        let node = &self.0;
-        let reply: Vec<String> = node
-            .call(
-                node.scripts
-                    .list
-                    .key(LIVE_SET)
-                    .arg(&node.cfg.node_id)
-                    .arg(PREFIX),
-            )
-            .await?;
-        let now = protocol::now_ms();
-        let mut out = Vec::with_capacity(reply.len() / 3);
-        for row in reply.chunks_exact(3) {
-            let Ok(station) = StationName::new(&row[0]) else {
-                continue;
-            };
-            let elsewhere: u64 = row[2].parse().unwrap_or(0);
-            let here = lock(&node.stations)
-                .get(&station)
-                .map_or(0, |e| e.station.listener_count());
-            let state = (!row[1].is_empty())
-                .then(|| State::from_frame(&row[1]))
-                .flatten();
-            let sync = state.as_ref().map(|s| &s.sync);
-            out.push(summary(station, elsewhere + here, sync, now));
-        }
-        out.sort_by(|a, b| a.station.cmp(&b.station));
-        Ok(out)
+        listing::list(&self.0).await
     }
 
     /// Server-run stations need one node to drive each, through a lease of

@@ -192,37 +192,66 @@ impl Drop for RedisOwned {
         }
         self.node.forget_hold(&self.hold);
         self.node.metrics.stations.dec();
-        {
+        let updated = {
             let mut st = lock(&self.hold.state);
             st.ended = true;
             if st.lost {
                 return;
             }
+            st.last.is_some()
+        };
+        if updated {
+            tracing::debug!(station = %self.hold.name, "broadcaster gone, grace period starts");
+        } else {
+            // Nothing to resume: no grace period, so a claim and a
+            // disconnect hold no slot.
+            tracing::debug!(station = %self.hold.name, "broadcaster gone before any update");
         }
-        tracing::debug!(station = %self.hold.name, "broadcaster gone, grace period starts");
         // Runs even during shutdown, so a broadcaster can resume on another
         // node; bounded by the grace period.
         let node = self.node.clone();
-        self.node.tasks.spawn(release(node, self.hold.clone()));
+        let grace = updated.then_some(node.cfg.grace);
+        self.node
+            .tasks
+            .spawn(release(node, self.hold.clone(), grace));
     }
 }
 
-/// Turns the hold's lease into a grace lease, retrying until the grace
-/// period would be over (once when shutting down).
-async fn release(node: Arc<Node>, hold: Arc<Hold>) {
+/// Turns the hold's lease into a grace lease of `grace`, or frees the
+/// station at once (`None`), retrying until the grace period would be over
+/// (once when shutting down).
+async fn release(node: Arc<Node>, hold: Arc<Hold>, grace: Option<Duration>) {
     let give_up = Instant::now() + node.cfg.grace;
     let name = hold.name.as_str();
     loop {
-        let released: Result<i64, _> = node
-            .call(
-                node.scripts
-                    .release
-                    .key(keys::lease(name))
-                    .key(keys::station(name))
-                    .arg(&hold.holder)
-                    .arg(millis(node.cfg.grace)),
-            )
-            .await;
+        let released: Result<i64, _> = match grace {
+            Some(grace) => {
+                node.call(
+                    node.scripts
+                        .release
+                        .key(keys::lease(name))
+                        .key(keys::station(name))
+                        .arg(&hold.holder)
+                        .arg(millis(grace)),
+                )
+                .await
+            }
+            None => {
+                node.call(
+                    node.scripts
+                        .stop
+                        .key(keys::lease(name))
+                        .key(keys::station(name))
+                        .key(LIVE_SET)
+                        .arg(&hold.holder)
+                        .arg(keys::channel(name))
+                        .arg(name)
+                        .arg(KEEP_OFFLINE_MS)
+                        .arg("disconnected"),
+                )
+                .await
+            }
+        };
         // Shutting down: one try, so the node exits promptly.
         if released.is_ok() || Instant::now() >= give_up || node.shutdown.is_cancelled() {
             break;

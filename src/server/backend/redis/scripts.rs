@@ -23,7 +23,8 @@ pub(crate) struct Scripts {
     pub reap: Script,
     /// Writes back an owner's lease and state after Redis came back.
     pub reassert: Script,
-    /// Every live station with its newest frame and listener counts.
+    /// One batch of the live stations with their newest frames and
+    /// listener counts.
     pub list: Script,
     /// Takes abandoned stations offline, whoever listens (cluster hygiene).
     pub sweep: Script,

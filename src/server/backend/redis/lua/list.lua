@@ -1,10 +1,16 @@
--- list: every live station with its newest frame and its listeners on the
--- other live nodes (the caller adds its own).
--- KEYS: the live set. ARGV: the caller's node id, the key prefix.
--- Returns a flat list of (name, frame or '', count).
-local out = {}
+-- list: one batch of the live set (SSCAN from a cursor): each live station
+-- in it with its newest frame and its listeners on the other live nodes
+-- (the caller adds its own). The caller walks the set batch by batch, so
+-- no one call costs Redis more than a batch, however many stations there
+-- are; a station may come twice (SSCAN's rule), the caller keeps one.
+-- KEYS: the live set. ARGV: the caller's node id, the key prefix, cursor,
+-- batch size.
+-- Returns the next cursor ('0' when the walk is over), then a flat list of
+-- (name, frame or '', count).
 local p = ARGV[2]
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local scan = redis.call('SSCAN', KEYS[1], ARGV[3], 'COUNT', ARGV[4])
+local out = {scan[1]}
+for _, name in ipairs(scan[2]) do
   if redis.call('EXISTS', p .. 'lease:' .. name) == 1 then
     local n = 0
     local counts = redis.call('HGETALL', p .. 'listeners:' .. name)

@@ -1,13 +1,16 @@
--- stop: stop_broadcasting. Frees the station, keeps its hash (and seq) for
--- ARGV[4] ms, and announces it offline with reason "stopped".
+-- stop: stop_broadcasting, or a broadcaster gone before its first update
+-- (no grace period: nothing to resume). Frees the station, keeps its hash
+-- (and seq) for ARGV[4] ms, and announces it offline with reason ARGV[5]
+-- ("stopped" when not given).
 -- KEYS: lease, station hash, live set.
--- ARGV: holder, channel, station name, keep-offline ms.
+-- ARGV: holder, channel, station name, keep-offline ms[, reason].
 -- Returns 1, or 0 when the caller no longer held the lease.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local reason = ARGV[5] or 'stopped'
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[2], 'live', '0', 'reason', 'stopped', 'grace', '0')
+redis.call('HSET', KEYS[2], 'live', '0', 'reason', reason, 'grace', '0')
 redis.call('HDEL', KEYS[2], 'frame', 'token')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SREM', KEYS[3], ARGV[3])
-redis.call('PUBLISH', ARGV[2], 'Dstopped')
+redis.call('PUBLISH', ARGV[2], 'D' .. reason)
 return 1
