@@ -236,8 +236,7 @@ async fn list_stations_and_http_stations_count_listeners(backend: Backend) {
     assert_eq!(r.json()["stations"][0]["listeners"], 2);
     drop(l2);
     eventually("the listener count falls on disconnect", async || {
-        l1.send(json!({"type":"list_stations"})).await;
-        let list = l1.expect("stations").await;
+        let list = l1.list_stations().await;
         let listeners = &list["stations"][0]["listeners"];
         if listeners == 1 { Ok(()) } else { Err(list) }
     })
@@ -475,8 +474,9 @@ async fn max_stations_bounds_live_and_grace_stations(backend: Backend) {
     {
         let mut gone = Client::connect(&server).await;
         gone.start("three").await;
+        gone.update("three", "a.ogg", 0, true).await;
     }
-    // "three" is in its grace period: still counted.
+    // "three" is in its grace period (it had an update): still counted.
     let mut b = Client::connect(&server).await;
     let e = b
         .expect_error(

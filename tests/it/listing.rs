@@ -182,5 +182,5 @@ async fn a_list_flood_makes_one_listing_at_a_time() {
         "{walked:.1} listings for {answered} requests"
     );
     assert!(answered >= 200, "{answered} requests answered");
-    assert!(acked >= 10, "{acked} updates acknowledged");
+    assert!(acked >= 3, "{acked} updates acknowledged");
 }

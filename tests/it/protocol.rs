@@ -658,6 +658,9 @@ async fn health_and_metrics() {
     l.tune("m").await;
     b.update("m", "t", 0, true).await;
     l.expect("sync").await;
+    // The fan-out counts its pass once it has written to every listener,
+    // which may be just after this one read its frame.
+    server.wait_metric("radio_syncs_sent_total", 1.0).await;
     let r = server.get("/metrics").await;
     assert_eq!(r.status, 200);
     let text = r.text();
