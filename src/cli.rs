@@ -357,7 +357,8 @@ pub struct ServeArgs {
     /// or `library` (all of it). Repeat for several; RADIO_STATIONS takes a
     /// list (commas or newlines). A broadcaster may take it over; it comes
     /// back to its SOURCE when the broadcaster stops. SIGHUP re-reads
-    /// playlists.
+    /// playlists. With --redis every node may name a station: one drives it
+    /// at a time, and another takes over if it dies.
     #[arg(long = "station", env = "RADIO_STATIONS", value_name = "NAME=SOURCE", value_parser = crate::server::onair::spec::parse_list)]
     pub stations: Vec<crate::server::onair::spec::StationList>,
 

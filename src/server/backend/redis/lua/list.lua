@@ -5,7 +5,9 @@
 local out = {}
 local p = ARGV[2]
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', p .. 'lease:' .. name) == 1 then
+  -- A server-run station between two players has no lease, only its mark.
+  if redis.call('EXISTS', p .. 'lease:' .. name) == 1
+      or redis.call('EXISTS', p .. 'auto:' .. name) == 1 then
     local n = 0
     local counts = redis.call('HGETALL', p .. 'listeners:' .. name)
     for i = 1, #counts, 2 do
