@@ -574,6 +574,19 @@ pub(crate) struct LoadtestArgs {
     )]
     pub station_prefix: String,
 
+    /// Play no broadcaster: tune the listeners to these stations, which
+    /// already play (a server-run station, `radio serve --station`), and
+    /// measure the states the server publishes. Repeat, or list them: a,b.
+    #[arg(
+        long = "listen-only",
+        env = "RADIO_LOADTEST_LISTEN_ONLY",
+        value_name = "STATION",
+        value_delimiter = ',',
+        value_parser = parse_station,
+        conflicts_with_all = ["stations", "update_interval", "heartbeat_interval", "station_prefix", "key"]
+    )]
+    pub listen_only: Vec<String>,
+
     /// Broadcast key, when the server requires one.
     #[arg(
         long,
