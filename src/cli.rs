@@ -375,7 +375,8 @@ pub struct ServeArgs {
     /// or `library` (all of it). Repeat for several; RADIO_STATIONS takes a
     /// list (commas or newlines). A broadcaster may take it over; it comes
     /// back to its SOURCE when the broadcaster stops. SIGHUP re-reads
-    /// playlists.
+    /// playlists. With --redis every node may name a station: one drives it
+    /// at a time, and another takes over if it dies.
     #[arg(long = "station", env = "RADIO_STATIONS", value_name = "NAME=SOURCE", value_parser = crate::server::onair::spec::parse_list)]
     pub stations: Vec<crate::server::onair::spec::StationList>,
 
@@ -590,6 +591,19 @@ pub(crate) struct LoadtestArgs {
         default_value = "loadtest"
     )]
     pub station_prefix: String,
+
+    /// Play no broadcaster: tune the listeners to these stations, which
+    /// already play (a server-run station, `radio serve --station`), and
+    /// measure the states the server publishes. Repeat, or list them: a,b.
+    #[arg(
+        long = "listen-only",
+        env = "RADIO_LOADTEST_LISTEN_ONLY",
+        value_name = "STATION",
+        value_delimiter = ',',
+        value_parser = parse_station,
+        conflicts_with_all = ["stations", "update_interval", "heartbeat_interval", "station_prefix", "key"]
+    )]
+    pub listen_only: Vec<String>,
 
     /// Broadcast key, when the server requires one.
     #[arg(

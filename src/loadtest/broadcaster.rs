@@ -58,6 +58,22 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    /// A handle over `task`, which reports as a broadcaster does (also the
+    /// observer of a station the generator only listens to).
+    pub(crate) fn new(
+        start: oneshot::Sender<Instant>,
+        done: oneshot::Receiver<Outcome>,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Handle {
+        Handle {
+            start: Some(start),
+            done: Some(done),
+            stop: Some(stop),
+            task,
+        }
+    }
+
     /// Starts the run phase now.
     pub(crate) fn start(&mut self, at: Instant) {
         if let Some(tx) = self.start.take() {
@@ -142,12 +158,7 @@ pub(crate) async fn connect(
     let (done_tx, done_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(b.run(schedule, start_rx, done_tx, stop_rx));
-    Ok(Handle {
-        start: Some(start_tx),
-        done: Some(done_rx),
-        stop: Some(stop_tx),
-        task,
-    })
+    Ok(Handle::new(start_tx, done_rx, stop_tx, task))
 }
 
 struct Broadcaster {

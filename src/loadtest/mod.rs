@@ -16,11 +16,16 @@
 //!    HDR histograms as `(value, count)` pairs, which the parent merges
 //!    ([`stats`]) into one report ([`report`]).
 //!
+//! With `--listen-only` it plays no broadcaster: the listeners tune to
+//! stations that already play (a server-run station), and one observer per
+//! station ([`observer`]) counts what the server publishes during the run.
+//!
 //! Numbers are only as honest as the generator is idle, so it also measures
 //! its own CPU and warns when it used most of the machine.
 
 pub(crate) mod broadcaster;
 mod fleet;
+mod observer;
 mod phases;
 pub(crate) mod plan;
 pub(crate) mod progress;

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Interval};
 
 use super::broadcaster::{self, Outcome};
 use super::fleet::Fleet;
+use super::observer;
 use super::plan::{self, ParentCmd, Progress, WorkerPlan, WorkerReport};
 use super::progress::Ui;
 use super::report::{self, Generator, Parameters, ParentFigures, ProcSample, ServerCost};
@@ -83,7 +84,7 @@ impl RunPlan {
         Parameters {
             urls: self.urls.clone(),
             listeners: args.listeners,
-            stations: args.stations,
+            stations: self.station_names.len(),
             duration_s: args.duration.as_secs_f64(),
             update_interval_ms: millis(args.update_interval),
             heartbeat_interval_ms: args.heartbeat_interval.map(millis),
@@ -94,6 +95,7 @@ impl RunPlan {
             max_p99_ms: args.max_p99.map(|d| d.as_secs_f64() * 1000.0),
             min_delivery_pct: args.min_delivery,
             station_names: self.station_names.iter().map(ToString::to_string).collect(),
+            listen_only: !args.listen_only.is_empty(),
             started_at_unix_ms: self.started_at_unix_ms,
         }
     }
@@ -101,10 +103,15 @@ impl RunPlan {
     /// The first line of the run's output.
     fn headline(&self, args: &LoadtestArgs) -> String {
         format!(
-            "radio loadtest {}: {} listeners, {} stations, {} node(s), {} worker(s), {} source address(es)",
+            "radio loadtest {}: {} listeners, {} stations{}, {} node(s), {} worker(s), {} source address(es)",
             self.run_id,
             args.listeners,
-            args.stations,
+            self.station_names.len(),
+            if args.listen_only.is_empty() {
+                ""
+            } else {
+                " (listening only)"
+            },
             self.urls.len(),
             self.workers,
             self.source_addrs.len().max(1),
@@ -112,8 +119,17 @@ impl RunPlan {
     }
 
     /// One broadcaster per station, each having claimed its station and sent
-    /// a first update.
+    /// a first update; with `--listen-only`, one observer per station,
+    /// tuned in.
     async fn broadcasters(&self, args: &LoadtestArgs) -> anyhow::Result<Vec<broadcaster::Handle>> {
+        if !args.listen_only.is_empty() {
+            let tunes = self.station_names.iter().enumerate().map(|(s, name)| {
+                observer::connect(&self.urls[s % self.urls.len()], name.clone(), args.duration)
+            });
+            return futures_util::future::try_join_all(tunes)
+                .await
+                .context("cannot listen to the stations");
+        }
         let schedule = broadcaster::Schedule {
             duration: args.duration,
             update_interval: args.update_interval,
@@ -146,7 +162,10 @@ impl RunPlan {
                 count,
                 connect_rate: f64::from(args.connect_rate) / self.workers as f64,
                 source_addrs: self.source_addrs.clone(),
-                epoch_server_ms: self.started_at_unix_ms,
+                epoch_server_ms: args
+                    .listen_only
+                    .is_empty()
+                    .then_some(self.started_at_unix_ms),
                 handshake_timeout_ms: millis(HANDSHAKE_TIMEOUT),
             })
             .collect()
@@ -214,8 +233,18 @@ fn check_server_pids(pids: &[u32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The stations of this run: `--station-prefix`, the run's id, a number.
+/// The stations of this run: `--listen-only`'s, or `--station-prefix`, the
+/// run's id, a number.
 fn station_names(args: &LoadtestArgs, run_id: &str) -> anyhow::Result<Vec<StationName>> {
+    if !args.listen_only.is_empty() {
+        return args
+            .listen_only
+            .iter()
+            .map(|s| {
+                StationName::new(s).map_err(|why| anyhow::anyhow!("--listen-only {s:?}: {why}"))
+            })
+            .collect();
+    }
     (0..args.stations)
         .map(|s| {
             let name = format!("{}-{run_id}-{s}", args.station_prefix);

@@ -46,8 +46,8 @@ pub(crate) struct WorkerPlan {
     /// Local addresses to bind client sockets to; empty to let the OS pick.
     pub source_addrs: Vec<IpAddr>,
     /// The broadcasters' timeline: a station's true position at server time
-    /// `t` is `t - epoch_server_ms`.
-    pub epoch_server_ms: i64,
+    /// `t` is `t - epoch_server_ms`; `None` when the generator only listens.
+    pub epoch_server_ms: Option<i64>,
     /// Time one listener has for TCP connect, upgrade and `welcome`.
     pub handshake_timeout_ms: u64,
 }

@@ -75,6 +75,9 @@ pub(crate) struct Parameters {
     pub max_p99_ms: Option<f64>,
     pub min_delivery_pct: Option<f64>,
     pub station_names: Vec<String>,
+    /// `--listen-only`: no broadcaster; the states counted are those the
+    /// server published during the run.
+    pub listen_only: bool,
     pub started_at_unix_ms: i64,
 }
 
@@ -475,9 +478,14 @@ fn human_delivery(s: &mut String, r: &Report) {
     let d = &r.delivery;
     let _ = writeln!(
         s,
-        "delivery    {} updates + {} heartbeats sent; {} of {} syncs received, {} skipped, {} seq regressions; final state {}",
+        "delivery    {} updates + {} heartbeats {}; {} of {} syncs received, {} skipped, {} seq regressions; final state {}",
         d.updates_sent,
         d.heartbeats_sent,
+        if r.parameters.listen_only {
+            "published"
+        } else {
+            "sent"
+        },
         d.syncs_received,
         d.expected,
         d.skipped,

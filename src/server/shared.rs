@@ -68,7 +68,7 @@ impl Shared {
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        onair::check(&config.stations, &config.backend)?;
+        onair::check(&config.stations)?;
         let keys = Arc::new(Keys::load(config.conn.keys.clone())?);
         let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
         let metrics = Arc::new(Metrics::new());

@@ -149,3 +149,88 @@ fn bad_flags_are_explained() {
         text(&out)
     );
 }
+
+/// `--listen-only`: no broadcaster; the listeners tune to a station the
+/// server runs and measure its own track changes, one state per track.
+#[test]
+fn listeners_of_a_server_run_station_measure_its_track_changes() {
+    let media = crate::onair::library(&[("1.wav", 500), ("2.wav", 500)]);
+    let mut server = Server::spawn_process(&[
+        "--max-connections-per-ip",
+        "0",
+        "--media",
+        media.arg(),
+        "--station",
+        "auto=library",
+    ]);
+    let dir = TempDir::new("loadtest-onair");
+    let json = dir.path().join("report.json");
+    let pid = server.pid().to_string();
+    let out = loadtest(
+        &server,
+        &[
+            "--listen-only",
+            "auto",
+            "--listeners",
+            "300",
+            "--workers",
+            "1",
+            "--duration",
+            "3s",
+            "--server-pid",
+            &pid,
+            "--min-delivery",
+            "100",
+            "--json",
+            json.to_str().expect("utf-8 temp path"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report is written"))
+            .expect("the report is JSON");
+    assert_eq!(report["parameters"]["listen_only"], true, "{report:#}");
+    assert_eq!(
+        report["parameters"]["station_names"],
+        serde_json::json!(["auto"])
+    );
+    assert_eq!(report["listeners"]["connected"], 300, "{report:#}");
+    assert_eq!(report["final_state_delivery_pct"], 100.0, "{report:#}");
+    assert_eq!(report["seq_regressions"], 0, "{report:#}");
+    // One state a track: about six in three seconds, all of them owed to
+    // every listener, and received.
+    let states = report["delivery"]["updates_sent"].as_u64().unwrap();
+    assert!((4..=8).contains(&states), "{report:#}");
+    assert_eq!(report["delivery"]["expected"], states * 300, "{report:#}");
+    let received = report["delivery"]["syncs_received"].as_u64().unwrap();
+    assert!(received >= states * 300, "{report:#}");
+    assert!(report["fanout_ms"]["count"].as_u64().unwrap() >= states * 300);
+    // No timeline is known of a station the generator does not play.
+    assert!(report["sync_error_ms"]["p99"].is_null(), "{report:#}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(listening only)"), "{stdout}");
+    assert!(stdout.contains("heartbeats published"), "{stdout}");
+
+    // A station that does not play is refused, saying what to do; a
+    // broadcaster's flags do not go with --listen-only.
+    let out = loadtest(&server, &["--listen-only", "nobody", "--listeners", "10"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the station is not live"),
+        "{}",
+        text(&out)
+    );
+    let out = loadtest(
+        &server,
+        &[
+            "--listen-only",
+            "auto",
+            "--listeners",
+            "10",
+            "--stations",
+            "2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("cannot be used with"), "{}", text(&out));
+}

@@ -26,6 +26,7 @@ mod metadata;
 mod metrics;
 mod mpv;
 mod onair;
+mod onair_cluster;
 mod operate;
 mod protocol;
 mod scan;

@@ -26,7 +26,7 @@ fn wav(ms: u32, title: &str) -> Vec<u8> {
 }
 
 /// A library of `(file, ms)` tracks, titled after their file.
-fn library(tracks: &[(&str, u32)]) -> TempDir {
+pub(crate) fn library(tracks: &[(&str, u32)]) -> TempDir {
     let dir = TempDir::new("onair");
     for (id, ms) in tracks {
         dir.write(id, wav(*ms, &title_of(id)));
@@ -52,7 +52,7 @@ fn server(media: &TempDir, stations: &[&str], edit: impl FnOnce(&mut ServerConfi
 }
 
 /// The station's history: its plays, newest first.
-async fn history(server: &Server, station: &str) -> Vec<Value> {
+pub(crate) async fn history(server: &Server, station: &str) -> Vec<Value> {
     let r = server
         .get(&format!("/api/stations/{station}/history"))
         .await;
@@ -71,7 +71,7 @@ async fn plays(server: &Server, station: &str, n: usize) -> Vec<Value> {
     .await
 }
 
-fn ms(v: &Value) -> i64 {
+pub(crate) fn ms(v: &Value) -> i64 {
     v.as_i64().unwrap_or_else(|| panic!("a number: {v}"))
 }
 
@@ -410,15 +410,6 @@ fn a_source_with_nothing_to_play_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{station}: {err}");
         assert!(err.contains(says), "{station}: {err}");
     }
-    // Cluster mode cannot run one yet, and says so before connecting.
-    let out = Command::new(radio_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--station", "x=library"])
-        .args(["--redis", "redis://127.0.0.1:1"])
-        .output()
-        .expect("run radio serve");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("not supported yet in cluster mode"), "{err}");
 }
 
 /// SIGHUP reads a playlist again; an entry that does not resolve is logged

@@ -174,13 +174,15 @@ impl Ctx {
         let latency = u64::try_from(now - f.server_time_ms.saturating_mul(1000)).unwrap_or(0);
         // The broadcaster's true position at server time t is t - epoch, so
         // the listener's estimate at any moment is off by exactly this much.
-        let error_ms = if f.playing {
-            (i64::try_from(f.position_ms).unwrap_or(i64::MAX)
-                - (f.server_time_ms - self.plan.epoch_server_ms))
-                .unsigned_abs()
-        } else {
-            0
-        };
+        // No timeline is known of a station the generator does not play.
+        let error_ms = self.plan.epoch_server_ms.map(|epoch| {
+            if f.playing {
+                (i64::try_from(f.position_ms).unwrap_or(i64::MAX) - (f.server_time_ms - epoch))
+                    .unsigned_abs()
+            } else {
+                0
+            }
+        });
         let prev = self.last_seq[local].load(Ordering::Relaxed);
         if f.seq > prev {
             self.last_seq[local].store(f.seq, Ordering::Relaxed);
@@ -190,7 +192,9 @@ impl Ctx {
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
         let mut s = self.shard(local);
-        s.accuracy_ms.record(error_ms);
+        if let Some(error_ms) = error_ms {
+            s.accuracy_ms.record(error_ms);
+        }
         if fanout {
             s.fanout_us.record(latency);
             let e = s.updates.entry((station, f.seq)).or_insert((0, 0));

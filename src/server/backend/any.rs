@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Backend, OwnedStation, local, redis};
+use super::{Backend, Handed, OwnedStation, local, redis};
 use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::history::Played;
 use crate::server::metrics::{Link, Metrics};
@@ -205,6 +205,13 @@ impl OwnedStation for AnyOwned {
         match self {
             AnyOwned::Local(o) => o.returned().await,
             AnyOwned::Redis(o) => o.returned().await,
+        }
+    }
+
+    fn handed(&mut self) -> Option<Handed> {
+        match self {
+            AnyOwned::Local(o) => o.handed(),
+            AnyOwned::Redis(o) => o.handed(),
         }
     }
 }

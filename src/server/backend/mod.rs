@@ -139,6 +139,28 @@ pub(crate) trait OwnedStation: Send {
     /// ([`Backend::claim_auto`]) is ever taken over and given back, so a
     /// broadcaster's never resolves.
     fn returned(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// The server's own hold, once the station has come to it from
+    /// another node's player or from a broadcaster there (cluster mode):
+    /// where the station was left, taken once. `None` when this hold's
+    /// own player knows already (a single node), or the station starts
+    /// afresh.
+    fn handed(&mut self) -> Option<Handed> {
+        None
+    }
+}
+
+/// Where a server-run station was left when another node hands it to
+/// this node's player ([`OwnedStation::handed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Handed {
+    /// The server's player on another node stopped (its node died or
+    /// left) while this state played: go on with it, at the place its
+    /// timeline has reached.
+    Playing(SyncState),
+    /// A broadcaster gave the station back: play the entry after this
+    /// track, the last the server's player started.
+    After(String),
 }
 
 /// Builds one `stations` entry from a station's newest state at `now`.

@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::rotation::Rotation;
 use super::source::{Item, Source};
-use crate::protocol::StationName;
-use crate::server::backend::OwnedStation;
+use crate::protocol::{self, StationName};
 use crate::server::backend::any::AnyOwned;
+use crate::server::backend::{Handed, OwnedStation};
 use crate::server::media::Library;
 use crate::server::refusal::Refusal;
 use crate::server::station::Playback;
@@ -69,6 +69,7 @@ impl Driver {
         // Whether it had nothing to play when it last looked (said once).
         let mut idle = false;
         loop {
+            self.resume(&mut pending, &mut start);
             let Some(item) = pending.take().or_else(|| self.pick()) else {
                 if !idle {
                     tracing::warn!(station = %self.name, "nothing to play; looking again every {IDLE_RETRY:?} and on SIGHUP");
@@ -111,6 +112,54 @@ impl Driver {
                         Woke::Due | Woke::Returned => start = Instant::now(),
                         Woke::Shutdown => return,
                     }
+                }
+            }
+        }
+    }
+
+    /// When the station has just come to this node's player from
+    /// elsewhere in a cluster, takes it up where it was left: the track the
+    /// server's player on another node was playing, at the place its
+    /// timeline has reached (or, when it has ended, the next entry at the
+    /// place that one has reached), or, after a broadcaster, the entry
+    /// after the server's last track. `pending` and `start` become that.
+    fn resume(&mut self, pending: &mut Option<Item>, start: &mut Instant) {
+        match self.hold.handed() {
+            None => {}
+            Some(Handed::After(track)) => {
+                self.rotation.follow(&track);
+                *pending = None;
+                *start = Instant::now();
+            }
+            Some(Handed::Playing(sync)) => {
+                self.rotation.follow(&sync.track);
+                let began = sync
+                    .server_time_ms
+                    .saturating_sub(i64::try_from(sync.position_ms).unwrap_or(i64::MAX));
+                let now = Instant::now();
+                let ago = protocol::now_ms().saturating_sub(began);
+                let offset = Duration::from_millis(ago.unsigned_abs());
+                let began = if ago >= 0 {
+                    now.checked_sub(offset).unwrap_or(now)
+                } else {
+                    now + offset
+                };
+                *pending = None;
+                *start = now;
+                let Some(duration_ms) = sync.duration_ms.filter(|_| sync.playing) else {
+                    return;
+                };
+                let end = began + Duration::from_millis(duration_ms);
+                if end > now {
+                    tracing::info!(station = %self.name, track = %sync.track, "going on with the track another node was playing");
+                    *pending = Some(Item {
+                        id: sync.track,
+                        duration_ms,
+                    });
+                    *start = began;
+                } else {
+                    // It ended meanwhile: the next entry started then.
+                    *start = end;
                 }
             }
         }

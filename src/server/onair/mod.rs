@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::errors::Usage;
 use crate::server::backend::Backend as _;
-use crate::server::backend::any::{AnyBackend, BackendConfig};
+use crate::server::backend::any::AnyBackend;
 use crate::server::media::Library;
 pub use spec::StationSpec;
 
@@ -35,21 +35,10 @@ pub use spec::StationSpec;
 /// connections count up from 1, so the two never meet.
 const FIRST_HOLD_ID: u64 = u64::MAX;
 
-/// Refuses what cannot run before anything starts: a station named twice,
-/// or server-run stations in cluster mode, which would need one node to
-/// drive each through a lease of its own (not built yet).
-pub(crate) fn check(stations: &[StationSpec], backend: &BackendConfig) -> Result<(), Usage> {
-    if stations.is_empty() {
-        return Ok(());
-    }
-    if matches!(backend, BackendConfig::Redis(_)) {
-        return Err(Usage(
-            "--station is not supported yet in cluster mode (--redis): a server-run station \
-             needs one node to drive it; run it on a server without --redis, or broadcast it \
-             with `radio broadcast --playlist`"
-                .to_owned(),
-        ));
-    }
+/// Refuses what cannot run before anything starts: a station named twice.
+/// In cluster mode every node may name a station: its nodes take turns
+/// through the station's lease (`backend::redis::auto`).
+pub(crate) fn check(stations: &[StationSpec]) -> Result<(), Usage> {
     let mut seen = HashSet::new();
     for s in stations {
         if !seen.insert(&s.name) {

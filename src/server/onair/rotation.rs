@@ -51,6 +51,14 @@ impl Rotation {
         self.resume_after = self.last.clone();
     }
 
+    /// Goes on after `id`, which another player of the station played
+    /// last: the next track comes from a new pass, after `id` in order, or
+    /// (shuffled) not `id` first.
+    pub(crate) fn follow(&mut self, id: &str) {
+        self.last = Some(id.to_owned());
+        self.restart();
+    }
+
     fn start_pass(&mut self, mut order: Vec<Item>) {
         self.at = 0;
         let after = self.resume_after.take();
@@ -107,6 +115,23 @@ mod tests {
         r.restart();
         assert_eq!(take(&mut r, 2, &["p", "q"]), ["p", "q"]);
         assert!(r.next(Vec::new).is_none());
+    }
+
+    #[test]
+    fn it_goes_on_after_a_track_another_player_played() {
+        let ids = ["a", "b", "c"];
+        let mut r = Rotation::new(false, fastrand::Rng::with_seed(1));
+        assert_eq!(take(&mut r, 1, &ids), ["a"]);
+        r.follow("b");
+        assert_eq!(take(&mut r, 4, &ids), ["c", "a", "b", "c"]);
+        // A track the source does not have: from the top.
+        r.follow("elsewhere.ogg");
+        assert_eq!(take(&mut r, 1, &ids), ["a"]);
+        for seed in 0..50 {
+            let mut r = Rotation::new(true, fastrand::Rng::with_seed(seed));
+            r.follow("a");
+            assert_ne!(take(&mut r, 1, &["a", "b"]), ["a"], "seed {seed}");
+        }
     }
 
     /// Over many passes of many seeds: each pass plays every track once,

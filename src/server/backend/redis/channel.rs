@@ -9,12 +9,14 @@
 //! |---|---|
 //! | `S` frame | a new state (an encoded `sync` frame) |
 //! | `L` | the station went live, with no state yet |
+//! | `H` by | a server-run station passed to another player (`live`, `auto`), or went live with it |
 //! | `D` reason | the station went offline (`stopped`, `disconnected`, `timeout`) |
 //! | `Z1` frame | snapshot: live, with this state (empty: none yet) |
+//! | `Z2` frame | snapshot: live, played by the server, with this state |
 //! | `Z0` reason | snapshot: offline |
 //! | `Z?` | snapshot: Redis does not know the station |
 
-use crate::protocol::OfflineReason;
+use crate::protocol::{OfflineReason, OnlineReason};
 
 /// One message of a station's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,9 @@ pub(crate) enum ChannelMsg<'a> {
     State(&'a str),
     /// `L`: live, no state yet.
     Live,
+    /// `H`: played by another player from now on (a broadcaster took a
+    /// server-run station over, or the server took it back).
+    HandOver(OnlineReason),
     /// `D`: offline.
     Offline(OfflineReason),
     /// `Z`: the station as Redis has it, asked for by a node that subscribed
@@ -33,8 +38,9 @@ pub(crate) enum ChannelMsg<'a> {
 /// The station in a `Z` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Snapshot<'a> {
-    /// `Z1`: live, with its newest frame if it has one.
-    Live(Option<&'a str>),
+    /// `Z1` (or `Z2`, played by the server): live, with its newest frame
+    /// if it has one.
+    Live(Option<&'a str>, OnlineReason),
     /// `Z0`: offline, and why.
     Offline(OfflineReason),
     /// `Z?`: unknown to Redis (it lost its data, or the station expired).
@@ -59,16 +65,32 @@ impl<'a> ChannelMsg<'a> {
         Ok(match kind {
             b'S' => ChannelMsg::State(std::str::from_utf8(rest).map_err(|_| ParseError::NotUtf8)?),
             b'L' => ChannelMsg::Live,
+            b'H' => ChannelMsg::HandOver(player(rest)),
             b'D' => ChannelMsg::Offline(reason(rest)),
             b'Z' => ChannelMsg::Snapshot(match rest.split_first() {
-                Some((b'1', frame)) => {
-                    Snapshot::Live(std::str::from_utf8(frame).ok().filter(|f| !f.is_empty()))
-                }
+                Some((kind @ (b'1' | b'2'), frame)) => Snapshot::Live(
+                    std::str::from_utf8(frame).ok().filter(|f| !f.is_empty()),
+                    if *kind == b'2' {
+                        OnlineReason::Auto
+                    } else {
+                        OnlineReason::Live
+                    },
+                ),
                 Some((b'0', why)) => Snapshot::Offline(reason(why)),
                 _ => Snapshot::Unknown,
             }),
             other => return Err(ParseError::UnknownKind(char::from(other))),
         })
+    }
+}
+
+/// Who plays, as the scripts write it: anything but `auto` is a
+/// broadcaster.
+fn player(s: &[u8]) -> OnlineReason {
+    if s == b"auto" {
+        OnlineReason::Auto
+    } else {
+        OnlineReason::Live
     }
 }
 
@@ -108,11 +130,32 @@ mod tests {
         );
         assert_eq!(
             ChannelMsg::parse(format!("Z1{frame}").as_bytes()),
-            Ok(ChannelMsg::Snapshot(Snapshot::Live(Some(frame))))
+            Ok(ChannelMsg::Snapshot(Snapshot::Live(
+                Some(frame),
+                OnlineReason::Live
+            )))
+        );
+        assert_eq!(
+            ChannelMsg::parse(format!("Z2{frame}").as_bytes()),
+            Ok(ChannelMsg::Snapshot(Snapshot::Live(
+                Some(frame),
+                OnlineReason::Auto
+            )))
         );
         assert_eq!(
             ChannelMsg::parse(b"Z1"),
-            Ok(ChannelMsg::Snapshot(Snapshot::Live(None)))
+            Ok(ChannelMsg::Snapshot(Snapshot::Live(
+                None,
+                OnlineReason::Live
+            )))
+        );
+        assert_eq!(
+            ChannelMsg::parse(b"Hauto"),
+            Ok(ChannelMsg::HandOver(OnlineReason::Auto))
+        );
+        assert_eq!(
+            ChannelMsg::parse(b"Hlive"),
+            Ok(ChannelMsg::HandOver(OnlineReason::Live))
         );
         assert_eq!(
             ChannelMsg::parse(b"Z0stopped"),
@@ -134,7 +177,10 @@ mod tests {
         // A snapshot frame that is not UTF-8 is a live station with no state.
         assert_eq!(
             ChannelMsg::parse(b"Z1\xff"),
-            Ok(ChannelMsg::Snapshot(Snapshot::Live(None)))
+            Ok(ChannelMsg::Snapshot(Snapshot::Live(
+                None,
+                OnlineReason::Live
+            )))
         );
     }
 }

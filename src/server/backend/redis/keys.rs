@@ -15,7 +15,15 @@ pub(crate) fn lease(name: &str) -> String {
     format!("{PREFIX}lease:{name}")
 }
 
-/// A station's hash: `live`, `grace`, `token`, `seq`, `frame`, `reason`.
+/// Set while some node runs the station itself (`radio serve --station`):
+/// each such node refreshes it, so a station whose lease is gone stays
+/// live for them to take ([`super::auto`]).
+pub(crate) fn auto(name: &str) -> String {
+    format!("{PREFIX}auto:{name}")
+}
+
+/// A station's hash: `live`, `grace`, `token`, `seq`, `frame`, `reason`,
+/// and on a server-run station `by` and `auto_frame`.
 pub fn station(name: &str) -> String {
     format!("{PREFIX}station:{name}")
 }

@@ -35,11 +35,13 @@
 //!   the `Redis` arms of [`crate::server::backend::any::AnyBackend`].
 //!
 //! The files: [`node`] (what this node's parts share, and the bounded Redis
-//! call), [`owned`] (a broadcaster's hold), [`subscriber`] (the task that
-//! owns the pub/sub link), [`listing`] (the live stations, read in
-//! batches), [`channel`] (the channel messages), [`keys`] and
+//! call), [`owned`] (a broadcaster's hold), [`auto`] (the server's own
+//! player on a station it runs, one node at a time), [`subscriber`] (the
+//! task that owns the pub/sub link), [`listing`] (the live stations, read
+//! in batches), [`channel`] (the channel messages), [`keys`] and
 //! [`scripts`] (`lua/`, one file per script).
 
+pub(crate) mod auto;
 pub(crate) mod channel;
 pub(crate) mod keys;
 pub(crate) mod listing;
@@ -198,6 +200,7 @@ impl Backend for Redis {
                     .key(keys::lease(name.as_str()))
                     .key(keys::station(name.as_str()))
                     .key(LIVE_SET)
+                    .key(keys::auto(name.as_str()))
                     .arg(&holder)
                     .arg(resume_token.unwrap_or(""))
                     .arg(&new_token)
@@ -245,14 +248,12 @@ impl Backend for Redis {
         listing::list(&self.0).await
     }
 
-    /// Server-run stations need one node to drive each, through a lease of
-    /// its own that another node takes over when it dies (docs/cluster.md);
-    /// until that exists, `radio serve` refuses `--station` with `--redis`
-    /// at start, so this is never reached.
-    async fn claim_auto(&self, _conn: u64, _name: &StationName) -> Result<RedisOwned, Refusal> {
-        Err(Refusal::Unavailable(
-            "server-run stations are not supported in cluster mode yet",
-        ))
+    /// Seats this node's player on a station it runs: the nodes that name
+    /// the station contend for its lease, and the one holding it drives
+    /// the station ([`auto`]).
+    async fn claim_auto(&self, conn: u64, name: &StationName) -> Result<RedisOwned, Refusal> {
+        let (hold, seat) = auto::claim(&self.0, conn, name);
+        Ok(RedisOwned::seated(self.0.clone(), hold, seat))
     }
 
     /// The plays every node pushed for the station, from Redis, so every

@@ -8,20 +8,24 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::auto::{self, Seated};
 use super::keys::{self, KEEP_OFFLINE_MS, LIVE_SET, millis};
 use super::node::{Hold, HoldState, Node, lock, unavailable};
 use crate::protocol::{self, OnlineReason, StationName, SyncCause, SyncState};
-use crate::server::backend::OwnedStation;
+use crate::server::backend::{Handed, OwnedStation};
 use crate::server::history::{self, Played};
 use crate::server::refusal::Refusal;
 use crate::server::station::{Playback, State};
 
-/// A broadcaster's hold on a cluster station.
+/// A broadcaster's hold on a cluster station, or the server's own player
+/// on a station it runs ([`super::auto`]).
 pub(crate) struct RedisOwned {
     hold: Arc<Hold>,
     node: Arc<Node>,
     /// Stopped or lost: nothing to release on drop.
     released: bool,
+    /// The server's own player: its seat on the station.
+    seat: Option<Seated>,
 }
 
 impl RedisOwned {
@@ -34,6 +38,18 @@ impl RedisOwned {
             hold,
             node,
             released: false,
+            seat: None,
+        }
+    }
+
+    /// The server's own player on a station; counted as a station of this
+    /// node while it drives it.
+    pub(super) fn seated(node: Arc<Node>, hold: Arc<Hold>, seat: Seated) -> Self {
+        Self {
+            hold,
+            node,
+            released: false,
+            seat: Some(seat),
         }
     }
 
@@ -62,12 +78,22 @@ impl RedisOwned {
     /// lease, store it and publish it, all in one script.
     async fn publish(&mut self, playback: Playback, cause: SyncCause) -> Result<u64, Refusal> {
         let hold = self.hold.clone();
+        // The server's player publishes only while it holds the lease.
+        let by = match &mut self.seat {
+            Some(seat) => {
+                if !seat.may_publish() {
+                    return Err(Refusal::TakenOver(hold.name.clone()));
+                }
+                OnlineReason::Auto
+            }
+            None => OnlineReason::Live,
+        };
         let (mut seq, mut sync, play) = {
             let st = lock(&hold.state);
             let seq = st.seq + 1;
             let sync = playback.stamp(hold.name.clone(), seq, cause);
             let play = (cause == SyncCause::Update && history::starts_play(st.last_sync(), &sync))
-                .then(|| protocol::encode(&Played::of(&sync, OnlineReason::Live)));
+                .then(|| protocol::encode(&Played::of(&sync, by)));
             (seq, sync, play)
         };
         let play = play.as_ref().map_or("", |p| p.as_str());
@@ -95,7 +121,11 @@ impl RedisOwned {
                 )
                 .await?;
             if outcome == -1 {
-                self.lost();
+                // The server's player keeps its seat: its task sees the
+                // lease gone and waits for the station to come back.
+                if self.seat.is_none() {
+                    self.lost();
+                }
                 return Err(Refusal::TakenOver(hold.name.clone()));
             }
             if outcome == 1 {
@@ -149,6 +179,11 @@ impl OwnedStation for RedisOwned {
     }
 
     async fn stop(&mut self) -> Result<(), Refusal> {
+        if let Some(seat) = self.seat.take() {
+            auto::unseat(&self.node, &self.hold, &seat);
+            self.released = true;
+            return Ok(());
+        }
         let name = self.hold.name.as_str();
         let stopped: i64 = self
             .node
@@ -159,6 +194,7 @@ impl OwnedStation for RedisOwned {
                     .key(keys::lease(name))
                     .key(keys::station(name))
                     .key(LIVE_SET)
+                    .key(keys::auto(name))
                     .arg(&self.hold.holder)
                     .arg(keys::channel(name))
                     .arg(name)
@@ -179,9 +215,17 @@ impl OwnedStation for RedisOwned {
         Ok(())
     }
 
-    /// A broadcaster's hold is never given a station back.
+    /// A broadcaster's hold is never given a station back; the server's
+    /// player is, each time it takes the station.
     async fn returned(&mut self) {
-        std::future::pending().await
+        match &mut self.seat {
+            Some(seat) => seat.returned().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn handed(&mut self) -> Option<Handed> {
+        self.seat.as_mut().and_then(Seated::handed)
     }
 }
 
@@ -189,6 +233,9 @@ impl Drop for RedisOwned {
     fn drop(&mut self) {
         if self.released {
             return;
+        }
+        if let Some(seat) = &self.seat {
+            return auto::unseat(&self.node, &self.hold, seat);
         }
         self.node.forget_hold(&self.hold);
         self.node.metrics.stations.dec();
@@ -243,6 +290,7 @@ async fn release(node: Arc<Node>, hold: Arc<Hold>, grace: Option<Duration>) {
                         .key(keys::lease(name))
                         .key(keys::station(name))
                         .key(LIVE_SET)
+                        .key(keys::auto(name))
                         .arg(&hold.holder)
                         .arg(keys::channel(name))
                         .arg(name)

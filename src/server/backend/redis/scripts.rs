@@ -28,6 +28,11 @@ pub(crate) struct Scripts {
     pub list: Script,
     /// Takes abandoned stations offline, whoever listens (cluster hygiene).
     pub sweep: Script,
+    /// A server-run station's player on one node: keeps the station's
+    /// mark, renews its lease or takes the station when it is free.
+    pub claim_auto: Script,
+    /// A node's server-run station player leaves.
+    pub unseat: Script,
 }
 
 impl Scripts {
@@ -43,6 +48,8 @@ impl Scripts {
             reassert: Script::new(include_str!("lua/reassert.lua")),
             list: Script::new(include_str!("lua/list.lua")),
             sweep: Script::new(include_str!("lua/sweep.lua")),
+            claim_auto: Script::new(include_str!("lua/claim_auto.lua")),
+            unseat: Script::new(include_str!("lua/unseat.lua")),
         }
     }
 }

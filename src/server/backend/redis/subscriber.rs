@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::channel::{ChannelMsg, Snapshot};
 use super::keys::{self, KEEP_OFFLINE_MS, LIVE_SET, millis};
 use super::node::{BusCmd, Hold, Node, OP_TIMEOUT, lock};
-use crate::protocol::{OfflineReason, StationName};
+use crate::protocol::{OfflineReason, OnlineReason, StationName};
 use crate::server::station::{State, Station, View};
 
 /// Stations of the live set one sweep script looks at.
@@ -547,26 +547,50 @@ impl Bus {
 
 /// The view a channel message makes of `cur`, or `None` when it changes
 /// nothing a listener would see. A cell never goes back to an older `seq`.
+/// Who plays (`by`) stays until a hand-over or a snapshot says otherwise;
+/// each change of player while live moves the turn on, so listeners are
+/// told of it.
 fn next_view(cur: &View, msg: ChannelMsg<'_>) -> Option<View> {
     let newer = |s: &State| cur.state.as_ref().is_none_or(|c| s.sync.seq > c.sync.seq);
     let was_on = cur.live || cur.state.is_some();
+    // Live with `state`, played by `by`.
+    let live = |state: Option<State>, by: OnlineReason| View {
+        by,
+        turn: if cur.live && cur.by != by {
+            cur.turn.wrapping_add(1)
+        } else {
+            cur.turn
+        },
+        ..View::live(state)
+    };
     match msg {
         ChannelMsg::State(frame) => State::from_frame(frame)
             .filter(|s| newer(s))
-            .map(|s| View::live(Some(s))),
-        ChannelMsg::Live => (!cur.live).then(|| View::live(None)),
-        ChannelMsg::Offline(reason) => was_on.then(|| View::offline(reason)),
-        ChannelMsg::Snapshot(Snapshot::Live(frame)) => {
+            .map(|s| live(Some(s), cur.by)),
+        ChannelMsg::Live => (!cur.live).then(|| live(None, OnlineReason::Live)),
+        ChannelMsg::HandOver(by) => {
+            let state = if cur.live { cur.state.clone() } else { None };
+            (!cur.live || cur.by != by).then(|| live(state, by))
+        }
+        ChannelMsg::Offline(reason) => was_on.then(|| View {
+            turn: cur.turn.wrapping_add(1),
+            ..View::offline(reason)
+        }),
+        ChannelMsg::Snapshot(Snapshot::Live(frame, by)) => {
             let state = match frame.and_then(State::from_frame) {
                 Some(s) if newer(&s) => Some(s),
                 _ if cur.live => cur.state.clone(),
                 _ => None,
             };
             let seq = |s: Option<&State>| s.map(|s| s.sync.seq);
-            let changed = !cur.live || seq(state.as_ref()) != seq(cur.state.as_ref());
-            changed.then(|| View::live(state))
+            let changed =
+                !cur.live || cur.by != by || seq(state.as_ref()) != seq(cur.state.as_ref());
+            changed.then(|| live(state, by))
         }
-        ChannelMsg::Snapshot(Snapshot::Offline(reason)) => was_on.then(|| View::offline(reason)),
+        ChannelMsg::Snapshot(Snapshot::Offline(reason)) => was_on.then(|| View {
+            turn: cur.turn.wrapping_add(1),
+            ..View::offline(reason)
+        }),
         ChannelMsg::Snapshot(Snapshot::Unknown) => None,
     }
 }

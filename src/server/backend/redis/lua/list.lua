@@ -11,7 +11,9 @@ local p = ARGV[2]
 local scan = redis.call('SSCAN', KEYS[1], ARGV[3], 'COUNT', ARGV[4])
 local out = {scan[1]}
 for _, name in ipairs(scan[2]) do
-  if redis.call('EXISTS', p .. 'lease:' .. name) == 1 then
+  -- A server-run station between two players has no lease, only its mark.
+  if redis.call('EXISTS', p .. 'lease:' .. name) == 1
+      or redis.call('EXISTS', p .. 'auto:' .. name) == 1 then
     local n = 0
     local counts = redis.call('HGETALL', p .. 'listeners:' .. name)
     for i = 1, #counts, 2 do

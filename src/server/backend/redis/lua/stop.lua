@@ -2,10 +2,18 @@
 -- (no grace period: nothing to resume). Frees the station, keeps its hash
 -- (and seq) for ARGV[4] ms, and announces it offline with reason ARGV[5]
 -- ("stopped" when not given).
--- KEYS: lease, station hash, live set.
+-- A server-run station (its mark is set) stays live instead: the lease is
+-- freed for a node that runs it, which takes it back at its next tick.
+-- KEYS: lease, station hash, live set, the station's server-run mark.
 -- ARGV: holder, channel, station name, keep-offline ms[, reason].
 -- Returns 1, or 0 when the caller no longer held the lease.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'grace', '0')
+  redis.call('HDEL', KEYS[2], 'token')
+  return 1
+end
 local reason = ARGV[5] or 'stopped'
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[2], 'live', '0', 'reason', reason, 'grace', '0')

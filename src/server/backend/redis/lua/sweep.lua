@@ -4,14 +4,16 @@
 -- has listeners of it: the hash keeps its seq for the keep-offline time and
 -- then expires, the name leaves the live set, and the channel hears
 -- broadcaster_offline once. Any node may run it; a station already swept
--- is no longer in the set.
+-- is no longer in the set. A server-run station whose mark is set is
+-- not abandoned: a node that runs it takes it at its next tick.
 -- KEYS: the live set. ARGV: cursor, batch size, keep-offline ms, key prefix.
 -- Returns {next cursor ('0' when the walk is over), stations taken offline}.
 local scan = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local p = ARGV[4]
 local n = 0
 for _, name in ipairs(scan[2]) do
-  if redis.call('EXISTS', p .. 'lease:' .. name) == 0 then
+  if redis.call('EXISTS', p .. 'lease:' .. name) == 0
+      and redis.call('EXISTS', p .. 'auto:' .. name) == 0 then
     local st = p .. 'station:' .. name
     local f = redis.call('HMGET', st, 'live', 'grace')
     redis.call('SREM', KEYS[1], name)
