@@ -99,6 +99,9 @@ pub(crate) struct Scrape {
     pub library_bytes: u64,
     /// Files the last scan left out of the library (they do not play).
     pub library_unplayable: usize,
+    /// Files decoded for their loudness since start, and tracks waiting.
+    pub loudness_measured: u64,
+    pub loudness_pending: usize,
     /// The most reported unplayable tracks, and their reports.
     pub unplayable_tracks: Vec<(String, u64)>,
     /// Cluster mode: whether the link to Redis is up.
@@ -156,6 +159,8 @@ pub(crate) struct Metrics {
     library_tracks: Gauge,
     library_bytes: Gauge,
     library_unplayable: Gauge,
+    loudness_measured: Counter,
+    loudness_pending: Gauge,
     track_reports: Family<Vec<(&'static str, String)>, Gauge>,
     station_listeners: Family<Vec<(&'static str, String)>, Gauge>,
     /// One scrape at a time sets the scraped figures and encodes them.
@@ -285,6 +290,17 @@ impl Metrics {
             "library_unplayable",
             "Files the last scan left out of the library: they do not decode or have no duration",
         );
+        let loudness_measured = metric(
+            r,
+            "library_loudness_measured",
+            "Files decoded to measure their loudness since start (unchanged files are not \
+             decoded again)",
+        );
+        let loudness_pending = metric(
+            r,
+            "library_loudness_pending",
+            "Tracks waiting for their loudness to be measured (they play without gain)",
+        );
         let redis = cluster.then(|| RedisMetrics {
             up: metric(r, "redis_up", "1 while the link to Redis is up, else 0"),
             reconnects: metric(
@@ -318,6 +334,8 @@ impl Metrics {
             library_tracks,
             library_bytes,
             library_unplayable,
+            loudness_measured,
+            loudness_pending,
             track_reports,
             station_listeners,
             scraping: Mutex::new(()),
@@ -374,6 +392,11 @@ impl Metrics {
         gauge(&self.library_tracks, scrape.library_tracks as u64);
         gauge(&self.library_bytes, scrape.library_bytes);
         gauge(&self.library_unplayable, scrape.library_unplayable as u64);
+        gauge(&self.loudness_pending, scrape.loudness_pending as u64);
+        // Counted by the library; scrapes are one at a time.
+        let counted = self.loudness_measured.get();
+        self.loudness_measured
+            .inc_by(scrape.loudness_measured.saturating_sub(counted));
         // Already the most reported, at most TRACK_SERIES of them.
         self.track_reports.clear();
         for (track, n) in scrape.unplayable_tracks.into_iter().take(TRACK_SERIES) {

@@ -508,6 +508,7 @@ mod tests {
             duration_ms: None,
             title: None,
             artist: None,
+            gain_db: None,
         }
     }
 
