@@ -18,6 +18,7 @@ mod generated;
 mod layout;
 mod limits;
 mod loadtest;
+mod loudness;
 mod media;
 mod metadata;
 mod metrics;

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use radio::ServerConfig;
+use radio::{LoudnessCache, ServerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::dispatcher::{self, DefaultGuard, Dispatch};
 
@@ -58,8 +58,13 @@ impl Server {
         Self::in_process(config)
     }
 
-    /// Runs `config` on 127.0.0.1:0 in this process.
-    pub(crate) fn in_process(config: ServerConfig) -> Server {
+    /// Runs `config` on 127.0.0.1:0 in this process. Measured loudness is
+    /// kept in memory unless the test names a cache file: tests do not
+    /// write into the user's cache folder.
+    pub(crate) fn in_process(mut config: ServerConfig) -> Server {
+        if config.media.loudness_cache == LoudnessCache::Auto {
+            config.media.loudness_cache = LoudnessCache::Off;
+        }
         let log = Log::default();
         let dispatch = log.dispatch();
         let shutdown = CancellationToken::new();
@@ -116,6 +121,8 @@ impl Server {
         }
         cmd.args(args)
             .env("RUST_LOG", "info")
+            // Not the user's cache folder (a test's own flag still wins).
+            .env("RADIO_LOUDNESS_CACHE", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
