@@ -233,7 +233,9 @@ fn run<H: Host>(host: &H, cancel: &CancellationToken) {
                 Outcome::Unreadable => failed += 1,
                 Outcome::Changed => {}
                 Outcome::Cancelled => {
+                    // What was measured is kept for the next start.
                     loudness.pending.store(0, Ordering::Relaxed);
+                    save(host, loudness);
                     return;
                 }
             }
