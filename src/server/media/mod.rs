@@ -157,22 +157,7 @@ impl Library {
         }
         let added = new.ids().filter(|k| old.get(k).is_none()).count();
         let removed = old.ids().filter(|k| new.get(k).is_none()).count();
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        if added + removed > 0 {
-            tracing::info!(
-                tracks = new.len(),
-                added,
-                removed,
-                elapsed_ms,
-                "media library rescanned"
-            );
-        } else {
-            tracing::debug!(
-                tracks = new.len(),
-                elapsed_ms,
-                "media library rescanned, unchanged"
-            );
-        }
+        let tracks = new.len();
         {
             let _installing = self.install.lock().unwrap_or_else(|p| p.into_inner());
             let new = match &self.loudness {
@@ -183,6 +168,18 @@ impl Library {
         }
         if let Some(l) = &self.loudness {
             l.wake();
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if added + removed > 0 {
+            tracing::info!(
+                tracks,
+                added,
+                removed,
+                elapsed_ms,
+                "media library rescanned"
+            );
+        } else {
+            tracing::debug!(tracks, elapsed_ms, "media library rescanned, unchanged");
         }
     }
 
