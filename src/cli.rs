@@ -99,6 +99,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
 
+/// `--loudness-cache`: a file, or `off`.
+fn parse_loudness_cache(s: &str) -> Result<crate::server::media::LoudnessCache, String> {
+    use crate::server::media::LoudnessCache;
+    match s {
+        "" => Err("name a file, or `off` to keep measured loudness in memory only".into()),
+        "off" => Ok(LoudnessCache::Off),
+        path => Ok(LoudnessCache::File(PathBuf::from(path))),
+    }
+}
+
 /// A default duration as `--help` shows it and [`parse_duration`] reads it
 /// back (`10s`, `1h`).
 fn duration(d: Duration) -> String {
@@ -389,6 +399,13 @@ pub struct ServeArgs {
     /// rescan.
     #[arg(long, env = "RADIO_FOLLOW_SYMLINKS", value_name = "BOOL", default_value_t = defaults::FOLLOW_SYMLINKS, action = clap::ArgAction::Set)]
     pub follow_symlinks: bool,
+
+    /// File that keeps each track's measured loudness across restarts, so a
+    /// restart decodes nothing again (`off`: kept in memory only). By default
+    /// $XDG_CACHE_HOME/radio/ (else ~/.cache/radio/), one file per --media;
+    /// never in the library itself.
+    #[arg(long, env = "RADIO_LOUDNESS_CACHE", value_name = "PATH", value_parser = parse_loudness_cache)]
+    pub loudness_cache: Option<crate::server::media::LoudnessCache>,
 
     /// Private player sessions idle this long are removed.
     #[arg(long, env = "RADIO_SESSION_TTL", default_value = duration(defaults::SESSION_TTL), value_name = "DURATION", value_parser = parse_duration)]

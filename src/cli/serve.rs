@@ -67,6 +67,9 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 dir: args.media,
                 rescan_interval: args.rescan_interval,
                 follow_symlinks: args.follow_symlinks,
+                loudness_cache: args
+                    .loudness_cache
+                    .unwrap_or(crate::server::media::LoudnessCache::Auto),
             },
             sessions: SessionConfig {
                 ttl: args.session_ttl,

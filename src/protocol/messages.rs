@@ -156,6 +156,11 @@ pub struct SyncState {
     /// The track's artist, like `title`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artist: Option<String>,
+    /// The gain in dB that brings the track to the library's even loudness
+    /// (-18 LUFS, EBU R128): from the server's library once it has measured
+    /// the track; absent for a track it has not (yet), or cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gain_db: Option<f64>,
     pub server_time_ms: i64,
     pub cause: SyncCause,
 }
@@ -491,6 +496,7 @@ mod tests {
             duration_ms: None,
             title: Some("T".into()),
             artist: None,
+            gain_db: Some(-3.5),
             server_time_ms: 5,
             cause: SyncCause::Heartbeat,
         });
@@ -503,6 +509,7 @@ mod tests {
         assert_eq!(back, sync);
         assert!(text.as_str().contains(r#""title":"T""#), "{text}");
         assert!(!text.as_str().contains("artist"), "{text}");
+        assert!(text.as_str().contains(r#""gain_db":-3.5"#), "{text}");
         // An older server's sync, without the optional fields, still reads.
         let old: ServerMessage = serde_json::from_str(
             r#"{"type":"sync","station":"s","seq":1,"track":"t","position_ms":0,"playing":true,"server_time_ms":1,"cause":"update"}"#,
@@ -510,7 +517,11 @@ mod tests {
         .unwrap();
         assert!(matches!(
             old,
-            ServerMessage::Sync(SyncState { title: None, .. })
+            ServerMessage::Sync(SyncState {
+                title: None,
+                gain_db: None,
+                ..
+            })
         ));
         let tuned_out = encode(&ServerMessage::TunedOut);
         assert_eq!(tuned_out.as_str(), r#"{"type":"tuned_out"}"#);
@@ -527,6 +538,7 @@ mod tests {
             duration_ms,
             title: None,
             artist: None,
+            gain_db: None,
             server_time_ms: 10_000,
             cause: SyncCause::Update,
         }

@@ -142,6 +142,8 @@ pub struct MediaConfig {
     pub rescan_interval: Option<Duration>,
     /// Whether a scan follows symbolic links.
     pub follow_symlinks: bool,
+    /// Where measured loudness is kept across restarts.
+    pub loudness_cache: crate::server::media::LoudnessCache,
 }
 
 /// Private player sessions.
@@ -160,6 +162,7 @@ impl Default for MediaConfig {
             dir: None,
             rescan_interval: None,
             follow_symlinks: defaults::FOLLOW_SYMLINKS,
+            loudness_cache: crate::server::media::LoudnessCache::Auto,
         }
     }
 }

@@ -102,6 +102,9 @@ pub(crate) struct Scrape {
     pub library_bytes: u64,
     /// Files the last scan left out of the library (they do not play).
     pub library_unplayable: usize,
+    /// Files decoded for their loudness since start, and tracks waiting.
+    pub loudness_measured: u64,
+    pub loudness_pending: usize,
     /// The most reported unplayable tracks, and their reports.
     pub unplayable_tracks: Vec<(String, u64)>,
     /// The backend's link to the service it stands on, if it has one.
@@ -154,6 +157,8 @@ pub(crate) struct Metrics {
     library_tracks: Gauge,
     library_bytes: Gauge,
     library_unplayable: Gauge,
+    loudness_measured: Counter,
+    loudness_pending: Gauge,
     track_reports: Family<Vec<(&'static str, String)>, Gauge>,
     station_listeners: Family<Vec<(&'static str, String)>, Gauge>,
     /// One scrape at a time sets the scraped figures and encodes them.
@@ -279,6 +284,17 @@ impl Metrics {
             "library_unplayable",
             "Files the last scan left out of the library: they do not decode or have no duration",
         );
+        let loudness_measured = metric(
+            r,
+            "library_loudness_measured",
+            "Files decoded to measure their loudness since start (unchanged files are not \
+             decoded again)",
+        );
+        let loudness_pending = metric(
+            r,
+            "library_loudness_pending",
+            "Tracks waiting for their loudness to be measured (they play without gain)",
+        );
         // Last: a backend's link series, when it has a link, follow the rest.
         let link = link::LinkSeries::default();
         r.register_collector(Box::new(link.clone()));
@@ -308,6 +324,8 @@ impl Metrics {
             library_tracks,
             library_bytes,
             library_unplayable,
+            loudness_measured,
+            loudness_pending,
             track_reports,
             station_listeners,
             scraping: Mutex::new(()),
@@ -364,6 +382,11 @@ impl Metrics {
         gauge(&self.library_tracks, scrape.library_tracks as u64);
         gauge(&self.library_bytes, scrape.library_bytes);
         gauge(&self.library_unplayable, scrape.library_unplayable as u64);
+        gauge(&self.loudness_pending, scrape.loudness_pending as u64);
+        // Counted by the library; scrapes are one at a time.
+        let counted = self.loudness_measured.get();
+        self.loudness_measured
+            .inc_by(scrape.loudness_measured.saturating_sub(counted));
         // Already the most reported, at most TRACK_SERIES of them.
         self.track_reports.clear();
         for (track, n) in scrape.unplayable_tracks.into_iter().take(TRACK_SERIES) {

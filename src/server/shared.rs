@@ -90,6 +90,7 @@ impl Shared {
             shutdown.clone(),
         )?;
         let media = Arc::new(load_library(&config.media, shutdown).await?);
+        media.start_measuring(tasks, shutdown);
         // SIGHUP reloads the keys and the certificate, and rescans the library.
         let mut reloaders: Vec<Reloader> = Vec::new();
         let k = keys.clone();
@@ -147,6 +148,7 @@ impl Shared {
     /// sessions, the library, the backend's link.
     pub(crate) fn scrape(&self) -> Scrape {
         let index = self.media.index();
+        let (loudness_measured, loudness_pending) = self.media.loudness_progress();
         Scrape {
             stations: (self.backend.local_listeners().into_iter())
                 .map(|(name, n)| (name.to_string(), n))
@@ -155,6 +157,8 @@ impl Shared {
             library_tracks: index.len(),
             library_bytes: index.tracks().map(|t| t.size).sum(),
             library_unplayable: index.unplayable(),
+            loudness_measured,
+            loudness_pending,
             unplayable_tracks: self.unplayable.most_reported(TRACK_SERIES),
             link: self.backend.link(),
         }
@@ -169,8 +173,9 @@ async fn load_library(
     let cancel = shutdown.clone();
     let dir = config.dir.clone();
     let follow = config.follow_symlinks;
+    let cache = config.loudness_cache.clone();
     let library = tokio::task::spawn_blocking(move || match dir {
-        Some(dir) => Library::scan(dir, follow, &cancel),
+        Some(dir) => Library::scan(dir, follow, &cache, &cancel),
         None => Ok(Library::demo()),
     })
     .await??;

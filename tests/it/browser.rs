@@ -22,7 +22,7 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chromium() -> String {
+pub(crate) fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }
 
@@ -56,8 +56,9 @@ fn assert_fresh_png(path: &Path, since: SystemTime) {
     assert!(modified >= since, "{shown} was not written by this run");
 }
 
-#[test]
-fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
+/// Fails, saying what to install, unless Chromium, Node and the browser
+/// tests' npm packages are there.
+pub(crate) fn require_browser() {
     let browser_dir = manifest_dir().join("tests/browser");
     require(
         Path::new(&chromium()).exists(),
@@ -75,6 +76,12 @@ fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
         browser_dir.join("node_modules/playwright-core").exists(),
         "playwright-core (tests/browser/node_modules)",
     );
+}
+
+#[test]
+fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
+    let browser_dir = manifest_dir().join("tests/browser");
+    require_browser();
 
     let media = TempDir::new("browser");
     media.write(

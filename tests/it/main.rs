@@ -21,6 +21,7 @@ mod layout;
 mod limits;
 mod listing;
 mod loadtest;
+mod loudness;
 mod media;
 mod metadata;
 mod metrics;

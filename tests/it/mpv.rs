@@ -2,7 +2,8 @@
 //! reads mpv's `time-pos` over the same IPC socket (`--player-arg=
 //! --input-ipc-server=PATH`) and compares it with the station's position,
 //! after tune-in, a seek, a pause and play, and a track change; at a
-//! track's end mpv waits; and listen's exits: Ctrl-C, mpv dying, no mpv.
+//! track's end mpv waits; each track plays at its measured gain (mpv's
+//! `af`, read back); and listen's exits: Ctrl-C, mpv dying, no mpv.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -363,4 +364,75 @@ fn without_mpv_listen_says_what_to_install() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mpv exited at start"), "{err}");
+}
+
+/// The gain mpv applies: the `volume` of its `@radio-gain` audio filter
+/// (`None` without one).
+fn radio_gain(mpv: &mut MpvIpc) -> Option<String> {
+    let af = mpv.get("af");
+    af.as_array()?
+        .iter()
+        .find(|f| f["label"] == "radio-gain")
+        .map(|f| f["params"]["volume"].as_str().unwrap_or("?").to_owned())
+}
+
+/// Waits until mpv plays a file ending in `track` with the gain `want`.
+fn wait_gain(mpv: &mut MpvIpc, track: &str, want: Option<String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = mpv.get("path");
+        let at = path.as_str().unwrap_or("");
+        let gain = radio_gain(mpv);
+        if at.ends_with(&format!("/media/{track}")) && gain == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{track} at {want:?}: mpv plays {at:?} at {gain:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each track plays at the gain its `sync` gives (the server measured it),
+/// as a per-file audio filter that leaves with the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_plays_each_track_at_its_gain() {
+    let media = TempDir::new("mpv-gain");
+    media.write("loud.wav", crate::support::sine_wav(30, -6.0));
+    media.write("quiet.wav", crate::support::sine_wav(30, -20.0));
+    // mpv plays Opus; the server cannot decode it to measure it.
+    crate::support::ffmpeg_tone(&media, "opus.opus", 30, &["-c:a", "libopus"]);
+    let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
+    let gains = crate::support::eventually("the tracks are measured", async || {
+        let list = server.get("/api/library").await.json();
+        let gain = |id: &str| {
+            list.as_array()?
+                .iter()
+                .find(|t| t["id"] == id)?
+                .get("gain_db")?
+                .as_f64()
+        };
+        match (gain("loud.wav"), gain("quiet.wav")) {
+            (Some(l), Some(q)) => Ok((l, q)),
+            _ => Err(list.clone()),
+        }
+    })
+    .await;
+    let (loud, quiet) = gains;
+    let mut b = Client::connect(&server).await;
+    b.start("gain").await;
+    b.update("gain", "loud.wav", 1_000, true).await;
+    let sockets = TempDir::new("mpv-gain-socket");
+    let (mut listen, _frames, _err) = listen_mpv(&server, "gain", &socket_in(&sockets));
+    let mut mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket_in(&sockets)));
+    let db = |g: f64| Some(format!("{g:.2}dB"));
+    tokio::task::block_in_place(|| wait_gain(&mut mpv, "loud.wav", db(loud)));
+    b.update("gain", "quiet.wav", 1_000, true).await;
+    tokio::task::block_in_place(|| wait_gain(&mut mpv, "quiet.wav", db(quiet)));
+    // A track with no gain plays without the filter: none is left over.
+    b.update("gain", "opus.opus", 1_000, true).await;
+    tokio::task::block_in_place(|| wait_gain(&mut mpv, "opus.opus", None));
+    signal(listen.id(), "INT");
+    assert!(exit_status(&mut listen, "listen after Ctrl-C").success());
 }

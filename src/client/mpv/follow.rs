@@ -201,10 +201,9 @@ impl Follow {
         self.pause(true).await?;
         self.set_speed(1.0).await?;
         let url = self.endpoint.url(&path);
-        self.mpv
-            .ipc
-            .command(json!({"name": "loadfile", "url": url, "flags": "replace"}))
-            .await?;
+        let gain_db = self.sync.as_ref().and_then(|s| s.gain_db);
+        let loadfile = super::gain::loadfile(&url, "replace", gain_db);
+        self.mpv.ipc.command(loadfile).await?;
         self.url = Some(url);
         self.doing = Doing::Loading;
         Ok(())

@@ -1,9 +1,11 @@
 //! `radio listen --player mpv`: a real mpv, started idle with no video and
 //! its JSON IPC on a private socket, driven the way Syncplay drives desktop
 //! players. This file starts and ends the process; `ipc` speaks to it;
-//! `follow` keeps it on the station's position (the drift loop).
+//! `follow` keeps it on the station's position (the drift loop); `gain`
+//! plays each track at the station's gain for it.
 
 pub(crate) mod follow;
+mod gain;
 mod ipc;
 
 use std::collections::VecDeque;

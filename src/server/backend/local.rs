@@ -523,6 +523,7 @@ mod tests {
             duration_ms: None,
             title: None,
             artist: None,
+            gain_db: None,
         }
     }
 

@@ -233,8 +233,9 @@ impl Conn {
         let Some(i) = self.owned_index(&u.station, REQ).await else {
             return;
         };
-        // The library's word on the track, filled here, where the update is
-        // stamped: once per update, never per listener, on any backend.
+        // The library's word on the track (and its gain), filled here,
+        // where the update is stamped: once per update, never per
+        // listener, on any backend.
         let index = self.shared.media.index();
         let known = index.get(&u.track);
         let playback = Playback {
@@ -246,6 +247,7 @@ impl Conn {
                 Some(t) => t.artist.clone(),
                 None => u.artist,
             },
+            gain_db: known.and_then(|t| t.gain_db),
             track: u.track,
         };
         drop(index);

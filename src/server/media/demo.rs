@@ -116,6 +116,7 @@ pub(super) fn demo_tracks() -> Vec<Track> {
                 title: tags.title.unwrap_or_else(|| (*title).to_owned()),
                 artist: tags.artist,
                 duration_ms: tags.duration_ms,
+                gain_db: None,
                 size: bytes.len() as u64,
                 mime: "audio/wav",
                 source: Source::Memory(bytes),

@@ -19,6 +19,10 @@ pub(crate) struct Track {
     pub artist: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The gain (dB) that brings it to the library's even loudness, once
+    /// measured (`loudness`); `None` before, or when it cannot be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gain_db: Option<f64>,
     pub size: u64,
     pub mime: &'static str,
     #[serde(skip)]
@@ -97,6 +101,11 @@ impl Index {
             json,
             rejected: Vec::new(),
         }
+    }
+
+    /// The same index with `tracks` instead (the same ids, new gains).
+    pub(super) fn with_tracks(&self, tracks: Vec<Track>) -> Self {
+        Self::scanned(tracks, self.rejected.clone())
     }
 
     pub(crate) fn len(&self) -> usize {

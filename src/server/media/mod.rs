@@ -13,6 +13,10 @@
 //!   progress holds its own open file, so a rescan (or a deleted file) never
 //!   breaks it. Unchanged files (same size and mtime) keep their tags from the
 //!   previous index, so a rescan reads tags only of new or changed files.
+//! - **Loudness is measured behind the scan** ([`loudness`]): one thread
+//!   decodes each new or changed file after the scan and swaps in an index
+//!   with its gain; a measurement is kept by size and mtime, in a cache
+//!   file too, so neither a rescan nor a restart decodes a file again.
 //! - **Symlinks are the operator's choice** (`--follow-symlinks`, on by
 //!   default). Every directory is entered at most once, keyed by (device,
 //!   inode), so a link loop (or two links to one directory) is detected,
@@ -37,22 +41,26 @@
 mod adts;
 mod demo;
 mod index;
+mod loudness;
 mod probe;
 mod scan;
 mod serve;
 mod tags;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
 pub(crate) use index::Index;
+use loudness::Loudness;
+pub use loudness::LoudnessCache;
 pub use serve::answer_for;
 pub(crate) use serve::percent_decode;
 
@@ -68,15 +76,22 @@ pub(crate) struct Library {
     /// `--follow-symlinks`: whether scans follow symbolic links.
     follow_symlinks: bool,
     index: RwLock<Arc<Index>>,
+    /// Held while a new index is made from the current one and swapped
+    /// in, by a rescan or the loudness thread, so neither undoes the other.
+    install: Mutex<()>,
+    /// The tracks' measured loudness (none for the demo).
+    loudness: Option<Loudness>,
     /// When the demo was generated; its tracks' Last-Modified.
     started: SystemTime,
 }
 
 impl Library {
-    /// Scans `root` (blocking: call it off the async threads).
+    /// Scans `root` (blocking: call it off the async threads), with the
+    /// loudness measured earlier and kept in `loudness_cache`.
     pub(crate) fn scan(
         root: PathBuf,
         follow_symlinks: bool,
+        loudness_cache: &LoudnessCache,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(&root).map_err(|e| {
@@ -91,14 +106,18 @@ impl Library {
                 root.display()
             );
         }
+        let loudness = Loudness::open(&root, loudness_cache);
         let index = scan::scan_root(&root, &Index::default(), follow_symlinks, cancel);
         if index.len() == 0 && !cancel.is_cancelled() {
             warn_empty(&root, &index);
         }
+        let index = loudness.with_gains(&index).unwrap_or(index);
         Ok(Self {
             root: Some(root),
             follow_symlinks,
             index: RwLock::new(Arc::new(index)),
+            install: Mutex::new(()),
+            loudness: Some(loudness),
             started: SystemTime::now(),
         })
     }
@@ -110,6 +129,8 @@ impl Library {
             root: None,
             follow_symlinks: true,
             index: RwLock::new(Arc::new(Index::new(tracks))),
+            install: Mutex::new(()),
+            loudness: None,
             started: SystemTime::now(),
         }
     }
@@ -136,27 +157,55 @@ impl Library {
         }
         let added = new.ids().filter(|k| old.get(k).is_none()).count();
         let removed = old.ids().filter(|k| new.get(k).is_none()).count();
+        let tracks = new.len();
+        {
+            let _installing = self.install.lock().unwrap_or_else(|p| p.into_inner());
+            let new = match &self.loudness {
+                Some(l) => l.with_gains(&new).unwrap_or(new),
+                None => new,
+            };
+            self.swap(new);
+        }
+        if let Some(l) = &self.loudness {
+            l.wake();
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if added + removed > 0 {
             tracing::info!(
-                tracks = new.len(),
+                tracks,
                 added,
                 removed,
                 elapsed_ms,
                 "media library rescanned"
             );
         } else {
-            tracing::debug!(
-                tracks = new.len(),
-                elapsed_ms,
-                "media library rescanned, unchanged"
-            );
+            tracing::debug!(tracks, elapsed_ms, "media library rescanned, unchanged");
         }
+    }
+
+    fn swap(&self, new: Index) {
         let new = Arc::new(new);
         match self.index.write() {
             Ok(mut g) => *g = new,
             Err(poisoned) => *poisoned.into_inner() = new,
         }
+    }
+
+    /// Starts measuring the loudness of the tracks that lack it, on a
+    /// thread of its own, now and after every rescan.
+    pub(crate) fn start_measuring(
+        self: &Arc<Self>,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        loudness::start(self.clone(), tasks, shutdown);
+    }
+
+    /// Files decoded for their loudness since start, and tracks waiting.
+    pub(crate) fn loudness_progress(&self) -> (u64, usize) {
+        self.loudness
+            .as_ref()
+            .map_or((0, 0), |l| (l.measured(), l.pending()))
     }
 
     /// Whether `path` is one of the library's: `/api/library`, `/media/{id}`.
@@ -184,6 +233,24 @@ impl Library {
             return serve::not_found();
         };
         serve::serve_track(method, req.headers(), &track, self.started).await
+    }
+}
+
+impl loudness::Host for Library {
+    fn index(&self) -> Arc<Index> {
+        Library::index(self)
+    }
+
+    fn apply_gains(&self) {
+        let Some(l) = &self.loudness else { return };
+        let _installing = self.install.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(new) = l.with_gains(&self.index()) {
+            self.swap(new);
+        }
+    }
+
+    fn loudness(&self) -> Option<&Loudness> {
+        self.loudness.as_ref()
     }
 }
 

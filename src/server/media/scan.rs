@@ -154,6 +154,7 @@ impl Scan<'_> {
                 title: tags.title.unwrap_or_else(|| title_from_name(name)),
                 artist: tags.artist,
                 duration_ms: Some(duration_ms),
+                gain_db: None,
                 id,
                 size,
                 mime,

@@ -195,6 +195,7 @@ impl Driver {
             duration_ms: Some(item.duration_ms),
             title: Some(track.title.clone()),
             artist: track.artist.clone(),
+            gain_db: track.gain_db,
         })
     }
 

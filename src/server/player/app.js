@@ -21,6 +21,10 @@
 // Drift under ~300 ms is corrected by nudging playbackRate a few percent
 // until within ~40 ms; larger drift by seeking (aimed ahead by the measured
 // seek latency).
+//
+// Even loudness: each track plays at the gain the server measured for it
+// (`gain_db`, toward -18 LUFS: the station's `sync`, else the library's
+// entry), through a Web Audio GainNode fed by the media element.
 "use strict";
 
 (() => {
@@ -198,11 +202,66 @@
     }
   }
 
+  // ---------- even loudness ----------
+  // Each media element feeds a GainNode of one shared AudioContext, set to
+  // the track's gain (linear 10^(dB/20)). An element is routed only once
+  // the context runs (after a press, or where autoplay is allowed): one
+  // routed into a suspended context would play silence. Until then, and
+  // for a track with no measured gain, it plays at its own loudness.
+  const loudness = { ctx: null, nodes: new WeakMap(), db: new WeakMap() };
+
+  // The gain the server gives `id`: the tuned station's word, else the
+  // library's; null when it has none (not measured, or not measurable).
+  function gainOf(id) {
+    const s = st.sync;
+    const fromSync = st.mode === "listening" && s && s.track === id ? s.gain_db : undefined;
+    return fromSync ?? st.byId.get(id)?.gain_db ?? null;
+  }
+
+  function setGain(el, db) {
+    loudness.db.set(el, db);
+    const node = loudness.nodes.get(el);
+    if (node) node.gain.value = db == null ? 1 : Math.pow(10, db / 20);
+  }
+
+  function routeAudio(el) {
+    if (loudness.nodes.has(el)) return;
+    const AC = window.AudioContext || window.webkitAudioContext;
+    if (!AC) return;
+    if (!loudness.ctx) {
+      try {
+        loudness.ctx = new AC();
+      } catch {
+        return;
+      }
+      // A context the browser suspends (another app took the audio) is
+      // resumed while something plays, else the routed element is silent.
+      loudness.ctx.addEventListener("statechange", () => {
+        if (loudness.ctx.state === "suspended" && !media.paused) loudness.ctx.resume().catch(() => {});
+      });
+    }
+    const ctx = loudness.ctx;
+    const attach = () => {
+      if (loudness.nodes.has(el) || ctx.state !== "running") return;
+      try {
+        const node = ctx.createGain();
+        ctx.createMediaElementSource(el).connect(node).connect(ctx.destination);
+        loudness.nodes.set(el, node);
+        setGain(el, loudness.db.get(el) ?? null);
+      } catch {
+        // Left as it was: it plays at its own loudness.
+      }
+    };
+    if (ctx.state === "running") attach();
+    else ctx.resume().then(attach, () => {});
+  }
+
   // ---------- media ----------
   // Loads `id` and seeks to `atMs` once its metadata is known.
   function loadTrack(id, atMs) {
     const t = st.byId.get(id);
     st.track = id;
+    setGain(media, gainOf(id));
     // Another track: what the last one could not do is no longer news.
     st.failed = null;
     clearMessage("play");
@@ -242,6 +301,7 @@
     try {
       await media.play();
       $("gate").hidden = true;
+      routeAudio(media);
       return true;
     } catch (e) {
       // A refusal that comes back after the track changed is old news.
@@ -953,6 +1013,7 @@
   });
   $("gate-button").addEventListener("click", () => {
     $("gate").hidden = true;
+    routeAudio(media);
     if (st.mode === "listening" && st.sync) {
       applySync(st.sync);
     } else if (st.track && st.mode !== "listening") {
@@ -999,6 +1060,11 @@
       message: $("message").hidden ? null : $("message").textContent,
       muted: media.muted,
       volume: media.volume,
+      // Even loudness: the track's gain in dB (null: none), and what the
+      // GainNode applies (null until the element is routed through it).
+      gainDb: loudness.db.get(media) ?? null,
+      gain: loudness.nodes.get(media)?.gain.value ?? null,
+      audio: loudness.ctx?.state ?? null,
       gate: !$("gate").hidden,
       listeners: $("tuned-listeners").textContent,
       title: $("np-title").textContent,

@@ -138,6 +138,8 @@ pub(crate) struct Playback {
     pub duration_ms: Option<u64>,
     pub title: Option<String>,
     pub artist: Option<String>,
+    /// The library's gain for the track (its loudness measured).
+    pub gain_db: Option<f64>,
 }
 
 impl Playback {
@@ -152,12 +154,13 @@ impl Playback {
             duration_ms: self.duration_ms,
             title: self.title,
             artist: self.artist,
+            gain_db: self.gain_db,
             server_time_ms: protocol::now_ms(),
             cause,
         }
     }
 
-    /// A heartbeat's playback: `last`'s track, duration, title and artist at
+    /// A heartbeat's playback: `last`'s track, duration, title, artist and gain at
     /// a new position (and play state, when given).
     pub(crate) fn carried(last: &SyncState, position_ms: u64, playing: Option<bool>) -> Self {
         Self {
@@ -167,6 +170,7 @@ impl Playback {
             duration_ms: last.duration_ms,
             title: last.title.clone(),
             artist: last.artist.clone(),
+            gain_db: last.gain_db,
         }
     }
 }
@@ -207,6 +211,7 @@ mod tests {
             duration_ms: Some(9),
             title: Some("A".into()),
             artist: None,
+            gain_db: Some(-2.25),
         };
         let state = State::new(playback.stamp(name("s"), 3, SyncCause::Update));
         let back = State::from_frame(state.frame.as_str()).expect("a sync frame");

@@ -88,3 +88,18 @@ pub(crate) fn ffmpeg_tone(dir: &TempDir, name: &str, seconds: u32, args: &[&str]
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A WAV file of `seconds` of a 997 Hz sine peaking at `dbfs` (mono,
+/// 48 kHz): EBU R128 reads such a tone at about `dbfs` LUFS (mono counted
+/// as dual mono), so two of them `x` dB apart differ by `x` LU.
+pub(crate) fn sine_wav(seconds: u32, dbfs: f64) -> Vec<u8> {
+    const RATE: u32 = 48_000;
+    let amplitude = 10f64.powf(dbfs / 20.0) * f64::from(i16::MAX);
+    let samples: Vec<i16> = (0..RATE * seconds)
+        .map(|i| {
+            let t = f64::from(i) / f64::from(RATE);
+            ((2.0 * std::f64::consts::PI * 997.0 * t).sin() * amplitude).round() as i16
+        })
+        .collect();
+    radio::encode_wav(RATE, &samples, &[])
+}

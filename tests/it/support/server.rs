@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use radio::ServerConfig;
+use radio::{LoudnessCache, ServerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::dispatcher::{self, DefaultGuard, Dispatch};
 
@@ -67,14 +67,19 @@ impl Server {
         Self::logging(config, directives)
     }
 
-    /// Runs `config` on 127.0.0.1:0 in this process.
+    /// Runs `config` on 127.0.0.1:0 in this process. Measured loudness is
+    /// kept in memory unless the test names a cache file: tests do not
+    /// write into the user's cache folder.
     pub(crate) fn in_process(config: ServerConfig) -> Server {
         Self::logging(config, "")
     }
 
     /// Runs `config` in this process, its log taking info and up, and what
     /// `directives` enable.
-    fn logging(config: ServerConfig, directives: &str) -> Server {
+    fn logging(mut config: ServerConfig, directives: &str) -> Server {
+        if config.media.loudness_cache == LoudnessCache::Auto {
+            config.media.loudness_cache = LoudnessCache::Off;
+        }
         let log = Log::default();
         let dispatch = log.dispatch(directives);
         let shutdown = CancellationToken::new();
@@ -131,6 +136,8 @@ impl Server {
         }
         cmd.args(args)
             .env("RUST_LOG", "info")
+            // Not the user's cache folder (a test's own flag still wins).
+            .env("RADIO_LOUDNESS_CACHE", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
