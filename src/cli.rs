@@ -7,6 +7,7 @@
 //! `ServerConfig` in [`serve`], where every check between flags is made;
 //! their defaults are the server's ([`defaults`]).
 
+mod loadtest;
 mod serve;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use crate::server::config::defaults;
 
 /// The one key-file reader, for `radio broadcast --key-file`.
 pub(crate) use crate::key_file::read as read_key_file;
+pub(crate) use loadtest::LoadtestArgs;
 
 /// Synchronized internet radio: everyone tuned to a station hears the same
 /// moment of the same track.
@@ -151,7 +153,7 @@ fn parse_listen(s: &str) -> Result<String, String> {
 }
 
 /// Checks a station name (`--station`).
-fn parse_station(s: &str) -> Result<String, String> {
+pub(super) fn parse_station(s: &str) -> Result<String, String> {
     crate::protocol::StationName::new(s).map(|n| n.as_str().to_owned())
 }
 
@@ -537,121 +539,6 @@ pub(crate) struct ListenArgs {
 pub(crate) enum PlayerKind {
     /// mpv, over its JSON IPC.
     Mpv,
-}
-
-#[derive(Debug, Clone, Args)]
-pub(crate) struct LoadtestArgs {
-    /// Server to load; repeat to spread listeners over several nodes.
-    #[arg(
-        short = 'u',
-        long = "url",
-        env = "RADIO_LOADTEST_URL",
-        value_name = "URL",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub urls: Vec<String>,
-
-    /// Listeners to connect in total.
-    #[arg(long, env = "RADIO_LOADTEST_LISTENERS", value_name = "N")]
-    pub listeners: usize,
-
-    /// Stations (one broadcaster each); listeners are spread evenly.
-    #[arg(
-        long,
-        env = "RADIO_LOADTEST_STATIONS",
-        value_name = "N",
-        default_value_t = 1
-    )]
-    pub stations: usize,
-
-    /// How long to run once every listener is connected.
-    #[arg(long, env = "RADIO_LOADTEST_DURATION", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: Duration,
-
-    /// Each broadcaster sends an `update` this often.
-    #[arg(long, env = "RADIO_LOADTEST_UPDATE_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
-    pub update_interval: Duration,
-
-    /// Each broadcaster also sends a `heartbeat` this often (off by default).
-    #[arg(long, env = "RADIO_LOADTEST_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_interval)]
-    pub heartbeat_interval: Option<Duration>,
-
-    /// New connections per second, over all workers (0: as fast as accepted).
-    #[arg(
-        long,
-        env = "RADIO_LOADTEST_CONNECT_RATE",
-        value_name = "N",
-        default_value_t = 0
-    )]
-    pub connect_rate: u32,
-
-    /// Worker processes, or `auto` (one per 15,000 connections).
-    #[arg(
-        long,
-        env = "RADIO_LOADTEST_WORKERS",
-        value_name = "N",
-        default_value = "auto"
-    )]
-    pub workers: String,
-
-    /// Local addresses to bind client sockets to: a range `A-B` or a list `A,B`
-    /// (default for a loopback target: 127.0.0.1 onward, as many as needed).
-    #[arg(long, env = "RADIO_LOADTEST_SOURCE_ADDRS", value_name = "ADDRS")]
-    pub source_addrs: Option<String>,
-
-    /// Prefix of the station names used.
-    #[arg(
-        long,
-        env = "RADIO_LOADTEST_STATION_PREFIX",
-        value_name = "PREFIX",
-        default_value = "loadtest"
-    )]
-    pub station_prefix: String,
-
-    /// Play no broadcaster: tune the listeners to these stations, which
-    /// already play (a server-run station, `radio serve --station`), and
-    /// measure the states the server publishes. Repeat, or list them: a,b.
-    #[arg(
-        long = "listen-only",
-        env = "RADIO_LOADTEST_LISTEN_ONLY",
-        value_name = "STATION",
-        value_delimiter = ',',
-        value_parser = parse_station,
-        conflicts_with_all = ["stations", "update_interval", "heartbeat_interval", "station_prefix", "key"]
-    )]
-    pub listen_only: Vec<String>,
-
-    /// Broadcast key, when the server requires one.
-    #[arg(
-        long,
-        env = "RADIO_BROADCAST_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    pub key: Option<String>,
-
-    /// Write the report as JSON to this file.
-    #[arg(long, env = "RADIO_LOADTEST_JSON", value_name = "FILE")]
-    pub json: Option<PathBuf>,
-
-    /// Fail (exit 1) when fan-out p99 exceeds this.
-    #[arg(long, env = "RADIO_LOADTEST_MAX_P99", value_name = "DURATION", value_parser = parse_duration)]
-    pub max_p99: Option<Duration>,
-
-    /// Fail (exit 1) when final-state delivery is below this percentage.
-    #[arg(long, env = "RADIO_LOADTEST_MIN_DELIVERY", value_name = "PERCENT")]
-    pub min_delivery: Option<f64>,
-
-    /// Measure this server process's memory and CPU (repeat for several, or
-    /// list them: 12,34).
-    #[arg(
-        long = "server-pid",
-        env = "RADIO_LOADTEST_SERVER_PID",
-        value_name = "PID",
-        value_delimiter = ','
-    )]
-    pub server_pids: Vec<u32>,
 }
 
 /// The clap command tree, for completions and man pages.
