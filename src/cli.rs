@@ -8,6 +8,7 @@
 //! their defaults are the server's ([`defaults`]).
 
 mod loadtest;
+mod parse;
 mod serve;
 
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ use crate::server::config::defaults;
 /// The one key-file reader, for `radio broadcast --key-file`.
 pub(crate) use crate::key_file::read as read_key_file;
 pub(crate) use loadtest::LoadtestArgs;
+use parse::parse_station;
+pub(crate) use parse::{parse_duration, parse_interval};
 
 /// Synchronized internet radio: everyone tuned to a station hears the same
 /// moment of the same track.
@@ -96,11 +99,6 @@ pub(crate) enum Command {
     LoadtestWorker,
 }
 
-/// Parses durations written like `10s`, `500ms`, `1m 30s`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
-}
-
 /// `--loudness-cache`: a file, or `off`.
 fn parse_loudness_cache(s: &str) -> Result<crate::server::media::LoudnessCache, String> {
     use crate::server::media::LoudnessCache;
@@ -115,14 +113,6 @@ fn parse_loudness_cache(s: &str) -> Result<crate::server::media::LoudnessCache, 
 /// back (`10s`, `1h`).
 fn duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
-}
-
-/// A duration that paces something: more than zero.
-pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err("must be more than 0 (like 1s or 500ms)".to_owned()),
-        d => Ok(d),
-    }
 }
 
 /// Checks `--listen`'s shape, HOST:PORT (the host is resolved at start).
@@ -150,11 +140,6 @@ fn parse_listen(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_owned())
-}
-
-/// Checks a station name (`--station`).
-pub(super) fn parse_station(s: &str) -> Result<String, String> {
-    crate::protocol::StationName::new(s).map(|n| n.as_str().to_owned())
 }
 
 /// Checks a client's `--url` and writes it as the WebSocket URL it means.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{parse_duration, parse_interval, parse_station};
+use super::parse::{parse_duration, parse_interval, parse_station};
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct LoadtestArgs {
