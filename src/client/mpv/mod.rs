@@ -3,6 +3,7 @@
 //! players. This file starts and ends the process; `ipc` speaks to it;
 //! `follow` keeps it on the station's position (the drift loop).
 
+mod drift;
 pub(crate) mod follow;
 mod ipc;
 
