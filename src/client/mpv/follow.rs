@@ -4,11 +4,13 @@
 //! A new track is checked (`HEAD /media/{id}`), loaded paused, and once mpv
 //! says `file-loaded`, sought to the station's position now. Then every
 //! [`EVERY`] mpv's `time-pos` is compared with the station's position (in
-//! server time, through the listener's clock offset): beyond [`SEEK_OVER_MS`]
+//! server time, through the listener's clock offset): beyond
+//! [`drift::SEEK_OVER_MS`]
 //! it seeks (aimed ahead by the seek latency it has measured), beyond
-//! [`NUDGE_OVER_MS`] it nudges `speed` by 1-5 % until back within it. Past
+//! [`drift::NUDGE_OVER_MS`] it nudges `speed` by 1-5 % until back within it. Past
 //! the track's end nothing is sought or restarted: mpv waits at the end
-//! (`--keep-open`) for the station's next state.
+//! (`--keep-open`) for the station's next state. Those rules are `drift`'s
+//! [`drift::decide`]; this file reads mpv and carries them out.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,22 +19,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Mpv;
+use super::drift::{self, Action, Drift, Expected, Phase, Reading};
 use crate::client::http::{Endpoint, media_path};
 use crate::protocol::SyncState;
 
 /// How often the drift is measured.
 pub(crate) const EVERY: Duration = Duration::from_millis(500);
-/// Drift beyond this: seek.
-const SEEK_OVER_MS: f64 = 1_000.0;
-/// Drift beyond this: nudge the speed, until back within it.
-const NUDGE_OVER_MS: f64 = 40.0;
-/// Drift measurements the nudge decides on (their median: mpv's position
-/// moves in audio-buffer steps, so one reading may be tens of ms off).
-const SAMPLES: usize = 3;
-/// The largest speed nudge (±5 %).
-const MAX_NUDGE: f64 = 0.05;
-/// Seeks are aimed at most this far ahead.
-const MAX_LEAD_MS: f64 = 500.0;
 
 /// What the player is doing, as the status line and `--json` say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -231,7 +223,8 @@ impl Follow {
         }
     }
 
-    /// One step of the drift loop; `hard` seeks whatever the drift.
+    /// One step of the drift loop; `hard` seeks whatever the drift. What
+    /// to do is [`drift::decide`]'s; this gathers its inputs and applies it.
     pub(crate) async fn correct(&mut self, server_now: i64, hard: bool) -> anyhow::Result<()> {
         let Some(s) = self.sync.clone() else {
             return Ok(());
@@ -248,84 +241,66 @@ impl Follow {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if self.recent.len() == SAMPLES {
+        if self.recent.len() == drift::SAMPLES {
             self.recent.pop_front();
         }
-        let reading = pos - expected;
-        self.recent.push_back(reading);
-        let drift = median(&self.recent);
-        self.drift_ms = Some(drift);
-        if s.playing && end.is_some_and(|end| expected >= end - NUDGE_OVER_MS) {
-            // Past the end: let mpv reach its end and wait there.
-            self.doing = Doing::Ended;
-            return self.set_speed(1.0).await;
-        }
-        if s.playing {
-            self.keep_playing(expected, reading, drift, hard).await
-        } else {
-            self.hold_paused(s.position_ms, expected, reading, hard)
-                .await
-        }
-    }
-
-    /// The station is paused at `target`: pause there too, seeking only when
-    /// it moved or we are off by more than a nudge.
-    async fn hold_paused(
-        &mut self,
-        target: u64,
-        expected: f64,
-        reading: f64,
-        hard: bool,
-    ) -> anyhow::Result<()> {
-        if self.paused_at.is_none() {
-            self.recent.clear();
-        }
-        self.doing = Doing::Paused;
-        self.pause(true).await?;
-        self.set_speed(1.0).await?;
-        if hard || (self.paused_at != Some(target) && reading.abs() > NUDGE_OVER_MS) {
-            self.seek(expected).await?;
-        }
-        self.paused_at = Some(target);
-        Ok(())
-    }
-
-    /// The station plays: seek when far off (a second), else nudge the speed
-    /// towards it while the median drift is over [`NUDGE_OVER_MS`].
-    async fn keep_playing(
-        &mut self,
-        expected: f64,
-        reading: f64,
-        drift: f64,
-        hard: bool,
-    ) -> anyhow::Result<()> {
-        self.doing = Doing::Playing;
-        let resumed = self.paused_at.take().is_some();
-        let at_eof = self.get_bool("eof-reached").await?;
-        if self.learn_lead && !hard && !at_eof && !resumed {
+        let latest = pos - expected;
+        self.recent.push_back(latest);
+        let median = drift::median(self.recent.iter().copied());
+        self.drift_ms = Some(median);
+        let phase = match (hard, self.paused_at) {
+            (true, _) => Phase::Loaded,
+            (false, Some(at_ms)) => Phase::Held { at_ms },
+            (false, None) => Phase::Playing,
+        };
+        // mpv's end matters only while it plays on.
+        let at_eof = s.playing && self.get_bool("eof-reached").await?;
+        let reading = Reading { phase, at_eof };
+        if self.learn_lead && s.playing && phase == Phase::Playing && !at_eof {
             // Where the last seek landed says how far ahead to aim.
             self.learn_lead = false;
-            self.lead_ms = (self.lead_ms - reading).clamp(0.0, MAX_LEAD_MS);
+            self.lead_ms = drift::learn_lead(self.lead_ms, latest);
         }
-        // A second off is no jitter: the station moved, or mpv stalled.
-        if hard || at_eof || reading.abs() >= SEEK_OVER_MS {
-            self.set_speed(1.0).await?;
-            self.seek(expected + self.lead_ms).await?;
-            self.learn_lead = true;
-            return self.pause(false).await;
-        }
-        self.pause(false).await?;
-        if resumed {
-            // Its paused reading was off by its audio buffer: measure anew.
-            self.recent.clear();
-        }
-        if drift.abs() > NUDGE_OVER_MS {
-            // Behind (negative drift): a little faster; ahead: slower.
-            let k = (0.01 + drift.abs() / 5_000.0).min(MAX_NUDGE);
-            self.set_speed(if drift < 0.0 { 1.0 + k } else { 1.0 - k })
-                .await
-        } else {
-            self.set_speed(1.0).await
+        let station = Expected {
+            position_ms: expected,
+            playing: s.playing,
+            lead_ms: self.lead_ms,
+        };
+        match drift::decide(&reading, Drift { latest, median }, &station, end) {
+            Action::Ended => {
+                self.doing = Doing::Ended;
+                self.set_speed(1.0).await
+            }
+            Action::Hold { seek_to } => {
+                if self.paused_at.is_none() {
+                    self.recent.clear();
+                }
+                self.doing = Doing::Paused;
+                self.pause(true).await?;
+                self.set_speed(1.0).await?;
+                if let Some(to) = seek_to {
+                    self.seek(to).await?;
+                }
+                self.paused_at = Some(s.position_ms);
+                Ok(())
+            }
+            Action::Seek { to_ms } => {
+                self.doing = Doing::Playing;
+                self.paused_at = None;
+                self.set_speed(1.0).await?;
+                self.seek(to_ms).await?;
+                self.learn_lead = true;
+                self.pause(false).await
+            }
+            Action::Play { speed } => {
+                self.doing = Doing::Playing;
+                if self.paused_at.take().is_some() {
+                    // Its paused readings were off by its audio buffer.
+                    self.recent.clear();
+                }
+                self.pause(false).await?;
+                self.set_speed(speed).await
+            }
         }
     }
 
@@ -370,28 +345,5 @@ impl Follow {
             .await?
             .and_then(|v| v.as_bool())
             .unwrap_or(false))
-    }
-}
-
-/// The median of a few readings (the mean of the middle two when even).
-fn median(v: &VecDeque<f64>) -> f64 {
-    let mut sorted: Vec<f64> = v.iter().copied().collect();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_readings() {
-        assert_eq!(median(&VecDeque::from([30.0, -40.0, 25.0])), 25.0);
-        assert_eq!(median(&VecDeque::from([10.0, 20.0])), 15.0);
-        assert_eq!(median(&VecDeque::new()), 0.0);
     }
 }

@@ -4,6 +4,7 @@
 //! `follow` keeps it on the station's position (the drift loop); `gain`
 //! plays each track at the station's gain for it.
 
+mod drift;
 pub(crate) mod follow;
 mod gain;
 mod ipc;
