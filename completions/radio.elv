@@ -107,7 +107,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
             cand --ca-cert 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server''s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate'
             cand --player 'Play the station''s sound through this player, kept on the station''s position (it must be installed: `apt-get install mpv`)'
-            cand --player-arg 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player''s control socket is that path instead of a private one'
+            cand --player-arg 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player''s control socket is that path instead of a private one. Keep the audio output real-time: a file output (--ao=pcm) runs ahead of the station; to record it, record a real-time output'
             cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand --json 'Print every frame received as one JSON line (for scripts) instead of a status line; with --player, also a `player` line a second. Pongs are printed only with --verbose'
             cand -v 'With --json, also print the pongs of the clock''s pings'

@@ -101,7 +101,7 @@ complete -c radio -n "__fish_radio_using_subcommand listen" -s u -l url -d 'Serv
 complete -c radio -n "__fish_radio_using_subcommand listen" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server\'s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player -d 'Play the station\'s sound through this player, kept on the station\'s position (it must be installed: `apt-get install mpv`)' -r -f -a "mpv\t'mpv, over its JSON IPC'"
-complete -c radio -n "__fish_radio_using_subcommand listen" -l player-arg -d 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player\'s control socket is that path instead of a private one' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -l player-arg -d 'An argument for the player, repeatable: --player-arg=--volume=50, --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the player\'s control socket is that path instead of a private one. Keep the audio output real-time: a file output (--ao=pcm) runs ahead of the station; to record it, record a real-time output' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
 always\t''
 never\t''"

@@ -508,7 +508,9 @@ pub(crate) struct ListenArgs {
 
     /// An argument for the player, repeatable: --player-arg=--volume=50,
     /// --player-arg=--ao=pulse. With --player-arg=--input-ipc-server=PATH the
-    /// player's control socket is that path instead of a private one.
+    /// player's control socket is that path instead of a private one. Keep
+    /// the audio output real-time: a file output (--ao=pcm) runs ahead of
+    /// the station; to record it, record a real-time output.
     #[arg(
         long = "player-arg",
         env = "RADIO_PLAYER_ARG",

@@ -18,6 +18,7 @@ use tokio::time::MissedTickBehavior;
 use crate::cli::{ListenArgs, PlayerKind};
 use crate::client::http::Endpoint;
 use crate::client::mpv::follow::{self, Doing, Follow};
+use crate::client::mpv::trouble::NoSound;
 use crate::client::mpv::{Mpv, News};
 use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, StationName, SyncState};
@@ -169,6 +170,8 @@ impl Listener {
         let playing = self.player.is_some();
         let mut heard = tokio::time::Instant::now();
         loop {
+            // The parked player plays then.
+            let release_at = self.player.as_ref().and_then(Follow::release_at);
             tokio::select! {
                 _ = self.quit.cancelled() => {
                     if let Err(e) = ws.close(None).await {
@@ -193,6 +196,7 @@ impl Listener {
                     }
                 }
                 _ = correct.tick(), if playing => self.correct_player().await?,
+                _ = at_or_never(release_at) => self.release_player().await?,
                 _ = report.tick(), if playing && self.args.json => self.report_player(),
                 news = player_news(&mut self.player) => self.on_player_news(news).await?,
                 frame = client::next_frame(&mut ws) => {
@@ -294,12 +298,12 @@ impl Listener {
 
     /// Tells the player the station's state changed.
     async fn follow_station(&mut self) -> anyhow::Result<()> {
-        let now = self.clock.server_now_ms();
+        let offset = self.clock.offset_ms().unwrap_or(0.0);
         let Some(p) = self.player.as_mut() else {
             return Ok(());
         };
         let before = p.doing();
-        let result = p.follow(self.status.playable(), now).await;
+        let result = p.follow(self.status.playable(), offset).await;
         self.player_checked(result).await?;
         self.note_player(before);
         Ok(())
@@ -307,19 +311,31 @@ impl Listener {
 
     /// One step of the player's drift loop.
     async fn correct_player(&mut self) -> anyhow::Result<()> {
-        let now = self.clock.server_now_ms();
+        let offset = self.clock.offset_ms().unwrap_or(0.0);
         let Some(p) = self.player.as_mut() else {
             return Ok(());
         };
         let before = p.doing();
-        let result = p.correct(now, false).await;
+        let result = p.correct(offset).await;
+        self.player_checked(result).await?;
+        self.note_player(before);
+        Ok(())
+    }
+
+    /// The station got where the player waits, parked: play.
+    async fn release_player(&mut self) -> anyhow::Result<()> {
+        let Some(p) = self.player.as_mut() else {
+            return Ok(());
+        };
+        let before = p.doing();
+        let result = p.release().await;
         self.player_checked(result).await?;
         self.note_player(before);
         Ok(())
     }
 
     async fn on_player_news(&mut self, news: News) -> anyhow::Result<()> {
-        let now = self.clock.server_now_ms();
+        let offset = self.clock.offset_ms().unwrap_or(0.0);
         let Some(p) = self.player.as_mut() else {
             return Ok(());
         };
@@ -327,7 +343,7 @@ impl Listener {
             News::Exited(status) => bail!("{}", p.mpv.exit_note(status)),
             News::Event(event) => {
                 let before = p.doing();
-                let result = p.on_event(&event, now).await;
+                let result = p.on_event(&event, offset).await;
                 self.player_checked(result).await?;
                 self.note_player(before);
                 Ok(())
@@ -335,11 +351,15 @@ impl Listener {
         }
     }
 
-    /// A player request failed: if mpv is gone, say how it ended.
+    /// A player request failed: if mpv cannot output sound, that; if mpv
+    /// is gone, say how it ended.
     async fn player_checked(&mut self, result: anyhow::Result<()>) -> anyhow::Result<()> {
         let (Err(e), Some(p)) = (result, self.player.as_mut()) else {
             return Ok(());
         };
+        if e.is::<NoSound>() {
+            return Err(e);
+        }
         match tokio::time::timeout(Duration::from_secs(1), p.mpv.exited()).await {
             Ok(status) => bail!("{}", p.mpv.exit_note(status)),
             Err(_) => bail!("lost control of mpv: {e:#}"),
@@ -348,16 +368,13 @@ impl Listener {
 
     /// Says when the player cannot play what the station plays.
     fn note_player(&self, before: Doing) {
-        let Some(doing) = self.player.as_ref().map(Follow::doing) else {
+        let Some(p) = self.player.as_ref() else {
             return;
         };
-        if doing != before && matches!(doing, Doing::NotInLibrary | Doing::Failed) {
-            let track = self.status.sync.as_ref().map(|s| s.track.as_str());
-            self.note(&format!(
-                "mpv: {:?} is {}; mpv stays idle until the station plays another track",
-                track.unwrap_or_default(),
-                doing.words()
-            ));
+        if p.doing() != before {
+            if let Some(complaint) = p.complaint() {
+                self.note(&complaint);
+            }
         }
     }
 
@@ -480,6 +497,14 @@ fn shown(sync: &SyncState) -> String {
         (Some(t), Some(a)) => format!("{a} - {t}"),
         (Some(t), None) => t.clone(),
         _ => format!("{:?}", sync.track),
+    }
+}
+
+/// Sleeps until `at`; never, without one.
+async fn at_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

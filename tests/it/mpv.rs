@@ -1,9 +1,12 @@
 //! `radio listen --player mpv` drives a real mpv (`--ao=null`): the test
-//! reads mpv's `time-pos` over the same IPC socket (`--player-arg=
+//! reads mpv's position over the same IPC socket (`--player-arg=
 //! --input-ipc-server=PATH`) and compares it with the station's position,
-//! after tune-in, a seek, a pause and play, and a track change; at a
-//! track's end mpv waits; each track plays at its measured gain (mpv's
-//! `af`, read back); and listen's exits: Ctrl-C, mpv dying, no mpv.
+//! after tune-in, a seek, a pause and play, and a track change, also over
+//! a far link (a TCP proxy with latency and a bandwidth cap) on WAV and
+//! MP3; at a track's end mpv waits; each track plays at its measured gain
+//! (mpv's `af`, read back); a track mpv cannot decode is named with mpv's
+//! reason; no sound at all, or an output that is not real-time, is said;
+//! and listen's exits: Ctrl-C, mpv dying, no mpv, no sound.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -18,7 +21,7 @@ use crate::support::cli::{drain, exit_status, json_lines, lines, wait_for};
 use crate::support::process::{kill, signal};
 use crate::support::{Client, Server, TempDir, radio_bin, tone_wav};
 
-/// How far mpv may be from the station (the number).
+/// How far mpv may be from the station 3 s after a change.
 const TOLERANCE_MS: f64 = 250.0;
 
 /// mpv's IPC socket, as the test's own second client of it.
@@ -70,13 +73,54 @@ impl MpvIpc {
 
 /// The station's position now from its newest `sync`, as listen received it.
 fn station_ms(sync: &Value) -> f64 {
+    station_at(sync, radio::protocol::now_ms() as f64)
+}
+
+/// The station's position at `at_ms` (the server's clock, which is ours).
+fn station_at(sync: &Value, at_ms: f64) -> f64 {
     let pos = sync["position_ms"].as_f64().expect("position_ms");
     if sync["playing"] != true {
         return pos;
     }
-    let age = radio::protocol::now_ms() as f64 - sync["server_time_ms"].as_f64().unwrap();
+    let age = at_ms - sync["server_time_ms"].as_f64().unwrap();
     let end = sync["duration_ms"].as_f64().unwrap_or(f64::MAX);
     (pos + age).min(end)
+}
+
+/// mpv's drift from the station now: its `audio-pts` (its position,
+/// sharper than `time-pos`, which moves in audio-buffer steps) against the
+/// station's timeline at the middle of the IPC round trip.
+fn drift_now(mpv: &mut MpvIpc) -> (Option<f64>, f64) {
+    let before = radio::protocol::now_ms() as f64;
+    let pts = mpv.get("audio-pts").as_f64().map(|s| s * 1000.0);
+    let after = radio::protocol::now_ms() as f64;
+    (pts, (before + after) / 2.0)
+}
+
+/// How far mpv may be from the station [`LANDED_AFTER`] a change.
+const LANDED_MS: f64 = 100.0;
+/// How soon after a change mpv must be within [`LANDED_MS`].
+const LANDED_AFTER: Duration = Duration::from_millis(1_500);
+
+/// From [`LANDED_AFTER`] after `since` (when listen printed `sync`), mpv
+/// is within [`LANDED_MS`] of the station: ten readings 100 ms apart, of
+/// which two may be off (a loaded machine may starve mpv's audio for a
+/// moment, which the follower then mends; a follower that lands off stays
+/// off for seconds).
+fn assert_landed(mpv: &mut MpvIpc, sync: &Value, since: std::time::Instant, what: &str) {
+    std::thread::sleep((since + LANDED_AFTER).saturating_duration_since(std::time::Instant::now()));
+    let mut drifts = Vec::new();
+    for _ in 0..10 {
+        let (pts, at) = drift_now(mpv);
+        drifts.push(pts.map_or(f64::NAN, |p| (p - station_at(sync, at)).round()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{what}: drift {drifts:?} ms");
+    let within = drifts.iter().filter(|d| d.abs() <= LANDED_MS).count();
+    assert!(
+        within >= 8,
+        "{what}: mpv's drift from the station (ms), from {LANDED_AFTER:?} after: {drifts:?}"
+    );
 }
 
 /// 3 s after a change, mpv is within [`TOLERANCE_MS`] of the station, in
@@ -96,28 +140,26 @@ fn assert_in_sync(mpv: &mut MpvIpc, sync: &Value, what: &str) {
     eprintln!("{what}: drift {drifts:?} ms");
 }
 
-/// `radio listen --json --player mpv` with the test's socket; returns the
-/// process, its JSON lines (frames and `player` lines) and its stderr.
+/// mpv's audio output in these tests: none, in real time, with a small
+/// buffer (paused, mpv reports its position less what it holds buffered).
+const NULL_OUTPUT: &[&str] = &[
+    "--player-arg=--ao=null",
+    "--player-arg=--ao-null-buffer=0.05",
+];
+
+/// `radio listen --json --player mpv` at `url` with the test's socket and
+/// `player_args`; returns the process, its JSON lines (frames and `player`
+/// lines) and its stderr.
 fn listen_mpv(
-    server: &Server,
+    url: &str,
     station: &str,
     socket: &Path,
+    player_args: &[&str],
 ) -> (Child, Receiver<Value>, Receiver<String>) {
     let mut child = Command::new(radio_bin())
-        .args([
-            "listen",
-            "--json",
-            "--url",
-            &server.ws_url(),
-            "--station",
-            station,
-        ])
-        .args([
-            "--player",
-            "mpv",
-            "--player-arg=--ao=null",
-            "--player-arg=--ao-null-buffer=0.05",
-        ])
+        .args(["listen", "--json", "--url", url, "--station", station])
+        .args(["--player", "mpv"])
+        .args(player_args)
         .arg(format!(
             "--player-arg=--input-ipc-server={}",
             socket.display()
@@ -172,13 +214,53 @@ struct Setup {
 }
 
 async fn station_with_mpv(station: &str, track: &str, position_ms: u64) -> Setup {
-    let media = media();
+    station_with(
+        media(),
+        station,
+        track,
+        position_ms,
+        Link::Direct,
+        NULL_OUTPUT,
+    )
+    .await
+}
+
+/// How listen reaches the server.
+#[derive(Clone, Copy)]
+enum Link {
+    Direct,
+    /// Through [`slow_link`]: [`FAR_MS`] away, [`FAR_BYTES_PER_SEC`] wide.
+    Far,
+}
+
+async fn station_with(
+    media: TempDir,
+    station: &str,
+    track: &str,
+    position_ms: u64,
+    link: Link,
+    player_args: &[&str],
+) -> Setup {
     let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
     let mut b = Client::connect(&server).await;
     b.start(station).await;
     let seq = b.update(station, track, position_ms, true).await;
     let sockets = TempDir::new("mpv-socket");
-    let (listen, frames, err) = listen_mpv(&server, station, &socket_in(&sockets));
+    let url = match link {
+        Link::Direct => server.ws_url(),
+        Link::Far => format!("ws://{}/ws", slow_link(server.addr).await),
+    };
+    let (listen, frames, said) = listen_mpv(&url, station, &socket_in(&sockets), player_args);
+    // What listen says is shown (when a test fails) with its time, and
+    // passed on.
+    let (tee, err) = std::sync::mpsc::channel();
+    let t0 = std::time::Instant::now();
+    std::thread::spawn(move || {
+        while let Ok(line) = said.recv() {
+            eprintln!("{:>6} ms: {line}", t0.elapsed().as_millis());
+            tee.send(line).ok();
+        }
+    });
     let mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket_in(&sockets)));
     let first = sync_seq(&frames, seq);
     Setup {
@@ -424,7 +506,8 @@ async fn mpv_plays_each_track_at_its_gain() {
     b.start("gain").await;
     b.update("gain", "loud.wav", 1_000, true).await;
     let sockets = TempDir::new("mpv-gain-socket");
-    let (mut listen, _frames, _err) = listen_mpv(&server, "gain", &socket_in(&sockets));
+    let (mut listen, _frames, _err) =
+        listen_mpv(&server.ws_url(), "gain", &socket_in(&sockets), NULL_OUTPUT);
     let mut mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket_in(&sockets)));
     let db = |g: f64| Some(format!("{g:.2}dB"));
     tokio::task::block_in_place(|| wait_gain(&mut mpv, "loud.wav", db(loud)));
@@ -435,4 +518,307 @@ async fn mpv_plays_each_track_at_its_gain() {
     tokio::task::block_in_place(|| wait_gain(&mut mpv, "opus.opus", None));
     signal(listen.id(), "INT");
     assert!(exit_status(&mut listen, "listen after Ctrl-C").success());
+}
+
+/// One way's delay of [`slow_link`]: a server across an ocean.
+const FAR_MS: u64 = 100;
+/// [`slow_link`]'s width: 16 Mbit/s. mpv fetches ahead some 40 times as
+/// fast as it plays, yet every seek beyond what it holds waits a round
+/// trip and more, as on a real line.
+const FAR_BYTES_PER_SEC: f64 = 2_000_000.0;
+
+/// A TCP proxy to `to` on a port of its own, [`FAR_MS`] away and
+/// [`FAR_BYTES_PER_SEC`] wide each way, as a far server is.
+async fn slow_link(to: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the slow link");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(far(client_read, server_write));
+            tokio::spawn(far(server_read, client_write));
+        }
+    });
+    addr
+}
+
+/// Copies `from` to `to` at [`FAR_BYTES_PER_SEC`], each piece passed on
+/// [`FAR_MS`] after it was read.
+async fn far(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = from.read(&mut buf).await.unwrap_or(0);
+            let due = Instant::now() + Duration::from_millis(FAR_MS);
+            // An empty piece is the end.
+            if tx.send((due, buf[..n].to_vec())).is_err() || n == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / FAR_BYTES_PER_SEC)).await;
+        }
+    });
+    while let Some((due, piece)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        if piece.is_empty() || to.write_all(&piece).await.is_err() {
+            break;
+        }
+    }
+    if let Err(e) = to.shutdown().await {
+        eprintln!("slow link: {e}");
+    }
+}
+
+/// The media of [`media`] with `alpha` and `beta` also as MP3, encoded by
+/// mpv itself (its libavcodec has LAME), so no other encoder is needed.
+fn media_with_mp3() -> TempDir {
+    let dir = media();
+    for name in ["alpha", "beta"] {
+        let out = Command::new("mpv")
+            .args([
+                "--no-config",
+                "--msg-level=all=error",
+                "--oac=libmp3lame",
+                // As many bytes a second as the WAV's half: far seeks fetch.
+                "--oacopts=b=160k",
+                "--of=mp3",
+            ])
+            .arg(format!(
+                "--o={}",
+                dir.path().join(format!("{name}.mp3")).display()
+            ))
+            .arg(dir.path().join(format!("{name}.wav")))
+            .output()
+            .expect("run mpv to encode an MP3");
+        assert!(
+            out.status.success(),
+            "mpv cannot encode MP3 here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+/// Over a far link, 1.5 s after a tune-in, a seek far ahead and a track
+/// change, mpv is within 100 ms of the station: it waits for no stalled
+/// reading and its seeks aim where the station is when they land.
+async fn lands_in_sync(ext: &str) {
+    let (alpha, beta) = (format!("alpha.{ext}"), format!("beta.{ext}"));
+    let Setup {
+        _media,
+        _sockets,
+        _server,
+        mut b,
+        listen: _listen,
+        frames,
+        err: _err,
+        mut mpv,
+        first,
+    } = station_with(
+        media_with_mp3(),
+        "far",
+        &alpha,
+        30_000,
+        Link::Far,
+        NULL_OUTPUT,
+    )
+    .await;
+    let since = std::time::Instant::now();
+    tokio::task::block_in_place(|| assert_landed(&mut mpv, &first, since, "after a tune-in"));
+
+    let seq = b.update("far", &alpha, 75_000, true).await;
+    let sync = sync_seq(&frames, seq);
+    let since = std::time::Instant::now();
+    tokio::task::block_in_place(|| assert_landed(&mut mpv, &sync, since, "after a seek"));
+
+    let seq = b.update("far", &beta, 40_000, true).await;
+    let sync = sync_seq(&frames, seq);
+    let since = std::time::Instant::now();
+    tokio::task::block_in_place(|| assert_landed(&mut mpv, &sync, since, "after a track change"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_lands_in_sync_over_a_far_link_wav() {
+    lands_in_sync("wav").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_lands_in_sync_over_a_far_link_mp3() {
+    lands_in_sync("mp3").await;
+}
+
+/// A 3 s mono WAV file of silence in the codec `tag` names: 1 is PCM;
+/// 0x2222 is a codec no decoder knows, which mpv cannot play.
+fn wav_in_codec(tag: u16) -> Vec<u8> {
+    let data = vec![0u8; 22_050 * 2 * 3];
+    let mut fmt = Vec::new();
+    fmt.extend_from_slice(&tag.to_le_bytes());
+    fmt.extend_from_slice(&1u16.to_le_bytes()); // mono
+    fmt.extend_from_slice(&22_050u32.to_le_bytes());
+    fmt.extend_from_slice(&44_100u32.to_le_bytes());
+    fmt.extend_from_slice(&2u16.to_le_bytes());
+    fmt.extend_from_slice(&16u16.to_le_bytes());
+    let mut riff = b"WAVEfmt ".to_vec();
+    riff.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+    riff.extend_from_slice(&fmt);
+    riff.extend_from_slice(b"data");
+    riff.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    riff.extend_from_slice(&data);
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(riff.len() as u32).to_le_bytes());
+    out.extend_from_slice(&riff);
+    out
+}
+
+/// mpv cannot open its audio output: listen quotes mpv's reason, blames
+/// no track, and exits 1 (it cannot do its job), quitting mpv.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sound_listen_says_why_and_exits_1() {
+    let nowhere = TempDir::new("no-pulse");
+    // A PulseAudio that is not there, whatever this machine runs.
+    let pulse_host = format!(
+        "--player-arg=--pulse-host=unix:{}",
+        nowhere.path().join("none").display()
+    );
+    let outputs: [&[&str]; 2] = [
+        &["--player-arg=--ao=bogus"],
+        &["--player-arg=--ao=pulse", &pulse_host],
+    ];
+    for output in outputs {
+        let Setup {
+            _media,
+            _sockets,
+            _server,
+            b: _b,
+            mut listen,
+            frames: _frames,
+            err,
+            mut mpv,
+            first: _,
+        } = station_with(media(), "mute", "alpha.wav", 0, Link::Direct, output).await;
+        let pid = tokio::task::block_in_place(|| mpv.get("pid").as_u64().expect("mpv's pid"));
+        let status = exit_status(&mut listen, "listen without sound");
+        assert_eq!(status.code(), Some(1), "{output:?}");
+        let said: Vec<String> = drain(&err, Duration::from_millis(200));
+        let said = said.join("\n");
+        eprintln!("{said}");
+        assert!(
+            said.contains("Could not open/initialize audio device -> no sound"),
+            "{output:?}: {said}"
+        );
+        assert!(
+            said.contains("mpv cannot output sound"),
+            "{output:?}: {said}"
+        );
+        assert!(
+            !said.contains("cannot play"),
+            "{output:?}: no track is blamed: {said}"
+        );
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "mpv (pid {pid}) outlived listen"
+        );
+    }
+}
+
+/// A track mpv cannot decode: listen says so in mpv's words, and plays the
+/// station's next track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_mpv_cannot_play_is_named_with_mpvs_reason() {
+    let media = media();
+    // Playable when the server scans it (a file that does not decode is
+    // left out of the library), then rewritten in place, same size, in a
+    // codec no decoder knows: what mpv fetches it cannot play.
+    media.write("odd.wav", wav_in_codec(1));
+    let odd = media.path().join("odd.wav");
+    let Setup {
+        _media,
+        _sockets,
+        _server,
+        mut b,
+        mut listen,
+        frames,
+        err,
+        mpv: _mpv,
+        first: _,
+    } = station_with(media, "odd", "alpha.wav", 0, Link::Direct, NULL_OUTPUT).await;
+    wait_for(&frames, "the first track playing", |v| {
+        v["type"] == "player" && v["state"] == "playing"
+    });
+    std::fs::write(&odd, wav_in_codec(0x2222)).expect("rewrite odd.wav in place");
+    b.update("odd", "odd.wav", 0, true).await;
+    let note = wait_for(&err, "why", |l| l.contains("odd.wav"));
+    eprintln!("{note}");
+    assert!(
+        note.starts_with("radio: mpv cannot play \"odd.wav\": no audio or video data played"),
+        "{note}"
+    );
+    assert!(note.contains("mpv said: "), "mpv's own words: {note}");
+    wait_for(&frames, "the player failed", |v| {
+        v["type"] == "player" && v["state"] == "failed"
+    });
+    assert!(
+        listen.try_wait().expect("listen's status").is_none(),
+        "listen runs on"
+    );
+
+    let seq = b.update("odd", "alpha.wav", 5_000, true).await;
+    sync_seq(&frames, seq);
+    wait_for(&frames, "the next track playing", |v| {
+        v["type"] == "player" && v["state"] == "playing"
+    });
+    kill(&mut listen);
+}
+
+/// A non-real-time output (`--ao=pcm`, a file): mpv races to the end;
+/// listen says so rather than "playing".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_output_is_shown_as_not_real_time() {
+    let out = TempDir::new("mpv-pcm");
+    let pcm = format!(
+        "--player-arg=--ao-pcm-file={}",
+        out.path().join("out.wav").display()
+    );
+    let Setup {
+        _media,
+        _sockets,
+        _server,
+        b: _b,
+        mut listen,
+        frames,
+        err,
+        mpv: _mpv,
+        first: _,
+    } = station_with(
+        media(),
+        "pcm",
+        "alpha.wav",
+        10_000,
+        Link::Direct,
+        &["--player-arg=--ao=pcm", &pcm],
+    )
+    .await;
+    wait_for(&frames, "the player not in real time", |v| {
+        v["type"] == "player" && v["state"] == "not_real_time"
+    });
+    let note = wait_for(&err, "why", |l| l.contains("faster than real time"));
+    assert!(note.contains("real-time output"), "{note}");
+    // It stays so: mpv is not sent back to race again and again.
+    let later = drain(&frames, Duration::from_millis(1_500));
+    assert!(
+        later
+            .iter()
+            .filter(|v| v["type"] == "player")
+            .all(|v| v["state"] == "not_real_time"),
+        "{later:?}"
+    );
+    kill(&mut listen);
 }

@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long mpv may take to answer a request.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The field added to each reply and event: its line's number on the
+/// socket, so an event can be told to come after a reply ([`line_of`]).
+const LINE: &str = "_line";
 
 type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
@@ -28,6 +31,8 @@ pub(crate) struct Ipc {
     events: mpsc::UnboundedReceiver<Value>,
     reader: tokio::task::JoinHandle<()>,
     next_id: u64,
+    /// The line of the last reply.
+    replied_at: u64,
 }
 
 impl Ipc {
@@ -40,11 +45,16 @@ impl Ipc {
         let sorted = waiting.clone();
         let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(read).lines();
+            let mut n = 0u64;
             while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
                     tracing::debug!(line, "unreadable line from mpv");
                     continue;
                 };
+                n += 1;
+                if let Some(fields) = v.as_object_mut() {
+                    fields.insert(LINE.to_owned(), n.into());
+                }
                 if let Some(id) = v.get("request_id").and_then(Value::as_u64) {
                     let waiter = lock(&sorted).remove(&id);
                     // The request may have timed out; then nobody waits.
@@ -64,6 +74,7 @@ impl Ipc {
             events,
             reader,
             next_id: 1,
+            replied_at: 0,
         })
     }
 
@@ -88,6 +99,7 @@ impl Ipc {
                 bail!("mpv did not answer {command} within {REPLY_TIMEOUT:?}");
             }
         };
+        self.replied_at = line_of(&reply);
         match reply.get("error").and_then(Value::as_str) {
             Some("success") => Ok(reply.get("data").cloned().unwrap_or(Value::Null)),
             Some(error) => bail!("mpv refused {command}: {error}"),
@@ -110,6 +122,12 @@ impl Ipc {
             .map(drop)
     }
 
+    /// The line of the last reply: events on later lines happened after
+    /// mpv took that request.
+    pub(crate) fn replied_at(&self) -> u64 {
+        self.replied_at
+    }
+
     /// The next event; `None` once mpv closed the socket.
     pub(crate) async fn event(&mut self) -> Option<Value> {
         self.events.recv().await
@@ -120,6 +138,11 @@ impl Drop for Ipc {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// The line an event or reply came on (0 if unknown).
+pub(crate) fn line_of(v: &Value) -> u64 {
+    v.get(LINE).and_then(Value::as_u64).unwrap_or(0)
 }
 
 /// A lock that a panic elsewhere does not poison.

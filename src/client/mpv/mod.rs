@@ -1,13 +1,15 @@
 //! `radio listen --player mpv`: a real mpv, started idle with no video and
 //! its JSON IPC on a private socket, driven the way Syncplay drives desktop
 //! players. This file starts and ends the process; `ipc` speaks to it;
-//! `follow` keeps it on the station's position (the drift loop); `gain`
+//! `follow` keeps it on the station's position (the drift loop) by the
+//! rules of `drift`; `trouble` says why a track would not play; `gain`
 //! plays each track at the station's gain for it.
 
 mod drift;
 pub(crate) mod follow;
 mod gain;
 mod ipc;
+pub(crate) mod trouble;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,14 @@ impl Mpv {
         let said = Said::default();
         said.keep_output(&mut child);
         let ipc = match connect(&mut child, &socket).await {
+            // mpv's errors come as events too: its words when a track fails.
+            Ok(mut ipc) => ipc
+                .command(json!(["request_log_messages", trouble::LOG_LEVEL]))
+                .await
+                .map(|_| ipc),
+            Err(e) => Err(e),
+        };
+        let ipc = match ipc {
             Ok(ipc) => ipc,
             Err(e) => {
                 remove_dir(own_dir.as_deref());
@@ -193,6 +203,8 @@ fn command(socket: &Path, own_socket: bool, user_args: &[String]) -> Command {
         "--save-position-on-quit=no",
         "--input-terminal=no",
         "--msg-level=all=error",
+        // A URL that fails is ours to explain, not youtube-dl's to try.
+        "--ytdl=no",
     ]);
     if own_socket {
         cmd.arg(format!("--input-ipc-server={}", socket.display()));
