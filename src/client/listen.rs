@@ -59,6 +59,9 @@ struct Listener {
     tty: bool,
     /// The line is a repaint of the same state; print a new one on change.
     last_line: String,
+    /// A track mpv could not play, and why, not yet told to the server
+    /// (`cannot_play`, so a station whose every listener fails moves on).
+    unreported: Option<(String, Option<String>)>,
 }
 
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
@@ -83,6 +86,7 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
         player,
         tty,
         last_line: String::new(),
+        unreported: None,
     };
     let result = l.run().await;
     // Whatever ended it, the player ends with it, reaped.
@@ -170,6 +174,17 @@ impl Listener {
         let playing = self.player.is_some();
         let mut heard = tokio::time::Instant::now();
         loop {
+            if let Some((track, reason)) = self.unreported.take() {
+                client::send(
+                    &mut ws,
+                    &ClientMessage::CannotPlay {
+                        station: self.station.clone(),
+                        track,
+                        reason,
+                    },
+                )
+                .await?;
+            }
             // The parked player plays then.
             let release_at = self.player.as_ref().and_then(Follow::release_at);
             tokio::select! {
@@ -366,8 +381,9 @@ impl Listener {
         }
     }
 
-    /// Says when the player cannot play what the station plays.
-    fn note_player(&self, before: Doing) {
+    /// Says when the player cannot play what the station plays, and tells
+    /// the server of a track mpv cannot decode (not of one it lacks).
+    fn note_player(&mut self, before: Doing) {
         let Some(p) = self.player.as_ref() else {
             return;
         };
@@ -375,6 +391,7 @@ impl Listener {
             if let Some(complaint) = p.complaint() {
                 self.note(&complaint);
             }
+            self.unreported = p.failed_track();
         }
     }
 

@@ -769,6 +769,29 @@ async fn a_track_mpv_cannot_play_is_named_with_mpvs_reason() {
         listen.try_wait().expect("listen's status").is_none(),
         "listen runs on"
     );
+    // listen told the server (`cannot_play`); its only listener failed,
+    // so the broadcaster hears `track_failed` with its next heartbeat.
+    let told = crate::support::eventually("the broadcaster told", async || {
+        b.send(json!({"type":"heartbeat","station":"odd","position_ms":1_000,"ack":true}))
+            .await;
+        b.expect("ack").await;
+        b.send(json!({"type":"ping","id":"hb"})).await;
+        loop {
+            let f = b.recv().await;
+            match f["type"].as_str() {
+                Some("track_failed") => return Ok(f),
+                Some("pong") if f["id"] == "hb" => return Err(f),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(told["track"], "odd.wav", "{told}");
+    assert_eq!(told["listeners"], 1, "{told}");
+    assert!(
+        told["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "mpv's reason goes along: {told}"
+    );
 
     let seq = b.update("odd", "alpha.wav", 5_000, true).await;
     sync_seq(&frames, seq);

@@ -190,6 +190,23 @@ impl Follow {
         self.release_at
     }
 
+    /// The track mpv could not play, and why in its words (at most as
+    /// long as the protocol takes), while it is so.
+    pub(crate) fn failed_track(&self) -> Option<(String, Option<String>)> {
+        if self.doing != Doing::Failed {
+            return None;
+        }
+        let track = self.loaded.clone()?;
+        let reason = self.failure.as_deref().map(|why| {
+            let mut end = why.len().min(protocol::MAX_TRACK_BYTES);
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why[..end].to_owned()
+        });
+        Some((track, reason))
+    }
+
     /// Why mpv does not play the station, for people, when it cannot.
     pub(crate) fn complaint(&self) -> Option<String> {
         let track = self.loaded.as_deref().unwrap_or_default();
