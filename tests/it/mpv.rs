@@ -772,18 +772,7 @@ async fn a_track_mpv_cannot_play_is_named_with_mpvs_reason() {
     // listen told the server (`cannot_play`); its only listener failed,
     // so the broadcaster hears `track_failed` with its next heartbeat.
     let told = crate::support::eventually("the broadcaster told", async || {
-        b.send(json!({"type":"heartbeat","station":"odd","position_ms":1_000,"ack":true}))
-            .await;
-        b.expect("ack").await;
-        b.send(json!({"type":"ping","id":"hb"})).await;
-        loop {
-            let f = b.recv().await;
-            match f["type"].as_str() {
-                Some("track_failed") => return Ok(f),
-                Some("pong") if f["id"] == "hb" => return Err(f),
-                _ => {}
-            }
-        }
+        crate::unplayable::heartbeat(&mut b, "odd").await.ok_or(())
     })
     .await;
     assert_eq!(told["track"], "odd.wav", "{told}");

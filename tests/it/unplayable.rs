@@ -45,7 +45,7 @@ async fn cannot_play(l: &mut Client, station: &str, track: &str, reason: Option<
 }
 
 /// A heartbeat, its ack, and a `track_failed` if one follows it at once.
-async fn heartbeat(b: &mut Client, station: &str) -> Option<Value> {
+pub(crate) async fn heartbeat(b: &mut Client, station: &str) -> Option<Value> {
     b.send(json!({"type":"heartbeat","station":station,"position_ms":1_000,"ack":true}))
         .await;
     b.expect("ack").await;
