@@ -551,6 +551,7 @@ mod tests {
                 duration_ms: Some(60_000),
                 title: title.map(Into::into),
                 artist: artist.map(Into::into),
+                next: None,
                 server_time_ms: 1_000_000,
                 cause: SyncCause::Update,
             }),

@@ -150,8 +150,26 @@ pub struct SyncState {
     /// The track's artist, like `title`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artist: Option<String>,
+    /// What plays after this track, when the station knows it (a station
+    /// the server runs, or a broadcaster that said): players fetch it
+    /// ahead of this track's end. Absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextTrack>,
     pub server_time_ms: i64,
     pub cause: SyncCause,
+}
+
+/// The track a station plays next, as `sync` announces it: a library track,
+/// described by the server's library.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NextTrack {
+    pub track: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 impl SyncState {
@@ -322,6 +340,11 @@ pub struct Update {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artist: Option<String>,
+    /// The library id of the track that plays after this one, when the
+    /// broadcaster knows it; the server announces it to listeners (with
+    /// the library's title, artist and duration) if its library has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_server_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -335,6 +358,9 @@ pub struct Heartbeat {
     pub position_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playing: Option<bool>,
+    /// Like `update`'s; absent, the last one announced stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_server_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -485,6 +511,7 @@ mod tests {
             duration_ms: None,
             title: Some("T".into()),
             artist: None,
+            next: None,
             server_time_ms: 5,
             cause: SyncCause::Heartbeat,
         });
@@ -506,6 +533,23 @@ mod tests {
             old,
             ServerMessage::Sync(SyncState { title: None, .. })
         ));
+        // `next` goes out only when known, and reads back.
+        let mut with_next = sync_at(0, Some(4_000));
+        with_next.next = Some(NextTrack {
+            track: "b.ogg".into(),
+            title: Some("B".into()),
+            artist: None,
+            duration_ms: Some(3_000),
+        });
+        let text = encode(&ServerMessage::Sync(with_next.clone()));
+        assert!(
+            text.as_str()
+                .contains(r#""next":{"track":"b.ogg","title":"B","duration_ms":3000}"#),
+            "{text}"
+        );
+        let back: ServerMessage = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(back, ServerMessage::Sync(with_next));
+        assert!(!encode(&sync).as_str().contains("next"));
         let tuned_out = encode(&ServerMessage::TunedOut);
         assert_eq!(tuned_out.as_str(), r#"{"type":"tuned_out"}"#);
     }
@@ -521,6 +565,7 @@ mod tests {
             duration_ms,
             title: None,
             artist: None,
+            next: None,
             server_time_ms: 10_000,
             cause: SyncCause::Update,
         }

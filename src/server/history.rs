@@ -165,6 +165,7 @@ mod tests {
             duration_ms: Some(10_000),
             title: None,
             artist: None,
+            next: None,
             server_time_ms: at,
             cause: SyncCause::Update,
         }

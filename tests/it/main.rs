@@ -22,6 +22,7 @@ mod media;
 mod metadata;
 mod metrics;
 mod mpv;
+mod next;
 mod onair;
 mod operate;
 mod protocol;

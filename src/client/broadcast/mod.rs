@@ -552,6 +552,7 @@ impl Broadcaster {
             duration_ms: choice.duration_ms,
             title: choice.title,
             artist: None,
+            next: self.next_id(),
             at_server_ms: self.at_server_ms(),
             ack: true,
         };
@@ -573,6 +574,7 @@ impl Broadcaster {
                 station: self.station.clone(),
                 position_ms,
                 playing: Some(self.player.playing),
+                next: self.next_id(),
                 at_server_ms: self.at_server_ms(),
                 ack: true,
             }),

@@ -31,7 +31,7 @@ use std::future::Future;
 use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::history::Played;
 use crate::server::refusal::Refusal;
-use crate::server::station::{Playback, Tuned};
+use crate::server::station::{Beat, Playback, Tuned};
 
 /// What a backend must do for the connections of this node.
 pub(crate) trait Backend {
@@ -110,12 +110,9 @@ pub(crate) trait OwnedStation: Send {
     fn update(&mut self, playback: Playback) -> impl Future<Output = Result<u64, Refusal>> + Send;
 
     /// Publishes a heartbeat: the stored track and duration at a new
-    /// position (and play state). [`Refusal::NoTrackYet`] before any update.
-    fn heartbeat(
-        &mut self,
-        position_ms: u64,
-        playing: Option<bool>,
-    ) -> impl Future<Output = Result<u64, Refusal>> + Send;
+    /// position (and play state, and next track, when it says them).
+    /// [`Refusal::NoTrackYet`] before any update.
+    fn heartbeat(&mut self, beat: Beat) -> impl Future<Output = Result<u64, Refusal>> + Send;
 
     /// `stop_broadcasting`: frees the station now; listeners are told
     /// `broadcaster_offline{reason:"stopped"}`, or, on a server-run
