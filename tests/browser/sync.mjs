@@ -161,12 +161,22 @@ async function unplayableStation(context, watch) {
   try {
     const f = await context.newPage();
     watch(f, "F");
+    // What F says, as it says it: the station may skip the track within
+    // a poll's interval (at the broadcaster's next heartbeat).
+    await f.addInitScript(() => {
+      window.__said = [];
+      document.addEventListener("DOMContentLoaded", () => {
+        const m = document.getElementById("message");
+        new MutationObserver(() => { if (!m.hidden) window.__said.push(m.textContent); })
+          .observe(m, { attributes: true, childList: true, characterData: true, subtree: true });
+      });
+    });
     await f.goto(`${base}/?station=${station}`);
     const failed = await until("F cannot play the missing track and says so", 10000, async () => {
-      const s = await state(f);
-      return { ok: s.track === "missing.mp3" && /Cannot play missing\.mp3/.test(s.message ?? ""), s };
+      const said = await f.evaluate(() => window.__said);
+      return { ok: said.some((m) => /Cannot play missing\.mp3/.test(m)), said };
     });
-    log("F says:", failed.s.message, "/", failed.s.status);
+    log("F says:", failed.said.find((m) => /Cannot play/.test(m)));
     const moved = await until("the station skips to the next track and F plays it", 10000, async () => {
       const s = await state(f);
       return { ok: s.track === "short.wav" && !s.paused && s.currentTime > 0, s };
