@@ -8,7 +8,9 @@
 //! it seeks (aimed ahead by the seek latency it has measured), beyond
 //! [`NUDGE_OVER_MS`] it nudges `speed` by 1-5 % until back within it. Past
 //! the track's end nothing is sought or restarted: mpv waits at the end
-//! (`--keep-open`) for the station's next state.
+//! (`--keep-open`) for the station's next state, unless the station said
+//! what plays next: then that track is in mpv's playlist already (`prefetch`)
+//! and mpv goes on to it, which the next state finds playing.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Mpv;
+use super::prefetch::Prefetch;
 use crate::client::http::{Endpoint, media_path};
 use crate::protocol::SyncState;
 
@@ -108,6 +111,8 @@ pub(crate) struct Follow {
     /// mpv reports its position less its audio buffer, so its reading is
     /// not compared again until the station moves).
     paused_at: Option<u64>,
+    /// The next track, appended to mpv's playlist ahead of the end.
+    prefetch: Prefetch,
 }
 
 impl Follow {
@@ -129,6 +134,7 @@ impl Follow {
             learn_lead: false,
             recent: VecDeque::new(),
             paused_at: None,
+            prefetch: Prefetch::new(),
         }
     }
 
@@ -167,13 +173,51 @@ impl Follow {
             return Ok(());
         };
         if self.loaded.as_deref() != Some(s.track.as_str()) {
+            if let Some(url) = self.prefetch.take(&s.track) {
+                return self.adopt(&s.track.clone(), url, server_now).await;
+            }
             return self.load(&s.track.clone()).await;
         }
         self.correct(server_now, false).await
     }
 
+    /// The station plays the track appended ahead: mpv plays it already
+    /// (it went on at the last one's end), or goes on to it now (it ran
+    /// behind), with no new request either way.
+    async fn adopt(&mut self, track: &str, url: String, server_now: i64) -> anyhow::Result<()> {
+        self.loaded = Some(track.to_owned());
+        self.file_end_ms = None;
+        self.position_ms = None;
+        self.drift_ms = None;
+        self.recent.clear();
+        self.paused_at = None;
+        let playing = self.mpv.ipc.get("path").await?;
+        self.url = Some(url.clone());
+        if playing.as_ref().and_then(Value::as_str) == Some(url.as_str()) {
+            self.ready = true;
+            self.file_end_ms = self.get_f64("duration").await?.map(|s| s * 1000.0);
+            return self.correct(server_now, false).await;
+        }
+        // Its `file-loaded` makes it ready; if mpv has no such entry any
+        // more (it failed to open it), it is loaded as any track is.
+        self.ready = false;
+        self.doing = Doing::Loading;
+        if let Err(e) = self
+            .mpv
+            .ipc
+            .command(json!(["playlist-next", "force"]))
+            .await
+        {
+            tracing::debug!(error = %e, "the appended track is gone; loading it");
+            return self.load(track).await;
+        }
+        Ok(())
+    }
+
     /// Checks that the server serves `track`, and loads it paused.
     async fn load(&mut self, track: &str) -> anyhow::Result<()> {
+        // A load replaces mpv's playlist: nothing appended follows.
+        self.prefetch.forget();
         self.loaded = Some(track.to_owned());
         self.url = None;
         self.ready = false;
@@ -216,7 +260,14 @@ impl Follow {
             Some("file-loaded") if self.url.is_some() => {
                 // A track replaced while loading may still report in.
                 let path = self.mpv.ipc.get("path").await?;
-                if path.as_ref().and_then(Value::as_str) != self.url.as_deref() {
+                let path = path.as_ref().and_then(Value::as_str);
+                if path != self.url.as_deref() {
+                    if path.is_some_and(|p| self.prefetch.holds(p)) {
+                        // On to the appended track at the last one's end:
+                        // nothing to correct until the station's state for it.
+                        self.ready = false;
+                        self.doing = Doing::Ended;
+                    }
                     return Ok(());
                 }
                 self.ready = true;
@@ -256,6 +307,10 @@ impl Follow {
         self.recent.push_back(reading);
         let drift = median(&self.recent);
         self.drift_ms = Some(drift);
+        let left = end.map(|end| end - expected);
+        (self.prefetch)
+            .ahead(&mut self.mpv.ipc, &self.endpoint, &s, left)
+            .await?;
         if s.playing && end.is_some_and(|end| expected >= end - NUDGE_OVER_MS) {
             // Past the end: let mpv reach its end and wait there.
             self.doing = Doing::Ended;

@@ -1,10 +1,12 @@
 //! `radio listen --player mpv`: a real mpv, started idle with no video and
 //! its JSON IPC on a private socket, driven the way Syncplay drives desktop
 //! players. This file starts and ends the process; `ipc` speaks to it;
-//! `follow` keeps it on the station's position (the drift loop).
+//! `follow` keeps it on the station's position (the drift loop);
+//! `prefetch` puts the next track in its playlist ahead of the end.
 
 pub(crate) mod follow;
 mod ipc;
+mod prefetch;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -186,6 +188,10 @@ fn command(socket: &Path, own_socket: bool, user_args: &[String]) -> Command {
         // unloading it; it never starts a file again on its own.
         "--keep-open=yes",
         "--loop-file=no",
+        // A next track appended to the playlist is opened and read while
+        // the current one plays, and follows it without a gap.
+        "--prefetch-playlist=yes",
+        "--gapless-audio=yes",
         "--resume-playback=no",
         "--save-position-on-quit=no",
         "--input-terminal=no",
