@@ -185,16 +185,15 @@ impl Queue {
         self.at?;
         self.find(true).ok().map(|(_, choice)| choice)
     }
-}
 
-impl super::Broadcaster {
-    /// The library id of the track that plays after the current one's end,
-    /// for `update` and `heartbeat` (`next`): none with `--stop-at-end`.
-    pub(super) fn next_id(&self) -> Option<String> {
-        if self.args.stop_at_end {
-            return None;
-        }
-        self.queue.upcoming().map(|c| c.track)
+    /// The id of the track that plays after the current one's end, for
+    /// `update` and `heartbeat` (`next`): none when the station pauses at
+    /// the end (`--stop-at-end`).
+    pub(super) fn next_id(&self, stop_at_end: bool) -> Option<String> {
+        (!stop_at_end)
+            .then(|| self.upcoming())
+            .flatten()
+            .map(|c| c.track)
     }
 }
 
