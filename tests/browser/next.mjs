@@ -12,6 +12,10 @@
 // own request log shows each track fetched ahead, and the server's media
 // counter matches that log (nothing fetched unseen).
 //
+// Then a broadcaster's station (the test's own WebSocket): a heartbeat of
+// the last track, sent just before its end, that arrives after the page's
+// own switch must not take the page back to that track.
+//
 // usage: node next.mjs SERVER_URL STATION
 // Run by tests/it/browser.rs; exits non-zero with a message on the first
 // failed expectation.
@@ -74,6 +78,72 @@ function boundary(samples, from, to) {
   if (!first) throw new Error(`${to} was never seen playing`);
   const startedAt = first.t - (first.ct - start) * 1000 / first.rate;
   return { endedAt, startedAt, gap: startedAt - endedAt, start, stop };
+}
+
+// A broadcaster's station (the test's own WebSocket, from a page of the
+// server's origin) announcing 2.wav after 1.wav: the listener switches on
+// its own clock at 1.wav's end, and a heartbeat of 1.wav the broadcaster
+// sent just before its end arrives after that switch. The page must not go
+// back to 1.wav for it, nor fetch anything, and must take the station's
+// update for 2.wav, which it plays already, as it is.
+async function lateHeartbeat(context, requests) {
+  const late = "late-heartbeat";
+  const bc = await context.newPage();
+  await bc.goto(`${base}/api/library`);
+  await bc.evaluate((url) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    window.__ws = ws;
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error("the broadcaster's WebSocket failed"));
+  }), base.replace(/^http/, "ws") + "/ws");
+  const say = (msg) => bc.evaluate((m) => window.__ws.send(JSON.stringify(m)), msg);
+  await say({ type: "start_broadcasting", station: late });
+  await say({ type: "update", station: late, track: "1.wav", position_ms: 2500, playing: true, next: "2.wav" });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => log("page error:", e.message));
+  const from = requests.length;
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith("/media/")) {
+      requests.push({ track: decodeURIComponent(u.pathname.slice(7)), method: r.method(), at: Date.now() });
+    }
+  });
+  await page.goto(`${base}/?station=${late}`);
+  await until("the late page plays 1.wav", 10000, async () => {
+    const s = await state(page);
+    return { ok: s.track === "1.wav" && !s.paused && s.currentTime > 0 && s.next === "2.wav", s };
+  });
+  // Every track the page plays, as it changes (sampled in the page, so no
+  // change is missed between two of the test's looks).
+  await page.evaluate(() => {
+    window.__tracks = [];
+    setInterval(() => {
+      const t = window.radio.state().track;
+      if (window.__tracks[window.__tracks.length - 1] !== t) window.__tracks.push(t);
+    }, 5);
+  });
+  // Its own switch, at 1.wav's end.
+  const switched = await until("the late page switches to 2.wav", 8000, async () => {
+    const s = await state(page);
+    return { ok: s.track === "2.wav", s };
+  });
+  await say({ type: "heartbeat", station: late, position_ms: 6990, playing: true });
+  await new Promise((r) => setTimeout(r, 150));
+  await say({ type: "update", station: late, track: "2.wav", position_ms: 150, playing: true, next: "3.wav" });
+  await new Promise((r) => setTimeout(r, 1500));
+  const tracks = await page.evaluate(() => window.__tracks);
+  if (tracks.join(" ") !== "1.wav 2.wav") {
+    throw new Error(`a late heartbeat of 1.wav took the page back to it: ${tracks.join(" → ")}`);
+  }
+  const fetched = requests.slice(from).filter((r) => r.at > switched.s.now - 1000 && r.track !== "3.wav");
+  if (fetched.length) {
+    throw new Error(`fetched at the boundary: ${fetched.map((r) => r.track).join(", ")}`);
+  }
+  const s = await state(page);
+  if (Math.abs(s.drift ?? 1e9) >= TIMELINE_MS) throw new Error(`2.wav is ${s.drift} ms off the station`);
+  log(`a late heartbeat of the last track changed nothing: 2.wav plays, ${Math.round(s.drift)} ms from the station`);
+  await page.close();
+  await bc.close();
 }
 
 const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-"));
@@ -187,6 +257,7 @@ try {
   }
   if (pageErrors.length) failures.push(`script errors in the page: ${pageErrors.join("; ")}`);
   if (failures.length) throw new Error(failures.join("\n"));
+  await lateHeartbeat(context, requests);
   log("ok");
 } catch (e) {
   console.error("FAILED:", e.message);

@@ -58,6 +58,8 @@
   const PRELOAD_MAX_MS = 30000;     // ... and at most this long before the end
   const START_LEAD_MS = 20;         // first guess of how long a start takes
   const MAX_START_LEAD_MS = 200;
+  const LATE_STATE_MS = 1000;       // a state this near the end of the track
+                                    // just left was sent before its end
   const STATION_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
   const st = {
@@ -103,6 +105,7 @@
     share: Math.random(),    // this listener's place in the preload spread
     startLead: START_LEAD_MS, // learned: a start is asked this much early
     gaps: [],                // measured at each switch, for the curious
+    left: null,              // the track this page left at its end
     // private
     lastSave: 0,
   };
@@ -671,6 +674,7 @@
     media.pause();
     dropNext();
     showNext(null);
+    st.left = null;
     st.mode = "listening";
     st.tuned = name;
     st.sync = null;
@@ -908,6 +912,7 @@
     st.planned = null;
     const old = media;
     const el = ready.el;
+    st.left = st.track;
     const tail = Math.max(0, (oldEnd - old.currentTime) * 1000 / old.playbackRate);
     const endsAt = performance.now() + tail;
     // The old one ends by itself at its file's end; at the station's end, or
@@ -964,6 +969,15 @@
   }
 
   function applySync(s) {
+    // A state of the track this page just left at its end (a heartbeat the
+    // broadcaster sent just before it) is no news: the page plays the next
+    // one. Any other state of it (played again, sought back) is.
+    if (st.left !== null) {
+      const late = s.track === st.left && s.track !== st.track && s.playing && s.duration_ms
+        && s.position_ms + (serverNow() - s.server_time_ms) >= s.duration_ms - LATE_STATE_MS;
+      if (late) return;
+      st.left = null;
+    }
     // The station moved on before this page's own switch (it runs behind):
     // the fetched next track takes over now.
     if (st.ready && s.track !== st.track && s.track === st.ready.next.track) switchToNext(0);
