@@ -594,6 +594,7 @@ mod tests {
                 title: title.map(Into::into),
                 artist: artist.map(Into::into),
                 gain_db: None,
+                next: None,
                 server_time_ms: 1_000_000,
                 cause: SyncCause::Update,
             }),

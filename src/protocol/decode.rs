@@ -47,19 +47,23 @@ pub fn decode_request(text: &str) -> Result<ClientMessage, DecodeError> {
 }
 
 fn validate(msg: ClientMessage) -> Result<ClientMessage, DecodeError> {
+    const NONE: (&str, Option<&String>) = ("", None);
     // Text fields a server keeps or passes on: at most MAX_TRACK_BYTES each.
     let texts = match &msg {
         ClientMessage::Update(u) => [
             ("track", Some(&u.track)),
             ("title", u.title.as_ref()),
             ("artist", u.artist.as_ref()),
+            ("next", u.next.as_ref()),
         ],
+        ClientMessage::Heartbeat(h) => [("next", h.next.as_ref()), NONE, NONE, NONE],
         ClientMessage::CannotPlay { track, reason, .. } => [
             ("track", Some(track)),
             ("reason", reason.as_ref()),
-            ("", None),
+            NONE,
+            NONE,
         ],
-        _ => [("", None), ("", None), ("", None)],
+        _ => [NONE; 4],
     };
     for (name, value) in texts {
         let len = value.map_or(0, String::len);
@@ -140,8 +144,8 @@ mod tests {
             r#"{"type":"ping"}"#,
             r#"{"type":"start_broadcasting","station":"s","resume_token":"t","key":"k"}"#,
             r#"{"type":"stop_broadcasting","station":"s"}"#,
-            r#"{"type":"update","station":"s","track":"t","position_ms":0,"playing":true,"duration_ms":5,"title":"T","artist":"A","at_server_ms":9,"ack":true}"#,
-            r#"{"type":"heartbeat","station":"s","position_ms":10}"#,
+            r#"{"type":"update","station":"s","track":"t","position_ms":0,"playing":true,"duration_ms":5,"title":"T","artist":"A","next":"u","at_server_ms":9,"ack":true}"#,
+            r#"{"type":"heartbeat","station":"s","position_ms":10,"next":"u"}"#,
             r#"{"type":"tune_in","station":"s","extra":[1,2]}"#,
             r#"{"type":"tune_out"}"#,
             r#"{"type":"list_stations"}"#,
@@ -196,6 +200,18 @@ mod tests {
             )),
             ErrorCode::BadMessage
         );
+        for next in [
+            format!(
+                r#"{{"type":"update","station":"s","track":"t","next":"{long}","position_ms":1,"playing":true}}"#
+            ),
+            format!(r#"{{"type":"heartbeat","station":"s","next":"{long}","position_ms":1}}"#),
+        ] {
+            let refused = decode_request(&next).unwrap_err();
+            assert!(
+                refused.message.starts_with("next is 513 bytes"),
+                "{refused:?}"
+            );
+        }
         let refused = decode_request(&format!(
             r#"{{"type":"cannot_play","station":"s","track":"t","reason":"{long}"}}"#
         ))

@@ -161,8 +161,30 @@ pub struct SyncState {
     /// the track; absent for a track it has not (yet), or cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gain_db: Option<f64>,
+    /// What plays after this track, when the station knows it (a station
+    /// the server runs, or a broadcaster that said): players fetch it
+    /// ahead of this track's end. Absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextTrack>,
     pub server_time_ms: i64,
     pub cause: SyncCause,
+}
+
+/// The track a station plays next, as `sync` announces it: a library track,
+/// described by the server's library.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NextTrack {
+    pub track: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The next track's loudness gain in dB, like `SyncState::gain_db`:
+    /// a player that starts it ahead starts it at this gain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gain_db: Option<f64>,
 }
 
 impl SyncState {
@@ -333,6 +355,11 @@ pub struct Update {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artist: Option<String>,
+    /// The library id of the track that plays after this one, when the
+    /// broadcaster knows it; the server announces it to listeners (with
+    /// the library's title, artist and duration) if its library has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_server_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -346,6 +373,9 @@ pub struct Heartbeat {
     pub position_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playing: Option<bool>,
+    /// Like `update`'s; absent, the last one announced stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_server_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -497,6 +527,7 @@ mod tests {
             title: Some("T".into()),
             artist: None,
             gain_db: Some(-3.5),
+            next: None,
             server_time_ms: 5,
             cause: SyncCause::Heartbeat,
         });
@@ -523,6 +554,24 @@ mod tests {
                 ..
             })
         ));
+        // `next` goes out only when known, and reads back.
+        let mut with_next = sync_at(0, Some(4_000));
+        with_next.next = Some(NextTrack {
+            track: "b.ogg".into(),
+            title: Some("B".into()),
+            artist: None,
+            duration_ms: Some(3_000),
+            gain_db: None,
+        });
+        let text = encode(&ServerMessage::Sync(with_next.clone()));
+        assert!(
+            text.as_str()
+                .contains(r#""next":{"track":"b.ogg","title":"B","duration_ms":3000}"#),
+            "{text}"
+        );
+        let back: ServerMessage = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(back, ServerMessage::Sync(with_next));
+        assert!(!encode(&sync).as_str().contains("next"));
         let tuned_out = encode(&ServerMessage::TunedOut);
         assert_eq!(tuned_out.as_str(), r#"{"type":"tuned_out"}"#);
     }
@@ -539,6 +588,7 @@ mod tests {
             title: None,
             artist: None,
             gain_db: None,
+            next: None,
             server_time_ms: 10_000,
             cause: SyncCause::Update,
         }

@@ -166,6 +166,7 @@ mod tests {
             title: None,
             artist: None,
             gain_db: None,
+            next: None,
             server_time_ms: at,
             cause: SyncCause::Update,
         }

@@ -4,16 +4,18 @@
 //! the broadcaster going offline, a `radio broadcast` station moving on at
 //! a track's end, and one skipping a track its listener cannot play) and one on `radio serve`'s defaults, whose demo library
 //! must play. One Node and Chromium run does both (tests/browser/sync.mjs
-//! says how).
+//! says how). Another run (tests/browser/next.mjs) measures the gap between
+//! tracks of a station the server runs, and the requests at the boundary.
 //!
 //! Chromium, Node and the npm packages are installed by scripts/setup.sh
 //! (CI runs it); without them this test fails and says so, never skips.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use radio::BackendConfig;
+use radio::{BackendConfig, StationSpec};
 
 use crate::support::process::exit_within;
 use crate::support::{Server, TempDir, radio_bin, tone_wav};
@@ -21,6 +23,10 @@ use crate::support::{Server, TempDir, radio_bin, tone_wav};
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// One Chromium run at a time: the gaps measured are a real browser's
+/// timing, which a second browser on the same cores would blur.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 pub(crate) fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
@@ -78,9 +84,30 @@ pub(crate) fn require_browser() {
     );
 }
 
+/// Runs `node tests/browser/SCRIPT ARGS...`, which must succeed.
+fn run_script(script: &str, args: &[&str]) {
+    let browser_dir = manifest_dir().join("tests/browser");
+    let mut child = Command::new("node")
+        .arg(browser_dir.join(script))
+        .args(args)
+        .env("CHROMIUM", chromium())
+        .current_dir(&browser_dir)
+        .spawn()
+        .expect("start node");
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(180),
+        &format!("the browser test (node tests/browser/{script})"),
+    );
+    assert!(
+        status.success(),
+        "the browser test failed ({status}); its output is above"
+    );
+}
+
 #[test]
 fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
-    let browser_dir = manifest_dir().join("tests/browser");
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     require_browser();
 
     let media = TempDir::new("browser");
@@ -136,26 +163,37 @@ fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
         }
     }
     let started = SystemTime::now();
-    let mut child = Command::new("node")
-        .arg(browser_dir.join("sync.mjs"))
-        .arg(server.http_url(""))
-        .arg(&shots[0])
-        .arg(demo.http_url(""))
-        .arg(radio_bin())
-        .env("CHROMIUM", chromium())
-        .current_dir(&browser_dir)
-        .spawn()
-        .expect("start node");
-    let status = exit_within(
-        &mut child,
-        Duration::from_secs(180),
-        "the browser test (node tests/browser/sync.mjs)",
-    );
-    assert!(
-        status.success(),
-        "the browser test failed ({status}); its output is above"
+    let shot = shots[0].to_str().expect("a UTF-8 path");
+    run_script(
+        "sync.mjs",
+        &[&server.http_url(""), shot, &demo.http_url(""), radio_bin()],
     );
     for shot in &shots {
         assert_fresh_png(shot, started);
     }
+}
+
+/// A station the server runs, of 7 s tracks: the page fetches each next
+/// track ahead and starts it at the boundary with a gap under 50 ms and no
+/// request there (tests/browser/next.mjs measures and says how).
+#[test]
+fn the_next_track_starts_on_time_without_a_gap_or_a_fetch() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    require_browser();
+    let media = TempDir::new("browser-next");
+    for (i, notes) in [[261.63, 329.63], [293.66, 369.99], [329.63, 415.3]]
+        .iter()
+        .enumerate()
+    {
+        let title = format!("Tone {}", i + 1);
+        media.write(
+            &format!("{}.wav", i + 1),
+            tone_wav(7, notes, Some(&title), Some("Next")),
+        );
+    }
+    let server = Server::with(|c| {
+        c.media.dir = Some(media.path().to_owned());
+        c.stations = vec![StationSpec::parse("onair=library").expect("a station spec")];
+    });
+    run_script("next.mjs", &[&server.http_url(""), "onair"]);
 }

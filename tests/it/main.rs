@@ -26,6 +26,7 @@ mod media;
 mod metadata;
 mod metrics;
 mod mpv;
+mod next;
 mod onair;
 mod onair_cluster;
 mod operate;

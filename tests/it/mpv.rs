@@ -834,3 +834,210 @@ async fn a_file_output_is_shown_as_not_real_time() {
     );
     kill(&mut listen);
 }
+
+/// One command on the test's own line to mpv; its `data`.
+fn mpv_command(mpv: &mut MpvIpc, command: Value) -> Value {
+    mpv.id += 1;
+    let id = mpv.id;
+    writeln!(
+        mpv.writer,
+        "{}",
+        json!({"command": command, "request_id": id})
+    )
+    .expect("write to mpv");
+    loop {
+        let mut buf = String::new();
+        let n = mpv.reader.read_line(&mut buf).expect("read from mpv");
+        assert!(n > 0, "mpv closed its socket");
+        let v: Value = serde_json::from_str(&buf).expect("mpv speaks JSON");
+        if v["request_id"] == id {
+            return v["data"].clone();
+        }
+    }
+}
+
+/// The server's media requests so far, whatever their answer.
+async fn media_requests(server: &Server) -> f64 {
+    let text = server.get("/metrics").await.text();
+    text.lines()
+        .filter(|l| l.starts_with("radio_http_requests_total{route=\"media\","))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The wall clock in ms, finer than [`radio::protocol::now_ms`].
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// mpv's file, audio clock and speed at one instant (one command, so
+/// they agree), and that instant.
+struct Sample {
+    at_ms: f64,
+    path: String,
+    pts_ms: Option<f64>,
+    speed: f64,
+}
+
+fn sample(mpv: &mut MpvIpc) -> Sample {
+    let text = mpv_command(
+        mpv,
+        json!(["expand-text", "${path}\n${=audio-pts}\n${=speed}"]),
+    );
+    let at_ms = epoch_ms();
+    let mut parts = text.as_str().unwrap_or_default().split('\n');
+    let mut next = || parts.next().unwrap_or_default().to_owned();
+    let (path, pts, speed) = (next(), next(), next());
+    Sample {
+        at_ms,
+        path,
+        pts_ms: pts.parse::<f64>().ok().map(|s| s * 1000.0),
+        speed: speed.parse().unwrap_or(1.0),
+    }
+}
+
+/// A shell station whose playlist says what plays next: listen appends the
+/// next track to mpv's playlist ahead of the end, and mpv goes on to it at
+/// the boundary. Measured on mpv's audio clock (`audio-pts`, sampled every
+/// 2 ms over its IPC): the first track's clock reaching its end, the
+/// second's starting from 0: the gap between is under 50 ms. No request
+/// reaches the server around the boundary (the next track was fetched
+/// ahead), and the second track starts where the station's timeline puts it.
+/// (The first track lasts 15 s, so the drift loop has brought mpv onto the
+/// station's clock by its end, whatever its start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_goes_on_to_the_next_track_without_a_gap_or_a_fetch() {
+    let media = TempDir::new("mpv-next");
+    media.write(
+        "first.wav",
+        tone_wav(15, &[330.0, 440.0], Some("First"), None),
+    );
+    media.write("second.wav", tone_wav(90, &[392.0], Some("Second"), None));
+    let lists = TempDir::new("mpv-next-list");
+    lists.write("list.m3u", "first.wav\nsecond.wav\n");
+    let list = lists.path().join("list.m3u");
+    let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
+    let sockets = TempDir::new("mpv-socket");
+    let (mut listen, frames, _err) = listen_mpv(
+        &server.ws_url(),
+        "gapless",
+        &socket_in(&sockets),
+        NULL_OUTPUT,
+    );
+    let mut mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket_in(&sockets)));
+    wait_for(&frames, "tuned", |v| v["type"] == "tuned");
+    let url = server.ws_url();
+    let b = crate::support::cli::Broadcast::spawn(&[
+        "--url",
+        &url,
+        "--station",
+        "gapless",
+        "--playlist",
+        list.to_str().expect("a UTF-8 path"),
+    ]);
+    let first = wait_for(&frames, "the first track's sync", |v| {
+        v["type"] == "sync" && v["track"] == "first.wav"
+    });
+    assert_eq!(first["next"]["track"], "second.wav", "{first}");
+    let ms = |v: &Value| v.as_f64().expect("a number");
+    let boundary =
+        ms(&first["server_time_ms"]) + ms(&first["duration_ms"]) - ms(&first["position_ms"]);
+
+    // The next track is in mpv's playlist well before the boundary.
+    let appended_at = tokio::task::block_in_place(|| {
+        loop {
+            if mpv_command(&mut mpv, json!(["get_property", "playlist-count"])) == 2 {
+                break epoch_ms();
+            }
+            assert!(epoch_ms() < boundary, "nothing appended before the end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let lead = boundary - appended_at;
+    eprintln!("second.wav appended {lead:.0} ms before the boundary");
+    assert!(lead > 1_500.0, "appended only {lead:.0} ms before the end");
+    let requests = media_requests(&server).await;
+
+    let (samples, first_ms) = tokio::task::block_in_place(|| {
+        let first_ms = mpv.get("duration").as_f64().expect("first's duration") * 1000.0;
+        let mut samples = Vec::new();
+        loop {
+            let s = sample(&mut mpv);
+            let done = s.path.ends_with("/second.wav") && s.pts_ms.is_some_and(|p| p > 1_000.0);
+            samples.push(s);
+            if done {
+                break (samples, first_ms);
+            }
+            assert!(
+                epoch_ms() < boundary + 10_000.0,
+                "mpv never played second.wav"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    assert_eq!(
+        media_requests(&server).await,
+        requests,
+        "a media request around the boundary"
+    );
+
+    // Where the first track's clock reached its end, and the second's
+    // started, on the wall clock. mpv names the second file while the
+    // first one's last moments still play from its audio buffer (the
+    // second's clock is below 0 then), so the first one ends where its
+    // clock reaches its length; unless the second was heard at once (the
+    // first was cut short), which ends it there.
+    let played = |name: &str| {
+        samples
+            .iter()
+            .filter(|s| s.path.ends_with(name) && s.pts_ms.is_some())
+            .collect::<Vec<_>>()
+    };
+    let (a, b2) = (played("/first.wav"), played("/second.wav"));
+    let last = a.last().expect("samples of first.wav");
+    let left_ms = first_ms - last.pts_ms.unwrap_or(0.0);
+    let mut ended = last.at_ms + left_ms / last.speed;
+    let heard = b2.first().expect("samples of second.wav");
+    if heard.pts_ms.is_some_and(|p| p >= 0.0) {
+        ended = ended.min(heard.at_ms);
+    }
+    let moving = b2
+        .iter()
+        .find(|s| s.pts_ms.is_some_and(|p| p > 0.0))
+        .expect("second.wav playing");
+    let started = moving.at_ms - moving.pts_ms.unwrap_or(0.0) / moving.speed;
+    let gap = started - ended;
+    let second = wait_for(&frames, "the second track's sync", |v| {
+        v["type"] == "sync" && v["track"] == "second.wav"
+    });
+    let timeline = ms(&second["server_time_ms"]) - ms(&second["position_ms"]);
+    eprintln!(
+        "first.wav -> second.wav in mpv: gap {gap:.1} ms; {:.0} ms from the station's timeline; \
+         last sample of first.wav {:.0} ms before its end",
+        started - timeline,
+        left_ms
+    );
+    assert!(gap.abs() < 50.0, "a gap of {gap:.1} ms between the tracks");
+    assert!(
+        (started - timeline).abs() < TOLERANCE_MS,
+        "second.wav started {:.0} ms from the station's timeline",
+        started - timeline
+    );
+    // mpv plays the entry it had: nothing was loaded in its place.
+    tokio::task::block_in_place(|| {
+        let playlist = mpv.get("playlist");
+        let entries = playlist.as_array().expect("a playlist");
+        assert!(
+            entries.iter().all(|e| e["filename"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("/first.wav") || f.ends_with("/second.wav"))),
+            "{playlist}"
+        );
+    });
+    drop(b);
+    kill(&mut listen);
+}

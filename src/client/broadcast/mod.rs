@@ -552,6 +552,7 @@ impl Broadcaster {
             duration_ms: choice.duration_ms,
             title: choice.title,
             artist: None,
+            next: self.queue.next_id(self.args.stop_at_end),
             at_server_ms: self.at_server_ms(),
             ack: true,
         };
@@ -573,6 +574,7 @@ impl Broadcaster {
                 station: self.station.clone(),
                 position_ms,
                 playing: Some(self.player.playing),
+                next: self.queue.next_id(self.args.stop_at_end),
                 at_server_ms: self.at_server_ms(),
                 ack: true,
             }),

@@ -136,6 +136,13 @@ impl Queue {
     /// The next (`forward`) or previous track in the order, wrapping,
     /// passing over those the order may not choose.
     pub(super) fn step(&mut self, forward: bool) -> Result<Choice, String> {
+        let (i, choice) = self.find(forward)?;
+        self.at = Some(i);
+        Ok(choice)
+    }
+
+    /// Where [`Queue::step`] goes, and what it finds there.
+    fn find(&self, forward: bool) -> Result<(usize, Choice), String> {
         let n = self.len();
         if n == 0 {
             return Err(match &self.library {
@@ -154,8 +161,7 @@ impl Queue {
                 return Err("the library changed".into());
             };
             if self.in_order(&choice) {
-                self.at = Some(i);
-                return Ok(choice);
+                return Ok((i, choice));
             }
         }
         Err("no track of the order can play: each has no known duration or failed for every listener".into())
@@ -171,6 +177,23 @@ impl Queue {
     pub(super) fn after_end(&mut self) -> Option<Choice> {
         self.at?;
         self.step(true).ok()
+    }
+
+    /// What [`Queue::after_end`] would give now, without moving: the
+    /// station's next track, as its updates announce it.
+    pub(super) fn upcoming(&self) -> Option<Choice> {
+        self.at?;
+        self.find(true).ok().map(|(_, choice)| choice)
+    }
+
+    /// The id of the track that plays after the current one's end, for
+    /// `update` and `heartbeat` (`next`): none when the station pauses at
+    /// the end (`--stop-at-end`).
+    pub(super) fn next_id(&self, stop_at_end: bool) -> Option<String> {
+        (!stop_at_end)
+            .then(|| self.upcoming())
+            .flatten()
+            .map(|c| c.track)
     }
 }
 
@@ -203,7 +226,10 @@ mod tests {
     #[test]
     fn library_order_wraps() {
         let mut q = Queue::new(Some(lib()), Order::Library, false);
+        assert!(q.upcoming().is_none(), "nothing plays yet");
         assert_eq!(q.choose("C", None).unwrap(), choice("c.mp3", 4_000));
+        assert_eq!(q.upcoming().unwrap().track, "a.mp3", "known ahead");
+        assert_eq!(q.upcoming().unwrap().track, "a.mp3", "without moving");
         assert_eq!(q.after_end().unwrap().track, "a.mp3", "wraps");
         assert_eq!(q.step(false).unwrap().track, "c.mp3");
         assert_eq!(q.choose("b", Some(9_000)).unwrap(), choice("b.mp3", 9_000));
@@ -248,6 +274,7 @@ mod tests {
         assert_eq!(q.choose("b.mp3", None).unwrap().duration_ms, None);
         assert_eq!(q.after_end().unwrap().track, "c.mp3");
         q.mark_failed("d.mp3");
+        assert_eq!(q.upcoming().unwrap().track, "a.mp3", "d failed");
         assert_eq!(q.after_end().unwrap().track, "a.mp3", "d failed");
         q.mark_failed("a.mp3");
         q.mark_failed("c.mp3");
@@ -263,6 +290,7 @@ mod tests {
         let mut q = Queue::new(Some(lib()), Order::Library, true);
         let c = q.choose("my own.ogg", Some(5_000)).unwrap();
         assert_eq!(c, choice("my own.ogg", 5_000));
+        assert!(q.upcoming().is_none(), "nothing follows a free track");
         assert!(q.after_end().is_none(), "nothing follows a free track");
         // An exact id still gets the library's duration and place.
         assert_eq!(q.choose("a.mp3", None).unwrap(), choice("a.mp3", 4_000));

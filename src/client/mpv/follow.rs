@@ -8,7 +8,10 @@
 //! park (pause and seek ahead of the station by how long seeks take, then
 //! play when the station gets there), nudge the speed, or leave mpv be
 //! while it seeks or buffers. This file reads mpv and carries that out;
-//! the rules and their numbers are `drift`'s.
+//! the rules and their numbers are `drift`'s. When the station says what
+//! plays next, that track is in mpv's playlist ahead of the end
+//! (`prefetch`, at its own gain) and mpv goes on to it gaplessly, which
+//! the next state finds playing.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use tokio::time::Instant;
 use super::Mpv;
 use super::drift::{self, Action, Expected, Leads, Phase, Reading};
 use super::ipc::line_of;
+use super::prefetch::Prefetch;
 use super::trouble::{self, Trouble};
 use crate::client::http::{Endpoint, media_path};
 use crate::protocol::{self, SyncState};
@@ -147,6 +151,8 @@ pub(crate) struct Follow {
     parked_cache: Option<(Instant, f64)>,
     /// mpv's latest error lines since the track's load.
     said: VecDeque<String>,
+    /// The next track, appended to mpv's playlist ahead of the end.
+    prefetch: Prefetch,
 }
 
 impl Follow {
@@ -174,6 +180,7 @@ impl Follow {
             too_fast: false,
             parked_cache: None,
             said: VecDeque::new(),
+            prefetch: Prefetch::new(),
         }
     }
 
@@ -259,13 +266,51 @@ impl Follow {
             return Ok(());
         };
         if self.loaded.as_deref() != Some(s.track.as_str()) {
+            if let Some(url) = self.prefetch.take(&s.track) {
+                return self.adopt(&s.track.clone(), url, offset_ms).await;
+            }
             return self.load(&s.track.clone()).await;
         }
         self.correct(offset_ms).await
     }
 
-    /// Checks that the server serves `track`, and loads it paused.
-    async fn load(&mut self, track: &str) -> anyhow::Result<()> {
+    /// The station plays the track appended ahead: mpv plays it already,
+    /// or goes on to it now (it ran behind); no new request either way.
+    async fn adopt(&mut self, track: &str, url: String, offset_ms: f64) -> anyhow::Result<()> {
+        self.forget_track(track);
+        let playing = self.mpv.ipc.get("path").await?;
+        self.url = Some(url.clone());
+        if playing.as_ref().and_then(Value::as_str) == Some(url.as_str()) {
+            self.ready = true;
+            self.file_end_ms = self.get_f64("duration").await?.map(|s| s * 1000.0);
+            return self.correct(offset_ms).await;
+        }
+        // Its `file-loaded` makes it ready; gone, it is loaded anew.
+        self.pause(true).await?;
+        self.phase = Phase::Parked;
+        let next = json!(["playlist-next", "force"]);
+        if let Err(e) = self.mpv.ipc.command(next).await {
+            tracing::debug!(error = %e, "the appended track is gone; loading it");
+            return self.load(track).await;
+        }
+        self.await_load();
+        Ok(())
+    }
+
+    /// A load is under way: waited for as a park is (`playback-restart`).
+    fn await_load(&mut self) {
+        self.pending = Some(Pending {
+            since: Instant::now(),
+            to_ms: None,
+            cached: false,
+            after: self.mpv.ipc.replied_at(),
+            done: false,
+        });
+        self.doing = Doing::Loading;
+    }
+
+    /// Drops what was known of the last track: `track` is mpv's now.
+    fn forget_track(&mut self, track: &str) {
         self.loaded = Some(track.to_owned());
         self.url = None;
         self.ready = false;
@@ -275,10 +320,18 @@ impl Follow {
         self.drift_ms = None;
         self.last_played = None;
         self.release_at = None;
-        self.phase = Phase::Parked;
+        self.pending = None;
         self.parked_at = None;
         self.parked_cache = None;
         self.said.clear();
+    }
+
+    /// Checks that the server serves `track`, and loads it paused.
+    async fn load(&mut self, track: &str) -> anyhow::Result<()> {
+        // A load replaces mpv's playlist: nothing appended follows.
+        self.prefetch.forget();
+        self.forget_track(track);
+        self.phase = Phase::Parked;
         let path = media_path(track);
         match self.endpoint.head(&path).await {
             Ok(status) if status.is_success() => {}
@@ -302,16 +355,8 @@ impl Follow {
         let gain_db = self.sync.as_ref().and_then(|s| s.gain_db);
         let loadfile = super::gain::loadfile(&url, "replace", gain_db);
         self.mpv.ipc.command(loadfile).await?;
-        // Waited for as a park is: done at its `playback-restart`.
-        self.pending = Some(Pending {
-            since: Instant::now(),
-            to_ms: None,
-            cached: false,
-            after: self.mpv.ipc.replied_at(),
-            done: false,
-        });
+        self.await_load();
         self.url = Some(url);
-        self.doing = Doing::Loading;
         Ok(())
     }
 
@@ -323,7 +368,13 @@ impl Follow {
             Some("file-loaded") if self.url.is_some() => {
                 // A track replaced while loading may still report in.
                 let path = self.mpv.ipc.get("path").await?;
-                if path.as_ref().and_then(Value::as_str) != self.url.as_deref() {
+                let path = path.as_ref().and_then(Value::as_str);
+                if path != self.url.as_deref() {
+                    if path.is_some_and(|p| self.prefetch.holds(p)) {
+                        // On to the appended track: wait for its state.
+                        self.ready = false;
+                        self.doing = Doing::Ended;
+                    }
                     return Ok(());
                 }
                 self.ready = true;
@@ -435,6 +486,10 @@ impl Follow {
         };
         let drift = pos - expected;
         self.drift_ms = Some(drift);
+        let left = end.map(|end| end - expected);
+        (self.prefetch)
+            .ahead(&mut self.mpv.ipc, &self.endpoint, &s, left)
+            .await?;
         let mut gained_ms = None;
         if buffering {
             self.last_played = None;

@@ -3,12 +3,14 @@
 //! players. This file starts and ends the process; `ipc` speaks to it;
 //! `follow` keeps it on the station's position (the drift loop) by the
 //! rules of `drift`; `trouble` says why a track would not play; `gain`
-//! plays each track at the station's gain for it.
+//! plays each track at the station's gain for it; `prefetch` puts the
+//! next track in its playlist ahead of the end.
 
 mod drift;
 pub(crate) mod follow;
 mod gain;
 mod ipc;
+mod prefetch;
 pub(crate) mod trouble;
 
 use std::collections::VecDeque;
@@ -199,6 +201,10 @@ fn command(socket: &Path, own_socket: bool, user_args: &[String]) -> Command {
         // unloading it; it never starts a file again on its own.
         "--keep-open=yes",
         "--loop-file=no",
+        // A next track appended to the playlist is opened and read while
+        // the current one plays, and follows it without a gap.
+        "--prefetch-playlist=yes",
+        "--gapless-audio=yes",
         "--resume-playback=no",
         "--save-position-on-quit=no",
         "--input-terminal=no",

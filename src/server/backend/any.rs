@@ -13,7 +13,7 @@ use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::history::Played;
 use crate::server::metrics::{Link, Metrics};
 use crate::server::refusal::Refusal;
-use crate::server::station::{Playback, Tuned};
+use crate::server::station::{Beat, Playback, Tuned};
 
 /// Which backend `radio serve` runs, from its flags.
 #[derive(Clone, Debug)]
@@ -187,10 +187,10 @@ impl OwnedStation for AnyOwned {
         }
     }
 
-    async fn heartbeat(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
+    async fn heartbeat(&mut self, beat: Beat) -> Result<u64, Refusal> {
         match self {
-            AnyOwned::Local(o) => o.heartbeat(position_ms, playing).await,
-            AnyOwned::Redis(o) => Box::pin(o.heartbeat(position_ms, playing)).await,
+            AnyOwned::Local(o) => o.heartbeat(beat).await,
+            AnyOwned::Redis(o) => Box::pin(o.heartbeat(beat)).await,
         }
     }
 

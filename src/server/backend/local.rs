@@ -34,7 +34,7 @@ use crate::protocol::{
 use crate::server::history::{self, History, Played};
 use crate::server::metrics::{Link, Metrics};
 use crate::server::refusal::Refusal;
-use crate::server::station::{self, Listeners, Playback, State, Station, Tuned};
+use crate::server::station::{self, Beat, Listeners, Playback, State, Station, Tuned};
 
 /// Who holds a station.
 #[derive(Debug)]
@@ -369,10 +369,10 @@ impl LocalOwned {
         }
     }
 
-    fn heartbeat_now(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
+    fn heartbeat_now(&mut self, beat: Beat) -> Result<u64, Refusal> {
         let view = self.entry.station.view();
         let last = &view.state.as_ref().ok_or(Refusal::NoTrackYet)?.sync;
-        let playback = Playback::carried(last, position_ms, playing);
+        let playback = Playback::carried(last, beat);
         self.publish(playback, SyncCause::Heartbeat)
     }
 
@@ -408,8 +408,8 @@ impl OwnedStation for LocalOwned {
         self.publish(playback, SyncCause::Update)
     }
 
-    async fn heartbeat(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
-        self.heartbeat_now(position_ms, playing)
+    async fn heartbeat(&mut self, beat: Beat) -> Result<u64, Refusal> {
+        self.heartbeat_now(beat)
     }
 
     async fn stop(&mut self) -> Result<(), Refusal> {
@@ -524,6 +524,15 @@ mod tests {
             title: None,
             artist: None,
             gain_db: None,
+            next: None,
+        }
+    }
+
+    /// A heartbeat at `position_ms`.
+    pub(super) fn beat(position_ms: u64) -> Beat {
+        Beat {
+            position_ms,
+            ..Beat::default()
         }
     }
 
@@ -537,7 +546,7 @@ mod tests {
         assert!(tuned.station.view().live);
         assert_eq!(metrics.stations.get(), 1);
         assert_eq!(owned.update(playback("a")).await, Ok(1));
-        assert_eq!(owned.heartbeat(500, None).await, Ok(2));
+        assert_eq!(owned.heartbeat(beat(500)).await, Ok(2));
         let view = tuned.station.view();
         let sync = &view.state.as_ref().expect("a state").sync;
         assert_eq!(
@@ -561,7 +570,7 @@ mod tests {
     async fn a_heartbeat_needs_a_track() {
         let (local, _) = backend(Duration::from_secs(10));
         let mut owned = local.claim(1, &name("s"), None).await.expect("claim");
-        assert_eq!(owned.heartbeat(1, None).await, Err(Refusal::NoTrackYet));
+        assert_eq!(owned.heartbeat(beat(1)).await, Err(Refusal::NoTrackYet));
     }
 
     #[tokio::test]

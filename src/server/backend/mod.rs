@@ -35,7 +35,7 @@ use crate::protocol::{StationName, StationSummary, SyncState};
 use crate::server::history::Played;
 use crate::server::metrics::Link;
 use crate::server::refusal::Refusal;
-use crate::server::station::{Playback, Tuned};
+use crate::server::station::{Beat, Playback, Tuned};
 
 /// What a backend must do for the connections of this node.
 pub(crate) trait Backend {
@@ -121,12 +121,9 @@ pub(crate) trait OwnedStation: Send {
     fn update(&mut self, playback: Playback) -> impl Future<Output = Result<u64, Refusal>> + Send;
 
     /// Publishes a heartbeat: the stored track and duration at a new
-    /// position (and play state). [`Refusal::NoTrackYet`] before any update.
-    fn heartbeat(
-        &mut self,
-        position_ms: u64,
-        playing: Option<bool>,
-    ) -> impl Future<Output = Result<u64, Refusal>> + Send;
+    /// position (and play state, and next track, when it says them).
+    /// [`Refusal::NoTrackYet`] before any update.
+    fn heartbeat(&mut self, beat: Beat) -> impl Future<Output = Result<u64, Refusal>> + Send;
 
     /// `stop_broadcasting`: frees the station now; listeners are told
     /// `broadcaster_offline{reason:"stopped"}`, or, on a server-run
@@ -157,7 +154,7 @@ pub(crate) enum Handed {
     /// The server's player on another node stopped (its node died or
     /// left) while this state played: go on with it, at the place its
     /// timeline has reached.
-    Playing(SyncState),
+    Playing(Box<SyncState>),
     /// A broadcaster gave the station back: play the entry after this
     /// track, the last the server's player started.
     After(String),

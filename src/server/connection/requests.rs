@@ -18,7 +18,7 @@ use crate::server::metrics::limits::Limit;
 use crate::server::outlet::Sent;
 use crate::server::ratelimit::{RateLimiter, Verdict};
 use crate::server::refusal::Refusal;
-use crate::server::station::{Playback, Reported};
+use crate::server::station::{Beat, Playback, Reported};
 use crate::server::warnings::Reason;
 
 use super::{Conn, MAX_OWNED_STATIONS};
@@ -248,6 +248,8 @@ impl Conn {
                 None => u.artist,
             },
             gain_db: known.and_then(|t| t.gain_db),
+            // Announced only when the library has it: players fetch it by id.
+            next: u.next.and_then(|id| index.next_track(&id)),
             track: u.track,
         };
         drop(index);
@@ -274,8 +276,12 @@ impl Conn {
             .playing
             .or_else(|| self.owned[i].current().map(|s| s.playing))
             .unwrap_or(false);
-        let position = carried_position(h.position_ms, playing, h.at_server_ms);
-        match self.owned[i].heartbeat(position, h.playing).await {
+        let beat = Beat {
+            position_ms: carried_position(h.position_ms, playing, h.at_server_ms),
+            playing: h.playing,
+            next: h.next.map(|id| self.shared.media.index().next_track(&id)),
+        };
+        match self.owned[i].heartbeat(beat).await {
             Ok(seq) => {
                 if h.ack {
                     self.send(&ServerMessage::Ack {

@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::protocol::NextTrack;
+
 /// One playable file.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Track {
@@ -114,6 +116,19 @@ impl Index {
 
     pub(crate) fn get(&self, id: &str) -> Option<&Arc<Track>> {
         self.by_id.get(id)
+    }
+
+    /// `id` as a `sync`'s `next` announces it, when the library has it
+    /// (players fetch it by id, so an id the library lacks is no use).
+    pub(crate) fn next_track(&self, id: &str) -> Option<NextTrack> {
+        let t = self.get(id)?;
+        Some(NextTrack {
+            track: t.id.clone(),
+            title: Some(t.title.clone()),
+            artist: t.artist.clone(),
+            duration_ms: t.duration_ms,
+            gain_db: t.gain_db,
+        })
     }
 
     /// Every track's id.

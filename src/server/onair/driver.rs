@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::rotation::Rotation;
 use super::source::{Item, Source};
-use crate::protocol::{self, StationName};
+use crate::protocol::{self, NextTrack, StationName};
 use crate::server::backend::any::AnyOwned;
 use crate::server::backend::{Handed, OwnedStation};
 use crate::server::media::Library;
@@ -84,9 +84,10 @@ impl Driver {
                 }
             };
             idle = false;
-            let Some(playback) = self.playback(&item, &mut start) else {
+            let Some(mut playback) = self.playback(&item, &mut start) else {
                 continue;
             };
+            playback.next = self.upcoming();
             match self.hold.update(playback).await {
                 Ok(_) => {
                     let end = start + Duration::from_millis(item.duration_ms);
@@ -172,6 +173,14 @@ impl Driver {
         self.rotation.next(|| source.items(&index))
     }
 
+    /// The track after the current one, decided now, as `sync` announces it.
+    fn upcoming(&mut self) -> Option<NextTrack> {
+        let index = self.media.index();
+        let source = &mut self.source;
+        let id = &self.rotation.peek(|| source.items(&index))?.id;
+        index.next_track(id)
+    }
+
     /// The update that starts `item` at `start` on the station's timeline:
     /// the position it has reached by now. `None` when the library lost the
     /// track since the pass began.
@@ -196,6 +205,7 @@ impl Driver {
             title: Some(track.title.clone()),
             artist: track.artist.clone(),
             gain_db: track.gain_db,
+            next: None,
         })
     }
 

@@ -3,6 +3,11 @@
 //! re-read playlist shows at the next pass). Shuffled, each pass is a new
 //! random order, and its first track is never the one the last pass ended
 //! with, so no track plays twice in a row across the boundary.
+//!
+//! The track after the current one is decided when the current one starts
+//! ([`Rotation::peek`], for `sync`'s `next`), the next pass's first at the
+//! last track of a pass, and it is what plays next, a re-read source or
+//! not: listeners fetch it ahead of time.
 
 use super::source::Item;
 
@@ -17,6 +22,8 @@ pub(crate) struct Rotation {
     last: Option<String>,
     /// After a re-read, a pass in order starts after this id when it has it.
     resume_after: Option<String>,
+    /// The next track, decided ahead ([`Rotation::peek`]).
+    ahead: Option<Item>,
 }
 
 impl Rotation {
@@ -28,12 +35,29 @@ impl Rotation {
             rng,
             last: None,
             resume_after: None,
+            ahead: None,
         }
     }
 
     /// The next track; at a pass's end, `fill` gives the next pass's tracks
     /// in the source's order. `None` when the source has none.
     pub(crate) fn next(&mut self, fill: impl FnOnce() -> Vec<Item>) -> Option<Item> {
+        match self.ahead.take() {
+            Some(item) => Some(item),
+            None => self.pick(fill),
+        }
+    }
+
+    /// The track [`Rotation::next`] gives next, decided now (at a pass's
+    /// end, the next pass is shuffled now).
+    pub(crate) fn peek(&mut self, fill: impl FnOnce() -> Vec<Item>) -> Option<&Item> {
+        if self.ahead.is_none() {
+            self.ahead = self.pick(fill);
+        }
+        self.ahead.as_ref()
+    }
+
+    fn pick(&mut self, fill: impl FnOnce() -> Vec<Item>) -> Option<Item> {
         if self.at >= self.order.len() {
             self.start_pass(fill());
         }
@@ -43,8 +67,9 @@ impl Rotation {
         Some(item)
     }
 
-    /// Ends the pass now: the next track comes from a new one (the source
-    /// was read again). In order, it goes on after the current track.
+    /// Ends the pass now: the track after the next one comes from a new
+    /// one (the source was read again; the next one was announced). In
+    /// order, it goes on after the last track picked.
     pub(crate) fn restart(&mut self) {
         self.order.clear();
         self.at = 0;
@@ -55,6 +80,8 @@ impl Rotation {
     /// last: the next track comes from a new pass, after `id` in order, or
     /// (shuffled) not `id` first.
     pub(crate) fn follow(&mut self, id: &str) {
+        // A next track decided ahead was decided from another place.
+        self.ahead = None;
         self.last = Some(id.to_owned());
         self.restart();
     }
@@ -104,6 +131,32 @@ mod tests {
         (0..n)
             .map(|_| r.next(|| items(ids)).expect("a track").id)
             .collect()
+    }
+
+    /// What `peek` says comes next is what comes next, across a pass's
+    /// end and a re-read, in order and shuffled.
+    #[test]
+    fn the_next_track_is_known_ahead() {
+        for shuffle in [false, true] {
+            for seed in 0..20 {
+                let mut r = Rotation::new(shuffle, fastrand::Rng::with_seed(seed));
+                let ids = ["a", "b", "c"];
+                let mut now = r.next(|| items(&ids)).expect("a track").id;
+                for step in 0..10 {
+                    let told = r.peek(|| items(&ids)).expect("a next track").id.clone();
+                    assert_eq!(r.peek(Vec::new).map(|i| i.id.clone()), Some(told.clone()));
+                    if step == 4 {
+                        r.restart();
+                    }
+                    let next = r.next(|| items(&ids)).expect("a track").id;
+                    assert_eq!(next, told, "shuffle {shuffle}, seed {seed}");
+                    assert!(!shuffle || next != now, "no repeat: {now} {next}");
+                    now = next;
+                }
+            }
+        }
+        let mut r = Rotation::new(false, fastrand::Rng::with_seed(1));
+        assert!(r.peek(Vec::new).is_none());
     }
 
     #[test]

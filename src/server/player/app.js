@@ -25,11 +25,22 @@
 // Even loudness: each track plays at the gain the server measured for it
 // (`gain_db`, toward -18 LUFS: the station's `sync`, else the library's
 // entry), through a Web Audio GainNode fed by the media element.
+// The next track: when a sync announces what plays next (`next`), a second
+// media element fetches it ahead of the current track's end, each listener
+// at its own moment (a random share of the last half minute), so a
+// station's listeners do not all fetch together; at the boundary it starts
+// on the current one's audio clock and the two elements swap roles (the
+// playing one is always #media). No request at the boundary, no gap.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const media = $("media");
+  // The element that plays, and the one that fetches the next track; they
+  // swap at a track's boundary (see "the next track, ready").
+  let media = $("media");
+  let standby = media.cloneNode(false);
+  standby.id = "media-next";
+  media.after(standby);
 
   // Tunables.
   const CLOCK_SAMPLES = 8;          // pong samples kept
@@ -46,6 +57,12 @@
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
   const MAX_LISTED = 500;           // library rows rendered at once
+  const PRELOAD_MIN_MS = 4000;      // the next track is fetched at least this
+  const PRELOAD_MAX_MS = 30000;     // ... and at most this long before the end
+  const START_LEAD_MS = 20;         // first guess of how long a start takes
+  const MAX_START_LEAD_MS = 200;
+  const LATE_STATE_MS = 1000;       // a state this near the end of the track
+                                    // just left was sent before its end
   const STATION_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
   const st = {
@@ -83,6 +100,15 @@
     failed: null,            // the loaded track, when it cannot play here
     by: "live",              // who plays the tuned station: "live" or "auto"
     recent: [],              // its last plays, newest first
+    // the next track
+    ready: null,             // {next, el}: `next` fetched into `standby`
+    planned: null,           // what the preload timer was set for
+    preloadTimer: null,
+    switchTimer: null,
+    share: Math.random(),    // this listener's place in the preload spread
+    startLead: START_LEAD_MS, // learned: a start is asked this much early
+    gaps: [],                // measured at each switch, for the curious
+    left: null,              // the track this page left at its end
     // private
     lastSave: 0,
   };
@@ -218,6 +244,11 @@
     return fromSync ?? st.byId.get(id)?.gain_db ?? null;
   }
 
+  // The gain of the announced next track (`sync`'s `next`).
+  function nextGain(next) {
+    return next.gain_db ?? st.byId.get(next.track)?.gain_db ?? null;
+  }
+
   function setGain(el, db) {
     loudness.db.set(el, db);
     const node = loudness.nodes.get(el);
@@ -274,8 +305,9 @@
     // Not playing until the first frames are in; `playing` clears it.
     st.waiting = true;
     if (atMs > 0) {
-      media.addEventListener("loadedmetadata", () => {
-        media.currentTime = atMs / 1000;
+      const m = media;
+      m.addEventListener("loadedmetadata", () => {
+        if (m === media) m.currentTime = atMs / 1000;
       }, { once: true });
     }
     $("play").disabled = st.mode === "listening";
@@ -506,6 +538,8 @@
         if (m.station === st.tuned) {
           st.stationLive = false;
           st.sync = null;
+          dropNext();
+          showNext(null);
           media.pause();
           setStationStatus(`offline (${m.reason}); you stay tuned in case it comes back`, "bad");
           $("drift").textContent = "–";
@@ -704,6 +738,9 @@
     if (st.mode === "live") stopLive();
     saveSession(true);
     media.pause();
+    dropNext();
+    showNext(null);
+    st.left = null;
     st.mode = "listening";
     st.tuned = name;
     st.sync = null;
@@ -732,6 +769,8 @@
     st.tuned = null;
     st.sync = null;
     st.drift = null;
+    dropNext();
+    showNext(null);
     media.pause();
     media.playbackRate = 1;
     $("mode-badge").textContent = "private";
@@ -781,6 +820,17 @@
     const t = st.byId.get(s.track);
     $("np-title").textContent = s.title ?? t?.title ?? s.track;
     $("np-artist").textContent = t ? (s.artist ?? t.artist ?? "") : "not in this server's library";
+  }
+
+  // What the station plays next, when it says (`next`).
+  function showNext(s) {
+    const n = st.mode === "listening" ? s?.next : null;
+    const p = $("np-next");
+    p.hidden = !n;
+    if (!n) return;
+    const t = st.byId.get(n.track);
+    const by = n.artist ?? t?.artist;
+    p.textContent = `Next: ${n.title ?? t?.title ?? n.track}${by ? " · " + by : ""}`;
   }
 
   // ---------- recently played ----------
@@ -836,16 +886,185 @@
     $("recent").hidden = st.recent.length === 0;
   }
 
+  // ---------- the next track, ready ----------
+  // Plans, at each sync, the fetch of the announced next track and the
+  // switch to it at the boundary.
+  function planNext(s) {
+    const next = s.next ?? null;
+    if (st.ready && st.ready.next.track !== next?.track) dropNext();
+    const plan = next && s.playing && s.duration_ms && s.track === st.track
+      ? `${s.track}\n${next.track}` : null;
+    if (plan !== st.planned) {
+      clearTimeout(st.preloadTimer);
+      st.planned = plan;
+      if (plan && !st.ready) {
+        // Each listener fetches at its own moment: its share of the spread
+        // before the end, or of what is left of a shorter track.
+        const left = s.duration_ms - stationPosition();
+        const lead = PRELOAD_MIN_MS + st.share * (PRELOAD_MAX_MS - PRELOAD_MIN_MS);
+        const wait = left > lead ? left - lead : st.share * Math.max(0, left - PRELOAD_MIN_MS);
+        st.preloadTimer = setTimeout(() => preloadNext(next), wait);
+      }
+    }
+    armSwitch();
+  }
+
+  function preloadNext(next) {
+    if (st.mode !== "listening" || st.ready || st.sync?.next?.track !== next.track) return;
+    // The other element may still be sounding the last track's tail.
+    if (!standby.paused) { st.preloadTimer = setTimeout(() => preloadNext(next), 100); return; }
+    standby.src = mediaUrl(next.track);
+    // At the next track's own gain from its first sample: routed now when
+    // the audio context runs already (the playing element is routed).
+    setGain(standby, nextGain(next));
+    if (loudness.ctx) routeAudio(standby);
+    standby.load();
+    st.ready = { next, el: standby };
+    armSwitch();
+  }
+
+  function dropNext() {
+    clearTimeout(st.preloadTimer);
+    clearTimeout(st.switchTimer);
+    st.planned = null;
+    if (!st.ready) return;
+    const el = st.ready.el;
+    st.ready = null;
+    el.removeAttribute("src");
+    el.load();
+  }
+
+  // When the playing track ends: `left` ms from now, and `end`, where in
+  // the element's own seconds. Read on the element's clock (so the next
+  // track follows the sound without a gap) when the file lasts as long as
+  // the station's track or longer (the station's end then cuts it); on the
+  // station's timeline when the file ends well before it (the station
+  // holds it longer: silence until the timeline's end, as without a next
+  // track). `null` while unknown.
+  function trackEnd() {
+    const s = st.sync;
+    if (!s || !s.playing || !s.duration_ms || media.readyState < 1) return null;
+    const station = s.duration_ms / 1000;
+    const file = isFinite(media.duration) ? media.duration : Infinity;
+    if (file < station - 0.3) {
+      return { left: s.duration_ms - stationPosition(), end: file, timeline: true };
+    }
+    const end = Math.min(file, station);
+    return { left: (end - media.currentTime) * 1000 / media.playbackRate, end, timeline: false };
+  }
+
+  // Sets the switch for the end of the playing track: looked at again near
+  // the end, then started that much early that the next one's clock starts
+  // at the end.
+  function armSwitch() {
+    clearTimeout(st.switchTimer);
+    if (!st.ready || st.mode !== "listening" || !$("gate").hidden) return;
+    // Not started yet (its `playing` arms it), unless it played to its end.
+    if (media.paused && !media.ended) return;
+    const at = trackEnd();
+    if (!at) return;
+    const left = at.left - st.startLead;
+    st.switchTimer = left > 400
+      ? setTimeout(armSwitch, left - 250)
+      : setTimeout(() => switchToNext(at.end), Math.max(0, left));
+  }
+
+  // The standby element, which holds the next track, takes over: it starts
+  // now while the old one plays out its last moments to `oldEnd` (seconds
+  // of its own; 0: stop it now), and the station's timeline goes on from
+  // the old track's end until the station's own next state comes.
+  function switchToNext(oldEnd) {
+    const ready = st.ready;
+    const s = st.sync;
+    if (!ready || !s || st.mode !== "listening") return;
+    clearTimeout(st.switchTimer);
+    st.ready = null;
+    st.planned = null;
+    const old = media;
+    const el = ready.el;
+    st.left = st.track;
+    const tail = Math.max(0, (oldEnd - old.currentTime) * 1000 / old.playbackRate);
+    const endsAt = performance.now() + tail;
+    // The old one ends by itself at its file's end; at the station's end, or
+    // now, it is paused.
+    if (tail === 0) old.pause();
+    else if (!(oldEnd >= old.duration - 0.01)) setTimeout(() => { if (old !== media) old.pause(); }, tail);
+    el.muted = old.muted;
+    el.volume = old.volume;
+    el.playbackRate = 1;
+    setGain(el, nextGain(ready.next));
+    old.id = "media-next";
+    el.id = "media";
+    media = el;
+    standby = old;
+    const t = st.byId.get(ready.next.track);
+    old.hidden = true;
+    el.hidden = !(t && t.mime.startsWith("video/"));
+    st.track = ready.next.track;
+    st.failed = null;
+    st.nudging = false;
+    st.waiting = true;
+    clearMessage("play");
+    if (s.playing && s.duration_ms) {
+      // Until the station's own `sync`: its next track from the last one's
+      // end on its timeline.
+      st.sync = {
+        ...s, track: ready.next.track, title: ready.next.title, artist: ready.next.artist,
+        duration_ms: ready.next.duration_ms, gain_db: nextGain(ready.next) ?? undefined,
+        next: undefined, position_ms: 0,
+        server_time_ms: s.server_time_ms + s.duration_ms - s.position_ms, cause: "next",
+      };
+      showStationTrack(st.sync);
+      showNext(st.sync);
+    }
+    markCurrent();
+    if (!$("gate").hidden) return;
+    play();
+    learnStart(el, endsAt);
+  }
+
+  // How late the new element's clock started, against the old one's end:
+  // the start is asked that much earlier next time.
+  function learnStart(el, endsAt) {
+    const from = el.currentTime;
+    const look = () => {
+      if (el !== media || el.paused) return;
+      if (el.currentTime === from) { setTimeout(look, 4); return; }
+      const startedAt = performance.now() - (el.currentTime - from) * 1000 / el.playbackRate;
+      const gap = startedAt - endsAt;
+      st.gaps.push(Math.round(gap));
+      if (st.gaps.length > 20) st.gaps.shift();
+      // Half the error: a start's latency varies by an audio buffer or so.
+      st.startLead = Math.min(MAX_START_LEAD_MS, Math.max(0, st.startLead + gap / 2));
+    };
+    setTimeout(look, 4);
+  }
+
   function applySync(s) {
+    // A state of the track this page just left at its end (a heartbeat the
+    // broadcaster sent just before it) is no news: the page plays the next
+    // one. Any other state of it (played again, sought back) is.
+    if (st.left !== null) {
+      const late = s.track === st.left && s.track !== st.track && s.playing && s.duration_ms
+        && s.position_ms + (serverNow() - s.server_time_ms) >= s.duration_ms - LATE_STATE_MS;
+      if (late) return;
+      st.left = null;
+    }
+    // The station moved on before this page's own switch (it runs behind):
+    // the fetched next track takes over now.
+    if (st.ready && s.track !== st.track && s.track === st.ready.next.track) switchToNext(0);
     st.sync = s;
     st.stationLive = true;
     if (s.cause === "update" || s.cause === "tune_in") noteRecent(s);
     if (s.track !== st.track) {
       send({ type: "list_stations" });
       loadTrack(s.track, 0);
-      media.addEventListener("loadedmetadata", () => correct(true), { once: true });
+      const m = media;
+      m.addEventListener("loadedmetadata", () => { if (m === media) correct(true); }, { once: true });
     }
     showStationTrack(s);
+    showNext(s);
+    planNext(s);
     if (s.playing) {
       listenStatus();
       // Past the end, an ended file must not start again (play() on an
@@ -939,36 +1158,50 @@
   }
 
   // ---------- events ----------
+  // Events of the playing element only: the standby's (a fetch, the last
+  // track's tail) are its own business.
+  const onMedia = (type, fn) => {
+    for (const m of [media, standby]) {
+      m.addEventListener(type, (e) => { if (e.target === media) fn(e); });
+    }
+  };
+  // A next track that cannot be fetched is not switched to: at the boundary
+  // it loads as any track does, and says why it cannot play.
+  for (const m of [media, standby]) {
+    m.addEventListener("error", () => { if (st.ready?.el === m) dropNext(); });
+  }
   // A broadcaster says "playing" only once frames really play (`playing`),
   // and "not playing" while it stalls (`waiting`), so listeners never run
   // ahead of it while it buffers.
-  media.addEventListener("play", () => { updateControls(); saveSession(true); });
-  media.addEventListener("playing", () => {
+  onMedia("play", () => { updateControls(); saveSession(true); });
+  onMedia("playing", () => {
     st.waiting = false;
     st.lastPlayingAt = performance.now();
     sendUpdate();
     listenStatus();
+    armSwitch();
   });
-  media.addEventListener("pause", () => { updateControls(); sendUpdate(); saveSession(true); });
+  onMedia("pause", () => { updateControls(); sendUpdate(); saveSession(true); });
   // Dragging the seek bar seeks many times a second: one update per 150 ms.
-  media.addEventListener("seeked", () => {
+  onMedia("seeked", () => {
     if (st.mode !== "live" || st.seekUpdate) return;
     st.seekUpdate = setTimeout(() => { st.seekUpdate = null; sendUpdate(); }, 150);
   });
-  media.addEventListener("waiting", () => {
+  onMedia("waiting", () => {
     if (!st.waiting) { st.waiting = true; sendUpdate(); }
     listenStatus();
   });
-  media.addEventListener("loadedmetadata", updateControls);
-  media.addEventListener("timeupdate", () => { updateControls(); saveSession(false); });
-  media.addEventListener("ended", () => {
+  onMedia("loadedmetadata", updateControls);
+  onMedia("timeupdate", () => { updateControls(); saveSession(false); });
+  onMedia("ended", () => {
     if (st.mode === "live") nextTrack();
     else if (st.mode === "private") saveSession(true);
-    else if (st.mode === "listening" && st.sync) showEnded();
+    else if (st.mode === "listening" && st.ready && trackEnd()?.timeline === false) switchToNext(0);
+    else if (st.mode === "listening" && st.sync) { showEnded(); armSwitch(); }
   });
   // A track that cannot play: said on the page, and a listener tells the
   // server, which moves the station on once every listener has said so.
-  media.addEventListener("error", () => {
+  onMedia("error", () => {
     if (!media.error || !st.track) return;
     const why = media.error.message || `media error ${media.error.code}`;
     st.failed = st.track;
@@ -1069,8 +1302,13 @@
       listeners: $("tuned-listeners").textContent,
       title: $("np-title").textContent,
       artist: $("np-artist").textContent,
+      next: st.ready?.next.track ?? null,
+      nextShown: $("np-next").hidden ? null : $("np-next").textContent,
+      startLead: st.startLead,
+      gaps: st.gaps.slice(),
       now: performance.timeOrigin + performance.now(),
     }),
+    sync: () => (st.sync ? { ...st.sync } : null),
   };
 
   // ---------- start ----------

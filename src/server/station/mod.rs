@@ -39,7 +39,7 @@ use reports::Reports;
 
 pub(crate) use reports::Reported;
 pub(crate) use unplayable::Unplayable;
-pub(crate) use view::{Playback, State, View};
+pub(crate) use view::{Beat, Playback, State, View};
 
 /// One station's cell, its local listener count, and its fan-out.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::{
-    self, OfflineReason, OnlineReason, ServerMessage, StationName, SyncCause, SyncState,
+    self, NextTrack, OfflineReason, OnlineReason, ServerMessage, StationName, SyncCause, SyncState,
 };
 
 /// What listeners of a station see: replaced whole on every change.
@@ -140,6 +140,8 @@ pub(crate) struct Playback {
     pub artist: Option<String>,
     /// The library's gain for the track (its loudness measured).
     pub gain_db: Option<f64>,
+    /// What plays after it, when known (`sync`'s `next`).
+    pub next: Option<NextTrack>,
 }
 
 impl Playback {
@@ -155,24 +157,38 @@ impl Playback {
             title: self.title,
             artist: self.artist,
             gain_db: self.gain_db,
+            next: self.next,
             server_time_ms: protocol::now_ms(),
             cause,
         }
     }
 
-    /// A heartbeat's playback: `last`'s track, duration, title, artist and gain at
-    /// a new position (and play state, when given).
-    pub(crate) fn carried(last: &SyncState, position_ms: u64, playing: Option<bool>) -> Self {
+    /// A heartbeat's playback: `last`'s track, duration, title, artist, gain
+    /// and next track at a new position (and play state, and next track,
+    /// when given).
+    pub(crate) fn carried(last: &SyncState, beat: Beat) -> Self {
         Self {
             track: last.track.clone(),
-            position_ms,
-            playing: playing.unwrap_or(last.playing),
+            position_ms: beat.position_ms,
+            playing: beat.playing.unwrap_or(last.playing),
             duration_ms: last.duration_ms,
             title: last.title.clone(),
             artist: last.artist.clone(),
             gain_db: last.gain_db,
+            next: beat.next.unwrap_or_else(|| last.next.clone()),
         }
     }
+}
+
+/// What a `heartbeat` changes: the position, and the play state and the
+/// next track when it says them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Beat {
+    pub position_ms: u64,
+    pub playing: Option<bool>,
+    /// `Some` when the heartbeat names a next track: what the library says
+    /// of it (`None` when the library lacks it, so nothing is announced).
+    pub next: Option<Option<NextTrack>>,
 }
 
 /// One text frame as it goes on the wire from a server: FIN and opcode,
@@ -212,11 +228,48 @@ mod tests {
             title: Some("A".into()),
             artist: None,
             gain_db: Some(-2.25),
+            next: None,
         };
         let state = State::new(playback.stamp(name("s"), 3, SyncCause::Update));
         let back = State::from_frame(state.frame.as_str()).expect("a sync frame");
         assert_eq!(back.sync, state.sync);
         assert!(State::from_frame(r#"{"type":"pong","server_time_ms":1}"#).is_none());
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_the_next_track_unless_it_names_one() {
+        let next = |id: &str| NextTrack {
+            track: id.into(),
+            title: None,
+            artist: None,
+            duration_ms: Some(1),
+            gain_db: None,
+        };
+        let mut last = Playback {
+            track: "a.ogg".into(),
+            position_ms: 0,
+            playing: true,
+            duration_ms: Some(9),
+            title: None,
+            artist: None,
+            gain_db: Some(-1.5),
+            next: Some(next("b.ogg")),
+        }
+        .stamp(name("s"), 1, SyncCause::Update);
+        let beat = |position_ms, next| Beat {
+            position_ms,
+            playing: None,
+            next,
+        };
+        let kept = Playback::carried(&last, beat(5, None));
+        assert_eq!((kept.position_ms, kept.next), (5, Some(next("b.ogg"))));
+        assert_eq!(kept.gain_db, Some(-1.5), "the gain goes on with its track");
+        let told = Playback::carried(&last, beat(6, Some(Some(next("c.ogg")))));
+        assert_eq!(told.next, Some(next("c.ogg")));
+        // A next track the library lacks: nothing is announced.
+        assert_eq!(Playback::carried(&last, beat(6, Some(None))).next, None);
+        last.next = None;
+        assert_eq!(Playback::carried(&last, beat(7, None)).next, None);
     }
 
     #[test]

@@ -229,7 +229,9 @@ async fn attempt(node: &Node, hold: &Hold) -> Option<Reply> {
             let last = state(frame).map(Box::new);
             let handed = match by.as_str() {
                 "" => None,
-                "auto" => last.as_ref().map(|s| Handed::Playing(s.sync.clone())),
+                "auto" => last
+                    .as_ref()
+                    .map(|s| Handed::Playing(Box::new(s.sync.clone()))),
                 _ => state(auto_frame).map(|s| Handed::After(s.sync.track)),
             }
             .map(Box::new);

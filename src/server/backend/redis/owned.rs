@@ -15,7 +15,7 @@ use crate::protocol::{self, OnlineReason, StationName, SyncCause, SyncState};
 use crate::server::backend::{Handed, OwnedStation};
 use crate::server::history::{self, Played};
 use crate::server::refusal::Refusal;
-use crate::server::station::{Playback, State};
+use crate::server::station::{Beat, Playback, State};
 
 /// A broadcaster's hold on a cluster station, or the server's own player
 /// on a station it runs ([`super::auto`]).
@@ -170,9 +170,9 @@ impl OwnedStation for RedisOwned {
         self.publish(playback, SyncCause::Update).await
     }
 
-    async fn heartbeat(&mut self, position_ms: u64, playing: Option<bool>) -> Result<u64, Refusal> {
+    async fn heartbeat(&mut self, beat: Beat) -> Result<u64, Refusal> {
         let playback = match lock(&self.hold.state).last_sync() {
-            Some(last) => Playback::carried(last, position_ms, playing),
+            Some(last) => Playback::carried(last, beat),
             None => return Err(Refusal::NoTrackYet),
         };
         self.publish(playback, SyncCause::Heartbeat).await
