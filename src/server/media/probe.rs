@@ -47,27 +47,35 @@ pub(super) fn check(path: &Path, mime: &str, known_ms: Option<u64>) -> Result<u6
 
 /// Probes `path` and decodes its first packets; returns the duration its
 /// container states, if any.
-fn decodes(path: &Path) -> Result<Option<u64>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
-    if file.metadata().is_ok_and(|m| m.len() == 0) {
-        return Err("it is empty".into());
-    }
+/// `file` (at `path`, whose extension hints its format) as a container
+/// symphonia reads: the scan's check and the loudness measurement open
+/// files alike.
+pub(super) fn open_format(
+    path: &Path,
+    file: std::fs::File,
+) -> symphonia::core::errors::Result<Box<dyn FormatReader>> {
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    let mut format = symphonia::default::get_probe()
-        .probe(
-            &hint,
-            mss,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
-        .map_err(|e| match e {
-            Error::Unsupported(_) => "not an audio format the library knows".to_owned(),
-            e => format!("cannot read it as audio: {e}"),
-        })?;
+    symphonia::default::get_probe().probe(
+        &hint,
+        mss,
+        FormatOptions::default(),
+        MetadataOptions::default(),
+    )
+}
+
+fn decodes(path: &Path) -> Result<Option<u64>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+    if file.metadata().is_ok_and(|m| m.len() == 0) {
+        return Err("it is empty".into());
+    }
+    let mut format = open_format(path, file).map_err(|e| match e {
+        Error::Unsupported(_) => "not an audio format the library knows".to_owned(),
+        e => format!("cannot read it as audio: {e}"),
+    })?;
     let track = format
         .default_track(TrackType::Audio)
         .ok_or("no audio track in it")?;

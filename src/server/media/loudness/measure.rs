@@ -12,10 +12,7 @@ use serde::{Deserialize, Serialize};
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
 use symphonia::core::errors::Error;
-use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
+use symphonia::core::formats::TrackType;
 use tokio_util::sync::CancellationToken;
 
 /// The loudness every track is brought to, in LUFS: ReplayGain 2.0's
@@ -78,18 +75,7 @@ fn unreadable(why: impl Into<String>) -> Failure {
 
 fn decode(path: &Path, cancel: &CancellationToken) -> Result<Measured, Failure> {
     let file = std::fs::File::open(path).map_err(|e| unreadable(format!("cannot open it: {e}")))?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    let mut format = symphonia::default::get_probe()
-        .probe(
-            &hint,
-            mss,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
+    let mut format = crate::server::media::probe::open_format(path, file)
         .map_err(|e| unreadable(format!("cannot read it as audio: {e}")))?;
     let track = format
         .default_track(TrackType::Audio)
