@@ -15,28 +15,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { log, until, state } from "./helpers.mjs";
 
 const [base, station] = process.argv.slice(2);
 if (!base || !station) {
   console.error("usage: node gain.mjs SERVER_URL STATION");
   process.exit(2);
 }
-const log = (...a) => console.log(new Date().toISOString().slice(11, 23), ...a);
-
-async function until(what, limitMs, fn) {
-  const deadline = Date.now() + limitMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last && last.ok) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`${what}: not within ${limitMs} ms; last: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const state = (page) => page.evaluate(() => window.radio.state());
 const linear = (db) => Math.pow(10, db / 20);
 
 // Whether page `p` plays `track` through a GainNode at `db`.

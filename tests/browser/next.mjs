@@ -23,6 +23,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { log, until, state } from "./helpers.mjs";
 
 const [base, station] = process.argv.slice(2);
 if (!base || !station) {
@@ -33,22 +34,6 @@ const GAP_MS = 50;
 const TIMELINE_MS = 250;
 const BOUNDARIES = Number(process.env.BOUNDARIES ?? 3);
 
-const log = (...a) => console.log(new Date().toISOString().slice(11, 23), ...a);
-
-async function until(what, limitMs, fn) {
-  const deadline = Date.now() + limitMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last && last.ok) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`${what}: not within ${limitMs} ms; last: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const state = (page) => page.evaluate(() => window.radio.state());
 
 // The server's count of media requests, whatever their answer (a cached
 // track's revalidation is a 304).

@@ -32,6 +32,7 @@ import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { chromium } from "playwright-core";
+import { log, until, state } from "./helpers.mjs";
 
 const [base, screenshot, demo, radioBin] = process.argv.slice(2);
 if (!base || !screenshot || !demo || !radioBin) {
@@ -41,22 +42,6 @@ if (!base || !screenshot || !demo || !radioBin) {
 const STATION = "browser-test";
 const TOLERANCE_MS = 250;
 
-const log = (...a) => console.log(new Date().toISOString().slice(11, 23), ...a);
-
-async function until(what, limitMs, fn) {
-  const deadline = Date.now() + limitMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last && last.ok) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`${what}: not within ${limitMs} ms; last: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const state = (page) => page.evaluate(() => window.radio.state());
 
 // Both pages' positions at the same instant: sampled concurrently, and B's
 // moved to A's sampling instant by the wall-clock gap between the samples.
