@@ -281,8 +281,13 @@ struct OnTerminal {
 
 impl OnTerminal {
     fn spawn(command: &str) -> OnTerminal {
+        // `script` runs the command through $SHELL; `exec` makes the
+        // program itself the terminal's foreground process, so Ctrl-C
+        // reaches it alone (dash, unlike bash, would otherwise stay in
+        // between and die of the SIGINT, exit 130).
         let mut child = Command::new("script")
-            .args(["-qec", command, "/dev/null"])
+            .env("SHELL", "/bin/sh")
+            .args(["-qec", &format!("exec {command}"), "/dev/null"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
