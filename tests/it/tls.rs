@@ -100,6 +100,48 @@ async fn the_cli_listens_over_wss_with_ca_cert() {
     assert!(stderr.contains("pass --ca-cert FILE"), "{stderr}");
 }
 
+/// A self-signed certificate made the common way (`openssl req -x509`,
+/// which OpenSSL 3 marks `CA:TRUE`) was refused even when given to
+/// `--ca-cert` (webpki: `CaUsedAsEndEntity`). Now a `--ca-cert` file holding
+/// exactly the server's certificate is trusted; another self-signed
+/// certificate for the same name still is not.
+#[tokio::test]
+async fn the_cli_trusts_a_self_signed_certificate_given_as_ca_cert() {
+    let certs = Certs::self_signed();
+    let other = Certs::self_signed();
+    let server = tls_server(&certs);
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let ca = certs.arg("server.pem");
+    // The broadcaster reads the library over https, and broadcasts over wss.
+    let mut b = Broadcast::spawn(&["--url", &url, "--station", "self", "--ca-cert", &ca]);
+    b.say("play arpeggio");
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--url", &url, "--station", "self", "--json"])
+        .args(["--ca-cert", &ca])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start radio listen");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill(&mut listen);
+    let out = listen.wait_with_output().expect("its output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("A minor arpeggio"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(0));
+
+    // Another certificate is not the server's: refused, saying why.
+    let ca = other.arg("server.pem");
+    let mut b = Broadcast::spawn(&["--url", &url, "--station", "self", "--ca-cert", &ca]);
+    let said = b.err_line("certificate");
+    assert!(said.starts_with("radio:"), "{said}");
+    assert_eq!(b.exit().code(), Some(1));
+}
+
 /// `radio broadcast` over wss reads the library over https with the same
 /// `--ca-cert`, so a query resolves and listeners get its title; without
 /// the CA it stops at the certificate, saying so.
