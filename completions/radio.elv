@@ -66,7 +66,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --media 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served'
             cand --station 'Run a station on the server itself, for ever: NAME=SOURCE[,shuffle], SOURCE an M3U playlist, a folder of the library (relative to --media) or `library` (all of it). Repeat for several; RADIO_STATIONS takes a list (commas or newlines). A broadcaster may take it over; it comes back to its SOURCE when the broadcaster stops. SIGHUP re-reads playlists. With --redis every node may name a station: one drives it at a time, and another takes over if it dies'
             cand --rescan-interval 'Rescan the media library this often (it is also rescanned on SIGHUP)'
-            cand --follow-symlinks 'Follow symbolic links in the media directory when scanning (true or false). Either way a file swapped after the scan is not served until a rescan'
+            cand --follow-symlinks 'Follow symbolic links in the media directory when scanning (true or false); only links whose real target lies under --media are ever followed. Either way a file swapped after the scan is not served until a rescan'
             cand --loudness-cache 'File that keeps each track''s measured loudness across restarts, so a restart decodes nothing again (`off`: kept in memory only). By default $XDG_CACHE_HOME/radio/ (else ~/.cache/radio/), one file per --media; never in the library itself'
             cand --session-ttl 'Private player sessions idle this long are removed'
             cand --session-sweep 'How often idle sessions are swept'

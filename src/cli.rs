@@ -382,8 +382,9 @@ pub struct ServeArgs {
     pub rescan_interval: Option<Duration>,
 
     /// Follow symbolic links in the media directory when scanning (true or
-    /// false). Either way a file swapped after the scan is not served until a
-    /// rescan.
+    /// false); only links whose real target lies under --media are ever
+    /// followed. Either way a file swapped after the scan is not served until
+    /// a rescan.
     #[arg(long, env = "RADIO_FOLLOW_SYMLINKS", value_name = "BOOL", default_value_t = defaults::FOLLOW_SYMLINKS, action = clap::ArgAction::Set)]
     pub follow_symlinks: bool,
 

@@ -29,11 +29,13 @@ pub(crate) enum Reason {
     BodyTimeout,
     SlowHandling,
     TlsHandshake,
+    TlsRecord,
     UnplayableTrack,
+    MediaUnreadable,
 }
 
 impl Reason {
-    const ALL: [Reason; 13] = [
+    const ALL: [Reason; 15] = [
         Reason::ServerFull,
         Reason::AddressFull,
         Reason::Origin,
@@ -46,7 +48,9 @@ impl Reason {
         Reason::BodyTimeout,
         Reason::SlowHandling,
         Reason::TlsHandshake,
+        Reason::TlsRecord,
         Reason::UnplayableTrack,
+        Reason::MediaUnreadable,
     ];
 
     fn sentence(self) -> &'static str {
@@ -75,9 +79,13 @@ impl Reason {
             }
             Reason::SlowHandling => "requests took over 100 ms to handle",
             Reason::TlsHandshake => "TLS handshakes failed or timed out",
+            Reason::TlsRecord => "TLS connections ended by a bad record or a fatal alert",
             Reason::UnplayableTrack => {
                 "tracks every listener of a station could not play; its broadcaster is told \
                  (track_failed)"
+            }
+            Reason::MediaUnreadable => {
+                "media requests answered 500: the track's file cannot be read"
             }
         }
     }

@@ -292,3 +292,88 @@ fn redis_passwords_are_never_printed() {
     assert!(err.contains("user:***@host"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// With `--follow-symlinks` (the default), a rescan followed a link to any
+/// file the server could read and served it. Now a link is followed only
+/// when its real target lies under the media root (canonicalized), and the
+/// scan says which were not.
+#[tokio::test]
+async fn a_rescan_follows_only_links_inside_the_media_root() {
+    let lib = TempDir::new("root-lib");
+    let outside = TempDir::new("root-secret");
+    lib.write("song.wav", tone_wav(1, &[440.0], None, None));
+    lib.write("kept.wav", tone_wav(1, &[330.0], None, None));
+    // It plays: only where it lies keeps it out.
+    outside.write("secret.wav", tone_wav(1, &[220.0], Some("Secret"), None));
+    let mut server = Server::spawn_process(&["--media", lib.arg()]);
+    let song = lib.path().join("song.wav");
+    std::fs::remove_file(&song).expect("remove");
+    std::os::unix::fs::symlink(outside.path().join("secret.wav"), &song).expect("symlink");
+    std::os::unix::fs::symlink(outside.path(), lib.path().join("elsewhere")).expect("symlink");
+    std::os::unix::fs::symlink(lib.path().join("kept.wav"), lib.path().join("alias.wav"))
+        .expect("symlink");
+    server.signal("HUP");
+    let ids = crate::support::eventually("the rescan sees the links", async || {
+        let lib = server.get("/api/library").await.json();
+        let ids: Vec<String> = lib
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| t["id"].as_str().expect("an id").to_owned())
+            .collect();
+        if ids.iter().any(|i| i == "alias.wav") {
+            Ok(ids)
+        } else {
+            Err(ids)
+        }
+    })
+    .await;
+    assert_eq!(ids, ["alias.wav", "kept.wav"]);
+    assert_eq!(server.get("/media/alias.wav").await.status, 200);
+    let secret = server.get("/media/song.wav").await;
+    assert_eq!(secret.status, 404);
+    assert_eq!(server.get("/media/elsewhere/secret.wav").await.status, 404);
+    assert!(
+        server.log().contains("outside the media root"),
+        "{}",
+        server.log()
+    );
+}
+
+/// A scanned file replaced by a symlink to that very file (same device
+/// and inode) passed the inode check, since the open followed the link.
+/// Now the scan's files are opened with `O_NOFOLLOW`: a link there is a
+/// swap, 404 until a rescan.
+#[tokio::test]
+async fn a_file_swapped_for_a_symlink_to_itself_is_not_served() {
+    let lib = TempDir::new("nofollow-lib");
+    lib.write("song.wav", tone_wav(1, &[440.0], None, None));
+    let server = Server::with(|c| c.media.dir = Some(lib.path().to_owned()));
+    assert_eq!(server.get("/media/song.wav").await.status, 200);
+    let song = lib.path().join("song.wav");
+    let hidden = lib.path().join(".hidden.wav");
+    std::fs::rename(&song, &hidden).expect("rename");
+    std::os::unix::fs::symlink(&hidden, &song).expect("symlink");
+    let r = server.get("/media/song.wav").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("changed since"), "{}", r.text());
+}
+
+/// A track whose file could not be opened logged a WARN line per request.
+/// Now it is one aggregated line per 10 s, with the count.
+#[tokio::test]
+async fn an_unreadable_media_file_is_one_aggregated_warning() {
+    let lib = TempDir::new("unreadable-lib");
+    lib.write("dir/song.wav", tone_wav(1, &[440.0], None, None));
+    let server = Server::with_log("", |c| c.media.dir = Some(lib.path().to_owned()));
+    assert_eq!(server.get("/media/dir/song.wav").await.status, 200);
+    // Its directory becomes a file: opening the track fails (ENOTDIR).
+    std::fs::remove_dir_all(lib.path().join("dir")).expect("remove");
+    lib.write("dir", b"not a directory");
+    for _ in 0..20 {
+        assert_eq!(server.get("/media/dir/song.wav").await.status, 500);
+    }
+    let log = server.log();
+    assert_eq!(log.matches("cannot be read").count(), 1, "{log}");
+    assert!(!log.contains("cannot open a media file"), "{log}");
+}

@@ -256,3 +256,48 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
         server.log()
     );
 }
+
+/// rustls logged a WARN line per event a client chose: an IP address as
+/// SNI, a warning alert, so a client could fill the log. Now rustls's own
+/// log is off (unless `RUST_LOG` names it) and the server counts the TLS
+/// failures it sees in its aggregated warnings.
+#[tokio::test]
+async fn clients_cannot_fill_the_log_through_tls() {
+    use tokio::io::AsyncWriteExt as _;
+    let certs = Certs::new("localhost");
+    let server = Server::spawn_process(&[
+        "--tls-cert",
+        &certs.arg("server.pem"),
+        "--tls-key",
+        &certs.arg("server.key"),
+    ]);
+    let connect = format!("127.0.0.1:{}", server.addr.port());
+    for _ in 0..5 {
+        // An IP address as the SNI host name (OpenSSL sends it as given).
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &connect, "-servername", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl s_client");
+        assert!(out.success());
+    }
+    for _ in 0..20 {
+        // Warning alerts (close_notify, TLS 1.2) instead of a ClientHello.
+        let mut s = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00];
+        let _ = s.write_all(&alert.repeat(3)).await;
+        let _ = s.shutdown().await;
+    }
+    // The server still answers, and has seen every connection.
+    assert_eq!(certs.get(server.addr, "/healthz").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.log();
+    assert!(!log.contains("Illegal SNI"), "{log}");
+    assert!(!log.contains("alert"), "{log}");
+    assert!(!log.contains("rustls"), "{log}");
+    assert!(log.matches("TLS handshakes failed").count() <= 1, "{log}");
+}
