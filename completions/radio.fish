@@ -55,9 +55,9 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l trusted-proxy -d '
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rate-limit -d 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l handshake-timeout -d 'Time a client has to send its HTTP request and complete the WebSocket upgrade' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l shutdown-timeout -d 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key in `start_broadcasting` (listeners need none). Prefer --broadcast-key-file: a key in argv is visible to every local user' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key (at least 8 characters) in `start_broadcasting` (listeners need none). Prefer --broadcast-key-file: a key in argv is visible to every local user' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key-file -d 'Read the one broadcast key from this file\'s first line (it wins over --broadcast-key, so a RADIO_BROADCAST_KEY left in the environment does not get in its way)' -r -F
-complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-keys -d 'Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob like `team-*`; first match wins); stations no line matches may not be broadcast. Read again on SIGHUP' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-keys -d 'Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob like `team-*`; first match wins; keys of at least 8 characters); stations no line matches may not be broadcast. Read again on SIGHUP' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-cert -d 'Serve https and wss with this certificate chain (PEM); needs --tls-key. Read again on SIGHUP' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-key -d 'The private key (PEM) of --tls-cert' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "pretty\t'Human-readable lines'

@@ -292,8 +292,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_SHUTDOWN_TIMEOUT", default_value = duration(defaults::SHUTDOWN_TIMEOUT), value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Require this key in `start_broadcasting` (listeners need none). Prefer
-    /// --broadcast-key-file: a key in argv is visible to every local user.
+    /// Require this key (at least 8 characters) in `start_broadcasting`
+    /// (listeners need none). Prefer --broadcast-key-file: a key in argv is
+    /// visible to every local user.
     #[arg(
         long,
         env = "RADIO_BROADCAST_KEY",
@@ -308,8 +309,8 @@ pub struct ServeArgs {
     pub broadcast_key_file: Option<PathBuf>,
 
     /// Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob
-    /// like `team-*`; first match wins); stations no line matches may not be
-    /// broadcast. Read again on SIGHUP.
+    /// like `team-*`; first match wins; keys of at least 8 characters);
+    /// stations no line matches may not be broadcast. Read again on SIGHUP.
     #[arg(long, env = "RADIO_BROADCAST_KEYS", value_name = "FILE")]
     pub broadcast_keys: Option<PathBuf>,
 

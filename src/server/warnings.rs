@@ -25,6 +25,8 @@ pub(crate) enum Reason {
     Flood,
     TooBig,
     KeyLockout,
+    WrongKey,
+    KeyBudget,
     SessionRate,
     BodyTimeout,
     SlowHandling,
@@ -35,7 +37,7 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
-    const ALL: [Reason; 15] = [
+    const ALL: [Reason; 17] = [
         Reason::ServerFull,
         Reason::AddressFull,
         Reason::Origin,
@@ -44,6 +46,8 @@ impl Reason {
         Reason::Flood,
         Reason::TooBig,
         Reason::KeyLockout,
+        Reason::WrongKey,
+        Reason::KeyBudget,
         Reason::SessionRate,
         Reason::BodyTimeout,
         Reason::SlowHandling,
@@ -70,6 +74,13 @@ impl Reason {
             Reason::TooBig => "clients closed (1009) for a message over --max-message-bytes",
             Reason::KeyLockout => {
                 "connections closed (1008) after more than 5 wrong broadcast keys in a minute"
+            }
+            Reason::WrongKey => {
+                "start_broadcasting refused for a key that is wrong or for a station without one"
+            }
+            Reason::KeyBudget => {
+                "start_broadcasting refused unchecked: too many wrong keys from one address or \
+                 for one station (locked out with backoff)"
             }
             Reason::SessionRate => {
                 "new sessions refused with 429: more than --session-rate a minute from one address"
