@@ -44,10 +44,10 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval
 complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-timeout -d 'A connection silent for this long (no frame, no pong, no acknowledged state) is closed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l write-timeout -d 'A client that accepts no bytes for this long is closed (1008)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503 [default: 100000]. Given explicitly, the server warns at start when its open-files limit cannot hold that many' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections-per-ip -d 'Most concurrent connections from one client address (0: no limit); more are answered 429' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections-per-ip -d 'Most concurrent connections from one client address (0: no limit); more are answered 429. IPv6: per /64, and 4 and 16 times it per /56 and /48' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-stations -d 'Most stations live or in their grace period at once; beyond it `start_broadcasting` is refused (`unsupported`)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-stations-per-ip -d 'Most stations live or in their grace period that one client address (its /64 for IPv6) may hold at once (0: no limit); beyond it `start_broadcasting` is refused (`too_many_stations`). Stations the server runs (--station) do not count' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l claim-rate -d '`start_broadcasting` requests one client address may send a minute, in bursts of that many (0: no limit); beyond it `rate_limited`' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l claim-rate -d '`start_broadcasting` requests one client address may send a minute, in bursts of that many (0: no limit); beyond it `rate_limited`. IPv6: per /64, and 4 and 16 times it per /56 and /48' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-list -d 'Most stations in one `stations` answer (and GET /api/stations); the most listened are kept and the answer says `truncated`' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l list-rate -d '`list_stations` requests a connection may send per second (bursts up to twice that; 0: no limit beyond --rate-limit); beyond it `rate_limited`' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l allowed-origins -d 'Web origins besides the server\'s own whose pages may open /ws and save sessions (comma-separated `scheme://host[:port]`; `*` for any)' -r
@@ -75,7 +75,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l loudness-cache -d 
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Private player sessions idle this long are removed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d 'How often idle sessions are swept' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l session-rate -d 'New private sessions one client address may create per minute (0: no limit); more are answered 429' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l session-rate -d 'New private sessions one client address may create per minute (0: no limit); more are answered 429. IPv6: per /64, and 4 and 16 times it per /56 and /48' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
 always\t''
 never\t''"

@@ -217,7 +217,8 @@ pub struct ServeArgs {
     pub max_connections: Option<usize>,
 
     /// Most concurrent connections from one client address (0: no limit);
-    /// more are answered 429.
+    /// more are answered 429. IPv6: per /64, and 4 and 16 times it per /56
+    /// and /48.
     #[arg(
         long,
         env = "RADIO_MAX_CONNECTIONS_PER_IP",
@@ -245,6 +246,7 @@ pub struct ServeArgs {
 
     /// `start_broadcasting` requests one client address may send a minute,
     /// in bursts of that many (0: no limit); beyond it `rate_limited`.
+    /// IPv6: per /64, and 4 and 16 times it per /56 and /48.
     #[arg(long, env = "RADIO_CLAIM_RATE", value_name = "N", default_value_t = defaults::CLAIM_RATE)]
     pub claim_rate: u32,
 
@@ -414,7 +416,8 @@ pub struct ServeArgs {
     pub max_sessions: usize,
 
     /// New private sessions one client address may create per minute (0: no
-    /// limit); more are answered 429.
+    /// limit); more are answered 429. IPv6: per /64, and 4 and 16 times it
+    /// per /56 and /48.
     #[arg(
         long,
         env = "RADIO_SESSION_RATE",

@@ -377,3 +377,40 @@ async fn an_unreadable_media_file_is_one_aggregated_warning() {
     assert_eq!(log.matches("cannot be read").count(), 1, "{log}");
     assert!(!log.contains("cannot open a media file"), "{log}");
 }
+
+/// IPv6 clients were counted per /64 only, so a /48 was 65,536 budgets:
+/// 300 connections of 300 got in under a limit of 2. Now a /56 holds 4
+/// times the limit and a /48 16 times it (here through a trusted proxy,
+/// which names the clients: loopback has one IPv6 address).
+#[tokio::test]
+async fn an_ipv6_site_is_counted_in_its_slash_56_and_48() {
+    let server = Server::with(|c| {
+        c.max_connections_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    });
+    let upgrade = async |client: String| {
+        let headers = [&UPGRADE[..], &[("X-Forwarded-For", client.as_str())]].concat();
+        let mut s = send(server.addr, "GET", "/ws", &headers, None).await;
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.expect("read");
+        buf[..n].starts_with(b"HTTP/1.1 101").then_some(s)
+    };
+    let mut open = Vec::new();
+    // 300 /64s of one /56: 4 x 2 get in.
+    for n in 0..300u32 {
+        if let Some(s) = upgrade(format!("2001:db8:7:{:x}::1", n % 256)).await {
+            open.push(s);
+        }
+    }
+    assert_eq!(open.len(), 8);
+    // Spread over the /48's other /56s: 16 x 2 in all.
+    for n in 1..300u32 {
+        let site = (n % 256) << 8;
+        if let Some(s) = upgrade(format!("2001:db8:7:{site:x}::1")).await {
+            open.push(s);
+        }
+    }
+    assert_eq!(open.len(), 32);
+    // Another /48 has its own.
+    assert!(upgrade("2001:db8:8::1".to_owned()).await.is_some());
+}
