@@ -414,3 +414,15 @@ async fn an_ipv6_site_is_counted_in_its_slash_56_and_48() {
     // Another /48 has its own.
     assert!(upgrade("2001:db8:8::1".to_owned()).await.is_some());
 }
+
+/// Over real IPv6 (`::1`): the per-address limit counts the client's /64.
+#[tokio::test]
+async fn connections_over_ipv6_loopback_are_counted() {
+    let server = Server::spawn_process(&["--listen", "[::1]:0", "--max-connections-per-ip", "2"]);
+    assert!(server.addr.is_ipv6(), "{}", server.addr);
+    let url = server.ws_url();
+    let _a = Client::try_connect(&url).await.expect("first");
+    let _b = Client::try_connect(&url).await.expect("second");
+    let third = request(server.addr, "GET", "/ws", &UPGRADE, None).await;
+    assert_eq!(third.status, 429, "{}", third.text());
+}
