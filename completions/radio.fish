@@ -44,10 +44,10 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval
 complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-timeout -d 'A connection silent for this long (no frame, no pong, no acknowledged state) is closed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l write-timeout -d 'A client that accepts no bytes for this long is closed (1008)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections -d 'Most concurrent connections, HTTP and WebSocket alike; more are answered 503 [default: 100000]. Given explicitly, the server warns at start when its open-files limit cannot hold that many' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections-per-ip -d 'Most concurrent connections from one client address (0: no limit); more are answered 429' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l max-connections-per-ip -d 'Most concurrent connections from one client address (0: no limit); more are answered 429. IPv6: per /64, and 4 and 16 times it per /56 and /48' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-stations -d 'Most stations live or in their grace period at once; beyond it `start_broadcasting` is refused (`unsupported`)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-stations-per-ip -d 'Most stations live or in their grace period that one client address (its /64 for IPv6) may hold at once (0: no limit); beyond it `start_broadcasting` is refused (`too_many_stations`). Stations the server runs (--station) do not count' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l claim-rate -d '`start_broadcasting` requests one client address may send a minute, in bursts of that many (0: no limit); beyond it `rate_limited`' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l claim-rate -d '`start_broadcasting` requests one client address may send a minute, in bursts of that many (0: no limit); beyond it `rate_limited`. IPv6: per /64, and 4 and 16 times it per /56 and /48' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-list -d 'Most stations in one `stations` answer (and GET /api/stations); the most listened are kept and the answer says `truncated`' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l list-rate -d '`list_stations` requests a connection may send per second (bursts up to twice that; 0: no limit beyond --rate-limit); beyond it `rate_limited`' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l allowed-origins -d 'Web origins besides the server\'s own whose pages may open /ws and save sessions (comma-separated `scheme://host[:port]`; `*` for any)' -r
@@ -55,9 +55,9 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l trusted-proxy -d '
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rate-limit -d 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l handshake-timeout -d 'Time a client has to send its HTTP request and complete the WebSocket upgrade' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l shutdown-timeout -d 'On SIGINT/SIGTERM, how long to wait for connections to close before exiting' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key in `start_broadcasting` (listeners need none). Prefer --broadcast-key-file: a key in argv is visible to every local user' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key -d 'Require this key (at least 8 characters) in `start_broadcasting` (listeners need none). Prefer --broadcast-key-file: a key in argv is visible to every local user' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-key-file -d 'Read the one broadcast key from this file\'s first line (it wins over --broadcast-key, so a RADIO_BROADCAST_KEY left in the environment does not get in its way)' -r -F
-complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-keys -d 'Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob like `team-*`; first match wins); stations no line matches may not be broadcast. Read again on SIGHUP' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l broadcast-keys -d 'Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob like `team-*`; first match wins; keys of at least 8 characters); stations no line matches may not be broadcast. Read again on SIGHUP' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-cert -d 'Serve https and wss with this certificate chain (PEM); needs --tls-key. Read again on SIGHUP' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-key -d 'The private key (PEM) of --tls-cert' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "pretty\t'Human-readable lines'
@@ -69,13 +69,13 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l lease -d 'Cluster 
 complete -c radio -n "__fish_radio_using_subcommand serve" -s m -l media -d 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l station -d 'Run a station on the server itself, for ever: NAME=SOURCE[,shuffle], SOURCE an M3U playlist, a folder of the library (relative to --media) or `library` (all of it). Repeat for several; RADIO_STATIONS takes a list (commas or newlines). A broadcaster may take it over; it comes back to its SOURCE when the broadcaster stops. SIGHUP re-reads playlists. With --redis every node may name a station: one drives it at a time, and another takes over if it dies' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rescan-interval -d 'Rescan the media library this often (it is also rescanned on SIGHUP)' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l follow-symlinks -d 'Follow symbolic links in the media directory when scanning (true or false). Either way a file swapped after the scan is not served until a rescan' -r -f -a "true\t''
+complete -c radio -n "__fish_radio_using_subcommand serve" -l follow-symlinks -d 'Follow symbolic links in the media directory when scanning (true or false); only links whose real target lies under --media are ever followed. Either way a file swapped after the scan is not served until a rescan' -r -f -a "true\t''
 false\t''"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l loudness-cache -d 'File that keeps each track\'s measured loudness across restarts, so a restart decodes nothing again (`off`: kept in memory only). By default $XDG_CACHE_HOME/radio/ (else ~/.cache/radio/), one file per --media; never in the library itself' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Private player sessions idle this long are removed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d 'How often idle sessions are swept' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l session-rate -d 'New private sessions one client address may create per minute (0: no limit); more are answered 429' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l session-rate -d 'New private sessions one client address may create per minute (0: no limit); more are answered 429. IPv6: per /64, and 4 and 16 times it per /56 and /48' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
 always\t''
 never\t''"

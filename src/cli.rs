@@ -217,7 +217,8 @@ pub struct ServeArgs {
     pub max_connections: Option<usize>,
 
     /// Most concurrent connections from one client address (0: no limit);
-    /// more are answered 429.
+    /// more are answered 429. IPv6: per /64, and 4 and 16 times it per /56
+    /// and /48.
     #[arg(
         long,
         env = "RADIO_MAX_CONNECTIONS_PER_IP",
@@ -245,6 +246,7 @@ pub struct ServeArgs {
 
     /// `start_broadcasting` requests one client address may send a minute,
     /// in bursts of that many (0: no limit); beyond it `rate_limited`.
+    /// IPv6: per /64, and 4 and 16 times it per /56 and /48.
     #[arg(long, env = "RADIO_CLAIM_RATE", value_name = "N", default_value_t = defaults::CLAIM_RATE)]
     pub claim_rate: u32,
 
@@ -292,8 +294,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_SHUTDOWN_TIMEOUT", default_value = duration(defaults::SHUTDOWN_TIMEOUT), value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Require this key in `start_broadcasting` (listeners need none). Prefer
-    /// --broadcast-key-file: a key in argv is visible to every local user.
+    /// Require this key (at least 8 characters) in `start_broadcasting`
+    /// (listeners need none). Prefer --broadcast-key-file: a key in argv is
+    /// visible to every local user.
     #[arg(
         long,
         env = "RADIO_BROADCAST_KEY",
@@ -308,8 +311,8 @@ pub struct ServeArgs {
     pub broadcast_key_file: Option<PathBuf>,
 
     /// Per-station broadcast keys: lines `PATTERN KEY` (a station name or a glob
-    /// like `team-*`; first match wins); stations no line matches may not be
-    /// broadcast. Read again on SIGHUP.
+    /// like `team-*`; first match wins; keys of at least 8 characters);
+    /// stations no line matches may not be broadcast. Read again on SIGHUP.
     #[arg(long, env = "RADIO_BROADCAST_KEYS", value_name = "FILE")]
     pub broadcast_keys: Option<PathBuf>,
 
@@ -382,8 +385,9 @@ pub struct ServeArgs {
     pub rescan_interval: Option<Duration>,
 
     /// Follow symbolic links in the media directory when scanning (true or
-    /// false). Either way a file swapped after the scan is not served until a
-    /// rescan.
+    /// false); only links whose real target lies under --media are ever
+    /// followed. Either way a file swapped after the scan is not served until
+    /// a rescan.
     #[arg(long, env = "RADIO_FOLLOW_SYMLINKS", value_name = "BOOL", default_value_t = defaults::FOLLOW_SYMLINKS, action = clap::ArgAction::Set)]
     pub follow_symlinks: bool,
 
@@ -412,7 +416,8 @@ pub struct ServeArgs {
     pub max_sessions: usize,
 
     /// New private sessions one client address may create per minute (0: no
-    /// limit); more are answered 429.
+    /// limit); more are answered 429. IPv6: per /64, and 4 and 16 times it
+    /// per /56 and /48.
     #[arg(
         long,
         env = "RADIO_SESSION_RATE",

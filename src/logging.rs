@@ -16,14 +16,18 @@ pub enum LogFormat {
 /// for the clients' output. `default` is the filter used without `RUST_LOG`.
 pub(crate) fn init(format: LogFormat, default: &str, ansi: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // The decoder's own lines (a probe that fails on a file that is not
-    // audio is an "error" to it) are noise beside the scan's one warning;
-    // RUST_LOG=symphonia=debug still shows them.
-    let filter = match (std::env::var("RUST_LOG"), "symphonia=off".parse()) {
-        (Ok(v), _) if v.contains("symphonia") => filter,
-        (_, Ok(quiet)) => filter.add_directive(quiet),
-        (_, Err(_)) => filter,
-    };
+    // Libraries whose own lines are off unless RUST_LOG names them: the
+    // decoder's (a probe that fails on a file that is not audio is an
+    // "error" to it) are noise beside the scan's one warning; rustls's
+    // (a warning per bad record, alert or IP-address SNI a client sends)
+    // would let any client fill the log: the server counts what matters
+    // in its aggregated warnings instead.
+    let named = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter = ["symphonia", "rustls"]
+        .into_iter()
+        .filter(|lib| !named.contains(lib))
+        .filter_map(|lib| format!("{lib}=off").parse().ok())
+        .fold(filter, |f, quiet| f.add_directive(quiet));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

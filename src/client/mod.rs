@@ -7,6 +7,7 @@ pub(crate) mod http;
 pub(crate) mod listen;
 pub(crate) mod mpv;
 pub(crate) mod position;
+mod trust;
 
 pub(crate) use position::clock;
 
@@ -75,19 +76,24 @@ pub(crate) fn client_config() -> WebSocketConfig {
 static TRUSTED_CA: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
     std::sync::OnceLock::new();
 
-/// Makes `wss://` connections trust the CA certificate(s) in the PEM file
-/// at `path` (`--ca-cert`) instead of the Mozilla roots: for a server with a
-/// private CA or a self-signed certificate. `None` leaves the roots.
+/// Makes `wss://` and `https://` connections trust the certificate(s) in
+/// the PEM file at `path` (`--ca-cert`) instead of the Mozilla roots: as
+/// CAs, for a server with a private CA, and as the server's own certificate
+/// when it is exactly one of them, for a self-signed one ([`trust`]).
+/// `None` leaves the roots.
 pub(crate) fn trust_ca(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in crate::pem::read_certs(path).context("--ca-cert")? {
-        roots
-            .add(cert)
-            .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
-    }
+    let certs = crate::pem::read_certs(path).context("--ca-cert")?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = trust::CaOrPinned::new(&certs, provider.clone())
+        .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
     // Set once per process; a second call keeps the first.
-    TRUSTED_CA.set(std::sync::Arc::new(trusting(roots)?)).ok();
+    TRUSTED_CA.set(std::sync::Arc::new(config)).ok();
     Ok(())
 }
 
@@ -100,18 +106,12 @@ pub(crate) fn tls_config() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig
         return Ok(config.clone());
     }
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = std::sync::Arc::new(trusting(roots)?);
-    Ok(ROOTS.get_or_init(|| config).clone())
-}
-
-/// A client configuration that trusts `roots` (ring, the safe protocol
-/// versions, no client certificate).
-fn trusting(roots: rustls::RootCertStore) -> anyhow::Result<rustls::ClientConfig> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_no_client_auth();
+    Ok(ROOTS.get_or_init(|| std::sync::Arc::new(config)).clone())
 }
 
 /// Connects and reads the `welcome`. Returns the socket and the welcome's

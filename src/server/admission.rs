@@ -4,6 +4,11 @@
 //! accepted and travels with it, through a WebSocket upgrade, until it
 //! closes; its `Drop` gives both back.
 //!
+//! An IPv6 client is counted in its /64, its /56 and its /48, which may
+//! hold 1, 4 and 16 times `--max-connections-per-ip`
+//! ([`crate::server::peer::NESTED`]): one site cannot take 65,536 times the
+//! limit by spreading over its /64s.
+//!
 //! A connection from a trusted proxy is not counted against the proxy's
 //! address: its client is known only once its request is read, and the
 //! WebSocket it upgrades to is counted against that client then.
@@ -16,6 +21,7 @@ use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::server::metrics::Metrics;
+use crate::server::peer::{Block, limit_blocks};
 use crate::server::warnings::{Reason, Warnings};
 
 /// A connection's admission, until its WebSocket upgrade takes it.
@@ -72,10 +78,10 @@ pub(crate) struct Gate {
     per_ip: Arc<PerIp>,
 }
 
-/// Open connections per client address.
+/// Open connections per client address (IPv6: per /64, /56 and /48).
 struct PerIp {
     max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<Block, usize>>,
 }
 
 /// One admitted connection's place; given back on drop.
@@ -84,10 +90,10 @@ pub(crate) struct Admission {
     ip: Option<IpSlot>,
 }
 
-/// One connection counted against an address.
+/// One connection counted against an address's blocks.
 struct IpSlot {
     per_ip: Arc<PerIp>,
-    ip: IpAddr,
+    blocks: [Option<Block>; 3],
 }
 
 impl Gate {
@@ -120,32 +126,42 @@ impl Gate {
         })
     }
 
-    /// Connections open from `ip` now.
+    /// Connections open from `ip` now (IPv6: from its /64).
     #[cfg(test)]
     fn open_from(&self, ip: IpAddr) -> usize {
-        self.per_ip.lock().get(&ip).copied().unwrap_or(0)
+        let Some((block, _)) = limit_blocks(ip).next() else {
+            return 0;
+        };
+        self.per_ip.lock().get(&block).copied().unwrap_or(0)
     }
 }
 
 impl PerIp {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Block, usize>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts a connection in each of `ip`'s blocks, or in none when one
+    /// of them is full.
     fn take(self: Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let ip = crate::server::peer::limit_key(ip);
+        let mut blocks = [None; 3];
         if self.max > 0 {
             let mut open = self.lock();
-            let n = open.entry(ip).or_insert(0);
-            if *n >= self.max {
-                if *n == 0 {
-                    open.remove(&ip);
+            for (slot, (block, times)) in blocks.iter_mut().zip(limit_blocks(ip)) {
+                let max = self.max.saturating_mul(times as usize);
+                if open.get(&block).copied().unwrap_or(0) >= max {
+                    return None;
                 }
-                return None;
+                *slot = Some(block);
             }
-            *n += 1;
+            for block in blocks.iter().flatten() {
+                *open.entry(*block).or_insert(0) += 1;
+            }
         }
-        Some(IpSlot { per_ip: self, ip })
+        Some(IpSlot {
+            per_ip: self,
+            blocks,
+        })
     }
 }
 
@@ -155,10 +171,12 @@ impl Drop for IpSlot {
             return;
         }
         let mut open = self.per_ip.lock();
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
+        for block in self.blocks.iter().flatten() {
+            if let Some(n) = open.get_mut(block) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(block);
+                }
             }
         }
     }
@@ -201,5 +219,37 @@ mod tests {
         let _many: Vec<_> = (0..5)
             .map(|_| off.admit(Some(a)).expect("no per-address cap"))
             .collect();
+    }
+
+    /// A /64 holds the limit, a /56 4 times it, a /48 16 times it: a site
+    /// cannot take 65,536 times the limit by spreading over its /64s.
+    #[test]
+    fn ipv6_blocks_nest() {
+        let gate = Gate::new(10_000, 2);
+        let ip = |n: u16, h: u16| IpAddr::from([0x2001, 0xdb8, 7, n, 0, 0, 0, h]);
+        let mut held = Vec::new();
+        held.push(gate.admit(Some(ip(0, 1))).expect("first"));
+        held.push(gate.admit(Some(ip(0, 2))).expect("second of the /64"));
+        assert_eq!(gate.admit(Some(ip(0, 3))).err(), Some(Full::ThisAddress));
+        // The /56: 8 in all.
+        for n in 1..4 {
+            held.push(gate.admit(Some(ip(n, 1))).expect("another /64"));
+            held.push(gate.admit(Some(ip(n, 2))).expect("another /64"));
+        }
+        assert_eq!(gate.admit(Some(ip(4, 1))).err(), Some(Full::ThisAddress));
+        // The /48: 32 in all, over any number of /56s.
+        let more: Vec<Admission> = (1..=255u16)
+            .flat_map(|s| [s << 8, (s << 8) | 1])
+            .filter_map(|n| gate.admit(Some(ip(n, 1))).ok())
+            .collect();
+        assert_eq!(more.len(), 24);
+        // One closes: a place comes back in all three.
+        held.pop();
+        assert!(gate.admit(Some(ip(3, 9))).is_ok());
+        // Another /48 is not concerned.
+        assert!(
+            gate.admit(Some(IpAddr::from([0x2001, 0xdb8, 8, 0, 0, 0, 0, 1])))
+                .is_ok()
+        );
     }
 }

@@ -100,6 +100,9 @@ where
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
+                if tls_error(&e) {
+                    shared.warnings.note_with(Reason::TlsRecord, || peer.ip().to_string());
+                }
             }
         }
         _ = shared.shutdown.cancelled() => {
@@ -109,6 +112,27 @@ where
             }
         }
     }
+}
+
+/// Whether a connection's error came from TLS (a bad record, a fatal
+/// alert), anywhere in its chain of causes.
+fn tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tokio_rustls::rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if inner.is::<tokio_rustls::rustls::Error>() {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
 }
 
 async fn route(
@@ -143,7 +167,7 @@ async fn route(
         (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
-        (_, p) if media::Library::serves(p) => shared.media.route(&req).await,
+        (_, p) if media::Library::serves(p) => shared.media.route(&req, &shared.warnings).await,
         (&Method::PUT, sessions::PATH) => match shared.origins.check(req.headers()) {
             Ok(()) => {
                 let limits = sessions::Limits {

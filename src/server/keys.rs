@@ -18,6 +18,8 @@ use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq as _;
 
+use crate::server::keyguard::KeyGuard;
+
 /// Where the keys come from (`ServerConfig`).
 #[derive(Clone, Default)]
 pub struct KeySources {
@@ -64,6 +66,8 @@ struct Rules {
 pub(crate) struct Keys {
     sources: KeySources,
     rules: RwLock<Arc<Rules>>,
+    /// Wrong keys by address and by station, across connections.
+    pub guard: KeyGuard,
 }
 
 impl Keys {
@@ -73,6 +77,7 @@ impl Keys {
         Ok(Self {
             sources,
             rules: RwLock::new(Arc::new(rules)),
+            guard: KeyGuard::new(),
         })
     }
 
@@ -119,17 +124,42 @@ fn read(sources: &KeySources) -> anyhow::Result<Rules> {
         lines = parse_keys_file(path)?;
     }
     let one = match &sources.key_file {
-        Some(path) => Some(crate::key_file::read(path, "--broadcast-key-file")?),
-        None => sources.key.clone(),
+        Some(path) => {
+            let key = crate::key_file::read(path, "--broadcast-key-file")?;
+            long_enough(&key).map_err(|e| {
+                anyhow::anyhow!("--broadcast-key-file {}: line 1: {e}", path.display())
+            })?;
+            Some(key)
+        }
+        None => {
+            if let Some(key) = &sources.key {
+                long_enough(key).map_err(|e| anyhow::anyhow!("--broadcast-key: {e}"))?;
+            }
+            sources.key.clone()
+        }
     };
     let closed = sources.keys_file.is_some();
     if let Some(key) = one {
-        if key.is_empty() {
-            anyhow::bail!("the broadcast key is empty; give a non-empty key");
-        }
         lines.push(("*".to_owned(), key));
     }
     Ok(Rules { lines, closed })
+}
+
+/// The shortest broadcast key the server takes: guessing is bounded by
+/// the failure budgets ([`crate::server::keyguard`]), and this rules out
+/// keys short enough to guess within them.
+pub(crate) const MIN_KEY_CHARS: usize = 8;
+
+/// `Err` (a sentence, without the key) when `key` is too short.
+fn long_enough(key: &str) -> anyhow::Result<()> {
+    let n = key.chars().count();
+    if n < MIN_KEY_CHARS {
+        anyhow::bail!(
+            "the broadcast key is {n} characters long; use at least {MIN_KEY_CHARS} \
+             (a random one: openssl rand -base64 18)"
+        );
+    }
+    Ok(())
 }
 
 /// Parses `PATTERN KEY` lines; names the line of an error, never its key.
@@ -164,6 +194,7 @@ pub(crate) fn parse_keys(text: &str) -> anyhow::Result<Vec<(String, String)>> {
                 n + 1
             );
         }
+        long_enough(key).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
         out.push((pattern.to_owned(), key.to_owned()));
     }
     Ok(out)
@@ -215,20 +246,40 @@ mod tests {
     #[test]
     fn first_match_wins_and_unlisted_stations_are_closed() {
         let rules = Rules {
-            lines: parse_keys("# keys\nteam-a k1\nteam-* k2\n").expect("parses"),
+            lines: parse_keys("# keys\nteam-a key-one-1\nteam-* key-two-2\n").expect("parses"),
             closed: true,
         };
         let keys = Keys {
             sources: KeySources::default(),
             rules: RwLock::new(Arc::new(rules)),
+            guard: KeyGuard::new(),
         };
-        assert_eq!(keys.check("team-a", Some("k1")), Verdict::Allowed);
-        assert_eq!(keys.check("team-a", Some("k2")), Verdict::Wrong);
-        assert_eq!(keys.check("team-b", Some("k2")), Verdict::Allowed);
+        let (k1, k2) = (Some("key-one-1"), Some("key-two-2"));
+        assert_eq!(keys.check("team-a", k1), Verdict::Allowed);
+        assert_eq!(keys.check("team-a", k2), Verdict::Wrong);
+        assert_eq!(keys.check("team-b", k2), Verdict::Allowed);
         assert_eq!(keys.check("team-b", None), Verdict::Missing);
-        assert_eq!(keys.check("other", Some("k1")), Verdict::NotListed);
+        assert_eq!(keys.check("other", k1), Verdict::NotListed);
         assert!(parse_keys("only-a-pattern").is_err());
         assert!(parse_keys("bad/pattern key").is_err());
+    }
+
+    /// A short key is refused when the keys are loaded, naming the line
+    /// (and the file, through the caller) but never the key.
+    #[test]
+    fn short_keys_are_refused_by_line() {
+        let e = parse_keys("# keys\njazz long-enough\nrock abc\n")
+            .expect_err("a short key")
+            .to_string();
+        assert!(e.starts_with("line 3: "), "{e}");
+        assert!(e.contains("at least 8"), "{e}");
+        assert!(!e.contains("abc"), "{e}");
+        let one = KeySources {
+            key: Some("short".into()),
+            ..KeySources::default()
+        };
+        let e = Keys::load(one).err().expect("a short key").to_string();
+        assert!(e.starts_with("--broadcast-key: "), "{e}");
     }
 
     #[test]

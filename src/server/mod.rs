@@ -25,6 +25,7 @@ pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod history;
 pub(crate) mod http;
+pub(crate) mod keyguard;
 pub(crate) mod keys;
 pub(crate) mod listener;
 pub(crate) mod listing;

@@ -78,6 +78,40 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An address block that a per-address limit counts: an IPv4 address
+/// (`/32`), or an IPv6 /64, /56 or /48 (the prefix tells a /56 from the
+/// /64 that starts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Block {
+    pub ip: IpAddr,
+    pub prefix: u8,
+}
+
+/// How many times the per-address limit each IPv6 block gets: a /64 (one
+/// host, routinely) the limit itself, a /56 (a home or small site) 4 times
+/// it, a /48 (a site; the most a provider usually hands one customer) 16
+/// times it. So a /48 is not 65,536 budgets of a /64 each.
+pub(crate) const NESTED: [(u8, u32); 3] = [(64, 1), (56, 4), (48, 16)];
+
+/// The blocks `ip` is counted in, each with the multiple of the
+/// per-address limit it gets: an IPv4 address alone (x1); an IPv6 address
+/// in its /64, /56 and /48 ([`NESTED`]).
+pub(crate) fn limit_blocks(ip: IpAddr) -> impl Iterator<Item = (Block, u32)> {
+    let ip = canonical(ip);
+    let v6 = match ip {
+        IpAddr::V6(v6) => Some(u128::from(v6)),
+        IpAddr::V4(_) => None,
+    };
+    let v4 = v6.is_none().then_some((Block { ip, prefix: 32 }, 1));
+    let nested = NESTED.into_iter().filter_map(move |(prefix, times)| {
+        let bits = v6?;
+        let masked = bits & (u128::MAX << (128 - u32::from(prefix)));
+        let ip = IpAddr::V6(std::net::Ipv6Addr::from(masked));
+        Some((Block { ip, prefix }, times))
+    });
+    v4.into_iter().chain(nested)
+}
+
 /// What per-address limits count `ip` as: itself for IPv4, its /64 for
 /// IPv6, since one host is routinely given a whole /64 and could otherwise
 /// be 2^64 addresses to `--max-connections-per-ip` and `--session-rate`.
@@ -208,6 +242,37 @@ mod tests {
         );
         assert_eq!(limit_key(ip("192.0.2.1")), ip("192.0.2.1"));
         assert_eq!(limit_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_in_its_slash_64_56_and_48() {
+        let blocks: Vec<(String, u32)> = limit_blocks(ip("2001:db8:1:2ff:aaaa::1"))
+            .map(|(b, n)| (format!("{}/{}", b.ip, b.prefix), n))
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                ("2001:db8:1:2ff::/64".to_owned(), 1),
+                ("2001:db8:1:200::/56".to_owned(), 4),
+                ("2001:db8:1::/48".to_owned(), 16),
+            ]
+        );
+        let v4: Vec<_> = limit_blocks(ip("::ffff:192.0.2.1")).collect();
+        assert_eq!(
+            v4,
+            [(
+                Block {
+                    ip: ip("192.0.2.1"),
+                    prefix: 32
+                },
+                1
+            )]
+        );
+        // A /56 that starts at a /64's address is still told from it.
+        let (a, b) = (ip("2001:db8:1:200::"), ip("2001:db8:1:200::"));
+        let a: Vec<_> = limit_blocks(a).map(|(b, _)| b).collect();
+        assert_ne!(a[0], a[1]);
+        assert_eq!(a, limit_blocks(b).map(|(b, _)| b).collect::<Vec<_>>());
     }
 
     #[test]

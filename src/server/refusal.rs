@@ -50,12 +50,19 @@ pub(crate) enum Refusal {
          (radio serve --list-rate); ask less often"
     )]
     ListRate(u32),
-    #[error("this server requires a broadcast key (\"key\") for this station")]
-    KeyRequired,
-    #[error("wrong broadcast key")]
-    WrongKey,
-    #[error("no broadcast key is configured for station {0}; ask the server's operator")]
-    NoKeyForStation(StationName),
+    /// A key missing, wrong, or for a station the server has no key for:
+    /// one answer, so that a guesser cannot tell which names have keys.
+    #[error(
+        "this station needs a broadcast key (\"key\"), and the one given is missing or \
+         wrong, or the server has none for this station; check the key, or ask the \
+         server's operator"
+    )]
+    Unauthorized,
+    #[error(
+        "too many wrong broadcast keys from your address or for this station; try again \
+         in {0} s"
+    )]
+    KeyBudget(u64),
     #[error("more than {0} messages a second; slow down or be disconnected")]
     RateLimited(u32),
     #[error("binary frames are not supported; send JSON text frames")]
@@ -76,13 +83,12 @@ impl Refusal {
             Refusal::TooManyStations(_) | Refusal::ServerStationsFull(_) | Refusal::Binary => {
                 ErrorCode::Unsupported
             }
-            Refusal::KeyRequired | Refusal::WrongKey | Refusal::NoKeyForStation(_) => {
-                ErrorCode::Unauthorized
-            }
+            Refusal::Unauthorized => ErrorCode::Unauthorized,
             Refusal::AddressStations(_) => ErrorCode::TooManyStations,
-            Refusal::RateLimited(_) | Refusal::ClaimRate(_) | Refusal::ListRate(_) => {
-                ErrorCode::RateLimited
-            }
+            Refusal::RateLimited(_)
+            | Refusal::ClaimRate(_)
+            | Refusal::ListRate(_)
+            | Refusal::KeyBudget(_) => ErrorCode::RateLimited,
             Refusal::Unavailable(_) => ErrorCode::Unavailable,
         }
     }

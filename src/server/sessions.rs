@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::server::ratelimit::AddressBuckets;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use serde::{Deserialize, Serialize};
@@ -99,8 +101,8 @@ pub(crate) struct Limits {
     pub body_timeout: Duration,
 }
 
-/// Addresses whose new-session budgets are tracked at most; beyond it the
-/// tracking starts afresh (a flood of addresses cannot grow it).
+/// New-session budgets tracked at most; beyond it the one used longest ago
+/// is forgotten (a flood of addresses cannot grow it, nor reset the rest).
 const MAX_TRACKED: usize = 65_536;
 
 /// Every private session.
@@ -110,8 +112,8 @@ pub(crate) struct Sessions {
     max: usize,
     /// New sessions per minute per address (0: no limit).
     rate: u32,
-    /// Per address: new sessions left, and when that was counted.
-    budgets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// New sessions left per address (IPv6: per /64, /56 and /48).
+    budgets: Mutex<AddressBuckets>,
 }
 
 impl Sessions {
@@ -121,7 +123,11 @@ impl Sessions {
             ttl,
             max: max.max(1),
             rate: rate_per_minute,
-            budgets: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(AddressBuckets::new(
+                f64::from(rate_per_minute) / 60.0,
+                f64::from(rate_per_minute),
+                MAX_TRACKED,
+            )),
         }
     }
 
@@ -131,27 +137,8 @@ impl Sessions {
         if self.rate == 0 {
             return true;
         }
-        let client = crate::server::peer::limit_key(client);
-        let now = Instant::now();
-        let rate = f64::from(self.rate);
         let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        if budgets.len() >= MAX_TRACKED && !budgets.contains_key(&client) {
-            // Forget the addresses whose budget is full again; if none is,
-            // start afresh (a flood of addresses gains one budget each).
-            budgets.retain(|_, (left, at)| *left + at.elapsed().as_secs_f64() / 60.0 * rate < rate);
-            if budgets.len() >= MAX_TRACKED {
-                budgets.clear();
-            }
-        }
-        let (left, at) = budgets.entry(client).or_insert((rate, now));
-        *left = (*left + now.duration_since(*at).as_secs_f64() / 60.0 * rate).min(rate);
-        *at = now;
-        if *left >= 1.0 {
-            *left -= 1.0;
-            true
-        } else {
-            false
-        }
+        budgets.take(client, tokio::time::Instant::now())
     }
 
     fn knows(&self, id: Option<&str>) -> bool {
@@ -413,5 +400,22 @@ mod tests {
         assert!((0..3).all(|_| s.may_create(a)));
         assert!(!s.may_create(a));
         assert!(s.may_create(b));
+    }
+
+    /// Once 65,536 addresses were tracked, every budget was cleared, so
+    /// an address out of its budget got it back by making others appear.
+    /// Now the budget used longest ago is forgotten, one at a time.
+    #[test]
+    fn a_flood_of_addresses_does_not_reset_a_budget() {
+        let s = Sessions::new(Duration::from_secs(60), 100, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!((0..3).all(|_| s.may_create(a)));
+        for i in 0..=MAX_TRACKED as u32 {
+            assert!(s.may_create(IpAddr::from((0x0a00_0000 + i).to_be_bytes())));
+            if i % 1000 == 0 {
+                assert!(!s.may_create(a), "out of its budget after {i} others");
+            }
+        }
+        assert!(!s.may_create(a));
     }
 }

@@ -25,15 +25,19 @@ pub(crate) enum Reason {
     Flood,
     TooBig,
     KeyLockout,
+    WrongKey,
+    KeyBudget,
     SessionRate,
     BodyTimeout,
     SlowHandling,
     TlsHandshake,
+    TlsRecord,
     UnplayableTrack,
+    MediaUnreadable,
 }
 
 impl Reason {
-    const ALL: [Reason; 13] = [
+    const ALL: [Reason; 17] = [
         Reason::ServerFull,
         Reason::AddressFull,
         Reason::Origin,
@@ -42,11 +46,15 @@ impl Reason {
         Reason::Flood,
         Reason::TooBig,
         Reason::KeyLockout,
+        Reason::WrongKey,
+        Reason::KeyBudget,
         Reason::SessionRate,
         Reason::BodyTimeout,
         Reason::SlowHandling,
         Reason::TlsHandshake,
+        Reason::TlsRecord,
         Reason::UnplayableTrack,
+        Reason::MediaUnreadable,
     ];
 
     fn sentence(self) -> &'static str {
@@ -67,6 +75,13 @@ impl Reason {
             Reason::KeyLockout => {
                 "connections closed (1008) after more than 5 wrong broadcast keys in a minute"
             }
+            Reason::WrongKey => {
+                "start_broadcasting refused for a key that is wrong or for a station without one"
+            }
+            Reason::KeyBudget => {
+                "start_broadcasting refused unchecked: too many wrong keys from one address or \
+                 for one station (locked out with backoff)"
+            }
             Reason::SessionRate => {
                 "new sessions refused with 429: more than --session-rate a minute from one address"
             }
@@ -75,9 +90,13 @@ impl Reason {
             }
             Reason::SlowHandling => "requests took over 100 ms to handle",
             Reason::TlsHandshake => "TLS handshakes failed or timed out",
+            Reason::TlsRecord => "TLS connections ended by a bad record or a fatal alert",
             Reason::UnplayableTrack => {
                 "tracks every listener of a station could not play; its broadcaster is told \
                  (track_failed)"
+            }
+            Reason::MediaUnreadable => {
+                "media requests answered 500: the track's file cannot be read"
             }
         }
     }

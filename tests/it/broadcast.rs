@@ -313,8 +313,8 @@ fn without_a_library_free_tracks_is_needed() {
 #[tokio::test]
 async fn the_key_comes_from_a_file() {
     let dir = TempDir::new("key-file");
-    dir.write("server", "s3cret\n");
-    dir.write("right", "s3cret\n");
+    dir.write("server", "s3cret-key\n");
+    dir.write("right", "s3cret-key\n");
     dir.write("wrong", "guess\n");
     let server = Server::with(|c| c.conn.keys.key_file = Some(dir.path().join("server")));
     let file = |name: &str| dir.path().join(name).display().to_string();

@@ -741,3 +741,100 @@ async fn a_station_started_again_after_redis_lost_everything_reaches_its_listene
     let s = l.expect("sync").await;
     assert_eq!(s["track"], "new.mp3", "{s}");
 }
+
+/// Every key Redis holds for `station`, with its `PTTL`.
+async fn station_keys(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    station: &str,
+) -> Vec<(String, i64)> {
+    let names: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("radio:*:{station}"))
+        .query_async(conn)
+        .await
+        .expect("KEYS");
+    let mut out = Vec::new();
+    for name in names {
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(&name)
+            .query_async(conn)
+            .await
+            .expect("PTTL");
+        out.push((name, ttl));
+    }
+    out
+}
+
+/// A stopped station kept its hash (and later its history and counts) for
+/// 24 hours, so claiming and stopping names filled Redis without bound.
+/// Now a station that never had an update leaves nothing at once, one that
+/// did leaves nothing within six leases once nobody is tuned to it, and
+/// while a listener is tuned its `seq` is kept, so the next broadcaster's
+/// states reach that listener (a cell never goes back to an older `seq`).
+#[tokio::test]
+async fn a_stopped_station_leaves_nothing_in_redis_unless_someone_is_tuned() {
+    let redis = Redis::start().await;
+    // A lease of 500 ms: offline stations are kept 3 s past the last refresh.
+    let fast = Timing {
+        lease: Duration::from_millis(500),
+        grace: Duration::from_millis(500),
+    };
+    let a = node(&redis, "a", fast);
+    let b = node(&redis, "b", fast);
+    all_ready(&[&a, &b]).await;
+    let client = ::redis::Client::open(redis.url()).expect("a Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let stop = async |c: &mut Client, station: &str| {
+        c.send(json!({"type":"stop_broadcasting","station":station}))
+            .await;
+        c.expect("stopped").await;
+    };
+
+    // Claimed and stopped without an update: nothing is left.
+    let mut bc = Client::connect(&a).await;
+    bc.start("never").await;
+    stop(&mut bc, "never").await;
+    assert_eq!(station_keys(&mut conn, "never").await, vec![]);
+
+    // Played, with a listener on the other node, then stopped.
+    bc.start("played").await;
+    let (mut l, _) = listener(&b, "played").await;
+    let mut last = 0;
+    for i in 0..3 {
+        last = bc.update("played", "t", i * 1000, true).await;
+    }
+    syncs_until(&mut l, last).await;
+    stop(&mut bc, "played").await;
+    l.expect("broadcaster_offline").await;
+    // Longer than six leases: the listener's node keeps the seq meanwhile.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let keys = station_keys(&mut conn, "played").await;
+    assert!(
+        keys.iter().any(|(k, _)| k == "radio:station:played"),
+        "the hash is kept while a listener is tuned: {keys:?}"
+    );
+    // A new broadcaster goes on from there, and the listener hears it.
+    let mut next = Client::connect(&a).await;
+    next.start("played").await;
+    let seq = next.update("played", "u", 0, true).await;
+    assert!(seq > last, "seq went back from {last} to {seq}");
+    let (syncs, _) = syncs_until(&mut l, seq).await;
+    assert_eq!(syncs.last().map(|s| s["track"].clone()), Some(json!("u")));
+
+    // Nobody tuned any more: within six leases nothing is left.
+    drop(l);
+    stop(&mut next, "played").await;
+    let keys = station_keys(&mut conn, "played").await;
+    assert!(
+        keys.iter()
+            .all(|(_, ttl)| *ttl == -2 || (0..=3_000).contains(ttl)),
+        "every key of a stopped station expires: {keys:?}"
+    );
+    eventually("the stopped station leaves nothing in Redis", async || {
+        let keys = station_keys(&mut conn, "played").await;
+        if keys.is_empty() { Ok(()) } else { Err(keys) }
+    })
+    .await;
+}

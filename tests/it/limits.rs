@@ -292,3 +292,137 @@ fn redis_passwords_are_never_printed() {
     assert!(err.contains("user:***@host"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// With `--follow-symlinks` (the default), a rescan followed a link to any
+/// file the server could read and served it. Now a link is followed only
+/// when its real target lies under the media root (canonicalized), and the
+/// scan says which were not.
+#[tokio::test]
+async fn a_rescan_follows_only_links_inside_the_media_root() {
+    let lib = TempDir::new("root-lib");
+    let outside = TempDir::new("root-secret");
+    lib.write("song.wav", tone_wav(1, &[440.0], None, None));
+    lib.write("kept.wav", tone_wav(1, &[330.0], None, None));
+    // It plays: only where it lies keeps it out.
+    outside.write("secret.wav", tone_wav(1, &[220.0], Some("Secret"), None));
+    let mut server = Server::spawn_process(&["--media", lib.arg()]);
+    let song = lib.path().join("song.wav");
+    std::fs::remove_file(&song).expect("remove");
+    std::os::unix::fs::symlink(outside.path().join("secret.wav"), &song).expect("symlink");
+    std::os::unix::fs::symlink(outside.path(), lib.path().join("elsewhere")).expect("symlink");
+    std::os::unix::fs::symlink(lib.path().join("kept.wav"), lib.path().join("alias.wav"))
+        .expect("symlink");
+    server.signal("HUP");
+    let ids = crate::support::eventually("the rescan sees the links", async || {
+        let lib = server.get("/api/library").await.json();
+        let ids: Vec<String> = lib
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| t["id"].as_str().expect("an id").to_owned())
+            .collect();
+        if ids.iter().any(|i| i == "alias.wav") {
+            Ok(ids)
+        } else {
+            Err(ids)
+        }
+    })
+    .await;
+    assert_eq!(ids, ["alias.wav", "kept.wav"]);
+    assert_eq!(server.get("/media/alias.wav").await.status, 200);
+    let secret = server.get("/media/song.wav").await;
+    assert_eq!(secret.status, 404);
+    assert_eq!(server.get("/media/elsewhere/secret.wav").await.status, 404);
+    assert!(
+        server.log().contains("outside the media root"),
+        "{}",
+        server.log()
+    );
+}
+
+/// A scanned file replaced by a symlink to that very file (same device
+/// and inode) passed the inode check, since the open followed the link.
+/// Now the scan's files are opened with `O_NOFOLLOW`: a link there is a
+/// swap, 404 until a rescan.
+#[tokio::test]
+async fn a_file_swapped_for_a_symlink_to_itself_is_not_served() {
+    let lib = TempDir::new("nofollow-lib");
+    lib.write("song.wav", tone_wav(1, &[440.0], None, None));
+    let server = Server::with(|c| c.media.dir = Some(lib.path().to_owned()));
+    assert_eq!(server.get("/media/song.wav").await.status, 200);
+    let song = lib.path().join("song.wav");
+    let hidden = lib.path().join(".hidden.wav");
+    std::fs::rename(&song, &hidden).expect("rename");
+    std::os::unix::fs::symlink(&hidden, &song).expect("symlink");
+    let r = server.get("/media/song.wav").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("changed since"), "{}", r.text());
+}
+
+/// A track whose file could not be opened logged a WARN line per request.
+/// Now it is one aggregated line per 10 s, with the count.
+#[tokio::test]
+async fn an_unreadable_media_file_is_one_aggregated_warning() {
+    let lib = TempDir::new("unreadable-lib");
+    lib.write("dir/song.wav", tone_wav(1, &[440.0], None, None));
+    let server = Server::with_log("", |c| c.media.dir = Some(lib.path().to_owned()));
+    assert_eq!(server.get("/media/dir/song.wav").await.status, 200);
+    // Its directory becomes a file: opening the track fails (ENOTDIR).
+    std::fs::remove_dir_all(lib.path().join("dir")).expect("remove");
+    lib.write("dir", b"not a directory");
+    for _ in 0..20 {
+        assert_eq!(server.get("/media/dir/song.wav").await.status, 500);
+    }
+    let log = server.log();
+    assert_eq!(log.matches("cannot be read").count(), 1, "{log}");
+    assert!(!log.contains("cannot open a media file"), "{log}");
+}
+
+/// IPv6 clients were counted per /64 only, so a /48 was 65,536 budgets:
+/// 300 connections of 300 got in under a limit of 2. Now a /56 holds 4
+/// times the limit and a /48 16 times it (here through a trusted proxy,
+/// which names the clients: loopback has one IPv6 address).
+#[tokio::test]
+async fn an_ipv6_site_is_counted_in_its_slash_56_and_48() {
+    let server = Server::with(|c| {
+        c.max_connections_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    });
+    let upgrade = async |client: String| {
+        let headers = [&UPGRADE[..], &[("X-Forwarded-For", client.as_str())]].concat();
+        let mut s = send(server.addr, "GET", "/ws", &headers, None).await;
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.expect("read");
+        buf[..n].starts_with(b"HTTP/1.1 101").then_some(s)
+    };
+    let mut open = Vec::new();
+    // 300 /64s of one /56: 4 x 2 get in.
+    for n in 0..300u32 {
+        if let Some(s) = upgrade(format!("2001:db8:7:{:x}::1", n % 256)).await {
+            open.push(s);
+        }
+    }
+    assert_eq!(open.len(), 8);
+    // Spread over the /48's other /56s: 16 x 2 in all.
+    for n in 1..300u32 {
+        let site = (n % 256) << 8;
+        if let Some(s) = upgrade(format!("2001:db8:7:{site:x}::1")).await {
+            open.push(s);
+        }
+    }
+    assert_eq!(open.len(), 32);
+    // Another /48 has its own.
+    assert!(upgrade("2001:db8:8::1".to_owned()).await.is_some());
+}
+
+/// Over real IPv6 (`::1`): the per-address limit counts the client's /64.
+#[tokio::test]
+async fn connections_over_ipv6_loopback_are_counted() {
+    let server = Server::spawn_process(&["--listen", "[::1]:0", "--max-connections-per-ip", "2"]);
+    assert!(server.addr.is_ipv6(), "{}", server.addr);
+    let url = server.ws_url();
+    let _a = Client::try_connect(&url).await.expect("first");
+    let _b = Client::try_connect(&url).await.expect("second");
+    let third = request(server.addr, "GET", "/ws", &UPGRADE, None).await;
+    assert_eq!(third.status, 429, "{}", third.text());
+}

@@ -360,7 +360,10 @@ async fn symlinks_are_followed_and_loops_detected() {
     let link = |to: &std::path::Path, at: &str| {
         std::os::unix::fs::symlink(to, lib.join(at)).expect("make a symlink");
     };
+    // Outside the media root: not followed.
     link(&elsewhere, "linked");
+    // Inside it: followed.
+    link(&lib.join("a/one.wav"), "alias.wav");
     // A loop: lib/a/up -> lib.
     link(&lib, "a/up");
     link(&lib.join("missing.wav"), "dangling.wav");
@@ -373,8 +376,14 @@ async fn symlinks_are_followed_and_loops_detected() {
         .iter()
         .map(|t| t["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["a/one.wav", "linked/two.wav"]);
-    assert_eq!(get(&server, "/media/linked/two.wav", &[]).await.status, 200);
+    assert_eq!(ids, ["a/one.wav", "alias.wav"]);
+    assert_eq!(get(&server, "/media/alias.wav", &[]).await.status, 200);
+    assert_eq!(get(&server, "/media/linked/two.wav", &[]).await.status, 404);
+    assert!(
+        server.log().contains("outside the media root"),
+        "{}",
+        server.log()
+    );
     assert!(
         server.log().contains("symlink loop"),
         "the loop is logged:\n{}",

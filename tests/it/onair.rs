@@ -203,7 +203,7 @@ async fn a_broadcaster_takes_over_and_the_station_comes_back_when_it_stops() {
     let ids = ["1.wav", "2.wav", "3.wav"];
     let media = library(&[(ids[0], 5_000), (ids[1], 5_000), (ids[2], 5_000)]);
     let keys = TempDir::new("onair-keys");
-    keys.write("keys", "takeover the-key\n");
+    keys.write("keys", "takeover the-key-1\n");
     let file = keys.path().join("keys");
     let server = server(&media, &["takeover=library"], |c| {
         c.conn.keys.keys_file = Some(file);
@@ -219,7 +219,7 @@ async fn a_broadcaster_takes_over_and_the_station_comes_back_when_it_stops() {
         "unauthorized",
     )
     .await;
-    b.send(json!({"type":"start_broadcasting","station":"takeover","key":"the-key"}))
+    b.send(json!({"type":"start_broadcasting","station":"takeover","key":"the-key-1"}))
         .await;
     assert_eq!(b.expect("broadcasting").await["station"], "takeover");
     let got = until(&mut l, "broadcaster_online").await;

@@ -105,7 +105,7 @@ async fn tune_out_stops_syncs_and_retuning_switches_station() {
 
 #[tokio::test]
 async fn every_error_code() {
-    let server = Server::with(|c| c.conn.keys.key = Some("sesame".into()));
+    let server = Server::with(|c| c.conn.keys.key = Some("open-sesame".into()));
     let mut c = Client::connect(&server).await;
     // bad_message: not JSON, not an object, no type, missing or mistyped field.
     c.send_text("hello").await;
@@ -137,7 +137,7 @@ async fn every_error_code() {
     )
     .await;
     c.expect_error(
-        json!({"type":"start_broadcasting","station":"x".repeat(65),"key":"sesame"}),
+        json!({"type":"start_broadcasting","station":"x".repeat(65),"key":"open-sesame"}),
         "invalid_station",
     )
     .await;
@@ -169,13 +169,13 @@ async fn every_error_code() {
     )
     .await;
     // station_taken and not_owner.
-    c.send(json!({"type":"start_broadcasting","station":"k","key":"sesame"}))
+    c.send(json!({"type":"start_broadcasting","station":"k","key":"open-sesame"}))
         .await;
     assert_eq!(c.recv().await["type"], "broadcasting");
     let mut other = Client::connect(&server).await;
     other
         .expect_error(
-            json!({"type":"start_broadcasting","station":"k","key":"sesame"}),
+            json!({"type":"start_broadcasting","station":"k","key":"open-sesame"}),
             "station_taken",
         )
         .await;

@@ -220,18 +220,13 @@ async fn per_station_keys_and_the_lockout() {
     )
     .await;
     // A station no line names cannot be broadcast at all.
-    let e = b
-        .expect_error(
-            json!({"type":"start_broadcasting","station":"rock","key":"team-key"}),
-            "unauthorized",
-        )
-        .await;
-    assert!(
-        e["message"].as_str().unwrap().contains("no broadcast key"),
-        "{e}"
-    );
+    b.expect_error(
+        json!({"type":"start_broadcasting","station":"rock","key":"team-key"}),
+        "unauthorized",
+    )
+    .await;
     // A guesser: five wrong keys are answered, the sixth closes.
-    let mut g = Client::connect(&server).await;
+    let mut g = Client::connect_from(&server, "127.0.0.2").await;
     for _ in 0..5 {
         g.expect_error(
             json!({"type":"start_broadcasting","station":"jazz","key":"guess"}),
@@ -251,11 +246,103 @@ async fn per_station_keys_and_the_lockout() {
         .filter(|l| l.contains("wrong broadcast keys"))
         .collect();
     assert_eq!(lines.len(), 1, "{log}");
-    assert!(lines[0].contains("127.0.0.1"), "{}", lines[0]);
+    assert!(lines[0].contains("127.0.0.2"), "{}", lines[0]);
     assert!(!log.contains("guess") && !log.contains("team-key"), "{log}");
     // The rightful broadcaster was never disturbed.
     b.send(json!({"type":"ping"})).await;
     b.expect("pong").await;
+}
+
+/// Wrong keys were counted per connection only: a new connection started
+/// at zero (6,500 guesses a second), wrong keys were not logged, and the
+/// answer told a station with a key from one without. Now each address and
+/// each station has a budget of wrong keys across connections, locked out
+/// with backoff (the right key too, meanwhile), the wrong keys are one
+/// aggregated warning, and every refusal is the same answer.
+#[tokio::test]
+async fn key_guesses_are_budgeted_per_address_and_per_station() {
+    let dir = TempDir::new("key-budget");
+    dir.write("keys", "jazz jazz-key-1\nrock rock-key-1\n");
+    let file = dir.path().join("keys");
+    let server = Server::with(|c| c.conn.keys.keys_file = Some(file));
+    let start =
+        |station: &str, key: &str| json!({"type":"start_broadcasting","station":station,"key":key});
+    // One address, a new connection per guess: the sixth wrong key locks
+    // it out, and then even the right key is refused unchecked.
+    for _ in 0..6 {
+        let mut g = Client::connect_from(&server, "127.0.0.3").await;
+        g.expect_error(start("jazz", "a-guess-1"), "unauthorized")
+            .await;
+    }
+    let mut g = Client::connect_from(&server, "127.0.0.3").await;
+    let e = g
+        .expect_error(start("jazz", "jazz-key-1"), "rate_limited")
+        .await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many wrong broadcast keys"),
+        "{e}"
+    );
+    // Another address is not locked out.
+    let mut b = Client::connect_from(&server, "127.0.0.4").await;
+    b.send(start("jazz", "jazz-key-1")).await;
+    assert_eq!(b.recv().await["type"], "broadcasting");
+
+    // One station, guessed from many addresses within their own budgets:
+    // past 30 wrong keys a minute it is locked out to every address.
+    for i in 1..=7 {
+        let source = format!("127.0.1.{i}");
+        let mut g = Client::connect_from(&server, &source).await;
+        let n = if i == 7 { 1 } else { 5 };
+        for _ in 0..n {
+            g.expect_error(start("rock", "a-guess-2"), "unauthorized")
+                .await;
+        }
+    }
+    let mut owner = Client::connect_from(&server, "127.0.1.8").await;
+    owner
+        .expect_error(start("rock", "rock-key-1"), "rate_limited")
+        .await;
+    assert!(
+        server
+            .metric("radio_limit_refusals_total{limit=\"key_budget\"}")
+            .await
+            >= 2.0
+    );
+    assert_eq!(
+        server
+            .metric("radio_limit_refusals_total{limit=\"wrong_key\"}")
+            .await,
+        37.0
+    );
+
+    // A station without a key and a wrong key get the same answer.
+    let mut p = Client::connect_from(&server, "127.0.2.1").await;
+    let unlisted = p
+        .expect_error(start("pop", "a-guess-3"), "unauthorized")
+        .await;
+    let wrong = p
+        .expect_error(start("jazz", "a-guess-3"), "unauthorized")
+        .await;
+    assert_eq!(unlisted["message"], wrong["message"]);
+    let missing = p
+        .expect_error(
+            json!({"type":"start_broadcasting","station":"pop"}),
+            "unauthorized",
+        )
+        .await;
+    assert_eq!(unlisted["message"], missing["message"]);
+
+    // The wrong keys are one aggregated line, naming no key.
+    let log = server.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refused for a key that is wrong"))
+        .count();
+    assert_eq!(lines, 1, "{log}");
+    assert!(!log.contains("a-guess") && !log.contains("-key-1"), "{log}");
 }
 
 /// `--broadcast-keys` is read again on SIGHUP (a bad
@@ -264,7 +351,7 @@ async fn per_station_keys_and_the_lockout() {
 #[tokio::test]
 async fn broadcast_keys_are_read_again_on_sighup() {
     let dir = TempDir::new("keys-reload");
-    dir.write("keys", "jazz old-key\n");
+    dir.write("keys", "jazz old-key-1\n");
     dir.write("one-key", "file-key\n");
     let keys = dir.path().join("keys");
     let mut server = Server::spawn_process(&[
@@ -275,17 +362,17 @@ async fn broadcast_keys_are_read_again_on_sighup() {
     ]);
     let start = |station: &'static str, key: &'static str| json!({"type":"start_broadcasting","station":station,"key":key});
     let mut b = Client::connect(&server).await;
-    b.send(start("jazz", "old-key")).await;
+    b.send(start("jazz", "old-key-1")).await;
     assert_eq!(b.recv().await["type"], "broadcasting");
     // The key file's key is the last `*` line: other stations take it.
     b.send(start("other", "file-key")).await;
     assert_eq!(b.recv().await["type"], "broadcasting");
     drop(b);
-    dir.write("keys", "jazz new-key\n");
+    dir.write("keys", "jazz new-key-1\n");
     server.signal("HUP");
     crate::support::eventually("the new key opens jazz", async || {
         let mut c = Client::connect(&server).await;
-        c.send(start("jazz", "new-key")).await;
+        c.send(start("jazz", "new-key-1")).await;
         let r = c.recv().await;
         if r["type"] == "broadcasting" {
             Ok(())
@@ -295,7 +382,7 @@ async fn broadcast_keys_are_read_again_on_sighup() {
     })
     .await;
     let mut c = Client::connect(&server).await;
-    c.expect_error(start("jazz2", "old-key"), "unauthorized")
+    c.expect_error(start("jazz2", "old-key-1"), "unauthorized")
         .await;
     // A broken file keeps the keys in force, and says why without a key.
     dir.write("keys", "jazz\n");
@@ -308,5 +395,5 @@ async fn broadcast_keys_are_read_again_on_sighup() {
         }
     })
     .await;
-    assert!(!server.log().contains("new-key") && !server.log().contains("file-key"));
+    assert!(!server.log().contains("new-key-1") && !server.log().contains("file-key"));
 }

@@ -100,6 +100,48 @@ async fn the_cli_listens_over_wss_with_ca_cert() {
     assert!(stderr.contains("pass --ca-cert FILE"), "{stderr}");
 }
 
+/// A self-signed certificate made the common way (`openssl req -x509`,
+/// which OpenSSL 3 marks `CA:TRUE`) was refused even when given to
+/// `--ca-cert` (webpki: `CaUsedAsEndEntity`). Now a `--ca-cert` file holding
+/// exactly the server's certificate is trusted; another self-signed
+/// certificate for the same name still is not.
+#[tokio::test]
+async fn the_cli_trusts_a_self_signed_certificate_given_as_ca_cert() {
+    let certs = Certs::self_signed();
+    let other = Certs::self_signed();
+    let server = tls_server(&certs);
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let ca = certs.arg("server.pem");
+    // The broadcaster reads the library over https, and broadcasts over wss.
+    let mut b = Broadcast::spawn(&["--url", &url, "--station", "self", "--ca-cert", &ca]);
+    b.say("play arpeggio");
+    let mut listen = Command::new(radio_bin())
+        .args(["listen", "--url", &url, "--station", "self", "--json"])
+        .args(["--ca-cert", &ca])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start radio listen");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill(&mut listen);
+    let out = listen.wait_with_output().expect("its output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("A minor arpeggio"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.say("stop");
+    assert_eq!(b.exit().code(), Some(0));
+
+    // Another certificate is not the server's: refused, saying why.
+    let ca = other.arg("server.pem");
+    let mut b = Broadcast::spawn(&["--url", &url, "--station", "self", "--ca-cert", &ca]);
+    let said = b.err_line("certificate");
+    assert!(said.starts_with("radio:"), "{said}");
+    assert_eq!(b.exit().code(), Some(1));
+}
+
 /// `radio broadcast` over wss reads the library over https with the same
 /// `--ca-cert`, so a query resolves and listeners get its title; without
 /// the CA it stops at the certificate, saying so.
@@ -213,4 +255,67 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
         "{}",
         server.log()
     );
+}
+
+/// rustls logged a WARN line per event a client chose: an IP address as
+/// SNI, a warning alert, so a client could fill the log. Now rustls's own
+/// log is off (unless `RUST_LOG` names it) and the server counts the TLS
+/// failures it sees in its aggregated warnings.
+#[tokio::test]
+async fn clients_cannot_fill_the_log_through_tls() {
+    use tokio::io::AsyncWriteExt as _;
+    let certs = Certs::new("localhost");
+    let server = Server::spawn_process(&[
+        "--tls-cert",
+        &certs.arg("server.pem"),
+        "--tls-key",
+        &certs.arg("server.key"),
+    ]);
+    let connect = format!("127.0.0.1:{}", server.addr.port());
+    for _ in 0..5 {
+        // An IP address as the SNI host name (OpenSSL sends it as given).
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &connect, "-servername", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl s_client");
+        assert!(out.success());
+    }
+    for _ in 0..20 {
+        // Warning alerts (close_notify, TLS 1.2) instead of a ClientHello.
+        let mut s = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00];
+        let _ = s.write_all(&alert.repeat(3)).await;
+        let _ = s.shutdown().await;
+    }
+    for _ in 0..30 {
+        // A record that does not decrypt, after a good handshake.
+        let (mut tls, _) = certs.connect(server.addr).await;
+        let bad = [0x17, 0x03, 0x03, 0x00, 0x20].iter().chain(&[0u8; 32]);
+        let bad: Vec<u8> = bad.copied().collect();
+        let _ = tls.get_mut().0.write_all(&bad).await;
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut tls, &mut buf),
+        )
+        .await;
+    }
+    // The server still answers, and has seen every connection.
+    assert_eq!(certs.get(server.addr, "/healthz").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.log();
+    assert_eq!(
+        log.matches("TLS connections ended by a bad record").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("Illegal SNI"), "{log}");
+    assert!(!log.contains("alert warning"), "{log}");
+    assert!(!log.contains("rustls"), "{log}");
+    assert!(log.matches("TLS handshakes failed").count() <= 1, "{log}");
 }

@@ -135,16 +135,7 @@ impl Conn {
         key: Option<String>,
     ) {
         const REQ: Option<RequestType> = Some(RequestType::StartBroadcasting);
-        let why = match self.shared.keys.check(station.as_str(), key.as_deref()) {
-            keys::Verdict::Allowed => None,
-            keys::Verdict::Missing => Some(Refusal::KeyRequired),
-            keys::Verdict::NotListed => Some(Refusal::NoKeyForStation(station.clone())),
-            keys::Verdict::Wrong => {
-                self.wrong_key();
-                Some(Refusal::WrongKey)
-            }
-        };
-        if let Some(why) = why {
+        if let Err(why) = self.check_key(&station, key.as_deref()) {
             return self.refuse(why, REQ);
         }
         if let Some(owned) = self.owned.iter().find(|o| *o.name() == station) {
@@ -178,6 +169,35 @@ impl Conn {
                 });
             }
             Err(refusal) => self.refuse(refusal, REQ),
+        }
+    }
+
+    /// Whether `key` opens `station`. A refused key counts against the
+    /// connection, its address and the station; an address or station out
+    /// of its budget is refused before the key is looked at.
+    fn check_key(&mut self, station: &StationName, key: Option<&str>) -> Result<(), Refusal> {
+        let shared = self.shared.clone();
+        let client = self.client;
+        if key.is_some() {
+            if let Err(locked) = shared.keys.guard.check(client, station) {
+                shared.metrics.limits.refused(Limit::KeyBudget);
+                (shared.warnings).note_with(Reason::KeyBudget, || format!("{client}, {station}"));
+                return Err(Refusal::KeyBudget(locked.remaining().as_secs().max(1)));
+            }
+        }
+        match shared.keys.check(station.as_str(), key) {
+            keys::Verdict::Allowed => Ok(()),
+            keys::Verdict::Missing => Err(Refusal::Unauthorized),
+            // Not told apart: a key for a station without one is a failure
+            // like a wrong key, so a guesser cannot tell which names have keys.
+            keys::Verdict::NotListed if key.is_none() => Err(Refusal::Unauthorized),
+            keys::Verdict::Wrong | keys::Verdict::NotListed => {
+                self.wrong_key();
+                shared.keys.guard.fail(client, station);
+                shared.metrics.limits.refused(Limit::WrongKey);
+                (shared.warnings).note_with(Reason::WrongKey, || format!("{client}, {station}"));
+                Err(Refusal::Unauthorized)
+            }
         }
     }
 

@@ -18,9 +18,12 @@
 //!   with its gain; a measurement is kept by size and mtime, in a cache
 //!   file too, so neither a rescan nor a restart decodes a file again.
 //! - **Symlinks are the operator's choice** (`--follow-symlinks`, on by
-//!   default). Every directory is entered at most once, keyed by (device,
-//!   inode), so a link loop (or two links to one directory) is detected,
-//!   logged and skipped.
+//!   default), within the media root: a link is followed only when its real
+//!   target (canonicalized) lies under the canonicalized root, and the scan
+//!   keeps the target's real path, so a request opens it with `O_NOFOLLOW`.
+//!   Every directory is entered at most once, keyed by (device, inode), so
+//!   a link loop (or two links to one directory) is detected, logged and
+//!   skipped.
 //! - **What is served is what was scanned.** Each track keeps the (device,
 //!   inode) of its file at the scan, and a request serves the file it opens
 //!   only if it is still that one: a file replaced after the scan (by a
@@ -214,7 +217,11 @@ impl Library {
     }
 
     /// Answers a request for one of the library's paths ([`Library::serves`]).
-    pub(crate) async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
+    pub(crate) async fn route<B>(
+        &self,
+        req: &Request<B>,
+        warnings: &crate::server::warnings::Warnings,
+    ) -> Response<Body> {
         let path = req.uri().path();
         let method = req.method();
         let Some(encoded_id) = path.strip_prefix("/media/") else {
@@ -232,7 +239,7 @@ impl Library {
         let Some(track) = self.index().get(&id).cloned() else {
             return serve::not_found();
         };
-        serve::serve_track(method, req.headers(), &track, self.started).await
+        serve::serve_track(method, req.headers(), &track, self.started, warnings).await
     }
 }
 

@@ -1,6 +1,9 @@
 //! Walking the library's directory tree into an [`Index`]: symlinks
-//! followed with loop detection (or skipped, `--follow-symlinks false`),
-//! hidden entries skipped, tags reused for unchanged files. Each track
+//! followed with loop detection when their real target lies under the
+//! media root (or skipped, `--follow-symlinks false`), hidden entries
+//! skipped, tags reused for unchanged files. Every path kept is a real one
+//! (the root canonicalized, each followed link replaced by its target), so
+//! a request opens it without following a link (`O_NOFOLLOW`). Each track
 //! records the (device, inode) of the file it found, which a request must
 //! find again ([`file_key`]). A new or changed file becomes a track only
 //! if it plays ([`probe::check`]); one that does not is left out, and the
@@ -54,13 +57,19 @@ pub(super) fn scan_root(
         reuse,
         rejected_before,
         follow_symlinks,
+        real_root: PathBuf::new(),
+        outside: Vec::new(),
         cancel,
     };
-    if let Ok(meta) = std::fs::metadata(root) {
+    // The real root: followed links must land under it.
+    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    scan.real_root = real_root.clone();
+    if let Ok(meta) = std::fs::metadata(&real_root) {
         scan.visited.insert(dir_key(&meta));
     }
-    scan.walk(root, "", 0);
+    scan.walk(&real_root, "", 0);
     warn_rejected(&scan.rejected[scan.rejected.len() - scan.fresh_rejects..]);
+    warn_outside(&real_root, &scan.outside);
     Index::scanned(scan.tracks, scan.rejected)
 }
 
@@ -87,6 +96,28 @@ fn warn_rejected(fresh: &[Rejected]) {
     );
 }
 
+/// One warning for the symlinks not followed because their target lies
+/// outside the media root: how many, and the first few.
+fn warn_outside(root: &Path, outside: &[PathBuf]) {
+    if outside.is_empty() {
+        return;
+    }
+    let mut named: Vec<String> = outside
+        .iter()
+        .take(NAMED)
+        .map(|p| format!("{}", p.display()))
+        .collect();
+    if outside.len() > NAMED {
+        named.push(format!("and {} more", outside.len() - NAMED));
+    }
+    tracing::warn!(
+        links = outside.len(),
+        "symlinks not followed, as their target is outside the media root {}: {}",
+        root.display(),
+        named.join(", ")
+    );
+}
+
 struct Scan<'a> {
     /// Directories entered, by (device, inode): a loop cannot recurse.
     visited: HashSet<(u64, u64)>,
@@ -98,6 +129,10 @@ struct Scan<'a> {
     reuse: HashMap<&'a Path, &'a Track>,
     rejected_before: HashMap<&'a Path, &'a Rejected>,
     follow_symlinks: bool,
+    /// The media root, canonicalized.
+    real_root: PathBuf,
+    /// Symlinks skipped because their real target is outside the root.
+    outside: Vec<PathBuf>,
     cancel: &'a CancellationToken,
 }
 
@@ -123,7 +158,8 @@ impl Scan<'_> {
     /// Adds a file of a type the library serves: as a track, its tags
     /// reused when unchanged, if it plays; else to the files left out.
     fn file(&mut self, path: PathBuf, name: &str, id: String, meta: &Metadata) {
-        let Some(mime) = mime_for(&path) else {
+        // By the entry's own name: a followed link's target may have none.
+        let Some(mime) = mime_for(Path::new(name)) else {
             return;
         };
         if id.len() > MAX_TRACK_BYTES {
@@ -176,6 +212,45 @@ impl Scan<'_> {
         }
     }
 
+    /// An entry's real path and metadata: itself when it is no symlink;
+    /// when it is one, its target, if links are followed and the target
+    /// lies under the media root. `None`: skipped.
+    fn resolve(&mut self, path: PathBuf) -> Option<(PathBuf, Metadata)> {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable entry");
+                return None;
+            }
+        };
+        if !meta.file_type().is_symlink() {
+            return Some((path, meta));
+        }
+        if !self.follow_symlinks {
+            tracing::debug!(path = %path.display(), "skipping a symlink (--follow-symlinks false)");
+            return None;
+        }
+        let target = match std::fs::canonicalize(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping a symlink whose target cannot be read (dangling?)");
+                return None;
+            }
+        };
+        if !target.starts_with(&self.real_root) {
+            tracing::debug!(path = %path.display(), target = %target.display(), "skipping a symlink out of the media root");
+            self.outside.push(path);
+            return None;
+        }
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta) => Some((target, meta)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable entry");
+                None
+            }
+        }
+    }
+
     fn walk(&mut self, dir: &Path, prefix: &str, depth: usize) {
         if self.cancel.is_cancelled() {
             return;
@@ -200,24 +275,10 @@ impl Scan<'_> {
             if name.starts_with('.') {
                 continue;
             }
-            let path = entry.path();
-            // Follows symlinks unless told not to: a link is the operator's choice.
-            let meta = if self.follow_symlinks {
-                std::fs::metadata(&path)
-            } else {
-                std::fs::symlink_metadata(&path)
-            };
-            let meta = match meta {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable entry (a dangling symlink?)");
-                    continue;
-                }
-            };
-            if meta.file_type().is_symlink() {
-                tracing::debug!(path = %path.display(), "skipping a symlink (--follow-symlinks false)");
+            let link = entry.path();
+            let Some((path, meta)) = self.resolve(link) else {
                 continue;
-            }
+            };
             let id = format!("{prefix}{name}");
             if meta.is_dir() {
                 if !self.visited.insert(dir_key(&meta)) {

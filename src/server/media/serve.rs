@@ -14,6 +14,7 @@ use tokio_util::io::ReaderStream;
 
 use super::index::{Source, Track};
 use crate::server::response::{Body, full, text};
+use crate::server::warnings::{Reason, Warnings};
 
 /// Bytes read from disk per body chunk.
 pub(super) const CHUNK: usize = 32 * 1024;
@@ -25,12 +26,14 @@ pub(super) fn not_found() -> Response<Body> {
     )
 }
 
-/// `GET`/`HEAD` of one track; `demo_modified` dates the in-memory demo.
+/// `GET`/`HEAD` of one track; `demo_modified` dates the in-memory demo. A
+/// file that cannot be opened or read is counted in `warnings`.
 pub(super) async fn serve_track(
     method: &Method,
     headers: &HeaderMap,
     track: &Track,
     demo_modified: SystemTime,
+    warnings: &Warnings,
 ) -> Response<Body> {
     match &track.source {
         Source::Memory(bytes) => {
@@ -46,8 +49,19 @@ pub(super) async fn serve_track(
             })
             .await
         }
-        Source::File(path, key) => serve_file(method, headers, track, path, *key).await,
+        Source::File(path, key) => serve_file(method, headers, track, path, *key, warnings).await,
     }
+}
+
+/// 404 for a track whose file was replaced since the scan.
+fn replaced(track: &Track) -> Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        format!(
+            "track {} changed since the library was scanned; it is served again after a rescan",
+            track.id
+        ),
+    )
 }
 
 async fn serve_file(
@@ -56,12 +70,18 @@ async fn serve_file(
     track: &Track,
     path: &Path,
     scanned: (u64, u64),
+    warnings: &Warnings,
 ) -> Response<Body> {
     // Non-blocking: a FIFO swapped in for the file would block the open
     // (and a blocking thread) until a writer came; on a regular file the
-    // flag does nothing. The inode check below then refuses it.
+    // flag does nothing. The inode check below then refuses it. No
+    // following: the scan found a file at this real path (links it
+    // followed are stored as their targets), so a symlink here was swapped
+    // in since.
     let mut options = tokio::fs::OpenOptions::new();
-    options.read(true).custom_flags(libc::O_NONBLOCK);
+    options
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
     let file = match options.open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -70,8 +90,13 @@ async fn serve_file(
                 format!("track {} is in the index but its file is gone", track.id),
             );
         }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            tracing::debug!(track = %track.id, "a symlink in place of the file; not served");
+            return replaced(track);
+        }
         Err(e) => {
-            tracing::warn!(track = %track.id, error = %e, "cannot open a media file");
+            tracing::debug!(track = %track.id, error = %e, "cannot open a media file");
+            warnings.note_with(Reason::MediaUnreadable, || format!("{}: {e}", track.id));
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot open track {}: {e}", track.id),
@@ -84,17 +109,11 @@ async fn serve_file(
         Ok(m) if m.is_file() && super::scan::file_key(&m) == scanned => m,
         Ok(m) if m.is_file() => {
             tracing::debug!(track = %track.id, "file replaced since the scan; not served");
-            return text(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "track {} changed since the library was scanned; it is served again after \
-                     a rescan",
-                    track.id
-                ),
-            );
+            return replaced(track);
         }
         Ok(_) => return not_found(),
         Err(e) => {
+            warnings.note_with(Reason::MediaUnreadable, || format!("{}: {e}", track.id));
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot read track {}: {e}", track.id),

@@ -15,16 +15,30 @@ pub(crate) enum Limit {
     ClaimRate,
     /// `--list-rate`: `rate_limited` on `list_stations`.
     ListRate,
+    /// `start_broadcasting` with a key that is wrong (or for a station
+    /// without one): `unauthorized`.
+    WrongKey,
+    /// `start_broadcasting` with a key from an address, or for a station,
+    /// out of its budget of wrong keys: `rate_limited`.
+    KeyBudget,
 }
 
 impl Limit {
-    const ALL: [Limit; 3] = [Limit::StationShare, Limit::ClaimRate, Limit::ListRate];
+    const ALL: [Limit; 5] = [
+        Limit::StationShare,
+        Limit::ClaimRate,
+        Limit::ListRate,
+        Limit::WrongKey,
+        Limit::KeyBudget,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Limit::StationShare => "station_share",
             Limit::ClaimRate => "claim_rate",
             Limit::ListRate => "list_rate",
+            Limit::WrongKey => "wrong_key",
+            Limit::KeyBudget => "key_budget",
         }
     }
 }

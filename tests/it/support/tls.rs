@@ -113,6 +113,31 @@ impl Certs {
         std::fs::rename(self.path("new.pem"), self.path("server.pem")).expect("cert in place");
     }
 
+    /// A self-signed server certificate made the common way (OpenSSL 3
+    /// marks it `CA:TRUE`), as `server.pem` / `server.key`, and no CA.
+    pub(crate) fn self_signed() -> Certs {
+        let dir = TempDir::new("tls");
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.pem",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ],
+            &dir,
+        );
+        Certs { dir }
+    }
+
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -7,8 +7,23 @@ use std::time::Duration;
 pub(crate) const PREFIX: &str = "radio:";
 /// The set of stations that are live somewhere in the cluster.
 pub(crate) const LIVE_SET: &str = "radio:live";
-/// How long an offline station's hash (and so its `seq`) is kept.
-pub(crate) const KEEP_OFFLINE_MS: u64 = 24 * 60 * 60 * 1000;
+/// How long a live station's history list outlives its last play.
+pub(crate) const HISTORY_LIVE_MS: u64 = 24 * 60 * 60 * 1000;
+/// How many leases an offline station's hash (its `seq`), its history and
+/// its listener counts are kept after the last node with listeners of it
+/// refreshed them (every fifth of a lease while any listener is tuned).
+const KEEP_OFFLINE_LEASES: u32 = 6;
+
+/// How long an offline station's traces outlive the last listener tuned to
+/// it: six leases (30 s at the default `--lease`). The rule that keeps `seq`
+/// from going back for a listener: a node refreshes this expiry, and raises
+/// the stored `seq` to what its listeners were sent, on every reap (five a
+/// lease) for as long as it has a listener of the station, so the hash
+/// cannot expire under a tuned listener; once nobody is tuned, no one can
+/// see the next claim start again from `seq` 0, and it all expires.
+pub(crate) fn keep_offline(lease: Duration) -> u64 {
+    millis(lease * KEEP_OFFLINE_LEASES)
+}
 
 /// The lease of a station: its owner's holder id, or `grace:` and it.
 pub(crate) fn lease(name: &str) -> String {

@@ -188,6 +188,12 @@ pub(crate) fn unavailable() -> Refusal {
 }
 
 impl Node {
+    /// How long an offline station's hash, history and counts are kept
+    /// past the last refresh ([`super::keys::keep_offline`]).
+    pub(crate) fn keep_offline_ms(&self) -> u64 {
+        super::keys::keep_offline(self.cfg.lease)
+    }
+
     /// The command connection, while Redis is reachable.
     pub(crate) fn conn(&self) -> Result<MultiplexedConnection, Refusal> {
         lock(&self.conn).clone().ok_or_else(unavailable)

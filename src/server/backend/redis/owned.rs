@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::auto::{self, Seated};
-use super::keys::{self, KEEP_OFFLINE_MS, LIVE_SET, millis};
+use super::keys::{self, HISTORY_LIVE_MS, LIVE_SET, millis};
 use super::node::{Hold, HoldState, Node, lock, unavailable};
 use crate::protocol::{self, OnlineReason, StationName, SyncCause, SyncState};
 use crate::server::backend::{Handed, OwnedStation};
@@ -117,7 +117,7 @@ impl RedisOwned {
                         .arg(keys::channel(name))
                         .arg(play)
                         .arg(history::LEN)
-                        .arg(KEEP_OFFLINE_MS),
+                        .arg(HISTORY_LIVE_MS),
                 )
                 .await?;
             if outcome == -1 {
@@ -195,10 +195,11 @@ impl OwnedStation for RedisOwned {
                     .key(keys::station(name))
                     .key(LIVE_SET)
                     .key(keys::auto(name))
+                    .key(keys::history(name))
                     .arg(&self.hold.holder)
                     .arg(keys::channel(name))
                     .arg(name)
-                    .arg(KEEP_OFFLINE_MS),
+                    .arg(self.node.keep_offline_ms()),
             )
             .await?;
         if stopped == 0 {
@@ -291,10 +292,11 @@ async fn release(node: Arc<Node>, hold: Arc<Hold>, grace: Option<Duration>) {
                         .key(keys::station(name))
                         .key(LIVE_SET)
                         .key(keys::auto(name))
+                        .key(keys::history(name))
                         .arg(&hold.holder)
                         .arg(keys::channel(name))
                         .arg(name)
-                        .arg(KEEP_OFFLINE_MS)
+                        .arg(node.keep_offline_ms())
                         .arg("disconnected"),
                 )
                 .await

@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{ChannelMsg, Snapshot};
-use super::keys::{self, KEEP_OFFLINE_MS, LIVE_SET, millis};
+use super::keys::{self, LIVE_SET, millis};
 use super::node::{BusCmd, Hold, Node, OP_TIMEOUT, lock};
 use crate::protocol::{OfflineReason, OnlineReason, StationName};
 use crate::server::station::{State, Station, View};
@@ -212,9 +212,12 @@ impl Bus {
                         last_renew = Instant::now();
                         r = self.renew(&mut link).await;
                     }
-                    if r.is_ok() && Instant::now() >= reap_after && last_reap.elapsed() >= reap_every {
+                    // Reaping also keeps what tuned listeners need, so it
+                    // runs while settling too, only taking nothing offline.
+                    if r.is_ok() && last_reap.elapsed() >= reap_every {
                         last_reap = Instant::now();
-                        r = self.reap(&mut link).await;
+                        let settled = Instant::now() >= reap_after;
+                        r = self.reap(&mut link, settled).await;
                     }
                     if r.is_ok() && Instant::now() >= reap_after && last_sweep.elapsed() >= sweep_every {
                         last_sweep = Instant::now();
@@ -296,7 +299,7 @@ impl Bus {
                 .key(keys::station(name.as_str()))
                 .arg(keys::channel(name.as_str()))
                 .arg(floor)
-                .arg(KEEP_OFFLINE_MS)
+                .arg(self.node.keep_offline_ms())
                 .invoke_async(&mut link.cmd),
         )
         .await??;
@@ -423,7 +426,10 @@ impl Bus {
                 pipe.cmd("HDEL").arg(&key).arg(node).ignore();
             } else {
                 pipe.cmd("HSET").arg(&key).arg(node).arg(*n).ignore();
-                pipe.cmd("PEXPIRE").arg(&key).arg(KEEP_OFFLINE_MS).ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(self.node.keep_offline_ms())
+                    .ignore();
             }
         }
         tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut link.cmd)).await??;
@@ -456,17 +462,21 @@ impl Bus {
         Ok(())
     }
 
-    /// Takes stations whose lease expired offline (any node with listeners
-    /// may; the script makes sure only one announces it), and raises each
-    /// station's seq to what this node's listeners have seen.
-    async fn reap(&mut self, link: &mut Link) -> Result<(), End> {
+    /// Raises each station's seq to what this node's listeners have seen and
+    /// keeps an offline one's hash, history and counts while they are tuned
+    /// (the rule in [`keys::keep_offline`]); once `settled`, also takes
+    /// stations whose lease expired offline (any node with listeners may;
+    /// the script makes sure only one announces it).
+    async fn reap(&mut self, link: &mut Link, settled: bool) -> Result<(), End> {
         if self.subs.is_empty() {
             return Ok(());
         }
         let chans: Vec<String> = self.subs.keys().cloned().collect();
         for chunk in chans.chunks(500) {
             let mut inv = self.node.scripts.reap.prepare_invoke();
-            inv.key(LIVE_SET).arg(KEEP_OFFLINE_MS);
+            inv.key(LIVE_SET)
+                .arg(self.node.keep_offline_ms())
+                .arg(if settled { "1" } else { "0" });
             for ch in chunk {
                 let Some(sub) = self.subs.get(ch) else {
                     continue;
@@ -486,7 +496,7 @@ impl Bus {
                 let Some(sub) = self.subs.get_mut(ch) else {
                     continue;
                 };
-                if r != 2 {
+                if r != 2 || !settled {
                     continue;
                 }
                 // Redis lost the station and no owner re-asserted it within
@@ -513,7 +523,7 @@ impl Bus {
             inv.key(LIVE_SET)
                 .arg(&cursor)
                 .arg(SWEEP_BATCH)
-                .arg(KEEP_OFFLINE_MS)
+                .arg(self.node.keep_offline_ms())
                 .arg(keys::PREFIX);
             let (next, n): (String, u64) =
                 tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut link.cmd)).await??;

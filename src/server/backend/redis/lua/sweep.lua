@@ -1,8 +1,9 @@
 -- sweep: the cluster's hygiene. Walks one batch of the live set and takes
 -- offline every station whose lease is gone (its node died, or its
 -- broadcaster left and the grace period passed) whether or not any node
--- has listeners of it: the hash keeps its seq for the keep-offline time and
--- then expires, the name leaves the live set, and the channel hears
+-- has listeners of it: the hash keeps its seq (and the history list its
+-- plays) for the keep-offline time and then expires (a node with listeners
+-- of it keeps it meanwhile, see reap), the name leaves the live set, and the channel hears
 -- broadcaster_offline once. Any node may run it; a station already swept
 -- is no longer in the set. A server-run station whose mark is set is
 -- not abandoned: a node that runs it takes it at its next tick.
@@ -25,6 +26,7 @@ for _, name in ipairs(scan[2]) do
       redis.call('PUBLISH', p .. 'ch:' .. name, 'D' .. reason)
     end
     redis.call('PEXPIRE', st, ARGV[3])
+    redis.call('PEXPIRE', p .. 'history:' .. name, ARGV[3])
     n = n + 1
   end
 end

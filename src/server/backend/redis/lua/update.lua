@@ -1,6 +1,6 @@
 -- update: stores and publishes one state, if the caller holds the lease;
 -- a state that starts a track is also pushed on the station's history
--- (newest first, trimmed, kept as long as an offline station's hash).
+-- (newest first, trimmed, kept ARGV[7] ms after the last play while live).
 -- KEYS: lease, station hash, history list.
 -- ARGV: holder, seq, encoded sync frame, channel, the play ('' for none),
 --       most plays kept, keep ms.
