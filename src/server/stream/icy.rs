@@ -191,7 +191,9 @@ mod tests {
         let block = title.block.len();
         assert_eq!(
             sizes,
-            [10_000, 6_000, block, 4_000, 10_000, 2_000, 1, 8_000, 8_000]
+            [
+                10_000, 6_000, block, 4_000, 10_000, 2_000, 1, 8_000, 8_000, 1, 2_000
+            ]
         );
         assert_eq!(out[2], title.block);
         assert_eq!(&out[6][..], &[0]);
