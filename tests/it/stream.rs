@@ -523,3 +523,62 @@ async fn a_hundred_listeners_get_the_same_bytes_from_one_encoder() {
     )
     .await;
 }
+
+/// Cluster mode: a node streams a station broadcast on another node, and
+/// follows its track change.
+#[tokio::test]
+async fn any_node_streams_a_station_of_the_cluster() {
+    let redis = crate::support::Redis::start().await;
+    let dir = TempDir::new("stream-cluster");
+    dir.write("a.wav", steps_wav(30, "First Song", "The Testers"));
+    dir.write("b.wav", steps_wav(30, "Don't Stop", "Other Band"));
+    let node = |id: &str| {
+        Server::with(|c| {
+            c.media.dir = Some(dir.path().to_owned());
+            c.stream.burst = Duration::from_secs(1);
+            c.backend = radio::BackendConfig::Redis(radio::RedisConfig {
+                redis_url: redis.url(),
+                node_id: id.to_owned(),
+                lease: Duration::from_secs(5),
+                grace: Duration::from_secs(10),
+                ca_cert: None,
+                max_stations: 10_000,
+            })
+        })
+    };
+    let (a, b) = (node("a"), node("b"));
+    let mut broadcaster = broadcast(&a, "far", "a.wav", 5_000).await;
+    eventually("node b sees the station live", async || {
+        let head = request(b.addr, "HEAD", "/stations/far/stream", &[], None).await;
+        if head.status == 200 {
+            Ok(())
+        } else {
+            Err(head.status)
+        }
+    })
+    .await;
+    let mut l = Listener::open(&b, "far", &[("Icy-MetaData", "1")]).await;
+    l.read_to(16_000 + 100).await;
+    let (audio, titles) = strip_icy(&l.body, 16_000);
+    assert_eq!(titles, ["The Testers - First Song"]);
+    let heard = second_of(&decode(&audio)[RATE / 10..RATE / 10 + RATE / 5]);
+    assert!(
+        heard.abs_diff(5) <= 2,
+        "node b's stream starts at second {heard}"
+    );
+    broadcaster.update("far", "b.wav", 0, true).await;
+    let changed = l.body.len();
+    l.read_to(changed + 4 * 16_000).await;
+    let (_, titles) = strip_icy(&l.body, 16_000);
+    assert_eq!(
+        titles.last().map(String::as_str),
+        Some("Other Band - Don\u{2019}t Stop")
+    );
+    let stations = request(a.addr, "GET", "/api/stations", &[], None)
+        .await
+        .json();
+    assert_eq!(
+        stations["stations"][0]["listeners"], 1,
+        "counted across nodes: {stations}"
+    );
+}
