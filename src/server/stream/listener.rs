@@ -148,3 +148,86 @@ impl Listener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::stream::icy::Title;
+    use crate::server::stream::ring::Ring;
+
+    async fn piece(body: &mut Body) -> Option<std::io::Result<Bytes>> {
+        let frame = body.frame().await?;
+        Some(frame.map(|f| f.into_data().unwrap_or_default()))
+    }
+
+    /// A listener that falls out of the ring skips to its oldest chunk,
+    /// counting what it missed; one still behind the write timeout after
+    /// its first skip is closed; one that catches up is forgiven.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_listener_skips_ahead_then_is_closed() {
+        let (mut ring, rx) = Ring::new(16);
+        let title = Arc::new(Title::none());
+        let series = Arc::new(StreamSeries::default());
+        let mut body = body(Setup {
+            rx,
+            icy: false,
+            write_timeout: Duration::from_secs(5),
+            shutdown: CancellationToken::new(),
+            series: series.clone(),
+            hold: Box::new(()),
+        });
+        let chunk = |n: u8| Bytes::from(vec![n; 100]);
+        ring.push(chunk(0), 8, title.clone());
+        assert_eq!(series.listeners.get(), 1);
+        assert_eq!(piece(&mut body).await.unwrap().unwrap(), chunk(0));
+        // Four more chunks while it does not read: two fall out.
+        for n in 1..5 {
+            ring.push(chunk(n), 8, title.clone());
+        }
+        assert_eq!(piece(&mut body).await.unwrap().unwrap(), chunk(3));
+        assert_eq!(series.dropped_bytes.get(), 200);
+        // It catches up: behind no more.
+        assert_eq!(piece(&mut body).await.unwrap().unwrap(), chunk(4));
+        let next = tokio::spawn(async move {
+            let got = piece(&mut body).await;
+            (got, body)
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ring.push(chunk(5), 8, title.clone());
+        let (got, mut body) = next.await.unwrap();
+        assert_eq!(got.unwrap().unwrap(), chunk(5));
+        // Behind again, and still behind past the write timeout: closed.
+        for n in 6..10 {
+            ring.push(chunk(n), 8, title.clone());
+        }
+        assert_eq!(piece(&mut body).await.unwrap().unwrap(), chunk(8));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        for n in 10..14 {
+            ring.push(chunk(n), 8, title.clone());
+        }
+        let closed = piece(&mut body).await.unwrap();
+        assert_eq!(closed.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(series.slow_closed.get(), 1);
+        assert!(piece(&mut body).await.is_none());
+        drop(body);
+        assert_eq!(series.listeners.get(), 0);
+        assert_eq!(series.bytes.get(), 500);
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_ring_does() {
+        let (mut ring, rx) = Ring::new(16);
+        let mut body = body(Setup {
+            rx,
+            icy: true,
+            write_timeout: Duration::from_secs(5),
+            shutdown: CancellationToken::new(),
+            series: Arc::default(),
+            hold: Box::new(()),
+        });
+        ring.push(Bytes::from_static(b"mp3"), 1, Arc::new(Title::none()));
+        ring.end();
+        assert_eq!(piece(&mut body).await.unwrap().unwrap(), &b"mp3"[..]);
+        assert!(piece(&mut body).await.is_none());
+    }
+}
