@@ -582,3 +582,27 @@ async fn any_node_streams_a_station_of_the_cluster() {
         "counted across nodes: {stations}"
     );
 }
+
+/// The stream is under the connection rules: a page of another origin is
+/// refused, and behind a trusted proxy each client's streams count
+/// against its own address.
+#[tokio::test]
+async fn stream_listeners_fall_under_the_origin_rule_and_the_address_cap() {
+    let (_dir, server) = serve(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+        c.max_connections_per_ip = 1;
+    });
+    let _b = broadcast(&server, "capped", "a.wav", 0).await;
+    let path = "/stations/capped/stream";
+    let other = [("Origin", "https://elsewhere.example")];
+    let refused = request(server.addr, "GET", path, &other, None).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let client = [("X-Forwarded-For", "203.0.113.7")];
+    let mut first = Listener::open(&server, "capped", &client).await;
+    first.read_to(1000).await;
+    let second = request(server.addr, "GET", path, &client, None).await;
+    assert_eq!(second.status, 429, "{}", second.text());
+    let elsewhere = [("X-Forwarded-For", "203.0.113.8")];
+    let mut third = Listener::open(&server, "capped", &elsewhere).await;
+    third.read_to(1000).await;
+}

@@ -194,11 +194,15 @@ impl Streams {
 
     /// The station's encoding: the running one, or a new one.
     fn join(&self, station: &Arc<Station>) -> std::io::Result<Arc<Encoding>> {
+        // An encoding found unfit may be the last of it: it must drop after
+        // the lock, since its `Drop` takes the lock (locals drop in reverse).
+        let mut _unfit = None;
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = running.get(&station.name).and_then(Weak::upgrade) {
             if Arc::ptr_eq(&e.station, station) && !e.rx.borrow().ended {
                 return Ok(e);
             }
+            _unfit = Some(e);
         }
         let (encoder, pcm_in, mp3) = engine::encoder(self.config.bitrate_kbps)?;
         let burst_samples = self.config.burst.as_millis() as u64 * engine::RATE / 1000;
