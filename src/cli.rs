@@ -578,6 +578,20 @@ mod tests {
         command().debug_assert();
     }
 
+    #[test]
+    fn stream_flags_take_what_mp3_can_do() {
+        assert_eq!(parse_bitrate("192"), Ok(192));
+        assert_eq!(parse_bitrate("64k"), Ok(64));
+        assert!(
+            parse_bitrate("100")
+                .unwrap_err()
+                .contains("MP3 has no 100 kb/s")
+        );
+        assert!(parse_bitrate("fast").is_err());
+        assert_eq!(parse_burst("0s"), Ok(Duration::ZERO));
+        assert!(parse_burst("11s").unwrap_err().contains("10s or less"));
+    }
+
     /// Every flag of every command can be set from the environment
     /// (`RADIO_*`), so a service manager or container configures anything.
     #[test]
