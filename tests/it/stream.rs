@@ -547,6 +547,13 @@ async fn any_node_streams_a_station_of_the_cluster() {
         })
     };
     let (a, b) = (node("a"), node("b"));
+    for n in [&a, &b] {
+        eventually("the node is ready (its Redis link up)", async || {
+            let status = request(n.addr, "GET", "/readyz", &[], None).await.status;
+            if status == 200 { Ok(()) } else { Err(status) }
+        })
+        .await;
+    }
     let mut broadcaster = broadcast(&a, "far", "a.wav", 5_000).await;
     eventually("node b sees the station live", async || {
         let head = request(b.addr, "HEAD", "/stations/far/stream", &[], None).await;
