@@ -237,6 +237,46 @@ fn strip_icy(body: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
     (audio, titles)
 }
 
+/// This process's ffmpeg children that exited and were never reaped.
+fn zombie_ffmpegs() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next());
+        if head.ends_with("(ffmpeg") && state == Some("Z") && ppid == Some(me.as_str()) {
+            zombies.extend(
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    zombies
+}
+
+/// Every ffmpeg the servers of this process started and ended was reaped
+/// (one may be between its end and its reaping for a moment).
+async fn no_zombies() {
+    eventually("no ffmpeg child left unreaped", async || {
+        let zombies = zombie_ffmpegs();
+        if zombies.is_empty() {
+            Ok(())
+        } else {
+            Err(zombies)
+        }
+    })
+    .await;
+}
+
 async fn metric(server: &Server, name: &str) -> f64 {
     let page = request(server.addr, "GET", "/metrics", &[], None)
         .await
@@ -402,6 +442,7 @@ async fn a_paused_station_streams_silence_and_a_stop_ends_the_stream() {
         }
     })
     .await;
+    no_zombies().await;
 }
 
 #[tokio::test]
@@ -522,6 +563,7 @@ async fn a_hundred_listeners_get_the_same_bytes_from_one_encoder() {
         },
     )
     .await;
+    no_zombies().await;
 }
 
 /// Cluster mode: a node streams a station broadcast on another node, and
