@@ -345,6 +345,13 @@ async fn ffprobe_reads_the_stream_with_its_icy_titles_and_head_works() {
         &plain.body,
     );
     assert_eq!(String::from_utf8_lossy(&probe).trim(), "mp3,44100,2");
+    // After the burst, real time: five seconds of audio take three.
+    plain.read_to(5 * SECOND).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_700),
+        "5 s of audio in {took:?}"
+    );
 
     let mut icy = Listener::open(&server, "tones", &[("Icy-MetaData", "1")]).await;
     assert_eq!(icy.header("icy-metaint"), Some("16000"));
