@@ -4,7 +4,8 @@
 //! audio is the station's position (a track whose tone steps up every
 //! second, decoded by ffmpeg); a paused station streams silence and one
 //! that stops ends the stream; a hundred listeners get the same bytes from
-//! one encoder; HEAD, a station not live, and the metrics.
+//! one encoder; HEAD, a station not live, the metrics, the connection
+//! rules, https, and a cluster whose every node streams every station.
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
@@ -661,4 +662,59 @@ async fn stream_listeners_fall_under_the_origin_rule_and_the_address_cap() {
     let elsewhere = [("X-Forwarded-For", "203.0.113.8")];
     let mut third = Listener::open(&server, "capped", &elsewhere).await;
     third.read_to(1000).await;
+}
+
+/// Over https the stream is the same, and its `icy-url` says https.
+#[tokio::test]
+async fn the_stream_plays_over_https() {
+    use tokio::io::AsyncWriteExt as _;
+    let certs = crate::support::tls::Certs::new("localhost");
+    let (_dir, server) = serve(|c| {
+        c.tls = Some(radio::TlsFiles {
+            cert: certs.path("server.pem"),
+            key: certs.path("server.key"),
+        });
+    });
+    let mut b = certs.ws(server.addr).await;
+    b.start("secure").await;
+    b.update("secure", "a.wav", 0, true).await;
+    let (mut tls, _) = certs.connect(server.addr).await;
+    let req = "GET /stations/secure/stream HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    tls.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    while buf.len() < SECOND {
+        let n = tokio::time::timeout(Duration::from_secs(15), tls.read(&mut chunk))
+            .await
+            .expect("the stream within 15 s")
+            .expect("read");
+        assert!(n > 0, "the stream ended early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(
+        head.contains("icy-url: https://localhost/?station=secure"),
+        "{head}"
+    );
+    let body = &buf[split + 4..];
+    assert_eq!(&body[..2], &[0xFF, 0xFB]);
+    let probe = pipe(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            "-",
+        ],
+        body,
+    );
+    assert_eq!(String::from_utf8_lossy(&probe).trim(), "mp3");
 }
