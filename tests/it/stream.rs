@@ -428,11 +428,19 @@ async fn a_paused_station_streams_silence_and_a_stop_ends_the_stream() {
         "silence, not {}",
         rms(&after)
     );
-    // A new listener of the paused station hears silence from the start.
-    let mut late = Listener::open(&server, "quiet", &[]).await;
-    late.read_to(SECOND).await;
+    // Another track, still paused: its title, over silence, for a new
+    // listener once the burst before it is out.
+    b.send(json!({"type":"update","station":"quiet","track":"b.wav",
+        "position_ms":0,"playing":false,"ack":true}))
+        .await;
+    b.expect("ack").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut late = Listener::open(&server, "quiet", &[("Icy-MetaData", "1")]).await;
+    late.read_to(16_000 + 200).await;
+    let (audio, titles) = strip_icy(&late.body, 16_000);
+    assert_eq!(titles, ["Other Band - Don\u{2019}t Stop"]);
     assert!(
-        rms(&decode(&late.body)[RATE / 10..]) < 0.01,
+        rms(&decode(&audio)[RATE / 10..]) < 0.01,
         "silence for a new listener"
     );
 

@@ -193,6 +193,11 @@ impl Run {
     fn follow(&mut self, want: Want, at: u64, name: &StationName) {
         let play = match want {
             Want::Play(play) => play,
+            Want::Paused(play) => {
+                self.retitle(&play, at);
+                self.stop_decoding();
+                return;
+            }
             Want::Silence | Want::End => {
                 self.stop_decoding();
                 return;
