@@ -726,3 +726,26 @@ async fn the_stream_plays_over_https() {
     );
     assert_eq!(String::from_utf8_lossy(&probe).trim(), "mp3");
 }
+
+/// Without ffmpeg the server runs as ever, and a stream request says what
+/// is missing.
+#[tokio::test]
+async fn without_ffmpeg_a_stream_request_says_so() {
+    let empty = TempDir::new("no-ffmpeg");
+    let server =
+        Server::spawn_process_env(&["--station", "demo=library"], &[("PATH", empty.arg())]);
+    let path = "/stations/demo/stream";
+    let res = request(server.addr, "GET", path, &[], None).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert!(
+        res.text().contains("ffmpeg is not installed"),
+        "{}",
+        res.text()
+    );
+    let head = request(server.addr, "HEAD", path, &[], None).await;
+    assert_eq!(head.status, 200, "HEAD starts nothing");
+    let stations = request(server.addr, "GET", "/api/stations", &[], None)
+        .await
+        .json();
+    assert_eq!(stations["stations"][0]["listeners"], 0, "{stations}");
+}

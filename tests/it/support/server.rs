@@ -129,7 +129,13 @@ impl Server {
     /// Starts `radio serve --listen 127.0.0.1:0 ARGS...` (or with the
     /// `--listen` in `args`) and waits until it logs its bound address.
     pub(crate) fn spawn_process(args: &[&str]) -> Server {
+        Self::spawn_process_env(args, &[])
+    }
+
+    /// As [`Server::spawn_process`], with the variables `env` set.
+    pub(crate) fn spawn_process_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(radio_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
