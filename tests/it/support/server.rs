@@ -156,14 +156,16 @@ impl Server {
             const BOUND: &str = "listening on ";
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged before the address is told, so a test that reads
+                // the log once it has the address finds this line in it.
+                lines.push(&line);
+                lines.push("\n");
                 if let Some(i) = line.find(BOUND) {
                     let url = line[i + BOUND.len()..].trim();
                     let addr = url.split_once("://").map_or(url, |(_, a)| a);
                     // Only the first matters; later sends find no receiver.
                     let _ = addr_tx.send(addr.to_owned());
                 }
-                lines.push(&line);
-                lines.push("\n");
             }
         });
         let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(20)) else {
