@@ -23,6 +23,7 @@ use crate::server::peer::TrustedProxies;
 use crate::server::reload::{self, Reloader};
 use crate::server::sessions::{self, Sessions};
 use crate::server::station::Unplayable;
+use crate::server::stream::Streams;
 use crate::server::tls::Tls;
 use crate::server::warnings::Warnings;
 
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<Tls>>,
     /// Tracks listeners cannot play: for broadcasters, and `/metrics`.
     pub unplayable: Unplayable,
+    /// The stations' MP3 streams.
+    pub streams: Streams,
 }
 
 impl Shared {
@@ -119,6 +122,14 @@ impl Shared {
             shutdown.clone(),
         ));
         let listing = Listing::new(config.max_list, metrics.clone());
+        let streams = Streams::new(
+            config.stream,
+            config.conn.write_timeout,
+            media.clone(),
+            metrics.stream.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
         Ok(Self {
             conn: config.conn,
             handshake_timeout: config.handshake_timeout,
@@ -139,6 +150,7 @@ impl Shared {
             warnings: Warnings::new(),
             tls,
             unplayable: Unplayable::default(),
+            streams,
         })
     }
 }

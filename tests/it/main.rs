@@ -34,5 +34,6 @@ mod protocol;
 mod scan;
 mod security;
 mod shell;
+mod stream;
 mod tls;
 mod unplayable;
