@@ -643,3 +643,109 @@ async fn a_stalled_download_is_closed_after_the_write_timeout() {
     // The server itself is fine.
     assert_eq!(get(&server, "/api/library", &[]).await.status, 200);
 }
+
+/// Splits pipelined responses read off one connection; `head[i]` says the
+/// i-th answered a HEAD (a body's length, but no body).
+fn split_responses(mut buf: &[u8], head: &[bool]) -> Vec<Resp> {
+    let mut out = Vec::new();
+    for &is_head in head {
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("another response")
+            + 4;
+        let mut r = Resp::parse(&buf[..end]);
+        let len = match r.header("content-length") {
+            Some(n) if !is_head && r.status != 304 => n.parse().expect("a length"),
+            _ => 0,
+        };
+        r.body = buf[end..end + len].to_vec();
+        buf = &buf[end + len..];
+        out.push(r);
+    }
+    assert!(
+        buf.is_empty(),
+        "{} bytes after the last response",
+        buf.len()
+    );
+    out
+}
+
+/// A player's connection: requests pipelined on one keep-alive connection,
+/// the media ones and then others, each answered in order.
+#[tokio::test]
+async fn pipelined_requests_on_one_connection_are_answered_in_order() {
+    let lib = library();
+    let server = serve(&lib.dir, |_| {});
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let requests = "GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\n\r\n\
+                    HEAD /media/song.wav HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /media/nope.wav HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=-10\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /api/library HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\
+                    Connection: close\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, requests.as_bytes())
+        .await
+        .unwrap();
+    let all = read_until_closed(&mut s, "the responses").await;
+    let r = split_responses(&all, &[false, true, false, false, false, false, false]);
+    let song = &lib.song;
+    assert_eq!((r[0].status, &r[0].body[..]), (206, &song[..100]));
+    assert_eq!(r[1].status, 200);
+    assert_eq!(
+        r[1].header("content-length"),
+        Some(&*song.len().to_string())
+    );
+    assert_eq!(r[2].status, 404);
+    assert_eq!(
+        (r[3].status, &r[3].body[..]),
+        (206, &song[song.len() - 10..])
+    );
+    assert_eq!((r[4].status, &r[4].body), (200, song));
+    for r in &r[..5] {
+        assert!(r.header("date").is_some(), "{:?}", r.headers);
+    }
+    assert_eq!(r[5].status, 200);
+    assert!(r[5].json().as_array().is_some());
+    assert_eq!((r[6].status, &r[6].body[..]), (206, &song[5..10]));
+}
+
+/// A WebSocket upgrade on a connection that downloaded media first.
+#[tokio::test]
+async fn a_connection_that_downloaded_media_can_upgrade() {
+    let lib = library();
+    let server = serve(&lib.dir, |_| {});
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let get = "GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, get.as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let whole = |b: &[u8]| {
+        b.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|p| b.len() >= p + 4 + 10)
+    };
+    while !whole(&buf) {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\n".to_owned();
+    for (n, v) in crate::support::http::UPGRADE {
+        upgrade.push_str(&format!("{n}: {v}\r\n"));
+    }
+    upgrade.push_str("\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut s, upgrade.as_bytes())
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+        .await
+        .expect("an answer to the upgrade")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&chunk[..n]);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+}

@@ -51,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -62,7 +62,10 @@ pub(crate) use index::Index;
 use loudness::Loudness;
 pub use loudness::LoudnessCache;
 pub use serve::answer_for;
-pub(crate) use serve::percent_decode;
+pub(crate) use serve::{Answer, percent_decode};
+
+/// The prefix of a track's path: `/media/{id}`.
+pub(crate) const MEDIA: &str = "/media/";
 
 /// hyper's per-connection buffer limit (`max_buf_size`): with a body chunk
 /// ([`serve::CHUNK`]), a
@@ -210,29 +213,40 @@ impl Library {
 
     /// Whether `path` is one of the library's: `/api/library`, `/media/{id}`.
     pub(crate) fn serves(path: &str) -> bool {
-        path == "/api/library" || path.starts_with("/media/")
+        path == "/api/library" || path.starts_with(MEDIA)
     }
 
     /// Answers a request for one of the library's paths ([`Library::serves`]).
     pub(crate) async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
         let path = req.uri().path();
         let method = req.method();
-        let Some(encoded_id) = path.strip_prefix("/media/") else {
-            return match *method {
-                Method::GET | Method::HEAD => json_bytes(StatusCode::OK, self.index().json()),
-                _ => method_not_allowed("GET"),
-            };
-        };
+        if path.starts_with(MEDIA) {
+            return self
+                .answer(method, path, req.headers())
+                .await
+                .into_response()
+                .await;
+        }
+        match *method {
+            Method::GET | Method::HEAD => json_bytes(StatusCode::OK, self.index().json()),
+            _ => method_not_allowed("GET"),
+        }
+    }
+
+    /// Answers a request for `/media/{id}` (`path` starts with [`MEDIA`]):
+    /// complete, or a file's head and range for the caller to send.
+    pub(crate) async fn answer(&self, method: &Method, path: &str, headers: &HeaderMap) -> Answer {
+        let encoded_id = path.strip_prefix(MEDIA).unwrap_or_default();
         if method != Method::GET && method != Method::HEAD {
-            return method_not_allowed("GET, HEAD");
+            return Answer::Complete(method_not_allowed("GET, HEAD"));
         }
         let Some(id) = percent_decode(encoded_id) else {
-            return serve::not_found();
+            return Answer::Complete(serve::not_found());
         };
         let Some(track) = self.index().get(&id).cloned() else {
-            return serve::not_found();
+            return Answer::Complete(serve::not_found());
         };
-        serve::serve_track(method, req.headers(), &track, self.started).await
+        serve::answer_track(method, headers, &track, self.started).await
     }
 }
 

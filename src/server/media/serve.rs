@@ -25,29 +25,90 @@ pub(super) fn not_found() -> Response<Body> {
     )
 }
 
+/// A media answer: complete, or its head and a range of an open file to
+/// send after it. The plain-TCP path sends the range with sendfile(2)
+/// ([`crate::server::zerocopy`]); hyper's path reads it in [`CHUNK`]s
+/// ([`Answer::into_response`]).
+pub(crate) enum Answer {
+    Complete(Response<Body>),
+    File {
+        /// Status and headers (`Content-Length` included); the body empty.
+        head: Response<Body>,
+        file: std::fs::File,
+        start: u64,
+        /// More than zero.
+        len: u64,
+    },
+}
+
+impl Answer {
+    /// The answer as hyper sends it: a file's range streamed from disk.
+    pub(crate) async fn into_response(self) -> Response<Body> {
+        let (head, file, start, len) = match self {
+            Answer::Complete(res) => return res,
+            Answer::File {
+                head,
+                file,
+                start,
+                len,
+            } => (head, file, start, len),
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        if start > 0 {
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+                tracing::warn!(error = %e, "cannot read a media file");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot read the track: {e}"),
+                );
+            }
+        }
+        let stream = ReaderStream::with_capacity(file.take(len), CHUNK).map(|r| r.map(Frame::data));
+        head.map(|_| StreamBody::new(stream).boxed_unsync())
+    }
+}
+
 /// `GET`/`HEAD` of one track; `demo_modified` dates the in-memory demo.
-pub(super) async fn serve_track(
+pub(super) async fn answer_track(
     method: &Method,
     headers: &HeaderMap,
     track: &Track,
     demo_modified: SystemTime,
-) -> Response<Body> {
+) -> Answer {
     match &track.source {
         Source::Memory(bytes) => {
             let validators = Validators::new(bytes.len() as u64, demo_modified);
-            let bytes = bytes.clone();
-            respond(method, headers, track, &validators, move |start, len| {
+            let (mut res, range) = respond(method, headers, track, &validators);
+            if let Some((start, len)) = range {
                 let end = usize::try_from(start + len)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
                 let start = usize::try_from(start).unwrap_or(usize::MAX).min(end);
-                let body = full(bytes.slice(start..end));
-                async move { Ok(body) }
-            })
-            .await
+                *res.body_mut() = full(bytes.slice(start..end));
+            }
+            Answer::Complete(res)
         }
         Source::File(path, key) => serve_file(method, headers, track, path, *key).await,
     }
+}
+
+/// Opens `path` and reads its metadata in one trip to the blocking pool.
+/// Non-blocking: a FIFO swapped in for the file would block the open (and a
+/// blocking thread) until a writer came; on a regular file the flag does
+/// nothing. The inode check in [`serve_file`] then refuses it.
+async fn open(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    })
+    .await;
+    opened.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 async fn serve_file(
@@ -56,64 +117,49 @@ async fn serve_file(
     track: &Track,
     path: &Path,
     scanned: (u64, u64),
-) -> Response<Body> {
-    // Non-blocking: a FIFO swapped in for the file would block the open
-    // (and a blocking thread) until a writer came; on a regular file the
-    // flag does nothing. The inode check below then refuses it.
-    let mut options = tokio::fs::OpenOptions::new();
-    options.read(true).custom_flags(libc::O_NONBLOCK);
-    let file = match options.open(path).await {
+) -> Answer {
+    let (file, meta) = match open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return text(
+            return Answer::Complete(text(
                 StatusCode::NOT_FOUND,
                 format!("track {} is in the index but its file is gone", track.id),
-            );
+            ));
         }
         Err(e) => {
             tracing::warn!(track = %track.id, error = %e, "cannot open a media file");
-            return text(
+            return Answer::Complete(text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot open track {}: {e}", track.id),
-            );
+            ));
         }
     };
     // Size and mtime of the file as it is now, not as it was at the scan.
-    let meta = match file.metadata().await {
-        // Still the file the scan found: not a symlink or file swapped in.
-        Ok(m) if m.is_file() && super::scan::file_key(&m) == scanned => m,
-        Ok(m) if m.is_file() => {
-            tracing::debug!(track = %track.id, "file replaced since the scan; not served");
-            return text(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "track {} changed since the library was scanned; it is served again after \
-                     a rescan",
-                    track.id
-                ),
-            );
-        }
-        Ok(_) => return not_found(),
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read track {}: {e}", track.id),
-            );
-        }
-    };
+    // Still the file the scan found: not a symlink or file swapped in.
+    if meta.is_file() && super::scan::file_key(&meta) != scanned {
+        tracing::debug!(track = %track.id, "file replaced since the scan; not served");
+        return Answer::Complete(text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "track {} changed since the library was scanned; it is served again after a \
+                 rescan",
+                track.id
+            ),
+        ));
+    }
+    if !meta.is_file() {
+        return Answer::Complete(not_found());
+    }
     let validators = Validators::new(meta.len(), meta.modified().unwrap_or(UNIX_EPOCH));
-    respond(method, headers, track, &validators, move |start, len| {
-        let mut file = file;
-        async move {
-            if start > 0 {
-                file.seek(std::io::SeekFrom::Start(start)).await?;
-            }
-            let stream =
-                ReaderStream::with_capacity(file.take(len), CHUNK).map(|r| r.map(Frame::data));
-            Ok(StreamBody::new(stream).boxed_unsync())
-        }
-    })
-    .await
+    match respond(method, headers, track, &validators) {
+        (head, Some((start, len))) => Answer::File {
+            head,
+            file,
+            start,
+            len,
+        },
+        (res, None) => Answer::Complete(res),
+    }
 }
 
 /// A representation's validators.
@@ -176,29 +222,25 @@ fn unsatisfiable(res: &mut Response<Body>, method: &Method, track: &Track, size:
     }
 }
 
-/// Answers a media request; `body(start, len)` opens the bytes to send.
-async fn respond<F, Fut>(
+/// Answers a media request: the response with its status and headers, and
+/// the body's first byte and length when a `GET` has one to send.
+fn respond(
     method: &Method,
     headers: &HeaderMap,
     track: &Track,
     v: &Validators,
-    body: F,
-) -> Response<Body>
-where
-    F: FnOnce(u64, u64) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<Body>>,
-{
+) -> (Response<Body>, Option<(u64, u64)>) {
     let mut res = Response::new(full(Bytes::new()));
     representation_headers(res.headers_mut(), track, v);
 
     match plan(headers, v) {
         Plan::NotModified => {
             *res.status_mut() = StatusCode::NOT_MODIFIED;
-            res
+            (res, None)
         }
         Plan::Unsatisfiable => {
             unsatisfiable(&mut res, method, track, v.size);
-            res
+            (res, None)
         }
         Plan::Send {
             start,
@@ -214,19 +256,8 @@ where
             }
             res.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            if method == Method::GET && len > 0 {
-                match body(start, len).await {
-                    Ok(b) => *res.body_mut() = b,
-                    Err(e) => {
-                        tracing::warn!(track = %track.id, error = %e, "cannot read a media file");
-                        return text(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("cannot read track {}: {e}", track.id),
-                        );
-                    }
-                }
-            }
-            res
+            let body = (method == Method::GET && len > 0).then_some((start, len));
+            (res, body)
         }
     }
 }
