@@ -175,7 +175,7 @@ async fn route(
             };
             shared.sessions.route(req, limits).await
         }
-        (_, p) if player::serves(p) => player::route(method, p),
+        (_, p) if player::serves(p) => player::route(method, p, shared.media.base_url()),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
     }
 }

@@ -749,3 +749,107 @@ async fn a_connection_that_downloaded_media_can_upgrade() {
     let answer = String::from_utf8_lossy(&chunk[..n]);
     assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
 }
+
+/// The library's URLs name each file's version: a cache (a browser, a CDN)
+/// may keep what such a URL answers for good, and revalidates the rest.
+#[tokio::test]
+async fn versioned_urls_are_cached_for_good_and_others_revalidated() {
+    let lib = library();
+    let server = serve(&lib.dir, |c| {
+        c.media.rescan_interval = Some(Duration::from_millis(200))
+    });
+    let list = get(&server, "/api/library", &[]).await.json();
+    let url = track(&list, "song.wav")["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/media/song.wav?v="), "{url}");
+    let sub = track(&list, "sub dir/My_untagged_tune.wav")["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        sub.starts_with("/media/sub%20dir/My_untagged_tune.wav?v="),
+        "{sub}"
+    );
+    assert_eq!(get(&server, &sub, &[]).await.status, 200);
+
+    const FOREVER: &str = "public, max-age=31536000, immutable";
+    let r = get(&server, &url, &[]).await;
+    assert_eq!((r.status, &r.body), (200, &lib.song));
+    assert_eq!(r.header("cache-control"), Some(FOREVER));
+    let r = get(&server, &url, &[("Range", "bytes=0-9")]).await;
+    assert_eq!((r.status, r.header("cache-control")), (206, Some(FOREVER)));
+    let r = request(server.addr, "HEAD", &url, &[], None).await;
+    assert_eq!(r.header("cache-control"), Some(FOREVER));
+    // No version, or another one: the same bytes, revalidated.
+    for other in [
+        "/media/song.wav",
+        "/media/song.wav?v=1-2",
+        "/media/song.wav?x=1",
+    ] {
+        let r = get(&server, other, &[]).await;
+        assert_eq!((r.status, &r.body), (200, &lib.song), "{other}");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{other}");
+    }
+    // No CDN in front: no cross-origin reads asked for.
+    assert_eq!(
+        get(&server, &url, &[])
+            .await
+            .header("access-control-allow-origin"),
+        None
+    );
+
+    // Another file under the same name gets another URL; the old one now
+    // answers the new bytes, but not for good.
+    let new = tone_wav(3, &[550.0], None, None);
+    lib.dir.write("song.wav", &new);
+    let fresh = eventually("the rescan gives song.wav a new URL", async || {
+        let list = get(&server, "/api/library", &[]).await.json();
+        let now = track(&list, "song.wav")["url"].as_str().unwrap().to_owned();
+        if now != url { Ok(now) } else { Err(now) }
+    })
+    .await;
+    let r = get(&server, &fresh, &[]).await;
+    assert_eq!(
+        (r.status, &r.body, r.header("cache-control")),
+        (200, &new, Some(FOREVER))
+    );
+    let r = get(&server, &url, &[]).await;
+    assert_eq!(
+        (r.status, &r.body, r.header("cache-control")),
+        (200, &new, Some("no-cache"))
+    );
+}
+
+/// `--media-base-url`: the library's URLs, and so the web player, fetch the
+/// tracks from a CDN, which may pull them from this server.
+#[tokio::test]
+async fn a_media_base_url_points_players_at_a_cdn() {
+    let lib = library();
+    let server = serve(&lib.dir, |c| {
+        c.media.base_url = Some("https://cdn.example.com/radio".into())
+    });
+    let list = get(&server, "/api/library", &[]).await.json();
+    let url = track(&list, "sub dir/My_untagged_tune.wav")["url"]
+        .as_str()
+        .unwrap();
+    assert!(
+        url.starts_with("https://cdn.example.com/radio/media/sub%20dir/My_untagged_tune.wav?v="),
+        "{url}"
+    );
+    // What the CDN pulls: the file, readable by the player's page (Web
+    // Audio needs CORS for media of another origin).
+    let path = url.strip_prefix("https://cdn.example.com/radio").unwrap();
+    let r = get(&server, path, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    // The page may play from it.
+    let page = get(&server, "/", &[]).await;
+    let policy = page.header("content-security-policy").unwrap();
+    assert!(
+        policy.contains("media-src 'self' blob: https://cdn.example.com/radio/;"),
+        "{policy}"
+    );
+}

@@ -72,13 +72,14 @@ impl Answer {
 pub(super) async fn answer_track(
     method: &Method,
     headers: &HeaderMap,
+    caching: &Caching<'_>,
     track: &Track,
     demo_modified: SystemTime,
 ) -> Answer {
     match &track.source {
         Source::Memory(bytes) => {
             let validators = Validators::new(bytes.len() as u64, demo_modified);
-            let (mut res, range) = respond(method, headers, track, &validators);
+            let (mut res, range) = respond(method, headers, track, &validators, caching);
             if let Some((start, len)) = range {
                 let end = usize::try_from(start + len)
                     .unwrap_or(usize::MAX)
@@ -88,7 +89,7 @@ pub(super) async fn answer_track(
             }
             Answer::Complete(res)
         }
-        Source::File(path, key) => serve_file(method, headers, track, path, *key).await,
+        Source::File(path, key) => serve_file(method, headers, caching, track, path, *key).await,
     }
 }
 
@@ -114,6 +115,7 @@ async fn open(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)
 async fn serve_file(
     method: &Method,
     headers: &HeaderMap,
+    caching: &Caching<'_>,
     track: &Track,
     path: &Path,
     scanned: (u64, u64),
@@ -151,7 +153,7 @@ async fn serve_file(
         return Answer::Complete(not_found());
     }
     let validators = Validators::new(meta.len(), meta.modified().unwrap_or(UNIX_EPOCH));
-    match respond(method, headers, track, &validators) {
+    match respond(method, headers, track, &validators, caching) {
         (head, Some((start, len))) => Answer::File {
             head,
             file,
@@ -159,6 +161,30 @@ async fn serve_file(
             len,
         },
         (res, None) => Answer::Complete(res),
+    }
+}
+
+/// `Cache-Control` of a versioned URL (`?v=` the file's version): a year,
+/// the longest RFC 9111 asks caches to honour, and never revalidated.
+pub(crate) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// How an answer may be cached and shared.
+pub(crate) struct Caching<'a> {
+    /// The request's query (`?v=`).
+    pub(crate) query: Option<&'a str>,
+    /// `Access-Control-Allow-Origin: *` (with `--media-base-url`).
+    pub(crate) cors: bool,
+    /// Set here: the query names the version served.
+    versioned: bool,
+}
+
+impl<'a> Caching<'a> {
+    pub(crate) fn new(query: Option<&'a str>, cors: bool) -> Self {
+        Self {
+            query,
+            cors,
+            versioned: false,
+        }
     }
 }
 
@@ -177,22 +203,67 @@ impl Validators {
         let modified = UNIX_EPOCH + Duration::from_secs(since.as_secs());
         Self {
             size,
-            etag: format!("\"{:x}-{:x}\"", size, since.as_nanos()),
+            etag: format!("\"{}\"", version(size, since)),
             modified,
         }
     }
 }
 
+/// A file's version, as its URL's `?v=` and its `ETag` carry it: its size
+/// and its mtime since the epoch, in nanoseconds, in hex.
+pub(super) fn version(size: u64, modified: impl Into<Since>) -> String {
+    format!("{:x}-{:x}", size, modified.into().0.as_nanos())
+}
+
+/// A modification time as a duration since the epoch (0 before it).
+pub(super) struct Since(Duration);
+
+impl From<Duration> for Since {
+    fn from(d: Duration) -> Self {
+        Self(d)
+    }
+}
+
+impl From<SystemTime> for Since {
+    fn from(t: SystemTime) -> Self {
+        Self(t.duration_since(UNIX_EPOCH).unwrap_or_default())
+    }
+}
+
+/// Whether a request's query names the version `v` serves (`?v=`): then
+/// the URL names these bytes alone, and a cache may keep them for good.
+fn names_version(query: Option<&str>, v: &Validators) -> bool {
+    let Some(query) = query else { return false };
+    let etag = v.etag.trim_matches('"');
+    query
+        .split('&')
+        .any(|pair| pair.strip_prefix("v=") == Some(etag))
+}
+
 /// The headers every answer about a track carries.
-fn representation_headers(h: &mut HeaderMap, track: &Track, v: &Validators) {
+fn representation_headers(h: &mut HeaderMap, track: &Track, v: &Validators, how: &Caching) {
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(track.mime));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // Cache, but revalidate: a rescan may have replaced the file.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let cache = if how.versioned {
+        // The URL names these bytes: another file would have another `?v=`.
+        IMMUTABLE
+    } else {
+        // Cache, but revalidate: a rescan may have replaced the file.
+        "no-cache"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if how.cors {
+        // Fetched through a CDN for a page of this server's origin, which
+        // plays it through Web Audio: readable by any page, as it is public.
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     if let Ok(etag) = HeaderValue::from_str(&v.etag) {
         h.insert(header::ETAG, etag);
     }
@@ -229,9 +300,14 @@ fn respond(
     headers: &HeaderMap,
     track: &Track,
     v: &Validators,
+    caching: &Caching,
 ) -> (Response<Body>, Option<(u64, u64)>) {
     let mut res = Response::new(full(Bytes::new()));
-    representation_headers(res.headers_mut(), track, v);
+    let how = Caching {
+        versioned: names_version(caching.query, v),
+        ..*caching
+    };
+    representation_headers(res.headers_mut(), track, v, &how);
 
     match plan(headers, v) {
         Plan::NotModified => {

@@ -52,6 +52,7 @@ pub(crate) struct Handover {
 struct MediaRequest {
     head: bool,
     path: String,
+    query: Option<String>,
     headers: HeaderMap,
     /// The connection stays open after the answer.
     keep_alive: bool,
@@ -179,6 +180,7 @@ fn parse(buf: &[u8]) -> Parsed {
     let req = MediaRequest {
         head,
         path: pq.path().to_owned(),
+        query: pq.query().map(str::to_owned),
         headers,
         keep_alive,
         http10,
@@ -190,7 +192,10 @@ fn parse(buf: &[u8]) -> Parsed {
 async fn respond(stream: &TcpStream, req: &MediaRequest, shared: &Shared) -> bool {
     let method = if req.head { Method::HEAD } else { Method::GET };
     let timeout = shared.conn.write_timeout;
-    let answer = shared.media.answer(&method, &req.path, &req.headers).await;
+    let query = req.query.as_deref();
+    let answer = (shared.media)
+        .answer(&method, &req.path, query, &req.headers)
+        .await;
     let result = match answer {
         Answer::Complete(res) => {
             let res = shared.metrics.http.count(Route::Media, req.head, res);
@@ -293,6 +298,7 @@ mod tests {
     fn media_requests_are_answered_here_and_the_rest_by_hyper() {
         let r = media(b"GET /media/a%20b.mp3?x=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n");
         assert_eq!(r.path, "/media/a%20b.mp3");
+        assert_eq!(r.query.as_deref(), Some("x=1"));
         assert!(r.keep_alive && !r.head && !r.http10);
         assert_eq!(r.headers.get("range").unwrap(), "bytes=0-9");
         assert!(media(b"HEAD /media/a HTTP/1.1\r\n\r\n").head);
