@@ -853,3 +853,31 @@ async fn a_media_base_url_points_players_at_a_cdn() {
         "{policy}"
     );
 }
+
+/// What a download sends is counted, by route and status, in /metrics:
+/// whole files, ranges, HEAD (no body) and errors alike.
+#[tokio::test]
+async fn media_downloads_are_counted_in_the_metrics() {
+    let lib = library();
+    let server = serve(&lib.dir, |_| {});
+    assert_eq!(get(&server, "/media/song.wav", &[]).await.status, 200);
+    let r = get(&server, "/media/song.wav", &[("Range", "bytes=0-9")]).await;
+    assert_eq!(r.status, 206);
+    let r = request(server.addr, "HEAD", "/media/song.wav", &[], None).await;
+    assert_eq!(r.status, 200);
+    let missing = get(&server, "/media/nope.wav", &[]).await;
+    assert_eq!(missing.status, 404);
+    let sent = (lib.song.len() + 10) as f64;
+    let bytes = |class: &str| {
+        format!("radio_http_response_bytes_total{{route=\"media\",status=\"{class}\"}}")
+    };
+    let requests =
+        |class: &str| format!("radio_http_requests_total{{route=\"media\",status=\"{class}\"}}");
+    server.wait_metric(&bytes("2xx"), sent).await;
+    assert_eq!(server.metric(&requests("2xx")).await, 3.0);
+    assert_eq!(server.metric(&requests("4xx")).await, 1.0);
+    assert_eq!(
+        server.metric(&bytes("4xx")).await,
+        missing.body.len() as f64
+    );
+}
