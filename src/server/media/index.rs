@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::protocol::NextTrack;
+
+/// The prefix of a track's path: `/media/{id}`.
+pub(crate) const MEDIA: &str = "/media/";
 
 /// One playable file.
 #[derive(Debug, Clone, Serialize)]
@@ -109,9 +112,9 @@ impl Index {
         for t in &mut tracks {
             t.url = format!(
                 "{base}{}{}?v={}",
-                super::MEDIA,
+                MEDIA,
                 encode_path(&t.id),
-                super::serve::version(t.size, t.modified)
+                version(t.size, t.modified)
             );
         }
         let json = match serde_json::to_vec(&tracks) {
@@ -182,6 +185,27 @@ impl Index {
     /// `GET /api/library`'s body.
     pub(crate) fn json(&self) -> Bytes {
         self.json.clone()
+    }
+}
+
+/// A file's version, as its URL's `?v=` and its `ETag` carry it: its size
+/// and its mtime since the epoch, in nanoseconds, in hex.
+pub(super) fn version(size: u64, modified: impl Into<Since>) -> String {
+    format!("{:x}-{:x}", size, modified.into().0.as_nanos())
+}
+
+/// A modification time as a duration since the epoch (0 before it).
+pub(super) struct Since(Duration);
+
+impl From<Duration> for Since {
+    fn from(d: Duration) -> Self {
+        Self(d)
+    }
+}
+
+impl From<SystemTime> for Since {
+    fn from(t: SystemTime) -> Self {
+        Self(t.duration_since(UNIX_EPOCH).unwrap_or_default())
     }
 }
 

@@ -66,13 +66,11 @@ use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
 pub(crate) use index::Index;
+pub(crate) use index::MEDIA;
 use loudness::Loudness;
 pub use loudness::LoudnessCache;
 pub use serve::answer_for;
 pub(crate) use serve::{Answer, percent_decode};
-
-/// The prefix of a track's path: `/media/{id}`.
-pub(crate) const MEDIA: &str = "/media/";
 
 /// hyper's per-connection buffer limit (`max_buf_size`): with a body chunk
 /// ([`serve::CHUNK`]), a

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::ReaderStream;
 
-use super::index::{Source, Track};
+use super::index::{Source, Track, version};
 use crate::server::response::{Body, full, text};
 
 /// Bytes read from disk per body chunk.
@@ -206,27 +206,6 @@ impl Validators {
             etag: format!("\"{}\"", version(size, since)),
             modified,
         }
-    }
-}
-
-/// A file's version, as its URL's `?v=` and its `ETag` carry it: its size
-/// and its mtime since the epoch, in nanoseconds, in hex.
-pub(super) fn version(size: u64, modified: impl Into<Since>) -> String {
-    format!("{:x}-{:x}", size, modified.into().0.as_nanos())
-}
-
-/// A modification time as a duration since the epoch (0 before it).
-pub(super) struct Since(Duration);
-
-impl From<Duration> for Since {
-    fn from(d: Duration) -> Self {
-        Self(d)
-    }
-}
-
-impl From<SystemTime> for Since {
-    fn from(t: SystemTime) -> Self {
-        Self(t.duration_since(UNIX_EPOCH).unwrap_or_default())
     }
 }
 

@@ -226,9 +226,9 @@ mod tests {
     use super::*;
     use std::io::Write as _;
 
-    #[test]
-    fn a_file_just_written_is_resident() {
-        let path = std::env::temp_dir().join(format!("radio-resident-{}", std::process::id()));
+    /// A file of `len` bytes, unlinked at once: the test holds it open.
+    fn scratch(name: &str, len: usize) -> (File, Vec<u8>) {
+        let path = std::env::temp_dir().join(format!("radio-{name}-{}", std::process::id()));
         let mut f = File::options()
             .read(true)
             .write(true)
@@ -237,14 +237,71 @@ mod tests {
             .open(&path)
             .unwrap();
         std::fs::remove_file(&path).unwrap();
-        f.write_all(&vec![7u8; 3 << 20]).unwrap();
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        f.sync_all().unwrap();
+        (f, bytes)
+    }
+
+    /// Drops the file's clean pages from the page cache.
+    fn evict(f: &File) {
+        // SAFETY: the descriptor is open; the call only advises the kernel.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+    }
+
+    #[test]
+    fn a_file_just_written_is_resident() {
+        let (f, _) = scratch("resident", 3 << 20);
         // The pages written are in the cache (a kernel without cachestat,
         // or one that will not describe the file, says no: also sound).
         let yes = resident(&f, 0, 3 << 20);
         if !NO_CACHESTAT.load(Ordering::Relaxed) {
             assert!(yes);
+            evict(&f);
+            assert!(!resident(&f, 0, 3 << 20));
         }
         // Past the end there is nothing to hold.
         assert!(!resident(&f, 3 << 20, 1 << 20));
+    }
+
+    /// A range of a file, from the page cache and from the disk (the
+    /// blocking pool), arrives whole over a real socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_arrives_whole_from_the_cache_and_from_the_disk() {
+        use tokio::io::AsyncReadExt as _;
+        let (f, bytes) = scratch("range", 5 << 20);
+        let f = Arc::new(f);
+        for on_disk in [false, true] {
+            if on_disk {
+                evict(&f);
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reader = tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                got
+            });
+            let (server, _) = listener.accept().await.unwrap();
+            let sent = Counter::default();
+            let (start, len) = (12_345u64, (4 << 20) + 17);
+            send_file(
+                &server,
+                f.clone(),
+                start,
+                len,
+                Duration::from_secs(10),
+                &sent,
+            )
+            .await
+            .unwrap();
+            drop(server);
+            let got = reader.await.unwrap();
+            let want = &bytes[start as usize..(start + len) as usize];
+            assert!(got == want, "{} bytes, on disk: {on_disk}", got.len());
+            assert_eq!(sent.get(), len);
+        }
     }
 }
