@@ -91,6 +91,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedStream<T> {
         if !self.replay.is_empty() {
             let n = self.replay.len().min(buf.remaining());
             buf.put_slice(&self.replay.split_to(n));
+            if self.replay.is_empty() {
+                // An empty view would still hold the buffer it was cut from.
+                self.replay = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
