@@ -72,6 +72,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l rescan-interval -d
 complete -c radio -n "__fish_radio_using_subcommand serve" -l follow-symlinks -d 'Follow symbolic links in the media directory when scanning (true or false); only links whose real target lies under --media are ever followed. Either way a file swapped after the scan is not served until a rescan' -r -f -a "true\t''
 false\t''"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l loudness-cache -d 'File that keeps each track\'s measured loudness across restarts, so a restart decodes nothing again (`off`: kept in memory only). By default $XDG_CACHE_HOME/radio/ (else ~/.cache/radio/), one file per --media; never in the library itself' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l media-base-url -d 'Where players fetch the tracks: a CDN or object store that holds the library\'s files under /media/ (or pulls them from this server), like https://cdn.example.com. The library\'s track URLs, and so the web player, name it; this server still serves /media/ for the CDN to pull. See docs/cluster.md' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-ttl -d 'Private player sessions idle this long are removed' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d 'How often idle sessions are swept' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r

@@ -398,6 +398,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_LOUDNESS_CACHE", value_name = "PATH", value_parser = parse_loudness_cache)]
     pub loudness_cache: Option<crate::server::media::LoudnessCache>,
 
+    /// Where players fetch the tracks: a CDN or object store that holds the
+    /// library's files under /media/ (or pulls them from this server), like
+    /// https://cdn.example.com. The library's track URLs, and so the web
+    /// player, name it; this server still serves /media/ for the CDN to
+    /// pull. See docs/cluster.md.
+    #[arg(long, env = "RADIO_MEDIA_BASE_URL", value_name = "URL", value_parser = crate::cli::parse::parse_base_url)]
+    pub media_base_url: Option<String>,
+
     /// Private player sessions idle this long are removed.
     #[arg(long, env = "RADIO_SESSION_TTL", default_value = duration(defaults::SESSION_TTL), value_name = "DURATION", value_parser = parse_duration)]
     pub session_ttl: Duration,

@@ -3,6 +3,22 @@
 use std::time::Duration;
 
 /// Parses durations written like `10s`, `500ms`, `1m 30s`.
+/// `--media-base-url`: an http(s) URL with a host and no query or
+/// fragment; returned without a trailing `/`, for `/media/{id}` to follow.
+pub(crate) fn parse_base_url(s: &str) -> Result<String, String> {
+    let trimmed = s.trim().trim_end_matches('/');
+    let uri: http::Uri = trimmed
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); give one like https://cdn.example.com"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err("give an http or https URL with a host, like https://cdn.example.com".into());
+    }
+    if s.contains(['?', '#']) {
+        return Err("a base URL takes no query or fragment: /media/{id} is added to it".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 10s, 500ms, 2m)"))
 }
@@ -18,4 +34,30 @@ pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
 /// Checks a station name (`--station`).
 pub(crate) fn parse_station(s: &str) -> Result<String, String> {
     crate::protocol::StationName::new(s).map(|n| n.as_str().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_media_base_url_is_an_http_url_without_its_last_slash() {
+        assert_eq!(
+            parse_base_url("https://cdn.example.com/radio/").unwrap(),
+            "https://cdn.example.com/radio"
+        );
+        assert_eq!(
+            parse_base_url("http://10.0.0.5:8080").unwrap(),
+            "http://10.0.0.5:8080"
+        );
+        for bad in [
+            "cdn.example.com",
+            "ftp://x/y",
+            "https://x/?a=1",
+            "https://x/#f",
+            "/media",
+        ] {
+            assert!(parse_base_url(bad).is_err(), "{bad}");
+        }
+    }
 }

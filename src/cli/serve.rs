@@ -67,6 +67,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 dir: args.media,
                 rescan_interval: args.rescan_interval,
                 follow_symlinks: args.follow_symlinks,
+                base_url: args.media_base_url,
                 loudness_cache: args
                     .loudness_cache
                     .unwrap_or(crate::server::media::LoudnessCache::Auto),

@@ -150,6 +150,9 @@ pub struct MediaConfig {
     pub follow_symlinks: bool,
     /// Where measured loudness is kept across restarts.
     pub loudness_cache: crate::server::media::LoudnessCache,
+    /// `--media-base-url`: where players fetch the tracks (no trailing
+    /// `/`); `None`: from this server.
+    pub base_url: Option<String>,
 }
 
 /// The stations' MP3 streams for radio apps.
@@ -179,6 +182,7 @@ impl Default for MediaConfig {
             rescan_interval: None,
             follow_symlinks: defaults::FOLLOW_SYMLINKS,
             loudness_cache: crate::server::media::LoudnessCache::Auto,
+            base_url: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! HTTP: each TCP connection served by hyper's HTTP/1 connection, and the
+//! HTTP: each TCP connection served by hyper's HTTP/1 connection (a plain
+//! one after [`zerocopy`] has served its media requests), and the
 //! routing table: the WebSocket upgrade at `/ws` ([`upgrade`]), health,
 //! stations and metrics here, and the paths of the media library, the
 //! sessions and the web player handed to their own modules.
@@ -29,6 +30,8 @@ use crate::server::response::{Body, json_bytes, method_not_allowed, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
 use crate::server::warnings::Reason;
+#[cfg(target_os = "linux")]
+use crate::server::zerocopy;
 use crate::server::{history, media, player, sessions, stream, upgrade};
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade):
@@ -43,7 +46,16 @@ pub(crate) async fn serve_connection(
 ) {
     let held: Held = Arc::new(Mutex::new(Some(admission)));
     let Some(tls) = shared.tls.clone() else {
-        let io = TimedStream::new(stream, shared.conn.write_timeout);
+        // Media requests by sendfile, until another request hands the
+        // connection to hyper with what was read of it.
+        #[cfg(target_os = "linux")]
+        let Some(zerocopy::Handover { stream, read }) = zerocopy::serve(stream, &shared).await
+        else {
+            return;
+        };
+        #[cfg(not(target_os = "linux"))]
+        let read = bytes::Bytes::new();
+        let io = TimedStream::replaying(stream, shared.conn.write_timeout, read);
         return serve_http(io, peer, held, shared).await;
     };
     // Boxed: the TLS handshake's state does not size the plain path.
@@ -193,7 +205,7 @@ async fn route(
             };
             shared.sessions.route(req, limits).await
         }
-        (_, p) if player::serves(p) => player::route(method, p),
+        (_, p) if player::serves(p) => player::route(method, p, shared.media.base_url()),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
     }
 }

@@ -48,6 +48,8 @@ pub(crate) mod timed_io;
 pub(crate) mod tls;
 pub(crate) mod upgrade;
 pub(crate) mod warnings;
+#[cfg(target_os = "linux")]
+pub(crate) mod zerocopy;
 
 use std::sync::Arc;
 

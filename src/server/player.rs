@@ -22,8 +22,13 @@ pub(crate) fn serves(path: &str) -> bool {
     PATHS.contains(&path)
 }
 
-/// Answers a request for one of the player's paths.
-pub(crate) fn route(method: &Method, path: &str) -> Response<Body> {
+/// The page's `Content-Security-Policy`.
+const POLICY: &str = "default-src 'self'; media-src 'self' blob:; connect-src 'self' ws: wss:; \
+                      img-src 'self' data:; frame-ancestors 'none'";
+
+/// Answers a request for one of the player's paths; `media_base` is
+/// `--media-base-url`, which the page's policy then lets it play from.
+pub(crate) fn route(method: &Method, path: &str, media_base: Option<&str>) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed("GET");
     }
@@ -43,12 +48,15 @@ pub(crate) fn route(method: &Method, path: &str) -> Response<Body> {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; media-src 'self' blob:; connect-src 'self' ws: wss:; \
-             img-src 'self' data:; frame-ancestors 'none'",
-        ),
-    );
+    let policy = match media_base {
+        // A source ending in `/` allows everything below it.
+        Some(base) => HeaderValue::from_str(&POLICY.replace(
+            "media-src 'self' blob:;",
+            &format!("media-src 'self' blob: {base}/;"),
+        ))
+        .unwrap_or(HeaderValue::from_static(POLICY)),
+        None => HeaderValue::from_static(POLICY),
+    };
+    h.insert("content-security-policy", policy);
     res
 }

@@ -186,9 +186,10 @@ async fn load_library(
     let dir = config.dir.clone();
     let follow = config.follow_symlinks;
     let cache = config.loudness_cache.clone();
+    let base = config.base_url.clone();
     let library = tokio::task::spawn_blocking(move || match dir {
-        Some(dir) => Library::scan(dir, follow, &cache, &cancel),
-        None => Ok(Library::demo()),
+        Some(dir) => Library::scan(dir, follow, &cache, base.as_deref(), &cancel),
+        None => Ok(Library::demo(base.as_deref())),
     })
     .await??;
     tracing::info!(tracks = library.index().len(), "media library ready");

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -24,6 +25,9 @@ pub(crate) struct TimedStream<T = TcpStream> {
     timeout: Duration,
     /// Set while a write is blocked; reset by any progress.
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Bytes read from the socket before hyper took it (the plain-TCP media
+    /// path read a request it hands over): read again first.
+    replay: Bytes,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> TimedStream<T> {
@@ -32,11 +36,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TimedStream<T> {
             inner,
             timeout,
             stalled: None,
+            replay: Bytes::new(),
         }
     }
 
-    pub(crate) fn into_inner(self) -> T {
-        self.inner
+    /// A stream whose reads give `replay` first, then the socket's bytes.
+    pub(crate) fn replaying(inner: T, timeout: Duration, replay: Bytes) -> Self {
+        Self {
+            replay,
+            ..Self::new(inner, timeout)
+        }
+    }
+
+    /// The stream, and what of the replayed bytes was not read yet.
+    pub(crate) fn into_parts(self) -> (T, Bytes) {
+        (self.inner, self.replay)
     }
 
     /// Turns a pending write into a timeout error once it has waited too long.
@@ -74,6 +88,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedStream<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay.split_to(n));
+            if self.replay.is_empty() {
+                // An empty view would still hold the buffer it was cut from.
+                self.replay = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }

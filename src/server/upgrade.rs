@@ -109,7 +109,8 @@ async fn finish_upgrade(
     // Take the stream back out of hyper: no boxed I/O, no hyper buffers.
     let (io, read_buf) = match upgraded.downcast::<TokioIo<TimedStream>>() {
         Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
-            let stream = io.into_inner().into_inner();
+            let (stream, unread) = io.into_inner().into_parts();
+            let read_buf = joined(read_buf, unread);
             cap_send_buffer(&stream);
             // The socket is shared with the station fan-out (docs/architecture.md).
             (ConnIo::Plain(OutletIo::new(Outlet::new(stream))), read_buf)
@@ -122,7 +123,7 @@ async fn finish_upgrade(
                 tracing::error!("upgraded connection is neither TCP nor TLS");
                 return None;
             };
-            let tls = io.into_inner().into_inner();
+            let (tls, _) = io.into_inner().into_parts();
             cap_send_buffer(tls.get_ref().0.outlet().stream());
             (ConnIo::Tls(Box::new(tls)), read_buf)
         }
@@ -138,6 +139,15 @@ async fn finish_upgrade(
         WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await
     };
     Some(ws)
+}
+
+/// What hyper read past the request and what it left of the bytes read
+/// before it took the connection (the plain-TCP media path's), in order.
+fn joined(read_buf: bytes::Bytes, unread: bytes::Bytes) -> bytes::Bytes {
+    if unread.is_empty() {
+        return read_buf;
+    }
+    [read_buf, unread].concat().into()
 }
 
 /// Answers `GET /ws` from `client` (the peer, or whom a trusted proxy

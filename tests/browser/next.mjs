@@ -178,7 +178,8 @@ try {
         const src = el.getAttribute("src");
         if (!src) continue;
         window.__samples.push({
-          t: origin + t, id: el.id, track: decodeURIComponent(src.slice(7)),
+          // The track id: the path after /media/, without the `?v=` version.
+          t: origin + t, id: el.id, track: decodeURIComponent(new URL(src, location.href).pathname.slice(7)),
           ct: el.currentTime, paused: el.paused, rate: el.playbackRate,
         });
       }
@@ -237,8 +238,13 @@ try {
   const counted = (await mediaRequests()) - countedBefore;
   log(`media requests: ${requests.length} in the page's log, ${counted} counted by the server`);
   for (const r of requests) log(`  ${r.method} ${r.track} at ${r.at}`);
-  if (counted !== requests.length) {
-    failures.push(`the server counted ${counted} media requests, the page made ${requests.length}`);
+  // Every request the server saw is in the page's log; the page may have
+  // made more, answered by its own cache (a track's URL names the file's
+  // version, and is cached for good), but each track it fetched reached
+  // the server once at least.
+  const tracksFetched = new Set(requests.map((r) => r.track)).size;
+  if (counted > requests.length || counted < tracksFetched) {
+    failures.push(`the server counted ${counted} media requests, the page made ${requests.length} for ${tracksFetched} tracks`);
   }
   if (pageErrors.length) failures.push(`script errors in the page: ${pageErrors.join("; ")}`);
   if (failures.length) throw new Error(failures.join("\n"));

@@ -652,3 +652,241 @@ async fn a_stalled_download_is_closed_after_the_write_timeout() {
     // The server itself is fine.
     assert_eq!(get(&server, "/api/library", &[]).await.status, 200);
 }
+
+/// Splits pipelined responses read off one connection; `head[i]` says the
+/// i-th answered a HEAD (a body's length, but no body).
+fn split_responses(mut buf: &[u8], head: &[bool]) -> Vec<Resp> {
+    let mut out = Vec::new();
+    for &is_head in head {
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("another response")
+            + 4;
+        let mut r = Resp::parse(&buf[..end]);
+        let len = match r.header("content-length") {
+            Some(n) if !is_head && r.status != 304 => n.parse().expect("a length"),
+            _ => 0,
+        };
+        r.body = buf[end..end + len].to_vec();
+        buf = &buf[end + len..];
+        out.push(r);
+    }
+    assert!(
+        buf.is_empty(),
+        "{} bytes after the last response",
+        buf.len()
+    );
+    out
+}
+
+/// A player's connection: requests pipelined on one keep-alive connection,
+/// the media ones and then others, each answered in order.
+#[tokio::test]
+async fn pipelined_requests_on_one_connection_are_answered_in_order() {
+    let lib = library();
+    let server = serve(&lib.dir, |_| {});
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let requests = "GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\n\r\n\
+                    HEAD /media/song.wav HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /media/nope.wav HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=-10\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /api/library HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\
+                    Connection: close\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, requests.as_bytes())
+        .await
+        .unwrap();
+    let all = read_until_closed(&mut s, "the responses").await;
+    let r = split_responses(&all, &[false, true, false, false, false, false, false]);
+    let song = &lib.song;
+    assert_eq!((r[0].status, &r[0].body[..]), (206, &song[..100]));
+    assert_eq!(r[1].status, 200);
+    assert_eq!(
+        r[1].header("content-length"),
+        Some(&*song.len().to_string())
+    );
+    assert_eq!(r[2].status, 404);
+    assert_eq!(
+        (r[3].status, &r[3].body[..]),
+        (206, &song[song.len() - 10..])
+    );
+    assert_eq!((r[4].status, &r[4].body), (200, song));
+    for r in &r[..5] {
+        assert!(r.header("date").is_some(), "{:?}", r.headers);
+    }
+    assert_eq!(r[5].status, 200);
+    assert!(r[5].json().as_array().is_some());
+    assert_eq!((r[6].status, &r[6].body[..]), (206, &song[5..10]));
+}
+
+/// A WebSocket upgrade on a connection that downloaded media first.
+#[tokio::test]
+async fn a_connection_that_downloaded_media_can_upgrade() {
+    let lib = library();
+    let server = serve(&lib.dir, |_| {});
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let get = "GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, get.as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let whole = |b: &[u8]| {
+        b.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|p| b.len() >= p + 4 + 10)
+    };
+    while !whole(&buf) {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\n".to_owned();
+    for (n, v) in crate::support::http::UPGRADE {
+        upgrade.push_str(&format!("{n}: {v}\r\n"));
+    }
+    upgrade.push_str("\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut s, upgrade.as_bytes())
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+        .await
+        .expect("an answer to the upgrade")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&chunk[..n]);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+}
+
+/// The library's URLs name each file's version: a cache (a browser, a CDN)
+/// may keep what such a URL answers for good, and revalidates the rest.
+#[tokio::test]
+async fn versioned_urls_are_cached_for_good_and_others_revalidated() {
+    let lib = library();
+    let server = serve(&lib.dir, |c| {
+        c.media.rescan_interval = Some(Duration::from_millis(200))
+    });
+    let list = get(&server, "/api/library", &[]).await.json();
+    let url = track(&list, "song.wav")["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/media/song.wav?v="), "{url}");
+    let sub = track(&list, "sub dir/My_untagged_tune.wav")["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        sub.starts_with("/media/sub%20dir/My_untagged_tune.wav?v="),
+        "{sub}"
+    );
+    assert_eq!(get(&server, &sub, &[]).await.status, 200);
+
+    const FOREVER: &str = "public, max-age=31536000, immutable";
+    let r = get(&server, &url, &[]).await;
+    assert_eq!((r.status, &r.body), (200, &lib.song));
+    assert_eq!(r.header("cache-control"), Some(FOREVER));
+    let r = get(&server, &url, &[("Range", "bytes=0-9")]).await;
+    assert_eq!((r.status, r.header("cache-control")), (206, Some(FOREVER)));
+    let r = request(server.addr, "HEAD", &url, &[], None).await;
+    assert_eq!(r.header("cache-control"), Some(FOREVER));
+    // No version, or another one: the same bytes, revalidated.
+    for other in [
+        "/media/song.wav",
+        "/media/song.wav?v=1-2",
+        "/media/song.wav?x=1",
+    ] {
+        let r = get(&server, other, &[]).await;
+        assert_eq!((r.status, &r.body), (200, &lib.song), "{other}");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{other}");
+    }
+    // No CDN in front: no cross-origin reads asked for.
+    assert_eq!(
+        get(&server, &url, &[])
+            .await
+            .header("access-control-allow-origin"),
+        None
+    );
+
+    // Another file under the same name gets another URL; the old one now
+    // answers the new bytes, but not for good.
+    let new = tone_wav(3, &[550.0], None, None);
+    lib.dir.write("song.wav", &new);
+    let fresh = eventually("the rescan gives song.wav a new URL", async || {
+        let list = get(&server, "/api/library", &[]).await.json();
+        let now = track(&list, "song.wav")["url"].as_str().unwrap().to_owned();
+        if now != url { Ok(now) } else { Err(now) }
+    })
+    .await;
+    let r = get(&server, &fresh, &[]).await;
+    assert_eq!(
+        (r.status, &r.body, r.header("cache-control")),
+        (200, &new, Some(FOREVER))
+    );
+    let r = get(&server, &url, &[]).await;
+    assert_eq!(
+        (r.status, &r.body, r.header("cache-control")),
+        (200, &new, Some("no-cache"))
+    );
+}
+
+/// `--media-base-url`: the library's URLs, and so the web player, fetch the
+/// tracks from a CDN, which may pull them from this server.
+#[tokio::test]
+async fn a_media_base_url_points_players_at_a_cdn() {
+    let lib = library();
+    let server = serve(&lib.dir, |c| {
+        c.media.base_url = Some("https://cdn.example.com/radio".into())
+    });
+    let list = get(&server, "/api/library", &[]).await.json();
+    let url = track(&list, "sub dir/My_untagged_tune.wav")["url"]
+        .as_str()
+        .unwrap();
+    assert!(
+        url.starts_with("https://cdn.example.com/radio/media/sub%20dir/My_untagged_tune.wav?v="),
+        "{url}"
+    );
+    // What the CDN pulls: the file, readable by the player's page (Web
+    // Audio needs CORS for media of another origin).
+    let path = url.strip_prefix("https://cdn.example.com/radio").unwrap();
+    let r = get(&server, path, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    // The page may play from it.
+    let page = get(&server, "/", &[]).await;
+    let policy = page.header("content-security-policy").unwrap();
+    assert!(
+        policy.contains("media-src 'self' blob: https://cdn.example.com/radio/;"),
+        "{policy}"
+    );
+}
+
+/// What a download sends is counted, by route and status, in /metrics:
+/// whole files, ranges, HEAD (no body) and errors alike.
+#[tokio::test]
+async fn media_downloads_are_counted_in_the_metrics() {
+    let lib = library();
+    let server = serve(&lib.dir, |_| {});
+    assert_eq!(get(&server, "/media/song.wav", &[]).await.status, 200);
+    let r = get(&server, "/media/song.wav", &[("Range", "bytes=0-9")]).await;
+    assert_eq!(r.status, 206);
+    let r = request(server.addr, "HEAD", "/media/song.wav", &[], None).await;
+    assert_eq!(r.status, 200);
+    let missing = get(&server, "/media/nope.wav", &[]).await;
+    assert_eq!(missing.status, 404);
+    let sent = (lib.song.len() + 10) as f64;
+    let bytes = |class: &str| {
+        format!("radio_http_response_bytes_total{{route=\"media\",status=\"{class}\"}}")
+    };
+    let requests =
+        |class: &str| format!("radio_http_requests_total{{route=\"media\",status=\"{class}\"}}");
+    server.wait_metric(&bytes("2xx"), sent).await;
+    assert_eq!(server.metric(&requests("2xx")).await, 3.0);
+    assert_eq!(server.metric(&requests("4xx")).await, 1.0);
+    assert_eq!(
+        server.metric(&bytes("4xx")).await,
+        missing.body.len() as f64
+    );
+}

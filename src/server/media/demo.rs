@@ -113,6 +113,7 @@ pub(super) fn demo_tracks() -> Vec<Track> {
             let tags = read_tags(Cursor::new(bytes.clone()), Path::new(id));
             Track {
                 id: (*id).to_owned(),
+                url: String::new(),
                 title: tags.title.unwrap_or_else(|| (*title).to_owned()),
                 artist: tags.artist,
                 duration_ms: tags.duration_ms,

@@ -4,18 +4,25 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::protocol::NextTrack;
 
+/// The prefix of a track's path: `/media/{id}`.
+pub(crate) const MEDIA: &str = "/media/";
+
 /// One playable file.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Track {
     /// Relative path below the library root, `/`-separated.
     pub id: String,
+    /// Where players fetch it: `--media-base-url` (or nothing: this
+    /// server), `/media/{id}`, and `?v=` the file's version (its size and
+    /// mtime), which makes the URL name these bytes only (set by [`Index`]).
+    pub url: String,
     pub title: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artist: Option<String>,
@@ -81,6 +88,8 @@ pub(super) struct Rejected {
 /// and the files left out.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
+    /// `--media-base-url`, without a trailing `/`; empty: this server.
+    base: Arc<str>,
     by_id: HashMap<String, Arc<Track>>,
     /// `GET /api/library`'s body, encoded once per scan.
     json: Bytes,
@@ -89,14 +98,27 @@ pub(crate) struct Index {
 
 impl Index {
     /// An index of `tracks`, with the files a scan left out.
-    pub(super) fn scanned(tracks: Vec<Track>, rejected: Vec<Rejected>) -> Self {
+    pub(super) fn scanned(tracks: Vec<Track>, rejected: Vec<Rejected>, base: Arc<str>) -> Self {
         Self {
             rejected,
-            ..Self::new(tracks)
+            ..Self::new(tracks, base)
         }
     }
 
-    pub(super) fn new(mut tracks: Vec<Track>) -> Self {
+    /// An index with no track yet, whose tracks' URLs start with `base`.
+    pub(super) fn empty(base: Arc<str>) -> Self {
+        Self {
+            base,
+            ..Self::default()
+        }
+    }
+
+    /// What its tracks' URLs start with.
+    pub(super) fn base(&self) -> Arc<str> {
+        self.base.clone()
+    }
+
+    pub(super) fn new(mut tracks: Vec<Track>, base: Arc<str>) -> Self {
         tracks.sort_by(|a, b| a.id.cmp(&b.id));
         // Two file names that are not UTF-8 can map to one id; keep the first.
         tracks.dedup_by(|later, first| {
@@ -106,6 +128,14 @@ impl Index {
             }
             same
         });
+        for t in &mut tracks {
+            t.url = format!(
+                "{base}{}{}?v={}",
+                MEDIA,
+                encode_path(&t.id),
+                version(t.size, t.modified)
+            );
+        }
         let json = match serde_json::to_vec(&tracks) {
             Ok(v) => Bytes::from(v),
             Err(e) => {
@@ -118,6 +148,7 @@ impl Index {
             .map(|t| (t.id.clone(), Arc::new(t)))
             .collect();
         Self {
+            base,
             by_id,
             json,
             rejected: Vec::new(),
@@ -126,7 +157,7 @@ impl Index {
 
     /// The same index with `tracks` instead (the same ids, new gains).
     pub(super) fn with_tracks(&self, tracks: Vec<Track>) -> Self {
-        Self::scanned(tracks, self.rejected.clone())
+        Self::scanned(tracks, self.rejected.clone(), self.base())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -174,6 +205,42 @@ impl Index {
     pub(crate) fn json(&self) -> Bytes {
         self.json.clone()
     }
+}
+
+/// A file's version, as its URL's `?v=` and its `ETag` carry it: its size
+/// and its mtime since the epoch, in nanoseconds, in hex.
+pub(super) fn version(size: u64, modified: impl Into<Since>) -> String {
+    format!("{:x}-{:x}", size, modified.into().0.as_nanos())
+}
+
+/// A modification time as a duration since the epoch (0 before it).
+pub(super) struct Since(Duration);
+
+impl From<Duration> for Since {
+    fn from(d: Duration) -> Self {
+        Self(d)
+    }
+}
+
+impl From<SystemTime> for Since {
+    fn from(t: SystemTime) -> Self {
+        Self(t.duration_since(UNIX_EPOCH).unwrap_or_default())
+    }
+}
+
+/// A track id as a URL path: each `/`-separated segment percent-encoded
+/// but for the unreserved characters (RFC 3986), as the web player's
+/// `encodeURIComponent` would.
+pub(crate) fn encode_path(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The MIME type browsers expect for a playable extension, `None` for files

@@ -29,8 +29,15 @@
 //!   only if it is still that one: a file replaced after the scan (by a
 //!   symlink to anything the server may read, or by another file) is 404
 //!   until a rescan, which applies the symlink policy to it.
-//! - **Bodies are streamed with bounded memory.** A file is read in
-//!   [`CHUNK`]-sized pieces as the socket accepts them, never whole.
+//! - **Bodies are streamed with bounded memory.** On plain TCP a file's range
+//!   goes to the socket by sendfile ([`crate::server::zerocopy`]); through
+//!   hyper (TLS) it is read in [`serve::CHUNK`]-sized pieces as the socket
+//!   accepts them, never whole.
+//! - **A track's URL names its bytes.** The library lists each track's `url`
+//!   with `?v=` its version (size and mtime, the `ETag`'s contents); an
+//!   answer to the current version's URL may be cached for good
+//!   ([`serve::IMMUTABLE`]), any other is revalidated (`no-cache`).
+//!   `--media-base-url` puts a CDN's address before the URLs.
 //! - **HTTP semantics follow RFC 9110**: `Accept-Ranges: bytes`; one range in
 //!   any of its three forms gives 206 with `Content-Range`; a range that cannot
 //!   be satisfied gives 416 with `Content-Range: bytes */SIZE`; several ranges,
@@ -54,18 +61,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
+pub(crate) use index::MEDIA;
 pub(crate) use index::{Decodable, Index};
 use loudness::Loudness;
 pub use loudness::LoudnessCache;
 pub use serve::answer_for;
-pub(crate) use serve::percent_decode;
+pub(crate) use serve::{Answer, percent_decode};
 
 /// hyper's per-connection buffer limit (`max_buf_size`): with a body chunk
 /// ([`serve::CHUNK`]), a
@@ -86,6 +94,8 @@ pub(crate) struct Library {
     loudness: Option<Loudness>,
     /// When the demo was generated; its tracks' Last-Modified.
     started: SystemTime,
+    /// `--media-base-url`: where players fetch the tracks, when not here.
+    base_url: Option<String>,
 }
 
 impl Library {
@@ -95,6 +105,7 @@ impl Library {
         root: PathBuf,
         follow_symlinks: bool,
         loudness_cache: &LoudnessCache,
+        base_url: Option<&str>,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(&root).map_err(|e| {
@@ -110,7 +121,8 @@ impl Library {
             );
         }
         let loudness = Loudness::open(&root, loudness_cache);
-        let index = scan::scan_root(&root, &Index::default(), follow_symlinks, cancel);
+        let empty = Index::empty(base_url.unwrap_or_default().into());
+        let index = scan::scan_root(&root, &empty, follow_symlinks, cancel);
         if index.len() == 0 && !cancel.is_cancelled() {
             warn_empty(&root, &index);
         }
@@ -122,19 +134,30 @@ impl Library {
             install: Mutex::new(()),
             loudness: Some(loudness),
             started: SystemTime::now(),
+            base_url: base_url.map(str::to_owned),
         })
     }
 
     /// The built-in demo library: a few short tones generated in memory.
-    pub(crate) fn demo() -> Self {
-        let tracks = demo::demo_tracks();
+    pub(crate) fn demo(base_url: Option<&str>) -> Self {
+        let started = SystemTime::now();
+        // Dated by the server's start, as their Last-Modified and versions.
+        let tracks = demo::demo_tracks()
+            .into_iter()
+            .map(|t| index::Track {
+                modified: started,
+                ..t
+            })
+            .collect();
+        let index = Index::new(tracks, base_url.unwrap_or_default().into());
         Self {
             root: None,
             follow_symlinks: true,
-            index: RwLock::new(Arc::new(Index::new(tracks))),
+            index: RwLock::new(Arc::new(index)),
             install: Mutex::new(()),
             loudness: None,
-            started: SystemTime::now(),
+            started,
+            base_url: base_url.map(str::to_owned),
         }
     }
 
@@ -211,9 +234,14 @@ impl Library {
             .map_or((0, 0), |l| (l.measured(), l.pending()))
     }
 
+    /// `--media-base-url`, when players fetch the tracks elsewhere.
+    pub(crate) fn base_url(&self) -> Option<&str> {
+        self.base_url.as_deref()
+    }
+
     /// Whether `path` is one of the library's: `/api/library`, `/media/{id}`.
     pub(crate) fn serves(path: &str) -> bool {
-        path == "/api/library" || path.starts_with("/media/")
+        path == "/api/library" || path.starts_with(MEDIA)
     }
 
     /// Answers a request for one of the library's paths ([`Library::serves`]).
@@ -224,22 +252,42 @@ impl Library {
     ) -> Response<Body> {
         let path = req.uri().path();
         let method = req.method();
-        let Some(encoded_id) = path.strip_prefix("/media/") else {
-            return match *method {
-                Method::GET | Method::HEAD => json_bytes(StatusCode::OK, self.index().json()),
-                _ => method_not_allowed("GET"),
-            };
-        };
+        if path.starts_with(MEDIA) {
+            return self
+                .answer(method, path, req.uri().query(), req.headers(), warnings)
+                .await
+                .into_response()
+                .await;
+        }
+        match *method {
+            Method::GET | Method::HEAD => json_bytes(StatusCode::OK, self.index().json()),
+            _ => method_not_allowed("GET"),
+        }
+    }
+
+    /// Answers a request for `/media/{id}` (`path` starts with [`MEDIA`];
+    /// `query` is the request's, whose `v=` may name the file's version):
+    /// complete, or a file's head and range for the caller to send.
+    pub(crate) async fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        warnings: &crate::server::warnings::Warnings,
+    ) -> Answer {
+        let encoded_id = path.strip_prefix(MEDIA).unwrap_or_default();
         if method != Method::GET && method != Method::HEAD {
-            return method_not_allowed("GET, HEAD");
+            return Answer::Complete(method_not_allowed("GET, HEAD"));
         }
         let Some(id) = percent_decode(encoded_id) else {
-            return serve::not_found();
+            return Answer::Complete(serve::not_found());
         };
         let Some(track) = self.index().get(&id).cloned() else {
-            return serve::not_found();
+            return Answer::Complete(serve::not_found());
         };
-        serve::serve_track(method, req.headers(), &track, self.started, warnings).await
+        let caching = serve::Caching::new(query, self.base_url.is_some());
+        serve::answer_track(method, headers, &caching, &track, self.started, warnings).await
     }
 }
 

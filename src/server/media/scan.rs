@@ -70,7 +70,7 @@ pub(super) fn scan_root(
     scan.walk(&real_root, "", 0);
     warn_rejected(&scan.rejected[scan.rejected.len() - scan.fresh_rejects..]);
     warn_outside(&real_root, &scan.outside);
-    Index::scanned(scan.tracks, scan.rejected)
+    Index::scanned(scan.tracks, scan.rejected, old.base())
 }
 
 /// One warning for the files newly left out: how many, the first few and why.
@@ -192,6 +192,7 @@ impl Scan<'_> {
                 duration_ms: Some(duration_ms),
                 gain_db: None,
                 id,
+                url: String::new(),
                 size,
                 mime,
                 source: Source::File(path, key),

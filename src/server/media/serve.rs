@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::ReaderStream;
 
-use super::index::{Source, Track};
+use super::index::{Source, Track, version};
 use crate::server::response::{Body, full, text};
 use crate::server::warnings::{Reason, Warnings};
 
@@ -26,69 +26,126 @@ pub(super) fn not_found() -> Response<Body> {
     )
 }
 
+/// A media answer: complete, or its head and a range of an open file to
+/// send after it. The plain-TCP path sends the range with sendfile(2)
+/// ([`crate::server::zerocopy`]); hyper's path reads it in [`CHUNK`]s
+/// ([`Answer::into_response`]).
+pub(crate) enum Answer {
+    Complete(Response<Body>),
+    File {
+        /// Status and headers (`Content-Length` included); the body empty.
+        head: Response<Body>,
+        file: std::fs::File,
+        start: u64,
+        /// More than zero.
+        len: u64,
+    },
+}
+
+impl Answer {
+    /// The answer as hyper sends it: a file's range streamed from disk.
+    pub(crate) async fn into_response(self) -> Response<Body> {
+        let (head, file, start, len) = match self {
+            Answer::Complete(res) => return res,
+            Answer::File {
+                head,
+                file,
+                start,
+                len,
+            } => (head, file, start, len),
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        if start > 0 {
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+                tracing::warn!(error = %e, "cannot read a media file");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot read the track: {e}"),
+                );
+            }
+        }
+        let stream = ReaderStream::with_capacity(file.take(len), CHUNK).map(|r| r.map(Frame::data));
+        head.map(|_| StreamBody::new(stream).boxed_unsync())
+    }
+}
+
 /// `GET`/`HEAD` of one track; `demo_modified` dates the in-memory demo. A
 /// file that cannot be opened or read is counted in `warnings`.
-pub(super) async fn serve_track(
+pub(super) async fn answer_track(
     method: &Method,
     headers: &HeaderMap,
+    caching: &Caching<'_>,
     track: &Track,
     demo_modified: SystemTime,
     warnings: &Warnings,
-) -> Response<Body> {
+) -> Answer {
     match &track.source {
         Source::Memory(bytes) => {
             let validators = Validators::new(bytes.len() as u64, demo_modified);
-            let bytes = bytes.clone();
-            respond(method, headers, track, &validators, move |start, len| {
+            let (mut res, range) = respond(method, headers, track, &validators, caching);
+            if let Some((start, len)) = range {
                 let end = usize::try_from(start + len)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
                 let start = usize::try_from(start).unwrap_or(usize::MAX).min(end);
-                let body = full(bytes.slice(start..end));
-                async move { Ok(body) }
-            })
-            .await
+                *res.body_mut() = full(bytes.slice(start..end));
+            }
+            Answer::Complete(res)
         }
-        Source::File(path, key) => serve_file(method, headers, track, path, *key, warnings).await,
+        Source::File(path, key) => {
+            serve_file(method, headers, caching, track, path, *key, warnings).await
+        }
     }
 }
 
 /// 404 for a track whose file was replaced since the scan.
-fn replaced(track: &Track) -> Response<Body> {
-    text(
+fn replaced(track: &Track) -> Answer {
+    Answer::Complete(text(
         StatusCode::NOT_FOUND,
         format!(
             "track {} changed since the library was scanned; it is served again after a rescan",
             track.id
         ),
-    )
+    ))
+}
+
+/// Opens `path` and reads its metadata in one trip to the blocking pool.
+/// Non-blocking: a FIFO swapped in for the file would block the open (and a
+/// blocking thread) until a writer came; on a regular file the flag does
+/// nothing. The inode check in [`serve_file`] then refuses it. No
+/// following: the scan found a file at this real path (links it followed
+/// are stored as their targets), so a symlink here was swapped in since.
+async fn open(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)?;
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    })
+    .await;
+    opened.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 async fn serve_file(
     method: &Method,
     headers: &HeaderMap,
+    caching: &Caching<'_>,
     track: &Track,
     path: &Path,
     scanned: (u64, u64),
     warnings: &Warnings,
-) -> Response<Body> {
-    // Non-blocking: a FIFO swapped in for the file would block the open
-    // (and a blocking thread) until a writer came; on a regular file the
-    // flag does nothing. The inode check below then refuses it. No
-    // following: the scan found a file at this real path (links it
-    // followed are stored as their targets), so a symlink here was swapped
-    // in since.
-    let mut options = tokio::fs::OpenOptions::new();
-    options
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
-    let file = match options.open(path).await {
+) -> Answer {
+    let (file, meta) = match open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return text(
+            return Answer::Complete(text(
                 StatusCode::NOT_FOUND,
                 format!("track {} is in the index but its file is gone", track.id),
-            );
+            ));
         }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             tracing::debug!(track = %track.id, "a symlink in place of the file; not served");
@@ -97,42 +154,55 @@ async fn serve_file(
         Err(e) => {
             tracing::debug!(track = %track.id, error = %e, "cannot open a media file");
             warnings.note_with(Reason::MediaUnreadable, || format!("{}: {e}", track.id));
-            return text(
+            return Answer::Complete(text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot open track {}: {e}", track.id),
-            );
+            ));
         }
     };
     // Size and mtime of the file as it is now, not as it was at the scan.
-    let meta = match file.metadata().await {
-        // Still the file the scan found: not a symlink or file swapped in.
-        Ok(m) if m.is_file() && super::scan::file_key(&m) == scanned => m,
-        Ok(m) if m.is_file() => {
-            tracing::debug!(track = %track.id, "file replaced since the scan; not served");
-            return replaced(track);
-        }
-        Ok(_) => return not_found(),
-        Err(e) => {
-            warnings.note_with(Reason::MediaUnreadable, || format!("{}: {e}", track.id));
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read track {}: {e}", track.id),
-            );
-        }
-    };
+    // Still the file the scan found: not a symlink or file swapped in.
+    if meta.is_file() && super::scan::file_key(&meta) != scanned {
+        tracing::debug!(track = %track.id, "file replaced since the scan; not served");
+        return replaced(track);
+    }
+    if !meta.is_file() {
+        return Answer::Complete(not_found());
+    }
     let validators = Validators::new(meta.len(), meta.modified().unwrap_or(UNIX_EPOCH));
-    respond(method, headers, track, &validators, move |start, len| {
-        let mut file = file;
-        async move {
-            if start > 0 {
-                file.seek(std::io::SeekFrom::Start(start)).await?;
-            }
-            let stream =
-                ReaderStream::with_capacity(file.take(len), CHUNK).map(|r| r.map(Frame::data));
-            Ok(StreamBody::new(stream).boxed_unsync())
+    match respond(method, headers, track, &validators, caching) {
+        (head, Some((start, len))) => Answer::File {
+            head,
+            file,
+            start,
+            len,
+        },
+        (res, None) => Answer::Complete(res),
+    }
+}
+
+/// `Cache-Control` of a versioned URL (`?v=` the file's version): a year,
+/// the longest RFC 9111 asks caches to honour, and never revalidated.
+pub(crate) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// How an answer may be cached and shared.
+pub(crate) struct Caching<'a> {
+    /// The request's query (`?v=`).
+    pub(crate) query: Option<&'a str>,
+    /// `Access-Control-Allow-Origin: *` (with `--media-base-url`).
+    pub(crate) cors: bool,
+    /// Set here: the query names the version served.
+    versioned: bool,
+}
+
+impl<'a> Caching<'a> {
+    pub(crate) fn new(query: Option<&'a str>, cors: bool) -> Self {
+        Self {
+            query,
+            cors,
+            versioned: false,
         }
-    })
-    .await
+    }
 }
 
 /// A representation's validators.
@@ -150,22 +220,46 @@ impl Validators {
         let modified = UNIX_EPOCH + Duration::from_secs(since.as_secs());
         Self {
             size,
-            etag: format!("\"{:x}-{:x}\"", size, since.as_nanos()),
+            etag: format!("\"{}\"", version(size, since)),
             modified,
         }
     }
 }
 
+/// Whether a request's query names the version `v` serves (`?v=`): then
+/// the URL names these bytes alone, and a cache may keep them for good.
+fn names_version(query: Option<&str>, v: &Validators) -> bool {
+    let Some(query) = query else { return false };
+    let etag = v.etag.trim_matches('"');
+    query
+        .split('&')
+        .any(|pair| pair.strip_prefix("v=") == Some(etag))
+}
+
 /// The headers every answer about a track carries.
-fn representation_headers(h: &mut HeaderMap, track: &Track, v: &Validators) {
+fn representation_headers(h: &mut HeaderMap, track: &Track, v: &Validators, how: &Caching) {
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(track.mime));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // Cache, but revalidate: a rescan may have replaced the file.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let cache = if how.versioned {
+        // The URL names these bytes: another file would have another `?v=`.
+        IMMUTABLE
+    } else {
+        // Cache, but revalidate: a rescan may have replaced the file.
+        "no-cache"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if how.cors {
+        // Fetched through a CDN for a page of this server's origin, which
+        // plays it through Web Audio: readable by any page, as it is public.
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     if let Ok(etag) = HeaderValue::from_str(&v.etag) {
         h.insert(header::ETAG, etag);
     }
@@ -195,29 +289,30 @@ fn unsatisfiable(res: &mut Response<Body>, method: &Method, track: &Track, size:
     }
 }
 
-/// Answers a media request; `body(start, len)` opens the bytes to send.
-async fn respond<F, Fut>(
+/// Answers a media request: the response with its status and headers, and
+/// the body's first byte and length when a `GET` has one to send.
+fn respond(
     method: &Method,
     headers: &HeaderMap,
     track: &Track,
     v: &Validators,
-    body: F,
-) -> Response<Body>
-where
-    F: FnOnce(u64, u64) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<Body>>,
-{
+    caching: &Caching,
+) -> (Response<Body>, Option<(u64, u64)>) {
     let mut res = Response::new(full(Bytes::new()));
-    representation_headers(res.headers_mut(), track, v);
+    let how = Caching {
+        versioned: names_version(caching.query, v),
+        ..*caching
+    };
+    representation_headers(res.headers_mut(), track, v, &how);
 
     match plan(headers, v) {
         Plan::NotModified => {
             *res.status_mut() = StatusCode::NOT_MODIFIED;
-            res
+            (res, None)
         }
         Plan::Unsatisfiable => {
             unsatisfiable(&mut res, method, track, v.size);
-            res
+            (res, None)
         }
         Plan::Send {
             start,
@@ -233,19 +328,8 @@ where
             }
             res.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            if method == Method::GET && len > 0 {
-                match body(start, len).await {
-                    Ok(b) => *res.body_mut() = b,
-                    Err(e) => {
-                        tracing::warn!(track = %track.id, error = %e, "cannot read a media file");
-                        return text(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("cannot read track {}: {e}", track.id),
-                        );
-                    }
-                }
-            }
-            res
+            let body = (method == Method::GET && len > 0).then_some((start, len));
+            (res, body)
         }
     }
 }

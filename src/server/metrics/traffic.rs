@@ -116,6 +116,18 @@ impl Traffic {
     }
 }
 
+impl Traffic {
+    /// Counts an answer on `route` whose body the caller sends itself (the
+    /// plain-TCP media path): the counter its body's bytes go to, as they
+    /// are sent.
+    pub(crate) fn count_sent(&self, route: Route, status: http::StatusCode) -> Counter {
+        let r = route as usize;
+        let class = usize::from(status.as_u16() / 100).clamp(1, CLASSES.len()) - 1;
+        self.requests[r][class].inc();
+        self.bytes[r][class].clone()
+    }
+}
+
 fn grid(registry: &mut Registry, name: &str, help: &str) -> Grid {
     let family = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
     registry.register(name, help, family.clone());

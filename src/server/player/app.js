@@ -125,7 +125,18 @@
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  const mediaUrl = (id) => "/media/" + id.split("/").map(encodeURIComponent).join("/");
+  // A track's URL: the library's (which names the file's version, and the
+  // server's --media-base-url when it has one), else this server's path.
+  const mediaUrl = (id) =>
+    st.byId.get(id)?.url ?? "/media/" + id.split("/").map(encodeURIComponent).join("/");
+  // Points an element at a track. One on another origin (a CDN) is fetched
+  // with CORS, without which Web Audio (the loudness gain) hears silence.
+  const setSource = (el, id) => {
+    const url = mediaUrl(id);
+    if (new URL(url, location.href).origin !== location.origin) el.crossOrigin = "anonymous";
+    else el.removeAttribute("crossorigin");
+    el.src = url;
+  };
   const serverNow = () => Date.now() + (st.offset ?? 0);
   const posMs = () => Math.max(0, Math.round(media.currentTime * 1000));
 
@@ -299,7 +310,7 @@
     $("np-title").textContent = t ? t.title : id;
     $("np-artist").textContent = t ? (t.artist ?? "") : "not in this server's library";
     media.hidden = !(t && t.mime.startsWith("video/"));
-    media.src = mediaUrl(id);
+    setSource(media, id);
     media.playbackRate = 1;
     st.nudging = false;
     // Not playing until the first frames are in; `playing` clears it.
@@ -913,7 +924,7 @@
     if (st.mode !== "listening" || st.ready || st.sync?.next?.track !== next.track) return;
     // The other element may still be sounding the last track's tail.
     if (!standby.paused) { st.preloadTimer = setTimeout(() => preloadNext(next), 100); return; }
-    standby.src = mediaUrl(next.track);
+    setSource(standby, next.track);
     // At the next track's own gain from its first sample: routed now when
     // the audio context runs already (the playing element is routed).
     setGain(standby, nextGain(next));

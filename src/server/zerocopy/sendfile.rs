@@ -1,0 +1,307 @@
+//! Writes to a non-blocking socket driven by tokio's readiness: bytes from
+//! memory (`send`), and a file's range from the page cache (`sendfile`).
+//!
+//! A `sendfile` that finds its pages on disk reads them there and then, on
+//! the thread that called it; so before each window of [`WINDOW`] bytes the
+//! page cache is asked whether the window is resident (`cachestat(2)`, which
+//! reads no page). A resident window goes by `sendfile` on the runtime
+//! thread, as the socket takes it; a window that is not (or a kernel that
+//! cannot tell: before Linux 6.5, or a file the server neither owns nor may
+//! write, which `cachestat` refuses to describe) goes by `sendfile` on the
+//! blocking pool, one call at a time, after the socket is writable, so the
+//! disk read never stalls a runtime thread. The blocking call writes what
+//! the socket takes and reads ahead what the kernel reads ahead, so the
+//! next window is usually resident again.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Bytes whose residency one `cachestat` checks, and most bytes one
+/// `sendfile` call is asked for (nginx's `sendfile_max_chunk` default).
+const WINDOW: u64 = 2 << 20;
+
+/// `cachestat(2)`'s number: 451 on every architecture (syscalls added
+/// since Linux 5.1 share one numbering); libc does not name it on every
+/// target.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// `cachestat(2)` answered ENOSYS once: the kernel has none.
+static NO_CACHESTAT: AtomicBool = AtomicBool::new(false);
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client accepted no bytes for the write timeout",
+    )
+}
+
+/// Writes all of `buf`, waiting at most `timeout` for each step of
+/// progress; `more` says a body follows (MSG_MORE: the head and the first
+/// body bytes share a packet).
+pub(super) async fn write_all(
+    stream: &TcpStream,
+    mut buf: &[u8],
+    more: bool,
+    timeout: Duration,
+) -> io::Result<()> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    let fd = stream.as_raw_fd();
+    while !buf.is_empty() {
+        let step = stream.async_io(Interest::WRITABLE, || send(fd, buf, flags));
+        let n = tokio::time::timeout(timeout, step)
+            .await
+            .map_err(|_| timed_out())??;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call,
+    // and `fd` is the caller's open socket.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Sends `len` bytes of `file` from `start`, counting them in `sent` as
+/// they go; waits at most `timeout` for each step of progress.
+pub(super) async fn send_file(
+    stream: &TcpStream,
+    file: Arc<File>,
+    start: u64,
+    len: u64,
+    timeout: Duration,
+    sent: &Counter,
+) -> io::Result<()> {
+    let end = start.saturating_add(len);
+    let sock = stream.as_raw_fd();
+    let mut off = start;
+    // The page cache holds [off, resident_to), as last asked.
+    let mut resident_to = start;
+    while off < end {
+        if off >= resident_to {
+            let window = (end - off).min(WINDOW);
+            if resident(&file, off, window) {
+                resident_to = off + window;
+            }
+        }
+        let n = if off < resident_to {
+            let count = resident_to - off;
+            let step = stream.async_io(Interest::WRITABLE, || sendfile(sock, &file, off, count));
+            tokio::time::timeout(timeout, step)
+                .await
+                .map_err(|_| timed_out())??
+        } else {
+            match from_disk(stream, &file, off, (end - off).min(WINDOW), timeout).await? {
+                Some(n) => n,
+                None => continue,
+            }
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file is shorter than when it was opened",
+            ));
+        }
+        off += n;
+        sent.inc_by(n);
+    }
+    Ok(())
+}
+
+/// One `sendfile` on the blocking pool once the socket is writable, for
+/// pages that may have to be read from disk: the bytes sent, or `None` when
+/// the socket took nothing after all (its readiness is then cleared).
+async fn from_disk(
+    stream: &TcpStream,
+    file: &Arc<File>,
+    off: u64,
+    count: u64,
+    timeout: Duration,
+) -> io::Result<Option<u64>> {
+    tokio::time::timeout(timeout, stream.writable())
+        .await
+        .map_err(|_| timed_out())??;
+    // The socket's own descriptor, duplicated: the call may outlive this
+    // future (a connection dropped at shutdown), and must never write to a
+    // descriptor number reused by then.
+    let sock = stream.as_fd().try_clone_to_owned()?;
+    let file = file.clone();
+    let sent = tokio::task::spawn_blocking(move || sendfile(sock.as_raw_fd(), &file, off, count))
+        .await
+        .map_err(io::Error::other)?;
+    match sent {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            // tokio saw the socket writable; clear that, to wait again.
+            let _ = stream.try_io(Interest::WRITABLE, || {
+                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+            });
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
+/// One `sendfile(2)` of at most `count` bytes of `file` from `off` to the
+/// socket `sock`.
+fn sendfile(sock: RawFd, file: &File, off: u64, count: u64) -> io::Result<u64> {
+    // Linux sends at most this much per call.
+    const MAX: u64 = 0x7fff_f000;
+    let mut offset = libc::off_t::try_from(off).map_err(io::Error::other)?;
+    let count = usize::try_from(count.min(MAX)).unwrap_or(usize::MAX);
+    // SAFETY: both descriptors are open for the call (`file` is borrowed,
+    // `sock` the caller's), and `offset` is a live `off_t` the kernel
+    // updates; no memory of ours is read or written besides it.
+    let n = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut offset, count) };
+    u64::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `struct cachestat_range` (include/uapi/linux/mman.h).
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+/// `struct cachestat` (include/uapi/linux/mman.h).
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// Whether the page cache holds every page of `len` bytes of `file` from
+/// `off`; false when the kernel cannot say.
+fn resident(file: &File, off: u64, len: u64) -> bool {
+    if len == 0 || NO_CACHESTAT.load(Ordering::Relaxed) {
+        return false;
+    }
+    let range = CachestatRange { off, len };
+    let mut stat = Cachestat::default();
+    // SAFETY: the kernel reads `range` and writes `stat`, both live and laid
+    // out as its uapi header declares; `file` is open for the call.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0u32,
+        )
+    };
+    if r != 0 {
+        if io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            NO_CACHESTAT.store(true, Ordering::Relaxed);
+        }
+        return false;
+    }
+    let page = page_size();
+    let pages = (off + len - 1) / page - off / page + 1;
+    stat.nr_cache >= pages
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    /// A file of `len` bytes, unlinked at once: the test holds it open.
+    fn scratch(name: &str, len: usize) -> (File, Vec<u8>) {
+        let path = std::env::temp_dir().join(format!("radio-{name}-{}", std::process::id()));
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        f.sync_all().unwrap();
+        (f, bytes)
+    }
+
+    /// Drops the file's clean pages from the page cache.
+    fn evict(f: &File) {
+        // SAFETY: the descriptor is open; the call only advises the kernel.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+    }
+
+    #[test]
+    fn a_file_just_written_is_resident() {
+        let (f, _) = scratch("resident", 3 << 20);
+        // The pages written are in the cache (a kernel without cachestat,
+        // or one that will not describe the file, says no: also sound).
+        let yes = resident(&f, 0, 3 << 20);
+        if !NO_CACHESTAT.load(Ordering::Relaxed) {
+            assert!(yes);
+            evict(&f);
+            assert!(!resident(&f, 0, 3 << 20));
+        }
+        // Past the end there is nothing to hold.
+        assert!(!resident(&f, 3 << 20, 1 << 20));
+    }
+
+    /// A range of a file, from the page cache and from the disk (the
+    /// blocking pool), arrives whole over a real socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_arrives_whole_from_the_cache_and_from_the_disk() {
+        use tokio::io::AsyncReadExt as _;
+        let (f, bytes) = scratch("range", 5 << 20);
+        let f = Arc::new(f);
+        for on_disk in [false, true] {
+            if on_disk {
+                evict(&f);
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reader = tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                got
+            });
+            let (server, _) = listener.accept().await.unwrap();
+            let sent = Counter::default();
+            let (start, len) = (12_345u64, (4 << 20) + 17);
+            send_file(
+                &server,
+                f.clone(),
+                start,
+                len,
+                Duration::from_secs(10),
+                &sent,
+            )
+            .await
+            .unwrap();
+            drop(server);
+            let got = reader.await.unwrap();
+            let want = &bytes[start as usize..(start + len) as usize];
+            assert!(got == want, "{} bytes, on disk: {on_disk}", got.len());
+            assert_eq!(sent.get(), len);
+        }
+    }
+}
