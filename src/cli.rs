@@ -425,8 +425,17 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientArgs {
     /// Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing).
-    #[arg(short, long, env = "RADIO_URL", value_name = "URL", default_value = "ws://127.0.0.1:8080/ws", value_parser = parse_url)]
-    pub url: String,
+    /// Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next.
+    #[arg(
+        short,
+        long,
+        env = "RADIO_URL",
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:8080/ws",
+        value_delimiter = ',',
+        value_parser = parse_url
+    )]
+    pub url: Vec<String>,
 
     /// Station name (1-64 of A-Z a-z 0-9 . _ -).
     #[arg(short, long, env = "RADIO_STATION", value_name = "NAME", value_parser = parse_station)]

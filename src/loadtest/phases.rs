@@ -167,6 +167,7 @@ impl RunPlan {
                     .is_empty()
                     .then_some(self.started_at_unix_ms),
                 handshake_timeout_ms: millis(HANDSHAKE_TIMEOUT),
+                churn_per_min: args.churn.map_or(0.0, |c| c.per_min / self.workers as f64),
             })
             .collect()
     }

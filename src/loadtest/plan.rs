@@ -50,6 +50,9 @@ pub(crate) struct WorkerPlan {
     pub epoch_server_ms: Option<i64>,
     /// Time one listener has for TCP connect, upgrade and `welcome`.
     pub handshake_timeout_ms: u64,
+    /// Listeners this worker replaces a minute once the ramp is done.
+    #[serde(default)]
+    pub churn_per_min: f64,
 }
 
 impl WorkerPlan {
@@ -172,6 +175,9 @@ pub(crate) struct Progress {
     pub syncs: u64,
     /// Fan-out p99 so far, in microseconds.
     pub p99_us: Option<u64>,
+    /// Listeners replaced by churn so far.
+    #[serde(default)]
+    pub churned: u64,
 }
 
 /// One update as seen by one worker's listeners.

@@ -89,6 +89,8 @@ pub(crate) struct Listeners {
     pub failed_by_reason: BTreeMap<String, u64>,
     /// Connections that ended after they were established.
     pub dropped: u64,
+    /// Listeners replaced by `--churn` (one disconnect and one connect each).
+    pub churned: u64,
     /// Seconds from the first connect attempt until every one was answered.
     pub ramp_s: f64,
     /// Established connections per second over the ramp.
@@ -254,6 +256,7 @@ impl Totals {
         listeners.connected += w.progress.connected;
         listeners.failed += w.progress.failed;
         listeners.dropped += w.progress.dropped;
+        listeners.churned += w.progress.churned;
         add_map(&mut listeners.failed_by_reason, &w.failed_by_reason);
         self.handshake.merge_data(&w.handshake_us);
         self.fanout.merge_data(&w.fanout_us);
@@ -431,6 +434,9 @@ fn human_listeners(s: &mut String, r: &Report) {
         map_line(&l.failed_by_reason),
         l.dropped
     );
+    if l.churned > 0 {
+        let _ = writeln!(s, "churn       {} listeners replaced", l.churned);
+    }
     let _ = writeln!(
         s,
         "connect     {:.1} s ramp, {:.0}/s; handshake p50 {} p90 {} p99 {} max {}",

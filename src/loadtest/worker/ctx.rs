@@ -88,6 +88,10 @@ pub(super) struct Ctx {
     pub(super) failed: AtomicU64,
     pub(super) dropped: AtomicU64,
     pub(super) syncs: AtomicU64,
+    /// Listeners replaced by churn (`--churn`).
+    pub(super) churned: AtomicU64,
+    /// Each slot's running task, for churn to end.
+    pub(super) tasks: super::churn::Tasks,
     /// Per local listener: its state and the highest `seq` it received.
     pub(super) state: Vec<AtomicU8>,
     pub(super) last_seq: Vec<AtomicU64>,
@@ -225,6 +229,7 @@ impl Ctx {
             failed: self.failed.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
+            churned: self.churned.load(Ordering::Relaxed),
             p99_us: fanout.quantile(0.99),
         }
     }
@@ -256,6 +261,8 @@ impl Ctx {
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            churned: AtomicU64::new(0),
+            tasks: super::churn::Tasks::new(count),
             state: (0..count).map(|_| AtomicU8::new(PENDING)).collect(),
             last_seq: (0..count).map(|_| AtomicU64::new(0)).collect(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),

@@ -21,6 +21,7 @@
 //! This file is the process: its plan, shared state, progress and report;
 //! `connection` is one listener's connection.
 
+mod churn;
 mod connection;
 mod ctx;
 
@@ -62,7 +63,8 @@ async fn ramp(ctx: Arc<Ctx>) -> Duration {
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         // Listener tasks end with the worker process: the runtime drops them
         // (and closes their sockets) when `worker_main` returns.
-        tokio::spawn(connection::listener(ctx.clone(), local, permit));
+        let task = tokio::spawn(connection::listener(ctx.clone(), local, permit));
+        ctx.tasks.set(local, task.abort_handle());
     }
     let total = ctx.plan.count as u64;
     while ctx.connected.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < total {
@@ -160,12 +162,14 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
     let mut out = tokio::io::stdout();
     let mut ramp_task = tokio::spawn(ramp(ctx.clone()));
     let mut ramp_ms = None;
+    let mut churn_task = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             r = &mut ramp_task, if ramp_ms.is_none() => {
                 let took = r.context("the ramp-up task failed")?;
                 ramp_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+                churn_task = Some(tokio::spawn(churn::run(ctx.clone())));
                 emit(&mut out, &WorkerMsg::RampDone(ctx.progress())).await?;
             }
             _ = tick.tick() => emit(&mut out, &WorkerMsg::Progress(ctx.progress())).await?,
@@ -179,6 +183,9 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                     ParentCmd::Finish { final_seqs, drain_ms } => {
                         if ramp_ms.is_none() {
                             ramp_task.abort();
+                        }
+                        if let Some(churn) = churn_task.take() {
+                            churn.abort();
                         }
                         drain(ctx, &final_seqs, Duration::from_millis(drain_ms)).await;
                         let report = report(ctx, &final_seqs, ramp_ms.unwrap_or(0));

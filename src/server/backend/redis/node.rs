@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::scripts::Scripts;
+use super::source::Source;
 use crate::protocol::{StationName, SyncState};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
@@ -110,7 +111,8 @@ pub(crate) struct Node {
     /// `node:boot`: every lease this process takes is `node:boot:conn`, so a
     /// node restarted under the same id never mistakes an old lease for its own.
     pub holder_prefix: String,
-    pub client: redis::Client,
+    /// Where the master is: one address, or what the Sentinels say.
+    pub source: Source,
     /// The command connection while Redis is reachable.
     pub conn: Mutex<Option<MultiplexedConnection>>,
     pub up: AtomicBool,
@@ -176,6 +178,12 @@ impl HoldState {
     }
 }
 
+/// A write refused by a replica: the master this node knows was demoted
+/// (a failover); the link is checked, and made again to the new master.
+pub(crate) fn read_only(e: &RedisError) -> bool {
+    e.code() == Some("READONLY") || e.to_string().contains("READONLY")
+}
+
 /// Locks a node mutex. A poisoned lock only means a panic elsewhere
 /// mid-update of plain data.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -215,7 +223,7 @@ impl Node {
     }
 
     fn failed(&self, e: &RedisError) {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || read_only(e) {
             tracing::debug!(error = %e, "Redis request failed");
             self.broken.notify_one();
         } else {
