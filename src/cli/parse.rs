@@ -38,9 +38,7 @@ pub(crate) fn parse_per_minute(s: &str) -> Result<PerMinute, String> {
         _ => return Err(format!("{per:?} is not a unit: write 1000/min or 20/s")),
     };
     match n.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(PerMinute {
-            per_min: n * scale,
-        }),
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(PerMinute { per_min: n * scale }),
         _ => Err(format!(
             "{n:?} is not a rate: write a number and a unit, like 1000/min or 20/s"
         )),

@@ -104,7 +104,10 @@ mod tests {
     #[test]
     fn one_url_fails_at_once_before_it_was_reached() {
         let mut n = Nodes::new(&["ws://a/ws".into()]).unwrap();
-        assert!(n.after_failed_connect(&err(), &mut Backoff::default()).is_err());
+        assert!(
+            n.after_failed_connect(&err(), &mut Backoff::default())
+                .is_err()
+        );
     }
 
     #[test]

@@ -263,11 +263,7 @@ mod tests {
             u,
             SentinelUrl {
                 tls: false,
-                sentinels: vec![
-                    ("a".into(), 26380),
-                    ("b".into(), 26379),
-                    ("::1".into(), 5)
-                ],
+                sentinels: vec![("a".into(), 26380), ("b".into(), 26379), ("::1".into(), 5)],
                 master: "mymaster".into(),
                 db: 0,
                 username: None,

@@ -562,10 +562,12 @@ impl Bus {
 /// Whether a `ROLE` reply is a master's (its first element `master`).
 fn is_master(role: &redis::Value) -> bool {
     match role {
-        redis::Value::Array(items) => matches!(
-            items.first(),
-            Some(redis::Value::BulkString(b)) if b == b"master"
-        ) || matches!(items.first(), Some(redis::Value::SimpleString(s)) if s == "master"),
+        redis::Value::Array(items) => {
+            matches!(
+                items.first(),
+                Some(redis::Value::BulkString(b)) if b == b"master"
+            ) || matches!(items.first(), Some(redis::Value::SimpleString(s)) if s == "master")
+        }
         _ => false,
     }
 }
