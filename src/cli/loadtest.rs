@@ -59,6 +59,13 @@ pub(crate) struct LoadtestArgs {
     #[arg(long, env = "RADIO_LOADTEST_CHURN", value_name = "RATE", value_parser = parse_per_minute)]
     pub churn: Option<PerMinute>,
 
+    /// On a lost connection, listeners connect again to the next --url and
+    /// broadcasters resume their station there, with the clients' backoff;
+    /// the report counts reconnects. SIGUSR1 marks a moment (a fault): the
+    /// report says how long until every listener held the newest state again.
+    #[arg(long, env = "RADIO_LOADTEST_RECONNECT")]
+    pub reconnect: bool,
+
     /// Worker processes, or `auto` (one per 15,000 connections).
     #[arg(
         long,

@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::plan::{
-    MAX_INFLIGHT_HANDSHAKES, ParentCmd, UpdateSeen, WorkerMsg, WorkerPlan, WorkerReport,
+    MAX_INFLIGHT_HANDSHAKES, ParentCmd, Progress, UpdateSeen, WorkerMsg, WorkerPlan, WorkerReport,
 };
 use super::stats::Hist;
 use crate::client::{self, ClockOffset};
@@ -163,6 +163,17 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
     let mut ramp_task = tokio::spawn(ramp(ctx.clone()));
     let mut ramp_ms = None;
     let mut churn_task = None;
+    // The parent's latest newest-`seq`s, that progress counts against.
+    let mut newest: (u64, Vec<u64>) = (0, Vec::new());
+    let progress = |newest: &(u64, Vec<u64>)| {
+        let (down, behind) = ctx.behind(&newest.1);
+        Progress {
+            newest_id: newest.0,
+            down,
+            behind,
+            ..ctx.progress()
+        }
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -170,9 +181,9 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                 let took = r.context("the ramp-up task failed")?;
                 ramp_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
                 churn_task = Some(tokio::spawn(churn::run(ctx.clone())));
-                emit(&mut out, &WorkerMsg::RampDone(ctx.progress())).await?;
+                emit(&mut out, &WorkerMsg::RampDone(progress(&newest))).await?;
             }
-            _ = tick.tick() => emit(&mut out, &WorkerMsg::Progress(ctx.progress())).await?,
+            _ = tick.tick() => emit(&mut out, &WorkerMsg::Progress(progress(&newest))).await?,
             line = stdin.next_line() => {
                 let Some(line) = line? else {
                     return Ok(ExitCode::FAILURE); // the parent went away
@@ -180,6 +191,11 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                 let cmd: ParentCmd = serde_json::from_str(&line)
                     .with_context(|| format!("unknown command from the parent: {line}"))?;
                 match cmd {
+                    ParentCmd::Newest { id, seqs } => {
+                        newest = (id, seqs);
+                        // Answered at once: the parent times convergence.
+                        emit(&mut out, &WorkerMsg::Progress(progress(&newest))).await?;
+                    }
                     ParentCmd::Finish { final_seqs, drain_ms } => {
                         if ramp_ms.is_none() {
                             ramp_task.abort();
@@ -220,7 +236,10 @@ async fn drain(ctx: &Ctx, final_seqs: &[u64], limit: Duration) {
 fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
     let (station_listeners, station_holding_final) = station_counts(ctx, final_seqs);
     let mut r = WorkerReport {
-        progress: ctx.progress(),
+        progress: Progress {
+            down: ctx.behind(final_seqs).0,
+            ..ctx.progress()
+        },
         failed_by_reason: lock(&ctx.failed_by_reason).clone(),
         handshake_us: lock(&ctx.handshake_us).data(),
         station_listeners,
