@@ -337,7 +337,8 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 
     /// Join a cluster through this Redis server (redis://[user:password@]host:port/db,
-    /// or rediss:// for TLS).
+    /// or rediss:// for TLS), or through the Sentinels that name its master
+    /// (redis+sentinel://host:port,host:port/MASTER[/db], or rediss+sentinel://).
     #[arg(long, env = "RADIO_REDIS", value_name = "URL", hide_env_values = true)]
     pub redis: Option<String>,
 

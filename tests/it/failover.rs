@@ -217,3 +217,102 @@ async fn clients_with_two_urls_move_when_their_node_is_killed() {
     );
     kill(&mut listen);
 }
+
+/// `radio loadtest ARGS... --json FILE`, as a process; gives it and the
+/// report's path (read once it exited).
+fn loadtest(args: &[&str], dir: &crate::support::TempDir) -> (std::process::Child, String) {
+    let json = dir.path().join("report.json");
+    let json = json.to_str().expect("utf-8 temp path").to_owned();
+    let child = std::process::Command::new(radio_bin())
+        .arg("loadtest")
+        .args(args)
+        .args(["--json", &json])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start radio loadtest");
+    (child, json)
+}
+
+fn report(child: std::process::Child, json: &str) -> Value {
+    let out = child.wait_with_output().expect("radio loadtest runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "radio loadtest failed:\n{stdout}");
+    serde_json::from_slice(&std::fs::read(json).expect("the JSON report is written"))
+        .unwrap_or_else(|e| panic!("the report is JSON ({e}):\n{stdout}"))
+}
+
+#[test]
+fn loadtest_churn_replaces_listeners_and_every_one_ends_with_the_newest_state() {
+    let server = Server::spawn_process(&["--max-connections-per-ip", "0"]);
+    let dir = crate::support::TempDir::new("churn");
+    let url = server.ws_url();
+    let (child, json) = loadtest(
+        &[
+            "--url",
+            &url,
+            "--listeners",
+            "30",
+            "--duration",
+            "3s",
+            "--churn",
+            "20/s",
+            "--min-delivery",
+            "100",
+        ],
+        &dir,
+    );
+    let r = report(child, &json);
+    let churned = r["listeners"]["churned"].as_u64().expect("churned");
+    // 20 a second for 3 s (and until the workers are told to finish); a
+    // busy machine may fall a little behind.
+    assert!((30..=150).contains(&churned), "{churned} churned: {r:#}");
+    assert_eq!(r["listeners"]["connected"], 30, "{r:#}");
+    assert_eq!(r["final_state_delivery_pct"], 100.0);
+}
+
+#[tokio::test]
+async fn loadtest_reconnects_when_a_node_dies_and_times_the_mark() {
+    let redis = Redis::start().await;
+    let mut a = node_process(&redis, "a");
+    let b = node(&redis.url(), "b");
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    let dir = crate::support::TempDir::new("reconnect");
+    let (ua, ub) = (a.ws_url(), b.ws_url());
+    // Station 0's broadcaster and half the listeners start on node a.
+    let (mut child, json) = loadtest(
+        &[
+            "--url",
+            &ua,
+            "--url",
+            &ub,
+            "--listeners",
+            "40",
+            "--stations",
+            "2",
+            "--duration",
+            "10s",
+            "--reconnect",
+        ],
+        &dir,
+    );
+    let stdout = crate::support::cli::lines(child.stdout.take().expect("loadtest's stdout"));
+    wait_for(&stdout, "the ramp", |l| l.contains("ramp done"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.kill();
+    crate::support::process::signal(child.id(), "USR1");
+    wait_for(&stdout, "convergence after the mark", |l| {
+        l.contains("mark 1: every listener holds the newest state again")
+    });
+    let r = report(child, &json);
+    let l = &r["listeners"];
+    assert!(l["reconnects"].as_u64() >= Some(20), "{r:#}");
+    assert_eq!(l["down_at_end"], 0, "{r:#}");
+    assert!(l["broadcaster_resumes"].as_u64() >= Some(1), "{r:#}");
+    assert_eq!(r["seq_regressions"], 0, "{r:#}");
+    assert_eq!(r["final_state_delivery_pct"], 100.0, "{r:#}");
+    let mark = &r["marks"][0];
+    assert!(mark["converged_after_s"].as_f64().is_some(), "{r:#}");
+    assert!(mark["reconnects"].as_u64() >= Some(20), "{r:#}");
+}

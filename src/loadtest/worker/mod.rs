@@ -44,7 +44,7 @@ use super::plan::{
 };
 use super::stats::Hist;
 use crate::client::{self, ClockOffset};
-use ctx::{CONNECTED, Ctx, DROPPED, lock};
+use ctx::{CONNECTED, Ctx, DROPPED, PENDING, lock};
 
 /// Attempts every listener of this worker at the planned rate, with a bounded
 /// number of handshakes in flight. Returns when each one connected or failed.
@@ -200,10 +200,8 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                         if ramp_ms.is_none() {
                             ramp_task.abort();
                         }
-                        if let Some(churn) = churn_task.take() {
-                            churn.abort();
-                        }
-                        drain(ctx, &final_seqs, Duration::from_millis(drain_ms)).await;
+                        let churned = churn_task.take().map(|churn| churn.abort()).is_some();
+                        drain(ctx, &final_seqs, Duration::from_millis(drain_ms), churned).await;
                         let report = report(ctx, &final_seqs, ramp_ms.unwrap_or(0));
                         emit(&mut out, &WorkerMsg::Report(Box::new(report))).await?;
                         return Ok(ExitCode::SUCCESS);
@@ -214,16 +212,19 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Waits until every connected listener holds its station's final `seq`, or
+/// Waits until every connected listener holds its station's final `seq`
+/// (and, after churn, every replacement in its handshake is connected), or
 /// `limit` passes.
-async fn drain(ctx: &Ctx, final_seqs: &[u64], limit: Duration) {
+async fn drain(ctx: &Ctx, final_seqs: &[u64], limit: Duration, churned: bool) {
     let deadline = Instant::now() + limit;
     loop {
         let behind = (0..ctx.plan.count).any(|local| {
             let station = ctx.plan.station_of(ctx.plan.first + local);
-            ctx.state[local].load(Ordering::Relaxed) == CONNECTED
-                && ctx.last_seq[local].load(Ordering::Relaxed)
-                    < final_seqs.get(station).copied().unwrap_or(0)
+            let state = ctx.state[local].load(Ordering::Relaxed);
+            (churned && state == PENDING)
+                || state == CONNECTED
+                    && ctx.last_seq[local].load(Ordering::Relaxed)
+                        < final_seqs.get(station).copied().unwrap_or(0)
         });
         if !behind || Instant::now() >= deadline {
             return;
