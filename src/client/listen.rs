@@ -115,7 +115,7 @@ impl Listener {
             self.nodes.reached();
             if let Some(player) = &mut self.player {
                 // Media comes from the node the listener is on.
-                player.move_to(Endpoint::of_ws_url(self.nodes.current())?);
+                player.endpoint = Endpoint::of_ws_url(self.nodes.current())?;
             }
             backoff.reset();
             self.status.connected = true;

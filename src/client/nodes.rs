@@ -124,11 +124,11 @@ mod tests {
     fn once_reached_failures_are_waited_out() {
         let mut n = Nodes::new(&["a".into(), "b".into()]).unwrap();
         n.reached();
+        assert_eq!(n.after_lost(), Some("ws://b/ws"));
+        assert_eq!(n.after_lost(), Some("ws://a/ws"));
         let mut b = Backoff::default();
         for _ in 0..5 {
             n.after_failed_connect(&err(), &mut b).unwrap();
         }
-        assert_eq!(n.after_lost(), Some("ws://b/ws"));
-        assert_eq!(n.after_lost(), Some("ws://a/ws"));
     }
 }

@@ -357,12 +357,3 @@ fn remove_dir(dir: Option<&Path>) {
         }
     }
 }
-
-/// Following a listener that moved to another node of the cluster.
-impl follow::Follow {
-    /// Loads the next tracks from `endpoint`, the node the listener is on
-    /// now (the one before may be gone).
-    pub(crate) fn move_to(&mut self, endpoint: crate::client::http::Endpoint) {
-        self.endpoint = endpoint;
-    }
-}

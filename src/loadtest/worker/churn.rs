@@ -9,37 +9,15 @@
 //! and `tune_in` as in the ramp. Slots are churned in turn, so over a long
 //! run every listener is replaced about equally often.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
 
 use super::connection;
-use super::ctx::{CONNECTED, Ctx, PENDING, lock};
+use super::ctx::{CONNECTED, Ctx, PENDING};
 use crate::loadtest::plan::MAX_INFLIGHT_HANDSHAKES;
-
-/// Each listener slot's running task, so that churn can end it.
-#[derive(Default)]
-pub(super) struct Tasks(Mutex<Vec<Option<AbortHandle>>>);
-
-impl Tasks {
-    pub(super) fn new(count: usize) -> Self {
-        Self(Mutex::new(vec![None; count]))
-    }
-
-    /// Records the task now running slot `local`.
-    pub(super) fn set(&self, local: usize, task: AbortHandle) {
-        if let Some(slot) = lock(&self.0).get_mut(local) {
-            *slot = Some(task);
-        }
-    }
-
-    fn take(&self, local: usize) -> Option<AbortHandle> {
-        lock(&self.0).get_mut(local).and_then(Option::take)
-    }
-}
 
 /// Churns this worker's share of `--churn` until the worker ends. Does
 /// nothing without churn.

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -59,6 +60,27 @@ pub(crate) async fn resolve(url: &str) -> anyhow::Result<Target> {
     })
 }
 
+/// Each listener slot's running task, so that churn can end it.
+#[derive(Default)]
+pub(super) struct Tasks(Mutex<Vec<Option<AbortHandle>>>);
+
+impl Tasks {
+    pub(super) fn new(count: usize) -> Self {
+        Self(Mutex::new(vec![None; count]))
+    }
+
+    /// Records the task now running slot `local`.
+    pub(super) fn set(&self, local: usize, task: AbortHandle) {
+        if let Some(slot) = lock(&self.0).get_mut(local) {
+            *slot = Some(task);
+        }
+    }
+
+    pub(super) fn take(&self, local: usize) -> Option<AbortHandle> {
+        lock(&self.0).get_mut(local).and_then(Option::take)
+    }
+}
+
 /// What one shard of listeners has measured.
 #[derive(Default)]
 pub(super) struct Shard {
@@ -95,7 +117,7 @@ pub(super) struct Ctx {
     pub(super) reconnects: AtomicU64,
     pub(super) reconnect_failures: AtomicU64,
     /// Each slot's running task, for churn to end.
-    pub(super) tasks: super::churn::Tasks,
+    pub(super) tasks: Tasks,
     /// Per local listener: its state and the highest `seq` it received.
     pub(super) state: Vec<AtomicU8>,
     pub(super) last_seq: Vec<AtomicU64>,
@@ -309,7 +331,7 @@ impl Ctx {
             churned: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             reconnect_failures: AtomicU64::new(0),
-            tasks: super::churn::Tasks::new(count),
+            tasks: Tasks::new(count),
             state: (0..count).map(|_| AtomicU8::new(PENDING)).collect(),
             last_seq: (0..count).map(|_| AtomicU64::new(0)).collect(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),

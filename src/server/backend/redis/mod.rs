@@ -70,8 +70,8 @@ use node::{BusCmd, Entry, Node, OP_TIMEOUT, lock, unavailable};
 use scripts::Scripts;
 use subscriber::Bus;
 
-pub use node::Config;
 pub(crate) use owned::RedisOwned;
+pub use source::Config;
 
 /// The Redis backend; cheap to clone.
 #[derive(Clone)]

@@ -1,4 +1,5 @@
-//! Where this node finds the cluster's Redis: at one address (`redis://`,
+//! The cluster settings (`--redis` and the rest) and where they say this
+//! node finds the cluster's Redis: at one address (`redis://`,
 //! `rediss://`), or through Redis Sentinel (`redis+sentinel://`,
 //! `rediss+sentinel://`), which names the current master each time the node
 //! connects. After a failover the node's links break (the old master died,
@@ -8,16 +9,96 @@
 //! the asynchronous replication may have lost.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use percent_encoding::percent_decode_str;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, RedisResult, TlsMode};
 
-use super::node::{Config, lock, masked};
-
 /// The port of a Sentinel given without one.
 const SENTINEL_PORT: u16 = 26379;
+
+/// Cluster settings from `radio serve`'s flags.
+#[derive(Clone)]
+pub struct Config {
+    /// May hold a password: shown only through [`masked`].
+    pub redis_url: String,
+    pub node_id: String,
+    /// Lease time: a dead node's stations go offline this long after its
+    /// last renewal.
+    pub lease: Duration,
+    /// How long a disconnected broadcaster may resume with its token.
+    pub grace: Duration,
+    /// `--redis-ca-cert`: the CA a `rediss://` Redis's certificate must
+    /// chain to (default: the system's roots).
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// `--max-stations`: most stations live in the cluster at once.
+    pub max_stations: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("redis_url", &masked(&self.redis_url))
+            .field("node_id", &self.node_id)
+            .field("lease", &self.lease)
+            .field("grace", &self.grace)
+            .field("ca_cert", &self.ca_cert)
+            .field("max_stations", &self.max_stations)
+            .finish()
+    }
+}
+
+/// The Redis client for `cfg`: `redis://`, or `rediss://` (TLS through
+/// rustls) trusting `--redis-ca-cert` when given. Errors name the URL with
+/// its password masked.
+fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
+    let shown = masked(&cfg.redis_url);
+    let url = cfg.redis_url.as_str();
+    let result = match &cfg.ca_cert {
+        None => redis::Client::open(url),
+        Some(path) => {
+            if !url.starts_with("rediss://") {
+                anyhow::bail!(
+                    "--redis-ca-cert is for TLS connections; write the Redis URL as rediss://…                      (it is {shown})"
+                );
+            }
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --redis-ca-cert {}: {e}", path.display())
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(url, certs)
+        }
+    };
+    // The redis crate's own message does not repeat the URL.
+    result.map_err(|e| {
+        anyhow::anyhow!(
+            "--redis {shown} is not a usable Redis URL ({e}); write it like \
+             redis://127.0.0.1:6379/0 or rediss://host:6380/0"
+        )
+    })
+}
+
+/// A Redis URL fit to print: its password (everything of the user info
+/// after the user name, or all of it when it has no `:`) replaced by `***`.
+/// Works on malformed URLs too, which is when they are printed.
+pub(crate) fn masked(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+        return url.to_owned();
+    };
+    let userinfo = &url[start..at];
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{}{user}{}", &url[..start], &url[at..])
+}
 
 /// How this node reaches the master.
 pub(crate) enum Source {
@@ -53,7 +134,7 @@ impl Source {
     pub(crate) fn new(cfg: &Config) -> anyhow::Result<Source> {
         let url = cfg.redis_url.as_str();
         if !is_sentinel(url) {
-            return super::node::client(cfg).map(Source::Direct);
+            return client(cfg).map(Source::Direct);
         }
         let shown = masked(url);
         let parsed = parse_sentinel_url(url).with_context(|| {
@@ -111,7 +192,10 @@ impl Source {
             return None;
         };
         let now = client.get_connection_info().addr().to_string();
-        let before = lock(last).replace(now.clone());
+        let before = last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(now.clone());
         match before {
             Some(before) if before != now => Some((before, format!("{now} ({master})"))),
             _ => None,
@@ -255,6 +339,19 @@ fn sentinel_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            masked("redis://user:hunter2@h:6379/0"),
+            "redis://user:***@h:6379/0"
+        );
+        assert_eq!(masked("rediss://:hunter2@h/0"), "rediss://:***@h/0");
+        assert_eq!(masked("redis://hunter2@h"), "redis://***@h");
+        assert_eq!(masked("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(masked("nonsense:hunter2@x"), "nonsense:***@x");
+        assert!(!masked("redis://u:p@ss@h/0").contains("p@ss"));
+    }
 
     #[test]
     fn sentinel_urls() {
