@@ -100,11 +100,27 @@ fn bind_address_no_port(_socket: &TcpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The node of global listener `i`'s `hop`th connection (0: its first)
+/// among `n`: its own node, then the others in turn, starting at one that
+/// depends on `i`, so that the listeners of a node that dies spread evenly
+/// over the rest instead of all landing on the next one.
+pub(super) fn failover_node(i: usize, hop: usize, n: usize) -> usize {
+    let start = i % n;
+    if n < 2 || hop % n == 0 {
+        return start;
+    }
+    let offset = (i / n) % (n - 1);
+    (start + 1 + (hop % n - 1 + offset) % (n - 1)) % n
+}
+
 /// One listener, from TCP connect to the end of the run. With
-/// `--reconnect`, a lost connection is made again on the next node, after
-/// the clients' backoff, until the run ends.
+/// `--reconnect`, a lost connection is made again on another node
+/// ([`failover_node`]), after the clients' backoff, until the run ends.
 pub(super) async fn listener(ctx: Arc<Ctx>, local: usize, permit: OwnedSemaphorePermit) {
-    let mut node = ctx.plan.url_of(ctx.plan.first + local);
+    let i = ctx.plan.first + local;
+    let n = ctx.targets.len();
+    let mut hop = 0;
+    let mut node = ctx.plan.url_of(i);
     if !ctx.plan.reconnect {
         session(&ctx, local, node, Some(permit)).await;
         return;
@@ -120,7 +136,8 @@ pub(super) async fn listener(ctx: Arc<Ctx>, local: usize, permit: OwnedSemaphore
         if reached {
             backoff.reset();
         }
-        node = (node + 1) % ctx.targets.len();
+        hop += 1;
+        node = failover_node(i, hop, n);
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }
@@ -262,5 +279,25 @@ where
             Some(Ok(_)) => {}
             Some(Err(_)) | None => return ctx.drop_listener(local),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failover_node;
+
+    #[test]
+    fn a_dead_nodes_listeners_spread_over_the_rest_and_every_node_is_tried() {
+        let n = 3;
+        // The listeners of node 0 (i = 0, 3, 6, ...) move to 1 and 2 in turn.
+        let next: Vec<usize> = (0..6).map(|k| failover_node(3 * k, 1, n)).collect();
+        assert_eq!(next, vec![1, 2, 1, 2, 1, 2]);
+        for i in 0..12 {
+            let mut seen: Vec<usize> = (0..n).map(|hop| failover_node(i, hop, n)).collect();
+            assert_eq!(seen[0], i % n, "starts at its own node");
+            seen.sort_unstable();
+            assert_eq!(seen, vec![0, 1, 2], "listener {i} tries every node");
+        }
+        assert_eq!(failover_node(5, 3, 1), 0);
     }
 }
