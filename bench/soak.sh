@@ -3,9 +3,10 @@
 # listeners for DURATION (1h) while CHURN (1000/min) of them disconnect and
 # are replaced, and a broadcaster updates its station every second. Every
 # 10 s the server's resident memory, open files, threads, runtime tasks,
-# WebSocket connections and listeners go to a CSV; at the end the script
-# compares the first minute after the ramp with the last minute of the run
-# and says, per figure, whether it ended within 5% of where it started.
+# WebSocket connections and listeners go to a CSV; at the end
+# bench/soak-summary.py compares the last minute of the run with its first
+# minute and with the minute a quarter of the way in, and says, per figure,
+# whether it ended within 5% of each.
 #
 #   bench/soak.sh                                 # the full hour
 #   DURATION=5m LISTENERS=2000 CHURN=200/min bench/soak.sh   # a quick look
@@ -82,54 +83,7 @@ sleep "$INTERVAL"
 sample after
 stop_server
 
-python3 - "$OUT/samples.csv" "$TOLERANCE_PCT" "$LISTENERS" "$DURATION" "$CHURN" "$status" >"$OUT/summary.md" <<'EOF'
-import csv, statistics, sys
-path, tol, listeners, duration, churn, status = sys.argv[1:]
-tol = float(tol)
-rows = list(csv.DictReader(open(path)))
-run = [r for r in rows if r["phase"] == "run"]
-cols = ["rss_bytes", "open_files", "threads", "runtime_tasks", "connections", "listeners"]
-print(f"soak: {listeners} listeners, {churn} churn, {duration}; loadtest exit {status}; {len(run)} samples in the run")
-if len(run) < 12:
-    print("too few samples in the run phase to compare its start and end")
-    sys.exit(0)
-# A minute at each end (six samples), as medians: one sample may catch a
-# churn or a scrape at a bad moment.
-head, tail = run[:6], run[-6:]
-def med(rs, c):
-    vals = [float(r[c]) for r in rs if r[c] not in ("", None)]
-    return statistics.median(vals) if vals else None
-ok_all = True
-print()
-print("| figure | start (first minute) | end (last minute) | change | within %g%% |" % tol)
-print("|---|---|---|---|---|")
-for c in cols:
-    a, b = med(head, c), med(tail, c)
-    if a is None or b is None:
-        print(f"| {c} | {a} | {b} | n/a | n/a |")
-        continue
-    change = (b - a) / a * 100 if a else 0.0
-    ok = abs(change) <= tol
-    if c == "threads":
-        # Tokio's blocking pool starts and ends threads by itself (a file
-        # read, a DNS lookup): shown, not judged; tasks are the leak check.
-        print(f"| {c} | {a:.0f} | {b:.0f} | {change:+.1f}% | (not judged) |")
-        continue
-    ok_all &= ok
-    fmt = (lambda v: f"{v/1048576:.1f} MiB") if c == "rss_bytes" else (lambda v: f"{v:.0f}")
-    print(f"| {c} | {fmt(a)} | {fmt(b)} | {change:+.1f}% | {'yes' if ok else 'NO'} |")
-accepted = [float(r["connections_accepted_total"]) for r in run if r["connections_accepted_total"]]
-if len(accepted) >= 2:
-    mins = (int(run[-1]["unix_s"]) - int(run[0]["unix_s"])) / 60
-    print(f"\nconnections accepted during the run: {accepted[-1]-accepted[0]:.0f} over {mins:.0f} min")
-before = [r for r in rows if r["phase"] == "before"]
-after = [r for r in rows if r["phase"] == "after"]
-if before and after:
-    b, a = before[0], after[-1]
-    print(f"idle before/after: rss {float(b['rss_bytes'])/1048576:.1f} -> {float(a['rss_bytes'])/1048576:.1f} MiB, "
-          f"open files {b['open_files']} -> {a['open_files']}, tasks {b['runtime_tasks']} -> {a['runtime_tasks']}, "
-          f"threads {b['threads']} -> {a['threads']}")
-print(f"\nverdict: {'every figure ended within ' + str(tol) + '% of its start' if ok_all else 'some figure did NOT end within ' + str(tol) + '%'}")
-EOF
+python3 bench/soak-summary.py "$OUT/samples.csv" "$TOLERANCE_PCT" "$LISTENERS" "$DURATION" "$CHURN" "$status" \
+  >"$OUT/summary.md"
 cat "$OUT/summary.md"
 exit "$status"
