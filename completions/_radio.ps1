@@ -62,7 +62,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve https and wss with this certificate chain (PEM); needs --tls-key. Read again on SIGHUP')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'The private key (PEM) of --tls-cert')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format')
-            [CompletionResult]::new('--redis', '--redis', [CompletionResultType]::ParameterName, 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS)')
+            [CompletionResult]::new('--redis', '--redis', [CompletionResultType]::ParameterName, 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS), or through the Sentinels that name its master (redis+sentinel://host:port,host:port/MASTER[/db], or rediss+sentinel://)')
             [CompletionResult]::new('--redis-ca-cert', '--redis-ca-cert', [CompletionResultType]::ParameterName, 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system''s roots)')
             [CompletionResult]::new('--node-id', '--node-id', [CompletionResultType]::ParameterName, 'This node''s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis')
             [CompletionResult]::new('--lease', '--lease', [CompletionResultType]::ParameterName, 'Cluster mode: how long a station''s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first')
@@ -88,8 +88,8 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             break
         }
         'radio;broadcast' {
-            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
+            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server''s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate')
@@ -110,8 +110,8 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             break
         }
         'radio;listen' {
-            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
-            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)')
+            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--station', '--station', [CompletionResultType]::ParameterName, 'Station name (1-64 of A-Z a-z 0-9 . _ -)')
             [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server''s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate')
@@ -136,6 +136,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--update-interval', '--update-interval', [CompletionResultType]::ParameterName, 'Each broadcaster sends an `update` this often')
             [CompletionResult]::new('--heartbeat-interval', '--heartbeat-interval', [CompletionResultType]::ParameterName, 'Each broadcaster also sends a `heartbeat` this often (off by default)')
             [CompletionResult]::new('--connect-rate', '--connect-rate', [CompletionResultType]::ParameterName, 'New connections per second, over all workers (0: as fast as accepted)')
+            [CompletionResult]::new('--churn', '--churn', [CompletionResultType]::ParameterName, 'Once every listener is connected, replace this many a minute (one disconnect and one connect each), like `1000/min` or `20/s`')
             [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker processes, or `auto` (one per 15,000 connections)')
             [CompletionResult]::new('--source-addrs', '--source-addrs', [CompletionResultType]::ParameterName, 'Local addresses to bind client sockets to: a range `A-B` or a list `A,B` (default for a loopback target: 127.0.0.1 onward, as many as needed)')
             [CompletionResult]::new('--station-prefix', '--station-prefix', [CompletionResultType]::ParameterName, 'Prefix of the station names used')
@@ -146,6 +147,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--min-delivery', '--min-delivery', [CompletionResultType]::ParameterName, 'Fail (exit 1) when final-state delivery is below this percentage')
             [CompletionResult]::new('--server-pid', '--server-pid', [CompletionResultType]::ParameterName, 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('--reconnect', '--reconnect', [CompletionResultType]::ParameterName, 'On a lost connection, listeners connect again to the next --url and broadcasters resume their station there, with the clients'' backoff; the report counts reconnects. SIGUSR1 marks a moment (a fault): the report says how long until every listener held the newest state again')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -58,7 +58,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --tls-cert 'Serve https and wss with this certificate chain (PEM); needs --tls-key. Read again on SIGHUP'
             cand --tls-key 'The private key (PEM) of --tls-cert'
             cand --log-format 'Log format'
-            cand --redis 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS)'
+            cand --redis 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS), or through the Sentinels that name its master (redis+sentinel://host:port,host:port/MASTER[/db], or rediss+sentinel://)'
             cand --redis-ca-cert 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system''s roots)'
             cand --node-id 'This node''s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis'
             cand --lease 'Cluster mode: how long a station''s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first'
@@ -83,8 +83,8 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --version 'Print version'
         }
         &'radio;broadcast'= {
-            cand -u 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
-            cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
+            cand -u 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next'
+            cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next'
             cand -s 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
             cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
             cand --ca-cert 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server''s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate'
@@ -104,8 +104,8 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --version 'Print version'
         }
         &'radio;listen'= {
-            cand -u 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
-            cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)'
+            cand -u 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next'
+            cand --url 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next'
             cand -s 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
             cand --station 'Station name (1-64 of A-Z a-z 0-9 . _ -)'
             cand --ca-cert 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server''s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate'
@@ -129,6 +129,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --update-interval 'Each broadcaster sends an `update` this often'
             cand --heartbeat-interval 'Each broadcaster also sends a `heartbeat` this often (off by default)'
             cand --connect-rate 'New connections per second, over all workers (0: as fast as accepted)'
+            cand --churn 'Once every listener is connected, replace this many a minute (one disconnect and one connect each), like `1000/min` or `20/s`'
             cand --workers 'Worker processes, or `auto` (one per 15,000 connections)'
             cand --source-addrs 'Local addresses to bind client sockets to: a range `A-B` or a list `A,B` (default for a loopback target: 127.0.0.1 onward, as many as needed)'
             cand --station-prefix 'Prefix of the station names used'
@@ -139,6 +140,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --min-delivery 'Fail (exit 1) when final-state delivery is below this percentage'
             cand --server-pid 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)'
             cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
+            cand --reconnect 'On a lost connection, listeners connect again to the next --url and broadcasters resume their station there, with the clients'' backoff; the report counts reconnects. SIGUSR1 marks a moment (a fault): the report says how long until every listener held the newest state again'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

@@ -62,7 +62,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-cert -d 'Serve
 complete -c radio -n "__fish_radio_using_subcommand serve" -l tls-key -d 'The private key (PEM) of --tls-cert' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line, for log collectors'"
-complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS), or through the Sentinels that name its master (redis+sentinel://host:port,host:port/MASTER[/db], or rediss+sentinel://)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l redis-ca-cert -d 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system\'s roots)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l node-id -d 'This node\'s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l lease -d 'Cluster mode: how long a station\'s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first' -r
@@ -85,7 +85,7 @@ never\t''"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l reuse-port -d 'Share the listening port with other processes (SO_REUSEPORT)'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand broadcast" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
+complete -c radio -n "__fish_radio_using_subcommand broadcast" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server\'s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s k -l key -d 'Broadcast key, when the server requires one' -r
@@ -100,7 +100,7 @@ complete -c radio -n "__fish_radio_using_subcommand broadcast" -l stop-at-end -d
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -l json -d 'Print each state as one JSON line instead of a sentence'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand broadcast" -s V -l version -d 'Print version'
-complete -c radio -n "__fish_radio_using_subcommand listen" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing)' -r
+complete -c radio -n "__fish_radio_using_subcommand listen" -s u -l url -d 'Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing). Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -s s -l station -d 'Station name (1-64 of A-Z a-z 0-9 . _ -)' -r
 complete -c radio -n "__fish_radio_using_subcommand listen" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for the server\'s wss:// and https:// (its library, its media; mpv too): for a server with a private CA or a self-signed certificate' -r -F
 complete -c radio -n "__fish_radio_using_subcommand listen" -l player -d 'Play the station\'s sound through this player, kept on the station\'s position (it must be installed: `apt-get install mpv`)' -r -f -a "mpv\t'mpv, over its JSON IPC'"
@@ -119,6 +119,7 @@ complete -c radio -n "__fish_radio_using_subcommand loadtest" -l duration -d 'Ho
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l update-interval -d 'Each broadcaster sends an `update` this often' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l heartbeat-interval -d 'Each broadcaster also sends a `heartbeat` this often (off by default)' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l connect-rate -d 'New connections per second, over all workers (0: as fast as accepted)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l churn -d 'Once every listener is connected, replace this many a minute (one disconnect and one connect each), like `1000/min` or `20/s`' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l workers -d 'Worker processes, or `auto` (one per 15,000 connections)' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l source-addrs -d 'Local addresses to bind client sockets to: a range `A-B` or a list `A,B` (default for a loopback target: 127.0.0.1 onward, as many as needed)' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l station-prefix -d 'Prefix of the station names used' -r
@@ -131,6 +132,7 @@ complete -c radio -n "__fish_radio_using_subcommand loadtest" -l server-pid -d '
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
 always\t''
 never\t''"
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l reconnect -d 'On a lost connection, listeners connect again to the next --url and broadcasters resume their station there, with the clients\' backoff; the report counts reconnects. SIGUSR1 marks a moment (a fault): the report says how long until every listener held the newest state again'
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand completions" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'

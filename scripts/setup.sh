@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: Redis (the
-# cluster tests start a real redis-server), Prometheus and promtool (the
+# cluster tests start a real redis-server; the failover tests also run it
+# as a replica and in its Sentinel mode, `redis-server CONF --sentinel`,
+# which Debian's redis-server package has), Prometheus and promtool (the
 # metrics tests), Chromium and its driver (the web player's browser tests),
 # mpv (`radio listen --player mpv` drives a real one), man (the man pages
 # are looked up and shown through it), ffmpeg (the media tests encode their
@@ -11,6 +13,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# bench/chaos.sh also reads Redis with redis-cli (Debian: redis-tools, a
+# dependency of redis-server).
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v mpv >/dev/null 2>&1 || need+=(mpv)
 command -v man >/dev/null 2>&1 || need+=(man-db)

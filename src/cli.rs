@@ -340,7 +340,8 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 
     /// Join a cluster through this Redis server (redis://[user:password@]host:port/db,
-    /// or rediss:// for TLS).
+    /// or rediss:// for TLS), or through the Sentinels that name its master
+    /// (redis+sentinel://host:port,host:port/MASTER[/db], or rediss+sentinel://).
     #[arg(long, env = "RADIO_REDIS", value_name = "URL", hide_env_values = true)]
     pub redis: Option<String>,
 
@@ -475,8 +476,17 @@ fn parse_burst(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientArgs {
     /// Server to connect to: ws://, wss://, http:// or https:// (the /ws path is added when missing).
-    #[arg(short, long, env = "RADIO_URL", value_name = "URL", default_value = "ws://127.0.0.1:8080/ws", value_parser = parse_url)]
-    pub url: String,
+    /// Repeat (or list them: a,b) for nodes of one cluster: a lost connection moves on to the next.
+    #[arg(
+        short,
+        long,
+        env = "RADIO_URL",
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:8080/ws",
+        value_delimiter = ',',
+        value_parser = parse_url
+    )]
+    pub url: Vec<String>,
 
     /// Station name (1-64 of A-Z a-z 0-9 . _ -).
     #[arg(short, long, env = "RADIO_STATION", value_name = "NAME", value_parser = parse_station)]

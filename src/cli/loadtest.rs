@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::parse::{parse_duration, parse_interval, parse_station};
+use super::parse::{PerMinute, parse_duration, parse_interval, parse_per_minute, parse_station};
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct LoadtestArgs {
@@ -53,6 +53,18 @@ pub(crate) struct LoadtestArgs {
         default_value_t = 0
     )]
     pub connect_rate: u32,
+
+    /// Once every listener is connected, replace this many a minute (one
+    /// disconnect and one connect each), like `1000/min` or `20/s`.
+    #[arg(long, env = "RADIO_LOADTEST_CHURN", value_name = "RATE", value_parser = parse_per_minute)]
+    pub churn: Option<PerMinute>,
+
+    /// On a lost connection, listeners connect again to the next --url and
+    /// broadcasters resume their station there, with the clients' backoff;
+    /// the report counts reconnects. SIGUSR1 marks a moment (a fault): the
+    /// report says how long until every listener held the newest state again.
+    #[arg(long, env = "RADIO_LOADTEST_RECONNECT")]
+    pub reconnect: bool,
 
     /// Worker processes, or `auto` (one per 15,000 connections).
     #[arg(

@@ -20,6 +20,7 @@ use crate::client::http::Endpoint;
 use crate::client::mpv::follow::{self, Doing, Follow};
 use crate::client::mpv::trouble::NoSound;
 use crate::client::mpv::{Mpv, News};
+use crate::client::nodes::Nodes;
 use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, StationName, SyncState};
 
@@ -50,7 +51,7 @@ enum End {
 struct Listener {
     args: ListenArgs,
     quit: tokio_util::sync::CancellationToken,
-    url: String,
+    nodes: Nodes,
     station: StationName,
     clock: ClockOffset,
     status: Status,
@@ -67,19 +68,19 @@ struct Listener {
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let station = StationName::new(&args.client.station)
         .map_err(|why| anyhow::anyhow!("invalid --station: {why}"))?;
-    let url = client::ws_url(&args.client.url)?;
+    let nodes = Nodes::new(&args.client.url)?;
     let tty = std::io::stdout().is_terminal() && !args.json;
     let player = match args.player {
         Some(PlayerKind::Mpv) => Some(Follow::new(
             Mpv::start(&mpv_args(&args)).await?,
-            Endpoint::of_ws_url(&url)?,
+            Endpoint::of_ws_url(nodes.current())?,
         )),
         None => None,
     };
     let mut l = Listener {
         args,
         quit: client::quit_signal(),
-        url,
+        nodes,
         station,
         clock: ClockOffset::default(),
         status: Status::default(),
@@ -99,12 +100,11 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
 impl Listener {
     async fn run(&mut self) -> anyhow::Result<ExitCode> {
         let mut backoff = Backoff::default();
-        let mut first = true;
         loop {
-            let ws = match client::connect(&self.url).await {
+            let ws = match client::connect(self.nodes.current()).await {
                 Ok((ws, _)) => ws,
                 Err(e) => {
-                    let (delay, why) = client::after_failed_connect(&e, first, &mut backoff)?;
+                    let (delay, why) = self.nodes.after_failed_connect(&e, &mut backoff)?;
                     self.note(&why);
                     if self.wait_or_quit(delay).await? {
                         return Ok(ExitCode::SUCCESS);
@@ -112,7 +112,11 @@ impl Listener {
                     continue;
                 }
             };
-            first = false;
+            self.nodes.reached();
+            if let Some(player) = &mut self.player {
+                // Media comes from the node the listener is on.
+                player.endpoint = Endpoint::of_ws_url(self.nodes.current())?;
+            }
             backoff.reset();
             self.status.connected = true;
             let end = match self.session(ws).await {
@@ -134,7 +138,11 @@ impl Listener {
                 }
                 End::Lost(after) => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
-                    self.note(&format!("connection lost; reconnecting in {delay:.1?}"));
+                    let to = match self.nodes.after_lost() {
+                        Some(next) => format!(" to {next}"),
+                        None => String::new(),
+                    };
+                    self.note(&format!("connection lost; reconnecting{to} in {delay:.1?}"));
                     if self.wait_or_quit(delay).await? {
                         return Ok(ExitCode::SUCCESS);
                     }

@@ -6,6 +6,7 @@ pub(crate) mod broadcast;
 pub(crate) mod http;
 pub(crate) mod listen;
 pub(crate) mod mpv;
+pub(crate) mod nodes;
 pub(crate) mod position;
 mod trust;
 

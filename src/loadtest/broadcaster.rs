@@ -14,14 +14,21 @@
 //! broadcaster would.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::client::{self, ClockOffset, Ws};
+use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{self, ClientMessage, Heartbeat, ServerMessage, StationName, Update};
+
+/// With `--reconnect`, a request unanswered this long means the node is
+/// gone or frozen: the broadcaster resumes elsewhere (a node whose Redis is
+/// away answers `unavailable` well within it).
+const ANSWER_LIMIT: Duration = Duration::from_secs(3);
 
 /// The track every simulated broadcaster plays.
 const TRACK: &str = "radio-loadtest.ogg";
@@ -39,6 +46,9 @@ pub(crate) struct Outcome {
     pub errors: BTreeMap<String, u64>,
     /// Why the broadcaster's connection ended early, if it did.
     pub lost: Option<String>,
+    /// With `--reconnect`: times it resumed its station after losing its
+    /// connection.
+    pub resumed: u64,
 }
 
 /// Timing of the run phase.
@@ -55,6 +65,8 @@ pub(crate) struct Handle {
     done: Option<oneshot::Receiver<Outcome>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// The newest `seq` acknowledged so far, as it happens.
+    pub(crate) newest: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -71,6 +83,7 @@ impl Handle {
             done: Some(done),
             stop: Some(stop),
             task,
+            newest: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -107,15 +120,23 @@ impl Handle {
     }
 }
 
+/// Where a broadcaster connects: `urls[node]`; with `reconnect`, a lost
+/// connection is made again on the next node and the station resumed.
+pub(crate) struct Nodes<'a> {
+    pub urls: &'a [String],
+    pub node: usize,
+    pub reconnect: bool,
+}
+
 /// Connects, claims `station` and sends its first update.
 pub(crate) async fn connect(
-    url: &str,
+    nodes: Nodes<'_>,
     station: StationName,
     key: Option<String>,
     epoch_server_ms: i64,
     schedule: Schedule,
 ) -> anyhow::Result<Handle> {
-    let (mut ws, _) = client::connect(url).await?;
+    let (mut ws, _) = client::connect(&nodes.urls[nodes.node]).await?;
     let mut clock = ClockOffset::default();
     for _ in 0..5 {
         client::sample_clock(&mut ws, &mut clock).await?;
@@ -125,20 +146,21 @@ pub(crate) async fn connect(
         &ClientMessage::StartBroadcasting {
             station: station.clone(),
             resume_token: None,
-            key,
+            key: key.clone(),
         },
     )
     .await?;
     let reply = tokio::time::timeout(Duration::from_secs(10), client::next_message(&mut ws))
         .await
         .context("no reply to start_broadcasting within 10s")??;
-    match reply {
-        Some(ServerMessage::Broadcasting { .. }) => {}
+    let token = match reply {
+        Some(ServerMessage::Broadcasting { resume_token, .. }) => resume_token,
         Some(ServerMessage::Error { code, message, .. }) => {
             bail!("cannot broadcast {station}: {code}: {message}")
         }
         other => bail!("unexpected reply to start_broadcasting: {other:?}"),
-    }
+    };
+    let newest = Arc::new(AtomicU64::new(0));
     let mut b = Broadcaster {
         ws,
         station,
@@ -146,6 +168,13 @@ pub(crate) async fn connect(
         epoch_server_ms,
         outcome: Outcome::default(),
         pending: 0,
+        urls: nodes.urls.to_vec(),
+        node: nodes.node,
+        reconnect: nodes.reconnect,
+        key,
+        token,
+        newest: newest.clone(),
+        waiting_since: None,
     };
     b.send_update().await?;
     let first = tokio::time::timeout(Duration::from_secs(10), b.wait_acks())
@@ -158,7 +187,9 @@ pub(crate) async fn connect(
     let (done_tx, done_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(b.run(schedule, start_rx, done_tx, stop_rx));
-    Ok(Handle::new(start_tx, done_rx, stop_tx, task))
+    let mut handle = Handle::new(start_tx, done_rx, stop_tx, task);
+    handle.newest = newest;
+    Ok(handle)
 }
 
 struct Broadcaster {
@@ -169,6 +200,17 @@ struct Broadcaster {
     outcome: Outcome,
     /// Requests sent whose `ack` has not come yet.
     pending: u64,
+    urls: Vec<String>,
+    /// The node in `urls` it is on.
+    node: usize,
+    reconnect: bool,
+    key: Option<String>,
+    /// Resumes the station on any node.
+    token: String,
+    /// The newest acknowledged `seq`, shared with the [`Handle`].
+    newest: Arc<AtomicU64>,
+    /// Since when a request has waited for its answer.
+    waiting_since: Option<Instant>,
 }
 
 impl Broadcaster {
@@ -196,6 +238,7 @@ impl Broadcaster {
         )
         .await?;
         self.pending += 1;
+        self.waiting_since.get_or_insert_with(Instant::now);
         self.outcome.updates_sent += 1;
         Ok(())
     }
@@ -215,16 +258,25 @@ impl Broadcaster {
         )
         .await?;
         self.pending += 1;
+        self.waiting_since.get_or_insert_with(Instant::now);
         self.outcome.heartbeats_sent += 1;
         Ok(())
     }
 
     /// Handles one frame; `Ok(false)` when the connection closed.
     fn on_message(&mut self, msg: Option<ServerMessage>) -> bool {
+        if matches!(
+            msg,
+            Some(ServerMessage::Ack { .. } | ServerMessage::Error { .. })
+        ) {
+            // An answer: the next request in line has waited from now.
+            self.waiting_since = (self.pending > 1).then(Instant::now);
+        }
         match msg {
             Some(ServerMessage::Ack { seq, .. }) => {
                 self.pending = self.pending.saturating_sub(1);
                 self.outcome.final_seq = self.outcome.final_seq.max(seq);
+                self.newest.fetch_max(seq, Ordering::Relaxed);
             }
             Some(ServerMessage::Error { code, .. }) => {
                 // A refused update or heartbeat gets no ack.
@@ -245,6 +297,76 @@ impl Broadcaster {
             }
         }
         Ok(())
+    }
+
+    /// A frame in the run phase; an error when the connection ended.
+    fn on_frame(&mut self, msg: anyhow::Result<Option<ServerMessage>>) -> anyhow::Result<bool> {
+        let msg = msg?;
+        if let Some(ServerMessage::Pong {
+            client_time_ms: Some(sent),
+            server_time_ms,
+            ..
+        }) = &msg
+        {
+            self.clock
+                .record(*sent, *server_time_ms, protocol::now_ms());
+        }
+        if !self.on_message(msg) {
+            bail!("the server closed the broadcaster's connection");
+        }
+        Ok(false)
+    }
+
+    /// After a lost connection: the next nodes in turn, with the clients'
+    /// backoff, until one gives the station back for its token (or the run
+    /// ends). Requests in flight on the lost connection stay unacknowledged.
+    async fn resume(&mut self, end: Instant) -> anyhow::Result<()> {
+        self.outcome.unacked += std::mem::take(&mut self.pending);
+        self.waiting_since = None;
+        let mut backoff = Backoff::default();
+        loop {
+            if Instant::now() >= end {
+                bail!("could not resume the station before the end of the run");
+            }
+            self.node = (self.node + 1) % self.urls.len();
+            tokio::time::sleep(backoff.next_delay()).await;
+            match tokio::time::timeout(Duration::from_secs(5), self.reclaim()).await {
+                Ok(Ok(())) => {
+                    self.outcome.resumed += 1;
+                    return Ok(());
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot resume yet"),
+                Err(_) => tracing::debug!("resuming timed out"),
+            }
+        }
+    }
+
+    /// Connects to the current node and resumes the station with its token.
+    async fn reclaim(&mut self) -> anyhow::Result<()> {
+        let (ws, _) = client::connect(&self.urls[self.node]).await?;
+        self.ws = ws;
+        client::send(
+            &mut self.ws,
+            &ClientMessage::StartBroadcasting {
+                station: self.station.clone(),
+                resume_token: Some(self.token.clone()),
+                key: self.key.clone(),
+            },
+        )
+        .await?;
+        loop {
+            match client::next_message(&mut self.ws).await? {
+                Some(ServerMessage::Broadcasting { resume_token, .. }) => {
+                    self.token = resume_token;
+                    return Ok(());
+                }
+                Some(ServerMessage::Error { code, message, .. }) => {
+                    bail!("cannot resume {}: {code}: {message}", self.station)
+                }
+                Some(_) => {}
+                None => bail!("the server closed the connection"),
+            }
+        }
     }
 
     async fn run(
@@ -323,27 +445,33 @@ impl Broadcaster {
         heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut ping = tokio::time::interval(Duration::from_secs(5));
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(end) => break,
-                _ = updates.tick() => self.send_update().await?,
+            // Ok(true) at the end of the run.
+            let step: anyhow::Result<bool> = tokio::select! {
+                _ = tokio::time::sleep_until(end) => Ok(true),
+                _ = updates.tick() => self.send_update().await.map(|()| false),
                 _ = heartbeats.tick(), if schedule.heartbeat_interval.is_some() => {
-                    self.send_heartbeat().await?;
+                    self.send_heartbeat().await.map(|()| false)
                 }
                 _ = ping.tick() => {
                     client::send(&mut self.ws, &ClientMessage::Ping {
                         id: None,
                         client_time_ms: Some(protocol::now_ms()),
-                    }).await?;
+                    }).await.map(|()| false)
                 }
-                msg = client::next_message(&mut self.ws) => {
-                    let msg = msg?;
-                    if let Some(ServerMessage::Pong { client_time_ms: Some(sent), server_time_ms, .. }) = &msg {
-                        self.clock.record(*sent, *server_time_ms, protocol::now_ms());
-                    }
-                    if !self.on_message(msg) {
-                        bail!("the server closed the broadcaster's connection");
-                    }
+                msg = client::next_message(&mut self.ws) => self.on_frame(msg),
+                _ = tokio::time::sleep_until(self.waiting_since.map_or(end, |t| t + ANSWER_LIMIT)),
+                    if self.reconnect && self.waiting_since.is_some() => {
+                    Err(anyhow::anyhow!("no answer for {ANSWER_LIMIT:?}"))
                 }
+            };
+            match step {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if self.reconnect => {
+                    tracing::debug!(station = %self.station, error = %e, "broadcaster lost its connection");
+                    self.resume(end).await?;
+                }
+                Err(e) => return Err(e),
             }
         }
         tokio::time::timeout(Duration::from_secs(10), self.wait_acks())

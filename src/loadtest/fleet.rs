@@ -120,8 +120,19 @@ impl Fleet {
             t.dropped += p.dropped;
             t.syncs += p.syncs;
             t.p99_us = t.p99_us.max(p.p99_us);
+            t.churned += p.churned;
+            t.reconnects += p.reconnects;
+            t.reconnect_failures += p.reconnect_failures;
+            t.seq_regressions += p.seq_regressions;
+            t.down += p.down;
+            t.behind += p.behind;
         }
         t
+    }
+
+    /// Each worker's latest progress.
+    pub(super) fn latest(&self) -> &[Progress] {
+        &self.latest
     }
 
     pub(super) async fn command(&mut self, cmd: &ParentCmd) -> anyhow::Result<()> {

@@ -25,6 +25,7 @@
 
 pub(crate) mod broadcaster;
 mod fleet;
+mod marks;
 mod observer;
 mod phases;
 pub(crate) mod plan;

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Interval};
 
 use super::broadcaster::{self, Outcome};
 use super::fleet::Fleet;
+use super::marks::{self, MarkReport, MarkSignal, Marks};
 use super::observer;
 use super::plan::{self, ParentCmd, Progress, WorkerPlan, WorkerReport};
 use super::progress::Ui;
@@ -139,7 +140,11 @@ impl RunPlan {
         };
         let connects = self.station_names.iter().enumerate().map(|(s, name)| {
             broadcaster::connect(
-                &self.urls[s % self.urls.len()],
+                broadcaster::Nodes {
+                    urls: &self.urls,
+                    node: s % self.urls.len(),
+                    reconnect: args.reconnect,
+                },
                 name.clone(),
                 args.key.clone(),
                 self.started_at_unix_ms,
@@ -169,6 +174,8 @@ impl RunPlan {
                     .is_empty()
                     .then_some(self.started_at_unix_ms),
                 handshake_timeout_ms: millis(HANDSHAKE_TIMEOUT),
+                churn_per_min: args.churn.map_or(0.0, |c| c.per_min / self.workers as f64),
+                reconnect: args.reconnect,
             })
             .collect()
     }
@@ -289,12 +296,18 @@ pub(super) struct Session {
     run_s: f64,
     server: Readings,
     generator: Readings,
+    /// SIGUSR1: a marked moment.
+    signal: MarkSignal,
+    marks: Marks,
+    mark_reports: Vec<MarkReport>,
 }
 
 impl Session {
     /// Starts the broadcasters (first, so every station has a state to tune
     /// in to), then the workers, whose listeners start connecting at once.
     pub(super) async fn start(args: LoadtestArgs, plan: RunPlan) -> anyhow::Result<Session> {
+        // First, so a mark sent early does not end the process.
+        let signal = MarkSignal::new();
         let mut ui = Ui::new();
         ui.note(&plan.headline(&args));
         let broadcasters = plan.broadcasters(&args).await?;
@@ -325,6 +338,9 @@ impl Session {
                 before: generator_before,
                 ..Readings::default()
             },
+            signal,
+            marks: Marks::new(),
+            mark_reports: Vec::new(),
         })
     }
 
@@ -371,11 +387,28 @@ impl Session {
             b.start(start);
         }
         self.ui.start_run(self.args.duration, after_ramp.syncs);
+        self.marks.run_started(start);
+        let mut newest = tokio::time::interval(marks::EVERY);
         let end = start + self.args.duration;
         loop {
             tokio::select! {
-                r = self.fleet.next() => r?,
+                r = self.fleet.next() => {
+                    r?;
+                    if let Some((n, took)) = self.marks.check(self.fleet.latest()) {
+                        self.ui.note(&format!(
+                            "mark {n}: every listener holds the newest state again, {took:.1} s after it"
+                        ));
+                    }
+                }
                 _ = self.tick.tick() => self.ui.run(&self.fleet.totals(), start.elapsed()),
+                _ = newest.tick() => {
+                    let cmd = self.marks.newest(self.newest_seqs());
+                    self.fleet.command(&cmd).await?;
+                }
+                () = self.signal.recv() => {
+                    let n = self.marks.mark(self.fleet.totals(), self.newest_seqs());
+                    self.ui.note(&format!("mark {n} at {:.1} s into the run", start.elapsed().as_secs_f64()));
+                }
                 _ = tokio::time::sleep_until(end) => break,
             }
         }
@@ -384,6 +417,7 @@ impl Session {
         self.run_s = start.elapsed().as_secs_f64();
         self.generator.end = report::sample_all(&self.generator_pids);
         self.server.end = report::sample_all(&self.args.server_pids);
+        self.mark_reports = self.marks.finish(&self.fleet.totals());
         let mut outcomes = Vec::with_capacity(self.broadcasters.len());
         for b in &mut self.broadcasters {
             outcomes.push(b.outcome().await);
@@ -398,6 +432,14 @@ impl Session {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Each station's newest acknowledged `seq` now.
+    fn newest_seqs(&self) -> Vec<u64> {
+        self.broadcasters
+            .iter()
+            .map(|b| b.newest.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
     }
 
     /// Finish: every listener should now catch up with the newest states;
@@ -487,6 +529,8 @@ impl Session {
                 })
                 .collect(),
             broadcaster_errors: broadcaster_errors(outcomes),
+            broadcaster_resumes: outcomes.iter().map(|o| o.resumed).sum(),
+            marks: self.mark_reports.clone(),
             server: self.server_cost(cpus),
             generator: self.generator_cost(cpus),
         }

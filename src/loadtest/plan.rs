@@ -50,6 +50,12 @@ pub(crate) struct WorkerPlan {
     pub epoch_server_ms: Option<i64>,
     /// Time one listener has for TCP connect, upgrade and `welcome`.
     pub handshake_timeout_ms: u64,
+    /// Listeners this worker replaces a minute once the ramp is done.
+    #[serde(default)]
+    pub churn_per_min: f64,
+    /// Listeners make a lost connection again, on the next node.
+    #[serde(default)]
+    pub reconnect: bool,
 }
 
 impl WorkerPlan {
@@ -159,6 +165,9 @@ pub(crate) enum ParentCmd {
     /// The broadcasters have stopped: wait (up to `drain_ms`) until every
     /// listener holds its station's newest `seq`, then report and exit.
     Finish { final_seqs: Vec<u64>, drain_ms: u64 },
+    /// Each station's newest acknowledged `seq` now (`id` grows with each):
+    /// the progress reports then count the listeners that lack it.
+    Newest { id: u64, seqs: Vec<u64> },
 }
 
 /// A line from a worker.
@@ -184,6 +193,27 @@ pub(crate) struct Progress {
     pub syncs: u64,
     /// Fan-out p99 so far, in microseconds.
     pub p99_us: Option<u64>,
+    /// Listeners replaced by churn so far.
+    #[serde(default)]
+    pub churned: u64,
+    /// Connections made again after one was lost (`--reconnect`), and
+    /// attempts at that which failed.
+    #[serde(default)]
+    pub reconnects: u64,
+    #[serde(default)]
+    pub reconnect_failures: u64,
+    /// `seq` regressions seen so far.
+    #[serde(default)]
+    pub seq_regressions: u64,
+    /// Against the parent's latest newest-`seq`s ([`ParentCmd::Newest`],
+    /// `newest_id`): listeners once connected and not now (`down`), and
+    /// connected ones that lack their station's newest state (`behind`).
+    #[serde(default)]
+    pub newest_id: u64,
+    #[serde(default)]
+    pub down: u64,
+    #[serde(default)]
+    pub behind: u64,
 }
 
 /// One update as seen by one worker's listeners.

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::marks::MarkReport;
 use super::plan::WorkerReport;
 use super::stats::{Hist, Percentiles};
 
@@ -89,6 +90,16 @@ pub(crate) struct Listeners {
     pub failed_by_reason: BTreeMap<String, u64>,
     /// Connections that ended after they were established.
     pub dropped: u64,
+    /// Listeners replaced by `--churn` (one disconnect and one connect each).
+    pub churned: u64,
+    /// With `--reconnect`: connections made again after one was lost,
+    /// attempts at that which failed, and listeners once connected without
+    /// a connection at the end (lost for good).
+    pub reconnects: u64,
+    pub reconnect_failures: u64,
+    pub down_at_end: u64,
+    /// Times a broadcaster resumed its station after losing its connection.
+    pub broadcaster_resumes: u64,
     /// Seconds from the first connect attempt until every one was answered.
     pub ramp_s: f64,
     /// Established connections per second over the ramp.
@@ -177,6 +188,8 @@ pub(crate) struct Report {
     pub server: Option<ServerCost>,
     pub generator: Generator,
     pub thresholds: Thresholds,
+    /// The marked moments (SIGUSR1), in order.
+    pub marks: Vec<MarkReport>,
 }
 
 /// What the parent measured itself.
@@ -190,6 +203,9 @@ pub(crate) struct ParentFigures {
     /// Per station: the number of states sent during the run.
     pub states_per_station: Vec<u64>,
     pub broadcaster_errors: BTreeMap<String, u64>,
+    pub broadcaster_resumes: u64,
+    /// The marked moments (SIGUSR1) and what followed each.
+    pub marks: Vec<MarkReport>,
     pub server: Option<ServerCost>,
     pub generator: Generator,
 }
@@ -228,6 +244,7 @@ impl Totals {
         Totals {
             listeners: Listeners {
                 ramp_s: parent.ramp_s,
+                broadcaster_resumes: parent.broadcaster_resumes,
                 ..Listeners::default()
             },
             handshake: Hist::new(),
@@ -254,6 +271,10 @@ impl Totals {
         listeners.connected += w.progress.connected;
         listeners.failed += w.progress.failed;
         listeners.dropped += w.progress.dropped;
+        listeners.churned += w.progress.churned;
+        listeners.reconnects += w.progress.reconnects;
+        listeners.reconnect_failures += w.progress.reconnect_failures;
+        listeners.down_at_end += w.progress.down;
         add_map(&mut listeners.failed_by_reason, &w.failed_by_reason);
         self.handshake.merge_data(&w.handshake_us);
         self.fanout.merge_data(&w.fanout_us);
@@ -334,6 +355,7 @@ pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
     let mut generator = parent.generator;
     generator.clock_offsets_ms = workers.iter().map(|w| w.clock_offset_ms.clone()).collect();
     let seq_regressions = t.delivery.seq_regressions;
+    let marks = parent.marks;
     Report {
         parameters: parent.parameters,
         listeners: t.listeners,
@@ -352,6 +374,7 @@ pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
         server,
         generator,
         thresholds: Thresholds::default(),
+        marks,
     }
 }
 
@@ -431,6 +454,29 @@ fn human_listeners(s: &mut String, r: &Report) {
         map_line(&l.failed_by_reason),
         l.dropped
     );
+    if l.churned > 0 {
+        let _ = writeln!(s, "churn       {} listeners replaced", l.churned);
+    }
+    if l.reconnects + l.reconnect_failures + l.broadcaster_resumes + l.down_at_end > 0 {
+        let _ = writeln!(
+            s,
+            "reconnects  {} listeners reconnected ({} attempts failed), {} without a connection \
+             at the end; broadcasters resumed {} times",
+            l.reconnects, l.reconnect_failures, l.down_at_end, l.broadcaster_resumes
+        );
+    }
+    for m in &r.marks {
+        let converged = m.converged_after_s.map_or_else(
+            || "not converged".to_owned(),
+            |t| format!("converged in {t:.1} s"),
+        );
+        let _ = writeln!(
+            s,
+            "mark {:<6} at {:.1} s: {converged}; then {} reconnects, {} seq regressions, {} \
+             listeners down",
+            m.n, m.at_s, m.reconnects, m.seq_regressions, m.down_at_end
+        );
+    }
     let _ = writeln!(
         s,
         "connect     {:.1} s ramp, {:.0}/s; handshake p50 {} p90 {} p99 {} max {}",

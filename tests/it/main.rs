@@ -15,6 +15,7 @@ mod claims;
 mod cli;
 mod cluster;
 mod contrib;
+mod failover;
 mod fanout;
 mod generated;
 mod layout;

@@ -44,6 +44,7 @@ use queue::{Order, Queue};
 use crate::cli::BroadcastArgs;
 
 use crate::client::http::Endpoint;
+use crate::client::nodes::Nodes;
 use crate::client::{self, Backoff, ClockOffset, Ws};
 use crate::protocol::{
     self, ClientMessage, ErrorCode, Heartbeat, ServerMessage, StationName, Update,
@@ -63,7 +64,7 @@ enum End {
 struct Broadcaster {
     args: BroadcastArgs,
     quit: tokio_util::sync::CancellationToken,
-    url: String,
+    nodes: Nodes,
     endpoint: Endpoint,
     station: StationName,
     player: Player,
@@ -87,8 +88,8 @@ pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     }
     let station = StationName::new(&args.client.station)
         .map_err(|why| anyhow::anyhow!("invalid --station: {why}"))?;
-    let url = client::ws_url(&args.client.url)?;
-    let endpoint = Endpoint::of_ws_url(&url)?;
+    let nodes = Nodes::new(&args.client.url)?;
+    let endpoint = Endpoint::of_ws_url(nodes.current())?;
     let library = library::at_start(&endpoint, args.free_tracks).await?;
     let order = match &args.playlist {
         Some(path) => Order::Playlist(playlist::order(path, library.as_ref(), args.free_tracks)?),
@@ -103,7 +104,7 @@ pub(crate) async fn run(mut args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     let mut b = Broadcaster {
         args,
         quit: client::quit_signal(),
-        url,
+        nodes,
         endpoint,
         station,
         player,
@@ -124,10 +125,10 @@ impl Broadcaster {
         let mut backoff = Backoff::default();
         let mut first = true;
         loop {
-            let ws = match client::connect(&self.url).await {
+            let ws = match client::connect(self.nodes.current()).await {
                 Ok((ws, _)) => ws,
                 Err(e) => {
-                    let (delay, why) = client::after_failed_connect(&e, first, &mut backoff)?;
+                    let (delay, why) = self.nodes.after_failed_connect(&e, &mut backoff)?;
                     eprintln!("radio: {why}");
                     if self.pause(delay).await {
                         return Ok(self.exit_code());
@@ -135,7 +136,10 @@ impl Broadcaster {
                     continue;
                 }
             };
+            self.nodes.reached();
             if !first {
+                // The library (and the media) of the node it is on now.
+                self.endpoint = Endpoint::of_ws_url(self.nodes.current())?;
                 self.refresh_library().await;
             }
             first = false;
@@ -153,7 +157,9 @@ impl Broadcaster {
                 End::Done => return Ok(self.exit_code()),
                 End::Lost(after) => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
-                    eprintln!("radio: connection lost; reconnecting in {delay:.1?}");
+                    let to = self.nodes.after_lost().map(|n| format!(" to {n}"));
+                    let to = to.unwrap_or_default();
+                    eprintln!("radio: connection lost; reconnecting{to} in {delay:.1?}");
                     if self.pause(delay).await {
                         return Ok(self.exit_code());
                     }
@@ -216,7 +222,7 @@ impl Broadcaster {
                         "radio: {} station {} at {}",
                         if resumed { "resumed" } else { "broadcasting" },
                         self.station,
-                        self.url
+                        self.nodes.current()
                     );
                     self.token = Some(resume_token);
                     self.console.greet();

@@ -109,7 +109,7 @@ struct Pending {
 /// mpv, following one station.
 pub(crate) struct Follow {
     pub mpv: Mpv,
-    endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
     /// The state to follow; `None` while there is none (mpv pauses).
     sync: Option<SyncState>,
     /// The track given to mpv (or found missing).

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -59,6 +60,27 @@ pub(crate) async fn resolve(url: &str) -> anyhow::Result<Target> {
     })
 }
 
+/// Each listener slot's running task, so that churn can end it.
+#[derive(Default)]
+pub(super) struct Tasks(Mutex<Vec<Option<AbortHandle>>>);
+
+impl Tasks {
+    pub(super) fn new(count: usize) -> Self {
+        Self(Mutex::new(vec![None; count]))
+    }
+
+    /// Records the task now running slot `local`.
+    pub(super) fn set(&self, local: usize, task: AbortHandle) {
+        if let Some(slot) = lock(&self.0).get_mut(local) {
+            *slot = Some(task);
+        }
+    }
+
+    pub(super) fn take(&self, local: usize) -> Option<AbortHandle> {
+        lock(&self.0).get_mut(local).and_then(Option::take)
+    }
+}
+
 /// What one shard of listeners has measured.
 #[derive(Default)]
 pub(super) struct Shard {
@@ -88,6 +110,14 @@ pub(super) struct Ctx {
     pub(super) failed: AtomicU64,
     pub(super) dropped: AtomicU64,
     pub(super) syncs: AtomicU64,
+    /// Listeners replaced by churn (`--churn`).
+    pub(super) churned: AtomicU64,
+    /// With `--reconnect`: connections made again after one was lost, and
+    /// attempts at that which failed.
+    pub(super) reconnects: AtomicU64,
+    pub(super) reconnect_failures: AtomicU64,
+    /// Each slot's running task, for churn to end.
+    pub(super) tasks: Tasks,
     /// Per local listener: its state and the highest `seq` it received.
     pub(super) state: Vec<AtomicU8>,
     pub(super) last_seq: Vec<AtomicU64>,
@@ -145,10 +175,47 @@ impl Ctx {
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// [`Ctx::fail`], for a function that gives nothing on failure.
-    pub(super) fn fail_with<T>(&self, local: usize, reason: String) -> Option<T> {
-        self.fail(local, reason);
+    /// A connection was made and `welcome`d: a listener's first, or (`again`)
+    /// one made after its connection was lost.
+    pub(super) fn opened(&self, local: usize, again: bool) {
+        self.state[local].store(CONNECTED, Ordering::Relaxed);
+        if again {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection could not be made: a listener that failed, or (`again`)
+    /// a reconnect attempt that will be tried again.
+    pub(super) fn open_failed<T>(&self, local: usize, again: bool, reason: String) -> Option<T> {
+        if again {
+            self.reconnect_failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.fail(local, reason);
+        }
         None
+    }
+
+    /// Listeners that were connected and are not now, and (given each
+    /// station's newest `seq`) those that are but lack it: together, the
+    /// listeners that do not hold the newest state.
+    pub(super) fn behind(&self, newest: &[u64]) -> (u64, u64) {
+        let (mut down, mut behind) = (0, 0);
+        for local in 0..self.plan.count {
+            match self.state[local].load(Ordering::Relaxed) {
+                DROPPED => down += 1,
+                CONNECTED => {
+                    let station = self.plan.station_of(self.plan.first + local);
+                    let want = newest.get(station).copied().unwrap_or(0);
+                    if self.last_seq[local].load(Ordering::Relaxed) < want {
+                        behind += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        (down, behind)
     }
 
     pub(super) fn drop_listener(&self, local: usize) {
@@ -236,7 +303,12 @@ impl Ctx {
             failed: self.failed.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
+            churned: self.churned.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            reconnect_failures: self.reconnect_failures.load(Ordering::Relaxed),
+            seq_regressions: self.shards.iter().map(|s| lock(s).seq_regressions).sum(),
             p99_us: fanout.quantile(0.99),
+            ..Progress::default()
         }
     }
 }
@@ -267,6 +339,10 @@ impl Ctx {
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            churned: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            reconnect_failures: AtomicU64::new(0),
+            tasks: Tasks::new(count),
             state: (0..count).map(|_| AtomicU8::new(PENDING)).collect(),
             last_seq: (0..count).map(|_| AtomicU64::new(0)).collect(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),

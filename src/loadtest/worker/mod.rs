@@ -21,6 +21,7 @@
 //! This file is the process: its plan, shared state, progress and report;
 //! `connection` is one listener's connection.
 
+mod churn;
 mod connection;
 mod ctx;
 
@@ -39,11 +40,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::plan::{
-    MAX_INFLIGHT_HANDSHAKES, ParentCmd, UpdateSeen, WorkerMsg, WorkerPlan, WorkerReport,
+    MAX_INFLIGHT_HANDSHAKES, ParentCmd, Progress, UpdateSeen, WorkerMsg, WorkerPlan, WorkerReport,
 };
 use super::stats::Hist;
 use crate::client::{self, ClockOffset};
-use ctx::{CONNECTED, Ctx, DROPPED, lock};
+use ctx::{CONNECTED, Ctx, DROPPED, PENDING, lock};
 
 /// Attempts every listener of this worker at the planned rate, with a bounded
 /// number of handshakes in flight. Returns when each one connected or failed.
@@ -62,7 +63,8 @@ async fn ramp(ctx: Arc<Ctx>) -> Duration {
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         // Listener tasks end with the worker process: the runtime drops them
         // (and closes their sockets) when `worker_main` returns.
-        tokio::spawn(connection::listener(ctx.clone(), local, permit));
+        let task = tokio::spawn(connection::listener(ctx.clone(), local, permit));
+        ctx.tasks.set(local, task.abort_handle());
     }
     let total = ctx.plan.count as u64;
     while ctx.connected.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < total {
@@ -160,15 +162,28 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
     let mut out = tokio::io::stdout();
     let mut ramp_task = tokio::spawn(ramp(ctx.clone()));
     let mut ramp_ms = None;
+    let mut churn_task = None;
+    // The parent's latest newest-`seq`s, that progress counts against.
+    let mut newest: (u64, Vec<u64>) = (0, Vec::new());
+    let progress = |newest: &(u64, Vec<u64>)| {
+        let (down, behind) = ctx.behind(&newest.1);
+        Progress {
+            newest_id: newest.0,
+            down,
+            behind,
+            ..ctx.progress()
+        }
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             r = &mut ramp_task, if ramp_ms.is_none() => {
                 let took = r.context("the ramp-up task failed")?;
                 ramp_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-                emit(&mut out, &WorkerMsg::RampDone(ctx.progress())).await?;
+                churn_task = Some(tokio::spawn(churn::run(ctx.clone())));
+                emit(&mut out, &WorkerMsg::RampDone(progress(&newest))).await?;
             }
-            _ = tick.tick() => emit(&mut out, &WorkerMsg::Progress(ctx.progress())).await?,
+            _ = tick.tick() => emit(&mut out, &WorkerMsg::Progress(progress(&newest))).await?,
             line = stdin.next_line() => {
                 let Some(line) = line? else {
                     return Ok(ExitCode::FAILURE); // the parent went away
@@ -184,11 +199,17 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                         ctx.run_from_us
                             .store(at_unix_ms.saturating_mul(1000), Ordering::Relaxed);
                     }
+                    ParentCmd::Newest { id, seqs } => {
+                        newest = (id, seqs);
+                        // Answered at once: the parent times convergence.
+                        emit(&mut out, &WorkerMsg::Progress(progress(&newest))).await?;
+                    }
                     ParentCmd::Finish { final_seqs, drain_ms } => {
                         if ramp_ms.is_none() {
                             ramp_task.abort();
                         }
-                        drain(ctx, &final_seqs, Duration::from_millis(drain_ms)).await;
+                        let churned = churn_task.take().map(|churn| churn.abort()).is_some();
+                        drain(ctx, &final_seqs, Duration::from_millis(drain_ms), churned).await;
                         let report = report(ctx, &final_seqs, ramp_ms.unwrap_or(0));
                         emit(&mut out, &WorkerMsg::Report(Box::new(report))).await?;
                         return Ok(ExitCode::SUCCESS);
@@ -199,16 +220,19 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Waits until every connected listener holds its station's final `seq`, or
+/// Waits until every connected listener holds its station's final `seq`
+/// (and, after churn, every replacement in its handshake is connected), or
 /// `limit` passes.
-async fn drain(ctx: &Ctx, final_seqs: &[u64], limit: Duration) {
+async fn drain(ctx: &Ctx, final_seqs: &[u64], limit: Duration, churned: bool) {
     let deadline = Instant::now() + limit;
     loop {
         let behind = (0..ctx.plan.count).any(|local| {
             let station = ctx.plan.station_of(ctx.plan.first + local);
-            ctx.state[local].load(Ordering::Relaxed) == CONNECTED
-                && ctx.last_seq[local].load(Ordering::Relaxed)
-                    < final_seqs.get(station).copied().unwrap_or(0)
+            let state = ctx.state[local].load(Ordering::Relaxed);
+            (churned && state == PENDING)
+                || state == CONNECTED
+                    && ctx.last_seq[local].load(Ordering::Relaxed)
+                        < final_seqs.get(station).copied().unwrap_or(0)
         });
         if !behind || Instant::now() >= deadline {
             return;
@@ -221,7 +245,10 @@ async fn drain(ctx: &Ctx, final_seqs: &[u64], limit: Duration) {
 fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
     let (station_listeners, station_holding_final) = station_counts(ctx, final_seqs);
     let mut r = WorkerReport {
-        progress: ctx.progress(),
+        progress: Progress {
+            down: ctx.behind(final_seqs).0,
+            ..ctx.progress()
+        },
         failed_by_reason: lock(&ctx.failed_by_reason).clone(),
         handshake_us: lock(&ctx.handshake_us).data(),
         station_listeners,

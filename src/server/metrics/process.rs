@@ -73,6 +73,15 @@ impl Collector for Process {
                 soft as f64,
             )?;
         }
+        // Not a standard series, but the one a leak of tasks shows on: a
+        // soak checks that it ends where it started.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            gauge(
+                "radio_runtime_tasks",
+                "Tasks alive in the server's async runtime.",
+                runtime.metrics().num_alive_tasks() as f64,
+            )?;
+        }
         gauge(
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",

@@ -4,7 +4,8 @@
 //!   codes, log lines, a node killed outright);
 //! - [`ws`]: a protocol client over a real WebSocket;
 //! - [`http`]: raw HTTP/1.1 over a socket, sent exactly as written;
-//! - [`redis`]: a real `redis-server` for the cluster tests;
+//! - [`redis`]: a real `redis-server` for the cluster tests; [`sentinel`]:
+//!   one with a replica and three Sentinels, for failovers;
 //! - [`fixtures`]: temporary directories and generated media;
 //! - [`poll`]: waiting for something to happen, bounded;
 //! - [`tls`]: certificates made by openssl, and https/wss clients;
@@ -17,6 +18,7 @@ pub(crate) mod http;
 pub(crate) mod poll;
 pub(crate) mod process;
 pub(crate) mod redis;
+pub(crate) mod sentinel;
 pub(crate) mod server;
 pub(crate) mod tls;
 pub(crate) mod ws;

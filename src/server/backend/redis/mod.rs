@@ -48,6 +48,7 @@ pub(crate) mod listing;
 pub(crate) mod node;
 pub(crate) mod owned;
 pub(crate) mod scripts;
+pub(crate) mod source;
 pub(crate) mod subscriber;
 
 use std::collections::HashMap;
@@ -69,8 +70,8 @@ use node::{BusCmd, Entry, Node, OP_TIMEOUT, lock, unavailable};
 use scripts::Scripts;
 use subscriber::Bus;
 
-pub use node::Config;
 pub(crate) use owned::RedisOwned;
+pub use source::Config;
 
 /// The Redis backend; cheap to clone.
 #[derive(Clone)]
@@ -86,7 +87,7 @@ impl Redis {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let client = node::client(&cfg)?;
+        let source = source::Source::new(&cfg)?;
         let (bus, rx) = mpsc::unbounded_channel();
         let idle = bus.clone();
         let listeners = Arc::new(Listeners::new(
@@ -104,7 +105,7 @@ impl Redis {
         let node = Arc::new(Node {
             cfg,
             holder_prefix,
-            client,
+            source,
             conn: Mutex::new(None),
             up: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::scripts::Scripts;
+use super::source::{Config, Source};
 use crate::protocol::{StationName, SyncState};
 use crate::server::metrics::Metrics;
 use crate::server::refusal::Refusal;
@@ -23,94 +24,14 @@ use crate::server::station::{Listeners, State, Station};
 /// Every Redis request gives up after this; the client gets `unavailable`.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Cluster settings from `radio serve`'s flags.
-#[derive(Clone)]
-pub struct Config {
-    /// May hold a password: shown only through [`masked`].
-    pub redis_url: String,
-    pub node_id: String,
-    /// Lease time: a dead node's stations go offline this long after its
-    /// last renewal.
-    pub lease: Duration,
-    /// How long a disconnected broadcaster may resume with its token.
-    pub grace: Duration,
-    /// `--redis-ca-cert`: the CA a `rediss://` Redis's certificate must
-    /// chain to (default: the system's roots).
-    pub ca_cert: Option<std::path::PathBuf>,
-    /// `--max-stations`: most stations live in the cluster at once.
-    pub max_stations: usize,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("redis_url", &masked(&self.redis_url))
-            .field("node_id", &self.node_id)
-            .field("lease", &self.lease)
-            .field("grace", &self.grace)
-            .field("ca_cert", &self.ca_cert)
-            .field("max_stations", &self.max_stations)
-            .finish()
-    }
-}
-
-/// The Redis client for `cfg`: `redis://`, or `rediss://` (TLS through
-/// rustls) trusting `--redis-ca-cert` when given. Errors name the URL with
-/// its password masked.
-pub(crate) fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
-    let shown = masked(&cfg.redis_url);
-    let url = cfg.redis_url.as_str();
-    let result = match &cfg.ca_cert {
-        None => redis::Client::open(url),
-        Some(path) => {
-            if !url.starts_with("rediss://") {
-                anyhow::bail!(
-                    "--redis-ca-cert is for TLS connections; write the Redis URL as rediss://…                      (it is {shown})"
-                );
-            }
-            let pem = std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("cannot read --redis-ca-cert {}: {e}", path.display())
-            })?;
-            let certs = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(url, certs)
-        }
-    };
-    // The redis crate's own message does not repeat the URL.
-    result.map_err(|e| {
-        anyhow::anyhow!(
-            "--redis {shown} is not a usable Redis URL ({e}); write it like \
-             redis://127.0.0.1:6379/0 or rediss://host:6380/0"
-        )
-    })
-}
-
-/// A Redis URL fit to print: its password (everything of the user info
-/// after the user name, or all of it when it has no `:`) replaced by `***`.
-/// Works on malformed URLs too, which is when they are printed.
-pub(crate) fn masked(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
-        return url.to_owned();
-    };
-    let userinfo = &url[start..at];
-    let user = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_owned(),
-    };
-    format!("{}{user}{}", &url[..start], &url[at..])
-}
-
 /// What this node shares between its connections and its subscriber task.
 pub(crate) struct Node {
     pub cfg: Config,
     /// `node:boot`: every lease this process takes is `node:boot:conn`, so a
     /// node restarted under the same id never mistakes an old lease for its own.
     pub holder_prefix: String,
-    pub client: redis::Client,
+    /// Where the master is: one address, or what the Sentinels say.
+    pub source: Source,
     /// The command connection while Redis is reachable.
     pub conn: Mutex<Option<MultiplexedConnection>>,
     pub up: AtomicBool,
@@ -176,6 +97,12 @@ impl HoldState {
     }
 }
 
+/// A write refused by a replica: the master this node knows was demoted
+/// (a failover); the link is checked, and made again to the new master.
+pub(crate) fn read_only(e: &RedisError) -> bool {
+    e.code() == Some("READONLY") || e.to_string().contains("READONLY")
+}
+
 /// Locks a node mutex. A poisoned lock only means a panic elsewhere
 /// mid-update of plain data.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -221,7 +148,7 @@ impl Node {
     }
 
     fn failed(&self, e: &RedisError) {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || read_only(e) {
             tracing::debug!(error = %e, "Redis request failed");
             self.broken.notify_one();
         } else {
@@ -235,23 +162,5 @@ impl Node {
         if holds.get(&hold.name).is_some_and(|h| Arc::ptr_eq(h, hold)) {
             holds.remove(&hold.name);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::masked;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            masked("redis://user:hunter2@h:6379/0"),
-            "redis://user:***@h:6379/0"
-        );
-        assert_eq!(masked("rediss://:hunter2@h/0"), "rediss://:***@h/0");
-        assert_eq!(masked("redis://hunter2@h"), "redis://***@h");
-        assert_eq!(masked("redis://h:6379/0"), "redis://h:6379/0");
-        assert_eq!(masked("nonsense:hunter2@x"), "nonsense:***@x");
-        assert!(!masked("redis://u:p@ss@h/0").contains("p@ss"));
     }
 }

@@ -163,12 +163,15 @@ impl Bus {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(OP_TIMEOUT))
             .set_response_timeout(Some(OP_TIMEOUT));
-        let cmd = self
-            .node
-            .client
+        let client = self.node.source.master().await?;
+        let cmd = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let (sink, stream) = self.node.client.get_async_pubsub().await?.split();
+        let (sink, stream) = client.get_async_pubsub().await?.split();
+        if let Some((from, to)) = self.node.source.connected_to(&client) {
+            // Once per failover: the rest of it is the usual reconnect.
+            tracing::warn!(%from, %to, "Redis failed over: the Sentinels name a new master");
+        }
         Ok(Link { cmd, sink, stream })
     }
 
@@ -551,7 +554,31 @@ impl Bus {
             redis::cmd("PING").query_async::<String>(&mut link.cmd),
         )
         .await??;
+        if self.node.source.follows_failovers() {
+            // A master Sentinel demoted answers PINGs as a replica: ask.
+            let role: redis::Value =
+                tokio::time::timeout(OP_TIMEOUT, redis::cmd("ROLE").query_async(&mut link.cmd))
+                    .await??;
+            if !is_master(&role) {
+                return Err(End::Lost(
+                    "the Redis this node used is no longer the master".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Whether a `ROLE` reply is a master's (its first element `master`).
+fn is_master(role: &redis::Value) -> bool {
+    match role {
+        redis::Value::Array(items) => {
+            matches!(
+                items.first(),
+                Some(redis::Value::BulkString(b)) if b == b"master"
+            ) || matches!(items.first(), Some(redis::Value::SimpleString(s)) if s == "master")
+        }
+        _ => false,
     }
 }
 
