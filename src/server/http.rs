@@ -28,7 +28,7 @@ use crate::server::response::{Body, json_bytes, method_not_allowed, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
 use crate::server::warnings::Reason;
-use crate::server::{history, media, player, sessions, upgrade};
+use crate::server::{history, icestats, media, player, playlists, sessions, upgrade};
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade):
 /// over TLS first when the server has a certificate. `admission` is the
@@ -140,6 +140,14 @@ async fn route(
             Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         },
         (_, p) if p.starts_with(history::PREFIX) => station_history(method, p, &shared).await,
+        // What radio apps and Icecast tools read (docs/stream.md).
+        (_, p) if playlists::serves(p) => {
+            playlists::route(method, p, req.headers(), peer.ip(), &shared).await
+        }
+        (_, icestats::PATH) => {
+            let kbps = icestats::STREAM_KBPS;
+            icestats::route(method, req.headers(), peer.ip(), &shared, kbps).await
+        }
         (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
@@ -215,6 +223,8 @@ fn route_of(path: &str) -> Route {
         "/metrics" => Route::Metrics,
         "/api/stations" => Route::Stations,
         p if p.starts_with(history::PREFIX) => Route::Stations,
+        icestats::PATH => Route::Stations,
+        p if playlists::serves(p) => Route::Stations,
         "/api/library" => Route::Library,
         sessions::PATH => Route::Session,
         p if media::Library::serves(p) => Route::Media,

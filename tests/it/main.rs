@@ -34,5 +34,6 @@ mod protocol;
 mod scan;
 mod security;
 mod shell;
+mod streamlinks;
 mod tls;
 mod unplayable;
