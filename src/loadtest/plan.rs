@@ -50,6 +50,9 @@ pub(crate) struct WorkerPlan {
     pub epoch_server_ms: Option<i64>,
     /// Time one listener has for TCP connect, upgrade and `welcome`.
     pub handshake_timeout_ms: u64,
+    /// `--stream`: the listeners are HTTP stream readers of these URLs.
+    #[serde(default)]
+    pub stream: Option<super::stream::StreamPlan>,
 }
 
 impl WorkerPlan {
@@ -144,6 +147,9 @@ pub(crate) fn default_loopback_sources(connections: usize) -> Vec<IpAddr> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub(crate) enum ParentCmd {
+    /// The run phase starts now (`--stream`: each reader's bytes are
+    /// counted from here).
+    Mark,
     /// The broadcasters have stopped: wait (up to `drain_ms`) until every
     /// listener holds its station's newest `seq`, then report and exit.
     Finish { final_seqs: Vec<u64>, drain_ms: u64 },
@@ -170,8 +176,13 @@ pub(crate) struct Progress {
     pub dropped: u64,
     /// Fan-out syncs received so far.
     pub syncs: u64,
-    /// Fan-out p99 so far, in microseconds.
+    /// Fan-out p99 so far, in microseconds (`--stream`: start time p99).
     pub p99_us: Option<u64>,
+    /// `--stream`: audio bytes received so far, and stalls.
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub stalls: u64,
 }
 
 /// One update as seen by one worker's listeners.
@@ -219,6 +230,9 @@ pub(crate) struct WorkerReport {
     pub ramp_ms: u64,
     /// This worker's clock offset to each node, in ms (server minus ours).
     pub clock_offset_ms: Vec<f64>,
+    /// `--stream`: what the stream readers measured.
+    #[serde(default)]
+    pub stream: Option<super::stream::StreamFigures>,
 }
 
 #[cfg(test)]

@@ -126,7 +126,11 @@ fn playlist(kind: Kind, name: &StationName, url: &str) -> Response<Body> {
 /// (`https` when `tls`) and the `Host` header. `Err` says why no base can
 /// be made (no host, or one that is not a host name).
 pub(crate) fn base_url(headers: &HeaderMap, trusted: bool, tls: bool) -> Result<String, String> {
-    let forwarded = trusted.then(|| forwarded(headers)).unwrap_or_default();
+    let forwarded = if trusted {
+        forwarded(headers)
+    } else {
+        Forwarded::default()
+    };
     let scheme = forwarded
         .proto
         .unwrap_or(if tls { "https" } else { "http" });

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::ctx::{CONNECTED, Ctx, Lite, lock};
 
 /// Why a connection attempt failed, as a short stable label for the report.
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
     match e.kind() {
         K::ConnectionRefused => "refused".into(),
@@ -49,13 +49,20 @@ fn ws_reason(e: &tungstenite::Error) -> String {
 
 /// Opens the TCP connection of global listener `i`, bound to its source address.
 async fn tcp_connect(ctx: &Ctx, i: usize) -> std::io::Result<TcpStream> {
-    let target = ctx.targets[ctx.plan.url_of(i)].addr;
+    connect_from(ctx.targets[ctx.plan.url_of(i)].addr, ctx.plan.source_of(i)).await
+}
+
+/// Opens a TCP connection to `target`, bound to `source` if any.
+pub(crate) async fn connect_from(
+    target: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    if let Some(src) = ctx.plan.source_of(i) {
+    if let Some(src) = source {
         // Lets the kernel reuse this address's ports still in TIME_WAIT from
         // an earlier run; the four-tuple still has to be unique.
         socket.set_reuseaddr(true)?;

@@ -226,6 +226,7 @@ impl Ctx {
             dropped: self.dropped.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             p99_us: fanout.quantile(0.99),
+            ..Progress::default()
         }
     }
 }

@@ -24,6 +24,8 @@
 mod connection;
 mod ctx;
 
+pub(crate) use connection::{connect_from, io_reason};
+
 pub(crate) use ctx::{Target, resolve};
 
 use std::collections::HashMap;
@@ -106,6 +108,9 @@ pub(crate) async fn worker_main() -> anyhow::Result<ExitCode> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let plan = read_plan(&mut stdin).await?;
     raise_open_files_limit();
+    if let Some(stream) = plan.stream.clone() {
+        return crate::loadtest::stream::reader::serve(plan, stream, &mut stdin).await;
+    }
     let ctx = Arc::new(Ctx::new(plan).await?);
     // Clock offsets first, so the first syncs are already corrected.
     let clocks = start_clocks(&ctx).await?;
@@ -176,6 +181,7 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                 let cmd: ParentCmd = serde_json::from_str(&line)
                     .with_context(|| format!("unknown command from the parent: {line}"))?;
                 match cmd {
+                    ParentCmd::Mark => {}
                     ParentCmd::Finish { final_seqs, drain_ms } => {
                         if ramp_ms.is_none() {
                             ramp_task.abort();
