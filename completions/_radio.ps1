@@ -143,6 +143,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--min-delivery', '--min-delivery', [CompletionResultType]::ParameterName, 'Fail (exit 1) when final-state delivery is below this percentage')
             [CompletionResult]::new('--server-pid', '--server-pid', [CompletionResultType]::ParameterName, 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
+            [CompletionResult]::new('--stream', '--stream', [CompletionResultType]::ParameterName, 'Read HTTP audio streams instead of holding WebSocket listeners: each of --listeners reads a stream, measuring the time to its first audio byte, its bytes a second, its stalls (over 1 s without a byte) and the audio lost against the stream''s bitrate. With --listen-only STATION it reads URL/stations/STATION/stream; without, each --url is a stream itself (an Icecast mount, say)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

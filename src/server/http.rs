@@ -140,7 +140,8 @@ async fn route(
             Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         },
         (_, p) if p.starts_with(history::PREFIX) => station_history(method, p, &shared).await,
-        // What radio apps and Icecast tools read (docs/stream.md).
+        // What radio apps and Icecast tools read (the README's "Playlists and
+        // status for radio apps").
         (_, p) if playlists::serves(p) => {
             playlists::route(method, p, req.headers(), peer.ip(), &shared).await
         }
