@@ -17,8 +17,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::broadcaster::{Handle, Outcome};
-use crate::client::{self, Ws};
-use crate::protocol::{ClientMessage, ServerMessage, StationName, SyncCause};
+
+/// How long after the run's end the observer waits for a state published
+/// by then to reach it (the fan-out to every listener comes first).
+const LATE: Duration = Duration::from_secs(2);
+use crate::client::{self, ClockOffset, Ws};
+use crate::protocol::{self, ClientMessage, ServerMessage, StationName, SyncCause};
 
 /// Connects to `url` and tunes in to `station`, which must be live.
 pub(crate) async fn connect(
@@ -27,6 +31,13 @@ pub(crate) async fn connect(
     duration: Duration,
 ) -> anyhow::Result<Handle> {
     let (mut ws, _) = client::connect(url).await?;
+    // The server's clock, so that "published during the run" means what
+    // it means to the listeners (they judge by the frames' server time).
+    let mut clock = ClockOffset::default();
+    for _ in 0..8 {
+        client::sample_clock(&mut ws, &mut clock).await?;
+    }
+    let offset_ms = clock.offset_ms().unwrap_or(0.0).round() as i64;
     client::send(
         &mut ws,
         &ClientMessage::TuneIn {
@@ -57,35 +68,48 @@ pub(crate) async fn connect(
     let (start_tx, start_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(observe(ws, duration, start_rx, done_tx, stop_rx));
+    let task = tokio::spawn(observe(ws, offset_ms, duration, start_rx, done_tx, stop_rx));
     Ok(Handle::new(start_tx, done_rx, stop_tx, task))
 }
 
-/// Reads the station's states until the run ends, counting those of the
-/// run; then reports, and keeps reading (so pings are answered) until told
-/// to stop.
+/// Reads the station's states, counting those published during the run
+/// (from its start for `duration`, by the server's clock, as the listeners
+/// count them); then reports, and keeps reading (so pings are answered)
+/// until told to stop. It reports at the first state published after the
+/// run, or [`LATE`] after the run's end when none comes.
 async fn observe(
     mut ws: Ws,
+    offset_ms: i64,
     duration: Duration,
     mut start: oneshot::Receiver<Instant>,
     done: oneshot::Sender<Outcome>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut outcome = Outcome::default();
-    let mut end: Option<Instant> = None;
-    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    // The run on the server's clock, in milliseconds: [from, until).
+    let mut window: Option<(i64, i64)> = None;
+    let mut end = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     loop {
         tokio::select! {
-            at = &mut start, if end.is_none() => match at {
-                Ok(at) => end = Some(at + duration),
+            at = &mut start, if window.is_none() => match at {
+                Ok(at) => {
+                    let ago = i64::try_from(at.elapsed().as_millis()).unwrap_or(0);
+                    let from = protocol::now_ms() - ago + offset_ms;
+                    let long = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+                    window = Some((from, from.saturating_add(long)));
+                    end = at + duration + LATE;
+                }
                 // The parent gave up.
                 Err(_) => return,
             },
-            _ = tokio::time::sleep_until(end.unwrap_or(far)), if end.is_some() => break,
+            _ = tokio::time::sleep_until(end), if window.is_some() => break,
             msg = client::next_message(&mut ws) => match msg {
                 Ok(Some(ServerMessage::Sync(s))) => {
+                    if window.is_some_and(|(_, until)| s.server_time_ms >= until) {
+                        break;
+                    }
                     outcome.final_seq = outcome.final_seq.max(s.seq);
-                    if end.is_some() {
+                    if window.is_some_and(|(from, _)| s.server_time_ms >= from) {
                         match s.cause {
                             SyncCause::Update => outcome.updates_sent += 1,
                             SyncCause::Heartbeat => outcome.heartbeats_sent += 1,

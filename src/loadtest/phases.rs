@@ -29,6 +29,8 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// each station's newest state; a listener still behind then counts as not
 /// delivered.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How far ahead the workers are told of the run's start.
+const RUN_LEAD: Duration = Duration::from_millis(100);
 /// Generator CPU share of the machine above which its figures are suspect.
 const GENERATOR_CPU_WARN_PCT: f64 = 80.0;
 
@@ -351,7 +353,20 @@ impl Session {
     }
 
     /// Run: the broadcasters send for `--duration`; gives what each did.
+    /// The workers learn first when it begins (a moment ahead, so none
+    /// hears a state of the run before it knows the run has begun).
     pub(super) async fn run(&mut self, after_ramp: &Progress) -> anyhow::Result<Vec<Outcome>> {
+        let at_unix_ms = protocol::now_ms() + millis(RUN_LEAD) as i64;
+        let until_unix_ms = (!self.args.listen_only.is_empty())
+            .then(|| at_unix_ms.saturating_add(millis(self.args.duration) as i64));
+        self.fleet
+            .command(&ParentCmd::Run {
+                at_unix_ms,
+                until_unix_ms,
+            })
+            .await?;
+        let ahead = at_unix_ms - protocol::now_ms();
+        tokio::time::sleep(Duration::from_millis(ahead.max(0).unsigned_abs())).await;
         let start = Instant::now();
         for b in &mut self.broadcasters {
             b.start(start);
@@ -365,13 +380,15 @@ impl Session {
                 _ = tokio::time::sleep_until(end) => break,
             }
         }
+        // The run's figures end here: an observer may wait a little longer
+        // for the first state after the run, which is no part of it.
+        self.run_s = start.elapsed().as_secs_f64();
+        self.generator.end = report::sample_all(&self.generator_pids);
+        self.server.end = report::sample_trees(&self.args.server_pids);
         let mut outcomes = Vec::with_capacity(self.broadcasters.len());
         for b in &mut self.broadcasters {
             outcomes.push(b.outcome().await);
         }
-        self.run_s = start.elapsed().as_secs_f64();
-        self.generator.end = report::sample_all(&self.generator_pids);
-        self.server.end = report::sample_trees(&self.args.server_pids);
         self.ui.finish();
         for (s, o) in outcomes.iter().enumerate() {
             if let Some(why) = &o.lost {

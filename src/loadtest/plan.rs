@@ -150,6 +150,18 @@ pub(crate) enum ParentCmd {
     /// The run phase starts now (`--stream`: each reader's bytes are
     /// counted from here).
     Mark,
+    /// The run phase begins at `at_unix_ms` (the parent's clock, a moment
+    /// still ahead when this is sent): only states the server publishes
+    /// from then on are measured. A station that plays by itself (a
+    /// server-run one) publishes during the ramp too, while the server is
+    /// busy with handshakes; those states are no part of the run.
+    /// With `until_unix_ms`, states published from then on are not
+    /// measured either (a station that plays by itself goes on after the
+    /// run; a broadcaster of the generator just stops).
+    Run {
+        at_unix_ms: i64,
+        until_unix_ms: Option<i64>,
+    },
     /// The broadcasters have stopped: wait (up to `drain_ms`) until every
     /// listener holds its station's newest `seq`, then report and exit.
     Finish { final_seqs: Vec<u64>, drain_ms: u64 },

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::support::cli::{drain, exit_status, json_lines, lines, wait_for};
 use crate::support::process::{kill, signal};
-use crate::support::{Client, Server, TempDir, radio_bin, tone_wav};
+use crate::support::{Client, Server, TempDir, radio_bin, tone_wav, tone_wav_at};
 
 /// How far mpv may be from the station 3 s after a change.
 const TOLERANCE_MS: f64 = 250.0;
@@ -476,6 +476,25 @@ fn wait_gain(mpv: &mut MpvIpc, track: &str, want: Option<String>) {
     }
 }
 
+/// The gains the server measured for two tracks, once it has.
+async fn measured_gains(server: &Server, a: &str, b: &str) -> (f64, f64) {
+    crate::support::eventually("the tracks are measured", async || {
+        let list = server.get("/api/library").await.json();
+        let gain = |id: &str| {
+            list.as_array()?
+                .iter()
+                .find(|t| t["id"] == id)?
+                .get("gain_db")?
+                .as_f64()
+        };
+        match (gain(a), gain(b)) {
+            (Some(x), Some(y)) => Ok((x, y)),
+            _ => Err(list.clone()),
+        }
+    })
+    .await
+}
+
 /// Each track plays at the gain its `sync` gives (the server measured it),
 /// as a per-file audio filter that leaves with the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,22 +505,7 @@ async fn mpv_plays_each_track_at_its_gain() {
     // mpv plays Opus; the server cannot decode it to measure it.
     crate::support::ffmpeg_tone(&media, "opus.opus", 30, &["-c:a", "libopus"]);
     let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
-    let gains = crate::support::eventually("the tracks are measured", async || {
-        let list = server.get("/api/library").await.json();
-        let gain = |id: &str| {
-            list.as_array()?
-                .iter()
-                .find(|t| t["id"] == id)?
-                .get("gain_db")?
-                .as_f64()
-        };
-        match (gain("loud.wav"), gain("quiet.wav")) {
-            (Some(l), Some(q)) => Ok((l, q)),
-            _ => Err(list.clone()),
-        }
-    })
-    .await;
-    let (loud, quiet) = gains;
+    let (loud, quiet) = measured_gains(&server, "loud.wav", "quiet.wav").await;
     let mut b = Client::connect(&server).await;
     b.start("gain").await;
     b.update("gain", "loud.wav", 1_000, true).await;
@@ -906,21 +910,20 @@ fn sample(mpv: &mut MpvIpc) -> Sample {
 /// 2 ms over its IPC): the first track's clock reaching its end, the
 /// second's starting from 0: the gap between is under 50 ms. No request
 /// reaches the server around the boundary (the next track was fetched
-/// ahead), and the second track starts where the station's timeline puts it.
+/// ahead), and the second track starts where the station's timeline puts it,
+/// at its own gain (one is 14 dB quieter).
 /// (The first track lasts 15 s, so the drift loop has brought mpv onto the
 /// station's clock by its end, whatever its start.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mpv_goes_on_to_the_next_track_without_a_gap_or_a_fetch() {
     let media = TempDir::new("mpv-next");
-    media.write(
-        "first.wav",
-        tone_wav(15, &[330.0, 440.0], Some("First"), None),
-    );
-    media.write("second.wav", tone_wav(90, &[392.0], Some("Second"), None));
+    media.write("first.wav", tone_wav_at(15, &[330.0, 440.0], 0.5));
+    media.write("second.wav", tone_wav_at(90, &[392.0], 0.1));
     let lists = TempDir::new("mpv-next-list");
     lists.write("list.m3u", "first.wav\nsecond.wav\n");
     let list = lists.path().join("list.m3u");
     let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
+    let (first_gain, second_gain) = measured_gains(&server, "first.wav", "second.wav").await;
     let sockets = TempDir::new("mpv-socket");
     let (mut listen, frames, _err) = listen_mpv(
         &server.ws_url(),
@@ -943,6 +946,8 @@ async fn mpv_goes_on_to_the_next_track_without_a_gap_or_a_fetch() {
         v["type"] == "sync" && v["track"] == "first.wav"
     });
     assert_eq!(first["next"]["track"], "second.wav", "{first}");
+    let db = |g: f64| Some(format!("{g:.2}dB"));
+    tokio::task::block_in_place(|| wait_gain(&mut mpv, "first.wav", db(first_gain)));
     let ms = |v: &Value| v.as_f64().expect("a number");
     let boundary =
         ms(&first["server_time_ms"]) + ms(&first["duration_ms"]) - ms(&first["position_ms"]);
@@ -1027,8 +1032,10 @@ async fn mpv_goes_on_to_the_next_track_without_a_gap_or_a_fetch() {
         "second.wav started {:.0} ms from the station's timeline",
         started - timeline
     );
-    // mpv plays the entry it had: nothing was loaded in its place.
+    // mpv plays the entry it had, at the gain it was appended with: nothing
+    // was loaded in its place.
     tokio::task::block_in_place(|| {
+        assert_eq!(radio_gain(&mut mpv), db(second_gain), "second.wav's gain");
         let playlist = mpv.get("playlist");
         let entries = playlist.as_array().expect("a playlist");
         assert!(

@@ -149,6 +149,8 @@ pub(crate) async fn serve(
                 let cmd: ParentCmd = serde_json::from_str(&line)
                     .with_context(|| format!("unknown command from the parent: {line}"))?;
                 match cmd {
+                    // The WebSocket run's; the stream run marks its own.
+                    ParentCmd::Run { .. } => {}
                     ParentCmd::Mark => {
                         for local in 0..n {
                             if ctx.state[local].load(Ordering::Relaxed) == STARTED {

@@ -94,6 +94,12 @@ pub(super) struct Ctx {
     pub(super) shards: Vec<Mutex<Shard>>,
     pub(super) handshake_us: Mutex<Hist>,
     pub(super) failed_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// When the run phase begins, on this machine's clock in microseconds
+    /// (`i64::MAX` until the parent says): states published before it are
+    /// followed (`seq`) but not measured.
+    pub(super) run_from_us: AtomicI64,
+    /// When it ends, likewise (`i64::MAX`: it ends with the broadcasters).
+    pub(super) run_until_us: AtomicI64,
 }
 
 /// Locks a mutex, carrying on with the data if another task panicked while
@@ -170,8 +176,13 @@ impl Ctx {
     }
 
     pub(super) fn on_sync(&self, local: usize, station: u32, node: usize, f: &Lite<'_>) {
-        let now = now_us() + self.offsets_us[node].load(Ordering::Relaxed);
-        let latency = u64::try_from(now - f.server_time_ms.saturating_mul(1000)).unwrap_or(0);
+        let offset_us = self.offsets_us[node].load(Ordering::Relaxed);
+        let now = now_us() + offset_us;
+        let published_us = f.server_time_ms.saturating_mul(1000);
+        let latency = u64::try_from(now - published_us).unwrap_or(0);
+        let published_here_us = published_us - offset_us;
+        let in_run = published_here_us >= self.run_from_us.load(Ordering::Relaxed)
+            && published_here_us < self.run_until_us.load(Ordering::Relaxed);
         // The broadcaster's true position at server time t is t - epoch, so
         // the listener's estimate at any moment is off by exactly this much.
         // No timeline is known of a station the generator does not play.
@@ -187,12 +198,12 @@ impl Ctx {
         if f.seq > prev {
             self.last_seq[local].store(f.seq, Ordering::Relaxed);
         }
-        let fanout = f.cause != Some("tune_in");
+        let fanout = in_run && f.cause != Some("tune_in");
         if fanout {
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
         let mut s = self.shard(local);
-        if let Some(error_ms) = error_ms {
+        if let Some(error_ms) = error_ms.filter(|_| in_run) {
             s.accuracy_ms.record(error_ms);
         }
         if fanout {
@@ -200,7 +211,7 @@ impl Ctx {
             let e = s.updates.entry((station, f.seq)).or_insert((0, 0));
             e.0 += 1;
             e.1 = e.1.max(latency);
-        } else {
+        } else if f.cause == Some("tune_in") {
             s.tune_in_syncs += 1;
         }
         if prev > 0 {
@@ -262,6 +273,8 @@ impl Ctx {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             handshake_us: Mutex::new(Hist::new()),
             failed_by_reason: Mutex::new(BTreeMap::new()),
+            run_from_us: AtomicI64::new(i64::MAX),
+            run_until_us: AtomicI64::new(i64::MAX),
             plan,
         })
     }

@@ -182,6 +182,14 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("unknown command from the parent: {line}"))?;
                 match cmd {
                     ParentCmd::Mark => {}
+                    ParentCmd::Run { at_unix_ms, until_unix_ms } => {
+                        if let Some(until) = until_unix_ms {
+                            ctx.run_until_us
+                                .store(until.saturating_mul(1000), Ordering::Relaxed);
+                        }
+                        ctx.run_from_us
+                            .store(at_unix_ms.saturating_mul(1000), Ordering::Relaxed);
+                    }
                     ParentCmd::Finish { final_seqs, drain_ms } => {
                         if ramp_ms.is_none() {
                             ramp_task.abort();

@@ -68,6 +68,13 @@ pub(crate) fn tone_wav(
     radio::encode_wav(RATE, &samples, &tags)
 }
 
+/// [`tone_wav`] untagged, at `amplitude` (0 to 1) instead of one half: a
+/// track louder or quieter than the rest, in the same small format.
+pub(crate) fn tone_wav_at(seconds: u32, notes: &[f32], amplitude: f32) -> Vec<u8> {
+    const RATE: u32 = 22_050;
+    radio::encode_wav(RATE, &radio::arpeggio(RATE, seconds, notes, amplitude), &[])
+}
+
 /// Writes `name` in `dir`: `seconds` of a 440 Hz tone encoded by a real
 /// ffmpeg, the container from the name's extension, `args` (codec
 /// choices) before the output. ffmpeg is installed by scripts/setup.sh

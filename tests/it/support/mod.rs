@@ -21,7 +21,7 @@ pub(crate) mod server;
 pub(crate) mod tls;
 pub(crate) mod ws;
 
-pub(crate) use fixtures::{TempDir, ffmpeg_tone, sine_wav, tone_wav};
+pub(crate) use fixtures::{TempDir, ffmpeg_tone, sine_wav, tone_wav, tone_wav_at};
 pub(crate) use http::{Resp, request};
 pub(crate) use poll::eventually;
 pub(crate) use process::radio_bin;
