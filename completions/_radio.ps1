@@ -76,6 +76,8 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--session-sweep', '--session-sweep', [CompletionResultType]::ParameterName, 'How often idle sessions are swept')
             [CompletionResult]::new('--max-sessions', '--max-sessions', [CompletionResultType]::ParameterName, 'Most private sessions kept; the least recently used is evicted beyond it')
             [CompletionResult]::new('--session-rate', '--session-rate', [CompletionResultType]::ParameterName, 'New private sessions one client address may create per minute (0: no limit); more are answered 429')
+            [CompletionResult]::new('--stream-bitrate', '--stream-bitrate', [CompletionResultType]::ParameterName, 'Bitrate of each station''s MP3 stream (/stations/NAME/stream), kb/s: one of 32 40 48 56 64 80 96 112 128 160 192 224 256 320')
+            [CompletionResult]::new('--stream-burst', '--stream-burst', [CompletionResultType]::ParameterName, 'The most audio a new stream listener is sent at once so its player starts at once (0 for none, up to 10s); the stream is encoded this far ahead, so a seek or pause reaches stream listeners this late')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
             [CompletionResult]::new('--reuse-port', '--reuse-port', [CompletionResultType]::ParameterName, 'Share the listening port with other processes (SO_REUSEPORT)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

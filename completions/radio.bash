@@ -463,7 +463,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-l -m -h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-stations-per-ip --claim-rate --max-list --list-rate --allowed-origins --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --node-id --lease --reuse-port --media --station --rescan-interval --follow-symlinks --loudness-cache --session-ttl --session-sweep --max-sessions --session-rate --color --help --version"
+            opts="-l -m -h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-stations-per-ip --claim-rate --max-list --list-rate --allowed-origins --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --node-id --lease --reuse-port --media --station --rescan-interval --follow-symlinks --loudness-cache --session-ttl --session-sweep --max-sessions --session-rate --stream-bitrate --stream-burst --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -622,6 +622,14 @@ _radio() {
                     return 0
                     ;;
                 --session-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-bitrate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-burst)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -420,6 +420,42 @@ pub struct ServeArgs {
         default_value_t = defaults::SESSION_RATE
     )]
     pub session_rate: u32,
+
+    /// Bitrate of each station's MP3 stream (/stations/NAME/stream), kb/s:
+    /// one of 32 40 48 56 64 80 96 112 128 160 192 224 256 320.
+    #[arg(long, env = "RADIO_STREAM_BITRATE", value_name = "KBPS", default_value_t = defaults::STREAM_BITRATE, value_parser = parse_bitrate)]
+    pub stream_bitrate: u32,
+
+    /// The most audio a new stream listener is sent at once so its player
+    /// starts at once (0 for none, up to 10s); the stream is encoded this
+    /// far ahead, so a seek or pause reaches stream listeners this late.
+    #[arg(long, env = "RADIO_STREAM_BURST", default_value = duration(defaults::STREAM_BURST), value_name = "DURATION", value_parser = parse_burst)]
+    pub stream_burst: Duration,
+}
+
+/// `--stream-bitrate`: an MPEG-1 Layer III bitrate.
+fn parse_bitrate(s: &str) -> Result<u32, String> {
+    const RATES: [u32; 14] = [
+        32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
+    let kbps = s
+        .trim_end_matches("k")
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a bitrate; write kb/s, like 128"))?;
+    if RATES.contains(&kbps) {
+        Ok(kbps)
+    } else {
+        Err(format!("MP3 has no {kbps} kb/s; use one of {RATES:?}"))
+    }
+}
+
+/// `--stream-burst`: at most 10 s (the stream runs that far ahead).
+fn parse_burst(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_secs(10) {
+        return Err("a burst over 10s delays every change that long; use 10s or less".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -540,6 +576,20 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         command().debug_assert();
+    }
+
+    #[test]
+    fn stream_flags_take_what_mp3_can_do() {
+        assert_eq!(parse_bitrate("192"), Ok(192));
+        assert_eq!(parse_bitrate("64k"), Ok(64));
+        assert!(
+            parse_bitrate("100")
+                .unwrap_err()
+                .contains("MP3 has no 100 kb/s")
+        );
+        assert!(parse_bitrate("fast").is_err());
+        assert_eq!(parse_burst("0s"), Ok(Duration::ZERO));
+        assert!(parse_burst("11s").unwrap_err().contains("10s or less"));
     }
 
     /// Every flag of every command can be set from the environment

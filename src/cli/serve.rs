@@ -8,7 +8,7 @@ use crate::protocol;
 use crate::server::backend::any::BackendConfig;
 use crate::server::backend::redis;
 use crate::server::config::{
-    ConnConfig, MediaConfig, ServerConfig, SessionConfig, Startup, TlsFiles, defaults,
+    ConnConfig, MediaConfig, ServerConfig, SessionConfig, Startup, StreamConfig, TlsFiles, defaults,
 };
 use crate::server::keys::KeySources;
 
@@ -76,6 +76,10 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 sweep: args.session_sweep,
                 max: args.max_sessions,
                 rate_per_minute: args.session_rate,
+            },
+            stream: StreamConfig {
+                bitrate_kbps: args.stream_bitrate,
+                burst: args.stream_burst,
             },
             stations: args.stations.into_iter().flat_map(|l| l.0).collect(),
         })

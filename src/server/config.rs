@@ -61,6 +61,10 @@ pub(crate) mod defaults {
     pub(crate) const MAX_SESSIONS: usize = 100_000;
     /// `--session-rate`: new sessions per minute per client address.
     pub(crate) const SESSION_RATE: u32 = 10;
+    /// `--stream-bitrate`, kb/s.
+    pub(crate) const STREAM_BITRATE: u32 = 128;
+    /// `--stream-burst`.
+    pub(crate) const STREAM_BURST: Duration = Duration::from_secs(2);
 }
 
 /// What `radio serve` does besides what [`ServerConfig`] says: the address
@@ -108,6 +112,8 @@ pub struct ServerConfig {
     pub backend: BackendConfig,
     pub media: MediaConfig,
     pub sessions: SessionConfig,
+    /// Each station's MP3 stream (`/stations/{name}/stream`).
+    pub stream: StreamConfig,
     /// `--station`: the stations the server runs itself.
     pub stations: Vec<crate::server::onair::StationSpec>,
 }
@@ -144,6 +150,16 @@ pub struct MediaConfig {
     pub follow_symlinks: bool,
     /// Where measured loudness is kept across restarts.
     pub loudness_cache: crate::server::media::LoudnessCache,
+}
+
+/// The stations' MP3 streams for radio apps.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// `--stream-bitrate`: the MP3 bitrate, kb/s (an MPEG-1 Layer III rate).
+    pub bitrate_kbps: u32,
+    /// `--stream-burst`: the most audio a new stream listener is sent at
+    /// once; the stream is encoded this far ahead of the station.
+    pub burst: Duration,
 }
 
 /// Private player sessions.
@@ -200,6 +216,10 @@ impl Default for ServerConfig {
                 sweep: defaults::SESSION_SWEEP,
                 max: defaults::MAX_SESSIONS,
                 rate_per_minute: defaults::SESSION_RATE,
+            },
+            stream: StreamConfig {
+                bitrate_kbps: defaults::STREAM_BITRATE,
+                burst: defaults::STREAM_BURST,
             },
             stations: Vec::new(),
         }

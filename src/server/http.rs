@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -28,7 +29,7 @@ use crate::server::response::{Body, json_bytes, method_not_allowed, text};
 use crate::server::shared::Shared;
 use crate::server::timed_io::TimedStream;
 use crate::server::warnings::Reason;
-use crate::server::{history, icestats, media, player, playlists, sessions, upgrade};
+use crate::server::{history, icestats, media, player, playlists, sessions, stream, upgrade};
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade):
 /// over TLS first when the server has a certificate. `admission` is the
@@ -146,9 +147,14 @@ async fn route(
             playlists::route(method, p, req.headers(), peer.ip(), &shared).await
         }
         (_, icestats::PATH) => {
-            let kbps = icestats::STREAM_KBPS;
+            let kbps = shared.streams.bitrate_kbps();
             icestats::route(method, req.headers(), peer.ip(), &shared, kbps).await
         }
+        // A station as an MP3 stream, for radio apps (docs/stream.md).
+        (_, p) if stream::serves(p) => match shared.origins.check(req.headers()) {
+            Ok(()) => station_stream(&req, client, &held, &shared).await,
+            Err(why) => forbidden(&shared, client, why),
+        },
         (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
@@ -195,6 +201,41 @@ async fn station_history(method: &Method, path: &str, shared: &Shared) -> Respon
     }
 }
 
+/// `GET`/`HEAD /stations/{name}/stream`, from `client` on a connection
+/// whose admission is `held`: a proxied client is counted against its own
+/// address first (as a WebSocket upgrade is).
+async fn station_stream(
+    req: &Request<Incoming>,
+    client: SocketAddr,
+    held: &Held,
+    shared: &Shared,
+) -> Response<Body> {
+    let counted = match held.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        Some(admission) => admission.count_client(&shared.gate, client.ip()),
+        None => Ok(()),
+    };
+    if let Err(full) = counted {
+        full.count(&shared.metrics, &shared.warnings, client.ip());
+        let mut res = text(full.status(), full.message());
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    let asked = stream::Asked {
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        scheme: if shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+    };
+    shared.streams.answer(asked, &shared.backend).await
+}
+
 /// 403 for a page of another origin.
 fn forbidden(shared: &Shared, client: SocketAddr, why: String) -> Response<Body> {
     shared.metrics.origin_refused.inc();
@@ -230,6 +271,7 @@ fn route_of(path: &str) -> Route {
         sessions::PATH => Route::Session,
         p if media::Library::serves(p) => Route::Media,
         p if player::serves(p) => Route::Player,
+        p if stream::serves(p) => Route::Stream,
         _ => Route::Other,
     }
 }

@@ -37,9 +37,6 @@ pub(crate) const PATH: &str = "/status-json.xsl";
 /// The stream's format, as `server_type` says.
 const SERVER_TYPE: &str = "audio/mpeg";
 
-/// The stream's bitrate in kb/s, as `bitrate` says.
-pub(crate) const STREAM_KBPS: u32 = 128;
-
 /// What this node has seen of each listed station: since when (unix ms),
 /// and its most listeners.
 #[derive(Default)]
@@ -172,10 +169,11 @@ fn source(base: &str, s: &StationSummary, start_ms: i64, peak: u64, kbps: u32) -
         title: s.title.clone().or_else(|| s.track.clone()),
         artist: s.artist.clone(),
         server_name: s.station.to_string(),
-        server_description: format!("radio station {}", s.station),
+        // As the stream's own icy-description and icy-genre say.
+        server_description: format!("{}, a station of a synchronized radio", s.station),
         server_type: SERVER_TYPE,
         bitrate: kbps,
-        genre: "",
+        genre: "Various",
         stream_start_iso8601: iso8601(
             UNIX_EPOCH + Duration::from_millis(u64::try_from(start_ms).unwrap_or(0)),
         ),

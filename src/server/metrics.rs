@@ -17,6 +17,7 @@ mod histogram;
 pub(crate) mod limits;
 mod link;
 mod process;
+pub(crate) mod stream;
 pub(crate) mod traffic;
 
 use std::sync::Mutex;
@@ -153,6 +154,8 @@ pub(crate) struct Metrics {
     link: link::LinkSeries,
     /// Refusals of the per-client limits on stations; listing refreshes.
     pub limits: limits::Limits,
+    /// The stations' MP3 streams.
+    pub stream: std::sync::Arc<stream::StreamSeries>,
     sessions: Gauge,
     library_tracks: Gauge,
     library_bytes: Gauge,
@@ -276,6 +279,7 @@ impl Metrics {
         );
         let http = Traffic::new(r);
         let limits = limits::Limits::new(r);
+        let stream = std::sync::Arc::new(stream::StreamSeries::new(r));
         let sessions = metric(r, "sessions", "Private player sessions kept");
         let library_tracks = metric(r, "library_tracks", "Tracks in the media library");
         let library_bytes = metric(r, "library_bytes", "Bytes of the media library's tracks");
@@ -320,6 +324,7 @@ impl Metrics {
             http,
             link,
             limits,
+            stream,
             sessions,
             library_tracks,
             library_bytes,

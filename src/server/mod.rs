@@ -44,6 +44,7 @@ pub(crate) mod response;
 pub(crate) mod sessions;
 pub(crate) mod shared;
 pub(crate) mod station;
+pub(crate) mod stream;
 pub(crate) mod timed_io;
 pub(crate) mod tls;
 pub(crate) mod upgrade;

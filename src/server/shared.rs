@@ -24,6 +24,7 @@ use crate::server::peer::TrustedProxies;
 use crate::server::reload::{self, Reloader};
 use crate::server::sessions::{self, Sessions};
 use crate::server::station::Unplayable;
+use crate::server::stream::Streams;
 use crate::server::tls::Tls;
 use crate::server::warnings::Warnings;
 
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub unplayable: Unplayable,
     /// What `/status-json.xsl` has seen of each station.
     pub icestats: icestats::Seen,
+    /// The stations' MP3 streams.
+    pub streams: Streams,
 }
 
 impl Shared {
@@ -122,6 +125,14 @@ impl Shared {
             shutdown.clone(),
         ));
         let listing = Listing::new(config.max_list, metrics.clone());
+        let streams = Streams::new(
+            config.stream,
+            config.conn.write_timeout,
+            media.clone(),
+            metrics.stream.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
         Ok(Self {
             conn: config.conn,
             handshake_timeout: config.handshake_timeout,
@@ -143,6 +154,7 @@ impl Shared {
             tls,
             unplayable: Unplayable::default(),
             icestats: icestats::Seen::default(),
+            streams,
         })
     }
 }

@@ -34,6 +34,7 @@ mod protocol;
 mod scan;
 mod security;
 mod shell;
+mod stream;
 mod streamlinks;
 mod tls;
 mod unplayable;

@@ -25,7 +25,7 @@ use crate::support::{Client, Server, TempDir, radio_bin, tone_wav, tone_wav_at};
 const TOLERANCE_MS: f64 = 250.0;
 
 /// mpv's IPC socket, as the test's own second client of it.
-struct MpvIpc {
+pub(crate) struct MpvIpc {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     id: u64,
@@ -33,7 +33,7 @@ struct MpvIpc {
 
 impl MpvIpc {
     /// Connects once mpv has opened the socket.
-    fn connect(path: &Path) -> MpvIpc {
+    pub(crate) fn connect(path: &Path) -> MpvIpc {
         for _ in 0..200 {
             if let Ok(s) = UnixStream::connect(path) {
                 s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -50,7 +50,7 @@ impl MpvIpc {
     }
 
     /// A property's value (`null` while unavailable).
-    fn get(&mut self, property: &str) -> Value {
+    pub(crate) fn get(&mut self, property: &str) -> Value {
         self.id += 1;
         let id = self.id;
         let line = json!({"command": ["get_property", property], "request_id": id});

@@ -34,6 +34,25 @@ pub(crate) struct Track {
     pub(super) modified: SystemTime,
 }
 
+/// What an external decoder reads for a track (the stream's, in
+/// `server::stream`): the file the scan found, with its (device, inode)
+/// then, or the demo's bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum Decodable {
+    File(PathBuf, (u64, u64)),
+    Memory(Bytes),
+}
+
+impl Track {
+    /// What a decoder reads for this track.
+    pub(crate) fn decodable(&self) -> Decodable {
+        match &self.source {
+            Source::File(path, key) => Decodable::File(path.clone(), *key),
+            Source::Memory(bytes) => Decodable::Memory(bytes.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) enum Source {
     /// A file, and its (device, inode) at the scan: what is opened at

@@ -58,7 +58,7 @@ use tokio_util::task::TaskTracker;
 use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
-pub(crate) use index::Index;
+pub(crate) use index::{Decodable, Index};
 use loudness::Loudness;
 pub use loudness::LoudnessCache;
 pub use serve::answer_for;

@@ -34,12 +34,14 @@ pub(crate) enum Route {
     Session,
     /// The web player's page and files.
     Player,
+    /// A station's MP3 stream (`/stations/{name}/stream`).
+    Stream,
     /// Anything else (404).
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 9] = [
+    const ALL: [Route; 10] = [
         Route::Ws,
         Route::Health,
         Route::Metrics,
@@ -48,6 +50,7 @@ impl Route {
         Route::Media,
         Route::Session,
         Route::Player,
+        Route::Stream,
         Route::Other,
     ];
 
@@ -61,6 +64,7 @@ impl Route {
             Route::Media => "media",
             Route::Session => "session",
             Route::Player => "player",
+            Route::Stream => "stream",
             Route::Other => "other",
         }
     }
