@@ -13,17 +13,21 @@
 # (request to first audio byte) at p99, and the audio lost. Compare the
 # ratios of a round, which survive a busy machine better than absolutes.
 #
-# Usage: bench/icecast.sh [LISTENERS] [ROUNDS] [DURATION]
+#   bench/icecast.sh                         # 2,000 listeners, 3 rounds of 30 s
+#   bench/icecast.sh 10000 3 30s             # LISTENERS ROUNDS DURATION
+#   LISTENERS=100 ROUNDS=1 DURATION=5s bench/icecast.sh   # a quick check
+# Environment (or the arguments, in that order):
 #   LISTENERS  stream listeners per run (default 2000)
 #   ROUNDS     alternating rounds (default 3)
 #   DURATION   the run phase of each loadtest (default 30s)
-# Environment:
-#   RADIO      the radio binary (default target/release/radio; build it
+#   RADIO      the radio binary (default: target/release/radio, built here
 #              with `cargo build --release --locked`)
 #   FILE       an MP3 to play (default: 3 minutes of generated music-like
 #              sound, MP3 128 kb/s CBR)
 #   SIDES      which sides to run (default "icecast radio")
-#   OUT        where to keep the JSON reports and logs (default a temp dir)
+#   OUT        where the JSON reports, logs and the table go (default
+#              bench/out/icecast-LISTENERS, not committed); the table
+#              (table.md) is to be copied into bench/RESULTS.md
 #   ICECAST_ENCODE  `copy` to feed Icecast the file's MP3 frames as they are
 #              (no encoder: Icecast's cheapest setup) instead of encoding
 #
@@ -34,13 +38,16 @@
 # address) and worker processes (15,000 each) by itself.
 set -euo pipefail
 
-LISTENERS=${1:-2000}
-ROUNDS=${2:-3}
-DURATION=${3:-30s}
+LISTENERS=${1:-${LISTENERS:-2000}}
+ROUNDS=${2:-${ROUNDS:-3}}
+DURATION=${3:-${DURATION:-30s}}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RADIO=${RADIO:-$ROOT/target/release/radio}
+if [ -z "${RADIO:-}" ]; then
+  (cd "$ROOT" && cargo build --release --locked --quiet)
+  RADIO=$ROOT/target/release/radio
+fi
 SIDES=${SIDES:-icecast radio}
-OUT=${OUT:-$(mktemp -d /tmp/radio-icecast-bench.XXXXXX)}
+OUT=${OUT:-$ROOT/bench/out/icecast-$LISTENERS}
 ICECAST_ENCODE=${ICECAST_ENCODE:-encode}
 SETTLE=3
 mkdir -p "$OUT"
@@ -63,6 +70,7 @@ need_apt jq jq
 "$RADIO" loadtest --help | grep -q -- '--stream' || die "$RADIO has no loadtest --stream"
 
 MEDIA=$OUT/media
+rm -rf "$MEDIA" "$OUT"/table.md
 mkdir -p "$MEDIA"
 if [ -n "${FILE:-}" ]; then
   cp "$FILE" "$MEDIA/bench.mp3"
@@ -205,6 +213,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 say "load average at the end: $(uptime)"
+# Medians over the rounds, per side.
+for side in $SIDES; do
+  jq -rs --arg side "$side" '
+    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+    "\($side): median over \(length) rounds: \(map(.server_cpu_us_per_reader_s) | median) µs CPU per listener-second, start p99 \(map(.start_ms.p99) | median) ms, stalls \(map(.stalls.count) | add), lost \(map(.audio.lost_pct) | median)%, failed \(map(.readers.failed) | add)"
+  ' "$OUT"/"$side"-*.json | tee -a "$OUT/table.md"
+done
 if [[ "$SIDES" == *icecast* && "$SIDES" == *radio* ]]; then
   # Per round: radio's CPU per listener over Icecast's (below 1: radio is cheaper).
   for ((round = 1; round <= ROUNDS; round++)); do
@@ -213,6 +228,9 @@ if [[ "$SIDES" == *icecast* && "$SIDES" == *radio* ]]; then
       "round \($round): radio/icecast CPU per listener = \(
         if ($i[0].server_cpu_us_per_reader_s // 0) > 0
         then (($r[0].server_cpu_us_per_reader_s / $i[0].server_cpu_us_per_reader_s) * 100 | round / 100)
+        else "-" end), start p99 = \(
+        if ($i[0].start_ms.p99 // 0) > 0
+        then (($r[0].start_ms.p99 / $i[0].start_ms.p99) * 100 | round / 100)
         else "-" end)"' | tee -a "$OUT/table.md"
   done
 fi

@@ -1,7 +1,7 @@
 // "Listen in your app": a page tuned to a station shows the station's
-// stream URL (absolute, to copy into any radio app) and its .m3u playlist,
-// and the playlist it links answers with that stream URL; tuned to another
-// station, the links follow.
+// stream URL (absolute, to copy into any radio app) and its .m3u playlist;
+// the playlist it links answers with that stream URL, and the stream with
+// MP3 audio; tuned to another station, the links follow.
 //
 // usage: node inapp.mjs SERVER_URL STATION OTHER_STATION
 // Run by tests/it/browser.rs; exits non-zero with a message on the first
@@ -59,15 +59,32 @@ try {
     if (!playlist.body.split("\n").includes(want)) {
       throw new Error(`the playlist does not name ${want}: ${playlist.body}`);
     }
-    log(`${name}: ${got.shown} and its playlist`);
+    // The stream itself: MP3, and audio comes.
+    const stream = await page.evaluate(async (u) => {
+      const ctl = new AbortController();
+      const r = await fetch(u, { signal: ctl.signal });
+      const { value } = await r.body.getReader().read();
+      ctl.abort();
+      return { status: r.status, type: r.headers.get("content-type"), bytes: value?.length ?? 0 };
+    }, want);
+    if (stream.status !== 200 || stream.type !== "audio/mpeg" || stream.bytes === 0) {
+      throw new Error(`the stream answered ${JSON.stringify(stream)}`);
+    }
+    log(`${name}: ${got.shown} (${stream.type}) and its playlist`);
   };
 
   await page.goto(`${base}/?station=${station}`);
   await check(station);
   // Another station, tuned from the page's list: the links follow.
-  const button = page.locator(`#station-list button[data-station="${other}"]`);
-  await button.waitFor({ timeout: 20000 });
-  await button.click();
+  // (Clicked from the page itself: the list is redrawn at every listing,
+  // and a redrawn button is a new element.)
+  await until(`${other} is in the page's list`, 20000, async () => ({
+    ok: await page.evaluate((name) => {
+      const b = document.querySelector(`#station-list button[data-station="${name}"]`);
+      if (b) b.click();
+      return !!b;
+    }, other),
+  }));
   await check(other);
   if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join("; ")}`);
   log("ok");

@@ -371,3 +371,51 @@ fn stream_readers_measure_audio_stalls_and_loss() {
         "{missing:#}"
     );
 }
+
+/// `--stream --listen-only STATION` reads radio's own stream of a station
+/// the server runs: every reader starts, at the bitrate the stream says.
+#[test]
+fn stream_readers_read_a_server_run_station() {
+    let media = crate::onair::library(&[("1.wav", 4_000), ("2.wav", 4_000)]);
+    let mut server = Server::spawn_process(&[
+        "--max-connections-per-ip",
+        "0",
+        "--media",
+        media.arg(),
+        "--station",
+        "auto=library",
+    ]);
+    let dir = TempDir::new("loadtest-stream-radio");
+    let json = dir.path().join("report.json");
+    let pid = server.pid().to_string();
+    let out = Command::new(radio_bin())
+        .args(["loadtest", "--stream", "--url", &server.http_url("")])
+        .args([
+            "--listen-only",
+            "auto",
+            "--listeners",
+            "100",
+            "--duration",
+            "3s",
+        ])
+        .args(["--server-pid", &pid, "--json"])
+        .arg(&json)
+        .output()
+        .expect("run radio loadtest");
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report is written"))
+            .expect("the report is JSON");
+    assert_eq!(
+        field(&report, "parameters.urls")[0],
+        format!("{}/stations/auto/stream", server.http_url("")),
+        "{report:#}"
+    );
+    assert_eq!(field(&report, "readers.started"), 100, "{report:#}");
+    assert_eq!(field(&report, "readers.failed"), 0, "{report:#}");
+    assert_eq!(field(&report, "audio.bitrate_from"), "icy-br");
+    assert_eq!(field(&report, "audio.bitrate_kbps"), 128);
+    let rate = field(&report, "audio.bytes_per_s.p50").as_f64().unwrap();
+    assert!(rate > 8_000.0, "{rate}: {report:#}");
+    assert!(field(&report, "server.cpu_seconds_run").as_f64().unwrap() > 0.0);
+}
