@@ -24,6 +24,8 @@
 #              with `cargo build --release --locked`)
 #   FILE       an MP3 to play (default: 3 minutes of generated music-like
 #              sound, MP3 128 kb/s CBR)
+#   CONNECT_RATE  new readers a second (default 0: as fast as accepted, at
+#              most 256 connecting per worker: a connect storm)
 #   SIDES      which sides to run (default "icecast radio")
 #   OUT        where the JSON reports, logs and the table go (default
 #              bench/out/icecast-LISTENERS, not committed); the table
@@ -47,6 +49,7 @@ if [ -z "${RADIO:-}" ]; then
   RADIO=$ROOT/target/release/radio
 fi
 SIDES=${SIDES:-icecast radio}
+CONNECT_RATE=${CONNECT_RATE:-0}
 OUT=${OUT:-$ROOT/bench/out/icecast-$LISTENERS}
 ICECAST_ENCODE=${ICECAST_ENCODE:-encode}
 SETTLE=3
@@ -114,6 +117,7 @@ loadtest() { # SIDE ROUND PIDS ARGS...: one loadtest run, its JSON kept
   shift 3
   local json=$OUT/$side-$round.json
   "$RADIO" loadtest --stream --listeners "$LISTENERS" --duration "$DURATION" \
+    --connect-rate "$CONNECT_RATE" \
     --server-pid "$pids" --json "$json" "$@" >"$OUT/$side-$round.log" 2>&1 \
     || say "  ($side: loadtest exited $?; see $OUT/$side-$round.log)"
   [ -s "$json" ] || die "$side round $round: no report (see $OUT/$side-$round.log)"
@@ -197,7 +201,7 @@ run_radio() { # ROUND
   cleanup
 }
 
-say "bench/icecast.sh: $LISTENERS listeners, $ROUNDS rounds of $DURATION; reports in $OUT"
+say "bench/icecast.sh: $LISTENERS listeners (connect rate $CONNECT_RATE), $ROUNDS rounds of $DURATION; reports in $OUT"
 say "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) CPUs, $(uptime)"
 {
   echo "| round | side | started | failed | ended | server CPU s | µs CPU/listener/s | stalls | stalled listeners | start p50 ms | start p99 ms | B/s p50 | lost % | generator CPU % |"
