@@ -28,6 +28,7 @@
 
 pub(crate) mod broadcaster;
 mod fleet;
+pub(crate) mod net;
 mod observer;
 mod phases;
 pub(crate) mod plan;

@@ -144,11 +144,20 @@ async fn route(
         // What radio apps and Icecast tools read (the README's "Playlists and
         // status for radio apps").
         (_, p) if playlists::serves(p) => {
-            playlists::route(method, p, req.headers(), peer.ip(), &shared).await
+            let how = (shared.proxies.trusts(peer.ip()), shared.tls.is_some());
+            playlists::route(method, p, req.headers(), how, &shared.backend).await
         }
         (_, icestats::PATH) => {
-            let kbps = shared.streams.bitrate_kbps();
-            icestats::route(method, req.headers(), peer.ip(), &shared, kbps).await
+            let from = icestats::Sources {
+                listing: &shared.listing,
+                backend: &shared.backend,
+                seen: &shared.icestats,
+                trusted: shared.proxies.trusts(peer.ip()),
+                tls: shared.tls.is_some(),
+                started: shared.started,
+                stream_kbps: shared.streams.bitrate_kbps(),
+            };
+            icestats::route(method, req.headers(), from).await
         }
         // A station as an MP3 stream, for radio apps (docs/stream.md).
         (_, p) if stream::serves(p) => match shared.origins.check(req.headers()) {

@@ -22,14 +22,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::protocol::{self, StationName, StationSummary};
+use crate::server::backend::any::AnyBackend;
+use crate::server::listing::Listing;
 use crate::server::playlists;
 use crate::server::response::{Body, json, method_not_allowed, text};
-use crate::server::shared::Shared;
 
 /// The path, as Icecast names it.
 pub(crate) const PATH: &str = "/status-json.xsl";
@@ -97,27 +100,40 @@ struct Answer {
 }
 
 /// Answers `GET /status-json.xsl`.
+/// What the answer is made of, from the server.
+pub(crate) struct Sources<'a> {
+    pub listing: &'a Listing,
+    pub backend: &'a AnyBackend,
+    pub seen: &'a Seen,
+    /// Whether the request came from a `--trusted-proxy`.
+    pub trusted: bool,
+    /// Whether the server speaks https (`--tls-cert`).
+    pub tls: bool,
+    /// When the server started.
+    pub started: Instant,
+    /// `--stream-bitrate`.
+    pub stream_kbps: u32,
+}
+
 pub(crate) async fn route(
     method: &Method,
     headers: &HeaderMap,
-    peer: std::net::IpAddr,
-    shared: &Shared,
-    stream_kbps: u32,
+    from: Sources<'_>,
 ) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
-    let base = match playlists::base_url(headers, shared.proxies.trusts(peer), shared.tls.is_some())
-    {
+    let base = match playlists::base_url(headers, from.trusted, from.tls) {
         Ok(base) => base,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
-    let page = match shared.listing.get(&shared.backend).await {
+    let page = match from.listing.get(from.backend).await {
         Ok(page) => page,
         Err(refusal) => return text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
     };
+    let stream_kbps = from.stream_kbps;
     let now_ms = protocol::now_ms();
-    let seen = shared.icestats.note(&page.stations, now_ms);
+    let seen = from.seen.note(&page.stations, now_ms);
     let sources: Vec<Source> = page
         .stations
         .iter()
@@ -133,7 +149,7 @@ pub(crate) async fn route(
         _ => serde_json::to_value(sources).ok(),
     };
     let started = SystemTime::now()
-        .checked_sub(shared.started.elapsed())
+        .checked_sub(from.started.elapsed())
         .unwrap_or(UNIX_EPOCH);
     let host = base
         .split_once("://")

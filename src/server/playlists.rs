@@ -12,15 +12,13 @@
 //! address. A host that is not a plain `name[:port]` is refused (400), so
 //! what a request says cannot add lines to a playlist.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::protocol::StationName;
 use crate::server::backend::Backend as _;
+use crate::server::backend::any::AnyBackend;
 use crate::server::response::{Body, full, method_not_allowed, text};
-use crate::server::shared::Shared;
 
 /// What a station's paths start with (`/stations/{name}/stream` and its
 /// playlists).
@@ -55,13 +53,14 @@ fn parse(path: &str) -> Option<(Result<StationName, String>, Kind)> {
 }
 
 /// `GET`/`HEAD /stations/{name}/stream.m3u|.pls`: the playlist of a live
-/// station's stream; 404 when the station is not live.
+/// station's stream; 404 when the station is not live. `trusted`: the
+/// request came from a `--trusted-proxy`; `tls`: the server speaks https.
 pub(crate) async fn route(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    peer: IpAddr,
-    shared: &Shared,
+    (trusted, tls): (bool, bool),
+    backend: &AnyBackend,
 ) -> Response<Body> {
     let Some((name, kind)) = parse(path) else {
         return text(StatusCode::NOT_FOUND, format!("no such page: {path}"));
@@ -73,11 +72,11 @@ pub(crate) async fn route(
         Ok(name) => name,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
-    let base = match base_url(headers, shared.proxies.trusts(peer), shared.tls.is_some()) {
+    let base = match base_url(headers, trusted, tls) {
         Ok(base) => base,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
-    if !shared.backend.is_live(&name).await {
+    if !backend.is_live(&name).await {
         return text(
             StatusCode::NOT_FOUND,
             format!(

@@ -17,69 +17,21 @@ mod body;
 pub(crate) mod reader;
 mod report;
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::fleet::Fleet;
 use super::phases::{self, HANDSHAKE_TIMEOUT, Readings, millis};
-use super::plan::{self, ParentCmd, WorkerPlan};
+use super::plan::{self, ParentCmd, StreamPlan, StreamTarget, WorkerPlan};
 use super::progress::Ui;
 use super::report as costs;
-use super::stats::HistData;
 use crate::cli::LoadtestArgs;
 use crate::errors::Usage;
 use crate::protocol::StationName;
-
-/// One stream to read, resolved.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct StreamTarget {
-    pub url: String,
-    pub addr: SocketAddr,
-    /// The `Host` header.
-    pub host: String,
-    /// The path and query to ask for.
-    pub path: String,
-}
-
-/// A worker's share of `--stream`: reader `i` reads `targets[i % len]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct StreamPlan {
-    pub targets: Vec<StreamTarget>,
-}
-
-/// What one worker's readers measured.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct StreamFigures {
-    /// Microseconds from the start of the TCP connect to the first audio byte.
-    pub start_us: HistData,
-    /// Audio bytes a second over the run phase, one value per reader that
-    /// read through it.
-    pub bytes_per_s: HistData,
-    /// The run phase as this worker timed it (`mark` to `finish`).
-    pub window_s: f64,
-    pub window_readers: u64,
-    pub window_bytes: u64,
-    /// Audio missing over the run phase beyond a second's worth per reader,
-    /// at the stream's bitrate.
-    pub lost_bytes: u64,
-    /// `icy-br`, as the stream said it.
-    pub kbps: Option<u32>,
-    /// Gaps of more than a second without audio, and the readers that had one.
-    pub stalls: u64,
-    pub readers_stalled: u64,
-    /// The length of the gaps that ended, in ms.
-    pub stalled_ms: u64,
-    /// Readers that got nothing at all during the run phase.
-    pub silent_in_run: u64,
-    /// Streams that ended during the run, by reason.
-    pub ended_by_reason: BTreeMap<String, u64>,
-}
 
 /// The streams of the run: with `--listen-only`, each station's
 /// `/stations/{name}/stream` on each `--url`; otherwise each `--url` as it

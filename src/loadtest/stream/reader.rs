@@ -22,12 +22,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::body::{self, Body};
-use super::{StreamFigures, StreamPlan};
+use crate::loadtest::net::{connect_from, io_reason};
 use crate::loadtest::plan::{
-    MAX_INFLIGHT_HANDSHAKES, ParentCmd, Progress, WorkerMsg, WorkerPlan, WorkerReport,
+    MAX_INFLIGHT_HANDSHAKES, ParentCmd, Progress, StreamFigures, StreamPlan, WorkerMsg, WorkerPlan,
+    WorkerReport,
 };
 use crate::loadtest::stats::Hist;
-use crate::loadtest::worker::{connect_from, io_reason};
 
 /// A gap without an audio byte longer than this is a stall.
 pub(crate) const STALL: Duration = Duration::from_secs(1);
@@ -334,6 +334,8 @@ async fn start(ctx: &Ctx, i: usize) -> Result<(TcpStream, (Body, usize)), String
             Some(Ok(head)) if head.status != 200 => return Err(format!("http_{}", head.status)),
             Some(Ok(head)) => {
                 if let Some(k) = head.kbps {
+                    // The first stream to say its bitrate sets it; a
+                    // later answer (already set) changes nothing.
                     let _ = ctx
                         .kbps
                         .compare_exchange(0, k, Ordering::Relaxed, Ordering::Relaxed);

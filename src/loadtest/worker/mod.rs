@@ -24,8 +24,6 @@
 mod connection;
 mod ctx;
 
-pub(crate) use connection::{connect_from, io_reason};
-
 pub(crate) use ctx::{Target, resolve};
 
 use std::collections::HashMap;
