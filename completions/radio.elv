@@ -73,7 +73,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --max-sessions 'Most private sessions kept; the least recently used is evicted beyond it'
             cand --session-rate 'New private sessions one client address may create per minute (0: no limit); more are answered 429'
             cand --stream-bitrate 'Bitrate of each station''s MP3 stream (/stations/NAME/stream), kb/s: one of 32 40 48 56 64 80 96 112 128 160 192 224 256 320'
-            cand --stream-burst 'The most audio a new stream listener is sent at once so its player starts at once (0 for none, up to 10s); the stream is encoded this far ahead, so a seek or pause reaches stream listeners this late'
+            cand --stream-burst 'The most audio a new stream listener is sent at once so its player starts at once (up to 10s; 0s still sends the newest fifth of a second, one chunk of frames); the stream is encoded this far ahead, so a seek or pause reaches stream listeners this late'
             cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand --reuse-port 'Share the listening port with other processes (SO_REUSEPORT)'
             cand -h 'Print help (see more with ''--help'')'

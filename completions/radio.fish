@@ -77,7 +77,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l session-sweep -d '
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-sessions -d 'Most private sessions kept; the least recently used is evicted beyond it' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l session-rate -d 'New private sessions one client address may create per minute (0: no limit); more are answered 429' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l stream-bitrate -d 'Bitrate of each station\'s MP3 stream (/stations/NAME/stream), kb/s: one of 32 40 48 56 64 80 96 112 128 160 192 224 256 320' -r
-complete -c radio -n "__fish_radio_using_subcommand serve" -l stream-burst -d 'The most audio a new stream listener is sent at once so its player starts at once (0 for none, up to 10s); the stream is encoded this far ahead, so a seek or pause reaches stream listeners this late' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l stream-burst -d 'The most audio a new stream listener is sent at once so its player starts at once (up to 10s; 0s still sends the newest fifth of a second, one chunk of frames); the stream is encoded this far ahead, so a seek or pause reaches stream listeners this late' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
 always\t''
 never\t''"

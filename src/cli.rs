@@ -427,7 +427,8 @@ pub struct ServeArgs {
     pub stream_bitrate: u32,
 
     /// The most audio a new stream listener is sent at once so its player
-    /// starts at once (0 for none, up to 10s); the stream is encoded this
+    /// starts at once (up to 10s; 0s still sends the newest fifth of a
+    /// second, one chunk of frames); the stream is encoded this
     /// far ahead, so a seek or pause reaches stream listeners this late.
     #[arg(long, env = "RADIO_STREAM_BURST", default_value = duration(defaults::STREAM_BURST), value_name = "DURATION", value_parser = parse_burst)]
     pub stream_burst: Duration,

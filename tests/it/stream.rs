@@ -4,7 +4,8 @@
 //! audio is the station's position (a track whose tone steps up every
 //! second, decoded by ffmpeg); a paused station streams silence and one
 //! that stops ends the stream; a hundred listeners get the same bytes from
-//! one encoder; HEAD, a station not live, and the metrics.
+//! one encoder; HEAD, a station not live, the metrics, the connection
+//! rules, https, and a cluster whose every node streams every station.
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
@@ -237,6 +238,46 @@ fn strip_icy(body: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
     (audio, titles)
 }
 
+/// This process's ffmpeg children that exited and were never reaped.
+fn zombie_ffmpegs() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next());
+        if head.ends_with("(ffmpeg") && state == Some("Z") && ppid == Some(me.as_str()) {
+            zombies.extend(
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    zombies
+}
+
+/// Every ffmpeg the servers of this process started and ended was reaped
+/// (one may be between its end and its reaping for a moment).
+async fn no_zombies() {
+    eventually("no ffmpeg child left unreaped", async || {
+        let zombies = zombie_ffmpegs();
+        if zombies.is_empty() {
+            Ok(())
+        } else {
+            Err(zombies)
+        }
+    })
+    .await;
+}
+
 async fn metric(server: &Server, name: &str) -> f64 {
     let page = request(server.addr, "GET", "/metrics", &[], None)
         .await
@@ -305,6 +346,13 @@ async fn ffprobe_reads_the_stream_with_its_icy_titles_and_head_works() {
         &plain.body,
     );
     assert_eq!(String::from_utf8_lossy(&probe).trim(), "mp3,44100,2");
+    // After the burst, real time: five seconds of audio take three.
+    plain.read_to(5 * SECOND).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_700),
+        "5 s of audio in {took:?}"
+    );
 
     let mut icy = Listener::open(&server, "tones", &[("Icy-MetaData", "1")]).await;
     assert_eq!(icy.header("icy-metaint"), Some("16000"));
@@ -380,11 +428,19 @@ async fn a_paused_station_streams_silence_and_a_stop_ends_the_stream() {
         "silence, not {}",
         rms(&after)
     );
-    // A new listener of the paused station hears silence from the start.
-    let mut late = Listener::open(&server, "quiet", &[]).await;
-    late.read_to(SECOND).await;
+    // Another track, still paused: its title, over silence, for a new
+    // listener once the burst before it is out.
+    b.send(json!({"type":"update","station":"quiet","track":"b.wav",
+        "position_ms":0,"playing":false,"ack":true}))
+        .await;
+    b.expect("ack").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut late = Listener::open(&server, "quiet", &[("Icy-MetaData", "1")]).await;
+    late.read_to(16_000 + 200).await;
+    let (audio, titles) = strip_icy(&late.body, 16_000);
+    assert_eq!(titles, ["Other Band - Don\u{2019}t Stop"]);
     assert!(
-        rms(&decode(&late.body)[RATE / 10..]) < 0.01,
+        rms(&decode(&audio)[RATE / 10..]) < 0.01,
         "silence for a new listener"
     );
 
@@ -402,6 +458,7 @@ async fn a_paused_station_streams_silence_and_a_stop_ends_the_stream() {
         }
     })
     .await;
+    no_zombies().await;
 }
 
 #[tokio::test]
@@ -522,6 +579,7 @@ async fn a_hundred_listeners_get_the_same_bytes_from_one_encoder() {
         },
     )
     .await;
+    no_zombies().await;
 }
 
 /// Cluster mode: a node streams a station broadcast on another node, and
@@ -547,6 +605,13 @@ async fn any_node_streams_a_station_of_the_cluster() {
         })
     };
     let (a, b) = (node("a"), node("b"));
+    for n in [&a, &b] {
+        eventually("the node is ready (its Redis link up)", async || {
+            let status = request(n.addr, "GET", "/readyz", &[], None).await.status;
+            if status == 200 { Ok(()) } else { Err(status) }
+        })
+        .await;
+    }
     let mut broadcaster = broadcast(&a, "far", "a.wav", 5_000).await;
     eventually("node b sees the station live", async || {
         let head = request(b.addr, "HEAD", "/stations/far/stream", &[], None).await;
@@ -605,4 +670,82 @@ async fn stream_listeners_fall_under_the_origin_rule_and_the_address_cap() {
     let elsewhere = [("X-Forwarded-For", "203.0.113.8")];
     let mut third = Listener::open(&server, "capped", &elsewhere).await;
     third.read_to(1000).await;
+}
+
+/// Over https the stream is the same, and its `icy-url` says https.
+#[tokio::test]
+async fn the_stream_plays_over_https() {
+    use tokio::io::AsyncWriteExt as _;
+    let certs = crate::support::tls::Certs::new("localhost");
+    let (_dir, server) = serve(|c| {
+        c.tls = Some(radio::TlsFiles {
+            cert: certs.path("server.pem"),
+            key: certs.path("server.key"),
+        });
+    });
+    let mut b = certs.ws(server.addr).await;
+    b.start("secure").await;
+    b.update("secure", "a.wav", 0, true).await;
+    let (mut tls, _) = certs.connect(server.addr).await;
+    let req = "GET /stations/secure/stream HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    tls.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    while buf.len() < SECOND {
+        let n = tokio::time::timeout(Duration::from_secs(15), tls.read(&mut chunk))
+            .await
+            .expect("the stream within 15 s")
+            .expect("read");
+        assert!(n > 0, "the stream ended early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(
+        head.contains("icy-url: https://localhost/?station=secure"),
+        "{head}"
+    );
+    let body = &buf[split + 4..];
+    assert_eq!(&body[..2], &[0xFF, 0xFB]);
+    let probe = pipe(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            "-",
+        ],
+        body,
+    );
+    assert_eq!(String::from_utf8_lossy(&probe).trim(), "mp3");
+}
+
+/// Without ffmpeg the server runs as ever, and a stream request says what
+/// is missing.
+#[tokio::test]
+async fn without_ffmpeg_a_stream_request_says_so() {
+    let empty = TempDir::new("no-ffmpeg");
+    let server =
+        Server::spawn_process_env(&["--station", "demo=library"], &[("PATH", empty.arg())]);
+    let path = "/stations/demo/stream";
+    let res = request(server.addr, "GET", path, &[], None).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert!(
+        res.text().contains("ffmpeg is not installed"),
+        "{}",
+        res.text()
+    );
+    let head = request(server.addr, "HEAD", path, &[], None).await;
+    assert_eq!(head.status, 200, "HEAD starts nothing");
+    let stations = request(server.addr, "GET", "/api/stations", &[], None)
+        .await
+        .json();
+    assert_eq!(stations["stations"][0]["listeners"], 0, "{stations}");
 }

@@ -51,6 +51,9 @@ const MARGIN: Duration = Duration::from_millis(150);
 const FIRST_WAIT: Duration = Duration::from_secs(2);
 /// How often the processes' CPU time is read.
 const CPU_EVERY: Duration = Duration::from_secs(1);
+/// The least time between two decoders' starts: a broadcaster seeking
+/// without pause costs at most four process starts a second.
+const RESTART_EVERY: Duration = Duration::from_millis(250);
 
 /// The running decoder and where it stands on the stream's timeline.
 struct Decoding {
@@ -94,6 +97,8 @@ struct Run {
     /// station moves on from it.
     failed: Option<String>,
     title: Arc<Title>,
+    /// When the last decoder started.
+    started: Option<Instant>,
 }
 
 impl Feed {
@@ -107,6 +112,7 @@ impl Feed {
             decoding: None,
             failed: None,
             title: Arc::new(Title::none()),
+            started: None,
         };
         let offline = run.feed_until_done(&name).await;
         let Run { feed, decoding, .. } = run;
@@ -187,6 +193,11 @@ impl Run {
     fn follow(&mut self, want: Want, at: u64, name: &StationName) {
         let play = match want {
             Want::Play(play) => play,
+            Want::Paused(play) => {
+                self.retitle(&play, at);
+                self.stop_decoding();
+                return;
+            }
             Want::Silence | Want::End => {
                 self.stop_decoding();
                 return;
@@ -198,10 +209,15 @@ impl Run {
                 return;
             }
         }
+        if self.started.is_some_and(|t| t.elapsed() < RESTART_EVERY) {
+            // Asked again at the next block, with the station's newest view.
+            return;
+        }
         self.stop_decoding();
         if self.failed.as_deref() == Some(play.track.as_str()) {
             return;
         }
+        self.started = Some(Instant::now());
         match self.start_decoding(&play, at) {
             Ok(d) => {
                 self.failed = None;

@@ -15,8 +15,10 @@ pub(crate) const TOLERANCE_MS: u64 = 300;
 pub(crate) enum Want {
     /// The station went offline: the stream ends.
     End,
-    /// Paused, between tracks, or live with no track yet.
+    /// Between tracks, or live with no track yet.
     Silence,
+    /// Paused on this track: silence, under its title.
+    Paused(Play),
     Play(Play),
 }
 
@@ -43,18 +45,19 @@ pub(crate) fn want(view: &View, at_ms: i64) -> Want {
         return Want::Silence;
     };
     let sync = &state.sync;
-    if !sync.playing {
-        return Want::Silence;
-    }
     let position_ms = sync.position_at(at_ms);
+    let here = || Play {
+        track: sync.track.clone(),
+        position_ms,
+        gain_db: sync.gain_db,
+        title: sync.title.clone(),
+        artist: sync.artist.clone(),
+    };
+    if !sync.playing {
+        return Want::Paused(here());
+    }
     let Some(end) = sync.duration_ms.filter(|end| position_ms >= *end) else {
-        return Want::Play(Play {
-            track: sync.track.clone(),
-            position_ms,
-            gain_db: sync.gain_db,
-            title: sync.title.clone(),
-            artist: sync.artist.clone(),
-        });
+        return Want::Play(here());
     };
     let Some(next) = &sync.next else {
         return Want::Silence;
@@ -133,8 +136,14 @@ mod tests {
             want(&view(true, 2_000, None), t + 1_500),
             play("a.ogg", 3_500)
         );
-        // Paused: silence wherever it stands.
-        assert_eq!(want(&view(false, 2_000, None), t + 1_500), Want::Silence);
+        // Paused: silence wherever it stands, under its title.
+        let Want::Play(paused) = play("a.ogg", 2_000) else {
+            unreachable!()
+        };
+        assert_eq!(
+            want(&view(false, 2_000, None), t + 1_500),
+            Want::Paused(paused)
+        );
         // Past the end: the announced next track from its start, or silence.
         assert_eq!(
             want(&view(true, 9_000, Some("b.ogg")), t + 1_200),

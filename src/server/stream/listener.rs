@@ -2,9 +2,10 @@
 //! shared chunks (see `ring.rs`) to its connection, the burst first, with
 //! ICY metadata blocks when it asked for them.
 //!
-//! hyper asks for the next piece only once the connection has taken the
-//! last ones, so what one listener holds is its place in the ring and the
-//! pieces of one chunk; the chunks are shared. A listener that falls out
+//! hyper asks for the next piece only while its queue for the connection
+//! has room (`max_buf_size`, of references to the shared chunks on a
+//! plain connection), so what one listener holds is its place in the
+//! ring, the pieces of one chunk and that queue. A listener that falls out
 //! of the ring (it reads slower than real time) skips ahead to the oldest
 //! chunk kept, a frame boundary (the bytes it missed are counted); one
 //! that is still behind `--write-timeout` after its first skip, never

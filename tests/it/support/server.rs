@@ -129,7 +129,13 @@ impl Server {
     /// Starts `radio serve --listen 127.0.0.1:0 ARGS...` (or with the
     /// `--listen` in `args`) and waits until it logs its bound address.
     pub(crate) fn spawn_process(args: &[&str]) -> Server {
+        Self::spawn_process_env(args, &[])
+    }
+
+    /// As [`Server::spawn_process`], with the variables `env` set.
+    pub(crate) fn spawn_process_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(radio_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -150,14 +156,16 @@ impl Server {
             const BOUND: &str = "listening on ";
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged before the address is told, so a test that reads
+                // the log once it has the address finds this line in it.
+                lines.push(&line);
+                lines.push("\n");
                 if let Some(i) = line.find(BOUND) {
                     let url = line[i + BOUND.len()..].trim();
                     let addr = url.split_once("://").map_or(url, |(_, a)| a);
                     // Only the first matters; later sends find no receiver.
                     let _ = addr_tx.send(addr.to_owned());
                 }
-                lines.push(&line);
-                lines.push("\n");
             }
         });
         let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(20)) else {
