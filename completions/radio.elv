@@ -141,6 +141,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --server-pid 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)'
             cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand --reconnect 'On a lost connection, listeners connect again to the next --url and broadcasters resume their station there, with the clients'' backoff; the report counts reconnects. SIGUSR1 marks a moment (a fault): the report says how long until every listener held the newest state again'
+            cand --stream 'Read HTTP audio streams instead of holding WebSocket listeners: each of --listeners reads a stream, measuring the time to its first audio byte, its bytes a second, its stalls (over 1 s without a byte) and the audio lost against the stream''s bitrate. With --listen-only STATION it reads URL/stations/STATION/stream; without, each --url is a stream itself (an Icecast mount, say)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

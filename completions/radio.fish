@@ -133,6 +133,7 @@ complete -c radio -n "__fish_radio_using_subcommand loadtest" -l color -d 'Colou
 always\t''
 never\t''"
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l reconnect -d 'On a lost connection, listeners connect again to the next --url and broadcasters resume their station there, with the clients\' backoff; the report counts reconnects. SIGUSR1 marks a moment (a fault): the report says how long until every listener held the newest state again'
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l stream -d 'Read HTTP audio streams instead of holding WebSocket listeners: each of --listeners reads a stream, measuring the time to its first audio byte, its bytes a second, its stalls (over 1 s without a byte) and the audio lost against the stream\'s bitrate. With --listen-only STATION it reads URL/stations/STATION/stream; without, each --url is a stream itself (an Icecast mount, say)'
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -s V -l version -d 'Print version'
 complete -c radio -n "__fish_radio_using_subcommand completions" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'

@@ -102,6 +102,19 @@ pub(crate) struct LoadtestArgs {
     )]
     pub listen_only: Vec<String>,
 
+    /// Read HTTP audio streams instead of holding WebSocket listeners:
+    /// each of --listeners reads a stream, measuring the time to its first
+    /// audio byte, its bytes a second, its stalls (over 1 s without a
+    /// byte) and the audio lost against the stream's bitrate. With
+    /// --listen-only STATION it reads URL/stations/STATION/stream; without,
+    /// each --url is a stream itself (an Icecast mount, say).
+    #[arg(
+        long,
+        env = "RADIO_LOADTEST_STREAM",
+        conflicts_with_all = ["stations", "update_interval", "heartbeat_interval", "station_prefix", "key", "max_p99", "min_delivery", "churn", "reconnect"]
+    )]
+    pub stream: bool,
+
     /// Broadcast key, when the server requires one.
     #[arg(
         long,

@@ -119,6 +119,8 @@ impl Fleet {
             t.failed += p.failed;
             t.dropped += p.dropped;
             t.syncs += p.syncs;
+            t.bytes += p.bytes;
+            t.stalls += p.stalls;
             t.p99_us = t.p99_us.max(p.p99_us);
             t.churned += p.churned;
             t.reconnects += p.reconnects;

@@ -20,18 +20,23 @@
 //! stations that already play (a server-run station), and one observer per
 //! station ([`observer`]) counts what the server publishes during the run.
 //!
+//! With `--stream` the listeners are HTTP audio stream readers instead
+//! ([`stream`]): the same workers and source addresses, no broadcaster.
+//!
 //! Numbers are only as honest as the generator is idle, so it also measures
 //! its own CPU and warns when it used most of the machine.
 
 pub(crate) mod broadcaster;
 mod fleet;
 mod marks;
+pub(crate) mod net;
 mod observer;
 mod phases;
 pub(crate) mod plan;
 pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod stats;
+pub(crate) mod stream;
 pub(crate) mod worker;
 
 use std::process::ExitCode;
@@ -44,6 +49,9 @@ use phases::{RunPlan, Session};
 /// Runs `radio loadtest`: plans the run, starts the broadcasters and the
 /// workers, ramps, runs, finishes, and reports.
 pub(crate) async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+    if args.stream {
+        return stream::run(args).await;
+    }
     let plan = RunPlan::new(&args).await?;
     let mut session = Session::start(args, plan).await?;
     let after_ramp = session.ramp().await?;

@@ -25,7 +25,7 @@ use crate::errors::Usage;
 use crate::protocol::{self, StationName};
 
 /// Time one listener has for TCP connect, upgrade and `welcome`.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the workers may wait at the end for listeners to catch up with
 /// each station's newest state; a listener still behind then counts as not
 /// delivered.
@@ -35,7 +35,7 @@ const RUN_LEAD: Duration = Duration::from_millis(100);
 /// Generator CPU share of the machine above which its figures are suspect.
 const GENERATOR_CPU_WARN_PCT: f64 = 80.0;
 
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -176,6 +176,7 @@ impl RunPlan {
                 handshake_timeout_ms: millis(HANDSHAKE_TIMEOUT),
                 churn_per_min: args.churn.map_or(0.0, |c| c.per_min / self.workers as f64),
                 reconnect: args.reconnect,
+                stream: None,
             })
             .collect()
     }
@@ -205,7 +206,7 @@ fn validate(args: &LoadtestArgs) -> anyhow::Result<()> {
 
 /// Refuses a split that gives a worker more connections than a process may
 /// open here.
-fn check_open_files(listeners: usize, workers: usize) -> anyhow::Result<()> {
+pub(super) fn check_open_files(listeners: usize, workers: usize) -> anyhow::Result<()> {
     let per_worker = listeners.div_ceil(workers);
     if let Ok((_, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         let room = hard.saturating_sub(64);
@@ -222,7 +223,7 @@ fn check_open_files(listeners: usize, workers: usize) -> anyhow::Result<()> {
 
 /// `--source-addr`, or by default several loopback addresses when every node
 /// is on this machine.
-fn source_addrs(args: &LoadtestArgs, targets: &[Target]) -> anyhow::Result<Vec<IpAddr>> {
+pub(super) fn source_addrs(args: &LoadtestArgs, targets: &[Target]) -> anyhow::Result<Vec<IpAddr>> {
     Ok(match &args.source_addrs {
         Some(s) => plan::parse_source_addrs(s)?,
         None if targets.iter().all(|t| t.addr.ip().is_loopback()) => {
@@ -233,7 +234,7 @@ fn source_addrs(args: &LoadtestArgs, targets: &[Target]) -> anyhow::Result<Vec<I
 }
 
 /// Refuses a `--server-pid` whose /proc cannot be read.
-fn check_server_pids(pids: &[u32]) -> anyhow::Result<()> {
+pub(super) fn check_server_pids(pids: &[u32]) -> anyhow::Result<()> {
     for &pid in pids {
         report::sample_proc(pid).with_context(|| {
             format!("--server-pid {pid}: cannot read /proc/{pid} (is the server running here?)")
@@ -267,13 +268,13 @@ fn station_names(args: &LoadtestArgs, run_id: &str) -> anyhow::Result<Vec<Statio
 /// What /proc said about one side (the server's processes, or the
 /// generator's) at the boundaries of the phases.
 #[derive(Clone, Copy, Debug, Default)]
-struct Readings {
+pub(super) struct Readings {
     /// Before the listeners connected.
-    before: ProcSample,
+    pub(super) before: ProcSample,
     /// Once the ramp was done.
-    ramped: ProcSample,
+    pub(super) ramped: ProcSample,
     /// At the end of the run phase.
-    end: ProcSample,
+    pub(super) end: ProcSample,
 }
 
 /// A run under way: the broadcasters, the worker fleet, the progress display
@@ -311,7 +312,7 @@ impl Session {
         let mut ui = Ui::new();
         ui.note(&plan.headline(&args));
         let broadcasters = plan.broadcasters(&args).await?;
-        let server_before = report::sample_all(&args.server_pids);
+        let server_before = report::sample_trees(&args.server_pids);
         let fleet = Fleet::spawn(plan.worker_plans(&args)).await?;
         let mut generator_pids = vec![std::process::id()];
         generator_pids.extend(fleet.pids.iter().copied());
@@ -356,7 +357,7 @@ impl Session {
         let after_ramp = self.fleet.totals();
         self.ramp_wall_s = self.ramp_started.elapsed().as_secs_f64();
         self.ui.ramp(&after_ramp);
-        self.server.ramped = report::sample_all(&self.args.server_pids);
+        self.server.ramped = report::sample_trees(&self.args.server_pids);
         self.generator.ramped = report::sample_all(&self.generator_pids);
         self.ui.note(&format!(
             "ramp done: {} connected, {} failed; running for {}",
@@ -416,7 +417,7 @@ impl Session {
         // for the first state after the run, which is no part of it.
         self.run_s = start.elapsed().as_secs_f64();
         self.generator.end = report::sample_all(&self.generator_pids);
-        self.server.end = report::sample_all(&self.args.server_pids);
+        self.server.end = report::sample_trees(&self.args.server_pids);
         self.mark_reports = self.marks.finish(&self.fleet.totals());
         let mut outcomes = Vec::with_capacity(self.broadcasters.len());
         for b in &mut self.broadcasters {
@@ -538,52 +539,66 @@ impl Session {
 
     /// The generator's own CPU, with a warning when it used most of the machine.
     fn generator_cost(&self, cpus: usize) -> Generator {
-        let g = &self.generator;
-        let generator_cpu = g.end.cpu_seconds - g.ramped.cpu_seconds;
-        let generator_ramp_cpu = g.ramped.cpu_seconds - g.before.cpu_seconds;
-        let generator_pct = pct_of_machine(generator_cpu, self.run_s, cpus);
-        let generator_ramp_pct = pct_of_machine(generator_ramp_cpu, self.ramp_wall_s, cpus);
-        let busiest = if generator_ramp_pct > generator_pct {
-            ("ramp-up", generator_ramp_pct)
-        } else {
-            ("run", generator_pct)
-        };
-        Generator {
-            cpu_seconds_ramp: hundredths(generator_ramp_cpu),
-            cpu_seconds_run: hundredths(generator_cpu),
-            cpu_pct_of_machine_ramp: generator_ramp_pct,
-            cpu_pct_of_machine_run: generator_pct,
-            cpus,
-            warning: (busiest.1 > GENERATOR_CPU_WARN_PCT).then(|| {
-                format!(
-                    "the load generator used {:.0}% of the machine's {cpus} CPUs during the {}; its \
-                     latencies include its own queueing and are pessimistic (run it on another \
-                     machine, or with fewer listeners)",
-                    busiest.1, busiest.0
-                )
-            }),
-            clock_offsets_ms: Vec::new(),
-        }
+        generator_cost(&self.generator, self.run_s, self.ramp_wall_s, cpus)
     }
 
     /// The server's memory and CPU, when `--server-pid` was given.
     fn server_cost(&self, cpus: usize) -> Option<ServerCost> {
-        let s = &self.server;
-        (!self.args.server_pids.is_empty()).then(|| ServerCost {
-            pids: self.args.server_pids.clone(),
-            rss_before_bytes: s.before.rss_bytes,
-            rss_after_connect_bytes: s.ramped.rss_bytes,
-            rss_end_bytes: s.end.rss_bytes,
-            rss_per_connection_bytes: None,
-            cpu_seconds_ramp: hundredths(s.ramped.cpu_seconds - s.before.cpu_seconds),
-            cpu_seconds_run: hundredths(s.end.cpu_seconds - s.ramped.cpu_seconds),
-            cpu_pct_of_machine_run: pct_of_machine(
-                s.end.cpu_seconds - s.ramped.cpu_seconds,
-                self.run_s,
-                cpus,
-            ),
-        })
+        server_cost(&self.args.server_pids, &self.server, self.run_s, cpus)
     }
+}
+
+/// The generator's own CPU from its readings, with a warning when it used
+/// most of the machine.
+pub(super) fn generator_cost(g: &Readings, run_s: f64, ramp_wall_s: f64, cpus: usize) -> Generator {
+    let generator_cpu = g.end.cpu_seconds - g.ramped.cpu_seconds;
+    let generator_ramp_cpu = g.ramped.cpu_seconds - g.before.cpu_seconds;
+    let generator_pct = pct_of_machine(generator_cpu, run_s, cpus);
+    let generator_ramp_pct = pct_of_machine(generator_ramp_cpu, ramp_wall_s, cpus);
+    let busiest = if generator_ramp_pct > generator_pct {
+        ("ramp-up", generator_ramp_pct)
+    } else {
+        ("run", generator_pct)
+    };
+    Generator {
+        cpu_seconds_ramp: hundredths(generator_ramp_cpu),
+        cpu_seconds_run: hundredths(generator_cpu),
+        cpu_pct_of_machine_ramp: generator_ramp_pct,
+        cpu_pct_of_machine_run: generator_pct,
+        cpus,
+        warning: (busiest.1 > GENERATOR_CPU_WARN_PCT).then(|| {
+            format!(
+                "the load generator used {:.0}% of the machine's {cpus} CPUs during the {}; its \
+                 latencies include its own queueing and are pessimistic (run it on another \
+                 machine, or with fewer listeners)",
+                busiest.1, busiest.0
+            )
+        }),
+        clock_offsets_ms: Vec::new(),
+    }
+}
+
+/// The server's memory and CPU from its readings; `None` without `--server-pid`.
+pub(super) fn server_cost(
+    pids: &[u32],
+    s: &Readings,
+    run_s: f64,
+    cpus: usize,
+) -> Option<ServerCost> {
+    (!pids.is_empty()).then(|| ServerCost {
+        pids: pids.to_vec(),
+        rss_before_bytes: s.before.rss_bytes,
+        rss_after_connect_bytes: s.ramped.rss_bytes,
+        rss_end_bytes: s.end.rss_bytes,
+        rss_per_connection_bytes: None,
+        cpu_seconds_ramp: hundredths(s.ramped.cpu_seconds - s.before.cpu_seconds),
+        cpu_seconds_run: hundredths(s.end.cpu_seconds - s.ramped.cpu_seconds),
+        cpu_pct_of_machine_run: pct_of_machine(
+            s.end.cpu_seconds - s.ramped.cpu_seconds,
+            run_s,
+            cpus,
+        ),
+    })
 }
 
 /// `cpu` seconds used over `wall` seconds, as a percentage of all `cpus`

@@ -8,7 +8,7 @@
 //! how many listeners each station has.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,9 @@ pub(crate) struct WorkerPlan {
     /// Listeners make a lost connection again, on the next node.
     #[serde(default)]
     pub reconnect: bool,
+    /// `--stream`: the listeners are HTTP stream readers of these URLs.
+    #[serde(default)]
+    pub stream: Option<StreamPlan>,
 }
 
 impl WorkerPlan {
@@ -150,6 +153,9 @@ pub(crate) fn default_loopback_sources(connections: usize) -> Vec<IpAddr> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub(crate) enum ParentCmd {
+    /// The run phase starts now (`--stream`: each reader's bytes are
+    /// counted from here).
+    Mark,
     /// The run phase begins at `at_unix_ms` (the parent's clock, a moment
     /// still ahead when this is sent): only states the server publishes
     /// from then on are measured. A station that plays by itself (a
@@ -191,7 +197,7 @@ pub(crate) struct Progress {
     pub dropped: u64,
     /// Fan-out syncs received so far.
     pub syncs: u64,
-    /// Fan-out p99 so far, in microseconds.
+    /// Fan-out p99 so far, in microseconds (`--stream`: start time p99).
     pub p99_us: Option<u64>,
     /// Listeners replaced by churn so far.
     #[serde(default)]
@@ -214,6 +220,11 @@ pub(crate) struct Progress {
     pub down: u64,
     #[serde(default)]
     pub behind: u64,
+    /// `--stream`: audio bytes received so far, and stalls.
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub stalls: u64,
 }
 
 /// One update as seen by one worker's listeners.
@@ -261,6 +272,56 @@ pub(crate) struct WorkerReport {
     pub ramp_ms: u64,
     /// This worker's clock offset to each node, in ms (server minus ours).
     pub clock_offset_ms: Vec<f64>,
+    /// `--stream`: what the stream readers measured.
+    #[serde(default)]
+    pub stream: Option<StreamFigures>,
+}
+
+// `--stream`: what the parent tells each worker and what it reports.
+
+/// One stream to read, resolved.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StreamTarget {
+    pub url: String,
+    pub addr: SocketAddr,
+    /// The `Host` header.
+    pub host: String,
+    /// The path and query to ask for.
+    pub path: String,
+}
+
+/// A worker's share of `--stream`: reader `i` reads `targets[i % len]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StreamPlan {
+    pub targets: Vec<StreamTarget>,
+}
+
+/// What one worker's readers measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StreamFigures {
+    /// Microseconds from the start of the TCP connect to the first audio byte.
+    pub start_us: HistData,
+    /// Audio bytes a second over the run phase, one value per reader that
+    /// read through it.
+    pub bytes_per_s: HistData,
+    /// The run phase as this worker timed it (`mark` to `finish`).
+    pub window_s: f64,
+    pub window_readers: u64,
+    pub window_bytes: u64,
+    /// Audio missing over the run phase beyond a second's worth per reader,
+    /// at the stream's bitrate.
+    pub lost_bytes: u64,
+    /// `icy-br`, as the stream said it.
+    pub kbps: Option<u32>,
+    /// Gaps of more than a second without audio, and the readers that had one.
+    pub stalls: u64,
+    pub readers_stalled: u64,
+    /// The length of the gaps that ended, in ms.
+    pub stalled_ms: u64,
+    /// Readers that got nothing at all during the run phase.
+    pub silent_in_run: u64,
+    /// Streams that ended during the run, by reason.
+    pub ended_by_reason: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

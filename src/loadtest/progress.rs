@@ -124,6 +124,35 @@ impl Ui {
         }
     }
 
+    /// The run of `--stream`: audio bytes a second over every reader.
+    pub(crate) fn stream_run(&mut self, p: &Progress, elapsed: Duration) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_at).as_secs_f64();
+        if dt >= RATE_WINDOW.as_secs_f64() || (!self.rated && dt >= 0.5) {
+            self.rate = p.bytes.saturating_sub(self.last_syncs) as f64 / dt;
+            if dt >= RATE_WINDOW.as_secs_f64() {
+                self.last_syncs = p.bytes;
+                self.last_at = now;
+                self.rated = true;
+            }
+        }
+        let msg = format!(
+            "{:.0} KiB/s, {} stalls, reading {} failed {} ended {}",
+            self.rate / 1024.0,
+            p.stalls,
+            p.connected.saturating_sub(p.dropped),
+            p.failed,
+            p.dropped
+        );
+        match &self.bar {
+            Some(b) => {
+                b.set_position(elapsed.as_secs());
+                b.set_message(msg);
+            }
+            None => self.plain(format!("run: {:.0}s, {msg}", elapsed.as_secs_f64())),
+        }
+    }
+
     fn plain(&mut self, line: String) {
         if self.last_plain.elapsed() >= PLAIN_EVERY {
             self.last_plain = Instant::now();

@@ -23,6 +23,12 @@ pub(crate) struct ProcSample {
 
 /// Reads RSS and CPU time of `pid` from /proc.
 pub(crate) fn sample_proc(pid: u32) -> std::io::Result<ProcSample> {
+    Ok(read_proc(pid)?.0)
+}
+
+/// `pid`'s own sample, its parent's pid, and the CPU seconds of its
+/// children that ended and were waited for.
+fn read_proc(pid: u32) -> std::io::Result<(ProcSample, u32, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
@@ -40,13 +46,19 @@ pub(crate) fn sample_proc(pid: u32) -> std::io::Result<ProcSample> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // After the name: state(0) ppid pgrp session tty tpgid flags minflt
-    // cminflt majflt cmajflt utime(11) stime(12).
+    // After the name: state(0) ppid(1) pgrp session tty tpgid flags minflt
+    // cminflt majflt cmajflt utime(11) stime(12) cutime(13) cstime(14).
     let cpu_seconds = (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS;
-    Ok(ProcSample {
-        rss_bytes: rss_kib * 1024,
-        cpu_seconds,
-    })
+    let children_seconds = (ticks(13) + ticks(14)) as f64 / CLOCK_TICKS;
+    let ppid = u32::try_from(ticks(1)).unwrap_or(0);
+    Ok((
+        ProcSample {
+            rss_bytes: rss_kib * 1024,
+            cpu_seconds,
+        },
+        ppid,
+        children_seconds,
+    ))
 }
 
 /// The sum over several processes; processes that are gone count as zero.
@@ -56,6 +68,49 @@ pub(crate) fn sample_all(pids: &[u32]) -> ProcSample {
         if let Ok(s) = sample_proc(pid) {
             total.rss_bytes += s.rss_bytes;
             total.cpu_seconds += s.cpu_seconds;
+        }
+    }
+    total
+}
+
+/// The sum over several processes and every process they started (a
+/// server's encoder, say): the live descendants, and the CPU of those
+/// that ended and were waited for. Each process counts once, even when a
+/// parent and its child are both named.
+pub(crate) fn sample_trees(pids: &[u32]) -> ProcSample {
+    let mut procs: Vec<(u32, ProcSample, u32, f64)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Ok((sample, ppid, children)) = read_proc(pid) {
+                procs.push((pid, sample, ppid, children));
+            }
+        }
+    }
+    let mut tree: std::collections::BTreeSet<u32> = pids.iter().copied().collect();
+    // Descendants, a generation at a time.
+    loop {
+        let before = tree.len();
+        for (pid, _, ppid, _) in &procs {
+            if tree.contains(ppid) {
+                tree.insert(*pid);
+            }
+        }
+        if tree.len() == before {
+            break;
+        }
+    }
+    let mut total = ProcSample::default();
+    for (pid, sample, _, children) in &procs {
+        if tree.contains(pid) {
+            total.rss_bytes += sample.rss_bytes;
+            total.cpu_seconds += sample.cpu_seconds + children;
         }
     }
     total

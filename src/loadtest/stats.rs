@@ -77,6 +77,11 @@ impl Hist {
         (!self.is_empty()).then(|| self.0.value_at_quantile(q))
     }
 
+    /// The smallest value recorded.
+    pub(crate) fn min(&self) -> Option<u64> {
+        (!self.is_empty()).then(|| self.0.min())
+    }
+
     /// The usual percentiles, scaled by `1 / divisor` (1000 turns
     /// microseconds into milliseconds).
     pub(crate) fn percentiles(&self, divisor: f64) -> Percentiles {

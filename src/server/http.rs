@@ -32,7 +32,7 @@ use crate::server::timed_io::TimedStream;
 use crate::server::warnings::Reason;
 #[cfg(target_os = "linux")]
 use crate::server::zerocopy;
-use crate::server::{history, media, player, sessions, stream, upgrade};
+use crate::server::{history, icestats, media, player, playlists, sessions, stream, upgrade};
 
 /// Serves one TCP connection's HTTP requests (and hands off an upgrade):
 /// over TLS first when the server has a certificate. `admission` is the
@@ -177,6 +177,24 @@ async fn route(
             Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         },
         (_, p) if p.starts_with(history::PREFIX) => station_history(method, p, &shared).await,
+        // What radio apps and Icecast tools read (the README's "Playlists and
+        // status for radio apps").
+        (_, p) if playlists::serves(p) => {
+            let how = (shared.proxies.trusts(peer.ip()), shared.tls.is_some());
+            playlists::route(method, p, req.headers(), how, &shared.backend).await
+        }
+        (_, icestats::PATH) => {
+            let from = icestats::Sources {
+                listing: &shared.listing,
+                backend: &shared.backend,
+                seen: &shared.icestats,
+                trusted: shared.proxies.trusts(peer.ip()),
+                tls: shared.tls.is_some(),
+                started: shared.started,
+                stream_kbps: shared.streams.bitrate_kbps(),
+            };
+            icestats::route(method, req.headers(), from).await
+        }
         // A station as an MP3 stream, for radio apps (docs/stream.md).
         (_, p) if stream::serves(p) => match shared.origins.check(req.headers()) {
             Ok(()) => station_stream(&req, client, &held, &shared).await,
@@ -292,6 +310,8 @@ fn route_of(path: &str) -> Route {
         "/metrics" => Route::Metrics,
         "/api/stations" => Route::Stations,
         p if p.starts_with(history::PREFIX) => Route::Stations,
+        icestats::PATH => Route::Stations,
+        p if playlists::serves(p) => Route::Stations,
         "/api/library" => Route::Library,
         sessions::PATH => Route::Session,
         p if media::Library::serves(p) => Route::Media,

@@ -13,6 +13,7 @@ use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyBackend;
 use crate::server::claims::{ClaimLimits, Claims};
 use crate::server::config::{ConnConfig, MediaConfig, ServerConfig};
+use crate::server::icestats;
 use crate::server::keys::Keys;
 use crate::server::listing::Listing;
 use crate::server::media::{self, Library};
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<Tls>>,
     /// Tracks listeners cannot play: for broadcasters, and `/metrics`.
     pub unplayable: Unplayable,
+    /// What `/status-json.xsl` has seen of each station.
+    pub icestats: icestats::Seen,
     /// The stations' MP3 streams.
     pub streams: Streams,
 }
@@ -150,6 +153,7 @@ impl Shared {
             warnings: Warnings::new(),
             tls,
             unplayable: Unplayable::default(),
+            icestats: icestats::Seen::default(),
             streams,
         })
     }

@@ -197,3 +197,19 @@ fn the_next_track_starts_on_time_without_a_gap_or_a_fetch() {
     });
     run_script("next.mjs", &[&server.http_url(""), "onair"]);
 }
+
+/// A page tuned to a station offers it to other apps: the stream's
+/// absolute URL and its .m3u playlist, which names that URL, following the
+/// page to another station (tests/browser/inapp.mjs).
+#[test]
+fn the_page_offers_the_stream_to_other_apps() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    require_browser();
+    let server = Server::with(|c| {
+        c.stations = vec![
+            StationSpec::parse("first=library").expect("a station spec"),
+            StationSpec::parse("second=library").expect("a station spec"),
+        ];
+    });
+    run_script("inapp.mjs", &[&server.http_url(""), "first", "second"]);
+}

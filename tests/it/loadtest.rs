@@ -243,3 +243,179 @@ fn listeners_of_a_server_run_station_measure_its_track_changes() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("cannot be used with"), "{}", text(&out));
 }
+
+/// A real HTTP stream on a socket: MP3-rate bytes (16,000 a second) in
+/// chunked framing, after a 2 s burst, as a radio's stream sends them;
+/// `/stall` pauses for 2.5 s from 1.5 s after each request. Runs until the
+/// test ends (its thread is detached with its listener).
+fn streamer() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    if !head.starts_with("GET /steady ") && !head.starts_with("GET /stall ") {
+                        let _ = sock.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+                        return;
+                    }
+                    let stall = head.starts_with("GET /stall ");
+                    let chunk = |n: usize| {
+                        let mut c = format!("{n:x}\r\n").into_bytes();
+                        c.extend(std::iter::repeat_n(0xFFu8, n));
+                        c.extend_from_slice(b"\r\n");
+                        c
+                    };
+                    let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nicy-br: 128\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                    out.extend(chunk(32_000));
+                    if sock.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    let start = tokio::time::Instant::now();
+                    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+                    loop {
+                        tick.tick().await;
+                        let t = start.elapsed().as_secs_f64();
+                        if stall && (1.5..4.0).contains(&t) {
+                            continue;
+                        }
+                        if sock.write_all(&chunk(1_600)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+fn stream_loadtest(url: &str, json: &std::path::Path) -> (Output, Value) {
+    let out = Command::new(radio_bin())
+        .args(["loadtest", "--stream", "--url", url])
+        .args(["--listeners", "20", "--duration", "5s", "--json"])
+        .arg(json)
+        .output()
+        .expect("run radio loadtest");
+    let report = std::fs::read(json)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    (out, report)
+}
+
+/// `--stream` counts a stream's audio (not its chunked framing), its
+/// start, and the stalls and lost audio of a stream that pauses.
+#[test]
+fn stream_readers_measure_audio_stalls_and_loss() {
+    let addr = streamer();
+    let dir = TempDir::new("loadtest-stream");
+
+    let (out, steady) =
+        stream_loadtest(&format!("http://{addr}/steady"), &dir.path().join("s.json"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(field(&steady, "readers.started"), 20, "{}", text(&out));
+    assert_eq!(field(&steady, "readers.failed"), 0);
+    assert_eq!(field(&steady, "stalls.count"), 0, "{steady:#}");
+    assert_eq!(field(&steady, "audio.bitrate_kbps"), 128);
+    assert_eq!(field(&steady, "audio.bitrate_from"), "icy-br");
+    // 16,000 audio bytes a second; the framing (about 1% here) is not audio.
+    let rate = field(&steady, "audio.bytes_per_s.p50").as_f64().unwrap();
+    assert!((15_000.0..16_100.0).contains(&rate), "{rate}: {steady:#}");
+    assert_eq!(field(&steady, "audio.lost_bytes_estimate"), 0, "{steady:#}");
+    assert!(field(&steady, "start_ms.p99").as_f64().unwrap() > 0.0);
+    assert!(text(&out).contains("stalls      0"), "{}", text(&out));
+
+    let (out, stalling) =
+        stream_loadtest(&format!("http://{addr}/stall"), &dir.path().join("t.json"));
+    assert!(out.status.success(), "{}", text(&out));
+    // Each reader's 2.5 s pause is one stall, and what it never got is lost.
+    assert_eq!(field(&stalling, "stalls.count"), 20, "{stalling:#}");
+    assert_eq!(field(&stalling, "stalls.readers"), 20);
+    assert!(
+        field(&stalling, "audio.lost_bytes_estimate")
+            .as_u64()
+            .unwrap()
+            > 20 * 8_000,
+        "{stalling:#}"
+    );
+
+    // A stream that is not there: every reader fails, and the run fails.
+    let (out, missing) = stream_loadtest(
+        &format!("http://{addr}/nothing"),
+        &dir.path().join("m.json"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        field(&missing, "readers.failed_by_reason.http_404"),
+        20,
+        "{missing:#}"
+    );
+}
+
+/// `--stream --listen-only STATION` reads radio's own stream of a station
+/// the server runs: every reader starts, at the bitrate the stream says.
+#[test]
+fn stream_readers_read_a_server_run_station() {
+    let media = crate::onair::library(&[("1.wav", 4_000), ("2.wav", 4_000)]);
+    let mut server = Server::spawn_process(&[
+        "--max-connections-per-ip",
+        "0",
+        "--media",
+        media.arg(),
+        "--station",
+        "auto=library",
+    ]);
+    let dir = TempDir::new("loadtest-stream-radio");
+    let json = dir.path().join("report.json");
+    let pid = server.pid().to_string();
+    let out = Command::new(radio_bin())
+        .args(["loadtest", "--stream", "--url", &server.http_url("")])
+        .args([
+            "--listen-only",
+            "auto",
+            "--listeners",
+            "100",
+            "--duration",
+            "3s",
+        ])
+        .args(["--server-pid", &pid, "--json"])
+        .arg(&json)
+        .output()
+        .expect("run radio loadtest");
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report is written"))
+            .expect("the report is JSON");
+    assert_eq!(
+        field(&report, "parameters.urls")[0],
+        format!("{}/stations/auto/stream", server.http_url("")),
+        "{report:#}"
+    );
+    assert_eq!(field(&report, "readers.started"), 100, "{report:#}");
+    assert_eq!(field(&report, "readers.failed"), 0, "{report:#}");
+    assert_eq!(field(&report, "audio.bitrate_from"), "icy-br");
+    assert_eq!(field(&report, "audio.bitrate_kbps"), 128);
+    let rate = field(&report, "audio.bytes_per_s.p50").as_f64().unwrap();
+    assert!(rate > 8_000.0, "{rate}: {report:#}");
+    assert!(field(&report, "server.cpu_seconds_run").as_f64().unwrap() > 0.0);
+}

@@ -36,5 +36,6 @@ mod scan;
 mod security;
 mod shell;
 mod stream;
+mod streamlinks;
 mod tls;
 mod unplayable;

@@ -108,6 +108,9 @@ pub(crate) async fn worker_main() -> anyhow::Result<ExitCode> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let plan = read_plan(&mut stdin).await?;
     raise_open_files_limit();
+    if let Some(stream) = plan.stream.clone() {
+        return crate::loadtest::stream::reader::serve(plan, stream, &mut stdin).await;
+    }
     let ctx = Arc::new(Ctx::new(plan).await?);
     // Clock offsets first, so the first syncs are already corrected.
     let clocks = start_clocks(&ctx).await?;
@@ -191,6 +194,7 @@ async fn serve(ctx: &Arc<Ctx>, stdin: &mut Input) -> anyhow::Result<ExitCode> {
                 let cmd: ParentCmd = serde_json::from_str(&line)
                     .with_context(|| format!("unknown command from the parent: {line}"))?;
                 match cmd {
+                    ParentCmd::Mark => {}
                     ParentCmd::Run { at_unix_ms, until_unix_ms } => {
                         if let Some(until) = until_unix_ms {
                             ctx.run_until_us

@@ -763,6 +763,7 @@
     $("tuned-panel").hidden = false;
     $("live-panel").hidden = true;
     $("tuned-name").textContent = name;
+    showInApp(name);
     $("seek").disabled = true;
     $("play").disabled = true;
     setStationStatus("tuning in…", "warn");
@@ -770,6 +771,15 @@
     url.searchParams.set("station", name);
     history.replaceState(null, "", url);
     send({ type: "tune_in", station: name });
+  }
+
+  // The station's stream, for any radio app (VLC, a phone's radio app):
+  // its absolute URL to copy, and its playlist to open.
+  function showInApp(name) {
+    const stream = new URL(`/stations/${encodeURIComponent(name)}/stream`, location.href).href;
+    $("stream-link").href = stream;
+    $("stream-link").textContent = stream;
+    $("m3u-link").href = `${stream}.m3u`;
   }
 
   function tuneOut() {

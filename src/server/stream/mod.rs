@@ -105,6 +105,11 @@ pub(crate) struct Asked<'a> {
 }
 
 impl Streams {
+    /// The streams' MP3 bitrate (`--stream-bitrate`), kb/s.
+    pub(crate) fn bitrate_kbps(&self) -> u32 {
+        self.config.bitrate_kbps
+    }
+
     pub(crate) fn new(
         config: StreamConfig,
         write_timeout: Duration,
