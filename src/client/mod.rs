@@ -449,16 +449,51 @@ pub(crate) fn emit(line: &str) -> std::io::Result<()> {
 }
 
 /// `text` fit for a terminal: control characters (escape sequences a
-/// broadcaster could put in a title, say) become spaces.
+/// broadcaster could put in a title, say) become spaces, and format
+/// characters (Unicode category Cf: bidi overrides such as U+202E, which
+/// reorder what follows on the line, and zero-width ones, which hide
+/// text) are dropped.
 pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
+    if text.chars().any(|c| c.is_control() || is_format(c)) {
         text.chars()
+            .filter(|&c| !is_format(c))
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect::<String>()
             .into()
     } else {
         text.into()
     }
+}
+
+/// Unicode's format characters (general category Cf, Unicode 16), as
+/// ranges of code points; the standard library has no test for them.
+const FORMAT: [(u32, u32); 21] = [
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+fn is_format(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
 #[cfg(test)]
@@ -484,6 +519,18 @@ mod tests {
         );
         let bad = ws_url("http://[::1").unwrap_err().to_string();
         assert!(bad.contains("not a URL"), "{bad}");
+    }
+
+    #[test]
+    fn printable_drops_format_characters() {
+        assert_eq!(printable("plain title"), "plain title");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a [2Jb");
+        // A right-to-left override would show "gpj.exe" as "exe.jpg".
+        assert_eq!(printable("x\u{202e}gpj.exe"), "xgpj.exe");
+        assert_eq!(printable("in\u{200b}vis\u{2066}ible\u{feff}"), "invisible");
+        assert_eq!(printable("tag\u{e0041}"), "tag");
+        // Letters and marks of other scripts stay.
+        assert_eq!(printable("Björk – 東京 ﷺ"), "Björk – 東京 ﷺ");
     }
 
     #[test]
