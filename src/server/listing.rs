@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::protocol::{ServerMessage, StationSummary};
+use crate::protocol::{self, ServerMessage, StationSummary};
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyBackend;
 use crate::server::metrics::Metrics;
@@ -44,16 +45,15 @@ pub(crate) struct Page {
     pub truncated: bool,
     /// `GET /api/stations`'s body.
     pub json: Bytes,
+    /// The `stations` frame (`list_stations`'s answer), encoded once for
+    /// every connection that asks while the page is cached.
+    pub frame: Utf8Bytes,
 }
 
 impl Page {
-    /// The `stations` frame of this page.
-    pub(crate) fn message(&self) -> ServerMessage {
-        ServerMessage::Stations {
-            stations: self.stations.clone(),
-            total: self.total,
-            truncated: self.truncated,
-        }
+    /// `list_stations`'s answer: the frame made with the page, shared.
+    pub(crate) fn answer(&self) -> Message {
+        Message::Text(self.frame.clone())
     }
 }
 
@@ -186,22 +186,29 @@ pub(crate) fn bound(mut all: Vec<StationSummary>, max: usize) -> Page {
     })
     .map(Bytes::from)
     .unwrap_or_else(|_| Bytes::from_static(b"{\"stations\":[]}"));
+    // A copy of the entries once a second at most (the page is cached).
+    let frame = protocol::encode(&ServerMessage::Stations {
+        stations: all.clone(),
+        total,
+        truncated,
+    });
     Page {
         stations: all,
         total,
         truncated,
         json,
+        frame,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{self, StationName};
+    use crate::protocol::StationName;
 
-    /// The size `page`'s frame encodes to.
+    /// The size of `page`'s frame.
     fn encoded_len(page: &Page) -> usize {
-        protocol::encode(&page.message()).len()
+        page.frame.len()
     }
 
     fn station(i: usize, listeners: u64, track: &str) -> StationSummary {
@@ -237,5 +244,32 @@ mod tests {
         let few = bound((0..3).map(|i| station(i, 0, "t")).collect(), 200);
         assert!(!few.truncated);
         assert_eq!((few.total, few.stations.len()), (3, 3));
+    }
+
+    /// A cached page answers `list_stations` with the frame made with it:
+    /// a request copies nothing and encodes nothing, however long the
+    /// page.
+    #[tokio::test]
+    async fn a_cached_page_answers_without_encoding() {
+        let metrics = Arc::new(Metrics::default());
+        let backend = AnyBackend::start(
+            crate::server::backend::any::BackendConfig::Local {
+                grace: Duration::from_secs(1),
+            },
+            10,
+            metrics.clone(),
+            tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .expect("the in-memory backend");
+        let listing = Listing::new(200, metrics);
+        let page = listing.get(&backend).await.expect("a page");
+        let decoded: ServerMessage = serde_json::from_str(page.frame.as_str()).expect("json");
+        assert!(matches!(decoded, ServerMessage::Stations { total: 0, .. }));
+        let before = crate::allocations::allocations();
+        let again = listing.get(&backend).await.expect("the cached page");
+        let answer = again.answer();
+        assert_eq!(crate::allocations::allocations(), before, "encoded again");
+        assert_eq!(answer, Message::Text(page.frame.clone()));
     }
 }
