@@ -346,6 +346,17 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_REDIS_CA_CERT", value_name = "FILE")]
     pub redis_ca_cert: Option<PathBuf>,
 
+    /// Cluster mode: read the Redis password from this file's first line,
+    /// so it is neither in argv nor in the environment (the --redis URL
+    /// then carries none).
+    #[arg(
+        long,
+        env = "RADIO_REDIS_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    pub redis_password_file: Option<PathBuf>,
+
     /// This node's id in the cluster (default: generated). Ids must be unique
     /// among the nodes sharing a Redis.
     #[arg(long, env = "RADIO_NODE_ID", value_name = "ID", value_parser = parse_node_id)]

@@ -44,6 +44,7 @@ pub use man::{subcommands as man_subcommands, write as write_man};
 pub use m3u::parse_m3u;
 pub use pem::read_certs;
 pub use server::backend::redis::keys::station as redis_station_key;
+pub use server::backend::redis::node::masked as masked_redis_url;
 pub use server::media::{LoudnessCache, answer_for, arpeggio, encode_wav};
 pub use server::sessions::session_cookie;
 

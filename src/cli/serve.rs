@@ -31,6 +31,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 lease: args.lease,
                 grace: args.grace_period,
                 ca_cert: args.redis_ca_cert,
+                password_file: args.redis_password_file,
                 max_stations: args.max_stations,
             }),
         };

@@ -239,11 +239,7 @@ mod tests {
         assert_eq!(total, 1000);
         assert!(encoded_len(&page) < 60 * 1024, "{}", encoded_len(&page));
         assert!(stations.iter().all(|s| s.listeners == 6));
-        assert!(
-            stations
-                .windows(2)
-                .all(|w| w[0].station < w[1].station)
-        );
+        assert!(stations.windows(2).all(|w| w[0].station < w[1].station));
         let few = bound((0..3).map(|i| station(i, 0, "t")).collect(), 200);
         let (stations, total, truncated) = decoded(&few);
         assert!(!truncated);

@@ -291,4 +291,62 @@ fn redis_passwords_are_never_printed() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("user:***@host"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+    // A password with an unencoded `/` was printed whole: the masking
+    // took the `/` for the end of the URL's authority.
+    let slash = serve_err(&["--redis", "redis://user:hun/ter2@host:6379/0"]);
+    assert!(slash.contains("user:***@host"), "{slash}");
+    assert!(!slash.contains("ter2"), "{slash}");
+}
+
+/// `radio serve`'s stderr, for arguments it must refuse.
+fn serve_err(args: &[&str]) -> String {
+    let out = Command::new(radio_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .expect("run radio serve");
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The Redis password could only be given in the `--redis` URL, which is
+/// in argv (every local user can read it): `--redis-password-file` reads
+/// it from a file, and says what to do when the file will not do.
+#[test]
+fn a_redis_password_file_that_will_not_do_is_explained() {
+    let dir = TempDir::new("redis-password");
+    dir.write("empty", "\n");
+    dir.write("password", "s3cret\n");
+    let url = "redis://127.0.0.1:1/0";
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().expect("a UTF-8 path");
+    let err = serve_err(&["--redis", url, "--redis-password-file", missing]);
+    assert!(
+        err.contains("cannot read --redis-password-file") && err.contains("missing"),
+        "{err}"
+    );
+    let empty = dir.path().join("empty");
+    let err = serve_err(&[
+        "--redis",
+        url,
+        "--redis-password-file",
+        empty.to_str().expect("UTF-8"),
+    ]);
+    assert!(
+        err.contains("--redis-password-file") && err.contains("is empty"),
+        "{err}"
+    );
+    // Two passwords: which one was meant?
+    let password = dir.path().join("password");
+    let err = serve_err(&[
+        "--redis",
+        "redis://:other@127.0.0.1:1/0",
+        "--redis-password-file",
+        password.to_str().expect("UTF-8"),
+    ]);
+    assert!(err.contains("leave the password out of the URL"), "{err}");
+    assert!(!err.contains("other@"), "{err}");
+    // Without --redis it has nothing to do: a usage error.
+    let err = serve_err(&["--redis-password-file", password.to_str().expect("UTF-8")]);
+    assert!(err.contains("--redis"), "{err}");
 }
