@@ -13,14 +13,16 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::server::admission::{Admission, Held};
+use crate::server::admission::{Admission, Held, RequestSlot};
 use crate::server::backend::Backend as _;
 use crate::server::metrics::Route;
 use crate::server::outlet::{Outlet, OutletIo};
@@ -117,13 +119,50 @@ async fn route(
     held: Held,
     shared: Arc<Shared>,
 ) -> Response<Body> {
-    let path = req.uri().path();
-    let method = req.method();
     // The client: the peer, or whom a trusted proxy forwards for.
     let client = SocketAddr::new(
         shared.proxies.client_ip(req.headers(), peer.ip()),
         peer.port(),
     );
+    // A trusted proxy's connection was not counted against anyone when it
+    // was accepted: each of its requests is counted against the client it
+    // is for, until its response is sent (a WebSocket upgrade is counted
+    // by the upgrade, for the socket's life).
+    if req.uri().path() == "/ws" || !shared.proxies.trusts(peer.ip()) {
+        return answer(req, client, held, shared).await;
+    }
+    match shared.gate.count_request(client.ip()) {
+        Ok(slot) => answer(req, client, held, shared)
+            .await
+            .map(|body| held_while_sent(body, slot)),
+        Err(full) => {
+            full.count(&shared.metrics, &shared.warnings, client.ip());
+            let mut res = text(full.status(), full.message());
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            res
+        }
+    }
+}
+
+/// `body`, keeping `slot` until it is sent (or dropped unsent).
+fn held_while_sent(body: Body, slot: RequestSlot) -> Body {
+    body.map_frame(move |frame| {
+        let _counted = &slot;
+        frame
+    })
+    .boxed_unsync()
+}
+
+/// The answer to a request from `client`.
+async fn answer(
+    req: Request<Incoming>,
+    client: SocketAddr,
+    held: Held,
+    shared: Arc<Shared>,
+) -> Response<Body> {
+    let path = req.uri().path();
+    let method = req.method();
     match (method, path) {
         (&Method::GET, "/ws") => match shared.origins.check(req.headers()) {
             Ok(()) => upgrade::upgrade(req, client, &held, shared),
