@@ -463,7 +463,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-l -m -h -V --listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-stations-per-ip --claim-rate --max-list --list-rate --allowed-origins --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --node-id --lease --reuse-port --media --station --rescan-interval --follow-symlinks --loudness-cache --session-ttl --session-sweep --max-sessions --session-rate --color --help --version"
+            opts="-l -m -h -V --listen --metrics-listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-stations-per-ip --claim-rate --max-list --list-rate --allowed-origins --allowed-hosts --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --redis-password-file --node-id --lease --reuse-port --media --station --rescan-interval --follow-symlinks --loudness-cache --session-ttl --session-sweep --max-sessions --session-rate --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -474,6 +474,10 @@ _radio() {
                     return 0
                     ;;
                 -l)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -529,6 +533,10 @@ _radio() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --allowed-hosts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --trusted-proxy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -574,6 +582,10 @@ _radio() {
                     return 0
                     ;;
                 --redis-ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

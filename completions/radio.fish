@@ -38,6 +38,7 @@ complete -c radio -n "__fish_radio_needs_command" -f -a "man" -d 'Show the man p
 complete -c radio -n "__fish_radio_needs_command" -f -a "loadtest-worker" -d 'Internal: one worker process of `radio loadtest` (reads its plan on stdin)'
 complete -c radio -n "__fish_radio_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c radio -n "__fish_radio_using_subcommand serve" -s l -l listen -d 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l metrics-listen -d 'Serve /metrics on this address (HOST:PORT, plain HTTP) instead of --listen\'s, say on a private interface for the scraper alone; the main address then answers /metrics with 404' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l grace-period -d 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-message-bytes -d 'Largest inbound WebSocket message; larger ones close the connection (1009)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l keepalive-interval -d 'How often the server checks each connection: a ping, unless it was written states since the last check and acknowledged them all' -r
@@ -51,6 +52,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l claim-rate -d '`st
 complete -c radio -n "__fish_radio_using_subcommand serve" -l max-list -d 'Most stations in one `stations` answer (and GET /api/stations); the most listened are kept and the answer says `truncated`' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l list-rate -d '`list_stations` requests a connection may send per second (bursts up to twice that; 0: no limit beyond --rate-limit); beyond it `rate_limited`' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l allowed-origins -d 'Web origins besides the server\'s own whose pages may open /ws and save sessions (comma-separated `scheme://host[:port]`; `*` for any)' -r
+complete -c radio -n "__fish_radio_using_subcommand serve" -l allowed-hosts -d 'Host names the server answers to besides IP addresses, localhost and the hosts of --allowed-origins (comma-separated; `*.example.com` for the names under it; `*` for any). A request for any other name (its Host header) is refused 421, against DNS rebinding: a server reached by a domain name needs it here' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l trusted-proxy -d 'A proxy (address or CIDR block) whose X-Forwarded-For / Forwarded headers name the real client; repeat for several' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l rate-limit -d 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l handshake-timeout -d 'Time a client has to send its HTTP request and complete the WebSocket upgrade' -r
@@ -64,6 +66,7 @@ complete -c radio -n "__fish_radio_using_subcommand serve" -l log-format -d 'Log
 json\t'One JSON object per line, for log collectors'"
 complete -c radio -n "__fish_radio_using_subcommand serve" -l redis -d 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS)' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l redis-ca-cert -d 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system\'s roots)' -r -F
+complete -c radio -n "__fish_radio_using_subcommand serve" -l redis-password-file -d 'Cluster mode: read the Redis password from this file\'s first line, so it is neither in argv nor in the environment (the --redis URL then carries none)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand serve" -l node-id -d 'This node\'s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -l lease -d 'Cluster mode: how long a station\'s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first' -r
 complete -c radio -n "__fish_radio_using_subcommand serve" -s m -l media -d 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served' -r -F

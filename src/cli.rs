@@ -183,6 +183,12 @@ pub struct ServeArgs {
     #[arg(short, long, env = "RADIO_LISTEN", value_name = "ADDR", default_value = defaults::LISTEN, value_parser = parse_listen)]
     pub listen: String,
 
+    /// Serve /metrics on this address (HOST:PORT, plain HTTP) instead of
+    /// --listen's, say on a private interface for the scraper alone; the
+    /// main address then answers /metrics with 404.
+    #[arg(long, env = "RADIO_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<String>,
+
     /// How long a station stays live after its broadcaster disconnects, waiting
     /// for it to resume with its token.
     #[arg(long, env = "RADIO_GRACE_PERIOD", default_value = duration(defaults::GRACE_PERIOD), value_name = "DURATION", value_parser = parse_duration)]
@@ -268,6 +274,19 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Host names the server answers to besides IP addresses, localhost and
+    /// the hosts of --allowed-origins (comma-separated; `*.example.com` for
+    /// the names under it; `*` for any). A request for any other name (its
+    /// Host header) is refused 421, against DNS rebinding: a server reached
+    /// by a domain name needs it here.
+    #[arg(
+        long,
+        env = "RADIO_ALLOWED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 
     /// A proxy (address or CIDR block) whose X-Forwarded-For / Forwarded
     /// headers name the real client; repeat for several.

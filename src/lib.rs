@@ -46,6 +46,7 @@ pub use pem::read_certs;
 pub use server::backend::redis::keys::station as redis_station_key;
 pub use server::backend::redis::node::masked as masked_redis_url;
 pub use server::media::{LoudnessCache, answer_for, arpeggio, encode_wav};
+pub use server::origin::{AllowedHosts, Host, host_name};
 pub use server::sessions::session_cookie;
 
 /// The test build's allocator: the system's, counting each thread's

@@ -124,6 +124,13 @@ async fn route(
         shared.proxies.client_ip(req.headers(), peer.ip()),
         peer.port(),
     );
+    if let Err(why) = shared.hosts.check(req.headers()) {
+        shared.metrics.host_refused.inc();
+        shared
+            .warnings
+            .note_with(Reason::Origin, || client.ip().to_string());
+        return text(StatusCode::MISDIRECTED_REQUEST, why);
+    }
     // A trusted proxy's connection was not counted against anyone when it
     // was accepted: each of its requests is counted against the client it
     // is for, until its response is sent (a WebSocket upgrade is counted
@@ -179,7 +186,11 @@ async fn answer(
             Err(refusal) => text(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         },
         (_, p) if p.starts_with(history::PREFIX) => station_history(method, p, &shared).await,
-        (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
+        (&Method::GET, "/metrics") if shared.metrics_apart => text(
+            StatusCode::NOT_FOUND,
+            "this server serves /metrics on its --metrics-listen address",
+        ),
+        (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), || shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
         (_, p) if media::Library::serves(p) => shared.media.route(&req).await,
@@ -204,6 +215,43 @@ async fn answer(
         }
         (_, p) if player::serves(p) => player::route(method, p),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
+    }
+}
+
+/// Serves `/metrics` alone on a connection to the `--metrics-listen`
+/// address: plain HTTP, no other path, with the header read timeout and
+/// the write timeout of every connection.
+pub(crate) async fn serve_metrics(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let io = TokioIo::new(TimedStream::new(stream, shared.conn.write_timeout));
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        async move {
+            let res = match (req.method(), req.uri().path()) {
+                (&Method::GET, "/metrics") => {
+                    shared.metrics.page(req.headers(), || shared.scrape())
+                }
+                (_, "/metrics") => method_not_allowed("GET"),
+                (_, path) => text(
+                    StatusCode::NOT_FOUND,
+                    format!("no such page: {path} (this address serves /metrics alone)"),
+                ),
+            };
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.handshake_timeout)
+        .serve_connection(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+            }
+        }
+        _ = shared.shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
     }
 }
 

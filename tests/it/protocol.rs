@@ -791,7 +791,7 @@ async fn a_client_that_never_finishes_its_handshake_is_dropped() {
     let mut silent = connect().await.expect("connect");
     let mut partial = connect().await.expect("connect");
     partial
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("send half a request");
     for s in [&mut silent, &mut partial] {
