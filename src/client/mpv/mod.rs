@@ -371,15 +371,15 @@ fn remove_dir(dir: Option<&Path>) {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
-    use crate::allocations::allocations;
-
     /// The code run between fork and exec allocates nothing, on its error
     /// path too (a parent that is not ours), so a lock another thread held
     /// at the fork cannot hang the child.
     #[test]
+    #[cfg(target_os = "linux")]
     fn after_fork_does_not_allocate() {
+        use crate::allocations::allocations;
         let before = allocations();
         let gone = super::after_fork(u32::MAX);
         let after = allocations();
