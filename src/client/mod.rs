@@ -132,6 +132,9 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
         {
             return Err(ServerFull::from_response(&res).into());
         }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res))) => {
+            bail!(refused_upgrade(url, res.status(), res.body().as_deref()))
+        }
         Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
     };
     let welcome = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ws))
@@ -153,6 +156,19 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
         }
         Some(other) => bail!("expected welcome, got {other:?}"),
         None => bail!("the server closed the connection before its welcome"),
+    }
+}
+
+/// Why the server refused the upgrade, in its own words when it gave
+/// some (a 421 names the flag its operator must pass, a 403 the origin).
+fn refused_upgrade(url: &str, status: ::http::StatusCode, body: Option<&[u8]>) -> String {
+    let said = body
+        .map(String::from_utf8_lossy)
+        .map(|text| printable(text.trim()).into_owned())
+        .filter(|text| !text.is_empty());
+    match said {
+        Some(said) => format!("cannot connect to {url}: the server answered {status}: {said}"),
+        None => format!("cannot connect to {url}: the server answered {status}"),
     }
 }
 
@@ -519,6 +535,21 @@ mod tests {
         );
         let bad = ws_url("http://[::1").unwrap_err().to_string();
         assert!(bad.contains("not a URL"), "{bad}");
+    }
+
+    #[test]
+    fn a_refused_upgrade_is_told_in_the_servers_words() {
+        let why = refused_upgrade(
+            "ws://radio.example:8080/ws",
+            ::http::StatusCode::MISDIRECTED_REQUEST,
+            Some(b"this server does not answer to the name \"radio.example\"; ... --allowed-hosts radio.example\n"),
+        );
+        assert!(why.contains("421 Misdirected Request"), "{why}");
+        assert!(why.contains("--allowed-hosts radio.example"), "{why}");
+        let bare = refused_upgrade("ws://h/ws", ::http::StatusCode::FORBIDDEN, Some(b"\x1b[2J"));
+        assert!(bare.ends_with("answered 403 Forbidden:  [2J"), "{bare}");
+        let none = refused_upgrade("ws://h/ws", ::http::StatusCode::FORBIDDEN, None);
+        assert!(none.ends_with("answered 403 Forbidden"), "{none}");
     }
 
     #[test]
