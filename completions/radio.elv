@@ -35,6 +35,7 @@ set edit:completion:arg-completer[radio] = {|@words|
         &'radio;serve'= {
             cand -l 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)'
             cand --listen 'Address to listen on, HOST:PORT: an IP address or a host name (every address it resolves to is bound, like 127.0.0.1 and ::1 for localhost); port 0 picks a free port (the bound address is logged)'
+            cand --metrics-listen 'Serve /metrics on this address (HOST:PORT, plain HTTP) instead of --listen''s, say on a private interface for the scraper alone; the main address then answers /metrics with 404'
             cand --grace-period 'How long a station stays live after its broadcaster disconnects, waiting for it to resume with its token'
             cand --max-message-bytes 'Largest inbound WebSocket message; larger ones close the connection (1009)'
             cand --keepalive-interval 'How often the server checks each connection: a ping, unless it was written states since the last check and acknowledged them all'
@@ -48,6 +49,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --max-list 'Most stations in one `stations` answer (and GET /api/stations); the most listened are kept and the answer says `truncated`'
             cand --list-rate '`list_stations` requests a connection may send per second (bursts up to twice that; 0: no limit beyond --rate-limit); beyond it `rate_limited`'
             cand --allowed-origins 'Web origins besides the server''s own whose pages may open /ws and save sessions (comma-separated `scheme://host[:port]`; `*` for any)'
+            cand --allowed-hosts 'Host names the server answers to besides IP addresses, localhost and the hosts of --allowed-origins (comma-separated; `*.example.com` for the names under it; `*` for any). A request for any other name (its Host header) is refused 421, against DNS rebinding: a server reached by a domain name needs it here'
             cand --trusted-proxy 'A proxy (address or CIDR block) whose X-Forwarded-For / Forwarded headers name the real client; repeat for several'
             cand --rate-limit 'Inbound messages a connection may send per second (bursts up to twice that); beyond it `rate_limited`, and a client that keeps on is closed (1008)'
             cand --handshake-timeout 'Time a client has to send its HTTP request and complete the WebSocket upgrade'
@@ -60,6 +62,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --log-format 'Log format'
             cand --redis 'Join a cluster through this Redis server (redis://[user:password@]host:port/db, or rediss:// for TLS), or through the Sentinels that name its master (redis+sentinel://host:port,host:port/MASTER[/db], or rediss+sentinel://)'
             cand --redis-ca-cert 'Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis (default: the system''s roots)'
+            cand --redis-password-file 'Cluster mode: read the Redis password from this file''s first line, so it is neither in argv nor in the environment (the --redis URL then carries none)'
             cand --node-id 'This node''s id in the cluster (default: generated). Ids must be unique among the nodes sharing a Redis'
             cand --lease 'Cluster mode: how long a station''s lease lasts without renewal. When a node dies, listeners elsewhere are told its stations went offline (reason "timeout") about this long after, unless the broadcaster resumed on another node first'
             cand -m 'Directory of audio and video to serve (scanned recursively). Without it a small generated demo library is served'

@@ -22,7 +22,7 @@ use crate::server::config::defaults;
 /// The one key-file reader, for `radio broadcast --key-file`.
 pub(crate) use crate::key_file::read as read_key_file;
 pub(crate) use loadtest::LoadtestArgs;
-use parse::parse_station;
+use parse::{parse_bitrate, parse_burst, parse_station};
 pub(crate) use parse::{parse_duration, parse_interval};
 
 /// Synchronized internet radio: everyone tuned to a station hears the same
@@ -183,6 +183,12 @@ pub struct ServeArgs {
     #[arg(short, long, env = "RADIO_LISTEN", value_name = "ADDR", default_value = defaults::LISTEN, value_parser = parse_listen)]
     pub listen: String,
 
+    /// Serve /metrics on this address (HOST:PORT, plain HTTP) instead of
+    /// --listen's, say on a private interface for the scraper alone; the
+    /// main address then answers /metrics with 404.
+    #[arg(long, env = "RADIO_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<String>,
+
     /// How long a station stays live after its broadcaster disconnects, waiting
     /// for it to resume with its token.
     #[arg(long, env = "RADIO_GRACE_PERIOD", default_value = duration(defaults::GRACE_PERIOD), value_name = "DURATION", value_parser = parse_duration)]
@@ -271,6 +277,19 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Host names the server answers to besides IP addresses, localhost and
+    /// the hosts of --allowed-origins (comma-separated; `*.example.com` for
+    /// the names under it; `*` for any). A request for any other name (its
+    /// Host header) is refused 421, against DNS rebinding: a server reached
+    /// by a domain name needs it here.
+    #[arg(
+        long,
+        env = "RADIO_ALLOWED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// A proxy (address or CIDR block) whose X-Forwarded-For / Forwarded
     /// headers name the real client; repeat for several.
     #[arg(
@@ -349,6 +368,17 @@ pub struct ServeArgs {
     /// (default: the system's roots).
     #[arg(long, env = "RADIO_REDIS_CA_CERT", value_name = "FILE")]
     pub redis_ca_cert: Option<PathBuf>,
+
+    /// Cluster mode: read the Redis password from this file's first line,
+    /// so it is neither in argv nor in the environment (the --redis URL
+    /// then carries none).
+    #[arg(
+        long,
+        env = "RADIO_REDIS_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    pub redis_password_file: Option<PathBuf>,
 
     /// This node's id in the cluster (default: generated). Ids must be unique
     /// among the nodes sharing a Redis.
@@ -446,31 +476,6 @@ pub struct ServeArgs {
     /// far ahead, so a seek or pause reaches stream listeners this late.
     #[arg(long, env = "RADIO_STREAM_BURST", default_value = duration(defaults::STREAM_BURST), value_name = "DURATION", value_parser = parse_burst)]
     pub stream_burst: Duration,
-}
-
-/// `--stream-bitrate`: an MPEG-1 Layer III bitrate.
-fn parse_bitrate(s: &str) -> Result<u32, String> {
-    const RATES: [u32; 14] = [
-        32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
-    ];
-    let kbps = s
-        .trim_end_matches("k")
-        .parse::<u32>()
-        .map_err(|_| format!("{s:?} is not a bitrate; write kb/s, like 128"))?;
-    if RATES.contains(&kbps) {
-        Ok(kbps)
-    } else {
-        Err(format!("MP3 has no {kbps} kb/s; use one of {RATES:?}"))
-    }
-}
-
-/// `--stream-burst`: at most 10 s (the stream runs that far ahead).
-fn parse_burst(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d > Duration::from_secs(10) {
-        return Err("a burst over 10s delays every change that long; use 10s or less".into());
-    }
-    Ok(d)
 }
 
 #[derive(Debug, Clone, Args)]

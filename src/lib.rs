@@ -44,5 +44,51 @@ pub use man::{subcommands as man_subcommands, write as write_man};
 pub use m3u::parse_m3u;
 pub use pem::read_certs;
 pub use server::backend::redis::keys::station as redis_station_key;
+pub use server::backend::redis::source::masked as masked_redis_url;
 pub use server::media::{LoudnessCache, answer_for, arpeggio, encode_wav};
+pub use server::origin::{AllowedHosts, Host, host_name};
 pub use server::sessions::session_cookie;
+
+/// The test build's allocator: the system's, counting each thread's
+/// allocations, so a test can tell whether a call allocated.
+#[cfg(test)]
+pub(crate) mod allocations {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    // SAFETY: every call goes to the system allocator as it came; the
+    // count is a thread-local without a destructor, which allocates
+    // nothing.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: the caller's contract is passed on unchanged.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract is passed on unchanged.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: the caller's contract is passed on unchanged.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// How many allocations this thread has made so far.
+    pub(crate) fn allocations() -> usize {
+        ALLOCATIONS.with(Cell::get)
+    }
+}

@@ -61,6 +61,31 @@ pub(crate) fn parse_per_minute(s: &str) -> Result<PerMinute, String> {
     }
 }
 
+/// `--stream-bitrate`: an MPEG-1 Layer III bitrate.
+pub(crate) fn parse_bitrate(s: &str) -> Result<u32, String> {
+    const RATES: [u32; 14] = [
+        32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
+    let kbps = s
+        .trim_end_matches("k")
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a bitrate; write kb/s, like 128"))?;
+    if RATES.contains(&kbps) {
+        Ok(kbps)
+    } else {
+        Err(format!("MP3 has no {kbps} kb/s; use one of {RATES:?}"))
+    }
+}
+
+/// `--stream-burst`: at most 10 s (the stream runs that far ahead).
+pub(crate) fn parse_burst(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_secs(10) {
+        return Err("a burst over 10s delays every change that long; use 10s or less".into());
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 lease: args.lease,
                 grace: args.grace_period,
                 ca_cert: args.redis_ca_cert,
+                password_file: args.redis_password_file,
                 max_stations: args.max_stations,
             }),
         };
@@ -56,6 +57,8 @@ impl TryFrom<ServeArgs> for ServerConfig {
             claim_rate: args.claim_rate,
             max_list: args.max_list,
             allowed_origins: args.allowed_origins,
+            allowed_hosts: args.allowed_hosts,
+            metrics_listen: args.metrics_listen,
             trusted_proxies: args.trusted_proxies,
             tls: match (args.tls_cert, args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

@@ -133,6 +133,9 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
         {
             return Err(ServerFull::from_response(&res).into());
         }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res))) => {
+            bail!(refused_upgrade(url, res.status(), res.body().as_deref()))
+        }
         Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
     };
     let welcome = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ws))
@@ -154,6 +157,19 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<(Ws, String)> {
         }
         Some(other) => bail!("expected welcome, got {other:?}"),
         None => bail!("the server closed the connection before its welcome"),
+    }
+}
+
+/// Why the server refused the upgrade, in its own words when it gave
+/// some (a 421 names the flag its operator must pass, a 403 the origin).
+fn refused_upgrade(url: &str, status: ::http::StatusCode, body: Option<&[u8]>) -> String {
+    let said = body
+        .map(String::from_utf8_lossy)
+        .map(|text| printable(text.trim()).into_owned())
+        .filter(|text| !text.is_empty());
+    match said {
+        Some(said) => format!("cannot connect to {url}: the server answered {status}: {said}"),
+        None => format!("cannot connect to {url}: the server answered {status}"),
     }
 }
 
@@ -450,16 +466,51 @@ pub(crate) fn emit(line: &str) -> std::io::Result<()> {
 }
 
 /// `text` fit for a terminal: control characters (escape sequences a
-/// broadcaster could put in a title, say) become spaces.
+/// broadcaster could put in a title, say) become spaces, and format
+/// characters (Unicode category Cf: bidi overrides such as U+202E, which
+/// reorder what follows on the line, and zero-width ones, which hide
+/// text) are dropped.
 pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
+    if text.chars().any(|c| c.is_control() || is_format(c)) {
         text.chars()
+            .filter(|&c| !is_format(c))
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect::<String>()
             .into()
     } else {
         text.into()
     }
+}
+
+/// Unicode's format characters (general category Cf, Unicode 16), as
+/// ranges of code points; the standard library has no test for them.
+const FORMAT: [(u32, u32); 21] = [
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+fn is_format(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
 #[cfg(test)]
@@ -485,6 +536,33 @@ mod tests {
         );
         let bad = ws_url("http://[::1").unwrap_err().to_string();
         assert!(bad.contains("not a URL"), "{bad}");
+    }
+
+    #[test]
+    fn a_refused_upgrade_is_told_in_the_servers_words() {
+        let why = refused_upgrade(
+            "ws://radio.example:8080/ws",
+            ::http::StatusCode::MISDIRECTED_REQUEST,
+            Some(b"this server does not answer to the name \"radio.example\"; ... --allowed-hosts radio.example\n"),
+        );
+        assert!(why.contains("421 Misdirected Request"), "{why}");
+        assert!(why.contains("--allowed-hosts radio.example"), "{why}");
+        let bare = refused_upgrade("ws://h/ws", ::http::StatusCode::FORBIDDEN, Some(b"\x1b[2J"));
+        assert!(bare.ends_with("answered 403 Forbidden:  [2J"), "{bare}");
+        let none = refused_upgrade("ws://h/ws", ::http::StatusCode::FORBIDDEN, None);
+        assert!(none.ends_with("answered 403 Forbidden"), "{none}");
+    }
+
+    #[test]
+    fn printable_drops_format_characters() {
+        assert_eq!(printable("plain title"), "plain title");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a [2Jb");
+        // A right-to-left override would show "gpj.exe" as "exe.jpg".
+        assert_eq!(printable("x\u{202e}gpj.exe"), "xgpj.exe");
+        assert_eq!(printable("in\u{200b}vis\u{2066}ible\u{feff}"), "invisible");
+        assert_eq!(printable("tag\u{e0041}"), "tag");
+        // Letters and marks of other scripts stay.
+        assert_eq!(printable("Björk – 東京 ﷺ"), "Björk – 東京 ﷺ");
     }
 
     #[test]

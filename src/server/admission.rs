@@ -11,7 +11,11 @@
 //!
 //! A connection from a trusted proxy is not counted against the proxy's
 //! address: its client is known only once its request is read, and the
-//! WebSocket it upgrades to is counted against that client then.
+//! WebSocket it upgrades to is counted against that client then. Its plain
+//! HTTP requests are each counted against the client they are for while
+//! they last ([`Gate::count_request`]): a proxy carries many clients'
+//! requests over one connection, one after another, so the connection
+//! cannot be counted against any one of them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -90,6 +94,11 @@ pub(crate) struct Admission {
     ip: Option<IpSlot>,
 }
 
+/// A proxied request counted against its client's address, until dropped.
+pub(crate) struct RequestSlot {
+    _slot: IpSlot,
+}
+
 /// One connection counted against an address's blocks.
 struct IpSlot {
     per_ip: Arc<PerIp>,
@@ -124,6 +133,15 @@ impl Gate {
             _permit: permit,
             ip,
         })
+    }
+
+    /// Counts one request a trusted proxy forwards for `ip` against that
+    /// address, as a connection of its own, until the returned slot is
+    /// dropped (when its response has been sent).
+    pub(crate) fn count_request(&self, ip: IpAddr) -> Result<RequestSlot, Full> {
+        (self.per_ip.clone().take(ip))
+            .map(|slot| RequestSlot { _slot: slot })
+            .ok_or(Full::ThisAddress)
     }
 
     /// Connections open from `ip` now (IPv6: from its /64).
@@ -214,6 +232,10 @@ mod tests {
         assert_eq!(proxied.count_client(&gate, a), Ok(()));
         assert_eq!(gate.open_from(a), 2);
         drop(proxied);
+        assert_eq!(gate.open_from(a), 1);
+        let request = gate.count_request(a).expect("a proxied request");
+        assert_eq!(gate.count_request(a).err(), Some(Full::ThisAddress));
+        drop(request);
         assert_eq!(gate.open_from(a), 1);
         let off = Gate::new(10, 0);
         let _many: Vec<_> = (0..5)

@@ -103,6 +103,11 @@ pub struct ServerConfig {
     pub max_list: usize,
     /// Origins besides the server's own allowed to open /ws and save sessions.
     pub allowed_origins: Vec<String>,
+    /// Host names the server answers to besides IP addresses, localhost and
+    /// the hosts of `allowed_origins` (`*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// Where `/metrics` is served instead of the main address (HOST:PORT).
+    pub metrics_listen: Option<String>,
     /// Proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<Cidr>,
     /// `--tls-cert` and `--tls-key`: serve https and wss.
@@ -208,6 +213,8 @@ impl Default for ServerConfig {
             claim_rate: defaults::CLAIM_RATE,
             max_list: defaults::MAX_LIST,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            metrics_listen: None,
             trusted_proxies: Vec::new(),
             tls: None,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,

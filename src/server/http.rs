@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::server::admission::{Admission, Held};
+use crate::server::admission::{Admission, Held, RequestSlot};
 use crate::server::backend::Backend as _;
 use crate::server::metrics::Route;
 use crate::server::outlet::{Outlet, OutletIo};
@@ -47,11 +48,18 @@ pub(crate) async fn serve_connection(
     let held: Held = Arc::new(Mutex::new(Some(admission)));
     let Some(tls) = shared.tls.clone() else {
         // Media requests by sendfile, until another request hands the
-        // connection to hyper with what was read of it.
+        // connection to hyper with what was read of it. Not for a trusted
+        // proxy's connection: its requests are each counted against the
+        // client they are for, which hyper's path does.
         #[cfg(target_os = "linux")]
-        let Some(zerocopy::Handover { stream, read }) = zerocopy::serve(stream, &shared).await
-        else {
-            return;
+        let (stream, read) = if shared.proxies.trusts(peer.ip()) {
+            (stream, bytes::Bytes::new())
+        } else {
+            let Some(zerocopy::Handover { stream, read }) = zerocopy::serve(stream, &shared).await
+            else {
+                return;
+            };
+            (stream, read)
         };
         #[cfg(not(target_os = "linux"))]
         let read = bytes::Bytes::new();
@@ -154,13 +162,83 @@ async fn route(
     held: Held,
     shared: Arc<Shared>,
 ) -> Response<Body> {
-    let path = req.uri().path();
-    let method = req.method();
     // The client: the peer, or whom a trusted proxy forwards for.
     let client = SocketAddr::new(
         shared.proxies.client_ip(req.headers(), peer.ip()),
         peer.port(),
     );
+    if let Err(why) = shared.hosts.check(req.headers()) {
+        shared.metrics.host_refused.inc();
+        shared
+            .warnings
+            .note_with(Reason::Origin, || client.ip().to_string());
+        return text(StatusCode::MISDIRECTED_REQUEST, why);
+    }
+    // A trusted proxy's connection was not counted against anyone when it
+    // was accepted: each of its requests is counted against the client it
+    // is for, until its response is sent (a WebSocket upgrade is counted
+    // by the upgrade, and a stream by its answer, for the socket's life).
+    let path = req.uri().path();
+    if path == "/ws" || stream::serves(path) || !shared.proxies.trusts(peer.ip()) {
+        return answer(req, peer, client, held, shared).await;
+    }
+    match shared.gate.count_request(client.ip()) {
+        Ok(slot) => answer(req, peer, client, held, shared)
+            .await
+            .map(|body| held_while_sent(body, slot)),
+        Err(full) => {
+            full.count(&shared.metrics, &shared.warnings, client.ip());
+            let mut res = text(full.status(), full.message());
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            res
+        }
+    }
+}
+
+/// `body`, keeping `slot` until it is sent (or dropped unsent). Its length
+/// stays known, so a response keeps its `Content-Length` (not chunked).
+fn held_while_sent(body: Body, slot: RequestSlot) -> Body {
+    SlotBody { body, _slot: slot }.boxed_unsync()
+}
+
+/// A body that holds a request's slot for as long as it lives.
+struct SlotBody {
+    body: Body,
+    _slot: RequestSlot,
+}
+
+impl hyper::body::Body for SlotBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The answer to a request from `client` (through `peer`, which may be a
+/// trusted proxy).
+async fn answer(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    client: SocketAddr,
+    held: Held,
+    shared: Arc<Shared>,
+) -> Response<Body> {
+    let path = req.uri().path();
+    let method = req.method();
     match (method, path) {
         (&Method::GET, "/ws") => match shared.origins.check(req.headers()) {
             Ok(()) => upgrade::upgrade(req, client, &held, shared),
@@ -200,7 +278,11 @@ async fn route(
             Ok(()) => station_stream(&req, client, &held, &shared).await,
             Err(why) => forbidden(&shared, client, why),
         },
-        (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), shared.scrape()),
+        (&Method::GET, "/metrics") if shared.metrics_apart => text(
+            StatusCode::NOT_FOUND,
+            "this server serves /metrics on its --metrics-listen address",
+        ),
+        (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), || shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
         (_, p) if media::Library::serves(p) => shared.media.route(&req, &shared.warnings).await,
@@ -225,6 +307,43 @@ async fn route(
         }
         (_, p) if player::serves(p) => player::route(method, p, shared.media.base_url()),
         _ => text(StatusCode::NOT_FOUND, format!("no such page: {path}")),
+    }
+}
+
+/// Serves `/metrics` alone on a connection to the `--metrics-listen`
+/// address: plain HTTP, no other path, with the header read timeout and
+/// the write timeout of every connection.
+pub(crate) async fn serve_metrics(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let io = TokioIo::new(TimedStream::new(stream, shared.conn.write_timeout));
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        async move {
+            let res = match (req.method(), req.uri().path()) {
+                (&Method::GET, "/metrics") => {
+                    shared.metrics.page(req.headers(), || shared.scrape())
+                }
+                (_, "/metrics") => method_not_allowed("GET"),
+                (_, path) => text(
+                    StatusCode::NOT_FOUND,
+                    format!("no such page: {path} (this address serves /metrics alone)"),
+                ),
+            };
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.handshake_timeout)
+        .serve_connection(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+            }
+        }
+        _ = shared.shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
     }
 }
 

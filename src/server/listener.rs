@@ -83,6 +83,42 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Most connections open at once to the `--metrics-listen` address (a
+/// scraper needs one); more are closed at once.
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Accepts connections to the `--metrics-listen` address until shutdown,
+/// each served `/metrics` alone by its own task.
+pub(crate) async fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let open = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Over the bound: dropped, which closes it.
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let shared_conn = shared.clone();
+                shared.tasks.spawn(async move {
+                    http::serve_metrics(stream, peer, shared_conn).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed on --metrics-listen");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Answers a connection over a limit with 503 (`--max-connections`) or 429
 /// (`--max-connections-per-ip`) without reading its request, and closes it
 /// (with TLS, closes it without an answer).
@@ -158,11 +194,15 @@ pub(crate) fn raise_open_files_limit(explicit: Option<usize>) {
 /// Resolves `--listen` (HOST:PORT; a host name may give several addresses)
 /// and binds every address. Addresses that cannot be bound are skipped with
 /// a warning (`localhost` on a host without IPv6), unless none can be.
-pub(crate) async fn bind_all(listen: &str, reuse_port: bool) -> anyhow::Result<Vec<TcpListener>> {
+pub(crate) async fn bind_all(
+    flag: &str,
+    listen: &str,
+    reuse_port: bool,
+) -> anyhow::Result<Vec<TcpListener>> {
     use anyhow::Context as _;
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
         .await
-        .with_context(|| format!("cannot resolve --listen {listen}"))?
+        .with_context(|| format!("cannot resolve {flag} {listen}"))?
         .collect();
     addrs.dedup();
     let mut bound = Vec::new();
@@ -174,7 +214,7 @@ pub(crate) async fn bind_all(listen: &str, reuse_port: bool) -> anyhow::Result<V
         }
     }
     if bound.is_empty() {
-        anyhow::bail!(cannot_listen(listen, &failed));
+        anyhow::bail!(cannot_listen(flag, listen, &failed));
     }
     for (addr, e) in failed {
         tracing::warn!("not listening on {addr}: {e}");
@@ -182,10 +222,11 @@ pub(crate) async fn bind_all(listen: &str, reuse_port: bool) -> anyhow::Result<V
     Ok(bound)
 }
 
-/// Why `--listen` could not be bound at all, each address said once: the
-/// addresses a host name resolved to are named only when they differ from
-/// what was written. An address in use gets what to do about it.
-fn cannot_listen(listen: &str, failed: &[(SocketAddr, std::io::Error)]) -> String {
+/// Why `flag` (`--listen`, `--metrics-listen`) could not be bound at all,
+/// each address said once: the addresses a host name resolved to are named
+/// only when they differ from what was written. An address in use gets
+/// what to do about it.
+fn cannot_listen(flag: &str, listen: &str, failed: &[(SocketAddr, std::io::Error)]) -> String {
     let literal = matches!(failed, [(addr, _)] if addr.to_string() == listen);
     let reasons: Vec<String> = failed
         .iter()
@@ -209,7 +250,7 @@ fn cannot_listen(listen: &str, failed: &[(SocketAddr, std::io::Error)]) -> Strin
     {
         let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
         text.push_str(&format!(
-            "; stop that process, or listen elsewhere: --listen {host}:0 takes any free \
+            "; stop that process, or listen elsewhere: {flag} {host}:0 takes any free \
              port (the log says which), or choose another port"
         ));
     }

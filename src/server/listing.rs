@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::protocol::{ServerMessage, StationSummary};
+use crate::protocol::{self, ServerMessage, StationSummary};
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyBackend;
 use crate::server::metrics::Metrics;
@@ -39,21 +40,19 @@ pub(crate) const MAX_LIST_BYTES: usize = 48 * 1024;
 /// One listing, ready to send.
 #[derive(Debug)]
 pub(crate) struct Page {
+    /// The entries, for what is made of them (Icecast's status page).
     pub stations: Vec<StationSummary>,
-    pub total: usize,
-    pub truncated: bool,
     /// `GET /api/stations`'s body.
     pub json: Bytes,
+    /// The `stations` frame (`list_stations`'s answer), encoded once for
+    /// every connection that asks while the page is cached.
+    pub frame: Utf8Bytes,
 }
 
 impl Page {
-    /// The `stations` frame of this page.
-    pub(crate) fn message(&self) -> ServerMessage {
-        ServerMessage::Stations {
-            stations: self.stations.clone(),
-            total: self.total,
-            truncated: self.truncated,
-        }
+    /// `list_stations`'s answer: the frame made with the page, shared.
+    pub(crate) fn answer(&self) -> Message {
+        Message::Text(self.frame.clone())
     }
 }
 
@@ -186,22 +185,39 @@ pub(crate) fn bound(mut all: Vec<StationSummary>, max: usize) -> Page {
     })
     .map(Bytes::from)
     .unwrap_or_else(|_| Bytes::from_static(b"{\"stations\":[]}"));
-    Page {
-        stations: all,
+    // A copy of the entries once a second at most (the page is cached).
+    let frame = protocol::encode(&ServerMessage::Stations {
+        stations: all.clone(),
         total,
         truncated,
+    });
+    Page {
+        stations: all,
         json,
+        frame,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{self, StationName};
+    use crate::protocol::StationName;
 
-    /// The size `page`'s frame encodes to.
+    /// The size of `page`'s frame.
     fn encoded_len(page: &Page) -> usize {
-        protocol::encode(&page.message()).len()
+        page.frame.len()
+    }
+
+    /// `page`'s frame as a client reads it: (stations, total, truncated).
+    fn decoded(page: &Page) -> (Vec<StationSummary>, usize, bool) {
+        match serde_json::from_str(page.frame.as_str()).expect("json") {
+            ServerMessage::Stations {
+                stations,
+                total,
+                truncated,
+            } => (stations, total, truncated),
+            other => panic!("not a stations frame: {other:?}"),
+        }
     }
 
     fn station(i: usize, listeners: u64, track: &str) -> StationSummary {
@@ -225,17 +241,41 @@ mod tests {
         let long = "\"".repeat(256);
         let all: Vec<_> = (0..1000).map(|i| station(i, i as u64 % 7, &long)).collect();
         let page = bound(all, 200);
-        assert!(page.truncated);
-        assert_eq!(page.total, 1000);
+        let (stations, total, truncated) = decoded(&page);
+        assert!(truncated);
+        assert_eq!(total, 1000);
         assert!(encoded_len(&page) < 60 * 1024, "{}", encoded_len(&page));
-        assert!(page.stations.iter().all(|s| s.listeners == 6));
-        assert!(
-            page.stations
-                .windows(2)
-                .all(|w| w[0].station < w[1].station)
-        );
+        assert!(stations.iter().all(|s| s.listeners == 6));
+        assert!(stations.windows(2).all(|w| w[0].station < w[1].station));
         let few = bound((0..3).map(|i| station(i, 0, "t")).collect(), 200);
-        assert!(!few.truncated);
-        assert_eq!((few.total, few.stations.len()), (3, 3));
+        let (stations, total, truncated) = decoded(&few);
+        assert!(!truncated);
+        assert_eq!((total, stations.len()), (3, 3));
+    }
+
+    /// A cached page answers `list_stations` with the frame made with it:
+    /// a request copies nothing and encodes nothing, however long the
+    /// page.
+    #[tokio::test]
+    async fn a_cached_page_answers_without_encoding() {
+        let metrics = Arc::new(Metrics::default());
+        let backend = AnyBackend::start(
+            crate::server::backend::any::BackendConfig::Local {
+                grace: Duration::from_secs(1),
+            },
+            10,
+            metrics.clone(),
+            tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .expect("the in-memory backend");
+        let listing = Listing::new(200, metrics);
+        let page = listing.get(&backend).await.expect("a page");
+        assert_eq!(decoded(&page).1, 0);
+        let before = crate::allocations::allocations();
+        let again = listing.get(&backend).await.expect("the cached page");
+        let answer = again.answer();
+        assert_eq!(crate::allocations::allocations(), before, "encoded again");
+        assert_eq!(answer, Message::Text(page.frame.clone()));
     }
 }

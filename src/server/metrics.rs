@@ -10,7 +10,10 @@
 //!
 //! What is cheaper to read than to track (the process's figures, the
 //! library, the sessions, each station's listeners, the backend's link) is
-//! read when scraped: the caller hands [`Metrics::page`] a [`Scrape`].
+//! read when scraped: the caller hands [`Metrics::page`] a way to make a
+//! [`Scrape`], which it calls at most once per [`SCRAPE_MAX_AGE`] (reading
+//! every station's listeners walks them all); counters and histograms are
+//! always current.
 
 pub(crate) mod exposition;
 mod histogram;
@@ -47,6 +50,11 @@ pub(crate) const STATION_SERIES: usize = 20;
 /// Tracks given a `radio_track_unplayable_reports` series, the most
 /// reported first; every report is in `radio_cannot_play` too.
 pub(crate) const TRACK_SERIES: usize = 20;
+
+/// How long the figures of one [`Scrape`] answer every `/metrics` request:
+/// a scraper (or a flood of requests) walks the stations once a second at
+/// most.
+pub(crate) const SCRAPE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a WebSocket connection ended (`radio_disconnects_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +133,8 @@ pub(crate) struct Metrics {
     pub connections_refused_per_ip: Counter,
     /// Requests refused for a page of another origin (`--allowed-origins`).
     pub origin_refused: Counter,
+    /// Requests refused with 421 for a host name not served (`--allowed-hosts`).
+    pub host_refused: Counter,
     /// Stations with a broadcaster (including those in their grace period).
     pub stations: Gauge,
     /// Connections tuned to a station.
@@ -164,8 +174,9 @@ pub(crate) struct Metrics {
     loudness_pending: Gauge,
     track_reports: Family<Vec<(&'static str, String)>, Gauge>,
     station_listeners: Family<Vec<(&'static str, String)>, Gauge>,
-    /// One scrape at a time sets the scraped figures and encodes them.
-    scraping: Mutex<()>,
+    /// One scrape at a time sets the scraped figures and encodes them;
+    /// when the figures were last read.
+    scraping: Mutex<Option<std::time::Instant>>,
 }
 
 impl Metrics {
@@ -203,6 +214,11 @@ impl Metrics {
             r,
             "origin_refused",
             "Requests refused with 403 for a page of another origin",
+        );
+        let host_refused = metric(
+            r,
+            "host_refused",
+            "Requests refused with 421 for a host name the server does not answer to",
         );
         let disconnects = counters(
             r,
@@ -309,6 +325,7 @@ impl Metrics {
             connections_refused,
             connections_refused_per_ip,
             origin_refused,
+            host_refused,
             stations,
             listeners,
             inbound,
@@ -333,7 +350,7 @@ impl Metrics {
             loudness_pending,
             track_reports,
             station_listeners,
-            scraping: Mutex::new(()),
+            scraping: Mutex::new(None),
         }
     }
 
@@ -355,11 +372,20 @@ impl Metrics {
         self.disconnects[why as usize].inc();
     }
 
-    /// `GET /metrics`: every metric, in the format `headers` accept.
-    pub(crate) fn page(&self, headers: &HeaderMap, scrape: Scrape) -> Response<Body> {
+    /// `GET /metrics`: every metric, in the format `headers` accept, with
+    /// the figures of `scrape` if the last were read [`SCRAPE_MAX_AGE`] ago
+    /// or more (else those, as they were).
+    pub(crate) fn page(
+        &self,
+        headers: &HeaderMap,
+        scrape: impl FnOnce() -> Scrape,
+    ) -> Response<Body> {
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
         let format = Format::negotiate(accept);
-        let mut res = text(StatusCode::OK, self.render(format, scrape));
+        let mut res = text(
+            StatusCode::OK,
+            self.render_with(format, scrape, SCRAPE_MAX_AGE),
+        );
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(format.content_type()),
@@ -368,13 +394,29 @@ impl Metrics {
     }
 
     /// Every metric in `format`, with `scrape`'s figures.
+    #[cfg(test)]
     pub(crate) fn render(&self, format: Format, scrape: Scrape) -> String {
-        let _one = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
-        self.set_scraped(scrape);
+        self.render_with(format, || scrape, std::time::Duration::ZERO)
+    }
+
+    /// Every metric in `format`, with the figures of `scrape` unless the
+    /// last were read less than `max_age` ago.
+    fn render_with(
+        &self,
+        format: Format,
+        scrape: impl FnOnce() -> Scrape,
+        max_age: std::time::Duration,
+    ) -> String {
+        let mut scraped = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
+        if scraped.is_none_or(|at| at.elapsed() >= max_age) {
+            self.set_scraped(scrape());
+            *scraped = Some(std::time::Instant::now());
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
+        drop(scraped);
         match format {
             Format::OpenMetrics => out,
             Format::Classic => exposition::to_classic(&out),
@@ -551,5 +593,38 @@ mod tests {
         // A scrape without a link shows none.
         let text = m.render(Format::Classic, Scrape::default());
         assert!(!text.contains("radio_store"), "{text}");
+    }
+
+    /// Reading the figures walks every station: a second `/metrics` within
+    /// [`SCRAPE_MAX_AGE`] shows the figures the first read, and does not
+    /// read them again; counters are current in both.
+    #[test]
+    fn the_figures_are_read_once_a_second_at_most() {
+        let m = Metrics::new();
+        let reads = std::cell::Cell::new(0);
+        let scrape = |listeners: u64| {
+            reads.set(reads.get() + 1);
+            Scrape {
+                stations: vec![("jazz".to_owned(), listeners)],
+                ..Scrape::default()
+            }
+        };
+        let headers = HeaderMap::new();
+        let body = |res: Response<Body>| {
+            let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                res.into_body(),
+            ))
+            .expect("a whole body")
+            .expect("no error")
+            .to_bytes();
+            String::from_utf8(bytes.to_vec()).expect("UTF-8")
+        };
+        let first = body(m.page(&headers, || scrape(3)));
+        assert!(first.contains("radio_station_listeners{station=\"jazz\"} 3\n"));
+        m.inbound(RequestType::Ping);
+        let second = body(m.page(&headers, || scrape(4)));
+        assert_eq!(reads.get(), 1, "read again within a second");
+        assert!(second.contains("radio_station_listeners{station=\"jazz\"} 3\n"));
+        assert!(second.contains("radio_inbound_messages_total{type=\"ping\"} 1\n"));
     }
 }

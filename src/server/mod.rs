@@ -66,7 +66,7 @@ use shared::Shared;
 /// `radio serve`: binds where `startup` says and runs until SIGINT or
 /// SIGTERM.
 pub(crate) async fn serve(startup: Startup, config: ServerConfig) -> anyhow::Result<()> {
-    let listeners = listener::bind_all(&startup.listen, startup.reuse_port).await?;
+    let listeners = listener::bind_all("--listen", &startup.listen, startup.reuse_port).await?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     // The capacity is told once everything started: a failure to start is
@@ -98,6 +98,7 @@ async fn run_all(
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let shutdown_timeout = config.shutdown_timeout;
+    let metrics_listen = config.metrics_listen.clone();
     let shared = match Shared::start(config, &tasks, &shutdown).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -106,8 +107,25 @@ async fn run_all(
             return Err(e);
         }
     };
+    let metrics_listeners = match &metrics_listen {
+        Some(addr) => match listener::bind_all("--metrics-listen", addr, false).await {
+            Ok(l) => l,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        },
+        None => Vec::new(),
+    };
     started();
     let mut accepting = Vec::new();
+    for listener in metrics_listeners {
+        tracing::info!("serving /metrics on http://{}", listener.local_addr()?);
+        accepting.push(tokio::spawn(listener::metrics_loop(
+            listener,
+            shared.clone(),
+        )));
+    }
     for listener in listeners {
         let local = listener.local_addr()?;
         let scheme = if shared.tls.is_some() {

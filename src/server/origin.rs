@@ -7,6 +7,14 @@
 //!   the server's own player, allowed.
 //! - Any other origin: 403, unless listed in `--allowed-origins`
 //!   (`scheme://host[:port]`, comma-separated; `*` allows every origin).
+//!
+//! And which names the server answers to, whatever the path: the `Host`
+//! check ([`AllowedHosts`]) against DNS rebinding, where a page of the
+//! attacker's name is pointed at the server's address, so that its origin
+//! and its `Host` agree and the `Origin` check passes. A request whose
+//! `Host` names no IP address, `localhost` (or a name under `.localhost`),
+//! nor a name of `--allowed-hosts` or `--allowed-origins` is answered 421
+//! (no `Host` at all: not a browser, allowed).
 
 use http::HeaderMap;
 use http::header;
@@ -55,6 +63,107 @@ impl AllowedOrigins {
              with --allowed-origins"
         ))
     }
+}
+
+/// The host names the server answers to, besides IP addresses and
+/// `localhost`.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    any: bool,
+    /// Lower case, without a trailing dot; `*.example.com` as
+    /// `.example.com`, any name under it.
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// `hosts` from `--allowed-hosts` (`*` allows any name), and the hosts
+    /// of `origins` (`--allowed-origins`), whose pages are the server's
+    /// own.
+    pub fn new(hosts: &[String], origins: &[String]) -> Self {
+        let any = hosts.iter().any(|h| h.trim() == "*");
+        let from_origins = origins
+            .iter()
+            .filter_map(|o| Origin::parse(o.trim()).map(|o| o.host));
+        let names = hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty() && h != "*")
+            .map(|h| h.strip_prefix('*').map(str::to_owned).unwrap_or(h))
+            .chain(from_origins)
+            .collect();
+        Self { any, names }
+    }
+
+    /// `Err` with the sentence for a 421 when a `Host` header names a host
+    /// the server does not answer to.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+        let Some(value) = headers.get(header::HOST) else {
+            return Ok(());
+        };
+        if self.any {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(value.as_bytes());
+        match host_name(&text) {
+            Some(Host::Ip | Host::Localhost) => Ok(()),
+            Some(Host::Name(name)) if self.allows(&name) => Ok(()),
+            Some(Host::Name(name)) => Err(format!(
+                "this server does not answer to the name {name:?} (a page of another site \
+                 may have pointed it here); if it is this server's name, its operator can \
+                 allow it with --allowed-hosts {name}"
+            )),
+            None => Err(format!("{text:?} is not a host name (the Host header)")),
+        }
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        self.names
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('.') {
+                Some(parent) => name
+                    .strip_suffix(parent)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => allowed == name,
+            })
+    }
+}
+
+/// What a `Host` header names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An IP address (IPv6 in brackets).
+    Ip,
+    /// `localhost`, or a name under `.localhost` (always this machine).
+    Localhost,
+    /// Any other name: lower case, without a trailing dot.
+    Name(String),
+}
+
+/// The host of a `Host` header's value (`host`, `host:port`, `[v6]` or
+/// `[v6]:port`), or `None` when it is not one.
+pub fn host_name(value: &str) -> Option<Host> {
+    let (host, _port) = split_host_port(value.trim())?;
+    if let Some(v6) = host.strip_prefix('[') {
+        let v6 = v6.strip_suffix(']')?;
+        return v6.parse::<std::net::Ipv6Addr>().ok().map(|_| Host::Ip);
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some(Host::Ip);
+    }
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label) {
+        return None;
+    }
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Some(Host::Localhost);
+    }
+    Some(Host::Name(name))
 }
 
 /// An `Origin` header's parts.
@@ -172,5 +281,61 @@ mod tests {
         );
         let any = AllowedOrigins::new(&["*".into()]);
         assert!(any.check(&headers(Some("null"), "radio.example")).is_ok());
+    }
+
+    #[test]
+    fn hosts_are_addresses_localhost_or_allowed_names() {
+        let none = AllowedHosts::new(&[], &[]);
+        let check = |hosts: &AllowedHosts, host: &str| hosts.check(&headers(None, host));
+        for ok in [
+            "127.0.0.1:8080",
+            "192.0.2.7",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "localhost:8080",
+            "LocalHost.",
+            "player.localhost",
+        ] {
+            assert!(check(&none, ok).is_ok(), "{ok}");
+        }
+        let refused = check(&none, "evil.example:8080").unwrap_err();
+        assert!(
+            refused.contains("--allowed-hosts evil.example"),
+            "{refused}"
+        );
+        for bad in [
+            "radio.example",
+            "127.0.0.1.evil.example",
+            "[::1",
+            "a b",
+            "h:port",
+            "",
+        ] {
+            assert!(check(&none, bad).is_err(), "{bad}");
+        }
+        let listed = AllowedHosts::new(
+            &["Radio.Example.".into(), "*.cdn.example".into()],
+            &["https://app.example:8443".into()],
+        );
+        for ok in [
+            "radio.example",
+            "RADIO.example:443",
+            "app.example",
+            "a.cdn.example",
+        ] {
+            assert!(check(&listed, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "cdn.example",
+            "xcdn.example",
+            "evil.example",
+            "radio.example.evil",
+        ] {
+            assert!(check(&listed, bad).is_err(), "{bad}");
+        }
+        let any = AllowedHosts::new(&["*".into()], &[]);
+        assert!(check(&any, "anything.example").is_ok());
+        // Not a browser: no Host, no check.
+        assert!(none.check(&HeaderMap::new()).is_ok());
     }
 }

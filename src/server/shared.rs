@@ -19,7 +19,7 @@ use crate::server::listing::Listing;
 use crate::server::media::{self, Library};
 use crate::server::metrics::{Metrics, Scrape, TRACK_SERIES};
 use crate::server::onair;
-use crate::server::origin::AllowedOrigins;
+use crate::server::origin::{AllowedHosts, AllowedOrigins};
 use crate::server::peer::TrustedProxies;
 use crate::server::reload::{self, Reloader};
 use crate::server::sessions::{self, Sessions};
@@ -46,6 +46,11 @@ pub(crate) struct Shared {
     pub sessions: Arc<Sessions>,
     /// `--allowed-origins`.
     pub origins: AllowedOrigins,
+    /// `--allowed-hosts` (and the hosts of `--allowed-origins`).
+    pub hosts: AllowedHosts,
+    /// `--metrics-listen`: `/metrics` is served there, not on the main
+    /// address.
+    pub metrics_apart: bool,
     /// `--trusted-proxy`.
     pub proxies: TrustedProxies,
     /// The broadcast keys (reloaded on SIGHUP).
@@ -146,6 +151,8 @@ impl Shared {
             media,
             sessions,
             origins: AllowedOrigins::new(&config.allowed_origins),
+            hosts: AllowedHosts::new(&config.allowed_hosts, &config.allowed_origins),
+            metrics_apart: config.metrics_listen.is_some(),
             proxies: TrustedProxies::new(config.trusted_proxies),
             keys,
             claims,

@@ -62,7 +62,9 @@ impl Reason {
             Reason::ServerFull => "connections refused with 503: --max-connections reached",
             Reason::AddressFull => "connections refused with 429: --max-connections-per-ip reached",
             Reason::Origin => {
-                "requests refused with 403: a page of another origin (--allowed-origins)"
+                "requests refused with 403 or 421: a page of another origin \
+                 (--allowed-origins) or a host name the server does not answer to \
+                 (--allowed-hosts)"
             }
             Reason::SlowClient => {
                 "clients closed (1008) that accepted no bytes for the write timeout"

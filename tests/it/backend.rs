@@ -76,6 +76,7 @@ impl Backend {
                     lease: LEASE,
                     grace,
                     ca_cert: None,
+                    password_file: None,
                     max_stations: 10_000,
                 });
                 (config, Some(redis))

@@ -471,6 +471,7 @@ async fn the_backoff_holds_while_the_server_refuses() {
             lease: Duration::from_secs(5),
             grace: Duration::from_secs(10),
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         })
     });

@@ -38,9 +38,53 @@ fn node(redis: &Redis, id: &str, t: Timing) -> Server {
             lease: t.lease,
             grace: t.grace,
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         })
     })
+}
+
+/// A Redis that requires a password (with a `/` in it) is joined with
+/// the password read from `--redis-password-file`, never in the URL.
+#[tokio::test]
+async fn a_password_file_authenticates_to_redis() {
+    let redis = Redis::start().await;
+    let password = "s3cr/et pass";
+    let admin = ::redis::Client::open(redis.url()).expect("a client");
+    let mut admin = admin
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(password)
+        .query_async(&mut admin)
+        .await
+        .expect("set a password");
+    let dir = TempDir::new("redis-password");
+    dir.write("password", format!("{password}\n"));
+    let with = |file: Option<std::path::PathBuf>| {
+        let url = redis.url();
+        Server::with(move |c| {
+            c.backend = BackendConfig::Redis(RedisConfig {
+                redis_url: url,
+                node_id: "pw".into(),
+                lease: DEFAULTS.lease,
+                grace: DEFAULTS.grace,
+                ca_cert: None,
+                password_file: file,
+                max_stations: 10_000,
+            })
+        })
+    };
+    let node = with(Some(dir.path().join("password")));
+    wait_ready(&node, 200).await;
+    let mut b = Client::connect(&node).await;
+    b.start("locked").await;
+    // Without it, Redis refuses the node.
+    let without = with(None);
+    wait_ready(&without, 503).await;
 }
 
 /// A node of the cluster behind `redis`, as a `radio serve` process.
@@ -229,6 +273,7 @@ async fn metadata_comes_from_the_node_that_stamps_the_update() {
             lease: DEFAULTS.lease,
             grace: DEFAULTS.grace,
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         });
     });
@@ -658,6 +703,7 @@ async fn nodes_share_stations_through_a_tls_redis() {
                 lease: DEFAULTS.lease,
                 grace: DEFAULTS.grace,
                 ca_cert: Some(certs.path("ca.pem")),
+                password_file: None,
                 max_stations: 10_000,
             })
         })

@@ -24,6 +24,7 @@ fn node(url: &str, id: &str) -> Server {
             lease: Duration::from_secs(2),
             grace: Duration::from_secs(10),
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         })
     })

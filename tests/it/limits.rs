@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use crate::support::http::{UPGRADE, read_until_closed, send};
-use crate::support::{Client, Resp, Server, TempDir, radio_bin, request, tone_wav};
+use crate::support::{Client, Resp, Server, TempDir, eventually, radio_bin, request, tone_wav};
 
 /// A `PUT /api/session` whose body never came held its
 /// connection forever (headers time out, bodies never).
@@ -107,6 +107,85 @@ async fn a_trusted_proxys_clients_are_told_apart() {
     let _first = Client::connect(&direct).await;
     let forged = request(direct.addr, "GET", "/ws", &via("203.0.113.9"), None).await;
     assert_eq!(forged.status, 429, "{}", forged.text());
+}
+
+/// A trusted proxy's connection is counted against no one when accepted,
+/// and only a WebSocket upgrade was counted against the client it
+/// forwards for: one client behind the proxy could hold any number of
+/// plain HTTP requests at once. Now each is counted against its client
+/// while it lasts.
+#[tokio::test]
+async fn a_proxied_clients_plain_requests_are_counted() {
+    let server = Server::with(|c| {
+        c.max_connections_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    });
+    let from = |ip: &'static str| {
+        [
+            ("X-Forwarded-For", ip),
+            ("Content-Type", "application/json"),
+            ("Content-Length", "64"),
+        ]
+    };
+    // Two session saves whose bodies never come: in flight until the body
+    // timeout.
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        waiting.push(
+            send(
+                server.addr,
+                "PUT",
+                "/api/session",
+                &from("198.51.100.4"),
+                None,
+            )
+            .await,
+        );
+    }
+    eventually("the two requests are counted", async || {
+        let r = request(
+            server.addr,
+            "GET",
+            "/healthz",
+            &[("X-Forwarded-For", "198.51.100.4")],
+            None,
+        )
+        .await;
+        if r.status == 429 {
+            Ok(r)
+        } else {
+            Err(r.status)
+        }
+    })
+    .await;
+    // Another client behind the same proxy is not.
+    let other = request(
+        server.addr,
+        "GET",
+        "/healthz",
+        &[("X-Forwarded-For", "198.51.100.5")],
+        None,
+    )
+    .await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    // Once the requests end, their client is counted no more.
+    drop(waiting);
+    eventually("the ended requests are given back", async || {
+        let r = request(
+            server.addr,
+            "GET",
+            "/healthz",
+            &[("X-Forwarded-For", "198.51.100.4")],
+            None,
+        )
+        .await;
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(r.status)
+        }
+    })
+    .await;
 }
 
 /// Cookieless `PUT /api/session` could evict everyone's saved
@@ -291,6 +370,64 @@ fn redis_passwords_are_never_printed() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("user:***@host"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+    // A password with an unencoded `/` was printed whole: the masking
+    // took the `/` for the end of the URL's authority.
+    let slash = serve_err(&["--redis", "redis://user:hun/ter2@host:6379/0"]);
+    assert!(slash.contains("user:***@host"), "{slash}");
+    assert!(!slash.contains("ter2"), "{slash}");
+}
+
+/// `radio serve`'s stderr, for arguments it must refuse.
+fn serve_err(args: &[&str]) -> String {
+    let out = Command::new(radio_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .expect("run radio serve");
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The Redis password could only be given in the `--redis` URL, which is
+/// in argv (every local user can read it): `--redis-password-file` reads
+/// it from a file, and says what to do when the file will not do.
+#[test]
+fn a_redis_password_file_that_will_not_do_is_explained() {
+    let dir = TempDir::new("redis-password");
+    dir.write("empty", "\n");
+    dir.write("password", "s3cret\n");
+    let url = "redis://127.0.0.1:1/0";
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().expect("a UTF-8 path");
+    let err = serve_err(&["--redis", url, "--redis-password-file", missing]);
+    assert!(
+        err.contains("cannot read --redis-password-file") && err.contains("missing"),
+        "{err}"
+    );
+    let empty = dir.path().join("empty");
+    let err = serve_err(&[
+        "--redis",
+        url,
+        "--redis-password-file",
+        empty.to_str().expect("UTF-8"),
+    ]);
+    assert!(
+        err.contains("--redis-password-file") && err.contains("is empty"),
+        "{err}"
+    );
+    // Two passwords: which one was meant?
+    let password = dir.path().join("password");
+    let err = serve_err(&[
+        "--redis",
+        "redis://:other@127.0.0.1:1/0",
+        "--redis-password-file",
+        password.to_str().expect("UTF-8"),
+    ]);
+    assert!(err.contains("leave the password out of the URL"), "{err}");
+    assert!(!err.contains("other@"), "{err}");
+    // Without --redis it has nothing to do: a usage error.
+    let err = serve_err(&["--redis-password-file", password.to_str().expect("UTF-8")]);
+    assert!(err.contains("--redis"), "{err}");
 }
 
 /// With `--follow-symlinks` (the default), a rescan followed a link to any

@@ -121,6 +121,7 @@ async fn a_list_flood_makes_one_listing_at_a_time() {
             lease: Duration::from_secs(5),
             grace: Duration::from_secs(10),
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         });
         c.conn.list_rate = 0;

@@ -687,13 +687,13 @@ async fn pipelined_requests_on_one_connection_are_answered_in_order() {
     let lib = library();
     let server = serve(&lib.dir, |_| {});
     let mut s = TcpStream::connect(server.addr).await.unwrap();
-    let requests = "GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\n\r\n\
-                    HEAD /media/song.wav HTTP/1.1\r\nHost: x\r\n\r\n\
-                    GET /media/nope.wav HTTP/1.1\r\nHost: x\r\n\r\n\
-                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=-10\r\n\r\n\
-                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\n\r\n\
-                    GET /api/library HTTP/1.1\r\nHost: x\r\n\r\n\
-                    GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\
+    let requests = "GET /media/song.wav HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-99\r\n\r\n\
+                    HEAD /media/song.wav HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                    GET /media/nope.wav HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: localhost\r\nRange: bytes=-10\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                    GET /api/library HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                    GET /media/song.wav HTTP/1.1\r\nHost: localhost\r\nRange: bytes=5-9\r\n\
                     Connection: close\r\n\r\n";
     tokio::io::AsyncWriteExt::write_all(&mut s, requests.as_bytes())
         .await
@@ -727,7 +727,7 @@ async fn a_connection_that_downloaded_media_can_upgrade() {
     let lib = library();
     let server = serve(&lib.dir, |_| {});
     let mut s = TcpStream::connect(server.addr).await.unwrap();
-    let get = "GET /media/song.wav HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
+    let get = "GET /media/song.wav HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-9\r\n\r\n";
     tokio::io::AsyncWriteExt::write_all(&mut s, get.as_bytes())
         .await
         .unwrap();
@@ -743,7 +743,7 @@ async fn a_connection_that_downloaded_media_can_upgrade() {
         assert!(n > 0, "closed early");
         buf.extend_from_slice(&chunk[..n]);
     }
-    let mut upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\n".to_owned();
+    let mut upgrade = "GET /ws HTTP/1.1\r\nHost: localhost\r\n".to_owned();
     for (n, v) in crate::support::http::UPGRADE {
         upgrade.push_str(&format!("{n}: {v}\r\n"));
     }

@@ -29,6 +29,31 @@ async fn metrics(server: &Server, accept: Option<&str>) -> crate::support::Resp 
     request(server.addr, "GET", "/metrics", &headers, None).await
 }
 
+/// `--metrics-listen`: `/metrics` on its own address (say, a private
+/// interface for the scraper), and no longer on the main one.
+#[tokio::test]
+async fn metrics_can_be_served_apart() {
+    let port = free_port();
+    let server = Server::with(|c| c.metrics_listen = Some(format!("127.0.0.1:{port}")));
+    let apart: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    // Bound once the server has started.
+    eventually("--metrics-listen bound", async || {
+        tokio::net::TcpStream::connect(apart)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let r = request(apart, "GET", "/metrics", &[], None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("radio_connections "), "{}", r.text());
+    let main = metrics(&server, None).await;
+    assert_eq!(main.status, 404, "{}", main.text());
+    assert!(main.text().contains("--metrics-listen"), "{}", main.text());
+    // The rest of the server stays on the main address alone.
+    assert_eq!(request(apart, "GET", "/", &[], None).await.status, 404);
+    assert_eq!(server.get("/healthz").await.status, 200);
+}
+
 /// A server that has seen some traffic: a station with a listener, a page,
 /// a 404.
 async fn busy_server() -> (Server, Client, Client) {
@@ -387,6 +412,7 @@ async fn the_redis_link_and_its_reconnects() {
             lease: std::time::Duration::from_secs(5),
             grace: std::time::Duration::from_secs(10),
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         })
     });

@@ -454,6 +454,7 @@ async fn every_node_of_a_cluster_answers_the_same_history() {
                 lease: Duration::from_secs(5),
                 grace: Duration::from_secs(10),
                 ca_cert: None,
+                password_file: None,
                 max_stations: 10_000,
             })
         })

@@ -42,6 +42,7 @@ fn node(redis: &Redis, id: &str, media: &TempDir, grace: Duration) -> Server {
             lease: LEASE,
             grace,
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         });
     })
@@ -56,6 +57,7 @@ fn plain_node(redis: &Redis, id: &str) -> Server {
             lease: LEASE,
             grace: Duration::from_secs(10),
             ca_cert: None,
+            password_file: None,
             max_stations: 10_000,
         });
     })

@@ -421,6 +421,49 @@ async fn half_open_connections_are_reaped() {
     server.wait_metric("radio_connections", 0.0).await;
 }
 
+/// A client that never reads could stay on an idle station for ever by
+/// sending pongs nobody asked for (WebSocket allows them), or pings of its
+/// own: only a pong that echoes the server's last ping counts as life.
+#[tokio::test]
+async fn unsolicited_pongs_do_not_keep_a_silent_client() {
+    let server = Server::with(|c| {
+        c.conn.keepalive_interval = Duration::from_millis(200);
+        c.conn.keepalive_timeout = Duration::from_secs(1);
+    });
+    let mut s = send(server.addr, "GET", "/ws", &UPGRADE, None).await;
+    let mut raw = RawFrames::after_upgrade(&mut s).await;
+    let (mut reader, mut writer) = s.split();
+    // A pong and a ping every 100 ms, unasked, for up to 8 s.
+    let nags = async {
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        for _ in 0..80 {
+            for opcode in [0x8a, 0x89] {
+                let mut frame = vec![opcode, 0x80 | 4];
+                frame.extend_from_slice(&mask);
+                frame.extend(b"nag!".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let close = async {
+        loop {
+            match raw.next_from(&mut reader).await {
+                Some((0x8, payload)) => return payload,
+                Some(_) => {}
+                None => panic!("closed without a close frame"),
+            }
+        }
+    };
+    let close = tokio::select! {
+        close = close => close,
+        () = nags => panic!("still connected after 8 s of unsolicited pongs"),
+    };
+    assert_keepalive_close(&close);
+}
+
 /// Keepalive every 300 ms, closed after 1.2 s of silence; a station with a
 /// state; and a raw listener tuned to it, which never answers a ping.
 async fn unanswering_listener(station: &str) -> (Server, Client, tokio::net::TcpStream, RawFrames) {
@@ -580,6 +623,14 @@ impl RawFrames {
 
     /// The next frame's opcode and payload; `None` once the socket closed.
     async fn next(&mut self, s: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+        self.next_from(s).await
+    }
+
+    /// [`RawFrames::next`] from any reader (the read half of a socket).
+    async fn next_from(
+        &mut self,
+        s: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> Option<(u8, Vec<u8>)> {
         loop {
             if let Some((head, len)) = self.header() {
                 if self.0.len() >= head + len {
@@ -740,7 +791,7 @@ async fn a_client_that_never_finishes_its_handshake_is_dropped() {
     let mut silent = connect().await.expect("connect");
     let mut partial = connect().await.expect("connect");
     partial
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("send half a request");
     for s in [&mut silent, &mut partial] {

@@ -104,7 +104,66 @@ async fn a_page_of_another_origin_cannot_open_the_websocket() {
     assert_eq!(server.metric("radio_origin_refused_total").await, 2.0);
 }
 
-/// An upgrade whose `Host` is `host` (the harness's `send` writes `Host: x`).
+/// DNS rebinding: a page of the attacker's name, its name pointed at the
+/// server's address, sends `Host` and `Origin` that agree, so the `Origin`
+/// check let it use the server. Now a `Host` naming neither an address,
+/// `localhost`, nor a name the operator listed is refused 421, saying
+/// which flag allows it.
+#[tokio::test]
+async fn a_rebound_host_name_is_refused() {
+    let server = Server::with(|c| {
+        c.allowed_hosts = vec!["radio.example".into()];
+        c.allowed_origins = vec!["https://app.example".into()];
+    });
+    let port = server.addr.port();
+    let evil = format!("evil.example:{port}");
+    let evil_origin = format!("http://{evil}");
+    let r = upgrade_with_host(&server, &evil, &[("Origin", evil_origin.as_str())]).await;
+    assert_eq!(r.status, 421, "{}", r.text());
+    assert!(
+        r.text().contains("--allowed-hosts evil.example"),
+        "{}",
+        r.text()
+    );
+    let page = get_with_host(&server, "/api/stations", &evil).await;
+    assert_eq!(page.status, 421, "{}", page.text());
+    // Addresses, localhost and the names the operator gave are served.
+    let own = server.addr.to_string();
+    for host in [
+        own.as_str(),
+        &format!("[::1]:{port}"),
+        &format!("localhost:{port}"),
+        "radio.example",
+        "app.example",
+    ] {
+        let r = upgrade_with_host(&server, host, &[]).await;
+        assert_eq!(r.status, 101, "{host}: {}", r.text());
+        assert_eq!(
+            get_with_host(&server, "/", host).await.status,
+            200,
+            "{host}"
+        );
+    }
+    assert_eq!(server.metric("radio_host_refused_total").await, 2.0);
+}
+
+/// A `GET path` whose `Host` is `host`, answered in full.
+async fn get_with_host(server: &Server, path: &str, host: &str) -> Resp {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    Resp::parse(&buf)
+}
+
+/// An upgrade whose `Host` is `host` (the harness's `send` writes `Host: localhost`).
 async fn upgrade_with_host(server: &Server, host: &str, extra: &[(&str, &str)]) -> Resp {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut req = format!("GET /ws HTTP/1.1\r\nHost: {host}\r\n");

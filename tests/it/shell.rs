@@ -233,7 +233,8 @@ fn a_closed_stdout_is_no_failure() {
 
 /// `radio listen | head -1`: once the reader has its line and goes, the
 /// next status line fails to write and listen exits 0 (it kept running);
-/// a title with a terminal escape in it is shown without the escape.
+/// a title with a terminal escape in it is shown without the escape, and
+/// without its bidi override and zero-width characters.
 #[tokio::test]
 async fn listen_ends_when_its_reader_goes() {
     let server = Server::spawn_process(&[]);
@@ -241,7 +242,7 @@ async fn listen_ends_when_its_reader_goes() {
     b.start("s").await;
     b.send(
         serde_json::json!({"type":"update","station":"s","track":"x.ogg",
-        "title":"evil\u{1b}[2Jtitle","position_ms":0,"playing":true,"ack":true}),
+        "title":"evil\u{1b}[2J\u{202e}ti\u{200b}tle\u{2066}","position_ms":0,"playing":true,"ack":true}),
     )
     .await;
     b.expect("ack").await;
@@ -253,7 +254,7 @@ async fn listen_ends_when_its_reader_goes() {
         .spawn()
         .expect("start radio listen");
     let out = lines(listen.stdout.take().expect("stdout"));
-    let first = wait_for(&out, "a status line", |l| l.contains("title"));
+    let first = wait_for(&out, "a status line", |l| l.contains("evil"));
     assert!(first.contains("evil [2Jtitle"), "{first}");
     drop(out);
     // A change to show: its line finds the pipe closed.

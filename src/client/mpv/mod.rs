@@ -232,20 +232,33 @@ fn command(socket: &Path, own_socket: bool, user_args: &[String]) -> Command {
 #[cfg(target_os = "linux")]
 fn end_with_us(cmd: &mut Command) {
     let parent = std::process::id();
-    // SAFETY: the closure runs in the child between fork and exec, and
-    // calls only prctl and getppid, which are async-signal-safe.
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: `after_fork` makes only
+    // prctl and getppid calls, and allocates nothing (its errors are bare
+    // errno values, not boxed messages).
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // We died before the prctl: no signal will come; do not start.
-            if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                return Err(std::io::Error::other("radio listen is gone"));
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || after_fork(parent));
     }
+}
+
+/// What the child does between fork and exec: ask for SIGTERM when its
+/// parent dies, and refuse to start if `parent` is already gone. It must
+/// not allocate (another thread of the parent may have held the
+/// allocator's lock at the fork): std reports only an error's errno to
+/// the parent anyway.
+#[cfg(target_os = "linux")]
+fn after_fork(parent: u32) -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and
+    // touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // We died before the prctl: no signal will come; do not start.
+    // SAFETY: getppid has no arguments and cannot fail.
+    if u32::try_from(unsafe { libc::getppid() }).ok() != Some(parent) {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -355,5 +368,26 @@ fn remove_dir(dir: Option<&Path>) {
         if let Err(e) = std::fs::remove_dir_all(dir) {
             tracing::debug!(error = %e, dir = %dir.display(), "cannot remove mpv's socket folder");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The code run between fork and exec allocates nothing, on its error
+    /// path too (a parent that is not ours), so a lock another thread held
+    /// at the fork cannot hang the child.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn after_fork_does_not_allocate() {
+        use crate::allocations::allocations;
+        let before = allocations();
+        let gone = super::after_fork(u32::MAX);
+        let after = allocations();
+        // SAFETY: as in after_fork; 0 takes back the death signal it asked
+        // for this test process.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+        assert_eq!(after, before, "after_fork allocated");
+        assert!(gone.is_err());
+        assert_eq!(gone.unwrap_err().raw_os_error(), Some(libc::ESRCH));
     }
 }

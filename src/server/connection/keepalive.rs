@@ -1,21 +1,25 @@
 //! Keepalive: when a connection pings, and when it need not.
 //!
 //! Every keepalive interval a connection's task checks its peer. A peer is
-//! alive if it sent us anything (a frame, a pong) within the keepalive
-//! timeout, or if it was written a station state since the last check and
-//! its TCP has acknowledged every byte written to it: its host is up and
-//! taking what we send, which is all a pong would prove, and the kernel has
-//! already said so at no cost. Only the others are pinged. At 18,000
-//! listeners of a playing station that skips nearly every ping, which cost
-//! about 15% of the server's CPU (bench/RESULTS.md).
+//! alive if it sent us a request, or a pong echoing our last ping, within
+//! the keepalive timeout, or if it was written a station state since the
+//! last check and its TCP has acknowledged every byte written to it: its
+//! host is up and taking what we send, which is all a pong would prove,
+//! and the kernel has already said so at no cost. Only the others are
+//! pinged. At 18,000 listeners of a playing station that skips nearly
+//! every ping, which cost about 15% of the server's CPU (bench/RESULTS.md).
 //!
 //! Our own pings do not count as a state written: their acknowledgement
-//! would otherwise keep a peer alive that never answers one. A listener
-//! that stops reading is not kept alive this way either: its
+//! would otherwise keep a peer alive that never answers one. Each ping
+//! carries a random payload, and a pong counts only when it echoes the
+//! last one: a pong sent unasked (which WebSocket allows), or a ping of
+//! the peer's own, shows that the peer writes, not that it reads, and
+//! would keep a client that never reads on an idle station for ever. A
+//! listener that stops reading is not kept alive this way either: its
 //! unacknowledged bytes fail the check, and the write timeout closes it.
 //! An acknowledgement proves a TCP peer, which may be a proxy in front of
 //! the client, or a client whose application hangs while its kernel still
-//! takes bytes; so a peer must also have sent a frame (a pong will do)
+//! takes bytes; so a peer must also have sent a request or an echoing pong
 //! within [`HEARD_WITHIN_TIMEOUTS`] keepalive timeouts, or it is pinged
 //! again, and closed if it does not answer: a pong every 3 minutes by
 //! default, instead of every 15 s.

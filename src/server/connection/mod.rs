@@ -85,8 +85,11 @@ struct Conn {
     /// which the client would read as the torn frame's payload.
     torn: bool,
     limiter: RateLimiter,
-    /// When the peer last sent a frame (a pong included).
+    /// When the peer last sent a request, or a pong echoing our last ping.
     last_heard: Instant,
+    /// The payload of the last ping we sent (0: none yet): only a pong
+    /// that echoes it shows that the peer reads what it is sent.
+    ping: u64,
     /// When the peer was last found to have acknowledged the states
     /// written to it (`on_keepalive`); its last sign of life is the later
     /// of the two.
@@ -129,6 +132,7 @@ pub(crate) fn run(
         torn: false,
         limiter,
         last_heard: Instant::now(),
+        ping: 0,
         last_acked: Instant::now(),
         seq_at_check: 0,
         wrong_keys: None,
@@ -343,7 +347,9 @@ impl Conn {
         if self.last_heard.max(self.last_acked).elapsed() > timeout {
             return Err(Disconnect::KeepaliveTimeout);
         }
-        self.push(Message::Ping(Default::default()));
+        // Unpredictable, so that no peer can answer it without reading it.
+        self.ping = fastrand::u64(1..);
+        self.push(Message::Ping(self.ping.to_be_bytes().to_vec().into()));
         Ok(())
     }
 
@@ -364,7 +370,19 @@ impl Conn {
                 return Err(Disconnect::Closed);
             }
         };
-        self.last_heard = Instant::now();
+        match msg {
+            Message::Text(_) | Message::Binary(_) => self.last_heard = Instant::now(),
+            // A pong counts only when it echoes our last ping: pongs are
+            // sent unasked too, and one sent unasked proves nothing, so a
+            // peer that never reads cannot stay on an idle station with
+            // them. Nor do its own pings (their answer may never be read).
+            Message::Pong(ref payload)
+                if self.ping != 0 && payload[..] == self.ping.to_be_bytes() =>
+            {
+                self.last_heard = Instant::now();
+            }
+            _ => {}
+        }
         match msg {
             Message::Text(text) => {
                 if !self.rate_check()? {

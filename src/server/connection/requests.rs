@@ -53,7 +53,7 @@ impl Conn {
                     return self.refuse(refusal, Some(ty));
                 }
                 match self.shared.listing.get(&self.shared.backend).await {
-                    Ok(page) => self.send(&page.message()),
+                    Ok(page) => self.push(page.answer()),
                     Err(refusal) => self.refuse(refusal, Some(ty)),
                 }
             }

@@ -110,6 +110,11 @@ async fn next_request(stream: &mut TcpStream, buf: &mut BytesMut, shared: &Share
     loop {
         if !buf.is_empty() {
             match parse(buf) {
+                // A host name the server does not answer to: hyper's path
+                // refuses it (421), as it does every other request's.
+                Parsed::Media(req, _) if shared.hosts.check(&req.headers).is_err() => {
+                    return Next::Other;
+                }
                 Parsed::Media(req, used) => {
                     buf.advance(used);
                     return Next::Media(req);

@@ -88,7 +88,7 @@ pub(crate) async fn request(
     Resp::parse(&read_until_closed(&mut s, "the response").await)
 }
 
-/// Connects and sends one request (`Host: x`, then `headers`, then `body`
+/// Connects and sends one request (`Host: localhost`, then `headers`, then `body`
 /// with its `Content-Length`); the response is the caller's to read.
 pub(crate) async fn send(
     addr: SocketAddr,
@@ -97,7 +97,7 @@ pub(crate) async fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> TcpStream {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }

@@ -33,6 +33,9 @@ pub struct Config {
     /// `--redis-ca-cert`: the CA a `rediss://` Redis's certificate must
     /// chain to (default: the system's roots).
     pub ca_cert: Option<std::path::PathBuf>,
+    /// `--redis-password-file`: the Redis password on this file's first
+    /// line (read at start), for a `redis_url` without one.
+    pub password_file: Option<std::path::PathBuf>,
     /// `--max-stations`: most stations live in the cluster at once.
     pub max_stations: usize,
 }
@@ -45,19 +48,50 @@ impl std::fmt::Debug for Config {
             .field("lease", &self.lease)
             .field("grace", &self.grace)
             .field("ca_cert", &self.ca_cert)
+            .field("password_file", &self.password_file)
             .field("max_stations", &self.max_stations)
             .finish()
     }
 }
 
+/// The password of `--redis-password-file`, for a URL whose own password
+/// is `in_url`: none without the flag; refused when both give one.
+fn password_from_file(cfg: &Config, in_url: bool, shown: &str) -> anyhow::Result<Option<String>> {
+    let Some(path) = &cfg.password_file else {
+        return Ok(None);
+    };
+    if in_url {
+        bail!(
+            "--redis {shown} has a password and --redis-password-file gives another; leave the \
+             password out of the URL"
+        );
+    }
+    crate::key_file::read_secret(path, "--redis-password-file", "the Redis password").map(Some)
+}
+
 /// The Redis client for `cfg`: `redis://`, or `rediss://` (TLS through
-/// rustls) trusting `--redis-ca-cert` when given. Errors name the URL with
-/// its password masked.
+/// rustls) trusting `--redis-ca-cert` when given, with the password of
+/// `--redis-password-file` when given. Errors name the URL with its
+/// password masked.
 fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
+    use redis::IntoConnectionInfo as _;
     let shown = masked(&cfg.redis_url);
     let url = cfg.redis_url.as_str();
+    // The redis crate's own message does not repeat the URL.
+    let bad_url = |e: redis::RedisError| {
+        anyhow::anyhow!(
+            "--redis {shown} is not a usable Redis URL ({e}); write it like \
+             redis://127.0.0.1:6379/0 or rediss://host:6380/0"
+        )
+    };
+    let mut info = url.into_connection_info().map_err(bad_url)?;
+    let in_url = info.redis_settings().password().is_some();
+    if let Some(password) = password_from_file(cfg, in_url, &shown)? {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
     let result = match &cfg.ca_cert {
-        None => redis::Client::open(url),
+        None => redis::Client::open(info),
         Some(path) => {
             if !url.starts_with("rediss://") {
                 anyhow::bail!(
@@ -71,25 +105,21 @@ fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
                 client_tls: None,
                 root_cert: Some(pem),
             };
-            redis::Client::build_with_tls(url, certs)
+            redis::Client::build_with_tls(info, certs)
         }
     };
-    // The redis crate's own message does not repeat the URL.
-    result.map_err(|e| {
-        anyhow::anyhow!(
-            "--redis {shown} is not a usable Redis URL ({e}); write it like \
-             redis://127.0.0.1:6379/0 or rediss://host:6380/0"
-        )
-    })
+    result.map_err(bad_url)
 }
 
 /// A Redis URL fit to print: its password (everything of the user info
 /// after the user name, or all of it when it has no `:`) replaced by `***`.
-/// Works on malformed URLs too, which is when they are printed.
-pub(crate) fn masked(url: &str) -> String {
+/// Works on malformed URLs too, which is when they are printed: the user
+/// info ends at the last `@`, wherever it is, since a password may hold an
+/// unencoded `/`, `?` or `#` (masking part of a path with an `@` in it is
+/// the lesser harm).
+pub fn masked(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+    let Some(at) = url[start..].rfind('@').map(|i| start + i) else {
         return url.to_owned();
     };
     let userinfo = &url[start..at];
@@ -137,12 +167,15 @@ impl Source {
             return client(cfg).map(Source::Direct);
         }
         let shown = masked(url);
-        let parsed = parse_sentinel_url(url).with_context(|| {
+        let mut parsed = parse_sentinel_url(url).with_context(|| {
             format!(
                 "--redis {shown} is not a usable Sentinel URL; write it like \
                  redis+sentinel://host1:26379,host2:26379/mymaster"
             )
         })?;
+        if let Some(password) = password_from_file(cfg, parsed.password.is_some(), &shown)? {
+            parsed.password = Some(password);
+        }
         let certs = match &cfg.ca_cert {
             None => None,
             Some(path) => {
@@ -351,6 +384,14 @@ mod tests {
         assert_eq!(masked("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(masked("nonsense:hunter2@x"), "nonsense:***@x");
         assert!(!masked("redis://u:p@ss@h/0").contains("p@ss"));
+        // Unencoded `/`, `?` and `#` in a password: not where a URL's
+        // authority would end.
+        assert_eq!(
+            masked("redis://u:hun/ter2@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(masked("redis://:a?b#c/d@h/0"), "redis://:***@h/0");
+        assert_eq!(masked("redis://s3/cret@h"), "redis://***@h");
     }
 
     #[test]
