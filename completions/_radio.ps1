@@ -145,6 +145,7 @@ Register-ArgumentCompleter -Native -CommandName 'radio' -ScriptBlock {
             [CompletionResult]::new('--max-p99', '--max-p99', [CompletionResultType]::ParameterName, 'Fail (exit 1) when fan-out p99 exceeds this')
             [CompletionResult]::new('--min-delivery', '--min-delivery', [CompletionResultType]::ParameterName, 'Fail (exit 1) when final-state delivery is below this percentage')
             [CompletionResult]::new('--server-pid', '--server-pid', [CompletionResultType]::ParameterName, 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)')
+            [CompletionResult]::new('--ca-cert', '--ca-cert', [CompletionResultType]::ParameterName, 'Trust this CA certificate (PEM) instead of the Mozilla roots, for a wss:// server with a private CA or a self-signed certificate (the listeners, broadcasters and observers all use it)')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

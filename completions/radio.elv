@@ -138,6 +138,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --max-p99 'Fail (exit 1) when fan-out p99 exceeds this'
             cand --min-delivery 'Fail (exit 1) when final-state delivery is below this percentage'
             cand --server-pid 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)'
+            cand --ca-cert 'Trust this CA certificate (PEM) instead of the Mozilla roots, for a wss:// server with a private CA or a self-signed certificate (the listeners, broadcasters and observers all use it)'
             cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'

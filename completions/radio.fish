@@ -128,6 +128,7 @@ complete -c radio -n "__fish_radio_using_subcommand loadtest" -l json -d 'Write 
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l max-p99 -d 'Fail (exit 1) when fan-out p99 exceeds this' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l min-delivery -d 'Fail (exit 1) when final-state delivery is below this percentage' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l server-pid -d 'Measure this server process\'s memory and CPU (repeat for several, or list them: 12,34)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for a wss:// server with a private CA or a self-signed certificate (the listeners, broadcasters and observers all use it)' -r -F
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
 always\t''
 never\t''"

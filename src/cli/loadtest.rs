@@ -120,4 +120,10 @@ pub(crate) struct LoadtestArgs {
         value_delimiter = ','
     )]
     pub server_pids: Vec<u32>,
+
+    /// Trust this CA certificate (PEM) instead of the Mozilla roots, for a
+    /// wss:// server with a private CA or a self-signed certificate (the
+    /// listeners, broadcasters and observers all use it).
+    #[arg(long, env = "RADIO_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }

@@ -169,6 +169,7 @@ impl RunPlan {
                     .is_empty()
                     .then_some(self.started_at_unix_ms),
                 handshake_timeout_ms: millis(HANDSHAKE_TIMEOUT),
+                ca_cert: args.ca_cert.clone(),
             })
             .collect()
     }

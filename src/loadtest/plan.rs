@@ -50,6 +50,10 @@ pub(crate) struct WorkerPlan {
     pub epoch_server_ms: Option<i64>,
     /// Time one listener has for TCP connect, upgrade and `welcome`.
     pub handshake_timeout_ms: u64,
+    /// `--ca-cert`: the PEM file a `wss://` node's certificate is checked
+    /// against instead of the Mozilla roots.
+    #[serde(default)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl WorkerPlan {

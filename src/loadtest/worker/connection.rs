@@ -129,7 +129,15 @@ async fn tls_listener(ctx: Arc<Ctx>, local: usize, permit: OwnedSemaphorePermit)
     let node = ctx.plan.url_of(ctx.plan.first + local);
     let url = ctx.targets[node].url.as_str();
     let config = Some(ctx.config);
-    let upgrade = |s| tokio_tungstenite::client_async_tls_with_config(url, s, config, None);
+    // The settings every client connection uses: `--ca-cert`'s when given.
+    let connector = match crate::client::tls_config() {
+        Ok(tls) => Some(tokio_tungstenite::Connector::Rustls(tls)),
+        Err(_) => {
+            ctx.fail(local, "tls_config".into());
+            return;
+        }
+    };
+    let upgrade = |s| tokio_tungstenite::client_async_tls_with_config(url, s, config, connector);
     let opened = Box::pin(open(&ctx, local, permit, upgrade)).await;
     if let Some(ws) = opened {
         receive(&ctx, local, ws).await;

@@ -105,6 +105,7 @@ type Input = tokio::io::Lines<BufReader<tokio::io::Stdin>>;
 pub(crate) async fn worker_main() -> anyhow::Result<ExitCode> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let plan = read_plan(&mut stdin).await?;
+    client::trust_ca(plan.ca_cert.as_deref())?;
     raise_open_files_limit();
     let ctx = Arc::new(Ctx::new(plan).await?);
     // Clock offsets first, so the first syncs are already corrected.
