@@ -126,4 +126,18 @@ pub(crate) struct LoadtestArgs {
     /// listeners, broadcasters and observers all use it).
     #[arg(long, env = "RADIO_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+
+    /// Each listener also fetches its media as the web player does: the
+    /// track it is told at tune-in and each change (`Range: bytes=0-`), and
+    /// with `prefetch` (the default) the announced next track ahead of its
+    /// start. Reports bytes per listener, time from a track's start to
+    /// holding its first 256 KiB, and requests refused.
+    #[arg(
+        long,
+        env = "RADIO_LOADTEST_FETCH_MEDIA",
+        value_name = "MODE",
+        num_args = 0..=1,
+        default_missing_value = "prefetch"
+    )]
+    pub fetch_media: Option<crate::loadtest::worker::media::FetchMedia>,
 }

@@ -25,6 +25,7 @@
 
 pub(crate) mod broadcaster;
 mod fleet;
+pub(crate) mod media;
 mod observer;
 mod phases;
 pub(crate) mod plan;

@@ -170,6 +170,7 @@ impl RunPlan {
                     .then_some(self.started_at_unix_ms),
                 handshake_timeout_ms: millis(HANDSHAKE_TIMEOUT),
                 ca_cert: args.ca_cert.clone(),
+                fetch_media: args.fetch_media,
             })
             .collect()
     }

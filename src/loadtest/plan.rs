@@ -54,6 +54,9 @@ pub(crate) struct WorkerPlan {
     /// against instead of the Mozilla roots.
     #[serde(default)]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// `--fetch-media`: listeners also fetch their tracks, as the player.
+    #[serde(default)]
+    pub fetch_media: Option<super::worker::media::FetchMedia>,
 }
 
 impl WorkerPlan {
@@ -235,6 +238,9 @@ pub(crate) struct WorkerReport {
     pub ramp_ms: u64,
     /// This worker's clock offset to each node, in ms (server minus ours).
     pub clock_offset_ms: Vec<f64>,
+    /// With `--fetch-media`: what the listeners fetched.
+    #[serde(default)]
+    pub media: Option<super::worker::media::MediaReport>,
 }
 
 #[cfg(test)]

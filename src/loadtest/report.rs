@@ -177,6 +177,9 @@ pub(crate) struct Report {
     pub server: Option<ServerCost>,
     pub generator: Generator,
     pub thresholds: Thresholds,
+    /// Only with `--fetch-media`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<super::media::MediaSummary>,
 }
 
 /// What the parent measured itself.
@@ -334,6 +337,7 @@ pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
     let mut generator = parent.generator;
     generator.clock_offsets_ms = workers.iter().map(|w| w.clock_offset_ms.clone()).collect();
     let seq_regressions = t.delivery.seq_regressions;
+    let media = super::media::summarize(workers, t.listeners.connected);
     Report {
         parameters: parent.parameters,
         listeners: t.listeners,
@@ -352,6 +356,7 @@ pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
         server,
         generator,
         thresholds: Thresholds::default(),
+        media,
     }
 }
 
@@ -415,6 +420,7 @@ pub(crate) fn human(r: &Report) -> String {
     human_latency(&mut s, r);
     human_delivery(&mut s, r);
     human_cost(&mut s, r);
+    super::media::human(&mut s, r.media.as_ref());
     human_result(&mut s, r);
     s
 }

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::ctx::{CONNECTED, Ctx, Lite, lock};
 
 /// Why a connection attempt failed, as a short stable label for the report.
-fn io_reason(e: &std::io::Error) -> String {
+pub(super) fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
     match e.kind() {
         K::ConnectionRefused => "refused".into(),
@@ -48,7 +48,7 @@ fn ws_reason(e: &tungstenite::Error) -> String {
 }
 
 /// Opens the TCP connection of global listener `i`, bound to its source address.
-async fn tcp_connect(ctx: &Ctx, i: usize) -> std::io::Result<TcpStream> {
+pub(super) async fn tcp_connect(ctx: &Ctx, i: usize) -> std::io::Result<TcpStream> {
     let target = ctx.targets[ctx.plan.url_of(i)].addr;
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
@@ -207,7 +207,7 @@ where
 
 /// Measures every frame a tuned-in listener receives until its connection
 /// ends (or the worker exits).
-async fn receive<S>(ctx: &Ctx, local: usize, mut ws: WebSocketStream<S>)
+async fn receive<S>(ctx: &Arc<Ctx>, local: usize, mut ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -216,7 +216,12 @@ where
     let station = ctx.plan.station_of(i) as u32;
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => ctx.on_text(local, station, node, t.as_str()),
+            Some(Ok(Message::Text(t))) => {
+                ctx.on_text(local, station, node, t.as_str());
+                if let Some(media) = &ctx.media {
+                    super::media::on_text(ctx, media, local, t.as_str());
+                }
+            }
             Some(Ok(Message::Close(frame))) => {
                 let code =
                     frame.map_or_else(|| "none".to_owned(), |f| u16::from(f.code).to_string());

@@ -23,6 +23,7 @@
 
 mod connection;
 mod ctx;
+pub(crate) mod media;
 
 pub(crate) use ctx::{Target, resolve};
 
@@ -233,6 +234,7 @@ fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
             .iter()
             .map(|o| o.load(Ordering::Relaxed) as f64 / 1000.0)
             .collect(),
+        media: ctx.media.as_ref().map(|m| m.report()),
         ..WorkerReport::default()
     };
     add_shards(ctx, &mut r);
