@@ -139,6 +139,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --min-delivery 'Fail (exit 1) when final-state delivery is below this percentage'
             cand --server-pid 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)'
             cand --ca-cert 'Trust this CA certificate (PEM) instead of the Mozilla roots, for a wss:// server with a private CA or a self-signed certificate (the listeners, broadcasters and observers all use it)'
+            cand --fetch-media 'Each listener also fetches its media as the web player does: the track it is told at tune-in and each change (`Range: bytes=0-`), and with `prefetch` (the default) the announced next track ahead of its start. Reports bytes per listener, time from a track''s start to holding its first 256 KiB, and requests refused'
             cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'

@@ -139,5 +139,5 @@ pub(crate) struct LoadtestArgs {
         num_args = 0..=1,
         default_missing_value = "prefetch"
     )]
-    pub fetch_media: Option<crate::loadtest::worker::media::FetchMedia>,
+    pub fetch_media: Option<crate::loadtest::media::FetchMedia>,
 }

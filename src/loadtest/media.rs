@@ -1,13 +1,43 @@
-//! The report's media side (`--fetch-media`): the workers' fetches merged
-//! (the fetching itself is the workers', `worker/media.rs`).
+//! The report's media side (`--fetch-media`): what a worker reports of its
+//! listeners' fetches, and those merged (the fetching itself is the
+//! workers', `worker/media.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::plan::WorkerReport;
-use super::stats::{Hist, Percentiles};
+use super::stats::{Hist, HistData, Percentiles};
+
+/// Which media a listener fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FetchMedia {
+    /// The current track at tune-in and each track change, and the
+    /// announced next track ahead of time (as the web player does).
+    Prefetch,
+    /// Only the current track, at tune-in and at each track change.
+    Current,
+}
+
+/// What one worker's listeners fetched.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct MediaReport {
+    pub requests: u64,
+    pub bytes: u64,
+    /// Requests refused, by reason (`http_503`, `timeout`, ...).
+    pub refused: BTreeMap<String, u64>,
+    /// Track starts (one per listener per track it started), and of those,
+    /// ms from the track's start to the listener holding its first 256 KiB.
+    pub starts: u64,
+    /// Of those, starts of a track fetched ahead (no request at the start).
+    pub ahead_starts: u64,
+    pub playable_ms: HistData,
+    /// The same for each listener's first track, from its tune-in.
+    pub tune_in_playable_ms: HistData,
+    /// Syncs naming a track the library does not list (not fetched).
+    pub unknown_tracks: u64,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct MediaSummary {
@@ -32,13 +62,16 @@ pub(crate) struct MediaSummary {
 }
 
 /// The workers' media reports merged; `None` without `--fetch-media`.
-pub(crate) fn summarize(workers: &[WorkerReport], connected: u64) -> Option<MediaSummary> {
+pub(crate) fn summarize<'a>(
+    reports: impl Iterator<Item = &'a MediaReport>,
+    connected: u64,
+) -> Option<MediaSummary> {
     let mut any = false;
     let (mut requests, mut bytes, mut starts, mut ahead, mut unknown) = (0, 0, 0, 0, 0);
     let mut refused = BTreeMap::new();
     let mut playable = Hist::new();
     let mut tune_in = Hist::new();
-    for m in workers.iter().filter_map(|w| w.media.as_ref()) {
+    for m in reports {
         any = true;
         requests += m.requests;
         bytes += m.bytes;

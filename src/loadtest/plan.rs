@@ -56,7 +56,7 @@ pub(crate) struct WorkerPlan {
     pub ca_cert: Option<std::path::PathBuf>,
     /// `--fetch-media`: listeners also fetch their tracks, as the player.
     #[serde(default)]
-    pub fetch_media: Option<super::worker::media::FetchMedia>,
+    pub fetch_media: Option<super::media::FetchMedia>,
 }
 
 impl WorkerPlan {
@@ -240,7 +240,7 @@ pub(crate) struct WorkerReport {
     pub clock_offset_ms: Vec<f64>,
     /// With `--fetch-media`: what the listeners fetched.
     #[serde(default)]
-    pub media: Option<super::worker::media::MediaReport>,
+    pub media: Option<super::media::MediaReport>,
 }
 
 #[cfg(test)]

@@ -337,7 +337,10 @@ pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
     let mut generator = parent.generator;
     generator.clock_offsets_ms = workers.iter().map(|w| w.clock_offset_ms.clone()).collect();
     let seq_regressions = t.delivery.seq_regressions;
-    let media = super::media::summarize(workers, t.listeners.connected);
+    let media = super::media::summarize(
+        workers.iter().filter_map(|w| w.media.as_ref()),
+        t.listeners.connected,
+    );
     Report {
         parameters: parent.parameters,
         listeners: t.listeners,

@@ -100,8 +100,6 @@ pub(super) struct Ctx {
     pub(super) run_from_us: AtomicI64,
     /// When it ends, likewise (`i64::MAX`: it ends with the broadcasters).
     pub(super) run_until_us: AtomicI64,
-    /// `--fetch-media`: the listeners' media fetches.
-    pub(super) media: Option<std::sync::Arc<super::media::Fetcher>>,
 }
 
 /// Locks a mutex, carrying on with the data if another task panicked while
@@ -257,12 +255,7 @@ impl Ctx {
         }
         let count = plan.count;
         let nodes = plan.urls.len();
-        let media = match (plan.fetch_media, plan.urls.first()) {
-            (Some(mode), Some(url)) => Some(std::sync::Arc::new(
-                super::media::Fetcher::new(mode, url, count).await?,
-            )),
-            _ => None,
-        };
+
         Ok(Ctx {
             targets,
             // A listener reads sync frames of a few hundred bytes: a 1 KiB read
@@ -282,7 +275,6 @@ impl Ctx {
             failed_by_reason: Mutex::new(BTreeMap::new()),
             run_from_us: AtomicI64::new(i64::MAX),
             run_until_us: AtomicI64::new(i64::MAX),
-            media,
             plan,
         })
     }

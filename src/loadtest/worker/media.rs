@@ -23,13 +23,14 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::connection::tcp_connect;
 use super::ctx::{Ctx, lock, now_us};
+use super::socket::{io_reason, tcp_connect};
 use crate::client::http::Endpoint;
-use crate::loadtest::stats::{Hist, HistData};
+pub(crate) use crate::loadtest::media::{FetchMedia, MediaReport};
+use crate::loadtest::stats::Hist;
 
 /// What a listener must hold of a track to start playing it.
 pub(crate) const PLAYABLE_BYTES: u64 = 256 * 1024;
@@ -40,35 +41,9 @@ const PRELOAD_MAX_MS: u64 = 30_000;
 /// One request's time, connection included, before it counts as refused.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Which media a listener fetches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum FetchMedia {
-    /// The current track at tune-in and each track change, and the
-    /// announced next track ahead of time (as the web player does).
-    Prefetch,
-    /// Only the current track, at tune-in and at each track change.
-    Current,
-}
-
-/// What one worker's listeners fetched.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct MediaReport {
-    pub requests: u64,
-    pub bytes: u64,
-    /// Requests refused, by reason (`http_503`, `timeout`, ...).
-    pub refused: BTreeMap<String, u64>,
-    /// Track starts (one per listener per track it started), and of those,
-    /// ms from the track's start to the listener holding its first 256 KiB.
-    pub starts: u64,
-    /// Of those, starts of a track fetched ahead (no request at the start).
-    pub ahead_starts: u64,
-    pub playable_ms: HistData,
-    /// The same for each listener's first track, from its tune-in.
-    pub tune_in_playable_ms: HistData,
-    /// Syncs naming a track the library does not list (not fetched).
-    pub unknown_tracks: u64,
-}
+/// The worker's fetcher, when the plan says `--fetch-media` (one a
+/// process: set once at start, before any listener connects).
+pub(super) static FETCHER: std::sync::OnceLock<Arc<Fetcher>> = std::sync::OnceLock::new();
 
 /// The fields of a `sync` this needs.
 #[derive(Deserialize)]
@@ -359,7 +334,7 @@ async fn get(
     let (tls, authority, path, tcp) = if url.starts_with('/') {
         let tcp = tcp_connect(ctx, ctx.plan.first + local)
             .await
-            .map_err(|e| super::connection::io_reason(&e))?;
+            .map_err(|e| io_reason(&e))?;
         let authority = http::Uri::try_from(target.url.as_str())
             .ok()
             .and_then(|u| u.authority().map(ToString::to_string))
@@ -372,7 +347,7 @@ async fn get(
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
             .await
-            .map_err(|e| super::connection::io_reason(&e))?;
+            .map_err(|e| io_reason(&e))?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let authority = uri.authority().map(ToString::to_string).unwrap_or(host);
         (tls, authority, path, tcp)

@@ -24,6 +24,7 @@
 mod connection;
 mod ctx;
 pub(crate) mod media;
+mod socket;
 
 pub(crate) use ctx::{Target, resolve};
 
@@ -109,6 +110,10 @@ pub(crate) async fn worker_main() -> anyhow::Result<ExitCode> {
     client::trust_ca(plan.ca_cert.as_deref())?;
     raise_open_files_limit();
     let ctx = Arc::new(Ctx::new(plan).await?);
+    if let (Some(mode), Some(url)) = (ctx.plan.fetch_media, ctx.plan.urls.first()) {
+        let fetcher = media::Fetcher::new(mode, url, ctx.plan.count).await?;
+        media::FETCHER.set(Arc::new(fetcher)).ok();
+    }
     // Clock offsets first, so the first syncs are already corrected.
     let clocks = start_clocks(&ctx).await?;
     let code = serve(&ctx, &mut stdin).await?;
@@ -234,7 +239,7 @@ fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
             .iter()
             .map(|o| o.load(Ordering::Relaxed) as f64 / 1000.0)
             .collect(),
-        media: ctx.media.as_ref().map(|m| m.report()),
+        media: media::FETCHER.get().map(|m| m.report()),
         ..WorkerReport::default()
     };
     add_shards(ctx, &mut r);
