@@ -28,6 +28,9 @@ OUT=${OUT:-bench/out/herd}
 # Listeners (and their fetches) from several loopback addresses: each
 # fetch is a connection of its own.
 SOURCES=${SOURCES:-127.0.0.1-127.0.0.4}
+# Each listener holds a WebSocket and, while fetching, a second socket: a
+# worker per 5,000 keeps each process well inside its open-files limit.
+WORKERS=${WORKERS:-$(( (N + 4999) / 5000 ))}
 
 command -v jq >/dev/null || { echo "bench: needs jq (apt-get install jq)" >&2; exit 1; }
 command -v ffmpeg >/dev/null || { echo "bench: needs ffmpeg" >&2; exit 1; }
@@ -50,7 +53,7 @@ run() { # run MODE ROUND
   local base="$OUT/$mode-$N-$round"
   start_radio "$RADIO" "$base.log" --media "$LIBRARY" --station herd=library
   "$RADIO" loadtest --url "$SERVER_ADDR" --listen-only herd --listeners "$N" \
-    --duration "$DURATION" --source-addrs "$SOURCES" --fetch-media="$mode" \
+    --duration "$DURATION" --source-addrs "$SOURCES" --fetch-media="$mode" --workers "$WORKERS" \
     --server-pid "$SERVER_PID" --json "$base.json" >"$base.txt" 2>&1 ||
     echo "bench: $mode round $round exited $? (see $base.txt)" >&2
   stop_server
