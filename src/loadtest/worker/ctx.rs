@@ -255,7 +255,6 @@ impl Ctx {
         }
         let count = plan.count;
         let nodes = plan.urls.len();
-
         Ok(Ctx {
             targets,
             // A listener reads sync frames of a few hundred bytes: a 1 KiB read
