@@ -15,7 +15,7 @@ start_radio() {
   SERVER_PID=$!
   SERVER_ADDR=""
   for _ in $(seq 300); do
-    SERVER_ADDR=$(grep -so 'listening on http://[0-9.:]*' "$log" | sed 's|listening on http://||' || true)
+    SERVER_ADDR=$(grep -so 'listening on https\?://[0-9.:]*' "$log" | sed 's|listening on https\?://||' || true)
     [ -n "$SERVER_ADDR" ] && return
     sleep 0.1
   done

@@ -341,7 +341,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__loadtest)
-            opts="-u -h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --churn --reconnect --workers --source-addrs --station-prefix --listen-only --stream --key --json --max-p99 --min-delivery --server-pid --color --help --version"
+            opts="-u -h -V --url --listeners --stations --duration --update-interval --heartbeat-interval --connect-rate --churn --reconnect --workers --source-addrs --station-prefix --listen-only --stream --key --json --max-p99 --min-delivery --server-pid --ca-cert --fetch-media --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -417,6 +417,14 @@ _radio() {
                     ;;
                 --server-pid)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fetch-media)
+                    COMPREPLY=($(compgen -W "prefetch current" -- "${cur}"))
                     return 0
                     ;;
                 --color)

@@ -142,6 +142,8 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --max-p99 'Fail (exit 1) when fan-out p99 exceeds this'
             cand --min-delivery 'Fail (exit 1) when final-state delivery is below this percentage'
             cand --server-pid 'Measure this server process''s memory and CPU (repeat for several, or list them: 12,34)'
+            cand --ca-cert 'Trust this CA certificate (PEM) instead of the Mozilla roots, for a wss:// server with a private CA or a self-signed certificate (the listeners, broadcasters and observers all use it)'
+            cand --fetch-media 'Each listener also fetches its media as the web player does: the track it is told at tune-in and each change (`Range: bytes=0-`), and with `prefetch` (the default) the announced next track ahead of its start. Reports bytes per listener, time from a track''s start to holding its first 256 KiB, and requests refused'
             cand --color 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never'
             cand --reconnect 'On a lost connection, listeners connect again to the next --url and broadcasters resume their station there, with the clients'' backoff; the report counts reconnects. SIGUSR1 marks a moment (a fault): the report says how long until every listener held the newest state again'
             cand --stream 'Read HTTP audio streams instead of holding WebSocket listeners: each of --listeners reads a stream, measuring the time to its first audio byte, its bytes a second, its stalls (over 1 s without a byte) and the audio lost against the stream''s bitrate. With --listen-only STATION it reads URL/stations/STATION/stream; without, each --url is a stream itself (an Icecast mount, say)'

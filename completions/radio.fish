@@ -132,6 +132,9 @@ complete -c radio -n "__fish_radio_using_subcommand loadtest" -l json -d 'Write 
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l max-p99 -d 'Fail (exit 1) when fan-out p99 exceeds this' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l min-delivery -d 'Fail (exit 1) when final-state delivery is below this percentage' -r
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l server-pid -d 'Measure this server process\'s memory and CPU (repeat for several, or list them: 12,34)' -r
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l ca-cert -d 'Trust this CA certificate (PEM) instead of the Mozilla roots, for a wss:// server with a private CA or a self-signed certificate (the listeners, broadcasters and observers all use it)' -r -F
+complete -c radio -n "__fish_radio_using_subcommand loadtest" -l fetch-media -d 'Each listener also fetches its media as the web player does: the track it is told at tune-in and each change (`Range: bytes=0-`), and with `prefetch` (the default) the announced next track ahead of its start. Reports bytes per listener, time from a track\'s start to holding its first 256 KiB, and requests refused' -r -f -a "prefetch\t'The current track at tune-in and each track change, and the announced next track ahead of time (as the web player does)'
+current\t'Only the current track, at tune-in and at each track change'"
 complete -c radio -n "__fish_radio_using_subcommand loadtest" -l color -d 'Colour in logs and messages: auto (when writing to a terminal and NO_COLOR is not set), always or never' -r -f -a "auto\t'On a terminal, unless NO_COLOR is set (to anything but empty)'
 always\t''
 never\t''"

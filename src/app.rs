@@ -42,7 +42,9 @@ pub fn main() -> ExitCode {
         }
         Command::Loadtest(args) => {
             crate::logging::init(LogFormat::Pretty, "warn", ansi);
-            runtime().and_then(|rt| rt.block_on(crate::loadtest::run(args)))
+            crate::client::trust_ca(args.ca_cert.as_deref())
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(crate::loadtest::run(args)))
         }
         Command::LoadtestWorker => {
             crate::logging::init(LogFormat::Pretty, "warn", ansi);

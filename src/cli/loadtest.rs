@@ -111,7 +111,7 @@ pub(crate) struct LoadtestArgs {
     #[arg(
         long,
         env = "RADIO_LOADTEST_STREAM",
-        conflicts_with_all = ["stations", "update_interval", "heartbeat_interval", "station_prefix", "key", "max_p99", "min_delivery", "churn", "reconnect"]
+        conflicts_with_all = ["stations", "update_interval", "heartbeat_interval", "station_prefix", "key", "max_p99", "min_delivery", "churn", "reconnect", "fetch_media"]
     )]
     pub stream: bool,
 
@@ -145,4 +145,24 @@ pub(crate) struct LoadtestArgs {
         value_delimiter = ','
     )]
     pub server_pids: Vec<u32>,
+
+    /// Trust this CA certificate (PEM) instead of the Mozilla roots, for a
+    /// wss:// server with a private CA or a self-signed certificate (the
+    /// listeners, broadcasters and observers all use it).
+    #[arg(long, env = "RADIO_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Each listener also fetches its media as the web player does: the
+    /// track it is told at tune-in and each change (`Range: bytes=0-`), and
+    /// with `prefetch` (the default) the announced next track ahead of its
+    /// start. Reports bytes per listener, time from a track's start to
+    /// holding its first 256 KiB, and requests refused.
+    #[arg(
+        long,
+        env = "RADIO_LOADTEST_FETCH_MEDIA",
+        value_name = "MODE",
+        num_args = 0..=1,
+        default_missing_value = "prefetch"
+    )]
+    pub fetch_media: Option<crate::loadtest::media::FetchMedia>,
 }

@@ -29,6 +29,7 @@
 pub(crate) mod broadcaster;
 mod fleet;
 mod marks;
+pub(crate) mod media;
 pub(crate) mod net;
 mod observer;
 mod phases;

@@ -177,6 +177,8 @@ impl RunPlan {
                 churn_per_min: args.churn.map_or(0.0, |c| c.per_min / self.workers as f64),
                 reconnect: args.reconnect,
                 stream: None,
+                ca_cert: args.ca_cert.clone(),
+                fetch_media: args.fetch_media,
             })
             .collect()
     }

@@ -59,6 +59,13 @@ pub(crate) struct WorkerPlan {
     /// `--stream`: the listeners are HTTP stream readers of these URLs.
     #[serde(default)]
     pub stream: Option<StreamPlan>,
+    /// `--ca-cert`: the PEM file a `wss://` node's certificate is checked
+    /// against instead of the Mozilla roots.
+    #[serde(default)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// `--fetch-media`: listeners also fetch their tracks, as the player.
+    #[serde(default)]
+    pub fetch_media: Option<super::media::FetchMedia>,
 }
 
 impl WorkerPlan {
@@ -275,6 +282,9 @@ pub(crate) struct WorkerReport {
     /// `--stream`: what the stream readers measured.
     #[serde(default)]
     pub stream: Option<StreamFigures>,
+    /// With `--fetch-media`: what the listeners fetched.
+    #[serde(default)]
+    pub media: Option<super::media::MediaReport>,
 }
 
 // `--stream`: what the parent tells each worker and what it reports.

@@ -245,6 +245,9 @@ pub(crate) struct Report {
     pub thresholds: Thresholds,
     /// The marked moments (SIGUSR1), in order.
     pub marks: Vec<MarkReport>,
+    /// Only with `--fetch-media`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<super::media::MediaSummary>,
 }
 
 /// What the parent measured itself.
@@ -411,6 +414,10 @@ pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
     generator.clock_offsets_ms = workers.iter().map(|w| w.clock_offset_ms.clone()).collect();
     let seq_regressions = t.delivery.seq_regressions;
     let marks = parent.marks;
+    let media = super::media::summarize(
+        workers.iter().filter_map(|w| w.media.as_ref()),
+        t.listeners.connected,
+    );
     Report {
         parameters: parent.parameters,
         listeners: t.listeners,
@@ -430,6 +437,7 @@ pub(crate) fn build(parent: ParentFigures, workers: &[WorkerReport]) -> Report {
         generator,
         thresholds: Thresholds::default(),
         marks,
+        media,
     }
 }
 
@@ -493,6 +501,7 @@ pub(crate) fn human(r: &Report) -> String {
     human_latency(&mut s, r);
     human_delivery(&mut s, r);
     human_cost(&mut s, r);
+    super::media::human(&mut s, r.media.as_ref());
     human_result(&mut s, r);
     s
 }

@@ -419,3 +419,75 @@ fn stream_readers_read_a_server_run_station() {
     assert!(rate > 8_000.0, "{rate}: {report:#}");
     assert!(field(&report, "server.cpu_seconds_run").as_f64().unwrap() > 0.0);
 }
+
+/// `--fetch-media`: every listener of a server-run station fetches the
+/// tracks it plays from `/media` (the library's URLs), as the web player
+/// does; with prefetch, the announced next track ahead of its start, so a
+/// track change needs no request; without (`current`), each change does.
+#[test]
+fn listeners_fetch_their_media_as_the_player_does() {
+    let media = crate::onair::library(&[("1.wav", 700), ("2.wav", 700)]);
+    let server = Server::spawn_process(&[
+        "--max-connections-per-ip",
+        "0",
+        "--media",
+        media.arg(),
+        "--station",
+        "auto=library",
+    ]);
+    let dir = TempDir::new("loadtest-media");
+    let run = |mode: &str| -> (Value, String) {
+        let json = dir.path().join(format!("{mode}.json"));
+        let out = loadtest(
+            &server,
+            &[
+                "--listen-only",
+                "auto",
+                "--listeners",
+                "100",
+                "--workers",
+                "1",
+                "--duration",
+                "3s",
+                &format!("--fetch-media={mode}"),
+                "--json",
+                json.to_str().expect("utf-8 temp path"),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&json).expect("the JSON report is written"))
+                .expect("the report is JSON");
+        (report, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let size = std::fs::metadata(media.path().join("1.wav"))
+        .expect("a track")
+        .len() as f64;
+    for mode in ["prefetch", "current"] {
+        let (report, stdout) = run(mode);
+        let m = field(&report, "media");
+        assert_eq!(m["refused_total"], 0, "{mode}: {m:#}");
+        assert_eq!(m["unknown_tracks"], 0, "{mode}: {m:#}");
+        // Every listener fetched its first track at least, whole.
+        assert!(
+            m["bytes_per_listener"].as_f64().unwrap() >= size,
+            "{mode}: {m:#}"
+        );
+        assert!(m["track_starts"].as_u64().unwrap() >= 200, "{mode}: {m:#}");
+        assert_eq!(m["tune_in_playable_ms"]["count"], 100, "{mode}: {m:#}");
+        assert!(
+            m["playable_ms"]["count"].as_u64().unwrap() > 0,
+            "{mode}: {m:#}"
+        );
+        let ahead = m["ahead_starts"].as_u64().unwrap();
+        let starts = m["track_starts"].as_u64().unwrap();
+        let requests = m["requests"].as_u64().unwrap();
+        if mode == "prefetch" {
+            assert!(ahead > 0, "{m:#}");
+        } else {
+            assert_eq!(ahead, 0, "{m:#}");
+            assert_eq!(requests, starts, "one request per track start: {m:#}");
+        }
+        assert!(stdout.contains("media: "), "{stdout}");
+    }
+}

@@ -319,3 +319,42 @@ async fn clients_cannot_fill_the_log_through_tls() {
     assert!(!log.contains("rustls"), "{log}");
     assert!(log.matches("TLS handshakes failed").count() <= 1, "{log}");
 }
+
+/// `radio loadtest --ca-cert` reaches a wss:// server with a self-signed
+/// certificate: its broadcaster, its clock probes and every listener of
+/// its worker processes trust the file, and every listener gets the final
+/// state. Without the flag the Mozilla roots refuse the certificate and
+/// the run says so.
+#[test]
+fn loadtest_reaches_a_self_signed_wss_server_with_ca_cert() {
+    let certs = Certs::self_signed();
+    let server = Server::spawn_process(&[
+        "--max-connections-per-ip",
+        "0",
+        "--tls-cert",
+        &certs.arg("server.pem"),
+        "--tls-key",
+        &certs.arg("server.key"),
+    ]);
+    let url = format!("wss://127.0.0.1:{}/ws", server.addr.port());
+    let run = |extra: &[&str]| {
+        Command::new(radio_bin())
+            .args(["loadtest", "--url", &url, "--listeners", "200"])
+            .args(["--workers", "2", "--duration", "2s"])
+            .args(["--update-interval", "250ms", "--min-delivery", "100"])
+            .args(extra)
+            .output()
+            .expect("run radio loadtest")
+    };
+    let out = run(&["--ca-cert", &certs.arg("server.pem")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("200 connected"), "{stdout}");
+    assert!(stdout.contains("final state 100.000%"), "{stdout}");
+
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}

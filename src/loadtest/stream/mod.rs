@@ -133,6 +133,8 @@ pub(crate) async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
             handshake_timeout_ms: millis(HANDSHAKE_TIMEOUT),
             churn_per_min: 0.0,
             reconnect: false,
+            ca_cert: args.ca_cert.clone(),
+            fetch_media: None,
             stream: Some(StreamPlan {
                 targets: targets.clone(),
             }),

@@ -89,7 +89,7 @@ pub(super) async fn listener(ctx: Arc<Ctx>, local: usize, permit: OwnedSemaphore
 /// socket (measured: an 11,184-byte task future when handshake, session and
 /// the TLS variant shared one future; 1,128 bytes like this).
 async fn session(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     local: usize,
     node: usize,
     permit: Option<OwnedSemaphorePermit>,
@@ -116,14 +116,22 @@ async fn session(
 
 /// [`session`] over `wss://`.
 async fn tls_session(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     local: usize,
     node: usize,
     permit: Option<OwnedSemaphorePermit>,
 ) -> bool {
     let url = ctx.targets[node].url.as_str();
     let config = Some(ctx.config);
-    let upgrade = |s| tokio_tungstenite::client_async_tls_with_config(url, s, config, None);
+    // The settings every client connection uses: `--ca-cert`'s when given.
+    let connector = match crate::client::tls_config() {
+        Ok(tls) => Some(tokio_tungstenite::Connector::Rustls(tls)),
+        Err(_) => {
+            ctx.fail(local, "tls_config".into());
+            return false;
+        }
+    };
+    let upgrade = |s| tokio_tungstenite::client_async_tls_with_config(url, s, config, connector);
     let opened = Box::pin(open(ctx, local, node, permit, upgrade)).await;
     match opened {
         Some(ws) => {
@@ -199,7 +207,7 @@ where
 
 /// Measures every frame a tuned-in listener receives until its connection
 /// ends (or the worker exits).
-async fn receive<S>(ctx: &Ctx, local: usize, node: usize, mut ws: WebSocketStream<S>)
+async fn receive<S>(ctx: &Arc<Ctx>, local: usize, node: usize, mut ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -207,7 +215,12 @@ where
     let station = ctx.plan.station_of(i) as u32;
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => ctx.on_text(local, station, node, t.as_str()),
+            Some(Ok(Message::Text(t))) => {
+                ctx.on_text(local, station, node, t.as_str());
+                if let Some(media) = super::media::FETCHER.get() {
+                    super::media::on_text(ctx, media, local, t.as_str());
+                }
+            }
             Some(Ok(Message::Close(frame))) => {
                 let code =
                     frame.map_or_else(|| "none".to_owned(), |f| u16::from(f.code).to_string());

@@ -24,6 +24,7 @@
 mod churn;
 mod connection;
 mod ctx;
+pub(crate) mod media;
 
 pub(crate) use ctx::{Target, resolve};
 
@@ -107,11 +108,16 @@ type Input = tokio::io::Lines<BufReader<tokio::io::Stdin>>;
 pub(crate) async fn worker_main() -> anyhow::Result<ExitCode> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let plan = read_plan(&mut stdin).await?;
+    client::trust_ca(plan.ca_cert.as_deref())?;
     raise_open_files_limit();
     if let Some(stream) = plan.stream.clone() {
         return crate::loadtest::stream::reader::serve(plan, stream, &mut stdin).await;
     }
     let ctx = Arc::new(Ctx::new(plan).await?);
+    if let (Some(mode), Some(url)) = (ctx.plan.fetch_media, ctx.plan.urls.first()) {
+        let fetcher = media::Fetcher::new(mode, url, ctx.plan.count).await?;
+        media::FETCHER.set(Arc::new(fetcher)).ok();
+    }
     // Clock offsets first, so the first syncs are already corrected.
     let clocks = start_clocks(&ctx).await?;
     let code = serve(&ctx, &mut stdin).await?;
@@ -263,6 +269,7 @@ fn report(ctx: &Ctx, final_seqs: &[u64], ramp_ms: u64) -> WorkerReport {
             .iter()
             .map(|o| o.load(Ordering::Relaxed) as f64 / 1000.0)
             .collect(),
+        media: media::FETCHER.get().map(|m| m.report()),
         ..WorkerReport::default()
     };
     add_shards(ctx, &mut r);
