@@ -47,7 +47,10 @@ pub use server::backend::redis::keys::station as redis_station_key;
 pub use server::backend::redis::source::masked as masked_redis_url;
 pub use server::media::{LoudnessCache, answer_for, arpeggio, encode_wav};
 pub use server::origin::{AllowedHosts, Host, host_name};
+pub use server::playlists::base_url as playlist_base_url;
 pub use server::sessions::session_cookie;
+#[cfg(target_os = "linux")]
+pub use server::zerocopy::media_head;
 
 /// The test build's allocator: the system's, counting each thread's
 /// allocations, so a test can tell whether a call allocated.

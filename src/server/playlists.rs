@@ -124,7 +124,7 @@ fn playlist(kind: Kind, name: &StationName, url: &str) -> Response<Body> {
 /// proxy's forwarding headers when `trusted`, else the connection's scheme
 /// (`https` when `tls`) and the `Host` header. `Err` says why no base can
 /// be made (no host, or one that is not a host name).
-pub(crate) fn base_url(headers: &HeaderMap, trusted: bool, tls: bool) -> Result<String, String> {
+pub fn base_url(headers: &HeaderMap, trusted: bool, tls: bool) -> Result<String, String> {
     let forwarded = if trusted {
         forwarded(headers)
     } else {

@@ -60,6 +60,16 @@ struct MediaRequest {
     http10: bool,
 }
 
+/// What [`parse`] makes of `buf`, for the fuzz target: a media request
+/// (its path, and the bytes of the head), or `None` (incomplete, or
+/// hyper's to answer).
+pub fn media_head(buf: &[u8]) -> Option<(String, usize)> {
+    match parse(buf) {
+        Parsed::Media(req, used) => Some((req.path, used)),
+        Parsed::Partial | Parsed::Other => None,
+    }
+}
+
 enum Parsed {
     Media(Box<MediaRequest>, usize),
     Partial,
