@@ -25,6 +25,9 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The media tests encode real MP3, Ogg, Opus, FLAC, M4A and raw AAC files.
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+# The TLS tests make self-signed certificates and probe handshakes with the
+# openssl command line, as an operator would.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The metrics tests: promtool lints /metrics, a Prometheus server scrapes it.
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 
