@@ -30,6 +30,37 @@ pub(crate) const CONNECTIONS_PER_SOURCE_ADDR: usize = 10_000;
 /// not to time out waiting in it.
 pub(crate) const MAX_INFLIGHT_HANDSHAKES: usize = 256;
 
+/// A worker's ramp: starts its `count` clients at `rate` a second (0: as
+/// fast as accepted), at most [`MAX_INFLIGHT_HANDSHAKES`] of them between
+/// connect and answer; `start(local, permit)` begins client `local`, which
+/// drops `permit` once it is in or has failed. Then waits until `settled()`
+/// says every client has. Gives the time it took.
+pub(crate) async fn ramp(
+    count: usize,
+    rate: f64,
+    mut start: impl FnMut(usize, tokio::sync::OwnedSemaphorePermit),
+    settled: impl Fn() -> bool,
+) -> std::time::Duration {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT_HANDSHAKES));
+    let gap = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+    let began = tokio::time::Instant::now();
+    for local in 0..count {
+        if let Some(gap) = gap {
+            tokio::time::sleep_until(began + gap.mul_f64(local as f64)).await;
+        }
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break;
+        };
+        start(local, permit);
+    }
+    while !settled() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    began.elapsed()
+}
+
 /// Everything one worker process needs; the first line on its stdin.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerPlan {

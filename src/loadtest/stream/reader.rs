@@ -18,14 +18,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::body::{self, Body};
 use crate::loadtest::net::{connect_from, io_reason};
 use crate::loadtest::plan::{
-    MAX_INFLIGHT_HANDSHAKES, ParentCmd, Progress, StreamFigures, StreamPlan, WorkerMsg, WorkerPlan,
-    WorkerReport,
+    ParentCmd, Progress, StreamFigures, StreamPlan, WorkerMsg, WorkerPlan, WorkerReport,
 };
 use crate::loadtest::stats::Hist;
 
@@ -190,26 +189,15 @@ async fn emit(out: &mut tokio::io::Stdout, msg: &WorkerMsg) -> anyhow::Result<()
 /// Starts every reader at the planned rate, a bounded number of them
 /// between connect and first byte; returns once each started or failed.
 async fn ramp(ctx: Arc<Ctx>) -> Duration {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_HANDSHAKES));
-    let gap =
-        (ctx.plan.connect_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / ctx.plan.connect_rate));
-    let start = Instant::now();
-    for local in 0..ctx.plan.count {
-        if let Some(gap) = gap {
-            tokio::time::sleep_until(start + gap.mul_f64(local as f64)).await;
-        }
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            break;
-        };
+    let total = ctx.plan.count as u64;
+    let settled =
+        || ctx.started.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) >= total;
+    let start = |local, permit| {
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         // Reader tasks end with the worker process.
         tokio::spawn(reader(ctx.clone(), local, permit));
-    }
-    let total = ctx.plan.count as u64;
-    while ctx.started.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < total {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
+    };
+    crate::loadtest::plan::ramp(ctx.plan.count, ctx.plan.connect_rate, start, settled).await
 }
 
 /// One reader, from TCP connect to the end of the run.

@@ -36,13 +36,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::plan::{
-    MAX_INFLIGHT_HANDSHAKES, ParentCmd, Progress, UpdateSeen, WorkerMsg, WorkerPlan, WorkerReport,
-};
+use super::plan::{ParentCmd, Progress, UpdateSeen, WorkerMsg, WorkerPlan, WorkerReport};
 use super::stats::Hist;
 use crate::client::{self, ClockOffset};
 use ctx::{CONNECTED, Ctx, DROPPED, PENDING, lock};
@@ -50,28 +47,17 @@ use ctx::{CONNECTED, Ctx, DROPPED, PENDING, lock};
 /// Attempts every listener of this worker at the planned rate, with a bounded
 /// number of handshakes in flight. Returns when each one connected or failed.
 async fn ramp(ctx: Arc<Ctx>) -> Duration {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_HANDSHAKES));
-    let gap =
-        (ctx.plan.connect_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / ctx.plan.connect_rate));
-    let start = Instant::now();
-    for local in 0..ctx.plan.count {
-        if let Some(gap) = gap {
-            tokio::time::sleep_until(start + gap.mul_f64(local as f64)).await;
-        }
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            break;
-        };
+    let total = ctx.plan.count as u64;
+    let settled =
+        || ctx.connected.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) >= total;
+    let start = |local, permit| {
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         // Listener tasks end with the worker process: the runtime drops them
         // (and closes their sockets) when `worker_main` returns.
         let task = tokio::spawn(connection::listener(ctx.clone(), local, permit));
         ctx.tasks.set(local, task.abort_handle());
-    }
-    let total = ctx.plan.count as u64;
-    while ctx.connected.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < total {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
+    };
+    super::plan::ramp(ctx.plan.count, ctx.plan.connect_rate, start, settled).await
 }
 
 /// Measures the clock offset to node `node` now, then every few seconds.
