@@ -24,6 +24,7 @@ fn node(url: &str, id: &str, edit: impl FnOnce(&mut RedisConfig)) -> Server {
         grace: Duration::from_secs(10),
         ca_cert: None,
         password_file: None,
+        sentinel_password_file: None,
         max_stations: 10_000,
     };
     edit(&mut cfg);
@@ -127,27 +128,34 @@ async fn a_tls_sentinel_setup_keeps_a_station_through_a_failover() {
 }
 
 /// The data nodes' password (with characters a URL must %-encode) goes to
-/// the master the Sentinels name, never to the Sentinels: one node has it
-/// in the URL, the other (a `radio serve` process) in
-/// `--redis-password-file`. Neither logs it.
+/// the master the Sentinels name; the Sentinels' own password, another,
+/// to the Sentinels. One node has the master's in the URL, the other (a
+/// `radio serve` process) in `--redis-password-file`; both have the
+/// Sentinels' in `--redis-sentinel-password-file`. Neither logs them.
 #[tokio::test]
 async fn a_password_master_behind_sentinel_keeps_a_station_through_a_failover() {
     let password = "s3cr/et p@ss";
     let mut sentinels = Sentinels::start_with(Setup {
         password: Some(password),
+        sentinel_password: Some("watchw0rd"),
         ..Setup::default()
     })
     .await;
-    let in_url = sentinels.url_with(":s3cr%2Fet%20p%40ss@");
-    let a = node(&in_url, "a", |_| {});
     let dir = TempDir::new("sentinel-password");
     dir.write("password", format!("{password}\n"));
-    let file = dir.path().join("password");
+    dir.write("sentinels", "watchw0rd\n");
+    let (file, sentinel_file) = (dir.path().join("password"), dir.path().join("sentinels"));
+    let in_url = sentinels.url_with(":s3cr%2Fet%20p%40ss@");
+    let a = node(&in_url, "a", |c| {
+        c.sentinel_password_file = Some(sentinel_file.clone());
+    });
     let b = Server::spawn_process(&[
         "--redis",
         &sentinels.url(),
         "--redis-password-file",
         file.to_str().expect("a UTF-8 path"),
+        "--redis-sentinel-password-file",
+        sentinel_file.to_str().expect("a UTF-8 path"),
         "--node-id",
         "b",
         "--lease",
@@ -157,8 +165,8 @@ async fn a_password_master_behind_sentinel_keeps_a_station_through_a_failover() 
     for n in [&a, &b] {
         let log = n.log();
         assert!(
-            !log.contains("s3cr") && !log.contains("p%40ss"),
-            "the password is not logged:\n{log}"
+            !log.contains("s3cr") && !log.contains("p%40ss") && !log.contains("watchw0rd"),
+            "no password is logged:\n{log}"
         );
     }
 }
@@ -184,27 +192,64 @@ fn serve_fails(args: &[&str]) -> (std::process::ExitStatus, String) {
     (status, err)
 }
 
-/// A wrong password, or none where the master wants one, is an error at
-/// start that says which password was refused and where it came from;
-/// not a node that waits forever for a Redis that will never let it in.
+/// A wrong password, or none where one is needed, for the master or for
+/// the Sentinels, is an error at start that says which password was
+/// refused, by whom, and where it came from; not a node that waits
+/// forever for a Redis that will never let it in.
 #[tokio::test]
 async fn a_wrong_password_behind_sentinel_stops_the_node_at_start() {
     let sentinels = Sentinels::start_with(Setup {
         password: Some("right"),
+        sentinel_password: Some("watchw0rd"),
         ..Setup::default()
     })
     .await;
-    let wrong = sentinels.url_with(":wr0ng@");
-    let (status, err) = serve_fails(&["--redis", &wrong]);
-    assert!(!status.success());
-    assert!(
-        err.contains("refused") && err.contains("password") && !err.contains("wr0ng"),
-        "{err}"
+    let dir = TempDir::new("sentinel-password");
+    dir.write("sentinels", "watchw0rd\n");
+    dir.write("wrong", "wr0ng\n");
+    let sentinel_file = dir.path().join("sentinels");
+    let sentinel_file = sentinel_file.to_str().expect("a UTF-8 path");
+    let wrong_file = dir.path().join("wrong");
+    let wrong_file = wrong_file.to_str().expect("a UTF-8 path");
+    let with_sentinels = ["--redis-sentinel-password-file", sentinel_file];
+    let (wrong, none, right) = (
+        sentinels.url_with(":wr0ng@"),
+        sentinels.url(),
+        sentinels.url_with(":right@"),
     );
-    let (status, err) = serve_fails(&["--redis", &sentinels.url()]);
-    assert!(!status.success());
-    assert!(
-        err.contains("password") && err.contains("--redis-password-file"),
-        "{err}"
-    );
+    let cases: [(Vec<&str>, &[&str]); 4] = [
+        (
+            [&["--redis", &wrong][..], &with_sentinels].concat(),
+            &["the master", "refused the password in the --redis URL"],
+        ),
+        (
+            [&["--redis", &none][..], &with_sentinels].concat(),
+            &["the master", "asked for a password, and none was given"],
+        ),
+        (
+            vec!["--redis", &right],
+            &["the Sentinels asked for a password, and none was given"],
+        ),
+        (
+            vec![
+                "--redis",
+                &right,
+                "--redis-sentinel-password-file",
+                wrong_file,
+            ],
+            &["the Sentinels refused the password in --redis-sentinel-password-file"],
+        ),
+    ];
+    for (args, says) in cases {
+        let (status, err) = serve_fails(&args);
+        assert!(!status.success(), "{args:?}");
+        for said in says {
+            assert!(err.contains(said), "{args:?}: {said:?} in:\n{err}");
+        }
+        assert!(
+            !err.contains("wr0ng") && !err.contains("right@") && !err.contains("watchw0rd"),
+            "no password is printed: {err}"
+        );
+        assert!(err.contains("--redis-password-file"), "{err}");
+    }
 }
