@@ -108,7 +108,7 @@ impl Origin {
 /// Whether `e` is Redis refusing this node's credentials (a wrong
 /// password, none where one is required, or one where none is set): no
 /// retry mends that.
-fn is_refusal(e: &redis::RedisError) -> bool {
+pub(crate) fn is_refusal(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
 }
