@@ -110,16 +110,17 @@ async fn a_station_survives_a_failover(sentinels: &mut Sentinels, from: &Server,
 /// TLS on every link: the node asks the Sentinels over TLS, and reaches
 /// the master they name (an address, 127.0.0.1, which the certificate
 /// names too) over TLS, trusting `--redis-ca-cert`, before and after the
-/// failover.
+/// failover; with the master's password, as production runs it.
 #[tokio::test]
 async fn a_tls_sentinel_setup_keeps_a_station_through_a_failover() {
     let certs = Certs::new("localhost");
     let mut sentinels = Sentinels::start_with(Setup {
         tls: Some(&certs),
+        password: Some("tls-pass"),
         ..Setup::default()
     })
     .await;
-    let url = sentinels.url();
+    let url = sentinels.url_with(":tls-pass@");
     assert!(url.starts_with("rediss+sentinel://"), "{url}");
     let ca = certs.path("ca.pem");
     let a = node(&url, "a", |c| c.ca_cert = Some(ca.clone()));
