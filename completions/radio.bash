@@ -475,7 +475,7 @@ _radio() {
             return 0
             ;;
         radio__subcmd__serve)
-            opts="-l -m -h -V --listen --metrics-listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-stations-per-ip --claim-rate --max-list --list-rate --allowed-origins --allowed-hosts --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --redis-password-file --node-id --lease --reuse-port --media --station --rescan-interval --follow-symlinks --loudness-cache --media-base-url --session-ttl --session-sweep --max-sessions --session-rate --stream-bitrate --stream-burst --color --help --version"
+            opts="-l -m -h -V --listen --metrics-listen --grace-period --max-message-bytes --keepalive-interval --keepalive-timeout --write-timeout --max-connections --max-connections-per-ip --max-stations --max-stations-per-ip --claim-rate --max-list --list-rate --allowed-origins --allowed-hosts --trusted-proxy --rate-limit --handshake-timeout --shutdown-timeout --broadcast-key --broadcast-key-file --broadcast-keys --tls-cert --tls-key --log-format --redis --redis-ca-cert --redis-password-file --redis-sentinel-password-file --node-id --lease --reuse-port --media --station --rescan-interval --follow-symlinks --loudness-cache --media-base-url --session-ttl --session-sweep --max-sessions --session-rate --stream-bitrate --stream-burst --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -598,6 +598,10 @@ _radio() {
                     return 0
                     ;;
                 --redis-password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-sentinel-password-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -364,14 +364,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RADIO_REDIS", value_name = "URL", hide_env_values = true)]
     pub redis: Option<String>,
 
-    /// Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis
+    /// Cluster mode: trust this CA certificate (PEM) for a rediss:// Redis,
+    /// or for the Sentinels and the master of a rediss+sentinel:// URL
     /// (default: the system's roots).
     #[arg(long, env = "RADIO_REDIS_CA_CERT", value_name = "FILE")]
     pub redis_ca_cert: Option<PathBuf>,
 
-    /// Cluster mode: read the Redis password from this file's first line,
-    /// so it is neither in argv nor in the environment (the --redis URL
-    /// then carries none).
+    /// Cluster mode: read the Redis password (through Sentinel, the
+    /// master's) from this file's first line, so it is neither in argv nor
+    /// in the environment (the --redis URL then carries none).
     #[arg(
         long,
         env = "RADIO_REDIS_PASSWORD_FILE",
@@ -379,6 +380,17 @@ pub struct ServeArgs {
         requires = "redis"
     )]
     pub redis_password_file: Option<PathBuf>,
+
+    /// Cluster mode through Sentinel: read the Sentinels' own password
+    /// (their requirepass) from this file's first line. The master's
+    /// password is the URL's or --redis-password-file's.
+    #[arg(
+        long,
+        env = "RADIO_REDIS_SENTINEL_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    pub redis_sentinel_password_file: Option<PathBuf>,
 
     /// This node's id in the cluster (default: generated). Ids must be unique
     /// among the nodes sharing a Redis.

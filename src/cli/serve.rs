@@ -32,6 +32,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 grace: args.grace_period,
                 ca_cert: args.redis_ca_cert,
                 password_file: args.redis_password_file,
+                sentinel_password_file: args.redis_sentinel_password_file,
                 max_stations: args.max_stations,
             }),
         };

@@ -100,6 +100,7 @@ impl Shared {
             tasks.clone(),
             shutdown.clone(),
         )?;
+        backend.check_credentials().await?;
         let media = Arc::new(load_library(&config.media, shutdown).await?);
         media.start_measuring(tasks, shutdown);
         // SIGHUP reloads the keys and the certificate, and rescans the library.

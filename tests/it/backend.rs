@@ -77,6 +77,7 @@ impl Backend {
                     grace,
                     ca_cert: None,
                     password_file: None,
+                    sentinel_password_file: None,
                     max_stations: 10_000,
                 });
                 (config, Some(redis))

@@ -472,6 +472,7 @@ async fn the_backoff_holds_while_the_server_refuses() {
             grace: Duration::from_secs(10),
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         })
     });

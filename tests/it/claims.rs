@@ -39,6 +39,7 @@ fn node(redis: &Redis, id: &str, edit: impl FnOnce(&mut ServerConfig)) -> Server
             grace: Duration::from_secs(30),
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         });
         edit(c);

@@ -39,13 +39,15 @@ fn node(redis: &Redis, id: &str, t: Timing) -> Server {
             grace: t.grace,
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         })
     })
 }
 
 /// A Redis that requires a password (with a `/` in it) is joined with
-/// the password read from `--redis-password-file`, never in the URL.
+/// the password read from `--redis-password-file`, never in the URL; a
+/// node without it does not start.
 #[tokio::test]
 async fn a_password_file_authenticates_to_redis() {
     let redis = Redis::start().await;
@@ -74,6 +76,7 @@ async fn a_password_file_authenticates_to_redis() {
                 grace: DEFAULTS.grace,
                 ca_cert: None,
                 password_file: file,
+                sentinel_password_file: None,
                 max_stations: 10_000,
             })
         })
@@ -82,9 +85,15 @@ async fn a_password_file_authenticates_to_redis() {
     wait_ready(&node, 200).await;
     let mut b = Client::connect(&node).await;
     b.start("locked").await;
-    // Without it, Redis refuses the node.
-    let without = with(None);
-    wait_ready(&without, 503).await;
+    // Without it, Redis refuses the node, which stops at start saying so.
+    let mut without = with(None);
+    let err = without
+        .shutdown()
+        .expect_err("a node without the password stops");
+    assert!(
+        format!("{err:#}").contains("Redis asked for a password, and none was given"),
+        "{err:#}"
+    );
 }
 
 /// A node of the cluster behind `redis`, as a `radio serve` process.
@@ -274,6 +283,7 @@ async fn metadata_comes_from_the_node_that_stamps_the_update() {
             grace: DEFAULTS.grace,
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         });
     });
@@ -704,6 +714,7 @@ async fn nodes_share_stations_through_a_tls_redis() {
                 grace: DEFAULTS.grace,
                 ca_cert: Some(certs.path("ca.pem")),
                 password_file: None,
+                sentinel_password_file: None,
                 max_stations: 10_000,
             })
         })

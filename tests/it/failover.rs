@@ -25,6 +25,7 @@ fn node(url: &str, id: &str) -> Server {
             grace: Duration::from_secs(10),
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         })
     })

@@ -122,6 +122,7 @@ async fn a_list_flood_makes_one_listing_at_a_time() {
             grace: Duration::from_secs(10),
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         });
         c.conn.list_rate = 0;

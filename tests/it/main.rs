@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod contrib;
 mod failover;
+mod failover_secured;
 mod fanout;
 mod generated;
 mod layout;

@@ -413,6 +413,7 @@ async fn the_redis_link_and_its_reconnects() {
             grace: std::time::Duration::from_secs(10),
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         })
     });

@@ -455,6 +455,7 @@ async fn every_node_of_a_cluster_answers_the_same_history() {
                 grace: Duration::from_secs(10),
                 ca_cert: None,
                 password_file: None,
+                sentinel_password_file: None,
                 max_stations: 10_000,
             })
         })

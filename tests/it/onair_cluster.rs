@@ -43,6 +43,7 @@ fn node(redis: &Redis, id: &str, media: &TempDir, grace: Duration) -> Server {
             grace,
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         });
     })
@@ -58,6 +59,7 @@ fn plain_node(redis: &Redis, id: &str) -> Server {
             grace: Duration::from_secs(10),
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         });
     })

@@ -604,6 +604,7 @@ async fn any_node_streams_a_station_of_the_cluster() {
                 grace: Duration::from_secs(10),
                 ca_cert: None,
                 password_file: None,
+                sentinel_password_file: None,
                 max_stations: 10_000,
             })
         })

@@ -201,6 +201,7 @@ fn node(redis: &Redis, id: &str) -> impl FnOnce(&mut ServerConfig) {
             grace: Duration::from_secs(10),
             ca_cert: None,
             password_file: None,
+            sentinel_password_file: None,
             max_stations: 10_000,
         });
     }

@@ -73,6 +73,15 @@ impl AnyBackend {
             }
         })
     }
+
+    /// At start, an error if the backend's store refuses this node's
+    /// credentials (a wrong Redis password): the server should not start.
+    pub(crate) async fn check_credentials(&self) -> anyhow::Result<()> {
+        match self {
+            AnyBackend::Local(_) => Ok(()),
+            AnyBackend::Redis(b) => b.check_credentials().await,
+        }
+    }
 }
 
 impl Backend for AnyBackend {

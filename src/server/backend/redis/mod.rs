@@ -123,6 +123,13 @@ impl Redis {
         Ok(Self(node))
     }
 
+    /// Stops the start when Redis (or the Sentinels) refuse this node's
+    /// password: see [`source::Source::check_credentials`].
+    pub(crate) async fn check_credentials(&self) -> anyhow::Result<()> {
+        let shown = source::masked(&self.0.cfg.redis_url);
+        self.0.source.check_credentials(&shown).await
+    }
+
     /// A claim's reply from the script: the hold, or why not.
     fn claimed(
         &self,

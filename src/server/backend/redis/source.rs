@@ -36,6 +36,10 @@ pub struct Config {
     /// `--redis-password-file`: the Redis password on this file's first
     /// line (read at start), for a `redis_url` without one.
     pub password_file: Option<std::path::PathBuf>,
+    /// `--redis-sentinel-password-file`: the Sentinels' own password
+    /// (their `requirepass`), for a `redis+sentinel://` URL; the URL's
+    /// password is the master's.
+    pub sentinel_password_file: Option<std::path::PathBuf>,
     /// `--max-stations`: most stations live in the cluster at once.
     pub max_stations: usize,
 }
@@ -49,6 +53,7 @@ impl std::fmt::Debug for Config {
             .field("grace", &self.grace)
             .field("ca_cert", &self.ca_cert)
             .field("password_file", &self.password_file)
+            .field("sentinel_password_file", &self.sentinel_password_file)
             .field("max_stations", &self.max_stations)
             .finish()
     }
@@ -69,11 +74,50 @@ fn password_from_file(cfg: &Config, in_url: bool, shown: &str) -> anyhow::Result
     crate::key_file::read_secret(path, "--redis-password-file", "the Redis password").map(Some)
 }
 
+/// Where a password this node gives came from, to say so when it is
+/// refused.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    None,
+    Url,
+    File(&'static str, std::path::PathBuf),
+}
+
+impl Origin {
+    /// For the data nodes': the URL's, or `--redis-password-file`'s.
+    fn data(cfg: &Config, in_url: bool) -> Origin {
+        match (&cfg.password_file, in_url) {
+            (Some(path), _) => Origin::File("--redis-password-file", path.clone()),
+            (None, true) => Origin::Url,
+            (None, false) => Origin::None,
+        }
+    }
+
+    /// What `who` did with it: refused it, or asked for one.
+    fn refused(&self, who: &str) -> String {
+        match self {
+            Origin::None => format!("{who} asked for a password, and none was given"),
+            Origin::Url => format!("{who} refused the password in the --redis URL"),
+            Origin::File(flag, path) => {
+                format!("{who} refused the password in {flag} {}", path.display())
+            }
+        }
+    }
+}
+
+/// Whether `e` is Redis refusing this node's credentials (a wrong
+/// password, none where one is required, or one where none is set): no
+/// retry mends that.
+pub(crate) fn is_refusal(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
 /// The Redis client for `cfg`: `redis://`, or `rediss://` (TLS through
 /// rustls) trusting `--redis-ca-cert` when given, with the password of
 /// `--redis-password-file` when given. Errors name the URL with its
 /// password masked.
-fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
+fn client(cfg: &Config) -> anyhow::Result<(redis::Client, Origin)> {
     use redis::IntoConnectionInfo as _;
     let shown = masked(&cfg.redis_url);
     let url = cfg.redis_url.as_str();
@@ -86,6 +130,13 @@ fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
     };
     let mut info = url.into_connection_info().map_err(bad_url)?;
     let in_url = info.redis_settings().password().is_some();
+    if cfg.sentinel_password_file.is_some() {
+        bail!(
+            "--redis-sentinel-password-file is for Sentinels; write the Redis URL as \
+             redis+sentinel://… (it is {shown})"
+        );
+    }
+    let origin = Origin::data(cfg, in_url);
     if let Some(password) = password_from_file(cfg, in_url, &shown)? {
         let settings = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(settings);
@@ -108,7 +159,7 @@ fn client(cfg: &Config) -> anyhow::Result<redis::Client> {
             redis::Client::build_with_tls(info, certs)
         }
     };
-    result.map_err(bad_url)
+    result.map(|c| (c, origin)).map_err(bad_url)
 }
 
 /// A Redis URL fit to print: its password (everything of the user info
@@ -133,7 +184,11 @@ pub fn masked(url: &str) -> String {
 /// How this node reaches the master.
 pub(crate) enum Source {
     /// One address.
-    Direct(redis::Client),
+    Direct {
+        client: redis::Client,
+        /// Where its password came from.
+        password: Origin,
+    },
     /// Whatever master the Sentinels name.
     Sentinel {
         /// The Sentinels, asked in turn (behind a lock: the crate's client
@@ -144,6 +199,10 @@ pub(crate) enum Source {
         /// The address of the master this node last connected to, to tell a
         /// failover from a reconnect to the same master.
         last: Mutex<Option<String>>,
+        /// Where the master's password came from.
+        password: Origin,
+        /// Where the Sentinels' password came from.
+        sentinel_password: Origin,
     },
 }
 
@@ -156,6 +215,9 @@ pub(crate) struct SentinelUrl {
     pub db: i64,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The Sentinels' own password: never in the URL (it is the
+    /// master's), from `--redis-sentinel-password-file`.
+    pub sentinel_password: Option<String>,
 }
 
 impl Source {
@@ -164,7 +226,7 @@ impl Source {
     pub(crate) fn new(cfg: &Config) -> anyhow::Result<Source> {
         let url = cfg.redis_url.as_str();
         if !is_sentinel(url) {
-            return client(cfg).map(Source::Direct);
+            return client(cfg).map(|(client, password)| Source::Direct { client, password });
         }
         let shown = masked(url);
         let mut parsed = parse_sentinel_url(url).with_context(|| {
@@ -173,9 +235,21 @@ impl Source {
                  redis+sentinel://host1:26379,host2:26379/mymaster"
             )
         })?;
-        if let Some(password) = password_from_file(cfg, parsed.password.is_some(), &shown)? {
-            parsed.password = Some(password);
+        let password = Origin::data(cfg, parsed.password.is_some());
+        if let Some(pw) = password_from_file(cfg, parsed.password.is_some(), &shown)? {
+            parsed.password = Some(pw);
         }
+        let sentinel_password = match &cfg.sentinel_password_file {
+            None => Origin::None,
+            Some(path) => {
+                parsed.sentinel_password = Some(crate::key_file::read_secret(
+                    path,
+                    "--redis-sentinel-password-file",
+                    "the Sentinels' password",
+                )?);
+                Origin::File("--redis-sentinel-password-file", path.clone())
+            }
+        };
         let certs = match &cfg.ca_cert {
             None => None,
             Some(path) => {
@@ -200,6 +274,8 @@ impl Source {
             client: tokio::sync::Mutex::new(client),
             master: parsed.master,
             last: Mutex::new(None),
+            password,
+            sentinel_password,
         })
     }
 
@@ -207,7 +283,7 @@ impl Source {
     /// Sentinels now (the crate checks the named master's `ROLE` too).
     pub(crate) async fn master(&self) -> RedisResult<redis::Client> {
         match self {
-            Source::Direct(client) => Ok(client.clone()),
+            Source::Direct { client, .. } => Ok(client.clone()),
             Source::Sentinel { client, .. } => client.lock().await.async_get_client().await,
         }
     }
@@ -216,6 +292,58 @@ impl Source {
     /// (only through Sentinel: one address is what the operator chose).
     pub(crate) fn follows_failovers(&self) -> bool {
         matches!(self, Source::Sentinel { .. })
+    }
+
+    /// Connects once, at start, to tell credentials Redis refuses (which
+    /// no retry mends: the node stops, saying which password and who
+    /// refused it) from a Redis not reachable yet (which the subscriber
+    /// task keeps trying, as it always does). `Ok` unless refused.
+    pub(crate) async fn check_credentials(&self, shown: &str) -> anyhow::Result<()> {
+        let probe = async {
+            if let Source::Sentinel {
+                client,
+                sentinel_password,
+                ..
+            } = self
+            {
+                if let Err(e) = client.lock().await.async_get_sentinel_client().await {
+                    return Err(is_refusal(&e)
+                        .then(|| format!("{} ({e})", sentinel_password.refused("the Sentinels"))));
+                }
+            }
+            let master = self.master().await.map_err(|e| self.refused(&e))?;
+            let mut conn = master
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| self.refused(&e))?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|e| self.refused(&e))
+        };
+        match tokio::time::timeout(super::node::OP_TIMEOUT * 2, probe).await {
+            Ok(Err(Some(why))) => bail!(
+                "cannot join the cluster through --redis {shown}: {why}. The master's password \
+                 goes in the URL or in --redis-password-file; the Sentinels' own, if they have \
+                 one, in --redis-sentinel-password-file"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// For a refusal by the master: what it refused, and the error.
+    fn refused(&self, e: &redis::RedisError) -> Option<String> {
+        if !is_refusal(e) {
+            return None;
+        }
+        let why = match self {
+            Source::Direct { password, .. } => password.refused("Redis"),
+            Source::Sentinel {
+                password, master, ..
+            } => password.refused(&format!("the master the Sentinels name for {master}")),
+        };
+        Some(format!("{why} ({e})"))
     }
 
     /// Records that the node connected to `client`'s master; gives the
@@ -299,6 +427,7 @@ pub(crate) fn parse_sentinel_url(url: &str) -> anyhow::Result<SentinelUrl> {
         db,
         username,
         password,
+        sentinel_password: None,
     })
 }
 
@@ -356,6 +485,9 @@ fn sentinel_client(
     if let Some(password) = &url.password {
         b = b.set_client_to_redis_password(password);
     }
+    if let Some(password) = &url.sentinel_password {
+        b = b.set_client_to_sentinel_password(password);
+    }
     if url.tls {
         b = b
             .set_client_to_redis_tls_mode(TlsMode::Secure)
@@ -395,6 +527,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sentinel_password_is_for_sentinel_urls_only() {
+        let cfg = Config {
+            redis_url: "redis://:pw@127.0.0.1:1/0".into(),
+            node_id: "n".into(),
+            lease: Duration::from_secs(5),
+            grace: Duration::from_secs(5),
+            ca_cert: None,
+            password_file: None,
+            sentinel_password_file: Some("/nonexistent".into()),
+            max_stations: 1,
+        };
+        let err = Source::new(&cfg).err().expect("refused").to_string();
+        assert!(
+            err.contains("--redis-sentinel-password-file is for Sentinels")
+                && err.contains("redis://:***@"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn sentinel_urls() {
         let u = parse_sentinel_url("redis+sentinel://a:26380,b,[::1]:5/mymaster").unwrap();
         assert_eq!(
@@ -406,6 +558,7 @@ mod tests {
                 db: 0,
                 username: None,
                 password: None,
+                sentinel_password: None,
             }
         );
         let u = parse_sentinel_url("rediss+sentinel://user:p%40ss@h:1/m/3").unwrap();

@@ -129,7 +129,17 @@ impl Bus {
                 }
                 Ok(Err(e)) => {
                     if !warned {
-                        tracing::warn!(error = %e, "cannot reach Redis; retrying with backoff");
+                        if super::source::is_refusal(&e) {
+                            // Redis (or a Sentinel) changed its password
+                            // since this node started: only an operator
+                            // mends that.
+                            tracing::error!(
+                                error = %e,
+                                "Redis refused this node's password; retrying with backoff"
+                            );
+                        } else {
+                            tracing::warn!(error = %e, "cannot reach Redis; retrying with backoff");
+                        }
                         warned = true;
                     }
                 }
