@@ -1272,6 +1272,9 @@
       r = st.retry = { track: st.track, tries: 0, strikes: 0, loaded: false, atMs: posMs(), play: !media.paused };
     }
     if (r.waiting) return;
+    // Not playing until it loads again: a live page says so to its
+    // listeners, who would otherwise run on without it.
+    if (!st.waiting) { st.waiting = true; sendUpdate(); }
     const named = err.code === 3 || DECODER_RE.test(why);
     const loaded = r.loaded;
     r.loaded = false;
