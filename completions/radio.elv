@@ -72,7 +72,7 @@ set edit:completion:arg-completer[radio] = {|@words|
             cand --rescan-interval 'Rescan the media library this often (it is also rescanned on SIGHUP)'
             cand --follow-symlinks 'Follow symbolic links in the media directory when scanning (true or false); only links whose real target lies under --media are ever followed. Either way a file swapped after the scan is not served until a rescan'
             cand --loudness-cache 'File that keeps each track''s measured loudness across restarts, so a restart decodes nothing again (`off`: kept in memory only). By default $XDG_CACHE_HOME/radio/ (else ~/.cache/radio/), one file per --media; never in the library itself'
-            cand --media-base-url 'Where players fetch the tracks: a CDN or object store that holds the library''s files under /media/ (or pulls them from this server), like https://cdn.example.com. The library''s track URLs, and so the web player, name it; this server still serves /media/ for the CDN to pull. See docs/cluster.md'
+            cand --media-base-url 'Where players fetch the tracks: a CDN or object store that holds the library''s files under /media/ (or pulls them from this server), like https://cdn.example.com. The library''s track URLs, and so the web player and `radio listen --player mpv`, name it; this server still serves /media/ for the CDN to pull. See docs/cluster.md'
             cand --session-ttl 'Private player sessions idle this long are removed'
             cand --session-sweep 'How often idle sessions are swept'
             cand --max-sessions 'Most private sessions kept; the least recently used is evicted beyond it'

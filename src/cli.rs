@@ -444,8 +444,8 @@ pub struct ServeArgs {
     /// Where players fetch the tracks: a CDN or object store that holds the
     /// library's files under /media/ (or pulls them from this server), like
     /// https://cdn.example.com. The library's track URLs, and so the web
-    /// player, name it; this server still serves /media/ for the CDN to
-    /// pull. See docs/cluster.md.
+    /// player and `radio listen --player mpv`, name it; this server still
+    /// serves /media/ for the CDN to pull. See docs/cluster.md.
     #[arg(long, env = "RADIO_MEDIA_BASE_URL", value_name = "URL", value_parser = crate::cli::parse::parse_base_url)]
     pub media_base_url: Option<String>,
 

@@ -19,6 +19,7 @@ use crate::cli::{ListenArgs, PlayerKind};
 use crate::client::http::Endpoint;
 use crate::client::mpv::follow::{self, Doing, Follow};
 use crate::client::mpv::trouble::NoSound;
+use crate::client::mpv::urls::MediaUrls;
 use crate::client::mpv::{Mpv, News};
 use crate::client::nodes::Nodes;
 use crate::client::{self, Backoff, ClockOffset, Ws};
@@ -73,7 +74,7 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let player = match args.player {
         Some(PlayerKind::Mpv) => Some(Follow::new(
             Mpv::start(&mpv_args(&args)).await?,
-            Endpoint::of_ws_url(nodes.current())?,
+            MediaUrls::new(Endpoint::of_ws_url(nodes.current())?),
         )),
         None => None,
     };
@@ -114,8 +115,10 @@ impl Listener {
             };
             self.nodes.reached();
             if let Some(player) = &mut self.player {
-                // Media comes from the node the listener is on.
-                player.endpoint = Endpoint::of_ws_url(self.nodes.current())?;
+                // Media comes from where the node the listener is on says.
+                player
+                    .media
+                    .set_endpoint(Endpoint::of_ws_url(self.nodes.current())?);
             }
             backoff.reset();
             self.status.connected = true;

@@ -50,10 +50,19 @@ pub(crate) fn route(method: &Method, path: &str, media_base: Option<&str>) -> Re
     );
     let policy = match media_base {
         // A source ending in `/` allows everything below it.
-        Some(base) => HeaderValue::from_str(&POLICY.replace(
-            "media-src 'self' blob:;",
-            &format!("media-src 'self' blob: {base}/;"),
-        ))
+        // The page asks a track's URL itself (`HEAD`) when it failed to
+        // load, to tell a file gone from a fetch to try again.
+        Some(base) => HeaderValue::from_str(
+            &POLICY
+                .replace(
+                    "media-src 'self' blob:;",
+                    &format!("media-src 'self' blob: {base}/;"),
+                )
+                .replace(
+                    "connect-src 'self' ws: wss:;",
+                    &format!("connect-src 'self' ws: wss: {base}/;"),
+                ),
+        )
         .unwrap_or(HeaderValue::from_static(POLICY)),
         None => HeaderValue::from_static(POLICY),
     };

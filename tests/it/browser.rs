@@ -213,3 +213,38 @@ fn the_page_offers_the_stream_to_other_apps() {
     });
     run_script("inapp.mjs", &[&server.http_url(""), "first", "second"]);
 }
+
+/// A track that fails to load for a moment (503 with Retry-After, a cut
+/// connection) is retried at the station's position and plays in sync,
+/// and the server counts no `cannot_play`; a file that is not audio is
+/// still reported (tests/browser/retry.mjs, through a fault-making front
+/// of its own).
+#[test]
+fn a_track_that_fails_to_load_is_retried_and_a_damaged_one_reported() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    require_browser();
+    let media = TempDir::new("browser-retry");
+    for (i, notes) in [[261.63, 329.63], [293.66, 369.99], [329.63, 415.3]]
+        .iter()
+        .enumerate()
+    {
+        let title = format!("Tone {}", i + 1);
+        media.write(
+            &format!("{}.wav", i + 1),
+            tone_wav(15, notes, Some(&title), Some("Retry")),
+        );
+    }
+    let server = Server::with(|c| {
+        c.media.dir = Some(media.path().to_owned());
+        c.stations = vec![StationSpec::parse("onair=library").expect("a station spec")];
+    });
+    run_script("retry.mjs", &[&server.http_url(""), "onair"]);
+    // What the page reported: the damaged file, once; the failed fetches,
+    // never.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let reported = runtime.block_on(server.metric("radio_cannot_play_total"));
+    assert_eq!(reported, 1.0, "cannot_play reports");
+}

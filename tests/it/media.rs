@@ -861,6 +861,11 @@ async fn a_media_base_url_points_players_at_a_cdn() {
         policy.contains("media-src 'self' blob: https://cdn.example.com/radio/;"),
         "{policy}"
     );
+    // And ask it why a track did not load (a HEAD, to retry or give up).
+    assert!(
+        policy.contains("connect-src 'self' ws: wss: https://cdn.example.com/radio/;"),
+        "{policy}"
+    );
 }
 
 /// What a download sends is counted, by route and status, in /metrics:

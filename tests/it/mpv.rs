@@ -6,6 +6,7 @@
 //! MP3; at a track's end mpv waits; each track plays at its measured gain
 //! (mpv's `af`, read back); a track mpv cannot decode is named with mpv's
 //! reason; no sound at all, or an output that is not real-time, is said;
+//! with `--media-base-url` the media comes from there (a second server);
 //! and listen's exits: Ctrl-C, mpv dying, no mpv, no sound.
 
 use std::io::{BufRead, BufReader, Write};
@@ -69,6 +70,13 @@ impl MpvIpc {
     fn time_pos_ms(&mut self) -> Option<f64> {
         self.get("time-pos").as_f64().map(|s| s * 1000.0)
     }
+}
+
+/// The URL mpv plays (its `path`) without its query: the library's
+/// URLs name the file's version (`?v=`).
+fn file_of(path: &Value) -> &str {
+    let url = path.as_str().unwrap_or_default();
+    url.split('?').next().unwrap_or_default()
 }
 
 /// The station's position now from its newest `sync`, as listen received it.
@@ -291,12 +299,7 @@ async fn mpv_plays_the_station_in_sync() {
     } = station_with_mpv("mpv", "alpha.wav", 10_000).await;
     tokio::task::block_in_place(|| {
         assert_in_sync(&mut mpv, &sync, "3 s after tune-in");
-        assert!(
-            mpv.get("path")
-                .as_str()
-                .unwrap_or("")
-                .ends_with("/media/alpha.wav")
-        );
+        assert!(file_of(&mpv.get("path")).ends_with("/media/alpha.wav"));
     });
 
     let seq = b.update("mpv", "alpha.wav", 40_000, true).await;
@@ -323,12 +326,7 @@ async fn mpv_plays_the_station_in_sync() {
     let sync = sync_seq(&frames, seq);
     tokio::task::block_in_place(|| {
         assert_in_sync(&mut mpv, &sync, "after a track change");
-        assert!(
-            mpv.get("path")
-                .as_str()
-                .unwrap_or("")
-                .ends_with("/media/beta.wav")
-        );
+        assert!(file_of(&mpv.get("path")).ends_with("/media/beta.wav"));
     });
     // listen says how far mpv is, once a second.
     let report = drain(&frames, Duration::from_millis(1_200))
@@ -424,6 +422,56 @@ async fn mpv_waits_at_a_tracks_end_and_skips_what_the_server_lacks() {
     kill(&mut listen);
 }
 
+/// With `radio serve --media-base-url` (media on a CDN or an object
+/// store), mpv fetches each track from where the server's library says,
+/// as the web player does: here a second server on the same files stands
+/// for the CDN, and serves every media request, the one listened to none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpv_fetches_the_media_from_the_media_base_url() {
+    let media = media();
+    let cdn = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
+    let server = Server::with(|c| {
+        c.media.dir = Some(media.path().to_owned());
+        c.media.base_url = Some(cdn.http_url(""));
+    });
+    let mut b = Client::connect(&server).await;
+    b.start("cdn").await;
+    let seq = b.update("cdn", "alpha.wav", 10_000, true).await;
+    let sockets = TempDir::new("mpv-socket");
+    let socket = socket_in(&sockets);
+    let (mut listen, frames, _err) = listen_mpv(&server.ws_url(), "cdn", &socket, NULL_OUTPUT);
+    let mut mpv = tokio::task::block_in_place(|| MpvIpc::connect(&socket));
+    let sync = sync_seq(&frames, seq);
+    let from_cdn = |mpv: &mut MpvIpc, track: &str| {
+        let path = mpv.get("path");
+        let want = cdn.http_url(&format!("/media/{track}?v="));
+        assert!(
+            path.as_str().unwrap_or_default().starts_with(&want),
+            "mpv plays {path}, not {want}..."
+        );
+    };
+    tokio::task::block_in_place(|| {
+        assert_in_sync(&mut mpv, &sync, "3 s after tune-in");
+        from_cdn(&mut mpv, "alpha.wav");
+    });
+    let seq = b.update("cdn", "beta.wav", 5_000, true).await;
+    let sync = sync_seq(&frames, seq);
+    tokio::task::block_in_place(|| {
+        assert_in_sync(&mut mpv, &sync, "after a track change");
+        from_cdn(&mut mpv, "beta.wav");
+    });
+    assert!(
+        media_requests(&cdn).await >= 2.0,
+        "the CDN served both tracks"
+    );
+    assert_eq!(
+        media_requests(&server).await,
+        0.0,
+        "media requests to the server itself"
+    );
+    kill(&mut listen);
+}
+
 #[test]
 fn without_mpv_listen_says_what_to_install() {
     let empty = TempDir::new("no-mpv");
@@ -463,7 +511,7 @@ fn wait_gain(mpv: &mut MpvIpc, track: &str, want: Option<String>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let path = mpv.get("path");
-        let at = path.as_str().unwrap_or("");
+        let at = file_of(&path);
         let gain = radio_gain(mpv);
         if at.ends_with(&format!("/media/{track}")) && gain == want {
             return;
@@ -896,6 +944,7 @@ fn sample(mpv: &mut MpvIpc) -> Sample {
     let mut parts = text.as_str().unwrap_or_default().split('\n');
     let mut next = || parts.next().unwrap_or_default().to_owned();
     let (path, pts, speed) = (next(), next(), next());
+    let path = path.split('?').next().unwrap_or_default().to_owned();
     Sample {
         at_ms,
         path,
@@ -1041,6 +1090,7 @@ async fn mpv_goes_on_to_the_next_track_without_a_gap_or_a_fetch() {
         assert!(
             entries.iter().all(|e| e["filename"]
                 .as_str()
+                .map(|f| f.split('?').next().unwrap_or_default())
                 .is_some_and(|f| f.ends_with("/first.wav") || f.ends_with("/second.wav"))),
             "{playlist}"
         );

@@ -1,7 +1,8 @@
 //! The drift loop: keeps mpv on the station's position, like the web
 //! player keeps its media element (docs/player.md).
 //!
-//! A new track is checked (`HEAD /media/{id}`) and loaded paused. Then at
+//! A new track is loaded paused, from the URL the server's library gives
+//! it (`urls`: its CDN's, with `--media-base-url`). Then at
 //! each of mpv's events that matter and every [`EVERY`], mpv's position
 //! (`audio-pts`) is compared with the station's (in server time, through
 //! the listener's clock offset) and [`drift::decide`] says what to do:
@@ -25,7 +26,7 @@ use super::drift::{self, Action, Expected, Leads, Phase, Reading};
 use super::ipc::line_of;
 use super::prefetch::Prefetch;
 use super::trouble::{self, Trouble};
-use crate::client::http::{Endpoint, media_path};
+use super::urls::{MediaUrls, Missing};
 use crate::protocol::{self, SyncState};
 
 /// How often the drift is measured (as often as the web player does).
@@ -109,7 +110,8 @@ struct Pending {
 /// mpv, following one station.
 pub(crate) struct Follow {
     pub mpv: Mpv,
-    pub(crate) endpoint: Endpoint,
+    /// Where tracks are fetched: the server's library's URLs.
+    pub(crate) media: MediaUrls,
     /// The state to follow; `None` while there is none (mpv pauses).
     sync: Option<SyncState>,
     /// The track given to mpv (or found missing).
@@ -156,10 +158,10 @@ pub(crate) struct Follow {
 }
 
 impl Follow {
-    pub(crate) fn new(mpv: Mpv, endpoint: Endpoint) -> Self {
+    pub(crate) fn new(mpv: Mpv, media: MediaUrls) -> Self {
         Self {
             mpv,
-            endpoint,
+            media,
             sync: None,
             loaded: None,
             url: None,
@@ -326,32 +328,29 @@ impl Follow {
         self.said.clear();
     }
 
-    /// Checks that the server serves `track`, and loads it paused.
+    /// Loads `track` paused, from where the server says it is.
     async fn load(&mut self, track: &str) -> anyhow::Result<()> {
         // A load replaces mpv's playlist: nothing appended follows.
         self.prefetch.forget();
         self.forget_track(track);
         self.phase = Phase::Parked;
-        let path = media_path(track);
-        match self.endpoint.head(&path).await {
-            Ok(status) if status.is_success() => {}
-            Ok(status) => {
-                if status == http::StatusCode::NOT_FOUND {
-                    self.doing = Doing::NotInLibrary;
-                } else {
-                    self.doing = Doing::Failed;
-                    self.failure = Some(format!("the server answered {status}"));
+        let url = match self.media.locate(track).await {
+            Ok(url) => url,
+            Err(missing) => {
+                tracing::debug!(track, ?missing, "not loading");
+                match missing {
+                    Missing::NotInLibrary => self.doing = Doing::NotInLibrary,
+                    Missing::Refused(why) => {
+                        self.doing = Doing::Failed;
+                        self.failure = Some(why);
+                    }
                 }
-                tracing::debug!(track, %status, "not loading");
                 self.mpv.ipc.command(json!(["stop"])).await?;
                 return Ok(());
             }
-            // Loading will tell; mpv's own message says more.
-            Err(e) => tracing::debug!(error = %e, "cannot check the track"),
-        }
+        };
         self.pause(true).await?;
         self.set_speed(1.0).await?;
-        let url = self.endpoint.url(&path);
         let gain_db = self.sync.as_ref().and_then(|s| s.gain_db);
         let loadfile = super::gain::loadfile(&url, "replace", gain_db);
         self.mpv.ipc.command(loadfile).await?;
@@ -488,7 +487,7 @@ impl Follow {
         self.drift_ms = Some(drift);
         let left = end.map(|end| end - expected);
         (self.prefetch)
-            .ahead(&mut self.mpv.ipc, &self.endpoint, &s, left)
+            .ahead(&mut self.mpv.ipc, &self.media, &s, left)
             .await?;
         let mut gained_ms = None;
         if buffering {

@@ -4,7 +4,8 @@
 //! `follow` keeps it on the station's position (the drift loop) by the
 //! rules of `drift`; `trouble` says why a track would not play; `gain`
 //! plays each track at the station's gain for it; `prefetch` puts the
-//! next track in its playlist ahead of the end.
+//! next track in its playlist ahead of the end; `urls` says where each
+//! track is fetched (the server's library's URL for it).
 
 mod drift;
 pub(crate) mod follow;
@@ -12,6 +13,7 @@ mod gain;
 mod ipc;
 mod prefetch;
 pub(crate) mod trouble;
+pub(crate) mod urls;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

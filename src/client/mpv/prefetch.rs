@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::Ipc;
-use crate::client::http::{Endpoint, media_path};
+use super::urls::MediaUrls;
 use crate::protocol::SyncState;
 
 /// The next track is appended at least this long before the end...
@@ -52,7 +52,7 @@ impl Prefetch {
     pub(crate) async fn ahead(
         &mut self,
         ipc: &mut Ipc,
-        endpoint: &Endpoint,
+        media: &MediaUrls,
         sync: &SyncState,
         left_ms: Option<f64>,
     ) -> anyhow::Result<()> {
@@ -81,7 +81,7 @@ impl Prefetch {
         if now < due {
             return Ok(());
         }
-        let url = endpoint.url(&media_path(next));
+        let url = media.known(next);
         ipc.command(json!(["playlist-clear"])).await?;
         // At the next track's own gain, as `follow` loads any track.
         let gain_db = sync.next.as_ref().and_then(|n| n.gain_db);

@@ -10,7 +10,11 @@
 //   listening - tuned to a station: follows its `sync` frames, keeping the
 //               media element within ~40 ms of the station's position. A
 //               track this browser cannot play is reported (`cannot_play`):
-//               when every listener fails, the station moves on.
+//               when every listener fails, the station moves on. A track
+//               that failed to load (a 503 at a track change's herd, a
+//               dropped connection) is retried first, with jittered backoff,
+//               at the station's position: only a file that is gone (404)
+//               or does not decode, or a retry budget spent, is reported.
 //
 // Sync engine: the clock offset to the server comes from ping/pong, keeping
 // the samples with the smallest round trip (their offset is the least
@@ -63,6 +67,15 @@
   const MAX_START_LEAD_MS = 200;
   const LATE_STATE_MS = 1000;       // a state this near the end of the track
                                     // just left was sent before its end
+  const MEDIA_RETRIES = 5;          // reloads of a track that failed to load
+  const MEDIA_CHECK_MS = 500;       // first wait before asking why (doubling)
+  const MEDIA_RETRY_MS = 1000;      // first wait before a reload (doubling)
+  const MEDIA_RETRY_MAX_MS = 16000;
+  // A media error that names the demuxer or decoder: the bytes came, and
+  // they are not something this browser plays. (Chromium says "Format
+  // error" alike for an HTTP error status, a dropped connection and an
+  // unknown format, so that code alone does not tell.)
+  const DECODER_RE = /DEMUXER_ERROR|DECODER_ERROR|PIPELINE_ERROR_DECODE|PIPELINE_ERROR_COULD_NOT_RENDER|decod|codec/i;
   const STATION_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
   const st = {
@@ -98,6 +111,8 @@
     seekCheck: false,
     leaveFor: null,          // the track to play once the station is left
     failed: null,            // the loaded track, when it cannot play here
+    retry: null,             // {track, tries, ...}: the loaded track failed
+                             // to load and is being retried
     by: "live",              // who plays the tuned station: "live" or "auto"
     recent: [],              // its last plays, newest first
     // the next track
@@ -306,7 +321,9 @@
     setGain(media, gainOf(id));
     // Another track: what the last one could not do is no longer news.
     st.failed = null;
+    st.retry = null;
     clearMessage("play");
+    clearMessage("retry");
     $("np-title").textContent = t ? t.title : id;
     $("np-artist").textContent = t ? (t.artist ?? "") : "not in this server's library";
     media.hidden = !(t && t.mime.startsWith("video/"));
@@ -353,7 +370,7 @@
         $("gate").hidden = false;
         $("gate-button").focus();
         listenStatus();
-      } else if (e.name !== "AbortError" && st.failed !== track) {
+      } else if (e.name !== "AbortError" && st.failed !== track && st.retry?.track !== track) {
         message(`Cannot play: ${e.message}`, "play");
       }
       return false;
@@ -1023,9 +1040,11 @@
     el.hidden = !(t && t.mime.startsWith("video/"));
     st.track = ready.next.track;
     st.failed = null;
+    st.retry = null;
     st.nudging = false;
     st.waiting = true;
     clearMessage("play");
+    clearMessage("retry");
     if (s.playing && s.duration_ms) {
       // Until the station's own `sync`: its next track from the last one's
       // end on its timeline.
@@ -1093,8 +1112,8 @@
       if (pastEnd()) { showEnded(); return; }
       // While "Press to listen" is up, wait for the press, and a track that
       // cannot play here waits for the next: retrying on every sync would
-      // only be refused again.
-      if (!$("gate").hidden || st.failed === st.track) return;
+      // only be refused again. One that failed to load waits for its retry.
+      if (!$("gate").hidden || st.failed === st.track || st.retry?.waiting) return;
       if (media.paused && media.readyState >= 1) {
         correct(true);
         play();
@@ -1116,6 +1135,8 @@
     if (st.mode !== "listening" || !s || !s.playing || pastEnd()) return;
     if (st.failed === st.track) {
       setStationStatus("live; this browser cannot play the track; waiting for the next", "bad");
+    } else if (st.retry?.waiting) {
+      setStationStatus(`live; the track did not load (${st.retry.why}); ${st.retry.note}`, "warn");
     } else if (!$("gate").hidden) {
       setStationStatus("live; press to listen", "warn");
     } else if (media.paused || st.waiting) {
@@ -1197,6 +1218,11 @@
   onMedia("play", () => { updateControls(); saveSession(true); });
   onMedia("playing", () => {
     st.waiting = false;
+    // A track that failed to load plays now: its retries are over.
+    if (st.retry && st.retry.track === st.track) {
+      st.retry = null;
+      clearMessage("retry");
+    }
     st.lastPlayingAt = performance.now();
     sendUpdate();
     listenStatus();
@@ -1212,7 +1238,11 @@
     if (!st.waiting) { st.waiting = true; sendUpdate(); }
     listenStatus();
   });
-  onMedia("loadedmetadata", updateControls);
+  onMedia("loadedmetadata", () => {
+    updateControls();
+    // Its bytes demux: a later failure of this load is not its format.
+    if (st.retry && st.retry.track === st.track) st.retry.loaded = true;
+  });
   onMedia("timeupdate", () => { updateControls(); saveSession(false); });
   onMedia("ended", () => {
     if (st.mode === "live") nextTrack();
@@ -1220,18 +1250,124 @@
     else if (st.mode === "listening" && st.ready && trackEnd()?.timeline === false) switchToNext(0);
     else if (st.mode === "listening" && st.sync) { showEnded(); armSwitch(); }
   });
+  // A track that failed: was it its file, or its fetch? Chromium says
+  // "Format error" alike for an unknown format, an HTTP error status (a
+  // 503 from a server out of descriptors at a track change's herd) and a
+  // dropped connection, so after a jittered wait the page asks the URL
+  // itself (HEAD): gone (404, 410, another 4xx) or there and undecodable
+  // is a track that cannot play; a 5xx, 408, 429 or no answer at all is a
+  // fetch to try again, after Retry-After when the server says, at the
+  // station's position. A file that is there but failed twice without its
+  // metadata ever loading is taken for a format this browser lacks; and
+  // after MEDIA_RETRIES reloads, the page gives up. Each wait doubles and
+  // has a random part, so that the thousands of players a track change
+  // failed do not come back in step.
+  onMedia("error", () => {
+    const err = media.error;
+    // Aborted: the page itself replaced the source.
+    if (!err || !st.track || err.code === 1 || st.failed === st.track) return;
+    const why = err.message || `media error ${err.code}`;
+    let r = st.retry;
+    if (!r || r.track !== st.track) {
+      r = st.retry = { track: st.track, tries: 0, strikes: 0, loaded: false, atMs: posMs(), play: !media.paused };
+    }
+    if (r.waiting) return;
+    // Not playing until it loads again: a live page says so to its
+    // listeners, who would otherwise run on without it.
+    if (!st.waiting) { st.waiting = true; sendUpdate(); }
+    const named = err.code === 3 || DECODER_RE.test(why);
+    const loaded = r.loaded;
+    r.loaded = false;
+    r.why = why;
+    r.waiting = true;
+    r.note = "checking…";
+    listenStatus();
+    const wait = named ? 0 : jitter(MEDIA_CHECK_MS * 2 ** r.tries);
+    setTimeout(() => checkMedia(r, named, loaded), wait);
+  });
+
+  // Half fixed, half random: `ms` spread over [ms/2, ms].
+  const jitter = (ms) => Math.round(ms / 2 + Math.random() * ms / 2);
+
+  // What the URL of track `id` answers now: its status (0: no answer, a
+  // network failure) and the server's Retry-After in ms, if any.
+  async function probeMedia(id) {
+    try {
+      const res = await fetch(mediaUrl(id), { method: "HEAD", cache: "no-store" });
+      const ra = Number(res.headers.get("Retry-After"));
+      return { status: res.status, text: res.statusText, retryAfterMs: ra > 0 ? ra * 1000 : 0 };
+    } catch (e) {
+      return { status: 0, text: e.message, retryAfterMs: 0 };
+    }
+  }
+
+  async function checkMedia(r, named, loaded) {
+    if (st.retry !== r) return;
+    const p = await probeMedia(r.track);
+    if (st.retry !== r) return;
+    const transient = p.status === 0 || p.status >= 500 || [408, 425, 429].includes(p.status);
+    const said = p.status ? `HTTP ${p.status}${p.text ? " " + p.text : ""}` : `no answer: ${p.text}`;
+    if (!transient && !(p.status >= 200 && p.status < 300)) {
+      cannotPlay(r, said);
+      return;
+    }
+    if (!transient && (named || (!loaded && ++r.strikes >= 2))) {
+      cannotPlay(r, r.why);
+      return;
+    }
+    if (r.tries >= MEDIA_RETRIES) {
+      cannotPlay(r, `${transient ? said : r.why}; gave up after ${r.tries} retries`);
+      return;
+    }
+    r.tries++;
+    if (transient) r.why = said;
+    // The file is there again: at once. Still failing: after a wait
+    // (doubling, and never shorter than the server's Retry-After) plus up
+    // to half of it again at random.
+    const base = Math.max(p.retryAfterMs, Math.min(MEDIA_RETRY_MAX_MS, MEDIA_RETRY_MS * 2 ** (r.tries - 1)));
+    const wait = transient ? Math.round(base + Math.random() * base / 2) : 0;
+    r.note = `retrying${wait ? ` in ${(wait / 1000).toFixed(1)} s` : ""} (${r.tries} of ${MEDIA_RETRIES})`;
+    const t = st.byId.get(r.track);
+    message(`${t ? t.title : r.track} did not load (${r.why}); ${r.note}`, "retry");
+    listenStatus();
+    setTimeout(() => reloadMedia(r), wait);
+  }
+
+  // Loads `r`'s track again: a listener at the station's position then, a
+  // private or live page where it was.
+  function reloadMedia(r) {
+    if (st.retry !== r || st.track !== r.track) return;
+    r.waiting = false;
+    const m = media;
+    setSource(m, r.track);
+    m.load();
+    st.waiting = true;
+    m.addEventListener("loadedmetadata", () => {
+      if (m !== media || st.track !== r.track) return;
+      if (st.mode === "listening") correct(true);
+      else if (r.atMs > 0) m.currentTime = r.atMs / 1000;
+    }, { once: true });
+    if (st.mode === "listening") {
+      listenStatus();
+      if (st.sync?.playing && $("gate").hidden && !pastEnd()) play();
+    } else if (r.play) {
+      play();
+    }
+  }
+
   // A track that cannot play: said on the page, and a listener tells the
   // server, which moves the station on once every listener has said so.
-  onMedia("error", () => {
-    if (!media.error || !st.track) return;
-    const why = media.error.message || `media error ${media.error.code}`;
-    st.failed = st.track;
-    message(`Cannot play ${st.track}: ${why}`, "play");
-    if (st.mode === "listening" && st.sync && st.sync.track === st.track) {
-      send({ type: "cannot_play", station: st.tuned, track: st.track, reason: why.slice(0, 120) });
+  function cannotPlay(r, why) {
+    st.retry = null;
+    clearMessage("retry");
+    if (st.track !== r.track) return;
+    st.failed = r.track;
+    message(`Cannot play ${r.track}: ${why}`, "play");
+    if (st.mode === "listening" && st.sync && st.sync.track === r.track) {
+      send({ type: "cannot_play", station: st.tuned, track: r.track, reason: why.slice(0, 120) });
       listenStatus();
     }
-  });
+  }
 
   $("play").addEventListener("click", togglePlay);
   $("seek").addEventListener("input", (e) => {
@@ -1327,6 +1463,9 @@
       nextShown: $("np-next").hidden ? null : $("np-next").textContent,
       startLead: st.startLead,
       gaps: st.gaps.slice(),
+      // A track that failed to load and is retried: how often so far.
+      retry: st.retry ? { track: st.retry.track, tries: st.retry.tries, why: st.retry.why ?? null } : null,
+      failed: st.failed,
       now: performance.timeOrigin + performance.now(),
     }),
     sync: () => (st.sync ? { ...st.sync } : null),
