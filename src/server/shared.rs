@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     /// `--tls-cert`: serve https and wss (reloaded on SIGHUP).
     pub tls: Option<Arc<Tls>>,
     /// Tracks listeners cannot play: for broadcasters, and `/metrics`.
-    pub unplayable: Unplayable,
+    pub unplayable: Arc<Unplayable>,
     /// What `/status-json.xsl` has seen of each station.
     pub icestats: icestats::Seen,
     /// The stations' MP3 streams.
@@ -113,7 +113,12 @@ impl Shared {
         let (hangup_task, hangups) = reload::hangups(reloaders, shutdown.clone());
         tasks.spawn(hangup_task);
         let (dir, stations) = (config.media.dir.as_deref(), &config.stations);
-        onair::start(stations, dir, &backend, &media, &hangups, tasks, shutdown).await?;
+        let unplayable = Arc::new(Unplayable::default());
+        let cues = onair::Cues {
+            hangups: &hangups,
+            unplayable: &unplayable,
+        };
+        onair::start(stations, dir, &backend, &media, cues, tasks, shutdown).await?;
         tasks.spawn(media::rescan_task(
             media.clone(),
             config.media.rescan_interval,
@@ -160,7 +165,7 @@ impl Shared {
             listing,
             warnings: Warnings::new(),
             tls,
-            unplayable: Unplayable::default(),
+            unplayable,
             icestats: icestats::Seen::default(),
             streams,
         })

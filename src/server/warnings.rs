@@ -95,7 +95,7 @@ impl Reason {
             Reason::TlsRecord => "TLS connections ended by a bad record or a fatal alert",
             Reason::UnplayableTrack => {
                 "tracks every listener of a station could not play; its broadcaster is told \
-                 (track_failed)"
+                 (track_failed), a station the server runs plays its next entry"
             }
             Reason::MediaUnreadable => {
                 "media requests answered 500: the track's file cannot be read"

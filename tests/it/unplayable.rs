@@ -235,3 +235,47 @@ async fn radio_broadcast_skips_a_track_every_listener_failed() {
         }
     }
 }
+
+/// A station the server runs has no broadcaster to tell: once every
+/// listener failed its track, it plays the next entry at once, long
+/// before the failed one's end.
+#[tokio::test]
+async fn a_server_run_station_moves_on_when_every_listener_failed() {
+    let media = crate::onair::library(&[("1.wav", 60_000), ("2.wav", 60_000)]);
+    let server = Server::with(|c| {
+        c.media.dir = Some(media.path().to_path_buf());
+        c.stations = vec![radio::StationSpec::parse("auto=library").expect("a station spec")];
+    });
+    let mut ls = Vec::new();
+    for _ in 0..2 {
+        let mut l = Client::connect(&server).await;
+        l.tune("auto").await;
+        ls.push(l);
+    }
+    let first = ls[0].expect("sync").await;
+    let track = first["track"].as_str().expect("a track").to_owned();
+    ls[1].expect("sync").await;
+    // One of two is not every listener: the track plays on.
+    cannot_play(&mut ls[0], "auto", &track, Some("decode error")).await;
+    let quiet = tokio::time::timeout(QUIET, ls[1].expect("sync")).await;
+    assert!(quiet.is_err(), "no track change yet: {quiet:?}");
+    // Sent bare: the helper's pong would skip the sync that follows.
+    ls[1]
+        .send(json!({"type":"cannot_play","station":"auto","track":track}))
+        .await;
+    for l in &mut ls {
+        let next = l.expect("sync").await;
+        assert_eq!(next["cause"], "update", "{next}");
+        assert_ne!(next["track"], track.as_str(), "the next entry: {next}");
+        assert!(
+            crate::onair::ms(&next["position_ms"]) < 1_000,
+            "from its start: {next}"
+        );
+    }
+    assert!(
+        server
+            .log()
+            .contains("every listener failed to play the track"),
+        "said in the log"
+    );
+}

@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::rotation::Rotation;
 use super::source::{Item, Source};
-use crate::protocol::{self, NextTrack, StationName};
+use crate::protocol::{self, NextTrack, ServerMessage, StationName};
 use crate::server::backend::any::AnyOwned;
 use crate::server::backend::{Handed, OwnedStation};
 use crate::server::media::Library;
 use crate::server::refusal::Refusal;
-use crate::server::station::Playback;
+use crate::server::station::{Playback, Unplayable};
 
 /// How long a station with nothing to play waits before it looks again
 /// (a SIGHUP looks at once).
@@ -43,6 +43,8 @@ enum Woke {
     Due,
     /// The station came back from a broadcaster.
     Returned,
+    /// Every listener said it cannot play the track: the next one, now.
+    Failed,
     Shutdown,
 }
 
@@ -54,6 +56,10 @@ pub(crate) struct Driver {
     pub hold: AnyOwned,
     /// SIGHUPs: each one reads a playlist again.
     pub hangups: watch::Receiver<u64>,
+    /// Wakes at each track every listener of a station failed to play;
+    /// `unplayable` says whether it is this station's, playing now.
+    pub failures: watch::Receiver<u64>,
+    pub unplayable: Arc<Unplayable>,
     pub shutdown: CancellationToken,
 }
 
@@ -75,9 +81,12 @@ impl Driver {
                     tracing::warn!(station = %self.name, "nothing to play; looking again every {IDLE_RETRY:?} and on SIGHUP");
                     idle = true;
                 }
-                match self.wait(Some(Instant::now() + IDLE_RETRY), true).await {
+                match self
+                    .wait(Some(Instant::now() + IDLE_RETRY), true, None)
+                    .await
+                {
                     Woke::Shutdown => return,
-                    Woke::Due | Woke::Returned => {
+                    Woke::Due | Woke::Returned | Woke::Failed => {
                         start = Instant::now();
                         continue;
                     }
@@ -91,26 +100,30 @@ impl Driver {
             match self.hold.update(playback).await {
                 Ok(_) => {
                     let end = start + Duration::from_millis(item.duration_ms);
-                    match self.wait(Some(end), false).await {
+                    match self.wait(Some(end), false, Some(&item.id)).await {
                         Woke::Due => start = end,
-                        // Back from a broadcaster: the next entry, now.
-                        Woke::Returned => start = Instant::now(),
+                        // Back from a broadcaster, or a track nobody can
+                        // play: the next entry, now.
+                        Woke::Returned | Woke::Failed => start = Instant::now(),
                         Woke::Shutdown => return,
                     }
                 }
                 Err(Refusal::TakenOver(_)) => {
                     tracing::debug!(station = %self.name, "a broadcaster has the station");
                     pending = Some(item);
-                    match self.wait(None, false).await {
-                        Woke::Returned | Woke::Due => start = Instant::now(),
+                    match self.wait(None, false, None).await {
+                        Woke::Returned | Woke::Due | Woke::Failed => start = Instant::now(),
                         Woke::Shutdown => return,
                     }
                 }
                 Err(refusal) => {
                     tracing::warn!(station = %self.name, %refusal, "cannot play the next track; trying again");
                     pending = Some(item);
-                    match self.wait(Some(Instant::now() + REFUSED_RETRY), false).await {
-                        Woke::Due | Woke::Returned => start = Instant::now(),
+                    match self
+                        .wait(Some(Instant::now() + REFUSED_RETRY), false, None)
+                        .await
+                    {
+                        Woke::Due | Woke::Returned | Woke::Failed => start = Instant::now(),
                         Woke::Shutdown => return,
                     }
                 }
@@ -209,11 +222,17 @@ impl Driver {
         })
     }
 
-    /// Waits until `until` (for ever when `None`), the station's return or
-    /// shutdown; a SIGHUP meanwhile reads the source again, and the wait
-    /// goes on, or ends when `hangup_ends` (a station with nothing to play
-    /// looks again at once).
-    async fn wait(&mut self, until: Option<Instant>, hangup_ends: bool) -> Woke {
+    /// Waits until `until` (for ever when `None`), the station's return,
+    /// every listener's failure to play `playing` (the track this player
+    /// has on air), or shutdown; a SIGHUP meanwhile reads the source again,
+    /// and the wait goes on, or ends when `hangup_ends` (a station with
+    /// nothing to play looks again at once).
+    async fn wait(
+        &mut self,
+        until: Option<Instant>,
+        hangup_ends: bool,
+        playing: Option<&str>,
+    ) -> Woke {
         let sleep = async {
             match until {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -226,6 +245,17 @@ impl Driver {
                 _ = self.shutdown.cancelled() => return Woke::Shutdown,
                 _ = &mut sleep => return Woke::Due,
                 _ = self.hold.returned() => return Woke::Returned,
+                changed = self.failures.changed(), if playing.is_some() => {
+                    if changed.is_err() {
+                        return Woke::Shutdown;
+                    }
+                    let told = self.unplayable.take(&self.name, playing);
+                    if let Some(ServerMessage::TrackFailed { track, listeners, reason, .. }) = told {
+                        let reason = reason.unwrap_or_default();
+                        tracing::warn!(station = %self.name, %track, listeners, %reason, "every listener failed to play the track; playing the next");
+                        return Woke::Failed;
+                    }
+                }
                 changed = self.hangups.changed() => {
                     if changed.is_err() {
                         // The signal's task ends only at shutdown.

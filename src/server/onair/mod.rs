@@ -29,7 +29,16 @@ use crate::errors::Usage;
 use crate::server::backend::Backend as _;
 use crate::server::backend::any::AnyBackend;
 use crate::server::media::Library;
+use crate::server::station::Unplayable;
 pub use spec::StationSpec;
+
+/// What a server-run station's player hears from outside: the SIGHUPs
+/// (each reads a playlist again), and the tracks every listener of a
+/// station could not play (its player then moves on).
+pub(crate) struct Cues<'a> {
+    pub hangups: &'a watch::Receiver<u64>,
+    pub unplayable: &'a Arc<Unplayable>,
+}
 
 /// The first id a server's own hold owns its station with, counting down;
 /// connections count up from 1, so the two never meet.
@@ -60,7 +69,7 @@ pub(crate) async fn start(
     media_dir: Option<&Path>,
     backend: &AnyBackend,
     media: &Arc<Library>,
-    hangups: &watch::Receiver<u64>,
+    cues: Cues<'_>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -92,7 +101,9 @@ pub(crate) async fn start(
             rotation: rotation::Rotation::new(spec.shuffle, fastrand::Rng::new()),
             media: media.clone(),
             hold,
-            hangups: hangups.clone(),
+            hangups: cues.hangups.clone(),
+            failures: cues.unplayable.watch(),
+            unplayable: cues.unplayable.clone(),
             shutdown: shutdown.clone(),
         };
         tasks.spawn(driver.run());

@@ -6,7 +6,9 @@
 //!
 //! The broadcaster is told in answer to its next `update` or `heartbeat`
 //! for the station, on its own connection's task: no task writes to
-//! another's socket. Those are per-message paths, so when nothing waits
+//! another's socket. A station the server runs has no connection: its
+//! player watches [`Unplayable::watch`] and takes its own station's
+//! failure. Those are per-message paths, so when nothing waits
 //! (always, on a healthy server) the check is one atomic load, no lock.
 //!
 //! Both maps are bounded: a track waits until its broadcaster is told (or
@@ -18,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+use tokio::sync::watch;
 
 use crate::protocol::{ServerMessage, StationName};
 
@@ -36,15 +40,35 @@ struct Failed {
 }
 
 /// Failed tracks waiting for their broadcasters, and reports by track.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Unplayable {
     /// `waiting.len()`, read without the lock.
     pending: AtomicUsize,
     waiting: Mutex<HashMap<StationName, Failed>>,
     by_track: Mutex<HashMap<String, u64>>,
+    /// Bumped at each failed track: the server's own players wait on it,
+    /// having no update or heartbeat of their own to be told at.
+    failures: watch::Sender<u64>,
+}
+
+impl Default for Unplayable {
+    fn default() -> Self {
+        Self {
+            pending: AtomicUsize::new(0),
+            waiting: Mutex::default(),
+            by_track: Mutex::default(),
+            failures: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Unplayable {
+    /// Wakes at each failed track, of any station; [`Unplayable::take`]
+    /// says whether it is the watcher's.
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.failures.subscribe()
+    }
+
     /// Every listener of `station` failed to play `track`: its broadcaster
     /// is told at its next `update` or `heartbeat`.
     pub(crate) fn failed(
@@ -75,6 +99,8 @@ impl Unplayable {
             },
         );
         self.pending.store(waiting.len(), Ordering::Relaxed);
+        drop(waiting);
+        self.failures.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Whether any failed track waits for its broadcaster (an atomic load).
@@ -82,8 +108,9 @@ impl Unplayable {
         self.pending.load(Ordering::Relaxed) > 0
     }
 
-    /// The `track_failed` for `station`'s broadcaster, whose station plays
-    /// `current`: once, and only while it still plays the failed track.
+    /// The `track_failed` for `station`'s broadcaster (or the server's own
+    /// player), whose station plays `current`: once, and only while it
+    /// still plays the failed track.
     pub(crate) fn take(
         &self,
         station: &StationName,
