@@ -14,8 +14,10 @@ use tokio::net::TcpListener;
 
 use crate::server::admission::Full;
 use crate::server::http;
+use crate::server::media::out_of_descriptors;
 use crate::server::peer::canonical;
 use crate::server::shared::Shared;
+use crate::server::warnings::Reason;
 
 /// Binds `addr` (with `SO_REUSEPORT` when asked, to share the port with
 /// other nodes) with a deep backlog.
@@ -35,9 +37,15 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     TcpListener::from_std(socket.into())
 }
 
+/// The first wait after an accept fails, and the longest: a herd's
+/// downloads free descriptors within milliseconds of each other, so the
+/// connections waiting in the listen queue are taken soon after, and a
+/// retry costs one system call.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(50));
+
 /// Accepts connections until shutdown, each served by its own task.
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -45,7 +53,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                backoff = Duration::from_millis(10);
+                backoff = ACCEPT_BACKOFF.0;
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
@@ -71,13 +79,20 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
             Err(e) => {
                 // EMFILE and friends: the listener is fine, the process is
-                // out of something. Wait for connections to close.
-                tracing::error!(error = %e, "accept failed; retrying in {backoff:?}");
+                // out of something, and the connection waits in the listen
+                // queue until a descriptor is free. Said once per window
+                // with a count (a herd makes thousands of these a second).
+                if out_of_descriptors(&e) {
+                    shared.metrics.out_of_files[0].inc();
+                    shared.warnings.note(Reason::AcceptOutOfFiles);
+                } else {
+                    tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                }
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
             }
         }
     }

@@ -18,6 +18,7 @@ mod contrib;
 mod failover;
 mod fanout;
 mod generated;
+mod herd;
 mod layout;
 mod limits;
 mod listing;

@@ -89,6 +89,8 @@ pub(super) async fn send_file(
     let mut off = start;
     // The page cache holds [off, resident_to), as last asked.
     let mut resident_to = start;
+    // When the last bytes went, for the steps that wait without a socket.
+    let mut progress = tokio::time::Instant::now();
     while off < end {
         if off >= resident_to {
             let window = (end - off).min(WINDOW);
@@ -105,6 +107,7 @@ pub(super) async fn send_file(
         } else {
             match from_disk(stream, &file, off, (end - off).min(WINDOW), timeout).await? {
                 Some(n) => n,
+                None if progress.elapsed() > timeout => return Err(timed_out()),
                 None => continue,
             }
         };
@@ -116,13 +119,15 @@ pub(super) async fn send_file(
         }
         off += n;
         sent.inc_by(n);
+        progress = tokio::time::Instant::now();
     }
     Ok(())
 }
 
 /// One `sendfile` on the blocking pool once the socket is writable, for
 /// pages that may have to be read from disk: the bytes sent, or `None` when
-/// the socket took nothing after all (its readiness is then cleared).
+/// the socket took nothing after all (its readiness is then cleared) or no
+/// descriptor was free to make the call with.
 async fn from_disk(
     stream: &TcpStream,
     file: &Arc<File>,
@@ -136,7 +141,16 @@ async fn from_disk(
     // The socket's own descriptor, duplicated: the call may outlive this
     // future (a connection dropped at shutdown), and must never write to a
     // descriptor number reused by then.
-    let sock = stream.as_fd().try_clone_to_owned()?;
+    let sock = match stream.as_fd().try_clone_to_owned() {
+        Ok(sock) => sock,
+        // Out of descriptors for the moment (a herd's downloads hold
+        // them): the response has begun, so wait for one to be freed.
+        Err(e) if crate::server::media::out_of_descriptors(&e) => {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let file = file.clone();
     let sent = tokio::task::spawn_blocking(move || sendfile(sock.as_raw_fd(), &file, off, count))
         .await
