@@ -24,9 +24,14 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes whose residency one `cachestat` checks, and most bytes one
-/// `sendfile` call is asked for (nginx's `sendfile_max_chunk` default).
+/// Bytes whose residency one `cachestat` checks.
 const WINDOW: u64 = 2 << 20;
+
+/// Most bytes one download sends in a turn before it lets the others
+/// have theirs: at a track change thousands of downloads start at once,
+/// and each should get its first bytes early, rather than the first served
+/// filling their socket buffers with whole files while the last wait.
+const TURN: u64 = 128 << 10;
 
 /// `cachestat(2)`'s number: 451 on every architecture (syscalls added
 /// since Linux 5.1 share one numbering); libc does not name it on every
@@ -99,13 +104,13 @@ pub(super) async fn send_file(
             }
         }
         let n = if off < resident_to {
-            let count = resident_to - off;
+            let count = (resident_to - off).min(TURN);
             let step = stream.async_io(Interest::WRITABLE, || sendfile(sock, &file, off, count));
             tokio::time::timeout(timeout, step)
                 .await
                 .map_err(|_| timed_out())??
         } else {
-            match from_disk(stream, &file, off, (end - off).min(WINDOW), timeout).await? {
+            match from_disk(stream, &file, off, (end - off).min(TURN), timeout).await? {
                 Some(n) => n,
                 None if progress.elapsed() > timeout => return Err(timed_out()),
                 None => continue,
@@ -120,6 +125,10 @@ pub(super) async fn send_file(
         off += n;
         sent.inc_by(n);
         progress = tokio::time::Instant::now();
+        if off < end {
+            // The others' turn: back of the runtime's queue.
+            tokio::task::yield_now().await;
+        }
     }
     Ok(())
 }
