@@ -288,6 +288,55 @@ mod tests {
         assert!(!resident(&f, 3 << 20, 1 << 20));
     }
 
+    /// Downloads take turns: on one thread, two downloads started together
+    /// have each sent one turn when a third task first runs, rather than
+    /// the first having filled its socket's buffers (megabytes on
+    /// loopback) before the second began.
+    #[test]
+    fn downloads_take_turns() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let len = 4u64 << 20;
+            let (f, _) = scratch("turns", len as usize);
+            let f = Arc::new(f);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // Clients that read nothing yet: what is sent fills buffers.
+            let mut clients = Vec::new();
+            let mut servers = Vec::new();
+            let counters = [Counter::default(), Counter::default()];
+            for _ in &counters {
+                clients.push(TcpStream::connect(addr).await.unwrap());
+                servers.push(listener.accept().await.unwrap().0);
+            }
+            // Both start together, then the third task.
+            let mut downloads = Vec::new();
+            for (server, sent) in servers.into_iter().zip(counters.iter().cloned()) {
+                let f = f.clone();
+                downloads.push(tokio::spawn(async move {
+                    let _ = send_file(&server, f, 0, len, Duration::from_secs(10), &sent).await;
+                }));
+            }
+            let seen = tokio::spawn({
+                let counters = counters.clone();
+                async move { (counters[0].get(), counters[1].get()) }
+            })
+            .await
+            .unwrap();
+            assert!(
+                (1..=TURN).contains(&seen.0) && (1..=TURN).contains(&seen.1),
+                "sent {seen:?} when the third task ran; a turn is {TURN}"
+            );
+            for d in downloads {
+                d.abort();
+            }
+            drop(clients);
+        });
+    }
+
     /// A range of a file, from the page cache and from the disk (the
     /// blocking pool), arrives whole over a real socket.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
