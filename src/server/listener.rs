@@ -43,57 +43,82 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
 /// retry costs one system call.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(50));
 
+/// Most connections taken from the listen queue in one turn of the accept
+/// task. The runtime's budget would give it far fewer (it yields after a
+/// hundred or so operations), and at a herd it waits for its next turn
+/// behind thousands of downloads: the queue (`somaxconn`, 4,096 here)
+/// overflows, and each connection dropped from it is retried by the
+/// client's kernel a second later, or three.
+const ACCEPT_BATCH: usize = 2048;
+
 /// Accepts connections until shutdown, each served by its own task.
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    use futures_util::FutureExt as _;
     let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             r = listener.accept() => r,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF.0;
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        // Then what else is queued already, outside the runtime's budget.
+        let mut next = Some(accepted);
+        let mut taken = 0;
+        while let Some(accepted) = next.take() {
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    admit(stream, peer, &shared);
                 }
-                // A trusted proxy's connections are counted against the
-                // client it names, once its request is read.
-                let ip = canonical(peer.ip());
-                let counted = (!shared.proxies.trusts(ip)).then_some(ip);
-                match shared.gate.admit(counted) {
-                    Ok(admission) => {
-                        shared.tasks.spawn(http::serve_connection(
-                            stream,
-                            peer,
-                            admission,
-                            shared.clone(),
-                        ));
+                Err(e) => {
+                    // EMFILE and friends: the listener is fine, the process
+                    // is out of something, and the connection waits in the
+                    // listen queue until a descriptor is free. Said once per
+                    // window with a count (a herd makes thousands a second).
+                    if out_of_descriptors(&e) {
+                        shared.metrics.out_of_files[0].inc();
+                        shared.warnings.note(Reason::AcceptOutOfFiles);
+                    } else {
+                        tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
                     }
-                    Err(full) => {
-                        shared
-                            .tasks
-                            .spawn(refuse(stream, peer, full, shared.clone()));
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    break;
                 }
             }
-            Err(e) => {
-                // EMFILE and friends: the listener is fine, the process is
-                // out of something, and the connection waits in the listen
-                // queue until a descriptor is free. Said once per window
-                // with a count (a herd makes thousands of these a second).
-                if out_of_descriptors(&e) {
-                    shared.metrics.out_of_files[0].inc();
-                    shared.warnings.note(Reason::AcceptOutOfFiles);
-                } else {
-                    tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
-                }
-                tokio::select! {
-                    _ = shared.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+            taken += 1;
+            if taken < ACCEPT_BATCH && !shared.shutdown.is_cancelled() {
+                next = tokio::task::unconstrained(listener.accept()).now_or_never();
             }
+        }
+    }
+}
+
+/// Serves an accepted connection in its own task, or refuses it over
+/// `--max-connections` or `--max-connections-per-ip`.
+fn admit(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    // A trusted proxy's connections are counted against the client it
+    // names, once its request is read.
+    let ip = canonical(peer.ip());
+    let counted = (!shared.proxies.trusts(ip)).then_some(ip);
+    match shared.gate.admit(counted) {
+        Ok(admission) => {
+            shared.tasks.spawn(http::serve_connection(
+                stream,
+                peer,
+                admission,
+                shared.clone(),
+            ));
+        }
+        Err(full) => {
+            shared
+                .tasks
+                .spawn(refuse(stream, peer, full, shared.clone()));
         }
     }
 }
