@@ -53,7 +53,6 @@ const ACCEPT_BATCH: usize = 2048;
 
 /// Accepts connections until shutdown, each served by its own task.
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    use futures_util::FutureExt as _;
     let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let accepted = tokio::select! {
@@ -61,9 +60,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             r = listener.accept() => r,
         };
         // Then what else is queued already, outside the runtime's budget.
-        let mut next = Some(accepted);
-        let mut taken = 0;
-        while let Some(accepted) = next.take() {
+        for accepted in std::iter::once(accepted).chain(queued(&listener, ACCEPT_BATCH - 1)) {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF.0;
@@ -88,12 +85,18 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     break;
                 }
             }
-            taken += 1;
-            if taken < ACCEPT_BATCH && !shared.shutdown.is_cancelled() {
-                next = tokio::task::unconstrained(listener.accept()).now_or_never();
-            }
         }
     }
+}
+
+/// The connections `listener`'s queue holds now, at most `max`, taken
+/// without waiting and outside the runtime's budget.
+fn queued(
+    listener: &TcpListener,
+    max: usize,
+) -> impl Iterator<Item = std::io::Result<(tokio::net::TcpStream, SocketAddr)>> + '_ {
+    use futures_util::FutureExt as _;
+    std::iter::from_fn(|| tokio::task::unconstrained(listener.accept()).now_or_never()).take(max)
 }
 
 /// Serves an accepted connection in its own task, or refuses it over
@@ -295,4 +298,36 @@ fn cannot_listen(flag: &str, listen: &str, failed: &[(SocketAddr, std::io::Error
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A turn of the accept task takes the whole queue: 600 connections
+    /// waiting are taken at once, where the runtime's budget alone would
+    /// stop it after about a hundred (127 here) and send it to the back of
+    /// the line.
+    #[test]
+    fn one_turn_takes_the_whole_queue() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = bind(([127, 0, 0, 1], 0).into(), false).unwrap();
+            let addr = listener.local_addr().unwrap();
+            // Connected by the kernel, waiting in the queue.
+            let clients: Vec<_> = (0..600)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            let first = listener.accept().await;
+            assert!(first.is_ok());
+            let rest = queued(&listener, ACCEPT_BATCH - 1)
+                .filter(Result::is_ok)
+                .count();
+            assert_eq!(rest, 599);
+            drop(clients);
+        });
+    }
 }
