@@ -11,6 +11,7 @@
 #   N=2000 DURATION=40s bench/herd.sh      # a quick look
 #   ROUNDS=3 bench/herd.sh
 #   NODES=2 bench/herd.sh                  # two nodes and one Redis on one port
+#   MODES=current bench/herd.sh            # one mode only
 #
 # With NODES > 1 the server is a cluster as docs/cluster.md deploys it:
 # one Redis, NODES `radio serve --redis ... --reuse-port` on one port
@@ -27,6 +28,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 
 ROUNDS=${ROUNDS:-1}
+MODES=${MODES:-prefetch current}
 N=${N:-10000}
 DURATION=${DURATION:-75s}
 TRACKS=${TRACKS:-4}
@@ -80,6 +82,11 @@ start_cluster() {
     for _ in $(seq 300); do grep -qs "connected to Redis" "$base.node$n.log" && break; sleep 0.1; done
   done
   SERVER_ADDR="127.0.0.1:$PORT"
+  # One node takes the station's lease and drives it: wait until it is live.
+  for _ in $(seq 100); do
+    curl -fs "http://$SERVER_ADDR/api/stations" | grep -q '"herd"' && break
+    sleep 0.1
+  done
 }
 
 run() { # run MODE ROUND
@@ -109,7 +116,7 @@ run() { # run MODE ROUND
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
-  if [ $((round % 2)) -eq 1 ]; then order="prefetch current"; else order="current prefetch"; fi
+  if [ $((round % 2)) -eq 1 ]; then order=$MODES; else order=$(echo "$MODES" | tr ' ' '\n' | tac | tr '\n' ' '); fi
   for mode in $order; do
     echo "bench: round $round, $N listeners, --fetch-media=$mode" >&2
     run "$mode" "$round"
