@@ -188,3 +188,38 @@ async fn out_of_descriptors_is_503_with_retry_after_and_counted() {
     assert!(!log.contains("retrying in"), "{log}");
     assert!(log.contains("answered 503"), "{log}");
 }
+
+/// Through hyper's path (here: after another request on the connection,
+/// as a page and its media share one) a range is read by offset from the
+/// shared descriptor, across several reads, and arrives whole and in
+/// order, while a sendfile download of the same file is in progress.
+#[tokio::test]
+async fn hyper_reads_a_range_by_offset_from_the_shared_file() {
+    let dir = library();
+    let server = limited(&dir);
+    let want = tone_wav(150, &[440.0], None, None);
+    let (_stalled, head) = head_of(&server, "/media/long.wav", Duration::from_secs(5))
+        .await
+        .expect("a download in progress");
+    assert_eq!(head.status, 200);
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    let host = server.addr;
+    let (from, to) = (40_000usize, 1_040_000usize);
+    let requests = format!(
+        "GET /api/library HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         GET /media/long.wav HTTP/1.1\r\nHost: {host}\r\nRange: bytes={from}-{}\r\n\
+         Connection: close\r\n\r\n",
+        to - 1
+    );
+    s.write_all(requests.as_bytes()).await.expect("send");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.expect("read");
+    let marker = b"HTTP/1.1 206";
+    let at = all
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("a 206 answer");
+    let r = Resp::parse(&all[at..]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == want[from..to], "{} bytes", r.body.len());
+}

@@ -10,8 +10,8 @@
 //! - **The index is replaced whole.** A rescan (SIGHUP, `--rescan-interval`)
 //!   builds a new [`Index`] off the async threads and swaps an `Arc`; a request
 //!   clones the `Arc` under a lock held for a pointer copy. A stream in
-//!   progress holds its own open file, so a rescan (or a deleted file) never
-//!   breaks it. Unchanged files (same size and mtime) keep their tags from the
+//!   progress holds the file open (shared with the other downloads of it),
+//!   so a rescan (or a deleted file) never breaks it. Unchanged files (same size and mtime) keep their tags from the
 //!   previous index, so a rescan reads tags only of new or changed files.
 //! - **Loudness is measured behind the scan** ([`loudness`]): one thread
 //!   decodes each new or changed file after the scan and swaps in an index
