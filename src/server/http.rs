@@ -285,7 +285,13 @@ async fn answer(
         (&Method::GET, "/metrics") => shared.metrics.page(req.headers(), || shared.scrape()),
         (_, "/healthz" | "/readyz" | "/api/stations" | "/metrics") => method_not_allowed("GET"),
         // The media library, sessions and the web player (docs/player.md).
-        (_, p) if media::Library::serves(p) => shared.media.route(&req, &shared.warnings).await,
+        (_, p) if media::Library::serves(p) => {
+            let report = media::Report {
+                warnings: &shared.warnings,
+                out_of_files: &shared.metrics.out_of_files[1],
+            };
+            shared.media.route(&req, &report).await
+        }
         (&Method::PUT, sessions::PATH) => match shared.origins.check(req.headers()) {
             Ok(()) => {
                 let limits = sessions::Limits {

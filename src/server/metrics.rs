@@ -160,6 +160,10 @@ pub(crate) struct Metrics {
     pub fanout_seconds: AtomicHistogram,
     /// HTTP requests and bytes by route and status class.
     pub http: Traffic,
+    /// Times the process was out of file descriptors: `[0]` at accept
+    /// (the connection waits in the listen queue), `[1]` opening a media
+    /// file (the request is answered 503).
+    pub out_of_files: [Counter; 2],
     /// The backend's link, as the latest scrape found it.
     link: link::LinkSeries,
     /// Refusals of the per-client limits on stations; listing refreshes.
@@ -294,6 +298,14 @@ impl Metrics {
              has written it to its listeners, one observation per shard",
         );
         let http = Traffic::new(r);
+        let out_of_files = counters(
+            r,
+            "out_of_files",
+            "Times the process was out of file descriptors: at accept (the connection \
+             waits in the listen queue) or opening a media file (answered 503)",
+            "at",
+            |i| ["accept", "media"][i],
+        );
         let limits = limits::Limits::new(r);
         let stream = std::sync::Arc::new(stream::StreamSeries::new(r));
         let sessions = metric(r, "sessions", "Private player sessions kept");
@@ -339,6 +351,7 @@ impl Metrics {
             handling_seconds,
             fanout_seconds,
             http,
+            out_of_files,
             link,
             limits,
             stream,

@@ -34,10 +34,12 @@ pub(crate) enum Reason {
     TlsRecord,
     UnplayableTrack,
     MediaUnreadable,
+    MediaOutOfFiles,
+    AcceptOutOfFiles,
 }
 
 impl Reason {
-    const ALL: [Reason; 17] = [
+    const ALL: [Reason; 19] = [
         Reason::ServerFull,
         Reason::AddressFull,
         Reason::Origin,
@@ -55,6 +57,8 @@ impl Reason {
         Reason::TlsRecord,
         Reason::UnplayableTrack,
         Reason::MediaUnreadable,
+        Reason::MediaOutOfFiles,
+        Reason::AcceptOutOfFiles,
     ];
 
     fn sentence(self) -> &'static str {
@@ -99,6 +103,15 @@ impl Reason {
             }
             Reason::MediaUnreadable => {
                 "media requests answered 500: the track's file cannot be read"
+            }
+            Reason::MediaOutOfFiles => {
+                "media requests answered 503 (Retry-After: 1): the process is out of file \
+                 descriptors; raise its limit (ulimit -n, LimitNOFILE=) or run several nodes"
+            }
+            Reason::AcceptOutOfFiles => {
+                "connections left waiting in the listen queue: accept failed, the process is \
+                 out of file descriptors; raise its limit (ulimit -n, LimitNOFILE=) or run \
+                 several nodes"
             }
         }
     }

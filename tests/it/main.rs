@@ -19,6 +19,7 @@ mod failover;
 mod failover_secured;
 mod fanout;
 mod generated;
+mod herd;
 mod layout;
 mod limits;
 mod listing;

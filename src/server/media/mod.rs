@@ -10,8 +10,8 @@
 //! - **The index is replaced whole.** A rescan (SIGHUP, `--rescan-interval`)
 //!   builds a new [`Index`] off the async threads and swaps an `Arc`; a request
 //!   clones the `Arc` under a lock held for a pointer copy. A stream in
-//!   progress holds its own open file, so a rescan (or a deleted file) never
-//!   breaks it. Unchanged files (same size and mtime) keep their tags from the
+//!   progress holds the file open (shared with the other downloads of it),
+//!   so a rescan (or a deleted file) never breaks it. Unchanged files (same size and mtime) keep their tags from the
 //!   previous index, so a rescan reads tags only of new or changed files.
 //! - **Loudness is measured behind the scan** ([`loudness`]): one thread
 //!   decodes each new or changed file after the scan and swaps in an index
@@ -29,6 +29,10 @@
 //!   only if it is still that one: a file replaced after the scan (by a
 //!   symlink to anything the server may read, or by another file) is 404
 //!   until a rescan, which applies the symlink policy to it.
+//! - **One descriptor per track** ([`files`]): every download of a file
+//!   reads the one descriptor by offset, held open and trusted for at most
+//!   a second before its path is looked at again, so a herd of downloads
+//!   at a track change costs a socket each, not a socket and a file.
 //! - **Bodies are streamed with bounded memory.** On plain TCP a file's range
 //!   goes to the socket by sendfile ([`crate::server::zerocopy`]); through
 //!   hyper (TLS) it is read in [`serve::CHUNK`]-sized pieces as the socket
@@ -50,6 +54,7 @@
 
 mod adts;
 mod demo;
+mod files;
 mod index;
 mod loudness;
 mod probe;
@@ -68,12 +73,13 @@ use tokio_util::task::TaskTracker;
 use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
+pub(crate) use files::out_of_descriptors;
 pub(crate) use index::MEDIA;
 pub(crate) use index::{Decodable, Index};
 use loudness::Loudness;
 pub use loudness::LoudnessCache;
 pub use serve::answer_for;
-pub(crate) use serve::{Answer, percent_decode};
+pub(crate) use serve::{Answer, Report, percent_decode};
 
 /// hyper's per-connection buffer limit (`max_buf_size`): with a body chunk
 /// ([`serve::CHUNK`]), a
@@ -96,6 +102,8 @@ pub(crate) struct Library {
     started: SystemTime,
     /// `--media-base-url`: where players fetch the tracks, when not here.
     base_url: Option<String>,
+    /// The tracks' files held open, one descriptor each for every request.
+    files: files::OpenFiles,
 }
 
 impl Library {
@@ -135,6 +143,7 @@ impl Library {
             loudness: Some(loudness),
             started: SystemTime::now(),
             base_url: base_url.map(str::to_owned),
+            files: files::OpenFiles::default(),
         })
     }
 
@@ -158,6 +167,7 @@ impl Library {
             loudness: None,
             started,
             base_url: base_url.map(str::to_owned),
+            files: files::OpenFiles::default(),
         }
     }
 
@@ -192,6 +202,16 @@ impl Library {
             };
             self.swap(new);
         }
+        // Files no longer in the library are not held open.
+        let index = self.index();
+        let paths: std::collections::HashSet<&std::path::Path> = index
+            .tracks()
+            .filter_map(|t| match &t.source {
+                index::Source::File(path, _) => Some(path.as_path()),
+                index::Source::Memory(_) => None,
+            })
+            .collect();
+        self.files.retain(|path| paths.contains(path));
         if let Some(l) = &self.loudness {
             l.wake();
         }
@@ -245,16 +265,12 @@ impl Library {
     }
 
     /// Answers a request for one of the library's paths ([`Library::serves`]).
-    pub(crate) async fn route<B>(
-        &self,
-        req: &Request<B>,
-        warnings: &crate::server::warnings::Warnings,
-    ) -> Response<Body> {
+    pub(crate) async fn route<B>(&self, req: &Request<B>, report: &Report<'_>) -> Response<Body> {
         let path = req.uri().path();
         let method = req.method();
         if path.starts_with(MEDIA) {
             return self
-                .answer(method, path, req.uri().query(), req.headers(), warnings)
+                .answer(method, path, req.uri().query(), req.headers(), report)
                 .await
                 .into_response()
                 .await;
@@ -274,7 +290,7 @@ impl Library {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-        warnings: &crate::server::warnings::Warnings,
+        report: &Report<'_>,
     ) -> Answer {
         let encoded_id = path.strip_prefix(MEDIA).unwrap_or_default();
         if method != Method::GET && method != Method::HEAD {
@@ -287,7 +303,16 @@ impl Library {
             return Answer::Complete(serve::not_found());
         };
         let caching = serve::Caching::new(query, self.base_url.is_some());
-        serve::answer_track(method, headers, &caching, &track, self.started, warnings).await
+        serve::answer_track(
+            method,
+            headers,
+            &caching,
+            &track,
+            self.started,
+            &self.files,
+            report,
+        )
+        .await
     }
 }
 

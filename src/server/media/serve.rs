@@ -2,16 +2,15 @@
 //! streamed body, per RFC 9110 (the rules are listed in the parent module).
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-use tokio_util::io::ReaderStream;
 
+use super::files::{OpenFiles, Refused, Scanned, out_of_descriptors};
 use super::index::{Source, Track, version};
 use crate::server::response::{Body, full, text};
 use crate::server::warnings::{Reason, Warnings};
@@ -35,7 +34,8 @@ pub(crate) enum Answer {
     File {
         /// Status and headers (`Content-Length` included); the body empty.
         head: Response<Body>,
-        file: std::fs::File,
+        /// Shared by every download of the file ([`OpenFiles`]).
+        file: Arc<std::fs::File>,
         start: u64,
         /// More than zero.
         len: u64,
@@ -43,7 +43,9 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// The answer as hyper sends it: a file's range streamed from disk.
+    /// The answer as hyper sends it: a file's range read by offset
+    /// (`pread`, on the blocking pool) in [`CHUNK`]s as the socket takes
+    /// them, so one descriptor serves every download of the file.
     pub(crate) async fn into_response(self) -> Response<Body> {
         let (head, file, start, len) = match self {
             Answer::Complete(res) => return res,
@@ -54,18 +56,41 @@ impl Answer {
                 len,
             } => (head, file, start, len),
         };
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
-                tracing::warn!(error = %e, "cannot read a media file");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot read the track: {e}"),
-                );
-            }
-        }
-        let stream = ReaderStream::with_capacity(file.take(len), CHUNK).map(|r| r.map(Frame::data));
-        head.map(|_| StreamBody::new(stream).boxed_unsync())
+        let chunks =
+            futures_util::stream::unfold((file, start, len), |(file, off, left)| async move {
+                if left == 0 {
+                    return None;
+                }
+                let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+                let reader = file.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt as _;
+                    let mut buf = vec![0u8; want];
+                    let n = reader.read_at(&mut buf, off)?;
+                    buf.truncate(n);
+                    Ok::<_, std::io::Error>(buf)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match read {
+                    Ok(buf) if buf.is_empty() => Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the file is shorter than when it was opened",
+                        )),
+                        (file, off, 0),
+                    )),
+                    Ok(buf) => {
+                        let n = buf.len() as u64;
+                        Some((Ok(Frame::data(Bytes::from(buf))), (file, off + n, left - n)))
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read a media file");
+                        Some((Err(e), (file, off, 0)))
+                    }
+                }
+            });
+        head.map(|_| StreamBody::new(chunks).boxed_unsync())
     }
 }
 
@@ -77,7 +102,8 @@ pub(super) async fn answer_track(
     caching: &Caching<'_>,
     track: &Track,
     demo_modified: SystemTime,
-    warnings: &Warnings,
+    files: &OpenFiles,
+    report: &Report<'_>,
 ) -> Answer {
     match &track.source {
         Source::Memory(bytes) => {
@@ -93,7 +119,21 @@ pub(super) async fn answer_track(
             Answer::Complete(res)
         }
         Source::File(path, key) => {
-            serve_file(method, headers, caching, track, path, *key, warnings).await
+            let scanned = Scanned {
+                key: *key,
+                size: track.size,
+                modified: track.modified,
+            };
+            serve_file(
+                method,
+                headers,
+                caching,
+                track,
+                (path, &scanned),
+                files,
+                report,
+            )
+            .await
         }
     }
 }
@@ -109,25 +149,31 @@ fn replaced(track: &Track) -> Answer {
     ))
 }
 
-/// Opens `path` and reads its metadata in one trip to the blocking pool.
-/// Non-blocking: a FIFO swapped in for the file would block the open (and a
-/// blocking thread) until a writer came; on a regular file the flag does
-/// nothing. The inode check in [`serve_file`] then refuses it. No
-/// following: the scan found a file at this real path (links it followed
-/// are stored as their targets), so a symlink here was swapped in since.
-async fn open(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = path.to_owned();
-    let opened = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(path)?;
-        let meta = file.metadata()?;
-        Ok((file, meta))
-    })
-    .await;
-    opened.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+/// Where a media answer's troubles are told: the aggregated warnings,
+/// and the count of requests refused for want of descriptors.
+pub(crate) struct Report<'a> {
+    pub(crate) warnings: &'a Warnings,
+    pub(crate) out_of_files: &'a prometheus_client::metrics::counter::Counter,
+}
+
+/// 503 for a request that found the process out of file descriptors: a
+/// moment's state at a herd of downloads, which a retry a second later
+/// usually gets past.
+fn out_of_files(track: &Track, report: &Report) -> Answer {
+    report.out_of_files.inc();
+    report
+        .warnings
+        .note_with(Reason::MediaOutOfFiles, || track.id.clone());
+    let mut res = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the server has no file descriptor free to open track {} just now; retry in a second",
+            track.id
+        ),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Answer::Complete(res)
 }
 
 async fn serve_file(
@@ -135,45 +181,41 @@ async fn serve_file(
     headers: &HeaderMap,
     caching: &Caching<'_>,
     track: &Track,
-    path: &Path,
-    scanned: (u64, u64),
-    warnings: &Warnings,
+    (path, scanned): (&Path, &Scanned),
+    files: &OpenFiles,
+    report: &Report<'_>,
 ) -> Answer {
-    let (file, meta) = match open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let opened = match files.get(path, scanned).await {
+        Ok(opened) => opened,
+        Err(Refused::Gone) => {
             return Answer::Complete(text(
                 StatusCode::NOT_FOUND,
                 format!("track {} is in the index but its file is gone", track.id),
             ));
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            tracing::debug!(track = %track.id, "a symlink in place of the file; not served");
+        Err(Refused::Replaced) => {
+            tracing::debug!(track = %track.id, "file replaced since the scan; not served");
             return replaced(track);
         }
-        Err(e) => {
+        Err(Refused::NotFile) => return Answer::Complete(not_found()),
+        Err(Refused::Io(e)) if out_of_descriptors(&e) => return out_of_files(track, report),
+        Err(Refused::Io(e)) => {
             tracing::debug!(track = %track.id, error = %e, "cannot open a media file");
-            warnings.note_with(Reason::MediaUnreadable, || format!("{}: {e}", track.id));
+            report
+                .warnings
+                .note_with(Reason::MediaUnreadable, || format!("{}: {e}", track.id));
             return Answer::Complete(text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot open track {}: {e}", track.id),
             ));
         }
     };
-    // Size and mtime of the file as it is now, not as it was at the scan.
-    // Still the file the scan found: not a symlink or file swapped in.
-    if meta.is_file() && super::scan::file_key(&meta) != scanned {
-        tracing::debug!(track = %track.id, "file replaced since the scan; not served");
-        return replaced(track);
-    }
-    if !meta.is_file() {
-        return Answer::Complete(not_found());
-    }
-    let validators = Validators::new(meta.len(), meta.modified().unwrap_or(UNIX_EPOCH));
+    // Size and mtime of the file as last checked, not as at the scan.
+    let validators = Validators::new(opened.stamp.size, opened.modified);
     match respond(method, headers, track, &validators, caching) {
         (head, Some((start, len))) => Answer::File {
             head,
-            file,
+            file: opened.file,
             start,
             len,
         },

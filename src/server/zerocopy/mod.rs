@@ -33,7 +33,7 @@ use http_body_util::BodyExt as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
-use crate::server::media::{Answer, HTTP_BUFFER, MEDIA};
+use crate::server::media::{Answer, HTTP_BUFFER, MEDIA, Report};
 use crate::server::metrics::Route;
 use crate::server::shared::Shared;
 
@@ -208,8 +208,12 @@ async fn respond(stream: &TcpStream, req: &MediaRequest, shared: &Shared) -> boo
     let method = if req.head { Method::HEAD } else { Method::GET };
     let timeout = shared.conn.write_timeout;
     let query = req.query.as_deref();
+    let report = Report {
+        warnings: &shared.warnings,
+        out_of_files: &shared.metrics.out_of_files[1],
+    };
     let answer = (shared.media)
-        .answer(&method, &req.path, query, &req.headers, &shared.warnings)
+        .answer(&method, &req.path, query, &req.headers, &report)
         .await;
     let result = match answer {
         Answer::Complete(res) => {
@@ -237,10 +241,7 @@ async fn respond(stream: &TcpStream, req: &MediaRequest, shared: &Shared) -> boo
             let sent = shared.metrics.http.count_sent(Route::Media, head.status());
             let out = encode_head(head.status(), head.headers(), None, req);
             match sendfile::write_all(stream, &out, true, timeout).await {
-                Ok(()) => {
-                    let file = Arc::new(file);
-                    sendfile::send_file(stream, file, start, len, timeout, &sent).await
-                }
+                Ok(()) => sendfile::send_file(stream, file, start, len, timeout, &sent).await,
                 Err(e) => Err(e),
             }
         }

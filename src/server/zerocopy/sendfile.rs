@@ -24,9 +24,14 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes whose residency one `cachestat` checks, and most bytes one
-/// `sendfile` call is asked for (nginx's `sendfile_max_chunk` default).
+/// Bytes whose residency one `cachestat` checks.
 const WINDOW: u64 = 2 << 20;
+
+/// Most bytes one download sends in a turn before it lets the others
+/// have theirs: at a track change thousands of downloads start at once,
+/// and each should get its first bytes early, rather than the first served
+/// filling their socket buffers with whole files while the last wait.
+const TURN: u64 = 128 << 10;
 
 /// `cachestat(2)`'s number: 451 on every architecture (syscalls added
 /// since Linux 5.1 share one numbering); libc does not name it on every
@@ -89,6 +94,8 @@ pub(super) async fn send_file(
     let mut off = start;
     // The page cache holds [off, resident_to), as last asked.
     let mut resident_to = start;
+    // When the last bytes went, for the steps that wait without a socket.
+    let mut progress = tokio::time::Instant::now();
     while off < end {
         if off >= resident_to {
             let window = (end - off).min(WINDOW);
@@ -97,14 +104,15 @@ pub(super) async fn send_file(
             }
         }
         let n = if off < resident_to {
-            let count = resident_to - off;
+            let count = (resident_to - off).min(TURN);
             let step = stream.async_io(Interest::WRITABLE, || sendfile(sock, &file, off, count));
             tokio::time::timeout(timeout, step)
                 .await
                 .map_err(|_| timed_out())??
         } else {
-            match from_disk(stream, &file, off, (end - off).min(WINDOW), timeout).await? {
+            match from_disk(stream, &file, off, (end - off).min(TURN), timeout).await? {
                 Some(n) => n,
+                None if progress.elapsed() > timeout => return Err(timed_out()),
                 None => continue,
             }
         };
@@ -116,13 +124,19 @@ pub(super) async fn send_file(
         }
         off += n;
         sent.inc_by(n);
+        progress = tokio::time::Instant::now();
+        if off < end {
+            // The others' turn: back of the runtime's queue.
+            tokio::task::yield_now().await;
+        }
     }
     Ok(())
 }
 
 /// One `sendfile` on the blocking pool once the socket is writable, for
 /// pages that may have to be read from disk: the bytes sent, or `None` when
-/// the socket took nothing after all (its readiness is then cleared).
+/// the socket took nothing after all (its readiness is then cleared) or no
+/// descriptor was free to make the call with.
 async fn from_disk(
     stream: &TcpStream,
     file: &Arc<File>,
@@ -136,7 +150,16 @@ async fn from_disk(
     // The socket's own descriptor, duplicated: the call may outlive this
     // future (a connection dropped at shutdown), and must never write to a
     // descriptor number reused by then.
-    let sock = stream.as_fd().try_clone_to_owned()?;
+    let sock = match stream.as_fd().try_clone_to_owned() {
+        Ok(sock) => sock,
+        // Out of descriptors for the moment (a herd's downloads hold
+        // them): the response has begun, so wait for one to be freed.
+        Err(e) if crate::server::media::out_of_descriptors(&e) => {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let file = file.clone();
     let sent = tokio::task::spawn_blocking(move || sendfile(sock.as_raw_fd(), &file, off, count))
         .await
@@ -263,6 +286,55 @@ mod tests {
         }
         // Past the end there is nothing to hold.
         assert!(!resident(&f, 3 << 20, 1 << 20));
+    }
+
+    /// Downloads take turns: on one thread, two downloads started together
+    /// have each sent one turn when a third task first runs, rather than
+    /// the first having filled its socket's buffers (megabytes on
+    /// loopback) before the second began.
+    #[test]
+    fn downloads_take_turns() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let len = 4u64 << 20;
+            let (f, _) = scratch("turns", len as usize);
+            let f = Arc::new(f);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // Clients that read nothing yet: what is sent fills buffers.
+            let mut clients = Vec::new();
+            let mut servers = Vec::new();
+            let counters = [Counter::default(), Counter::default()];
+            for _ in &counters {
+                clients.push(TcpStream::connect(addr).await.unwrap());
+                servers.push(listener.accept().await.unwrap().0);
+            }
+            // Both start together, then the third task.
+            let mut downloads = Vec::new();
+            for (server, sent) in servers.into_iter().zip(counters.iter().cloned()) {
+                let f = f.clone();
+                downloads.push(tokio::spawn(async move {
+                    let _ = send_file(&server, f, 0, len, Duration::from_secs(10), &sent).await;
+                }));
+            }
+            let seen = tokio::spawn({
+                let counters = counters.clone();
+                async move { (counters[0].get(), counters[1].get()) }
+            })
+            .await
+            .unwrap();
+            assert!(
+                (1..=TURN).contains(&seen.0) && (1..=TURN).contains(&seen.1),
+                "sent {seen:?} when the third task ran; a turn is {TURN}"
+            );
+            for d in downloads {
+                d.abort();
+            }
+            drop(clients);
+        });
     }
 
     /// A range of a file, from the page cache and from the disk (the

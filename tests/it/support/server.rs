@@ -136,6 +136,24 @@ impl Server {
     pub(crate) fn spawn_process_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(radio_bin());
         cmd.envs(env.iter().copied());
+        Self::spawn_command(cmd, args)
+    }
+
+    /// As [`Server::spawn_process`], in a process that may open at most
+    /// `files` files (soft and hard limit, set by the shell's `ulimit`).
+    pub(crate) fn spawn_process_limited(files: u32, args: &[&str]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            radio_bin(),
+        ]);
+        Self::spawn_command(cmd, args)
+    }
+
+    /// Runs `cmd serve ARGS...` (`--listen 127.0.0.1:0` unless `args` has
+    /// one) and waits until it logs its bound address.
+    fn spawn_command(mut cmd: Command, args: &[&str]) -> Server {
         cmd.arg("serve");
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
