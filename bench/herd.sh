@@ -49,6 +49,9 @@ command -v ffmpeg >/dev/null || { echo "bench: needs ffmpeg" >&2; exit 1; }
 mkdir -p "$OUT"
 cargo build --release --locked --quiet
 RADIO=${RADIO_BIN:-target/release/radio}
+# The load generator: the same binary unless GEN_BIN names another (to
+# compare generators against one server).
+GEN=${GEN_BIN:-$RADIO}
 
 LIBRARY="$OUT/library-$TRACK_S"
 mkdir -p "$LIBRARY"
@@ -102,7 +105,7 @@ run() { # run MODE ROUND
   fi
   local overflows_before
   overflows_before=$(nstat -az TcpExtListenOverflows 2>/dev/null | awk '/ListenOverflows/ {print $2}')
-  "$RADIO" loadtest --url "$SERVER_ADDR" --listen-only herd --listeners "$N" \
+  "$GEN" loadtest --url "$SERVER_ADDR" --listen-only herd --listeners "$N" \
     --duration "$DURATION" --source-addrs "$SOURCES" --fetch-media="$mode" --workers "$WORKERS" \
     "${pids[@]}" --json "$base.json" >"$base.txt" 2>&1 ||
     echo "bench: $mode round $round exited $? (see $base.txt)" >&2
@@ -131,7 +134,7 @@ SUMMARY="$OUT/summary.md"
   echo
   echo '| --fetch-media | track changes | first 256 KiB after a change p50 ms | p99 ms | max ms | fetched ahead | after tune-in p50 ms | p99 ms | MB per listener | requests | refused | server CPU s (run) | generator CPU % of machine (run) | sync fan-out p99 ms | accept queue overflows |'
   echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
-  for mode in prefetch current; do
+  for mode in $MODES; do
     files=("$OUT/$mode-$N-"*.json)
     overflows=$(cat "$OUT/$mode-$N-"*.overflows 2>/dev/null | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int(NR/2)+1]; else print "null"}')
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$mode" \

@@ -12,6 +12,9 @@
 //! the time from the track's start on the station's timeline (server clock)
 //! until the listener holds its first 256 KiB (or the whole file, when
 //! smaller): 0 when a prefetch had them before the start.
+//!
+//! Plain-TCP bodies are dropped by the kernel as they arrive ([`discard`]);
+//! TLS and chunked ones are read through hyper.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ctx::{Ctx, lock, now_us};
+use super::discard;
 use crate::client::http::Endpoint;
 pub(crate) use crate::loadtest::media::{FetchMedia, MediaReport};
 use crate::loadtest::net::{connect_from, io_reason};
@@ -370,7 +374,74 @@ async fn get(
             .map_err(|_| "tls".to_owned())?;
         exchange(ctx, media, node, io, &authority, &path, playable).await
     } else {
-        exchange(ctx, media, node, tcp, &authority, &path, playable).await
+        let mut tally = Tally::new(ctx, media, node, playable);
+        match discard::get(tcp, &authority, &path, |n| tally.add(n)).await {
+            discard::Answer::Read(result) => tally.finish(result),
+            discard::Answer::Refused(reason) => Err(reason),
+            discard::Answer::Chunked => {
+                let tcp = match tally.connect_again(local).await {
+                    Ok(tcp) => tcp,
+                    Err(e) => return Err(io_reason(&e)),
+                };
+                exchange(ctx, media, node, tcp, &authority, &path, playable).await
+            }
+        }
+    }
+}
+
+/// A fetch's progress: the bytes it got, and the moment they made the
+/// track playable.
+struct Tally<'a> {
+    ctx: &'a Ctx,
+    media: &'a Fetcher,
+    node: usize,
+    playable: &'a Playable,
+    got: u64,
+    marked: bool,
+}
+
+impl<'a> Tally<'a> {
+    fn new(ctx: &'a Ctx, media: &'a Fetcher, node: usize, playable: &'a Playable) -> Self {
+        Self {
+            ctx,
+            media,
+            node,
+            playable,
+            got: 0,
+            marked: false,
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.got += n;
+        self.media.bytes.fetch_add(n, Ordering::Relaxed);
+        if !self.marked && self.got >= PLAYABLE_BYTES {
+            self.mark();
+        }
+    }
+
+    /// The body ended: a whole body smaller than 256 KiB is playable too.
+    fn finish(&mut self, result: Result<(), String>) -> Result<(), String> {
+        if result.is_ok() && !self.marked {
+            self.mark();
+        }
+        result
+    }
+
+    fn mark(&mut self) {
+        self.marked = true;
+        let now = server_now_ms(self.ctx, self.node);
+        mark(self.media, self.playable, |m| m.playable_ms = Some(now));
+    }
+
+    /// A second connection for the same fetch, to the same node.
+    async fn connect_again(&self, local: usize) -> std::io::Result<tokio::net::TcpStream> {
+        let at = self.ctx.plan.first + local;
+        connect_from(
+            self.ctx.targets[self.ctx.plan.url_of(at)].addr,
+            self.ctx.plan.source_of(at),
+        )
+        .await
     }
 }
 
@@ -406,30 +477,19 @@ where
         return Err(format!("http_{}", status.as_u16()));
     }
     let mut body = resp.into_body();
-    let mut got = 0u64;
-    let mut marked = false;
+    let mut tally = Tally::new(ctx, media, node, playable);
     let result = loop {
         match body.frame().await {
             None => break Ok(()),
             Some(Err(_)) => break Err("body_cut".to_owned()),
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    got += data.len() as u64;
-                    media.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if !marked && got >= PLAYABLE_BYTES {
-                        marked = true;
-                        let now = server_now_ms(ctx, node);
-                        mark(media, playable, |m| m.playable_ms = Some(now));
-                    }
+                    tally.add(data.len() as u64);
                 }
             }
         }
     };
-    if result.is_ok() && !marked {
-        let now = server_now_ms(ctx, node);
-        mark(media, playable, |m| m.playable_ms = Some(now));
-    }
     drop(sender);
     conn.abort();
-    result
+    tally.finish(result)
 }

@@ -24,6 +24,7 @@
 mod churn;
 mod connection;
 mod ctx;
+mod discard;
 pub(crate) mod media;
 
 pub(crate) use ctx::{Target, resolve};
