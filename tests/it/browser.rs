@@ -248,3 +248,26 @@ fn a_track_that_fails_to_load_is_retried_and_a_damaged_one_reported() {
     let reported = runtime.block_on(server.metric("radio_cannot_play_total"));
     assert_eq!(reported, 1.0, "cannot_play reports");
 }
+
+/// A station broadcast from the page ("Go live") skips a track none of its
+/// listeners can play, says why, and its listener plays the next one
+/// (tests/browser/golive.mjs: the listener's copy of the first track is
+/// damaged on its way to the page).
+#[test]
+fn a_page_run_station_skips_a_track_no_listener_can_play() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    require_browser();
+    let media = TempDir::new("browser-golive");
+    for (i, notes) in [[261.63, 329.63], [293.66, 369.99], [329.63, 415.3]]
+        .iter()
+        .enumerate()
+    {
+        let title = format!("Tone {}", i + 1);
+        media.write(
+            &format!("{}.wav", i + 1),
+            tone_wav(20, notes, Some(&title), Some("Go live")),
+        );
+    }
+    let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
+    run_script("golive.mjs", &[&server.http_url(""), "pagelive"]);
+}

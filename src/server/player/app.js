@@ -124,6 +124,8 @@
     startLead: START_LEAD_MS, // learned: a start is asked this much early
     gaps: [],                // measured at each switch, for the curious
     left: null,              // the track this page left at its end
+    // live
+    unplayable: new Set(),   // tracks every listener failed: passed over
     // private
     lastSave: 0,
   };
@@ -401,12 +403,47 @@
     if (media.paused) play(); else media.pause();
   }
 
+  // The library's entry after `id` in order, passing over the tracks the
+  // station's listeners could not play; null when none is left.
+  function followingTrack(id) {
+    const n = st.library.length;
+    const i = st.library.findIndex((t) => t.id === id);
+    for (let k = 1; k <= n; k++) {
+      const t = st.library[(i + k + n) % n];
+      if (!st.unplayable.has(t.id)) return t;
+    }
+    return null;
+  }
+
   function nextTrack() {
-    if (st.library.length === 0) return;
-    const i = st.library.findIndex((t) => t.id === st.track);
-    const next = st.library[(i + 1) % st.library.length];
+    const next = followingTrack(st.track);
+    if (!next) return;
     loadTrack(next.id, 0);
     sendUpdate(); // the new track, not yet playing; `playing` follows
+    play();
+  }
+
+  // Live: every listener of the station failed to play the track it plays
+  // (`track_failed`). The station moves on and passes over that track from
+  // then on, as `radio broadcast` does; with nothing left, it pauses.
+  function trackFailed(m) {
+    if (m.station !== st.station || m.track !== st.track) return;
+    st.unplayable.add(m.track);
+    const title = st.byId.get(m.track)?.title ?? m.track;
+    const who = m.listeners === 1
+      ? "The station's one listener"
+      : `All ${m.listeners} of the station's listeners`;
+    const why = m.reason ? ` (${m.reason})` : "";
+    const next = followingTrack(m.track);
+    if (!next) {
+      media.pause();
+      sendUpdate();
+      message(`${who} could not play “${title}”${why}; nothing else to play, so the station pauses.`);
+      return;
+    }
+    message(`${who} could not play “${title}”${why}; skipping to “${next.title}”.`);
+    loadTrack(next.id, 0);
+    sendUpdate();
     play();
   }
 
@@ -579,6 +616,9 @@
         break;
       case "ack":
         break;
+      case "track_failed":
+        if (st.mode === "live") trackFailed(m);
+        break;
       case "error":
         onError(m);
         break;
@@ -682,6 +722,7 @@
 
   function enterLive(name) {
     const wasLive = st.mode === "live";
+    if (!wasLive) st.unplayable.clear();
     st.mode = "live";
     st.station = name;
     $("mode-badge").textContent = "live";
