@@ -11,11 +11,7 @@
 // usage: node gain.mjs SERVER_URL STATION
 // Run by tests/it/loudness.rs; exits non-zero on the first failed
 // expectation.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { log, until, state } from "./helpers.mjs";
+import { log, until, state, launch } from "./helpers.mjs";
 
 const [base, station] = process.argv.slice(2);
 if (!base || !station) {
@@ -32,20 +28,10 @@ async function playsAt(p, track, db) {
   return { ok, track: s.track, paused: s.paused, audio: s.audio, gainDb: s.gainDb, gain: s.gain };
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-gain-"));
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  browser = await launch("gain");
+  const { context } = browser;
   const pageErrors = [];
   const library = await (await fetch(base + "/api/library")).json();
   const gains = new Map(library.map((t) => [t.id, t.gain_db]));
@@ -87,6 +73,5 @@ try {
   console.error(e);
   process.exitCode = 1;
 } finally {
-  if (context) await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
 }

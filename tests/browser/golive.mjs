@@ -13,11 +13,7 @@
 // usage: node golive.mjs SERVER_URL STATION
 // Run by tests/it/browser.rs; exits non-zero on the first failed
 // expectation.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { log, until, state } from "./helpers.mjs";
+import { log, until, state, launch } from "./helpers.mjs";
 
 const [base, station] = process.argv.slice(2);
 if (!base || !station) {
@@ -25,20 +21,10 @@ if (!base || !station) {
   process.exit(2);
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-golive-"));
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  browser = await launch("golive");
+  const { context } = browser;
   const pageErrors = [];
   const library = await (await fetch(base + "/api/library")).json();
   if (library.length < 3) throw new Error(`need three tracks: ${JSON.stringify(library)}`);
@@ -103,6 +89,5 @@ try {
   if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join("; ")}`);
   log("ok");
 } finally {
-  await context?.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
 }

@@ -6,11 +6,7 @@
 // usage: node inapp.mjs SERVER_URL STATION OTHER_STATION
 // Run by tests/it/browser.rs; exits non-zero with a message on the first
 // failed expectation.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { log, until } from "./helpers.mjs";
+import { log, until, launch } from "./helpers.mjs";
 
 const [base, station, other] = process.argv.slice(2);
 if (!base || !station || !other) {
@@ -18,13 +14,8 @@ if (!base || !station || !other) {
   process.exit(2);
 }
 
-const profile = mkdtempSync(join(tmpdir(), "radio-inapp-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  viewport: { width: 1280, height: 800 },
-});
+const browser = await launch("inapp", { autoplay: false, viewport: { width: 1280, height: 800 } });
+const { context } = browser;
 try {
   const page = await context.newPage();
   const pageErrors = [];
@@ -89,6 +80,5 @@ try {
   if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join("; ")}`);
   log("ok");
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }

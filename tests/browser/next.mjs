@@ -19,11 +19,7 @@
 // usage: node next.mjs SERVER_URL STATION
 // Run by tests/it/browser.rs; exits non-zero with a message on the first
 // failed expectation.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { log, until, state } from "./helpers.mjs";
+import { log, until, state, launch } from "./helpers.mjs";
 
 const [base, station] = process.argv.slice(2);
 if (!base || !station) {
@@ -131,21 +127,10 @@ async function lateHeartbeat(context, requests) {
   await bc.close();
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-"));
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-    viewport: { width: 1280, height: 800 },
-  });
+  browser = await launch("next", { viewport: { width: 1280, height: 800 } });
+  const { context } = browser;
   const page = await context.newPage();
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(e.message));
@@ -254,6 +239,5 @@ try {
   console.error("FAILED:", e.message);
   process.exitCode = 1;
 } finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
 }

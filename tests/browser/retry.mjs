@@ -20,11 +20,7 @@
 // expectation.
 import http from "node:http";
 import net from "node:net";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { log, until, state } from "./helpers.mjs";
+import { log, until, state, launch } from "./helpers.mjs";
 
 const [base, station] = process.argv.slice(2);
 if (!base || !station) {
@@ -152,20 +148,10 @@ async function inSync(p, what, forMs) {
   return first.s;
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-retry-"));
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  browser = await launch("retry");
+  const { context } = browser;
   const pageErrors = [];
 
   // --- 1: 503, 503, a cut; then in sync, and nothing reported ---
@@ -213,8 +199,7 @@ try {
   console.error(e);
   process.exitCode = 1;
 } finally {
-  if (context) await context.close();
   server.close();
   server.closeAllConnections?.();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
 }

@@ -31,8 +31,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
-import { chromium } from "playwright-core";
-import { log, until, state } from "./helpers.mjs";
+import { log, until, state, launch } from "./helpers.mjs";
 
 const [base, screenshot, demo, radioBin] = process.argv.slice(2);
 if (!base || !screenshot || !demo || !radioBin) {
@@ -184,21 +183,10 @@ async function unplayableStation(context, watch) {
   }
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), "radio-chromium-"));
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-    viewport: { width: 1280, height: 800 },
-  });
+  browser = await launch("sync", { viewport: { width: 1280, height: 800 } });
+  const { context } = browser;
   const pageErrors = [];
   const watch = (page, name) => {
     page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
@@ -373,13 +361,8 @@ try {
 
   // --- C: another browser with the default autoplay rules needs a click ---
   {
-    const dirC = mkdtempSync(join(tmpdir(), "radio-chromium-"));
-    const ctxC = await chromium.launchPersistentContext(dirC, {
-      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-      viewport: { width: 1280, height: 800 },
-    });
+    const browserC = await launch("c", { autoplay: false, viewport: { width: 1280, height: 800 } });
+    const ctxC = browserC.context;
     try {
       const c = ctxC.pages()[0] ?? (await ctxC.newPage());
       watch(c, "C");
@@ -430,8 +413,7 @@ try {
         return { ok: s.status === "live; playing in sync", status: s.status };
       });
     } finally {
-      await ctxC.close().catch(() => {});
-      rmSync(dirC, { recursive: true, force: true });
+      await browserC.close();
     }
   }
 
@@ -534,6 +516,5 @@ try {
   console.error("FAILED:", e.message);
   process.exitCode = 1;
 } finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
 }
