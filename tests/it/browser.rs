@@ -84,6 +84,23 @@ pub(crate) fn require_browser() {
     );
 }
 
+/// Three tones of `seconds` each (1.wav to 3.wav, titled "Tone 1" to "Tone
+/// 3", by `artist`), in a folder of their own.
+fn three_tones(folder: &str, seconds: u32, artist: &str) -> TempDir {
+    let media = TempDir::new(folder);
+    for (i, notes) in [[261.63, 329.63], [293.66, 369.99], [329.63, 415.3]]
+        .iter()
+        .enumerate()
+    {
+        let title = format!("Tone {}", i + 1);
+        media.write(
+            &format!("{}.wav", i + 1),
+            tone_wav(seconds, notes, Some(&title), Some(artist)),
+        );
+    }
+    media
+}
+
 /// Runs `node tests/browser/SCRIPT ARGS...`, which must succeed.
 fn run_script(script: &str, args: &[&str]) {
     let browser_dir = manifest_dir().join("tests/browser");
@@ -180,17 +197,7 @@ fn two_browsers_stay_in_sync_and_the_demo_library_plays() {
 fn the_next_track_starts_on_time_without_a_gap_or_a_fetch() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     require_browser();
-    let media = TempDir::new("browser-next");
-    for (i, notes) in [[261.63, 329.63], [293.66, 369.99], [329.63, 415.3]]
-        .iter()
-        .enumerate()
-    {
-        let title = format!("Tone {}", i + 1);
-        media.write(
-            &format!("{}.wav", i + 1),
-            tone_wav(7, notes, Some(&title), Some("Next")),
-        );
-    }
+    let media = three_tones("browser-next", 7, "Next");
     let server = Server::with(|c| {
         c.media.dir = Some(media.path().to_owned());
         c.stations = vec![StationSpec::parse("onair=library").expect("a station spec")];
@@ -223,17 +230,7 @@ fn the_page_offers_the_stream_to_other_apps() {
 fn a_track_that_fails_to_load_is_retried_and_a_damaged_one_reported() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     require_browser();
-    let media = TempDir::new("browser-retry");
-    for (i, notes) in [[261.63, 329.63], [293.66, 369.99], [329.63, 415.3]]
-        .iter()
-        .enumerate()
-    {
-        let title = format!("Tone {}", i + 1);
-        media.write(
-            &format!("{}.wav", i + 1),
-            tone_wav(15, notes, Some(&title), Some("Retry")),
-        );
-    }
+    let media = three_tones("browser-retry", 15, "Retry");
     let server = Server::with(|c| {
         c.media.dir = Some(media.path().to_owned());
         c.stations = vec![StationSpec::parse("onair=library").expect("a station spec")];
@@ -257,17 +254,7 @@ fn a_track_that_fails_to_load_is_retried_and_a_damaged_one_reported() {
 fn a_page_run_station_skips_a_track_no_listener_can_play() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     require_browser();
-    let media = TempDir::new("browser-golive");
-    for (i, notes) in [[261.63, 329.63], [293.66, 369.99], [329.63, 415.3]]
-        .iter()
-        .enumerate()
-    {
-        let title = format!("Tone {}", i + 1);
-        media.write(
-            &format!("{}.wav", i + 1),
-            tone_wav(20, notes, Some(&title), Some("Go live")),
-        );
-    }
+    let media = three_tones("browser-golive", 20, "Go live");
     let server = Server::with(|c| c.media.dir = Some(media.path().to_owned()));
     run_script("golive.mjs", &[&server.http_url(""), "pagelive"]);
 }
