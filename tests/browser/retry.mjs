@@ -14,6 +14,14 @@
 //    for with 200 and two bytes that are not audio (a damaged file): page
 //    B says "Cannot play" and the server counts one `cannot_play`; B plays
 //    the station's next track in sync when it comes.
+// 3. Page C goes live through the front and plays a track whose fetch
+//    the front cuts 3 s in, then answers 503 three times (Chromium asks
+//    again by itself before it gives up). Page D, tuned to C's station,
+//    must hear C stop mid-track (`playing: false`) and then play on from
+//    where it stopped once C has loaded the track again.
+//
+// B and C each run in a browser of their own: pages of one browser share
+// its copies of the media, so a page after another would not ask.
 //
 // usage: node retry.mjs SERVER_URL STATION
 // Run by tests/it/browser.rs; exits non-zero on the first failed
@@ -34,6 +42,9 @@ const TOLERANCE_MS = 250;
 const front = {
   busy: 2,          // media requests still to answer 503
   cut: 1,           // media GETs still to cut short
+  cutAfter: 64 * 1024, // ... after this many bytes
+  thenBusy: 0,      // 503s to answer once a cut is made
+  cutDelayMs: 0,    // how long a cut connection is held open first
   junk: false,      // the next media path asked for is answered with junk
   junkPath: null,
   sent503: 0,
@@ -53,13 +64,18 @@ function pass(req, res, cutAfter) {
       res.write(chunk);
       sent += chunk.length;
       if (sent >= cutAfter) {
-        front.cuts++;
-        log(`front: cut ${req.method} ${req.url} after ${sent} bytes`);
+        // Held open for cutDelayMs first: a page plays what it has.
         ur.destroy();
-        res.socket?.destroy();
+        setTimeout(() => {
+          front.cuts++;
+          front.busy += front.thenBusy;
+          front.thenBusy = 0;
+          log(`front: cut ${req.method} ${req.url} after ${sent} bytes`);
+          res.socket?.destroy();
+        }, front.cutDelayMs);
       }
     });
-    ur.on("end", () => res.end());
+    ur.on("end", () => { if (sent < cutAfter) res.end(); });
   });
   up.on("error", () => res.socket?.destroy());
   req.pipe(up);
@@ -86,7 +102,7 @@ const server = http.createServer((req, res) => {
   }
   if (front.cut > 0 && req.method === "GET") {
     front.cut--;
-    return pass(req, res, 64 * 1024);
+    return pass(req, res, front.cutAfter);
   }
   pass(req, res);
 });
@@ -149,6 +165,7 @@ async function inSync(p, what, forMs) {
 }
 
 let browser;
+const others = [];
 try {
   browser = await launch("retry");
   const { context } = browser;
@@ -173,7 +190,10 @@ try {
 
   // --- 2: a file that is not audio still cannot play ---
   front.junk = true;
-  const b = await context.newPage();
+  // A browser of its own: one that played the station's tracks already
+  // would play B's from its copy, never asking the front.
+  others.push(await launch("retry-b"));
+  const b = await others.at(-1).context.newPage();
   b.on("pageerror", (e) => pageErrors.push(`B: ${e.message}`));
   await b.addInitScript(recordShown);
   await b.goto(`${frontUrl}/?station=${encodeURIComponent(station)}`);
@@ -192,6 +212,58 @@ try {
   }
   log(`B plays ${next.track} in sync`);
   if (front.junked < 2) throw new Error(`B asked for the damaged file ${front.junked} times: it never checked it`);
+  await b.close();
+
+  // --- 3: a live page whose track is cut mid-play tells its listeners ---
+  front.junk = false;
+  front.junkPath = null;
+  front.cut = 1;
+  front.cutAfter = 256 * 1024; // of a 15 s tone of 650 KB: about 6 s in
+  front.cutDelayMs = 3000;     // cut while C plays, 3 s in
+  // Chromium fetches a cut file again by itself; these make it give up.
+  front.thenBusy = 3;
+  others.push(await launch("retry-c"));
+  const c = await others.at(-1).context.newPage();
+  c.on("pageerror", (e) => pageErrors.push(`C: ${e.message}`));
+  await c.goto(frontUrl + "/");
+  const library = await (await fetch(base + "/api/library")).json();
+  const track = library[0].id;
+  await c.waitForSelector(`#track-list button[data-id="${track}"]`);
+  await c.fill("#station-name", "cutlive");
+  await c.click("#go-live");
+  await until("C is live", 10_000, async () => {
+    const s = await state(c);
+    return { ok: s.mode === "live" && s.connected, s };
+  });
+  // D listens before C plays, so that it hears all that follows.
+  const d = await context.newPage();
+  d.on("pageerror", (e) => pageErrors.push(`D: ${e.message}`));
+  await d.goto(`${base}/?station=cutlive`);
+  const syncOf = async () => (await d.evaluate(() => window.radio.sync())) ?? {};
+  await until("D is tuned", 10_000, async () => ({ ok: (await state(d)).tuned === "cutlive" }));
+  await c.click(`#track-list button[data-id="${track}"]`);
+  await until("D hears C play", 15_000, async () => {
+    const s = await syncOf();
+    return { ok: s.track === track && s.playing === true, s };
+  });
+  log("C plays", track, "live; its fetch is cut after", front.cutAfter, "bytes, 3 s in");
+  // Mid-track: a track change also says "not playing" for a moment, at 0.
+  const stalled = await until("D hears C stop mid-track while C reloads", 40_000, async () => {
+    const s = await syncOf();
+    const ok = s.track === track && s.playing === false && s.position_ms >= 1000 &&
+      s.position_ms < s.duration_ms - 1000;
+    return { ok, s, c: (await state(c)).retry };
+  });
+  log(`D: C not playing ${stalled.s.track} at ${stalled.s.position_ms} ms (C's retry: ${JSON.stringify(stalled.c)})`);
+  if (!stalled.c) throw new Error("C stopped without a failed fetch to retry");
+  await until("D hears C play again", 30_000, async () => {
+    const s = await syncOf();
+    return {
+      ok: s.track === stalled.s.track && s.playing === true && s.position_ms >= stalled.s.position_ms, s,
+      c: await state(c),
+    };
+  });
+  log("C plays again after reloading");
 
   if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join("; ")}`);
   log("ok");
@@ -202,4 +274,5 @@ try {
   server.close();
   server.closeAllConnections?.();
   await browser?.close();
+  for (const o of others) await o.close();
 }

@@ -124,6 +124,8 @@
     startLead: START_LEAD_MS, // learned: a start is asked this much early
     gaps: [],                // measured at each switch, for the curious
     left: null,              // the track this page left at its end
+    // private and live
+    intent: false,           // the page means to play (play() vs pause())
     // live
     unplayable: new Set(),   // tracks every listener failed: passed over
     // private
@@ -360,6 +362,7 @@
 
   async function play() {
     const track = st.track;
+    st.intent = true;
     try {
       await media.play();
       $("gate").hidden = true;
@@ -398,9 +401,17 @@
     else saveSession(true);
   }
 
+  // A pause the page means (its button, Space, nothing left to play), as
+  // against one the browser makes when a fetch fails: after a failure a
+  // private or live page plays on if it had not meant to pause.
+  function pause() {
+    st.intent = false;
+    media.pause();
+  }
+
   function togglePlay() {
     if (!st.track || st.mode === "listening") return;
-    if (media.paused) play(); else media.pause();
+    if (media.paused) play(); else pause();
   }
 
   // The library's entry after `id` in order, passing over the tracks the
@@ -436,7 +447,7 @@
     const why = m.reason ? ` (${m.reason})` : "";
     const next = followingTrack(m.track);
     if (!next) {
-      media.pause();
+      pause();
       sendUpdate();
       message(`${who} could not play “${title}”${why}; nothing else to play, so the station pauses.`);
       return;
@@ -1310,7 +1321,10 @@
     const why = err.message || `media error ${err.code}`;
     let r = st.retry;
     if (!r || r.track !== st.track) {
-      r = st.retry = { track: st.track, tries: 0, strikes: 0, loaded: false, atMs: posMs(), play: !media.paused };
+      // Chromium has paused the element by now: a listener follows the
+      // station; a private or live page goes on as it meant to.
+      const play = !media.paused || (st.mode !== "listening" && st.intent);
+      r = st.retry = { track: st.track, tries: 0, strikes: 0, loaded: false, atMs: posMs(), play };
     }
     if (r.waiting) return;
     // Not playing until it loads again: a live page says so to its
@@ -1505,7 +1519,7 @@
       startLead: st.startLead,
       gaps: st.gaps.slice(),
       // A track that failed to load and is retried: how often so far.
-      retry: st.retry ? { track: st.retry.track, tries: st.retry.tries, why: st.retry.why ?? null } : null,
+      retry: st.retry ? { track: st.retry.track, tries: st.retry.tries, why: st.retry.why ?? null, play: st.retry.play } : null,
       failed: st.failed,
       now: performance.timeOrigin + performance.now(),
     }),
