@@ -370,7 +370,8 @@ pub(crate) async fn rescan_task(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    hangups.mark_unchanged();
+    // No mark_unchanged(): a SIGHUP between the counter's creation (after
+    // the first scan) and this task's first turn must still rescan.
     loop {
         let tick = async {
             match ticker.as_mut() {

@@ -67,7 +67,6 @@ impl Driver {
     /// Plays the station until the server stops. Dropping the hold at the
     /// end unseats the server's player.
     pub(crate) async fn run(mut self) {
-        self.hangups.mark_unchanged();
         // When the next track starts on the station's timeline.
         let mut start = Instant::now();
         // A track picked but not played (the station was taken over).
