@@ -10,7 +10,7 @@ use radio::RedisConfig;
 use serde_json::{Value, json};
 
 use crate::support::process::{free_port, radio_bin};
-use crate::support::{Client, Redis, Server, TempDir, eventually, tone_wav};
+use crate::support::{Client, Redis, Server, TempDir, eventually, tone_wav, update_retrying};
 
 /// A node's timing: `--lease` and `--grace-period`.
 #[derive(Clone, Copy)]
@@ -182,22 +182,6 @@ async fn wait_listeners(c: &mut Client, station: &str, listeners: u64) {
         if n == Some(listeners) { Ok(()) } else { Err(s) }
     })
     .await;
-}
-
-/// An acknowledged update, retried while the cluster says `unavailable`.
-async fn update_retrying(b: &mut Client, station: &str, track: &str, position: u64) -> u64 {
-    eventually("the update is accepted", async || {
-        b.send(json!({"type":"update","station":station,"track":track,
-            "position_ms":position,"playing":true,"ack":true}))
-            .await;
-        let r = b.recv().await;
-        match r["type"].as_str() {
-            Some("ack") => Ok(r["seq"].as_u64().expect("ack has a seq")),
-            Some("error") if r["code"] == "unavailable" => Err(r),
-            _ => panic!("unexpected reply to update: {r}"),
-        }
-    })
-    .await
 }
 
 #[tokio::test]

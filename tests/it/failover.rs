@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use radio::{BackendConfig, RedisConfig};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::cli::{Broadcast, json_lines, wait_for};
 use crate::support::process::{kill, radio_bin};
 use crate::support::sentinel::Sentinels;
-use crate::support::{Client, Redis, Server, eventually};
+use crate::support::{Client, Redis, Server, eventually, update_retrying};
 
 /// A node behind `url` (a Redis or a Sentinel URL), in this process, with a
 /// two-second lease.
@@ -56,22 +56,6 @@ async fn syncs_until(c: &mut Client, until: u64) -> (Vec<u64>, Value, Vec<String
             }
         }
     }
-}
-
-/// An acknowledged update, retried while the cluster says `unavailable`.
-async fn update_retrying(b: &mut Client, station: &str, track: &str) -> u64 {
-    eventually("the update is accepted", async || {
-        b.send(json!({"type":"update","station":station,"track":track,
-            "position_ms":0,"playing":true,"ack":true}))
-            .await;
-        let r = b.recv().await;
-        match r["type"].as_str() {
-            Some("ack") => Ok(r["seq"].as_u64().expect("ack has a seq")),
-            Some("error") if r["code"] == "unavailable" => Err(r),
-            _ => panic!("unexpected reply to update: {r}"),
-        }
-    })
-    .await
 }
 
 const STATIONS: usize = 4;
@@ -118,7 +102,7 @@ async fn a_redis_failover_under_listeners_loses_no_station_and_no_final_state() 
     }
     let mut last = Vec::new();
     for (s, b) in broadcasters.iter_mut().enumerate() {
-        let seq = update_retrying(b, &names[s], &format!("after-{s}.mp3")).await;
+        let seq = update_retrying(b, &names[s], &format!("after-{s}.mp3"), 0).await;
         assert!(
             seq > before[s],
             "{}: seq grows across the failover: {} then {seq}",

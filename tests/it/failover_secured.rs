@@ -9,11 +9,10 @@
 use std::time::Duration;
 
 use radio::{BackendConfig, RedisConfig};
-use serde_json::json;
 
 use crate::support::sentinel::{Sentinels, Setup};
 use crate::support::tls::Certs;
-use crate::support::{Client, Server, TempDir, eventually};
+use crate::support::{Client, Server, TempDir, eventually, update_retrying};
 
 /// A node behind `url`, in this process, with a two-second lease.
 fn node(url: &str, id: &str, edit: impl FnOnce(&mut RedisConfig)) -> Server {
@@ -39,22 +38,6 @@ async fn wait_ready(server: &Server, status: u16) {
     .await;
 }
 
-/// An acknowledged update, retried while the cluster says `unavailable`.
-async fn update_retrying(b: &mut Client, station: &str, track: &str) -> u64 {
-    eventually("the update is accepted", async || {
-        b.send(json!({"type":"update","station":station,"track":track,
-            "position_ms":0,"playing":true,"ack":true}))
-            .await;
-        let r = b.recv().await;
-        match r["type"].as_str() {
-            Some("ack") => Ok(r["seq"].as_u64().expect("ack has a seq")),
-            Some("error") if r["code"] == "unavailable" => Err(r),
-            _ => panic!("unexpected reply to update: {r}"),
-        }
-    })
-    .await
-}
-
 /// A station broadcast from `from`, with a listener on each of `to`: the
 /// master is killed, the Sentinels promote the replica, and every listener
 /// ends with the state sent after the failover, its `seq` never going
@@ -78,7 +61,7 @@ async fn a_station_survives_a_failover(sentinels: &mut Sentinels, from: &Server,
     for n in [from].iter().chain(to) {
         wait_ready(n, 200).await;
     }
-    let after = update_retrying(&mut b, "guarded", "after.mp3").await;
+    let after = update_retrying(&mut b, "guarded", "after.mp3", 0).await;
     assert!(after > before, "seq grows across the failover");
     for l in &mut listeners {
         let mut seen = Vec::new();

@@ -27,6 +27,6 @@ pub(crate) use fixtures::{TempDir, ffmpeg_tone, sine_wav, tone_wav, tone_wav_at}
 pub(crate) use http::{Resp, request};
 pub(crate) use poll::eventually;
 pub(crate) use process::radio_bin;
-pub(crate) use redis::Redis;
+pub(crate) use redis::{Redis, update_retrying};
 pub(crate) use server::Server;
 pub(crate) use ws::Client;

@@ -7,8 +7,11 @@ use std::time::Duration;
 use ::redis as redis_crate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use serde_json::json;
+
 use super::poll::eventually;
 use super::process::{free_port, kill};
+use super::ws::Client;
 
 pub(crate) struct Redis {
     pub port: u16,
@@ -142,4 +145,26 @@ async fn ping_tls(url: &str, ca: &str) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// An acknowledged update, retried while the cluster says `unavailable`
+/// (its Redis down or failing over); its `seq`.
+pub(crate) async fn update_retrying(
+    b: &mut Client,
+    station: &str,
+    track: &str,
+    position_ms: u64,
+) -> u64 {
+    eventually("the update is accepted", async || {
+        b.send(json!({"type":"update","station":station,"track":track,
+            "position_ms":position_ms,"playing":true,"ack":true}))
+            .await;
+        let r = b.recv().await;
+        match r["type"].as_str() {
+            Some("ack") => Ok(r["seq"].as_u64().expect("ack has a seq")),
+            Some("error") if r["code"] == "unavailable" => Err(r),
+            _ => panic!("unexpected reply to update: {r}"),
+        }
+    })
+    .await
 }
