@@ -491,3 +491,102 @@ fn listeners_fetch_their_media_as_the_player_does() {
         assert!(stdout.contains("media: "), "{stdout}");
     }
 }
+
+/// A CDN that answers every `GET` with the file `body` in chunks of 1,000
+/// bytes (`Transfer-Encoding: chunked`, as a proxy of unknown length
+/// sends), until `stop`; how many it answered.
+fn chunking_cdn(
+    body: Vec<u8>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<usize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the CDN");
+    let addr = listener.local_addr().expect("its address");
+    listener.set_nonblocking(true).expect("non-blocking accept");
+    let answered = std::thread::spawn(move || {
+        let mut answered = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            };
+            conn.set_nonblocking(false).expect("blocking connection");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: audio/wav\r\n\
+                transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                .to_vec();
+            for chunk in body.chunks(1000) {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            // A listener may hang up once it has what it needs.
+            let _ = conn.write_all(&out);
+            answered += 1;
+        }
+        answered
+    });
+    (addr, answered)
+}
+
+/// `--fetch-media` through a CDN that chunks its answers: each body is
+/// counted through the framing, every byte of the file and nothing else.
+/// One long track, so that every fetch (one per listener, at tune-in) is
+/// over before the run ends.
+#[test]
+fn fetched_media_is_counted_through_chunked_framing() {
+    let media = crate::onair::library(&[("1.wav", 30_000)]);
+    let file = std::fs::read(media.path().join("1.wav")).expect("a track");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (cdn, answered) = chunking_cdn(file.clone(), stop.clone());
+    let base = format!("http://{cdn}");
+    let server = Server::spawn_process(&[
+        "--max-connections-per-ip",
+        "0",
+        "--media",
+        media.arg(),
+        "--media-base-url",
+        &base,
+        "--station",
+        "auto=library",
+    ]);
+    let dir = TempDir::new("loadtest-chunked");
+    let json = dir.path().join("report.json");
+    let out = loadtest(
+        &server,
+        &[
+            "--listen-only",
+            "auto",
+            "--listeners",
+            "20",
+            "--workers",
+            "1",
+            "--duration",
+            "2s",
+            "--fetch-media=current",
+            "--json",
+            json.to_str().expect("utf-8 temp path"),
+        ],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = answered.join().expect("the CDN thread");
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report is written"))
+            .expect("the report is JSON");
+    let m = field(&report, "media");
+    assert_eq!(m["refused_total"], 0, "{m:#}");
+    assert_eq!(m["requests"], 20, "{m:#}");
+    assert_eq!(answered, 20, "every fetch went to the CDN");
+    assert_eq!(
+        m["bytes"].as_u64(),
+        Some(20 * file.len() as u64),
+        "every body counted whole, without its framing: {m:#}"
+    );
+}

@@ -62,7 +62,7 @@ pub(super) fn head(buf: &[u8]) -> Option<Result<Head, String>> {
 
 /// Counts a body's audio bytes, through chunked framing or not.
 #[derive(Debug)]
-pub(super) enum Body {
+pub(crate) enum Body {
     /// Every byte is audio.
     Identity,
     Chunked(Chunk),
@@ -70,7 +70,7 @@ pub(super) enum Body {
 
 /// Where a chunked body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Chunk {
+pub(crate) enum Chunk {
     /// In a size line: the size so far, and whether an extension began.
     Size(u64, bool),
     /// In a chunk, this many bytes to go.
@@ -82,7 +82,7 @@ pub(super) enum Chunk {
 }
 
 impl Body {
-    pub(super) fn new(chunked: bool) -> Self {
+    pub(crate) fn new(chunked: bool) -> Self {
         if chunked {
             Body::Chunked(Chunk::Size(0, false))
         } else {
@@ -91,7 +91,7 @@ impl Body {
     }
 
     /// Feeds the bytes read; gives how many of them are audio.
-    pub(super) fn feed(&mut self, bytes: &[u8]) -> usize {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> usize {
         let Body::Chunked(state) = self else {
             return bytes.len();
         };
@@ -142,7 +142,7 @@ impl Body {
     }
 
     /// Whether the body ended (the last chunk was read).
-    pub(super) fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         matches!(self, Body::Chunked(Chunk::Done))
     }
 }

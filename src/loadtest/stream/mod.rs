@@ -13,7 +13,7 @@
 //! [`reader`] is the workers' side, [`body`] the HTTP response as a
 //! reader counts it, [`report`] the figures merged and told.
 
-mod body;
+pub(crate) mod body;
 pub(crate) mod reader;
 mod report;
 

@@ -9,8 +9,9 @@
 //! is taken with `recv(MSG_TRUNC)`, which on a TCP socket acknowledges and
 //! frees the bytes without copying them (tcp(7)). A real listener pays its
 //! own copy on its own machine; this keeps the server's figures the
-//! server's. TLS bodies (which must be decrypted) and chunked ones (whose
-//! framing must be read) stay on hyper's path.
+//! server's. A chunked body (a proxy's or a CDN's) is read and counted
+//! through its framing ([`Body`]); TLS bodies, which must be decrypted,
+//! stay on hyper's path.
 
 use std::io;
 use std::os::fd::AsRawFd as _;
@@ -18,52 +19,46 @@ use std::os::fd::AsRawFd as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
+use crate::loadtest::stream::body::Body;
+
 /// The most a response head may take.
 const MAX_HEAD: usize = 16 * 1024;
 /// The most one `recv` drops.
 const MAX_DROP: usize = 1 << 20;
 
-/// What a plain fetch found in the response head.
-pub(super) enum Answer {
-    /// A 200 or 206 whose body was read to its end; `Ok` or why it was cut.
-    Read(Result<(), String>),
-    /// Another status (`http_NNN`), or a head this cannot read.
-    Refused(String),
-    /// A chunked body: the caller fetches again through hyper.
-    Chunked,
-}
-
-/// `GET path` with `Range: bytes=0-`; `on_bytes` hears each amount of the
-/// body as it arrives.
+/// `GET path` with `Range: bytes=0-`, its body read to the end; `on_bytes`
+/// hears each amount of the body as it arrives. An error is why the fetch
+/// failed: another status than 200/206 (`http_NNN`), a head this cannot
+/// read, or a body cut short.
 pub(super) async fn get(
     mut tcp: TcpStream,
     authority: &str,
     path: &str,
     mut on_bytes: impl FnMut(u64),
-) -> Answer {
+) -> Result<(), String> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nRange: bytes=0-\r\nConnection: close\r\n\r\n"
     );
     if let Err(e) = tcp.write_all(request.as_bytes()).await {
-        return Answer::Refused(crate::loadtest::net::io_reason(&e));
+        return Err(crate::loadtest::net::io_reason(&e));
     }
     let mut buf = Vec::with_capacity(4096);
     let (status, length, chunked, body_at) = loop {
         if buf.len() >= MAX_HEAD {
-            return Answer::Refused("bad_head".into());
+            return Err("bad_head".into());
         }
         let mut chunk = [0u8; 4096];
         let n = match tcp.read(&mut chunk).await {
-            Ok(0) => return Answer::Refused("no_answer".into()),
+            Ok(0) => return Err("no_answer".into()),
             Ok(n) => n,
-            Err(e) => return Answer::Refused(crate::loadtest::net::io_reason(&e)),
+            Err(e) => return Err(crate::loadtest::net::io_reason(&e)),
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
-            Err(_) => return Answer::Refused("bad_head".into()),
+            Err(_) => return Err("bad_head".into()),
             Ok(httparse::Status::Complete(at)) => {
                 let header = |name: &str| {
                     response
@@ -80,17 +75,17 @@ pub(super) async fn get(
         }
     };
     if status != 200 && status != 206 {
-        return Answer::Refused(format!("http_{status}"));
+        return Err(format!("http_{status}"));
     }
     if chunked {
-        return Answer::Chunked;
+        return read_chunked(tcp, &buf[body_at..], on_bytes).await;
     }
     let early = (buf.len() - body_at) as u64;
     if early > 0 {
         on_bytes(early);
     }
     let mut left = length.map(|l| l.saturating_sub(early));
-    Answer::Read(loop {
+    loop {
         if left == Some(0) {
             break Ok(());
         }
@@ -115,7 +110,32 @@ pub(super) async fn get(
             }
             Err(_) => break Err("body_cut".into()),
         }
-    })
+    }
+}
+
+/// A chunked body, read (and so copied) to count its data through the
+/// framing; `early` is what came with the head.
+async fn read_chunked(
+    mut tcp: TcpStream,
+    early: &[u8],
+    mut on_bytes: impl FnMut(u64),
+) -> Result<(), String> {
+    let mut body = Body::new(true);
+    let mut count = |body: &mut Body, bytes: &[u8]| {
+        let data = body.feed(bytes);
+        if data > 0 {
+            on_bytes(data as u64);
+        }
+    };
+    count(&mut body, early);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while !body.ended() {
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err("body_cut".into()),
+            Ok(n) => count(&mut body, &chunk[..n]),
+        }
+    }
+    Ok(())
 }
 
 /// Takes up to `want` bytes off the socket without copying them.

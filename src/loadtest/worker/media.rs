@@ -13,8 +13,9 @@
 //! until the listener holds its first 256 KiB (or the whole file, when
 //! smaller): 0 when a prefetch had them before the start.
 //!
-//! Plain-TCP bodies are dropped by the kernel as they arrive ([`discard`]);
-//! TLS and chunked ones are read through hyper.
+//! Plain-TCP bodies are dropped by the kernel as they arrive, chunked ones
+//! counted through their framing ([`discard`]); TLS ones are read through
+//! hyper.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -375,17 +376,8 @@ async fn get(
         exchange(ctx, media, node, io, &authority, &path, playable).await
     } else {
         let mut tally = Tally::new(ctx, media, node, playable);
-        match discard::get(tcp, &authority, &path, |n| tally.add(n)).await {
-            discard::Answer::Read(result) => tally.finish(result),
-            discard::Answer::Refused(reason) => Err(reason),
-            discard::Answer::Chunked => {
-                let tcp = match tally.connect_again(local).await {
-                    Ok(tcp) => tcp,
-                    Err(e) => return Err(io_reason(&e)),
-                };
-                exchange(ctx, media, node, tcp, &authority, &path, playable).await
-            }
-        }
+        let result = discard::get(tcp, &authority, &path, |n| tally.add(n)).await;
+        tally.finish(result)
     }
 }
 
@@ -432,16 +424,6 @@ impl<'a> Tally<'a> {
         self.marked = true;
         let now = server_now_ms(self.ctx, self.node);
         mark(self.media, self.playable, |m| m.playable_ms = Some(now));
-    }
-
-    /// A second connection for the same fetch, to the same node.
-    async fn connect_again(&self, local: usize) -> std::io::Result<tokio::net::TcpStream> {
-        let at = self.ctx.plan.first + local;
-        connect_from(
-            self.ctx.targets[self.ctx.plan.url_of(at)].addr,
-            self.ctx.plan.source_of(at),
-        )
-        .await
     }
 }
 
