@@ -426,12 +426,16 @@
     return null;
   }
 
-  function nextTrack() {
-    const next = followingTrack(st.track);
-    if (!next) return;
-    loadTrack(next.id, 0);
+  // Live or private: plays `t` from its start.
+  function startTrack(t) {
+    loadTrack(t.id, 0);
     sendUpdate(); // the new track, not yet playing; `playing` follows
     play();
+  }
+
+  function nextTrack() {
+    const next = followingTrack(st.track);
+    if (next) startTrack(next);
   }
 
   // Live: every listener of the station failed to play the track it plays
@@ -447,15 +451,12 @@
     const why = m.reason ? ` (${m.reason})` : "";
     const next = followingTrack(m.track);
     if (!next) {
-      pause();
-      sendUpdate();
+      pause(); // its `pause` event tells the listeners
       message(`${who} could not play “${title}”${why}; nothing else to play, so the station pauses.`);
       return;
     }
     message(`${who} could not play “${title}”${why}; skipping to “${next.title}”.`);
-    loadTrack(next.id, 0);
-    sendUpdate();
-    play();
+    startTrack(next);
   }
 
   function updateControls() {
