@@ -1,24 +1,27 @@
-//! An HTTP audio stream's response as a reader sees it: the head (status,
-//! `Transfer-Encoding`, `icy-br`) and the body's audio bytes, counted
+//! An HTTP audio stream's response as a reader sees it (and a fetched
+//! track's, `--fetch-media`): the head (status, `Transfer-Encoding`,
+//! `Content-Length`, `icy-br`) and the body's audio bytes, counted
 //! through chunked framing when the server chunks (hyper does for an
 //! HTTP/1.1 body of unknown length; Icecast does not), so the bytes
 //! counted are the audio and nothing else.
 
 /// What the response head says.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Head {
+pub(crate) struct Head {
     /// The status code (`ICY 200 OK` is 200).
-    pub(super) status: u16,
-    pub(super) chunked: bool,
+    pub(crate) status: u16,
+    pub(crate) chunked: bool,
+    /// `Content-Length`, when given.
+    pub(crate) length: Option<u64>,
     /// `icy-br`, in kb/s.
-    pub(super) kbps: Option<u32>,
+    pub(crate) kbps: Option<u32>,
     /// Where the body starts in the bytes read.
-    pub(super) body_at: usize,
+    pub(crate) body_at: usize,
 }
 
 /// Reads the head from the bytes read so far: `None` until its blank line
 /// has arrived, `Err` when it is not an HTTP response.
-pub(super) fn head(buf: &[u8]) -> Option<Result<Head, String>> {
+pub(crate) fn head(buf: &[u8]) -> Option<Result<Head, String>> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let text = String::from_utf8_lossy(&buf[..end]);
     let mut lines = text.split("\r\n");
@@ -34,6 +37,7 @@ pub(super) fn head(buf: &[u8]) -> Option<Result<Head, String>> {
     let mut head = Head {
         status,
         chunked: false,
+        length: None,
         kbps: None,
         body_at: end,
     };
@@ -46,6 +50,7 @@ pub(super) fn head(buf: &[u8]) -> Option<Result<Head, String>> {
             "transfer-encoding" => {
                 head.chunked = value.to_ascii_lowercase().contains("chunked");
             }
+            "content-length" => head.length = value.parse().ok(),
             "icy-br" => {
                 // Sometimes a list (`128,128`): the first.
                 head.kbps = value
@@ -156,6 +161,9 @@ mod tests {
         let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nicy-br: 128\r\n\r\nab";
         let h = head(wire).unwrap().unwrap();
         assert_eq!((h.status, h.chunked, h.kbps), (200, true, Some(128)));
+        assert_eq!(h.length, None);
+        let ranged = head(b"HTTP/1.1 206 Partial Content\r\ncontent-length: 481115\r\n\r\n");
+        assert_eq!(ranged.unwrap().unwrap().length, Some(481_115));
         assert_eq!(&wire[h.body_at..], b"ab");
         let icy = head(b"ICY 200 OK\r\nicy-br:128,128\r\n\r\n")
             .unwrap()

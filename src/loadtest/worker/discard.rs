@@ -5,11 +5,11 @@
 //! copied into the generator's memory, and on one machine that copy costs
 //! the generator about twice the CPU the server spends sending (measured
 //! in the herd: 5.3-6.0 CPU s against 2.7-3.1 a run), CPU the server under
-//! test then lacks. Here the head is read and parsed as usual, and the body
-//! is taken with `recv(MSG_TRUNC)`, which on a TCP socket acknowledges and
-//! frees the bytes without copying them (tcp(7)). A real listener pays its
-//! own copy on its own machine; this keeps the server's figures the
-//! server's. A chunked body (a proxy's or a CDN's) is read and counted
+//! test then lacks. Here the head is read and parsed as a stream reader's
+//! is ([`head`]), and the body is taken with `recv(MSG_TRUNC)`, which on a
+//! TCP socket acknowledges and frees the bytes without copying them
+//! (tcp(7)). A real listener pays its own copy on its own machine; this
+//! keeps the server's figures the server's. A chunked body (a proxy's or a CDN's) is read and counted
 //! through its framing ([`Body`]); TLS bodies, which must be decrypted,
 //! stay on hyper's path.
 
@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
-use crate::loadtest::stream::body::Body;
+use crate::loadtest::stream::body::{Body, Head, head};
 
 /// The most a response head may take.
 const MAX_HEAD: usize = 16 * 1024;
@@ -43,7 +43,13 @@ pub(super) async fn get(
         return Err(crate::loadtest::net::io_reason(&e));
     }
     let mut buf = Vec::with_capacity(4096);
-    let (status, length, chunked, body_at) = loop {
+    let Head {
+        status,
+        chunked,
+        length,
+        body_at,
+        ..
+    } = loop {
         if buf.len() >= MAX_HEAD {
             return Err("bad_head".into());
         }
@@ -54,24 +60,10 @@ pub(super) async fn get(
             Err(e) => return Err(crate::loadtest::net::io_reason(&e)),
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Partial) => continue,
-            Err(_) => return Err("bad_head".into()),
-            Ok(httparse::Status::Complete(at)) => {
-                let header = |name: &str| {
-                    response
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case(name))
-                        .and_then(|h| std::str::from_utf8(h.value).ok())
-                };
-                let length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
-                let chunked = header("transfer-encoding")
-                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-                break (response.code.unwrap_or(0), length, chunked, at);
-            }
+        match head(&buf) {
+            None => continue,
+            Some(Err(_)) => return Err("bad_head".into()),
+            Some(Ok(head)) => break head,
         }
     };
     if status != 200 && status != 206 {
