@@ -86,6 +86,7 @@ fn take(stream: std::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let stream = stream
         .set_nonblocking(true)
         .and_then(|()| tokio::net::TcpStream::from_std(stream));
+    shared.heads.set_starved(false);
     match stream {
         Ok(stream) => admit(stream, peer, shared),
         Err(e) => tracing::debug!(%peer, error = %e, "cannot serve an accepted connection"),
@@ -96,6 +97,7 @@ fn take(stream: std::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
 /// window (a herd makes thousands a second), anything else is logged.
 fn failed(e: &std::io::Error, shared: &Shared) {
     if out_of_descriptors(e) {
+        shared.heads.set_starved(true);
         shared.metrics.out_of_files[0].inc();
         shared.warnings.note(Reason::AcceptOutOfFiles);
     } else {

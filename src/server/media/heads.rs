@@ -10,8 +10,13 @@
 //! [`TAIL_WAIT`]: the wave's heads go first, and a tail still moves at
 //! least a turn per wait (a floor many times any audio's bit rate) however
 //! many downloads keep starting.
+//!
+//! Except when connections wait for a descriptor: a held tail keeps its
+//! socket open, and out of descriptors the downloads that would end are
+//! what frees them for the connections waiting in the listen queue. Then
+//! no tail waits, until a connection is accepted again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -29,6 +34,8 @@ pub(crate) struct Heads {
     clear: Notify,
     /// The longest a tail waits for them.
     wait: Duration,
+    /// The last accept found the process out of descriptors.
+    starved: AtomicBool,
 }
 
 impl Default for Heads {
@@ -46,6 +53,20 @@ impl Heads {
             sending: AtomicUsize::new(0),
             clear: Notify::new(),
             wait,
+            starved: AtomicBool::new(false),
+        }
+    }
+
+    /// The accept loop found the process out of descriptors (`true`), or
+    /// accepted a connection again (`false`).
+    pub(crate) fn set_starved(&self, starved: bool) {
+        // Read first: every accept calls this, and the flag seldom changes.
+        if self.starved.load(Ordering::Relaxed) != starved {
+            self.starved.store(starved, Ordering::Relaxed);
+            if starved {
+                // Tails waiting now go on.
+                self.clear.notify_waiters();
+            }
         }
     }
 
@@ -60,9 +81,10 @@ impl Heads {
         self.sending.load(Ordering::Acquire)
     }
 
-    /// Waits until no download is sending its head, at most the tail wait.
+    /// Waits until no download is sending its head, at most the tail wait;
+    /// not at all while the process is out of descriptors.
     pub(crate) async fn clear(&self) {
-        if self.sending() == 0 {
+        if self.sending() == 0 || self.starved.load(Ordering::Relaxed) {
             return;
         }
         let notified = self.clear.notified();
@@ -124,5 +146,13 @@ mod tests {
         let _stuck = heads.begin();
         heads.clear().await;
         assert_eq!(start.elapsed(), Duration::from_millis(250));
+        // Out of descriptors, no tail waits; once a connection is accepted
+        // again, they do.
+        heads.set_starved(true);
+        heads.clear().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        heads.set_starved(false);
+        heads.clear().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
     }
 }
