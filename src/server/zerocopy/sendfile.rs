@@ -147,9 +147,9 @@ pub(super) async fn send_file(
 }
 
 /// One `sendfile` on the blocking pool once the socket is writable, for
-/// pages that may have to be read from disk: the bytes sent, or `None` when
-/// the socket took nothing after all (its readiness is then cleared) or no
-/// descriptor was free to make the call with.
+/// pages that may have to be read from disk (on the runtime thread when no
+/// descriptor is free to lend the pool): the bytes sent, or `None` when the
+/// socket took nothing after all (its readiness is then cleared).
 async fn from_disk(
     stream: &TcpStream,
     file: &Arc<File>,
@@ -165,11 +165,18 @@ async fn from_disk(
     // descriptor number reused by then.
     let sock = match stream.as_fd().try_clone_to_owned() {
         Ok(sock) => sock,
-        // Out of descriptors for the moment (a herd's downloads hold
-        // them): the response has begun, so wait for one to be freed.
+        // Out of descriptors (a herd's downloads hold them): the pages are
+        // read here, on the runtime thread, a short stall. Waiting for a
+        // descriptor instead would wait for downloads that may be waiting
+        // for one too, each of them holding its own, until the write
+        // timeout cut them all.
         Err(e) if crate::server::media::out_of_descriptors(&e) => {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            return Ok(None);
+            let fd = stream.as_raw_fd();
+            let step = stream.async_io(Interest::WRITABLE, || sendfile(fd, file, off, count));
+            return tokio::time::timeout(timeout, step)
+                .await
+                .map_err(|_| timed_out())?
+                .map(Some);
         }
         Err(e) => return Err(e),
     };
