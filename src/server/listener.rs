@@ -19,6 +19,8 @@ use crate::server::peer::canonical;
 use crate::server::shared::Shared;
 use crate::server::warnings::Reason;
 
+mod thread;
+
 /// Binds `addr` (with `SO_REUSEPORT` when asked, to share the port with
 /// other nodes) with a deep backlog.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
@@ -37,66 +39,70 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     TcpListener::from_std(socket.into())
 }
 
-/// The first wait after an accept fails, and the longest: a herd's
-/// downloads free descriptors within milliseconds of each other, so the
-/// connections waiting in the listen queue are taken soon after, and a
-/// retry costs one system call.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(50));
-
-/// Most connections taken from the listen queue in one turn of the accept
-/// task. The runtime's budget would give it far fewer (it yields after a
-/// hundred or so operations), and at a herd it waits for its next turn
-/// behind thousands of downloads: the queue (`somaxconn`, 4,096 here)
-/// overflows, and each connection dropped from it is retried by the
-/// client's kernel a second later, or three.
-const ACCEPT_BATCH: usize = 2048;
-
-/// Accepts connections until shutdown, each served by its own task.
+/// Accepts connections until shutdown, each served by its own task, on a
+/// thread of its own ([`thread`]).
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut backoff = ACCEPT_BACKOFF.0;
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        // Then what else is queued already, outside the runtime's budget.
-        for accepted in std::iter::once(accepted).chain(queued(&listener, ACCEPT_BATCH - 1)) {
-            match accepted {
-                Ok((stream, peer)) => {
-                    backoff = ACCEPT_BACKOFF.0;
-                    admit(stream, peer, &shared);
-                }
-                Err(e) => {
-                    // EMFILE and friends: the listener is fine, the process
-                    // is out of something, and the connection waits in the
-                    // listen queue until a descriptor is free. Said once per
-                    // window with a count (a herd makes thousands a second).
-                    if out_of_descriptors(&e) {
-                        shared.metrics.out_of_files[0].inc();
-                        shared.warnings.note(Reason::AcceptOutOfFiles);
-                    } else {
-                        tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
-                    }
-                    tokio::select! {
-                        _ = shared.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
-                    break;
-                }
-            }
+    let started = listener.into_std().and_then(|listener| {
+        let stop = Arc::new(thread::Stop::new()?);
+        Ok((listener, stop))
+    });
+    let (listener, stop) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start accepting");
+            return;
         }
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let accepting = std::thread::Builder::new()
+        .name("radio-accept".into())
+        .spawn({
+            let (stop, shared) = (stop.clone(), shared.clone());
+            move || {
+                // Sockets are registered with, and tasks spawned on, the runtime.
+                let _runtime = runtime.enter();
+                thread::accept_until_stopped(
+                    &listener,
+                    &stop,
+                    |stream, peer| take(stream, peer, &shared),
+                    |e| failed(e, &shared),
+                );
+                drop(done);
+            }
+        });
+    if let Err(e) = accepting {
+        tracing::error!(error = %e, "cannot start the accept thread");
+        return;
+    }
+    shared.shutdown.cancelled().await;
+    stop.stop();
+    // The thread ends at once: it was waiting, or between two connections.
+    let _ = ended.await;
+}
+
+/// An accepted connection, made a runtime socket and admitted.
+fn take(stream: std::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let stream = stream
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpStream::from_std(stream));
+    shared.heads.set_starved(false);
+    match stream {
+        Ok(stream) => admit(stream, peer, shared),
+        Err(e) => tracing::debug!(%peer, error = %e, "cannot serve an accepted connection"),
     }
 }
 
-/// The connections `listener`'s queue holds now, at most `max`, taken
-/// without waiting and outside the runtime's budget.
-fn queued(
-    listener: &TcpListener,
-    max: usize,
-) -> impl Iterator<Item = std::io::Result<(tokio::net::TcpStream, SocketAddr)>> + '_ {
-    use futures_util::FutureExt as _;
-    std::iter::from_fn(|| tokio::task::unconstrained(listener.accept()).now_or_never()).take(max)
+/// An accept that failed: EMFILE and friends are counted and told once per
+/// window (a herd makes thousands a second), anything else is logged.
+fn failed(e: &std::io::Error, shared: &Shared) {
+    if out_of_descriptors(e) {
+        shared.heads.set_starved(true);
+        shared.metrics.out_of_files[0].inc();
+        shared.warnings.note(Reason::AcceptOutOfFiles);
+    } else {
+        tracing::warn!(error = %e, "accept failed; retrying");
+    }
 }
 
 /// Serves an accepted connection in its own task, or refuses it over
@@ -298,36 +304,4 @@ fn cannot_listen(flag: &str, listen: &str, failed: &[(SocketAddr, std::io::Error
         ));
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A turn of the accept task takes the whole queue: 600 connections
-    /// waiting are taken at once, where the runtime's budget alone would
-    /// stop it after about a hundred (127 here) and send it to the back of
-    /// the line.
-    #[test]
-    fn one_turn_takes_the_whole_queue() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let listener = bind(([127, 0, 0, 1], 0).into(), false).unwrap();
-            let addr = listener.local_addr().unwrap();
-            // Connected by the kernel, waiting in the queue.
-            let clients: Vec<_> = (0..600)
-                .map(|_| std::net::TcpStream::connect(addr).unwrap())
-                .collect();
-            let first = listener.accept().await;
-            assert!(first.is_ok());
-            let rest = queued(&listener, ACCEPT_BATCH - 1)
-                .filter(Result::is_ok)
-                .count();
-            assert_eq!(rest, 599);
-            drop(clients);
-        });
-    }
 }

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub icestats: icestats::Seen,
     /// The stations' MP3 streams.
     pub streams: Streams,
+    /// Plain-TCP downloads still sending their first bytes.
+    pub heads: media::Heads,
 }
 
 impl Shared {
@@ -168,6 +170,7 @@ impl Shared {
             unplayable,
             icestats: icestats::Seen::default(),
             streams,
+            heads: Default::default(),
         })
     }
 }

@@ -305,7 +305,14 @@ fn start_track(
     });
     media.requests.fetch_add(1, Ordering::Relaxed);
     let (ctx, media) = (ctx.clone(), media.clone());
-    tokio::spawn(async move { fetch(&ctx, &media, local, &url, playable).await });
+    tokio::spawn(async move {
+        // Behind the other listeners' frames already read: a task spawned
+        // here runs next on this thread, and its connect would come before
+        // the `sync` of every listener still waiting to be read, which on
+        // their own machines would not wait for this one.
+        tokio::task::yield_now().await;
+        fetch(&ctx, &media, local, &url, playable).await;
+    });
 }
 
 /// One `GET` of `url` with `Range: bytes=0-`, read to its end; sets

@@ -55,6 +55,7 @@
 mod adts;
 mod demo;
 mod files;
+mod heads;
 mod index;
 mod loudness;
 mod probe;
@@ -74,6 +75,7 @@ use crate::server::response::{Body, json_bytes, method_not_allowed};
 
 pub use demo::{arpeggio, encode_wav};
 pub(crate) use files::out_of_descriptors;
+pub(crate) use heads::{HEAD, Heads};
 pub(crate) use index::MEDIA;
 pub(crate) use index::{Decodable, Index};
 use loudness::Loudness;

@@ -241,7 +241,10 @@ async fn respond(stream: &TcpStream, req: &MediaRequest, shared: &Shared) -> boo
             let sent = shared.metrics.http.count_sent(Route::Media, head.status());
             let out = encode_head(head.status(), head.headers(), None, req);
             match sendfile::write_all(stream, &out, true, timeout).await {
-                Ok(()) => sendfile::send_file(stream, file, start, len, timeout, &sent).await,
+                Ok(()) => {
+                    sendfile::send_file(stream, file, start, len, timeout, &sent, &shared.heads)
+                        .await
+                }
                 Err(e) => Err(e),
             }
         }

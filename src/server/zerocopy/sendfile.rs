@@ -24,6 +24,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::server::media::{HEAD, Heads};
+
 /// Bytes whose residency one `cachestat` checks.
 const WINDOW: u64 = 2 << 20;
 
@@ -88,8 +90,12 @@ pub(super) async fn send_file(
     len: u64,
     timeout: Duration,
     sent: &Counter,
+    heads: &Heads,
 ) -> io::Result<()> {
     let end = start.saturating_add(len);
+    // Sending its first bytes, ahead of other downloads' rest.
+    let head_end = start.saturating_add(HEAD).min(end);
+    let mut head = Some(heads.begin());
     let sock = stream.as_raw_fd();
     let mut off = start;
     // The page cache holds [off, resident_to), as last asked.
@@ -97,6 +103,13 @@ pub(super) async fn send_file(
     // When the last bytes went, for the steps that wait without a socket.
     let mut progress = tokio::time::Instant::now();
     while off < end {
+        if off >= head_end {
+            // Its own head sent: make way for those still sending theirs.
+            drop(head.take());
+            heads.clear().await;
+        }
+        // A head's last turn stops where the head ends.
+        let limit = if off < head_end { head_end } else { end };
         if off >= resident_to {
             let window = (end - off).min(WINDOW);
             if resident(&file, off, window) {
@@ -104,13 +117,13 @@ pub(super) async fn send_file(
             }
         }
         let n = if off < resident_to {
-            let count = (resident_to - off).min(TURN);
+            let count = (resident_to.min(limit) - off).min(TURN);
             let step = stream.async_io(Interest::WRITABLE, || sendfile(sock, &file, off, count));
             tokio::time::timeout(timeout, step)
                 .await
                 .map_err(|_| timed_out())??
         } else {
-            match from_disk(stream, &file, off, (end - off).min(TURN), timeout).await? {
+            match from_disk(stream, &file, off, (limit - off).min(TURN), timeout).await? {
                 Some(n) => n,
                 None if progress.elapsed() > timeout => return Err(timed_out()),
                 None => continue,
@@ -134,9 +147,9 @@ pub(super) async fn send_file(
 }
 
 /// One `sendfile` on the blocking pool once the socket is writable, for
-/// pages that may have to be read from disk: the bytes sent, or `None` when
-/// the socket took nothing after all (its readiness is then cleared) or no
-/// descriptor was free to make the call with.
+/// pages that may have to be read from disk (on the runtime thread when no
+/// descriptor is free to lend the pool): the bytes sent, or `None` when the
+/// socket took nothing after all (its readiness is then cleared).
 async fn from_disk(
     stream: &TcpStream,
     file: &Arc<File>,
@@ -152,11 +165,18 @@ async fn from_disk(
     // descriptor number reused by then.
     let sock = match stream.as_fd().try_clone_to_owned() {
         Ok(sock) => sock,
-        // Out of descriptors for the moment (a herd's downloads hold
-        // them): the response has begun, so wait for one to be freed.
+        // Out of descriptors (a herd's downloads hold them): the pages are
+        // read here, on the runtime thread, a short stall. Waiting for a
+        // descriptor instead would wait for downloads that may be waiting
+        // for one too, each of them holding its own, until the write
+        // timeout cut them all.
         Err(e) if crate::server::media::out_of_descriptors(&e) => {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            return Ok(None);
+            let fd = stream.as_raw_fd();
+            let step = stream.async_io(Interest::WRITABLE, || sendfile(fd, file, off, count));
+            return tokio::time::timeout(timeout, step)
+                .await
+                .map_err(|_| timed_out())?
+                .map(Some);
         }
         Err(e) => return Err(e),
     };
@@ -317,7 +337,9 @@ mod tests {
             for (server, sent) in servers.into_iter().zip(counters.iter().cloned()) {
                 let f = f.clone();
                 downloads.push(tokio::spawn(async move {
-                    let _ = send_file(&server, f, 0, len, Duration::from_secs(10), &sent).await;
+                    let heads = Heads::default();
+                    let _ =
+                        send_file(&server, f, 0, len, Duration::from_secs(10), &sent, &heads).await;
                 }));
             }
             let seen = tokio::spawn({
@@ -335,6 +357,93 @@ mod tests {
             }
             drop(clients);
         });
+    }
+
+    /// A download that has sent its head waits while another sends its
+    /// own: the second listener holds its first bytes before the first gets
+    /// more of its rest, however slowly the second reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heads_go_before_tails() {
+        use tokio::io::AsyncReadExt as _;
+        // More than loopback's socket buffers hold: the first download is
+        // still sending when the second starts.
+        let len = 128 * HEAD;
+        let (f, _) = scratch("heads", len as usize);
+        let f = Arc::new(f);
+        // No wait bound that a slow machine could reach.
+        let heads = Arc::new(Heads::new(Duration::from_secs(3600)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = [Counter::default(), Counter::default()];
+        // The first client reads all along; the second only once `go`.
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        let mut gone = Some(gone);
+        let mut readers = Vec::new();
+        let mut servers = Vec::new();
+        for i in 0..2 {
+            let gone = if i == 1 { gone.take() } else { None };
+            readers.push(tokio::spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                if gone.is_some() {
+                    // Small buffers: the head cannot all be in flight.
+                    socket.set_recv_buffer_size(16 << 10).unwrap();
+                }
+                let mut s = socket.connect(addr).await.unwrap();
+                if let Some(gone) = gone {
+                    gone.await.unwrap();
+                }
+                let mut sink = vec![0u8; 64 << 10];
+                while s.read(&mut sink).await.unwrap() > 0 {}
+            }));
+            let server = listener.accept().await.unwrap().0;
+            if i == 1 {
+                socket2::SockRef::from(&server)
+                    .set_send_buffer_size(16 << 10)
+                    .unwrap();
+            }
+            servers.push(server);
+        }
+        let download = |server: TcpStream, sent: Counter| {
+            let (f, heads) = (f.clone(), heads.clone());
+            tokio::spawn(async move {
+                send_file(&server, f, 0, len, Duration::from_secs(60), &sent, &heads)
+                    .await
+                    .unwrap();
+            })
+        };
+        let mut servers = servers.into_iter();
+        let first = download(servers.next().unwrap(), counters[0].clone());
+        while counters[0].get() <= HEAD {
+            tokio::task::yield_now().await;
+        }
+        let second = download(servers.next().unwrap(), counters[1].clone());
+        while heads.sending() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let before = counters[0].get();
+        assert!(
+            before < len,
+            "the first download ended before the second began"
+        );
+        // The second's client reads nothing, so its head cannot all be
+        // sent (its small buffers take far less); meanwhile the first may end
+        // the turn it was in, and no more, though its client reads on.
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(counters[1].get() < HEAD);
+            assert!(
+                counters[0].get() <= before + TURN,
+                "the first sent {} bytes of its rest while the second's head waited",
+                counters[0].get() - before,
+            );
+        }
+        go.send(()).unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!((counters[0].get(), counters[1].get()), (len, len));
+        for r in readers {
+            r.await.unwrap();
+        }
     }
 
     /// A range of a file, from the page cache and from the disk (the
@@ -366,6 +475,7 @@ mod tests {
                 len,
                 Duration::from_secs(10),
                 &sent,
+                &Heads::default(),
             )
             .await
             .unwrap();
