@@ -96,7 +96,6 @@ pub(super) async fn send_file(
     // Sending its first bytes, ahead of other downloads' rest.
     let head_end = start.saturating_add(HEAD).min(end);
     let mut head = Some(heads.begin());
-    let sock = stream.as_raw_fd();
     let mut off = start;
     // The page cache holds [off, resident_to), as last asked.
     let mut resident_to = start;
@@ -118,10 +117,7 @@ pub(super) async fn send_file(
         }
         let n = if off < resident_to {
             let count = (resident_to.min(limit) - off).min(TURN);
-            let step = stream.async_io(Interest::WRITABLE, || sendfile(sock, &file, off, count));
-            tokio::time::timeout(timeout, step)
-                .await
-                .map_err(|_| timed_out())??
+            here(stream, &file, off, count, timeout).await?
         } else {
             match from_disk(stream, &file, off, (limit - off).min(TURN), timeout).await? {
                 Some(n) => n,
@@ -144,6 +140,22 @@ pub(super) async fn send_file(
         }
     }
     Ok(())
+}
+
+/// One `sendfile` on the runtime thread, as the socket takes it: waits at
+/// most `timeout` for the socket to take anything.
+async fn here(
+    stream: &TcpStream,
+    file: &File,
+    off: u64,
+    count: u64,
+    timeout: Duration,
+) -> io::Result<u64> {
+    let sock = stream.as_raw_fd();
+    let step = stream.async_io(Interest::WRITABLE, || sendfile(sock, file, off, count));
+    tokio::time::timeout(timeout, step)
+        .await
+        .map_err(|_| timed_out())?
 }
 
 /// One `sendfile` on the blocking pool once the socket is writable, for
@@ -171,12 +183,7 @@ async fn from_disk(
         // for one too, each of them holding its own, until the write
         // timeout cut them all.
         Err(e) if crate::server::media::out_of_descriptors(&e) => {
-            let fd = stream.as_raw_fd();
-            let step = stream.async_io(Interest::WRITABLE, || sendfile(fd, file, off, count));
-            return tokio::time::timeout(timeout, step)
-                .await
-                .map_err(|_| timed_out())?
-                .map(Some);
+            return here(stream, file, off, count, timeout).await.map(Some);
         }
         Err(e) => return Err(e),
     };
